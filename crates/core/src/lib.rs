@@ -1,0 +1,19 @@
+//! cf-ssai core: the pure, sans-IO logic of live HLS ad insertion.
+//!
+//! What it does: SCTE-35 decoding/encoding, a lossless HLS tokenizer, ad
+//! marker detection in every common HLS dialect, the stateless SSAI/SGAI
+//! splice and master rewrite, VAST parsing and pod building, beacon and auth
+//! logic. What it deliberately does not do: I/O, clocks, logging, or depend
+//! on the Workers platform. `now` is always a parameter; anything needing the
+//! network is returned to the caller as an instruction.
+
+pub mod scte35;
+pub mod scte35_json;
+pub mod cues;
+pub mod hls;
+pub mod media;
+pub mod master;
+pub mod model;
+pub mod splice;
+pub mod sequencer;
+pub mod sim;

@@ -1,0 +1,119 @@
+//! Master (multivariant) playlist rewrite: variant and rendition URIs come
+//! back through the manifest worker, every attribute kept, with the query
+//! parameters the media request needs (variant bandwidth and kind, mode,
+//! session). Variants outside the origin's directory stay absolute origin
+//! URLs (never a path that would make us fetch an arbitrary URL).
+
+use crate::hls::{self, HlsError, Line};
+use crate::splice::{is_absolute, rewrite_uri_attr};
+
+pub struct MasterInput<'a> {
+    pub origin: &'a str,
+    /// The origin master playlist URL.
+    pub origin_url: &'a url::Url,
+    /// Our path prefix for this channel, e.g. `/org/channel/`.
+    pub self_prefix: &'a str,
+    /// Extra query pairs to carry (mode, session id), already URL-safe.
+    pub carry: &'a [(&'a str, String)],
+}
+
+pub fn rewrite_master(input: &MasterInput<'_>) -> Result<String, HlsError> {
+    let p = hls::tokenize(input.origin)?;
+    let mut out = String::with_capacity(input.origin.len() * 2);
+    let mut pending_stream: Option<(Option<&str>, Option<&str>)> = None;
+    for line in &p.lines {
+        match line {
+            Line::Tag { name: "EXT-X-STREAM-INF", value, raw } => {
+                let v = value.unwrap_or("");
+                pending_stream = Some((hls::attr(v, "BANDWIDTH"), hls::attr(v, "CODECS")));
+                out.push_str(raw);
+            }
+            Line::Tag { name: "EXT-X-MEDIA", value, raw } => {
+                let v = value.unwrap_or("");
+                let kind = match hls::attr(v, "TYPE") {
+                    Some("AUDIO") => "audio",
+                    Some("SUBTITLES") => "subtitles",
+                    _ => "muxed",
+                };
+                out.push_str(&rewrite_uri_attr(raw, |u| {
+                    Some(map_uri(input, u, &[("k", kind.to_string())]))
+                }));
+            }
+            Line::Tag { name: "EXT-X-I-FRAME-STREAM-INF" | "EXT-X-SESSION-KEY" | "EXT-X-SESSION-DATA", raw, .. } => {
+                // No ads in I-frame playlists: straight to the origin.
+                out.push_str(&rewrite_uri_attr(raw, |u| {
+                    (!is_absolute(u)).then(|| hls::resolve(input.origin_url, u))
+                }));
+            }
+            Line::Uri(raw) => {
+                let u = raw.trim_end_matches('\r').trim();
+                let mut q = Vec::new();
+                if let Some((bw, codecs)) = pending_stream.take() {
+                    if let Some(bw) = bw {
+                        q.push(("bw", bw.to_string()));
+                    }
+                    if let Some(c) = codecs {
+                        q.push(("codecs", c.to_string()));
+                    }
+                }
+                out.push_str(&map_uri(input, u, &q));
+            }
+            other => out.push_str(other.raw()),
+        }
+        out.push('\n');
+    }
+    if !p.trailing_newline && out.ends_with('\n') {
+        out.pop();
+    }
+    Ok(out)
+}
+
+/// Map an origin-relative playlist URI to our route, or to an absolute
+/// origin URL when it lies outside the origin's directory.
+fn map_uri(input: &MasterInput<'_>, u: &str, extra: &[(&str, String)]) -> String {
+    let abs = match input.origin_url.join(u) {
+        Ok(a) => a,
+        Err(_) => return u.to_string(),
+    };
+    let dir = input.origin_url.join(".").ok();
+    let rel = dir.as_ref().and_then(|d| {
+        let (ds, as_) = (d.as_str(), abs.as_str());
+        (abs.scheme() == d.scheme() && as_.starts_with(ds)).then(|| &as_[ds.len()..])
+    });
+    match rel {
+        Some(rel) if rel.split('?').next().is_some_and(|p| p.ends_with(".m3u8") && !p.contains("..")) => {
+            let mut s = format!("{}{}", input.self_prefix, rel);
+            let mut sep = if s.contains('?') { '&' } else { '?' };
+            for (k, v) in extra.iter().map(|(k, v)| (*k, v)).chain(input.carry.iter().map(|(k, v)| (*k, v))) {
+                s.push(sep);
+                s.push_str(k);
+                s.push('=');
+                s.push_str(&encode_query(v));
+                sep = '&';
+            }
+            s
+        }
+        _ => abs.to_string(),
+    }
+}
+
+fn encode_query(v: &str) -> String {
+    url::form_urlencoded::byte_serialize(v.as_bytes()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variants_come_back_through_us() {
+        let origin = "#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",NAME=\"en\",URI=\"audio/en.m3u8\"\n#EXT-X-STREAM-INF:BANDWIDTH=800000,CODECS=\"avc1.4d401f,mp4a.40.2\",AUDIO=\"a\"\nlow/index.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=3000000\nhttps://cdn.other/x.m3u8\n";
+        let url = url::Url::parse("https://origin.test/live/ch1/master.m3u8").unwrap();
+        let carry = [("mode", "ssai".to_string())];
+        let out = rewrite_master(&MasterInput { origin, origin_url: &url, self_prefix: "/o/c/", carry: &carry }).unwrap();
+        assert!(out.contains("\n/o/c/low/index.m3u8?bw=800000&codecs=avc1.4d401f%2Cmp4a.40.2&mode=ssai\n"), "{out}");
+        assert!(out.contains("URI=\"/o/c/audio/en.m3u8?k=audio&mode=ssai\""), "{out}");
+        assert!(out.contains("\nhttps://cdn.other/x.m3u8\n"));
+        assert!(out.contains("#EXT-X-STREAM-INF:BANDWIDTH=800000,CODECS=\"avc1.4d401f,mp4a.40.2\",AUDIO=\"a\"\n"));
+    }
+}

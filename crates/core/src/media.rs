@@ -1,0 +1,237 @@
+//! A media playlist view over the tokenized lines: which lines are header,
+//! which belong to each segment, each segment's MSN, duration, PDT, and the
+//! EXT-X-MAP / EXT-X-KEY in effect (RFC 8216bis §4.4).
+
+use crate::hls::{self, HlsError, Line, Playlist};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Segment<'a> {
+    /// Index range into `Playlist::lines`: the tags before the URI and the
+    /// URI line itself (the last line of the range).
+    pub first_line: usize,
+    pub uri_line: usize,
+    pub msn: u64,
+    pub duration_text: &'a str,
+    pub duration: f64,
+    /// Program date-time of the segment's start, explicit or carried forward.
+    pub pdt_ms: Option<i64>,
+    pub discontinuity: bool,
+    /// The EXT-X-MAP / EXT-X-KEY lines in effect for this segment.
+    pub map: Option<&'a str>,
+    pub keys: Vec<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MediaPlaylist<'a> {
+    pub tokens: Playlist<'a>,
+    /// Lines before the first segment's tags.
+    pub header_end: usize,
+    pub segments: Vec<Segment<'a>>,
+    pub target_duration: u64,
+    pub media_sequence: u64,
+    pub discontinuity_sequence: u64,
+    pub endlist: bool,
+}
+
+/// Tags that belong to the following segment rather than the header.
+fn is_segment_tag(name: &str) -> bool {
+    matches!(
+        name,
+        "EXTINF"
+            | "EXT-X-BYTERANGE"
+            | "EXT-X-DISCONTINUITY"
+            | "EXT-X-KEY"
+            | "EXT-X-MAP"
+            | "EXT-X-PROGRAM-DATE-TIME"
+            | "EXT-X-DATERANGE"
+            | "EXT-X-GAP"
+            | "EXT-X-BITRATE"
+            | "EXT-X-PART"
+            | "EXT-X-CUE-OUT"
+            | "EXT-X-CUE-OUT-CONT"
+            | "EXT-X-CUE-IN"
+            | "EXT-X-CUE"
+            | "EXT-OATCLS-SCTE35"
+            | "EXT-X-SPLICEPOINT-SCTE35"
+            | "EXT-X-SCTE35"
+            | "EXT-X-ASSET"
+    )
+}
+
+/// Build the media view. Fails on a master playlist and on header tags
+/// whose value cannot be read (those we need for the live rules).
+pub fn parse(text: &str) -> Result<MediaPlaylist<'_>, HlsError> {
+    let tokens = hls::tokenize(text)?;
+    if hls::is_master(&tokens) {
+        return Err(HlsError::NotMedia);
+    }
+    let mut target_duration = 0u64;
+    let mut media_sequence = 0u64;
+    let mut discontinuity_sequence = 0u64;
+    let mut endlist = false;
+    let mut header_end = None;
+    let mut segments = Vec::new();
+    let mut seg_start = None;
+    let mut duration: Option<(&str, f64)> = None;
+    let mut disc = false;
+    let mut explicit_pdt: Option<i64> = None;
+    let mut next_pdt: Option<i64> = None;
+    let mut map: Option<&str> = None;
+    let mut keys: Vec<&str> = Vec::new();
+    let mut msn_offset = 0u64;
+
+    for (i, line) in tokens.lines.iter().enumerate() {
+        match *line {
+            Line::Tag { name, value, .. } => {
+                let v = value.unwrap_or("");
+                if header_end.is_none() && is_segment_tag(name) {
+                    header_end = Some(i);
+                }
+                if is_segment_tag(name) && seg_start.is_none() {
+                    seg_start = Some(i);
+                }
+                match name {
+                    "EXT-X-TARGETDURATION" => {
+                        target_duration = v.trim().parse().map_err(|_| bad(name, i, v))?
+                    }
+                    "EXT-X-MEDIA-SEQUENCE" => {
+                        media_sequence = v.trim().parse().map_err(|_| bad(name, i, v))?
+                    }
+                    "EXT-X-DISCONTINUITY-SEQUENCE" => {
+                        discontinuity_sequence =
+                            v.trim().parse().map_err(|_| bad(name, i, v))?
+                    }
+                    "EXT-X-ENDLIST" => endlist = true,
+                    "EXTINF" => {
+                        duration = Some(hls::extinf_duration(v).ok_or_else(|| bad(name, i, v))?)
+                    }
+                    "EXT-X-DISCONTINUITY" => disc = true,
+                    "EXT-X-PROGRAM-DATE-TIME" => {
+                        explicit_pdt = hls::parse_pdt_ms(v);
+                    }
+                    "EXT-X-MAP" => map = Some(line.raw()),
+                    "EXT-X-KEY" => {
+                        // A KEY with the same KEYFORMAT replaces the earlier
+                        // one; METHOD=NONE clears all (§4.4.4.4).
+                        if hls::attr(v, "METHOD") == Some("NONE") {
+                            keys.clear();
+                        } else {
+                            let fmt = hls::attr(v, "KEYFORMAT").unwrap_or("identity");
+                            keys.retain(|k| {
+                                hls::attr(k.split_once(':').map_or("", |x| x.1), "KEYFORMAT")
+                                    .unwrap_or("identity")
+                                    != fmt
+                            });
+                        }
+                        keys.push(line.raw());
+                    }
+                    _ => {}
+                }
+            }
+            Line::Uri(uri) => {
+                let Some((dtext, dsecs)) = duration.take() else {
+                    // A URI without EXTINF is malformed; keep it as an
+                    // opaque line of the next segment.
+                    continue;
+                };
+                let _ = uri;
+                if header_end.is_none() {
+                    header_end = Some(i);
+                }
+                let pdt = explicit_pdt.take().or(next_pdt);
+                next_pdt = pdt.map(|p| p + (dsecs * 1000.0).round() as i64);
+                segments.push(Segment {
+                    first_line: seg_start.take().unwrap_or(i),
+                    uri_line: i,
+                    msn: media_sequence + msn_offset,
+                    duration_text: dtext,
+                    duration: dsecs,
+                    pdt_ms: pdt,
+                    discontinuity: std::mem::take(&mut disc),
+                    map,
+                    keys: keys.clone(),
+                });
+                msn_offset += 1;
+            }
+            Line::Comment(_) | Line::Blank(_) => {}
+        }
+    }
+    let header_end = header_end.unwrap_or(tokens.lines.len());
+    // Back-fill PDTs before the first explicit one (§4.4.4.6 lets a player
+    // derive them from durations).
+    if let Some(k) = segments.iter().position(|s| s.pdt_ms.is_some()) {
+        let mut t = segments[k].pdt_ms.unwrap_or(0);
+        for s in segments[..k].iter_mut().rev() {
+            t -= (s.duration * 1000.0).round() as i64;
+            s.pdt_ms = Some(t);
+        }
+    }
+    Ok(MediaPlaylist {
+        tokens,
+        header_end,
+        segments,
+        target_duration,
+        media_sequence,
+        discontinuity_sequence,
+        endlist,
+    })
+}
+
+fn bad(tag: &str, line: usize, v: &str) -> HlsError {
+    HlsError::BadTag {
+        tag: static_tag(tag),
+        line: line + 1,
+        what: format!("cannot read value {v:?}"),
+    }
+}
+
+fn static_tag(tag: &str) -> &'static str {
+    match tag {
+        "EXT-X-TARGETDURATION" => "EXT-X-TARGETDURATION",
+        "EXT-X-MEDIA-SEQUENCE" => "EXT-X-MEDIA-SEQUENCE",
+        "EXT-X-DISCONTINUITY-SEQUENCE" => "EXT-X-DISCONTINUITY-SEQUENCE",
+        "EXTINF" => "EXTINF",
+        _ => "tag",
+    }
+}
+
+impl<'a> MediaPlaylist<'a> {
+    /// The segment with this MSN, if in the window.
+    pub fn by_msn(&self, msn: u64) -> Option<&Segment<'a>> {
+        let i = msn.checked_sub(self.segments.first()?.msn)?;
+        self.segments.get(i as usize)
+    }
+    /// Index of the segment whose PDT interval contains `pdt_ms`, with a
+    /// tolerance of half a segment for encoders that round.
+    pub fn index_at_pdt(&self, pdt_ms: i64) -> Option<usize> {
+        self.segments.iter().position(|s| {
+            s.pdt_ms.is_some_and(|p| {
+                let half = (s.duration * 500.0) as i64;
+                pdt_ms >= p - half && pdt_ms < p + (s.duration * 1000.0) as i64 - half
+            })
+        })
+    }
+    pub fn last_msn(&self) -> Option<u64> {
+        self.segments.last().map(|s| s.msn)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_msn_pdt_map_key() {
+        let text = "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:100\n#EXT-X-DISCONTINUITY-SEQUENCE:3\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXT-X-KEY:METHOD=AES-128,URI=\"k\"\n#EXT-X-PROGRAM-DATE-TIME:2025-01-01T00:00:00.000Z\n#EXTINF:2.000,\na.m4s\n#EXT-X-DISCONTINUITY\n#EXTINF:2.000,\nb.m4s\n";
+        let m = parse(text).unwrap();
+        assert_eq!(m.target_duration, 2);
+        assert_eq!(m.discontinuity_sequence, 3);
+        assert_eq!(m.segments.len(), 2);
+        assert_eq!(m.segments[1].msn, 101);
+        assert!(m.segments[1].discontinuity);
+        assert_eq!(m.segments[1].pdt_ms.unwrap() - m.segments[0].pdt_ms.unwrap(), 2000);
+        assert_eq!(m.segments[0].map, Some("#EXT-X-MAP:URI=\"init.mp4\""));
+        assert_eq!(m.segments[1].keys.len(), 1);
+        assert_eq!(m.header_end, 5);
+    }
+}

@@ -1,0 +1,330 @@
+//! Shared domain records: break records (what the Channel DO sequences and
+//! KV carries), decisions/pods (what the decision service returns), and the
+//! slot layout both the DO and the splice derive from them.
+//!
+//! The layout is a pure function of (record, pod) and independent of the
+//! variant, which is what keeps every variant spliced at the same MSNs with
+//! the same discontinuities (ARCHITECTURE.md rules 1, 2, 5).
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BreakSource {
+    Scte35,
+    Manual,
+    Scheduled,
+}
+
+/// One ad break, anchored to the content timeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BreakRecord {
+    pub id: String,
+    pub source: BreakSource,
+    /// MSN and PDT of the first content segment of the break.
+    pub anchor_msn: u64,
+    pub anchor_pdt_ms: Option<i64>,
+    /// Planned duration.
+    pub duration_ms: u64,
+    /// The channel's segment cadence when the break was registered.
+    pub cadence_ms: u64,
+    /// Content segments the break covers as planned.
+    pub segment_count: u32,
+    /// Early end (CUE-IN, `/cue stop`, cancel): segments actually covered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cut_after: Option<u32>,
+    /// Discontinuities inserted by all earlier breaks of the channel
+    /// (assigned by the Channel DO, the sequencer).
+    pub disc_before: u64,
+    /// When the sequencer registered it (epoch ms).
+    pub registered_ms: i64,
+}
+
+impl BreakRecord {
+    /// Segments the break covers now (planned, or cut).
+    pub fn covered(&self) -> u32 {
+        self.cut_after
+            .map_or(self.segment_count, |c| c.min(self.segment_count))
+    }
+    /// MSN of the first content segment after the break.
+    pub fn end_msn(&self) -> u64 {
+        self.anchor_msn + self.covered() as u64
+    }
+    pub fn contains(&self, msn: u64) -> bool {
+        msn >= self.anchor_msn && msn < self.end_msn()
+    }
+}
+
+/// Segments a planned duration covers at a cadence: rounded to the nearest
+/// whole segment (encoders' durations are 29.97 for 30), at least one.
+pub fn segments_for(duration_ms: u64, cadence_ms: u64) -> u32 {
+    if cadence_ms == 0 {
+        return 1;
+    }
+    (((duration_ms + cadence_ms / 2) / cadence_ms).max(1)).min(u32::MAX as u64) as u32
+}
+
+/// A break record with its decision: the unit KV and the DO carry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BreakEntry {
+    pub record: BreakRecord,
+    pub pod: Pod,
+}
+
+/// The channel's break records in view (one KV key per channel).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ChannelBreaks {
+    pub entries: Vec<BreakEntry>,
+    /// When the sequencer wrote this value (epoch ms).
+    pub updated_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Tracking {
+    #[serde(default)]
+    pub impression: Vec<String>,
+    #[serde(default)]
+    pub start: Vec<String>,
+    #[serde(default, rename = "firstQuartile")]
+    pub first_quartile: Vec<String>,
+    #[serde(default)]
+    pub midpoint: Vec<String>,
+    #[serde(default, rename = "thirdQuartile")]
+    pub third_quartile: Vec<String>,
+    #[serde(default)]
+    pub complete: Vec<String>,
+    #[serde(default)]
+    pub error: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdSegment {
+    pub uri: String,
+    pub duration: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub byterange: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum TrackKind {
+    /// Video with muxed audio (or video only).
+    #[default]
+    Muxed,
+    Audio,
+    Subtitles,
+}
+
+/// One HLS rendition of an ad (or of the slate), already conditioned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdRendition {
+    pub bandwidth: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub codecs: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolution: Option<String>,
+    #[serde(default)]
+    pub kind: TrackKind,
+    pub playlist_url: String,
+    /// Segment cadence in seconds.
+    pub cadence_s: f64,
+    pub segments: Vec<AdSegment>,
+    /// fMP4 init segment (EXT-X-MAP URI).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_uri: Option<String>,
+    /// The ad's EXT-X-KEY attribute list, when encrypted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PodItem {
+    pub ad_id: String,
+    pub creative_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub universal_ad_id: Option<String>,
+    pub duration_s: f64,
+    pub renditions: Vec<AdRendition>,
+    #[serde(default)]
+    pub tracking: Tracking,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Slate {
+    #[serde(default)]
+    pub slate_id: String,
+    pub renditions: Vec<AdRendition>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PodSource {
+    Vast,
+    Library,
+    Slate,
+    Api,
+}
+
+/// The decision for one break: made once, never changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Pod {
+    pub pod_id: String,
+    pub break_id: String,
+    pub duration_s: f64,
+    pub items: Vec<PodItem>,
+    #[serde(default)]
+    pub slate: Slate,
+    pub fill_s: f64,
+    pub source: PodSource,
+    #[serde(default)]
+    pub reasons: Vec<String>,
+}
+
+impl Pod {
+    /// A pod of slate only: what a break gets when every ad source failed.
+    pub fn slate_only(break_id: &str, duration_s: f64, slate: Slate, reason: String) -> Pod {
+        Pod {
+            pod_id: format!("slate-{break_id}"),
+            break_id: break_id.to_string(),
+            duration_s,
+            items: Vec::new(),
+            slate,
+            fill_s: duration_s,
+            source: PodSource::Slate,
+            reasons: vec![reason],
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotKind {
+    /// Index into `Pod::items`.
+    Ad(usize),
+    Slate,
+}
+
+/// A run of break segments filled by one ad (or the slate). `start` is the
+/// index within the break (0 = the anchor segment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    pub start: u32,
+    pub len: u32,
+    pub kind: SlotKind,
+}
+
+/// The slots of a break: whole ads in pod order at the record's cadence,
+/// slate for what is left, cut at an early end.
+pub fn layout(record: &BreakRecord, pod: &Pod) -> Vec<Slot> {
+    let planned = record.segment_count;
+    let mut slots = Vec::with_capacity(pod.items.len() + 1);
+    let mut cursor = 0u32;
+    for (i, item) in pod.items.iter().enumerate() {
+        let k = segments_for((item.duration_s * 1000.0).round() as u64, record.cadence_ms);
+        if cursor + k <= planned {
+            slots.push(Slot {
+                start: cursor,
+                len: k,
+                kind: SlotKind::Ad(i),
+            });
+            cursor += k;
+        }
+    }
+    if cursor < planned {
+        slots.push(Slot {
+            start: cursor,
+            len: planned - cursor,
+            kind: SlotKind::Slate,
+        });
+    }
+    let n = record.covered();
+    slots.retain(|s| s.start < n);
+    if let Some(last) = slots.last_mut() {
+        last.len = last.len.min(n - last.start);
+    }
+    slots
+}
+
+/// Discontinuities a break inserts in total: one per slot and one on the
+/// return to content.
+pub fn inserted_discontinuities(record: &BreakRecord, pod: &Pod) -> u64 {
+    let n = layout(record, pod).len() as u64;
+    if n == 0 {
+        0
+    } else {
+        n + 1
+    }
+}
+
+/// MSNs at which a break puts a discontinuity (slot starts, return).
+pub fn discontinuity_msns<'a>(
+    record: &'a BreakRecord,
+    slots: &'a [Slot],
+) -> impl Iterator<Item = u64> + 'a {
+    let ret = (!slots.is_empty()).then(|| record.end_msn());
+    slots
+        .iter()
+        .map(move |s| record.anchor_msn + s.start as u64)
+        .chain(ret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn rec(anchor: u64, segs: u32) -> BreakRecord {
+        BreakRecord {
+            id: "b".into(),
+            source: BreakSource::Scte35,
+            anchor_msn: anchor,
+            anchor_pdt_ms: None,
+            duration_ms: segs as u64 * 2000,
+            cadence_ms: 2000,
+            segment_count: segs,
+            cut_after: None,
+            disc_before: 0,
+            registered_ms: 0,
+        }
+    }
+
+    fn item(d: f64) -> PodItem {
+        PodItem {
+            ad_id: "a".into(),
+            creative_id: "c".into(),
+            universal_ad_id: None,
+            duration_s: d,
+            renditions: vec![],
+            tracking: Tracking::default(),
+        }
+    }
+
+    #[test]
+    fn whole_ads_then_slate_then_cut() {
+        let mut pod = Pod::slate_only("b", 30.0, Slate::default(), String::new());
+        pod.items = vec![item(10.0), item(30.0), item(6.0)];
+        let mut r = rec(100, 15);
+        let s = layout(&r, &pod);
+        assert_eq!(
+            s,
+            vec![
+                Slot { start: 0, len: 5, kind: SlotKind::Ad(0) },
+                Slot { start: 5, len: 3, kind: SlotKind::Ad(2) },
+                Slot { start: 8, len: 7, kind: SlotKind::Slate },
+            ]
+        );
+        assert_eq!(inserted_discontinuities(&r, &pod), 4);
+        r.cut_after = Some(6);
+        let s = layout(&r, &pod);
+        assert_eq!(s.len(), 2);
+        assert_eq!(s[1].len, 1);
+        assert_eq!(discontinuity_msns(&r, &s).collect::<Vec<_>>(), vec![100, 105, 106]);
+        r.cut_after = Some(0);
+        assert_eq!(inserted_discontinuities(&r, &pod), 0);
+    }
+
+    #[test]
+    fn segments_round_to_nearest() {
+        assert_eq!(segments_for(29_970, 2000), 15);
+        assert_eq!(segments_for(30_000, 1920), 16);
+        assert_eq!(segments_for(100, 2000), 1);
+    }
+}

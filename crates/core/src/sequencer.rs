@@ -1,0 +1,253 @@
+//! The Channel DO's logic as pure functions over [`ChannelBreaks`]: turning
+//! cue events into break records exactly once, assigning the running
+//! discontinuity count, applying early ends, pruning. The DO adds storage,
+//! the decision call and the KV write around these.
+
+use crate::cues::{CueEvent, CueKind};
+use crate::model::{
+    inserted_discontinuities, segments_for, BreakEntry, BreakRecord, BreakSource, ChannelBreaks,
+    Pod,
+};
+use serde::{Deserialize, Serialize};
+
+/// Per-channel limits for turning cues into records.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BreakPolicy {
+    /// Duration of a CUE-OUT without one, until its CUE-IN.
+    pub open_break_ms: u64,
+    /// No break is longer than this.
+    pub max_break_ms: u64,
+    /// Entries older than this (after their end) are pruned, except the
+    /// last one, which carries the running discontinuity count.
+    pub keep_ms: i64,
+}
+
+impl Default for BreakPolicy {
+    fn default() -> Self {
+        BreakPolicy {
+            open_break_ms: 120_000,
+            max_break_ms: 600_000,
+            keep_ms: 3_600_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SequenceError {
+    #[error("break {new} overlaps break {existing} (MSN {start}..{end})")]
+    Overlap {
+        new: String,
+        existing: String,
+        start: u64,
+        end: u64,
+    },
+    #[error("cue has no usable anchor: {0}")]
+    NoAnchor(String),
+}
+
+/// A break record proposed from a cue (OUT, or CONT for a viewer joining
+/// mid-break). `None` for IN/CANCEL (see [`apply_end`]).
+pub fn record_from_cue(
+    cue: &CueEvent,
+    cadence_ms: u64,
+    policy: &BreakPolicy,
+    now_ms: i64,
+) -> Option<BreakRecord> {
+    let (msn, pdt) = match cue.kind {
+        CueKind::Out => (cue.msn, cue.pdt_ms),
+        CueKind::Cont => {
+            let elapsed_ms = (cue.elapsed_s? * 1000.0).round() as i64;
+            let back = segments_for(elapsed_ms.max(0) as u64, cadence_ms.max(1)) as u64;
+            let back = if elapsed_ms < cadence_ms as i64 / 2 { 0 } else { back };
+            (cue.msn.checked_sub(back)?, cue.pdt_ms.map(|p| p - elapsed_ms))
+        }
+        CueKind::In | CueKind::Cancel => return None,
+    };
+    let duration_ms = cue
+        .duration_s
+        .map(|d| (d * 1000.0).round() as u64)
+        .filter(|d| *d > 0)
+        .unwrap_or(policy.open_break_ms)
+        .min(policy.max_break_ms);
+    Some(BreakRecord {
+        id: cue.break_id.clone(),
+        source: BreakSource::Scte35,
+        anchor_msn: msn,
+        anchor_pdt_ms: pdt,
+        duration_ms,
+        cadence_ms,
+        segment_count: segments_for(duration_ms, cadence_ms),
+        cut_after: None,
+        disc_before: 0,
+        registered_ms: now_ms,
+    })
+}
+
+/// Index of an existing entry with this id.
+pub fn find(state: &ChannelBreaks, id: &str) -> Option<usize> {
+    state.entries.iter().position(|e| e.record.id == id)
+}
+
+/// Check that a proposed record does not overlap any existing break.
+pub fn check_overlap(state: &ChannelBreaks, r: &BreakRecord) -> Result<(), SequenceError> {
+    for e in &state.entries {
+        let x = &e.record;
+        if x.id != r.id
+            && x.covered() > 0
+            && r.anchor_msn < x.end_msn()
+            && x.anchor_msn < r.anchor_msn + r.segment_count as u64
+        {
+            return Err(SequenceError::Overlap {
+                new: r.id.clone(),
+                existing: x.id.clone(),
+                start: x.anchor_msn,
+                end: x.end_msn(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Commit a record with its decision, exactly once: an existing id returns
+/// the existing entry unchanged. Assigns `disc_before` from the entries
+/// before it; entries are kept sorted by anchor.
+pub fn commit(
+    state: &mut ChannelBreaks,
+    mut record: BreakRecord,
+    pod: Pod,
+    now_ms: i64,
+) -> Result<BreakEntry, SequenceError> {
+    if let Some(i) = find(state, &record.id) {
+        return Ok(state.entries[i].clone());
+    }
+    // The same break seen through another marker (a CONT with its own
+    // SCTE-35 id, a PDT-derived id): same anchor, same break.
+    if let Some(e) = state
+        .entries
+        .iter()
+        .find(|e| e.record.anchor_msn == record.anchor_msn)
+    {
+        return Ok(e.clone());
+    }
+    check_overlap(state, &record)?;
+    let pos = state
+        .entries
+        .iter()
+        .position(|e| e.record.anchor_msn > record.anchor_msn)
+        .unwrap_or(state.entries.len());
+    record.disc_before = disc_after(state.entries[..pos].last());
+    let entry = BreakEntry { record, pod };
+    state.entries.insert(pos, entry.clone());
+    renumber(state, pos + 1);
+    state.updated_ms = now_ms;
+    Ok(entry)
+}
+
+/// End a break early at `at_msn` (CUE-IN, `/cue stop`), or cancel it
+/// (`at_msn` at or before its anchor). Returns whether anything changed.
+pub fn apply_end(state: &mut ChannelBreaks, id: &str, at_msn: u64, now_ms: i64) -> bool {
+    let Some(i) = find(state, id) else {
+        return false;
+    };
+    let r = &mut state.entries[i].record;
+    let cut = at_msn.saturating_sub(r.anchor_msn).min(r.segment_count as u64) as u32;
+    if cut >= r.covered() {
+        return false;
+    }
+    r.cut_after = Some(cut);
+    renumber(state, i + 1);
+    state.updated_ms = now_ms;
+    true
+}
+
+/// The break an IN without an id closes: the latest one covering `msn`.
+pub fn open_break_at(state: &ChannelBreaks, msn: u64) -> Option<&BreakEntry> {
+    state
+        .entries
+        .iter()
+        .rev()
+        .find(|e| e.record.contains(msn) || (e.record.anchor_msn <= msn && e.record.end_msn() > msn))
+}
+
+/// Drop entries that ended before `now - keep_ms`, always keeping the last
+/// (its `disc_before` + inserted count is the channel's running total).
+pub fn prune(state: &mut ChannelBreaks, policy: &BreakPolicy, now_ms: i64) {
+    let n = state.entries.len();
+    if n <= 1 {
+        return;
+    }
+    let mut idx = 0usize;
+    state.entries.retain(|e| {
+        idx += 1;
+        let end_ms = e.record.registered_ms + e.record.duration_ms as i64;
+        idx == n || end_ms + policy.keep_ms > now_ms
+    });
+}
+
+fn disc_after(prev: Option<&BreakEntry>) -> u64 {
+    prev.map_or(0, |p| {
+        p.record.disc_before + inserted_discontinuities(&p.record, &p.pod)
+    })
+}
+
+fn renumber(state: &mut ChannelBreaks, from: usize) {
+    for i in from.max(1)..state.entries.len() {
+        let d = disc_after(state.entries.get(i - 1));
+        state.entries[i].record.disc_before = d;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cues::Dialect;
+    use crate::model::Slate;
+
+    fn cue(kind: CueKind, id: &str, msn: u64, dur: Option<f64>) -> CueEvent {
+        CueEvent {
+            kind,
+            break_id: id.into(),
+            event_id: None,
+            msn,
+            pdt_ms: Some(msn as i64 * 2000),
+            duration_s: dur,
+            elapsed_s: None,
+            dialect: Dialect::CueOut,
+            segmentation_type_id: None,
+            scte35_hex: None,
+        }
+    }
+
+    #[test]
+    fn idempotent_and_running_count() {
+        let mut st = ChannelBreaks::default();
+        let p = BreakPolicy::default();
+        let r1 = record_from_cue(&cue(CueKind::Out, "a", 10, Some(10.0)), 2000, &p, 0).unwrap();
+        let pod = |id: &str| Pod::slate_only(id, 10.0, Slate::default(), String::new());
+        for _ in 0..100 {
+            commit(&mut st, r1.clone(), pod("a"), 0).unwrap();
+        }
+        assert_eq!(st.entries.len(), 1);
+        let r2 = record_from_cue(&cue(CueKind::Out, "b", 30, Some(10.0)), 2000, &p, 0).unwrap();
+        let e2 = commit(&mut st, r2, pod("b"), 0).unwrap();
+        assert_eq!(e2.record.disc_before, 2);
+        // An early end of the first changes nothing for the second here
+        // (slate only: still 1 slot + return).
+        assert!(apply_end(&mut st, "a", 12, 0));
+        assert_eq!(st.entries[0].record.end_msn(), 12);
+        // Cancel before start: no discontinuities at all.
+        assert!(apply_end(&mut st, "a", 10, 0));
+        assert_eq!(st.entries[1].record.disc_before, 0);
+        let r3 = record_from_cue(&cue(CueKind::Out, "c", 33, Some(10.0)), 2000, &p, 0).unwrap();
+        assert!(matches!(commit(&mut st, r3, pod("c"), 0), Err(SequenceError::Overlap { .. })));
+    }
+
+    #[test]
+    fn cont_anchors_back_by_elapsed() {
+        let mut c = cue(CueKind::Cont, "x", 20, Some(30.0));
+        c.elapsed_s = Some(8.0);
+        let r = record_from_cue(&c, 2000, &BreakPolicy::default(), 0).unwrap();
+        assert_eq!(r.anchor_msn, 16);
+        assert_eq!(r.anchor_pdt_ms, Some(40_000 - 8_000));
+    }
+}

@@ -1,0 +1,330 @@
+//! A live-origin simulator: a channel's variant playlists as a pure
+//! function of `now`, with SCTE-35 breaks in a chosen marker dialect. Used
+//! by the core's tests (successive windows over time) and by
+//! `cf-ssai origin`, the local live origin of the demo and the integration
+//! tests.
+
+use crate::hls;
+use crate::scte35::{self, CueSpec, SegmentationTypeId, UpidType};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SimDialect {
+    CueOut,
+    Daterange,
+    Oatcls,
+    Scte35Tag,
+    Splicepoint,
+    None,
+}
+
+impl SimDialect {
+    pub fn parse(s: &str) -> Option<SimDialect> {
+        Some(match s {
+            "cue-out" => SimDialect::CueOut,
+            "daterange" => SimDialect::Daterange,
+            "oatcls" => SimDialect::Oatcls,
+            "scte35-tag" => SimDialect::Scte35Tag,
+            "splicepoint" => SimDialect::Splicepoint,
+            "none" => SimDialect::None,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimVariant {
+    pub name: String,
+    pub bandwidth: u64,
+    pub resolution: Option<String>,
+    pub codecs: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SimChannel {
+    /// Segment duration in milliseconds (e.g. 1920).
+    pub cadence_ms: u64,
+    /// Segments in the live window.
+    pub window: u64,
+    /// Epoch ms at which MSN 0 starts.
+    pub epoch_ms: i64,
+    pub pdt: bool,
+    pub fmp4: bool,
+    /// AES-128 key line on content segments.
+    pub key: bool,
+    pub dialect: SimDialect,
+    /// A break starts every `break_every` segments (at MSN multiples, from
+    /// `first_break`), lasting `break_len` segments.
+    pub break_every: u64,
+    pub first_break: u64,
+    pub break_len: u64,
+    pub variants: Vec<SimVariant>,
+    /// How many distinct media segments exist per variant (URIs name
+    /// `seg{msn % loop_len}` files).
+    pub loop_len: u64,
+    /// Whether the origin's own discontinuity at MSN multiples of this
+    /// (0 = never) appears, to test passing origin discontinuities.
+    pub origin_disc_every: u64,
+}
+
+impl Default for SimChannel {
+    fn default() -> Self {
+        SimChannel {
+            cadence_ms: 2000,
+            window: 6,
+            epoch_ms: 1_735_689_600_000,
+            pdt: true,
+            fmp4: false,
+            key: false,
+            dialect: SimDialect::CueOut,
+            break_every: 30,
+            first_break: 10,
+            break_len: 15,
+            variants: vec![
+                SimVariant {
+                    name: "low".into(),
+                    bandwidth: 800_000,
+                    resolution: Some("640x360".into()),
+                    codecs: "avc1.42c01e,mp4a.40.2".into(),
+                },
+                SimVariant {
+                    name: "high".into(),
+                    bandwidth: 2_500_000,
+                    resolution: Some("1280x720".into()),
+                    codecs: "avc1.4d401f,mp4a.40.2".into(),
+                },
+            ],
+            loop_len: 1_000_000,
+            origin_disc_every: 0,
+        }
+    }
+}
+
+impl SimChannel {
+    /// The newest MSN published at `now_ms` (a segment is published once
+    /// complete).
+    pub fn live_msn(&self, now_ms: i64) -> Option<u64> {
+        let t = now_ms - self.epoch_ms;
+        if t < self.cadence_ms as i64 {
+            return None;
+        }
+        Some((t / self.cadence_ms as i64) as u64 - 1)
+    }
+
+    /// (anchor MSN, event id) of the break covering or starting at `msn`.
+    pub fn break_at(&self, msn: u64) -> Option<(u64, u32)> {
+        if self.break_every == 0 || msn < self.first_break || self.dialect == SimDialect::None {
+            return None;
+        }
+        let k = (msn - self.first_break) / self.break_every;
+        let anchor = self.first_break + k * self.break_every;
+        (msn < anchor + self.break_len).then_some((anchor, 1000 + k as u32))
+    }
+
+    pub fn pdt_of(&self, msn: u64) -> i64 {
+        self.epoch_ms + (msn * self.cadence_ms) as i64
+    }
+
+    pub fn master(&self) -> String {
+        let mut s = String::from("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+        for v in &self.variants {
+            let _ = write!(s, "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{}\"", v.bandwidth, v.codecs);
+            if let Some(r) = &v.resolution {
+                let _ = write!(s, ",RESOLUTION={r}");
+            }
+            let _ = writeln!(s, "\n{}/index.m3u8", v.name);
+        }
+        s
+    }
+
+    /// The variant's media playlist at `now_ms`.
+    pub fn media(&self, variant: &str, now_ms: i64) -> String {
+        let mut s = String::with_capacity(1024);
+        let td = self.cadence_ms.div_ceil(1000).max(1);
+        let live = self.live_msn(now_ms);
+        let first = live.map_or(0, |l| (l + 1).saturating_sub(self.window));
+        let disc_seq = if self.origin_disc_every > 0 {
+            (1..=first).filter(|m| m % self.origin_disc_every == 0).count()
+        } else {
+            0
+        };
+        let _ = write!(
+            s,
+            "#EXTM3U\n#EXT-X-VERSION:{}\n#EXT-X-TARGETDURATION:{td}\n#EXT-X-MEDIA-SEQUENCE:{first}\n",
+            if self.fmp4 { 7 } else { 3 }
+        );
+        if disc_seq > 0 {
+            let _ = writeln!(s, "#EXT-X-DISCONTINUITY-SEQUENCE:{disc_seq}");
+        }
+        let Some(live) = live else {
+            return s;
+        };
+        let ext = if self.fmp4 { "m4s" } else { "ts" };
+        for msn in first..=live {
+            if self.origin_disc_every > 0 && msn > 0 && msn % self.origin_disc_every == 0 {
+                s.push_str("#EXT-X-DISCONTINUITY\n");
+            }
+            if msn == first {
+                if self.fmp4 {
+                    s.push_str("#EXT-X-MAP:URI=\"init.mp4\"\n");
+                }
+                if self.key {
+                    s.push_str("#EXT-X-KEY:METHOD=AES-128,URI=\"key.bin\"\n");
+                }
+            }
+            self.markers(msn, &mut s);
+            if self.pdt {
+                let _ = writeln!(s, "#EXT-X-PROGRAM-DATE-TIME:{}", hls::format_pdt_ms(self.pdt_of(msn)));
+            }
+            let _ = writeln!(
+                s,
+                "#EXTINF:{:.3},\n{variant}/seg{}.{ext}",
+                self.cadence_ms as f64 / 1000.0,
+                msn % self.loop_len
+            );
+        }
+        s
+    }
+
+    fn markers(&self, msn: u64, s: &mut String) {
+        let (anchor, id) = match self.break_at(msn) {
+            Some(b) => b,
+            None => match msn.checked_sub(self.break_len).and_then(|m| self.break_at(m)) {
+                // The segment right after a break: the IN marker.
+                Some((a, id)) if a + self.break_len == msn => {
+                    self.in_marker(id, msn, s);
+                    return;
+                }
+                _ => return,
+            },
+        };
+        let dur = self.break_len as f64 * self.cadence_ms as f64 / 1000.0;
+        let dur_ticks = self.break_len * self.cadence_ms * 90;
+        let elapsed = (msn - anchor) as f64 * self.cadence_ms as f64 / 1000.0;
+        let out = scte35::encode(&CueSpec::SpliceInsert {
+            event_id: id,
+            out_of_network: true,
+            pts_time: Some((msn * self.cadence_ms * 90) % scte35::PTS_MODULUS),
+            duration: Some(dur_ticks),
+            auto_return: true,
+            unique_program_id: 1,
+        });
+        let first = msn == anchor;
+        match self.dialect {
+            SimDialect::CueOut | SimDialect::Oatcls => {
+                if first {
+                    if self.dialect == SimDialect::Oatcls {
+                        let _ = writeln!(s, "#EXT-OATCLS-SCTE35:{}", scte35::to_base64(&out));
+                    }
+                    let _ = writeln!(s, "#EXT-X-CUE-OUT:{dur:.3}");
+                } else if self.dialect == SimDialect::Oatcls {
+                    let _ = writeln!(
+                        s,
+                        "#EXT-X-CUE-OUT-CONT:ElapsedTime={elapsed:.3},Duration={dur:.3},SCTE35={}",
+                        scte35::to_base64(&out)
+                    );
+                } else {
+                    let _ = writeln!(s, "#EXT-X-CUE-OUT-CONT:{elapsed:.3}/{dur:.3}");
+                }
+            }
+            SimDialect::Daterange if first => {
+                let _ = writeln!(
+                    s,
+                    "#EXT-X-DATERANGE:ID=\"splice-{id}\",START-DATE=\"{}\",PLANNED-DURATION={dur:.3},SCTE35-OUT=0x{}",
+                    hls::format_pdt_ms(self.pdt_of(msn)),
+                    scte35::to_hex(&out)
+                );
+            }
+            SimDialect::Scte35Tag if first => {
+                let ts = scte35::encode(&CueSpec::TimeSignal {
+                    pts_time: Some((msn * self.cadence_ms * 90) % scte35::PTS_MODULUS),
+                    segmentation_event_id: id,
+                    segmentation_type_id: SegmentationTypeId::PROVIDER_PLACEMENT_OPPORTUNITY_START,
+                    duration: Some(dur_ticks),
+                    upid_type: UpidType::ADI,
+                    upid: format!("cf-ssai:break:{id}").into_bytes(),
+                    segment_num: 1,
+                    segments_expected: 1,
+                });
+                let _ = writeln!(s, "#EXT-X-SCTE35:CUE=\"{}\",CUE-OUT=YES", scte35::to_base64(&ts));
+            }
+            SimDialect::Splicepoint if first => {
+                let _ = writeln!(s, "#EXT-X-SPLICEPOINT-SCTE35:{}", scte35::to_base64(&out));
+            }
+            _ => {}
+        }
+    }
+
+    fn in_marker(&self, id: u32, msn: u64, s: &mut String) {
+        let inn = scte35::encode(&CueSpec::SpliceInsert {
+            event_id: id,
+            out_of_network: false,
+            pts_time: Some((msn * self.cadence_ms * 90) % scte35::PTS_MODULUS),
+            duration: None,
+            auto_return: false,
+            unique_program_id: 1,
+        });
+        match self.dialect {
+            SimDialect::CueOut | SimDialect::Oatcls => s.push_str("#EXT-X-CUE-IN\n"),
+            SimDialect::Daterange => {
+                let _ = writeln!(
+                    s,
+                    "#EXT-X-DATERANGE:ID=\"splice-{id}-in\",START-DATE=\"{}\",SCTE35-IN=0x{}",
+                    hls::format_pdt_ms(self.pdt_of(msn)),
+                    scte35::to_hex(&inn)
+                );
+            }
+            SimDialect::Scte35Tag => {
+                let ts = scte35::encode(&CueSpec::TimeSignal {
+                    pts_time: Some((msn * self.cadence_ms * 90) % scte35::PTS_MODULUS),
+                    segmentation_event_id: id,
+                    segmentation_type_id: SegmentationTypeId::PROVIDER_PLACEMENT_OPPORTUNITY_END,
+                    duration: None,
+                    upid_type: UpidType::ADI,
+                    upid: format!("cf-ssai:break:{id}").into_bytes(),
+                    segment_num: 1,
+                    segments_expected: 1,
+                });
+                let _ = writeln!(s, "#EXT-X-SCTE35:CUE=\"{}\",CUE-IN=YES", scte35::to_base64(&ts));
+            }
+            SimDialect::Splicepoint => {
+                let _ = writeln!(s, "#EXT-X-SPLICEPOINT-SCTE35:{}", scte35::to_base64(&inn));
+            }
+            SimDialect::None => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{cues, media};
+
+    #[test]
+    fn every_dialect_is_detected_with_a_stable_id() {
+        for d in [
+            SimDialect::CueOut,
+            SimDialect::Daterange,
+            SimDialect::Oatcls,
+            SimDialect::Scte35Tag,
+            SimDialect::Splicepoint,
+        ] {
+            let ch = SimChannel { dialect: d, window: 40, ..Default::default() };
+            let now = ch.pdt_of(45);
+            let text = ch.media("low", now);
+            let m = media::parse(&text).unwrap();
+            let det = cues::detect(&m, &Default::default());
+            assert!(det.warnings.is_empty(), "{d:?} {:?}", det.warnings);
+            let outs: Vec<_> = det.events.iter().filter(|e| e.kind == cues::CueKind::Out).collect();
+            assert_eq!(outs.len(), 2, "{d:?}: {:?}", det.events);
+            assert_eq!(outs[0].msn, 10, "{d:?}");
+            let want = if d == SimDialect::CueOut { "pdt-1735689620" } else { "scte-1000" };
+            assert_eq!(outs[0].break_id, want, "{d:?}");
+            assert_eq!(outs[0].duration_s, Some(30.0), "{d:?}");
+            let ins: Vec<_> = det.events.iter().filter(|e| e.kind == cues::CueKind::In).collect();
+            assert_eq!(ins[0].msn, 25, "{d:?}");
+        }
+    }
+}

@@ -1,0 +1,652 @@
+//! The stateless splice: origin media playlist + break entries in view →
+//! the playlist a viewer gets, SSAI or SGAI, as a pure function.
+//!
+//! SSAI replaces each content segment of a break by exactly one output
+//! segment (ad, or slate to fill), so MSNs never shift; the discontinuity
+//! sequence is the origin's plus the discontinuities our breaks put before
+//! the window, counted from each record's `disc_before` (assigned by the
+//! Channel DO). Origin lines are copied byte for byte, except relative URIs,
+//! which are resolved against the origin (the player fetches from us).
+//!
+//! SGAI keeps the content and adds one `EXT-X-DATERANGE` interstitial per
+//! break whose attributes depend only on the record, so the tag is the same
+//! byte for byte on every reload and node.
+
+use crate::hls::{self, HlsError, Line};
+use crate::media::{self, MediaPlaylist, Segment};
+use crate::model::{self, AdRendition, BreakEntry, Slot, SlotKind, TrackKind};
+use std::fmt::Write;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Ssai,
+    Sgai,
+}
+
+/// What the requesting variant is (from the master rewrite's query).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Variant {
+    pub bandwidth: Option<u64>,
+    pub codecs: Option<String>,
+    pub kind: TrackKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpliceSettings {
+    /// Absolute path prefix of the asset-list endpoint, e.g.
+    /// `/org/channel/interstitials/`.
+    pub asset_list_prefix: String,
+    /// How many segments before the break's first segment appears the SGAI
+    /// tag is announced. 0 (default) = with the first segment: hls.js 1.7
+    /// stalls and skips the ad when the tag comes earlier.
+    pub announce_ahead_segments: u32,
+    /// `X-RESTRICT` (default "SKIP,JUMP"); empty to omit.
+    pub restrict: String,
+    /// `X-SNAP`; empty to omit (live default).
+    pub snap: String,
+    /// Remove origin cue tags from the output.
+    pub strip_cues: bool,
+    /// Add an `EXT-X-DATERANGE` per inserted ad (SSAI).
+    pub ad_dateranges: bool,
+}
+
+impl Default for SpliceSettings {
+    fn default() -> Self {
+        SpliceSettings {
+            asset_list_prefix: "interstitials/".into(),
+            announce_ahead_segments: 0,
+            restrict: "SKIP,JUMP".into(),
+            snap: String::new(),
+            strip_cues: false,
+            ad_dateranges: true,
+        }
+    }
+}
+
+pub struct SpliceInput<'a> {
+    pub origin: &'a str,
+    pub playlist_url: &'a url::Url,
+    /// Entries sorted by anchor MSN, contiguous from the earliest (as the
+    /// Channel DO writes them).
+    pub breaks: &'a [BreakEntry],
+    pub variant: &'a Variant,
+    pub mode: Mode,
+    pub settings: &'a SpliceSettings,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpliceReport {
+    pub breaks_in_window: u32,
+    pub ad_segments: u32,
+    /// Why something was not spliced as decided (unfit rendition, ...).
+    pub reasons: Vec<String>,
+    /// (break id, item index, segment index within the ad, ad segment
+    /// count) for every ad segment in the output: what beacons key on.
+    pub ad_positions: Vec<(String, usize, u32, u32)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpliceOutput {
+    pub playlist: String,
+    pub report: SpliceReport,
+}
+
+/// Splice one media playlist.
+pub fn splice(input: &SpliceInput<'_>) -> Result<SpliceOutput, HlsError> {
+    let m = media::parse(input.origin)?;
+    let mut report = SpliceReport::default();
+    let mut out = String::with_capacity(input.origin.len() + 512 * input.breaks.len().max(1));
+    let first_msn = m.segments.first().map_or(m.media_sequence, |s| s.msn);
+    let last_msn = m.last_msn().unwrap_or(first_msn);
+
+    // Breaks overlapping (or, for SGAI, announced in) the window.
+    let plans: Vec<Plan<'_>> = input
+        .breaks
+        .iter()
+        .map(|e| Plan {
+            entry: e,
+            slots: model::layout(&e.record, &e.pod),
+        })
+        .collect();
+    let disc_seq = match input.mode {
+        Mode::Ssai => m.discontinuity_sequence + inserted_before(&plans, first_msn),
+        Mode::Sgai => m.discontinuity_sequence,
+    };
+
+    // Header.
+    let lines = &m.tokens.lines;
+    let mut wrote_disc_seq = false;
+    for (i, line) in lines[..m.header_end].iter().enumerate() {
+        if line.is_tag("EXT-X-DISCONTINUITY-SEQUENCE") {
+            let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{disc_seq}");
+            wrote_disc_seq = true;
+            continue;
+        }
+        push_line(&mut out, line, input.playlist_url);
+        let next_is_seq_tag = lines
+            .get(i + 1)
+            .is_some_and(|l| l.is_tag("EXT-X-DISCONTINUITY-SEQUENCE"));
+        if line.is_tag("EXT-X-MEDIA-SEQUENCE") && !next_is_seq_tag && disc_seq > 0 {
+            let has = lines[..m.header_end]
+                .iter()
+                .any(|l| l.is_tag("EXT-X-DISCONTINUITY-SEQUENCE"));
+            if !has {
+                let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{disc_seq}");
+                wrote_disc_seq = true;
+            }
+        }
+    }
+    if !wrote_disc_seq && disc_seq > 0 && input.mode == Mode::Ssai {
+        report
+            .reasons
+            .push("origin has no EXT-X-MEDIA-SEQUENCE; discontinuity sequence appended".into());
+    }
+
+    for p in &plans {
+        let r = &p.entry.record;
+        if r.anchor_msn <= last_msn && r.end_msn() > first_msn {
+            report.breaks_in_window += 1;
+        }
+    }
+
+    match input.mode {
+        Mode::Ssai => ssai_segments(&m, input, &plans, &mut out, &mut report),
+        Mode::Sgai => sgai_segments(&m, input, &plans, &mut out, &mut report),
+    }
+
+    // Trailer: lines after the last segment. Partial segments and preload
+    // hints of content that a break replaces are dropped.
+    let trailer_start = m.segments.last().map_or(m.header_end, |s| s.uri_line + 1);
+    let live_edge_in_break = input.mode == Mode::Ssai
+        && plans
+            .iter()
+            .any(|p| !p.slots.is_empty() && p.entry.record.contains(last_msn + 1));
+    for line in &lines[trailer_start.max(m.header_end)..] {
+        if live_edge_in_break && (line.is_tag("EXT-X-PART") || line.is_tag("EXT-X-PRELOAD-HINT")) {
+            continue;
+        }
+        if input.settings.strip_cues && is_cue_tag(line) {
+            continue;
+        }
+        push_line(&mut out, line, input.playlist_url);
+    }
+    if !m.tokens.trailing_newline && out.ends_with('\n') {
+        out.pop();
+    }
+    Ok(SpliceOutput {
+        playlist: out,
+        report,
+    })
+}
+
+struct Plan<'a> {
+    entry: &'a BreakEntry,
+    slots: Vec<Slot>,
+}
+
+/// Discontinuities our breaks put before `first_msn`: everything before the
+/// earliest record (its `disc_before`) plus those of records in view.
+fn inserted_before(plans: &[Plan<'_>], first_msn: u64) -> u64 {
+    let base = plans
+        .iter()
+        .min_by_key(|p| p.entry.record.anchor_msn)
+        .map_or(0, |p| p.entry.record.disc_before);
+    base + plans
+        .iter()
+        .map(|p| {
+            model::discontinuity_msns(&p.entry.record, &p.slots)
+                .filter(|&msn| msn < first_msn)
+                .count() as u64
+        })
+        .sum::<u64>()
+}
+
+fn ssai_segments(
+    m: &MediaPlaylist<'_>,
+    input: &SpliceInput<'_>,
+    plans: &[Plan<'_>],
+    out: &mut String,
+    report: &mut SpliceReport,
+) {
+    let lines = &m.tokens.lines;
+    let target = m.target_duration;
+    let content_is_fmp4 = m.segments.iter().any(|s| s.map.is_some());
+    let mut prev_in_break = false;
+    for (k, seg) in m.segments.iter().enumerate() {
+        let hit = plans.iter().find_map(|p| {
+            let r = &p.entry.record;
+            if !r.contains(seg.msn) {
+                return None;
+            }
+            let j = (seg.msn - r.anchor_msn) as u32;
+            p.slots
+                .iter()
+                .find(|s| j >= s.start && j < s.start + s.len)
+                .map(|s| (p, *s, j - s.start))
+        });
+        let seg_lines = &lines[seg.first_line.max(m.header_end)..=seg.uri_line];
+        match hit {
+            None => {
+                let returning = prev_in_break
+                    || plans.iter().any(|p| {
+                        !p.slots.is_empty() && p.entry.record.end_msn() == seg.msn
+                    });
+                if returning {
+                    let keyed = plans.iter().any(|p| pod_has_keys(&p.entry.pod));
+                    content_return(seg, seg_lines, keyed, out, input.playlist_url);
+                }
+                for line in seg_lines {
+                    if input.settings.strip_cues && is_cue_tag(line) {
+                        continue;
+                    }
+                    push_line(out, line, input.playlist_url);
+                }
+                prev_in_break = false;
+            }
+            Some((plan, slot, pos)) => {
+                let entry = plan.entry;
+                // Origin tags we do not own stay in place.
+                for line in seg_lines {
+                    if keep_in_break(line, input.settings.strip_cues) {
+                        push_line(out, line, input.playlist_url);
+                    }
+                }
+                let first_of_slot = pos == 0;
+                let first_in_window = k == 0;
+                let (rendition, item_idx) =
+                    choose_for_slot(entry, slot, input.variant, target, content_is_fmp4, report);
+                if first_of_slot {
+                    out.push_str("#EXT-X-DISCONTINUITY\n");
+                }
+                if first_of_slot || first_in_window || !prev_in_break {
+                    if let Some(r) = rendition {
+                        if let Some(init) = &r.init_uri {
+                            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{init}\"");
+                        }
+                        match &r.key {
+                            Some(k) => {
+                                let _ = writeln!(out, "#EXT-X-KEY:{k}");
+                            }
+                            None if !seg.keys.is_empty() || pod_has_keys(&entry.pod) => {
+                                out.push_str("#EXT-X-KEY:METHOD=NONE\n")
+                            }
+                            None => {}
+                        }
+                    }
+                }
+                if first_of_slot && input.settings.ad_dateranges {
+                    if let (Some(pdt), SlotKind::Ad(i)) = (seg.pdt_ms, slot.kind) {
+                        let item = &entry.pod.items[i];
+                        let _ = writeln!(
+                            out,
+                            "#EXT-X-DATERANGE:ID=\"{}-ad{}\",CLASS=\"com.cf-ssai.ad\",START-DATE=\"{}\",DURATION={:.3},X-AD-ID=\"{}\",X-CREATIVE-ID=\"{}\"",
+                            entry.record.id,
+                            slot.start,
+                            hls::format_pdt_ms(pdt),
+                            slot.len as f64 * entry.record.cadence_ms as f64 / 1000.0,
+                            attr_safe(&item.ad_id),
+                            attr_safe(&item.creative_id)
+                        );
+                    }
+                }
+                if let Some(pdt) = seg.pdt_ms {
+                    let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", hls::format_pdt_ms(pdt));
+                }
+                match rendition {
+                    Some(r) if !r.segments.is_empty() => {
+                        let s = &r.segments[pos as usize % r.segments.len()];
+                        let _ = writeln!(out, "#EXTINF:{:.3},", s.duration);
+                        if let Some(br) = &s.byterange {
+                            let _ = writeln!(out, "#EXT-X-BYTERANGE:{br}");
+                        }
+                        out.push_str(&s.uri);
+                        out.push('\n');
+                        report.ad_segments += 1;
+                        if let Some(i) = item_idx {
+                            report.ad_positions.push((
+                                entry.record.id.clone(),
+                                i,
+                                pos,
+                                slot.len,
+                            ));
+                        }
+                    }
+                    _ => {
+                        // Nothing fits this variant: the content segment
+                        // keeps the slot (the viewer gets content, never a
+                        // broken playlist), inside the same discontinuities.
+                        if first_of_slot || !prev_in_break {
+                            if let Some(map) = seg.map {
+                                push_line(out, &Line::Tag { raw: map, name: "EXT-X-MAP", value: None }, input.playlist_url);
+                            }
+                            for key in &seg.keys {
+                                push_line(out, &Line::Tag { raw: key, name: "EXT-X-KEY", value: None }, input.playlist_url);
+                            }
+                        }
+                        let _ = writeln!(out, "#EXTINF:{},", seg.duration_text);
+                        push_line(out, &lines[seg.uri_line], input.playlist_url);
+                    }
+                }
+                prev_in_break = true;
+            }
+        }
+    }
+}
+
+/// Back to content after a break: discontinuity, the content's init
+/// segment and key, and a PDT.
+fn content_return(
+    seg: &Segment<'_>,
+    seg_lines: &[Line<'_>],
+    ads_keyed: bool,
+    out: &mut String,
+    base: &url::Url,
+) {
+    let has = |n: &str| seg_lines.iter().any(|l| l.is_tag(n));
+    if !has("EXT-X-DISCONTINUITY") {
+        out.push_str("#EXT-X-DISCONTINUITY\n");
+    }
+    if !has("EXT-X-MAP") {
+        if let Some(map) = seg.map {
+            push_line(out, &Line::Tag { raw: map, name: "EXT-X-MAP", value: None }, base);
+        }
+    }
+    if !has("EXT-X-KEY") {
+        if seg.keys.is_empty() && ads_keyed {
+            // An ad set a key; the content is clear.
+            out.push_str("#EXT-X-KEY:METHOD=NONE\n");
+        }
+        for key in &seg.keys {
+            push_line(out, &Line::Tag { raw: key, name: "EXT-X-KEY", value: None }, base);
+        }
+    }
+    if !has("EXT-X-PROGRAM-DATE-TIME") {
+        if let Some(p) = seg.pdt_ms {
+            let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", hls::format_pdt_ms(p));
+        }
+    }
+}
+
+/// The rendition that fills this slot for this variant: the ad's best fit,
+/// else the slate's, else none (content keeps the slot). Returns the item
+/// index for ad slots actually filled by the ad.
+fn choose_for_slot<'e>(
+    entry: &'e BreakEntry,
+    slot: Slot,
+    variant: &Variant,
+    target: u64,
+    fmp4: bool,
+    report: &mut SpliceReport,
+) -> (Option<&'e AdRendition>, Option<usize>) {
+    if let SlotKind::Ad(i) = slot.kind {
+        let item = &entry.pod.items[i];
+        match choose_rendition(&item.renditions, variant, target, fmp4, Some(slot.len)) {
+            Ok(r) => return (Some(r), Some(i)),
+            Err(why) => push_reason(
+                report,
+                format!("break {} ad {}: {why}; slate instead", entry.record.id, item.ad_id),
+            ),
+        }
+    }
+    match choose_rendition(&entry.pod.slate.renditions, variant, target, fmp4, None) {
+        Ok(r) => (Some(r), None),
+        Err(why) => {
+            push_reason(
+                report,
+                format!("break {} slate: {why}; content kept", entry.record.id),
+            );
+            (None, None)
+        }
+    }
+}
+
+fn pod_has_keys(pod: &model::Pod) -> bool {
+    pod.items
+        .iter()
+        .flat_map(|i| &i.renditions)
+        .chain(&pod.slate.renditions)
+        .any(|r| r.key.is_some())
+}
+
+fn push_reason(report: &mut SpliceReport, r: String) {
+    if !report.reasons.contains(&r) {
+        report.reasons.push(r);
+    }
+}
+
+/// Bitrate-aware choice: among renditions of the variant's kind that fit the
+/// cadence (every segment within TARGETDURATION, same container, enough
+/// segments), the highest not above the variant's BANDWIDTH with compatible
+/// codecs, else the lowest. Deterministic, so every reload agrees.
+pub fn choose_rendition<'r>(
+    renditions: &'r [AdRendition],
+    variant: &Variant,
+    target: u64,
+    fmp4: bool,
+    need_segments: Option<u32>,
+) -> Result<&'r AdRendition, String> {
+    let mut fit: Vec<&AdRendition> = Vec::new();
+    let mut why = String::from("no renditions");
+    for r in renditions {
+        if r.kind != variant.kind {
+            why = format!("no {:?} rendition", variant.kind);
+            continue;
+        }
+        if r.segments.is_empty() {
+            why = "rendition has no segments".into();
+            continue;
+        }
+        // RFC 8216 §4.3.3.1: EXTINF rounded to the nearest integer must not
+        // exceed TARGETDURATION.
+        if target > 0 && r.segments.iter().any(|s| s.duration.round() as u64 > target) {
+            why = format!(
+                "segments up to {:.3}s do not fit TARGETDURATION {target}",
+                r.segments.iter().map(|s| s.duration).fold(0.0, f64::max)
+            );
+            continue;
+        }
+        if r.init_uri.is_some() != fmp4 {
+            why = format!(
+                "container mismatch (content is {}, ad is {})",
+                if fmp4 { "fMP4" } else { "TS" },
+                if r.init_uri.is_some() { "fMP4" } else { "TS" }
+            );
+            continue;
+        }
+        if let Some(n) = need_segments {
+            if r.segments.len() < n as usize {
+                why = format!("{} segments for a {n}-segment slot", r.segments.len());
+                continue;
+            }
+        }
+        fit.push(r);
+    }
+    if fit.is_empty() {
+        return Err(why);
+    }
+    let compatible: Vec<&AdRendition> = fit
+        .iter()
+        .copied()
+        .filter(|r| codecs_compatible(variant.codecs.as_deref(), r.codecs.as_deref()))
+        .collect();
+    let pool = if compatible.is_empty() { &fit } else { &compatible };
+    let bw = variant.bandwidth.unwrap_or(u64::MAX);
+    let best = pool
+        .iter()
+        .filter(|r| r.bandwidth <= bw)
+        .max_by_key(|r| r.bandwidth)
+        .or_else(|| pool.iter().min_by_key(|r| r.bandwidth));
+    best.copied().ok_or(why)
+}
+
+/// Codec families of the ad all appear in the variant's (unknown = fine).
+fn codecs_compatible(variant: Option<&str>, ad: Option<&str>) -> bool {
+    let (Some(v), Some(a)) = (variant, ad) else {
+        return true;
+    };
+    let fam = |c: &str| c.trim().split('.').next().unwrap_or("").to_ascii_lowercase();
+    let vf: Vec<String> = v.split(',').map(fam).collect();
+    a.split(',').map(fam).all(|f| {
+        vf.contains(&f)
+            || (f == "hev1" && vf.iter().any(|x| x == "hvc1"))
+            || (f == "hvc1" && vf.iter().any(|x| x == "hev1"))
+    })
+}
+
+fn sgai_segments(
+    m: &MediaPlaylist<'_>,
+    input: &SpliceInput<'_>,
+    plans: &[Plan<'_>],
+    out: &mut String,
+    report: &mut SpliceReport,
+) {
+    let lines = &m.tokens.lines;
+    let first_msn = m.segments.first().map_or(0, |s| s.msn);
+    let last_msn = m.last_msn().unwrap_or(first_msn);
+    let ahead = input.settings.announce_ahead_segments as u64;
+    // Which tag goes before which segment index.
+    let mut tags: Vec<(usize, String)> = Vec::new();
+    for p in plans {
+        let r = &p.entry.record;
+        if p.slots.is_empty() || r.end_msn() <= first_msn || r.anchor_msn > last_msn + ahead {
+            continue;
+        }
+        let Some(pdt) = r.anchor_pdt_ms else {
+            push_reason(
+                report,
+                format!("break {}: origin has no PDT, no interstitial", r.id),
+            );
+            continue;
+        };
+        let idx = r
+            .anchor_msn
+            .saturating_sub(first_msn)
+            .min(m.segments.len().saturating_sub(1) as u64) as usize;
+        tags.push((idx, interstitial_tag(p.entry, pdt, &input.settings)));
+    }
+    for (k, seg) in m.segments.iter().enumerate() {
+        for (_, t) in tags.iter().filter(|(i, _)| *i == k) {
+            out.push_str(t);
+        }
+        for line in &lines[seg.first_line.max(m.header_end)..=seg.uri_line] {
+            if input.settings.strip_cues && is_cue_tag(line) {
+                continue;
+            }
+            push_line(out, line, input.playlist_url);
+        }
+    }
+}
+
+/// The interstitial DATERANGE (RFC 8216bis Appendix D). Every attribute is a
+/// function of the record, so it never changes while in the window.
+pub fn interstitial_tag(entry: &BreakEntry, pdt_ms: i64, s: &SpliceSettings) -> String {
+    let r = &entry.record;
+    let mut t = format!(
+        "#EXT-X-DATERANGE:ID=\"{}\",CLASS=\"com.apple.hls.interstitial\",START-DATE=\"{}\",DURATION={:.3},X-ASSET-LIST=\"{}{}.json\"",
+        attr_safe(&r.id),
+        hls::format_pdt_ms(pdt_ms),
+        r.duration_ms as f64 / 1000.0,
+        s.asset_list_prefix,
+        attr_safe(&r.id),
+    );
+    if !s.restrict.is_empty() {
+        let _ = write!(t, ",X-RESTRICT=\"{}\"", s.restrict);
+    }
+    if !s.snap.is_empty() {
+        let _ = write!(t, ",X-SNAP=\"{}\"", s.snap);
+    }
+    t.push('\n');
+    t
+}
+
+fn attr_safe(s: &str) -> String {
+    s.chars().filter(|c| *c != '"' && *c != '\n' && *c != '\r').collect()
+}
+
+fn is_cue_tag(l: &Line<'_>) -> bool {
+    matches!(
+        l.tag_name(),
+        Some(
+            "EXT-X-CUE-OUT"
+                | "EXT-X-CUE-OUT-CONT"
+                | "EXT-X-CUE-IN"
+                | "EXT-OATCLS-SCTE35"
+                | "EXT-X-SPLICEPOINT-SCTE35"
+                | "EXT-X-SCTE35"
+        )
+    ) || (l.is_tag("EXT-X-DATERANGE")
+        && l.value().is_some_and(|v| v.contains("SCTE35-")))
+}
+
+/// Lines of a replaced content segment that stay: tags we do not own.
+fn keep_in_break(l: &Line<'_>, strip_cues: bool) -> bool {
+    match l {
+        Line::Uri(_) => false,
+        Line::Tag { name, .. } => {
+            !matches!(
+                *name,
+                "EXTINF"
+                    | "EXT-X-PROGRAM-DATE-TIME"
+                    | "EXT-X-DISCONTINUITY"
+                    | "EXT-X-MAP"
+                    | "EXT-X-KEY"
+                    | "EXT-X-BYTERANGE"
+                    | "EXT-X-GAP"
+                    | "EXT-X-BITRATE"
+                    | "EXT-X-PART"
+            ) && !(strip_cues && is_cue_tag(l))
+        }
+        _ => true,
+    }
+}
+
+/// Copy a line, resolving relative URIs (segment URIs and `URI="..."` of
+/// MAP/KEY/PART/PRELOAD-HINT) against the origin playlist URL. Absolute URIs
+/// and every other line are copied byte for byte.
+fn push_line(out: &mut String, line: &Line<'_>, base: &url::Url) {
+    match line {
+        Line::Uri(raw) => {
+            let u = raw.trim_end_matches('\r').trim();
+            if is_absolute(u) {
+                out.push_str(raw);
+            } else {
+                out.push_str(&hls::resolve(base, u));
+            }
+        }
+        Line::Tag { raw, name, .. }
+            if matches!(
+                *name,
+                "EXT-X-MAP" | "EXT-X-KEY" | "EXT-X-PART" | "EXT-X-PRELOAD-HINT" | "EXT-X-SESSION-KEY"
+            ) =>
+        {
+            out.push_str(&rewrite_uri_attr(raw, |u| {
+                (!is_absolute(u)).then(|| hls::resolve(base, u))
+            }));
+        }
+        other => out.push_str(other.raw()),
+    }
+    out.push('\n');
+}
+
+pub(crate) fn is_absolute(u: &str) -> bool {
+    u.starts_with("http://") || u.starts_with("https://") || u.starts_with("data:") || u.starts_with("skd:")
+}
+
+/// Replace the value of `URI="..."` in a tag line when `f` returns a new one.
+pub(crate) fn rewrite_uri_attr(raw: &str, f: impl FnOnce(&str) -> Option<String>) -> String {
+    let Some(start) = raw.find("URI=\"") else {
+        return raw.to_string();
+    };
+    // Must be the attribute URI, not e.g. KEYFORMATURI.
+    if start > 0 && !matches!(raw.as_bytes()[start - 1], b':' | b',') {
+        return raw.to_string();
+    }
+    let vstart = start + 5;
+    let Some(len) = raw[vstart..].find('"') else {
+        return raw.to_string();
+    };
+    match f(&raw[vstart..vstart + len]) {
+        Some(new) => format!("{}{}{}", &raw[..vstart], new, &raw[vstart + len..]),
+        None => raw.to_string(),
+    }
+}
