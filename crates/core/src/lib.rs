@@ -17,3 +17,4 @@ pub mod model;
 pub mod splice;
 pub mod sequencer;
 pub mod sim;
+pub mod validate;

@@ -77,6 +77,19 @@ pub struct ChannelBreaks {
     pub entries: Vec<BreakEntry>,
     /// When the sequencer wrote this value (epoch ms).
     pub updated_ms: i64,
+    /// The newest origin MSN the sequencer has examined for cues. A reader
+    /// whose window starts after it cannot rule out a break that began and
+    /// ended unseen (KV lag): it must ask the sequencer.
+    #[serde(default)]
+    pub checked_through_msn: u64,
+}
+
+impl ChannelBreaks {
+    /// Whether this (possibly stale) view is enough to splice a window
+    /// starting at `first_msn`: no MSN before the window is unexamined.
+    pub fn covers_window(&self, first_msn: u64) -> bool {
+        self.checked_through_msn + 1 >= first_msn
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]

@@ -169,6 +169,14 @@ pub fn open_break_at(state: &ChannelBreaks, msn: u64) -> Option<&BreakEntry> {
         .find(|e| e.record.contains(msn) || (e.record.anchor_msn <= msn && e.record.end_msn() > msn))
 }
 
+/// Record that the origin was examined through `msn` (monotonic).
+pub fn mark_checked(state: &mut ChannelBreaks, msn: u64, now_ms: i64) {
+    if msn > state.checked_through_msn {
+        state.checked_through_msn = msn;
+        state.updated_ms = now_ms;
+    }
+}
+
 /// Drop entries that ended before `now - keep_ms`, always keeping the last
 /// (its `disc_before` + inserted count is the channel's running total).
 pub fn prune(state: &mut ChannelBreaks, policy: &BreakPolicy, now_ms: i64) {
@@ -250,4 +258,55 @@ mod tests {
         assert_eq!(r.anchor_msn, 16);
         assert_eq!(r.anchor_pdt_ms, Some(40_000 - 8_000));
     }
+}
+
+/// What the request path (or the monitor) must ask the sequencer to do for
+/// the cues in an origin window, given the entries it already has.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    /// A break that no entry covers yet.
+    Register(CueEvent),
+    /// An IN/CANCEL that ends a known break earlier than recorded.
+    End { break_id: String, at_msn: u64 },
+}
+
+pub fn reconcile(events: &[CueEvent], entries: &[BreakEntry]) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for e in events {
+        match e.kind {
+            CueKind::Out | CueKind::Cont => {
+                let known = entries.iter().any(|x| {
+                    x.record.id == e.break_id
+                        || (e.kind == CueKind::Out && x.record.anchor_msn == e.msn)
+                        || (e.kind == CueKind::Cont && x.record.contains(e.msn))
+                });
+                let pending = actions.iter().any(|a| match a {
+                    Action::Register(p) => p.break_id == e.break_id,
+                    _ => false,
+                });
+                if !known && !pending {
+                    actions.push(Action::Register(e.clone()));
+                }
+            }
+            CueKind::In | CueKind::Cancel => {
+                let target = entries
+                    .iter()
+                    .find(|x| x.record.id == e.break_id)
+                    .or_else(|| {
+                        entries.iter().rev().find(|x| {
+                            x.record.anchor_msn <= e.msn && e.msn < x.record.end_msn()
+                        })
+                    });
+                if let Some(x) = target {
+                    if e.msn < x.record.end_msn() {
+                        actions.push(Action::End {
+                            break_id: x.record.id.clone(),
+                            at_msn: e.msn,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    actions
 }

@@ -146,7 +146,7 @@ impl SimChannel {
         let live = self.live_msn(now_ms);
         let first = live.map_or(0, |l| (l + 1).saturating_sub(self.window));
         let disc_seq = if self.origin_disc_every > 0 {
-            (1..=first).filter(|m| m % self.origin_disc_every == 0).count()
+            (1..first).filter(|m| m % self.origin_disc_every == 0).count()
         } else {
             0
         };

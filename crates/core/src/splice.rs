@@ -255,7 +255,9 @@ fn ssai_segments(
                 let first_in_window = k == 0;
                 let (rendition, item_idx) =
                     choose_for_slot(entry, slot, input.variant, target, content_is_fmp4, report);
-                if first_of_slot {
+                // An origin discontinuity inside the break is carried onto
+                // the ad segment so the counts stay exact.
+                if first_of_slot || seg.discontinuity {
                     out.push_str("#EXT-X-DISCONTINUITY\n");
                 }
                 if first_of_slot || first_in_window || !prev_in_break {

@@ -1,0 +1,271 @@
+//! The splice proven over time: a simulated live origin serves successive
+//! windows; "nodes" with different KV lag serve "viewers" who reload and
+//! join late; the validator checks every rule across all of them.
+
+use cf_ssai_core::cues::{self, SegmentationPolicy};
+use cf_ssai_core::media;
+use cf_ssai_core::model::*;
+use cf_ssai_core::sequencer::{self, Action, BreakPolicy};
+use cf_ssai_core::sim::{SimChannel, SimDialect};
+use cf_ssai_core::splice::{self, Mode, SpliceInput, SpliceSettings, Variant};
+use cf_ssai_core::validate::{Registry, Viewer};
+
+fn rendition(ad: &str, bw: u64, segs: usize, seg_dur: f64, fmp4: bool) -> AdRendition {
+    AdRendition {
+        bandwidth: bw,
+        codecs: Some("avc1.42c01e,mp4a.40.2".into()),
+        resolution: None,
+        kind: TrackKind::Muxed,
+        playlist_url: format!("https://ads.test/{ad}/{bw}/index.m3u8"),
+        cadence_s: seg_dur,
+        segments: (0..segs)
+            .map(|i| AdSegment {
+                uri: format!("https://ads.test/{ad}/{bw}/s{i}.{}", if fmp4 { "m4s" } else { "ts" }),
+                duration: seg_dur,
+                byterange: None,
+            })
+            .collect(),
+        init_uri: fmp4.then(|| format!("https://ads.test/{ad}/{bw}/init.mp4")),
+        key: None,
+    }
+}
+
+fn pod(break_id: &str, cadence_s: f64, fmp4: bool) -> Pod {
+    let n = (10.0 / cadence_s).round() as usize;
+    let item = |id: &str| PodItem {
+        ad_id: id.into(),
+        creative_id: format!("cr-{id}"),
+        universal_ad_id: None,
+        duration_s: n as f64 * cadence_s,
+        renditions: vec![
+            rendition(id, 700_000, n, cadence_s, fmp4),
+            rendition(id, 2_000_000, n, cadence_s, fmp4),
+        ],
+        tracking: Tracking::default(),
+    };
+    Pod {
+        pod_id: format!("pod-{break_id}"),
+        break_id: break_id.into(),
+        duration_s: 30.0,
+        items: vec![item("adA"), item("adB")],
+        slate: Slate {
+            slate_id: "slate".into(),
+            renditions: vec![rendition("slate", 500_000, 1, cadence_s, fmp4)],
+        },
+        fill_s: 10.0,
+        source: PodSource::Library,
+        reasons: vec![],
+    }
+}
+
+/// The Channel DO, in process: the authoritative break state over time.
+struct Sequencer {
+    state: ChannelBreaks,
+    history: Vec<(i64, ChannelBreaks)>,
+    fmp4: bool,
+}
+
+impl Sequencer {
+    /// The monitor's poll: examine the origin, register, advance the
+    /// watermark.
+    fn poll(&mut self, ch: &SimChannel, now: i64) {
+        let origin = ch.media(&ch.variants[0].name, now);
+        let m = media::parse(&origin).unwrap();
+        let det = cues::detect(&m, &SegmentationPolicy::default());
+        let actions = sequencer::reconcile(&det.events, &self.state.entries);
+        sequencer::mark_checked(&mut self.state, m.last_msn().unwrap_or(0), now);
+        self.apply(&actions, ch.cadence_ms, now);
+    }
+
+    fn apply(&mut self, actions: &[Action], cadence_ms: u64, now: i64) {
+        for a in actions {
+            match a {
+                Action::Register(cue) => {
+                    if let Some(r) = sequencer::record_from_cue(cue, cadence_ms, &BreakPolicy::default(), now) {
+                        let p = pod(&r.id, cadence_ms as f64 / 1000.0, self.fmp4);
+                        let _ = sequencer::commit(&mut self.state, r, p, now);
+                    }
+                }
+                Action::End { break_id, at_msn } => {
+                    sequencer::apply_end(&mut self.state, break_id, *at_msn, now);
+                }
+            }
+        }
+        self.history.push((now, self.state.clone()));
+    }
+    /// What KV shows at `now` to a node that lags by `lag` ms.
+    fn kv_view(&self, now: i64, lag: i64) -> ChannelBreaks {
+        self.history
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= now - lag)
+            .map(|(_, s)| s.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// The manifest worker's playback path, in process.
+fn serve(ch: &SimChannel, seq: &mut Sequencer, variant: &str, now: i64, lag: i64, mode: Mode) -> String {
+    let origin = ch.media(variant, now);
+    let m = media::parse(&origin).unwrap();
+    let det = cues::detect(&m, &SegmentationPolicy::default());
+    let mut view = seq.kv_view(now, lag);
+    let first = m.segments.first().map_or(0, |s| s.msn);
+    if !view.covers_window(first) {
+        // KV may be missing a break that began and ended unseen.
+        view = seq.state.clone();
+    }
+    let actions = sequencer::reconcile(&det.events, &view.entries);
+    if !actions.is_empty() {
+        // KV miss for a cue in the origin: ask the DO, use its answer.
+        seq.apply(&actions, ch.cadence_ms, now);
+        view = seq.state.clone();
+    }
+    let url = url::Url::parse(&format!("https://origin.test/live/{variant}/index.m3u8")).unwrap();
+    let v = ch.variants.iter().find(|v| v.name == variant).unwrap();
+    let variant_info = Variant { bandwidth: Some(v.bandwidth), codecs: Some(v.codecs.clone()), kind: TrackKind::Muxed };
+    let settings = SpliceSettings { asset_list_prefix: "/o/c/interstitials/".into(), ..Default::default() };
+    let out = splice::splice(&SpliceInput {
+        origin: &origin,
+        playlist_url: &url,
+        breaks: &view.entries,
+        variant: &variant_info,
+        mode,
+        settings: &settings,
+    })
+    .unwrap();
+    out.playlist
+}
+
+/// Run a channel for `secs`, reloading every `step` ms, with several nodes
+/// (KV lags) and viewers (one per node and variant, plus late joiners),
+/// validating everything. Returns the number of ad segments seen.
+fn run(ch: SimChannel, mode: Mode, secs: i64, step: i64) -> usize {
+    let mut seq = Sequencer { state: ChannelBreaks::default(), history: vec![], fmp4: ch.fmp4 };
+    let mut regs: Vec<Registry> = ch.variants.iter().map(|_| Registry::default()).collect();
+    let lags = [0i64, 5_000, 61_000];
+    let mut viewers: Vec<Vec<Viewer>> = ch.variants.iter().map(|_| lags.iter().map(|_| Viewer::default()).collect()).collect();
+    let mut ads = 0;
+    let start = ch.epoch_ms + ch.cadence_ms as i64 * (ch.window as i64 + 1);
+    let mut t = start;
+    let mut k = 0;
+    while t < start + secs * 1000 {
+        seq.poll(&ch, t);
+        for (vi, v) in ch.variants.iter().enumerate() {
+            for (li, lag) in lags.iter().enumerate() {
+                let out = serve(&ch, &mut seq, &v.name, t, *lag, mode);
+                ads += out.lines().filter(|l| l.starts_with("https://ads.test/")).count();
+                let errs = regs[vi].check(&mut viewers[vi][li], &out, ch.pdt);
+                assert!(errs.is_empty(), "t={t} variant={} lag={lag}: {errs:?}\n{out}", v.name);
+            }
+            // A late joiner at a pseudo-random instant: a fresh viewer.
+            if k % 7 == 3 {
+                let out = serve(&ch, &mut seq, &v.name, t + 333, 30_000, mode);
+                let errs = regs[vi].check(&mut Viewer::default(), &out, ch.pdt);
+                assert!(errs.is_empty(), "late joiner t={t}: {errs:?}\n{out}");
+            }
+        }
+        k += 1;
+        t += step;
+    }
+    ads
+}
+
+#[test]
+fn ssai_every_dialect_across_reloads_nodes_and_late_joiners() {
+    for d in [SimDialect::CueOut, SimDialect::Daterange, SimDialect::Oatcls, SimDialect::Scte35Tag, SimDialect::Splicepoint] {
+        let ch = SimChannel { dialect: d, ..Default::default() };
+        let ads = run(ch, Mode::Ssai, 150, 1000);
+        assert!(ads > 0, "{d:?}: no ad segment was ever served");
+    }
+}
+
+#[test]
+fn ssai_fmp4_keys_and_1920ms_cadence() {
+    let ch = SimChannel { fmp4: true, key: true, cadence_ms: 1920, window: 5, ..Default::default() };
+    assert!(run(ch, Mode::Ssai, 120, 700) > 0);
+}
+
+#[test]
+fn ssai_long_window_two_breaks_in_view_and_origin_discontinuities() {
+    let ch = SimChannel { window: 60, break_every: 20, break_len: 8, origin_disc_every: 13, ..Default::default() };
+    assert!(run(ch, Mode::Ssai, 150, 2000) > 0);
+}
+
+#[test]
+fn ssai_break_longer_than_window() {
+    let ch = SimChannel { window: 4, break_len: 20, break_every: 40, ..Default::default() };
+    assert!(run(ch, Mode::Ssai, 120, 1500) > 0);
+}
+
+#[test]
+fn ssai_cadences_1_to_10_seconds() {
+    for c in [1000u64, 4000, 6000, 10_000] {
+        let ch = SimChannel { cadence_ms: c, break_len: (30_000 / c).max(1), break_every: (90_000 / c).max(4), first_break: 3, ..Default::default() };
+        run(ch, Mode::Ssai, 200, c as i64);
+    }
+}
+
+#[test]
+fn sgai_interstitials_are_stable() {
+    for d in [SimDialect::CueOut, SimDialect::Daterange] {
+        let ch = SimChannel { dialect: d, ..Default::default() };
+        run(ch, Mode::Sgai, 150, 1000);
+    }
+}
+
+#[test]
+fn ssai_replaces_exactly_the_break_and_returns_at_its_end() {
+    let ch = SimChannel::default();
+    let mut seq = Sequencer { state: ChannelBreaks::default(), history: vec![], fmp4: false };
+    // Serve at every instant so the sequencer sees the OUT; then inspect a
+    // window fully covering break 1 (MSN 10..25).
+    for msn in 9..30u64 {
+        seq.poll(&ch, ch.pdt_of(msn + 1) + 10);
+        serve(&ch, &mut seq, "low", ch.pdt_of(msn + 1) + 10, 0, Mode::Ssai);
+    }
+    let ch_wide = SimChannel { window: 30, ..ch.clone() };
+    let out = serve(&ch_wide, &mut seq, "low", ch.pdt_of(29) + 10, 0, Mode::Ssai);
+    let snap = cf_ssai_core::validate::snapshot(&out).unwrap();
+    for (msn, f) in &snap.segments {
+        let in_break = (10..25).contains(msn);
+        assert_eq!(f.uri.starts_with("https://ads.test/"), in_break, "MSN {msn}: {}", f.uri);
+        let boundary = [10u64, 15, 20, 25].contains(msn);
+        assert_eq!(f.discontinuity, boundary, "MSN {msn}");
+    }
+    assert!(out.contains("https://ads.test/adA/700000/s0.ts"), "low variant gets the 700k rendition");
+    assert!(out.contains("https://ads.test/slate/500000/s0.ts"));
+}
+
+#[test]
+fn unfit_ad_renditions_become_slate_and_say_why() {
+    let ch = SimChannel::default();
+    let origin = ch.media("low", ch.pdt_of(16));
+    let m = media::parse(&origin).unwrap();
+    let det = cues::detect(&m, &SegmentationPolicy::default());
+    let cue = det.events.iter().find(|e| e.kind == cues::CueKind::Out).unwrap();
+    let r = sequencer::record_from_cue(cue, 2000, &BreakPolicy::default(), 0).unwrap();
+    let mut p = pod(&r.id, 2.0, false);
+    for item in &mut p.items {
+        for rr in &mut item.renditions {
+            for s in &mut rr.segments {
+                s.duration = 6.0; // does not fit TARGETDURATION 2
+            }
+        }
+    }
+    let mut st = ChannelBreaks::default();
+    sequencer::commit(&mut st, r, p, 0).unwrap();
+    let url = url::Url::parse("https://origin.test/live/low/index.m3u8").unwrap();
+    let out = splice::splice(&SpliceInput {
+        origin: &origin,
+        playlist_url: &url,
+        breaks: &st.entries,
+        variant: &Variant::default(),
+        mode: Mode::Ssai,
+        settings: &SpliceSettings::default(),
+    })
+    .unwrap();
+    assert!(!out.playlist.contains("/adA/"));
+    assert!(out.playlist.contains("/slate/"));
+    assert!(out.report.reasons.iter().any(|r| r.contains("TARGETDURATION")), "{:?}", out.report.reasons);
+}
