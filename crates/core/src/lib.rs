@@ -18,3 +18,7 @@ pub mod splice;
 pub mod sequencer;
 pub mod sim;
 pub mod validate;
+pub mod auth;
+pub mod config;
+pub mod pod;
+pub mod sgai;

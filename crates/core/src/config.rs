@@ -1,0 +1,322 @@
+//! Channel configuration: the document stored in D1 and cached in KV, its
+//! validation (per-field errors), origin URL safety (no open proxy), and the
+//! documented rule that picks SSAI or SGAI for `mode: auto`.
+
+use crate::cues::SegmentationPolicy;
+use crate::sequencer::BreakPolicy;
+use crate::splice::{Mode, SpliceSettings};
+use serde::{Deserialize, Serialize};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeSetting {
+    #[default]
+    Ssai,
+    Sgai,
+    Auto,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChannelConfig {
+    /// The origin playlist (master or media), http(s).
+    pub origin_url: String,
+    pub mode: ModeSetting,
+    /// Segment cadence in ms; 0 = derive from the origin.
+    pub cadence_ms: u64,
+    pub scte35_enabled: bool,
+    pub segmentation: SegmentationPolicy,
+    pub breaks: BreakPolicy,
+    /// Variant the monitor polls (name in the master's URI); empty =
+    /// lowest bandwidth.
+    pub poll_variant: String,
+    pub vast_urls: Vec<String>,
+    pub decision_api_url: String,
+    pub decision_timeout_ms: u64,
+    pub origin_timeout_ms: u64,
+    pub slate_id: String,
+    pub personalization_threshold_s: f64,
+    /// `Cache-Control: max-age` for playlists (capped at half a target
+    /// duration).
+    pub cache_max_age_s: u32,
+    pub cors_origins: Vec<String>,
+    pub sgai_announce_ahead_segments: u32,
+    pub sgai_restrict: String,
+    pub sgai_snap: String,
+    pub strip_cues: bool,
+    pub ad_dateranges: bool,
+    /// Ad segments through `/{org}/{channel}/ad/...` so delivery fires
+    /// server-side beacons.
+    pub proxy_ad_segments: bool,
+    /// Dev only: allow a loopback/private origin (refused unless the
+    /// worker's environment allows it too).
+    pub allow_private_origin: bool,
+    pub active: bool,
+}
+
+impl Default for ChannelConfig {
+    fn default() -> Self {
+        ChannelConfig {
+            origin_url: String::new(),
+            mode: ModeSetting::Ssai,
+            cadence_ms: 0,
+            scte35_enabled: true,
+            segmentation: SegmentationPolicy::default(),
+            breaks: BreakPolicy::default(),
+            poll_variant: String::new(),
+            vast_urls: Vec::new(),
+            decision_api_url: String::new(),
+            decision_timeout_ms: 1500,
+            origin_timeout_ms: 2000,
+            slate_id: String::new(),
+            personalization_threshold_s: 0.0,
+            cache_max_age_s: 1,
+            cors_origins: vec!["*".into()],
+            sgai_announce_ahead_segments: 0,
+            sgai_restrict: "SKIP,JUMP".into(),
+            sgai_snap: String::new(),
+            strip_cues: false,
+            ad_dateranges: true,
+            proxy_ad_segments: false,
+            allow_private_origin: false,
+            active: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl ChannelConfig {
+    /// Per-field validation; `private_ok` is the environment's permission
+    /// for loopback/private origins (dev only).
+    pub fn validate(&self, private_ok: bool) -> Vec<FieldError> {
+        let mut e = Vec::new();
+        let mut f = |field: &str, m: String| {
+            e.push(FieldError {
+                field: field.into(),
+                message: m,
+            })
+        };
+        if let Err(m) = check_origin_url(&self.origin_url, private_ok && self.allow_private_origin) {
+            f("origin_url", m);
+        }
+        for (i, u) in self.vast_urls.iter().enumerate() {
+            if let Err(m) = check_origin_url(u, private_ok && self.allow_private_origin) {
+                f(&format!("vast_urls[{i}]"), m);
+            }
+        }
+        if !self.decision_api_url.is_empty() {
+            if let Err(m) =
+                check_origin_url(&self.decision_api_url, private_ok && self.allow_private_origin)
+            {
+                f("decision_api_url", m);
+            }
+        }
+        if self.cadence_ms != 0 && !(500..=20_000).contains(&self.cadence_ms) {
+            f("cadence_ms", "must be 0 (derive) or 500..=20000".into());
+        }
+        if !(100..=10_000).contains(&self.origin_timeout_ms) {
+            f("origin_timeout_ms", "must be 100..=10000".into());
+        }
+        if !(100..=10_000).contains(&self.decision_timeout_ms) {
+            f("decision_timeout_ms", "must be 100..=10000".into());
+        }
+        if self.cache_max_age_s > 10 {
+            f("cache_max_age_s", "must be at most 10 for a live playlist".into());
+        }
+        if self.breaks.max_break_ms == 0 || self.breaks.max_break_ms > 3_600_000 {
+            f("breaks.max_break_ms", "must be 1..=3600000".into());
+        }
+        for t in self.segmentation.open.iter().chain(&self.segmentation.close) {
+            if *t == 0 {
+                f("segmentation", "0x00 (not indicated) cannot open or close a break".into());
+            }
+        }
+        if !self.sgai_restrict.is_empty()
+            && !self.sgai_restrict.split(',').all(|x| x == "SKIP" || x == "JUMP")
+        {
+            f("sgai_restrict", "must be a list of SKIP, JUMP".into());
+        }
+        if !self.sgai_snap.is_empty() && !self.sgai_snap.split(',').all(|x| x == "IN" || x == "OUT") {
+            f("sgai_snap", "must be a list of IN, OUT".into());
+        }
+        e
+    }
+
+    pub fn splice_settings(&self, asset_list_prefix: String) -> SpliceSettings {
+        SpliceSettings {
+            asset_list_prefix,
+            announce_ahead_segments: self.sgai_announce_ahead_segments,
+            restrict: self.sgai_restrict.clone(),
+            snap: self.sgai_snap.clone(),
+            strip_cues: self.strip_cues,
+            ad_dateranges: self.ad_dateranges,
+        }
+    }
+
+    /// max-age for a playlist: configured, never over half a target
+    /// duration (RFC 8216bis §6.2.1 reload behaviour), at least 0.
+    pub fn max_age(&self, target_duration_s: u64) -> u32 {
+        let half = (target_duration_s / 2) as u32;
+        self.cache_max_age_s.min(half.max(1))
+    }
+}
+
+/// An origin, VAST or API URL we may fetch: http(s), a host, no
+/// credentials, and (unless allowed) no loopback/private/link-local address.
+pub fn check_origin_url(u: &str, private_ok: bool) -> Result<url::Url, String> {
+    let url = url::Url::parse(u).map_err(|e| format!("not a URL: {e}"))?;
+    if url.scheme() != "http" && url.scheme() != "https" {
+        return Err(format!("scheme {:?} is not http or https", url.scheme()));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("credentials in the URL are not allowed".into());
+    }
+    let host = url.host().ok_or("URL has no host")?;
+    if !private_ok {
+        let private = match host {
+            url::Host::Ipv4(ip) => is_private_ip(IpAddr::V4(ip)),
+            url::Host::Ipv6(ip) => is_private_ip(IpAddr::V6(ip)),
+            url::Host::Domain(d) => {
+                let d = d.to_ascii_lowercase();
+                d == "localhost" || d.ends_with(".localhost") || d.ends_with(".local") || d.ends_with(".internal")
+            }
+        };
+        if private {
+            return Err("loopback/private addresses are not allowed".into());
+        }
+    }
+    Ok(url)
+}
+
+pub fn is_private_ip(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v) => {
+            v.is_loopback()
+                || v.is_private()
+                || v.is_link_local()
+                || v.is_unspecified()
+                || v.is_broadcast()
+                || v.octets()[0] == 100 && (v.octets()[1] & 0xC0) == 64 // 100.64/10
+                || v == Ipv4Addr::new(169, 254, 169, 254)
+        }
+        IpAddr::V6(v) => {
+            v.is_loopback()
+                || v.is_unspecified()
+                || (v.segments()[0] & 0xfe00) == 0xfc00 // unique local
+                || (v.segments()[0] & 0xffc0) == 0xfe80 // link local
+                || v.to_ipv4_mapped().is_some_and(|m| is_private_ip(IpAddr::V4(m)))
+                || v == Ipv6Addr::LOCALHOST
+        }
+    }
+}
+
+/// `mode: auto`: SGAI for players that play HLS Interstitials, SSAI
+/// otherwise. The rule, in order:
+/// 1. `?mode=ssai|sgai` wins.
+/// 2. Channel `ssai`/`sgai` wins over detection.
+/// 3. Client hint header `X-Interstitials: 1|0` (our explicit hint).
+/// 4. User-Agent: AppleCoreMedia/AVPlayer (iOS/tvOS/macOS ≥ 16.4 play
+///    interstitials) and hls.js ≥ 1.6 when the page says so in the UA
+///    (`hls.js/1.6`), Shaka (`Shaka`), ExoPlayer/Media3 (`ExoPlayer`,
+///    `AndroidXMedia3`) → SGAI. Everything else → SSAI (works on every
+///    player).
+pub fn choose_mode(
+    setting: ModeSetting,
+    query: Option<&str>,
+    hint: Option<&str>,
+    user_agent: Option<&str>,
+) -> Mode {
+    match query {
+        Some("ssai") => return Mode::Ssai,
+        Some("sgai") => return Mode::Sgai,
+        _ => {}
+    }
+    match setting {
+        ModeSetting::Ssai => return Mode::Ssai,
+        ModeSetting::Sgai => return Mode::Sgai,
+        ModeSetting::Auto => {}
+    }
+    match hint.map(str::trim) {
+        Some("1") | Some("?1") | Some("true") => return Mode::Sgai,
+        Some("0") | Some("?0") | Some("false") => return Mode::Ssai,
+        _ => {}
+    }
+    let ua = user_agent.unwrap_or("");
+    let sgai = ua.contains("AppleCoreMedia")
+        || ua.contains("AVPlayer")
+        || ua.contains("Shaka")
+        || ua.contains("ExoPlayer")
+        || ua.contains("AndroidXMedia3")
+        || hlsjs_at_least_1_6(ua);
+    if sgai {
+        Mode::Sgai
+    } else {
+        Mode::Ssai
+    }
+}
+
+fn hlsjs_at_least_1_6(ua: &str) -> bool {
+    let Some(i) = ua.find("hls.js/") else {
+        return false;
+    };
+    let v = &ua[i + 7..];
+    let mut it = v.split(|c: char| !c.is_ascii_digit());
+    let major: u32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    let minor: u32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
+    major > 1 || (major == 1 && minor >= 6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_urls() {
+        assert!(check_origin_url("https://origin.example/live/master.m3u8", false).is_ok());
+        for bad in [
+            "ftp://x/y",
+            "https://user:pw@x/y",
+            "http://127.0.0.1/x",
+            "http://10.1.2.3/x",
+            "http://[::1]/x",
+            "http://169.254.169.254/latest",
+            "http://localhost:8080/x",
+            "not a url",
+        ] {
+            assert!(check_origin_url(bad, false).is_err(), "{bad}");
+        }
+        assert!(check_origin_url("http://127.0.0.1:9000/x", true).is_ok());
+    }
+
+    #[test]
+    fn validation_names_fields() {
+        let c = ChannelConfig {
+            origin_url: "http://127.0.0.1/x".into(),
+            cadence_ms: 5,
+            ..Default::default()
+        };
+        let e = c.validate(true);
+        let fields: Vec<_> = e.iter().map(|x| x.field.as_str()).collect();
+        assert!(fields.contains(&"origin_url"), "allow_private_origin not set");
+        assert!(fields.contains(&"cadence_ms"));
+    }
+
+    #[test]
+    fn auto_mode_rule() {
+        use ModeSetting::*;
+        assert_eq!(choose_mode(Auto, None, None, Some("AppleCoreMedia/1.0")), Mode::Sgai);
+        assert_eq!(choose_mode(Auto, None, None, Some("Mozilla/5.0 hls.js/1.6.2")), Mode::Sgai);
+        assert_eq!(choose_mode(Auto, None, None, Some("Mozilla/5.0 hls.js/1.5.0")), Mode::Ssai);
+        assert_eq!(choose_mode(Auto, None, None, Some("VLC/3.0")), Mode::Ssai);
+        assert_eq!(choose_mode(Auto, None, Some("1"), Some("VLC/3.0")), Mode::Sgai);
+        assert_eq!(choose_mode(Auto, Some("ssai"), Some("1"), None), Mode::Ssai);
+        assert_eq!(choose_mode(Sgai, None, None, None), Mode::Sgai);
+        assert_eq!(choose_mode(Ssai, Some("sgai"), None, None), Mode::Sgai);
+    }
+}
