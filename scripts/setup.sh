@@ -56,3 +56,4 @@ if [ ! -f .dev.vars ]; then
     echo "ADMIN_API_KEY=cfssai_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   } > .dev.vars
 fi
+grep -q '^ALLOW_PRIVATE_ORIGINS=' .dev.vars || echo "ALLOW_PRIVATE_ORIGINS=true" >> .dev.vars

@@ -1,17 +1,33 @@
 //! `cf-ssai`: the operator's and tester's CLI over the core.
 //!
-//! Subcommands:
-//!   scte35 [--hex]      decode one section per stdin line to one JSON line
+//! ```text
+//! cf-ssai scte35 [--hex]            one section per stdin line → one JSON line
+//! cf-ssai cues FILE.m3u8            ad markers as normalized JSON events
+//! cf-ssai token --secret S --org O [--aud A] [--ttl SECS]   mint an HS256 JWT
+//! cf-ssai apikey-hash --key K       salt + hash for the api_keys table
+//! cf-ssai origin [--port P] [--media DIR] ...   local live HLS origin
+//! cf-ssai ads ingest FILE.mp4 ...   condition an ad (ffmpeg), upload, register
+//! ```
+mod ingest;
+mod origin;
+
 use cf_ssai_core::scte35_json::{line_to_json, InputEncoding};
+use cf_ssai_core::{auth, cues, media};
 use std::io::{self, BufRead, BufWriter, Write};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = args.get(1..).unwrap_or(&[]);
     let result = match args.first().map(String::as_str) {
-        Some("scte35") => scte35(&args[1..]),
+        Some("scte35") => scte35(rest),
+        Some("cues") => cues_cmd(rest),
+        Some("token") => token(rest),
+        Some("apikey-hash") => apikey_hash(rest),
+        Some("origin") => origin::run(rest),
+        Some("ads") if rest.first().map(String::as_str) == Some("ingest") => ingest::run(&rest[1..]),
         _ => {
-            eprintln!("usage: cf-ssai scte35 [--hex] < lines");
+            eprintln!("usage: cf-ssai scte35 [--hex] | cues FILE | token --secret S --org O | apikey-hash --key K | origin [...] | ads ingest FILE [...]");
             return ExitCode::from(2);
         }
     };
@@ -24,9 +40,24 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--name value` flags.
+pub(crate) fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .map(String::as_str)
+}
+
+pub(crate) fn flag_or<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T, String> {
+    match flag(args, name) {
+        Some(v) => v.parse().map_err(|_| format!("{name}: cannot parse {v:?}")),
+        None => Ok(default),
+    }
+}
+
 /// One JSON object per input line, in order; invalid UTF-8 is a per-line
 /// error, not a crash.
-fn scte35(args: &[String]) -> io::Result<()> {
+fn scte35(args: &[String]) -> Result<(), String> {
     let enc = if args.iter().any(|a| a == "--hex") {
         InputEncoding::Hex
     } else {
@@ -37,9 +68,10 @@ fn scte35(args: &[String]) -> io::Result<()> {
     let stdout = io::stdout();
     let mut out = BufWriter::new(stdout.lock());
     let mut buf = Vec::new();
+    let io = |e: io::Error| e.to_string();
     loop {
         buf.clear();
-        if input.read_until(b'\n', &mut buf)? == 0 {
+        if input.read_until(b'\n', &mut buf).map_err(io)? == 0 {
             break;
         }
         if buf.last() == Some(&b'\n') {
@@ -49,8 +81,56 @@ fn scte35(args: &[String]) -> io::Result<()> {
             Ok(line) => line_to_json(line, enc),
             Err(_) => serde_json::json!({"error": "line is not valid UTF-8"}),
         };
-        serde_json::to_writer(&mut out, &v)?;
-        out.write_all(b"\n")?;
+        serde_json::to_writer(&mut out, &v).map_err(|e| e.to_string())?;
+        out.write_all(b"\n").map_err(io)?;
     }
-    out.flush()
+    out.flush().map_err(io)
+}
+
+fn cues_cmd(args: &[String]) -> Result<(), String> {
+    let path = args.first().ok_or("usage: cf-ssai cues FILE.m3u8")?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let m = media::parse(&text).map_err(|e| format!("{path}: {e}"))?;
+    let det = cues::detect(&m, &Default::default());
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    for e in &det.events {
+        let _ = writeln!(out, "{}", serde_json::to_string(e).unwrap_or_default());
+    }
+    for w in &det.warnings {
+        let _ = writeln!(out, "{}", serde_json::json!({"warning": w.message, "line": w.line}));
+    }
+    Ok(())
+}
+
+fn token(args: &[String]) -> Result<(), String> {
+    let secret = flag(args, "--secret").ok_or("--secret required")?;
+    let org = flag(args, "--org").ok_or("--org required")?;
+    let aud = flag(args, "--aud").unwrap_or("cf-ssai");
+    let ttl: i64 = flag_or(args, "--ttl", 86_400)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|e| e.to_string())?
+        .as_secs() as i64;
+    let claims = auth::Claims {
+        sub: Some(flag(args, "--sub").unwrap_or("operator").to_string()),
+        exp: Some(now + ttl),
+        nbf: None,
+        iat: Some(now),
+        aud: Some(auth::Audience::One(aud.to_string())),
+        org: Some(org.to_string()),
+    };
+    println!("{}", auth::sign_hs256(&claims, secret.as_bytes()));
+    Ok(())
+}
+
+fn apikey_hash(args: &[String]) -> Result<(), String> {
+    let key = flag(args, "--key").ok_or("--key required")?;
+    let id = auth::api_key_id(key).ok_or("not a cfssai_ API key")?;
+    let salt = flag(args, "--salt").ok_or("--salt required")?;
+    println!(
+        "{}",
+        serde_json::json!({"id": id, "salt": salt, "hash": auth::hash_api_key(salt, key)})
+    );
+    Ok(())
 }

@@ -22,3 +22,4 @@ pub mod auth;
 pub mod config;
 pub mod pod;
 pub mod sgai;
+pub mod beacon;

@@ -140,7 +140,7 @@ impl SimChannel {
     }
 
     /// The variant's media playlist at `now_ms`.
-    pub fn media(&self, variant: &str, now_ms: i64) -> String {
+    pub fn media(&self, _variant: &str, now_ms: i64) -> String {
         let mut s = String::with_capacity(1024);
         let td = self.cadence_ms.div_ceil(1000).max(1);
         let live = self.live_msn(now_ms);
@@ -180,7 +180,7 @@ impl SimChannel {
             }
             let _ = writeln!(
                 s,
-                "#EXTINF:{:.3},\n{variant}/seg{}.{ext}",
+                "#EXTINF:{:.3},\nseg{}.{ext}",
                 self.cadence_ms as f64 / 1000.0,
                 msn % self.loop_len
             );

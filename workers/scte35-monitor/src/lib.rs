@@ -1,1 +1,83 @@
-//! placeholder
+//! The SCTE-35 monitor: every minute (Workers' minimum cron) it lists the
+//! active SCTE-35 channels in D1 and makes sure each has its poller running
+//! — a Channel DO alarm at the channel's segment cadence, so a cue is
+//! detected within one target duration. Polling itself lives in the DO
+//! (the channel's sequencer), so detection and registration are one step.
+
+use serde::Serialize;
+use worker::*;
+use worker_shared::{bindings, now_ms};
+
+#[derive(Serialize)]
+struct ChannelRef<'a> {
+    org: &'a str,
+    slug: &'a str,
+}
+
+#[event(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    if let Err(e) = cycle(&env).await {
+        console_error!("monitor cycle failed: {e}");
+    }
+}
+
+/// `GET /healthz`; `POST /run` runs one cycle now (operators, tests).
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    match (req.method(), req.path().as_str()) {
+        (Method::Get, "/healthz") => Response::ok("monitor ok"),
+        (Method::Post, "/run") => Response::from_json(&cycle(&env).await?),
+        _ => Response::error("not found", 404),
+    }
+}
+
+async fn cycle(env: &Env) -> Result<serde_json::Value> {
+    let started = now_ms();
+    let channels = worker_shared::list_channels(env).await?;
+    let ns = env.durable_object(bindings::CHANNEL_DO)?;
+    let mut ensured = 0;
+    let mut started_pollers = 0;
+    let mut errors = 0;
+    for ch in channels.iter().filter(|c| c.config.active && c.config.scte35_enabled) {
+        let body = serde_json::to_string(&ChannelRef { org: &ch.org, slug: &ch.slug })?;
+        let attempt = async {
+            let stub = ns.id_from_name(&ch.key())?.get_stub()?;
+            let mut init = RequestInit::new();
+            init.with_method(Method::Post).with_body(Some(body.into()));
+            let mut r = stub
+                .fetch_with_request(Request::new_with_init("https://channel/ensure-poller", &init)?)
+                .await?;
+            r.json::<serde_json::Value>().await
+        };
+        match attempt.await {
+            Ok(v) => {
+                ensured += 1;
+                if v["started"].as_bool() == Some(true) {
+                    started_pollers += 1;
+                }
+            }
+            Err(e) => {
+                errors += 1;
+                console_error!("ensure poller {}: {e}", ch.key());
+            }
+        }
+    }
+    worker_shared::count(env, "monitor", "cron_cycles", 1).await;
+    let summary = serde_json::json!({
+        "channels": ensured,
+        "pollers_started": started_pollers,
+        "errors": errors,
+        "cycle_ms": now_ms() - started,
+    });
+    if let Ok(kv) = env.kv(bindings::KV) {
+        if let Ok(p) = kv.put("monitor:last_cycle", &summary) {
+            let _ = p.execute().await;
+        }
+    }
+    Ok(summary)
+}

@@ -1,0 +1,168 @@
+//! Beacons: which tracking events a delivered ad segment fires, the queue
+//! message, VAST macro filling, URL safety, the dedupe key and the retry
+//! backoff. The beacon worker carries these out; the manifest worker
+//! produces them on ad-segment delivery.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum TrackingEvent {
+    Impression,
+    Start,
+    FirstQuartile,
+    Midpoint,
+    ThirdQuartile,
+    Complete,
+    Error,
+}
+
+impl TrackingEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackingEvent::Impression => "impression",
+            TrackingEvent::Start => "start",
+            TrackingEvent::FirstQuartile => "firstQuartile",
+            TrackingEvent::Midpoint => "midpoint",
+            TrackingEvent::ThirdQuartile => "thirdQuartile",
+            TrackingEvent::Complete => "complete",
+            TrackingEvent::Error => "error",
+        }
+    }
+}
+
+/// One beacon to fire: a queue message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BeaconMessage {
+    pub url: String,
+    pub event: TrackingEvent,
+    pub session: String,
+    pub break_id: String,
+    pub ad_id: String,
+    #[serde(default)]
+    pub device_ip: Option<String>,
+    #[serde(default)]
+    pub device_ua: Option<String>,
+    #[serde(default)]
+    pub referer: Option<String>,
+    #[serde(default)]
+    pub accept_language: Option<String>,
+    /// Epoch ms when produced (backoff reads the age).
+    pub created_ms: i64,
+}
+
+impl BeaconMessage {
+    /// (session, break, ad, event, url): a re-delivered or retried message
+    /// never fires twice.
+    pub fn dedupe_key(&self) -> String {
+        let mut h: u64 = 0xcbf29ce484222325;
+        for b in self.url.bytes() {
+            h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+        }
+        format!(
+            "beacon:{}:{}:{}:{}:{h:016x}",
+            self.session,
+            self.break_id,
+            self.ad_id,
+            self.event.as_str()
+        )
+    }
+
+    /// The IAB headers an ad stitcher sends on its requests (VAST 4.3 §2.3.4).
+    pub fn headers(&self) -> Vec<(&'static str, &str)> {
+        let mut h = Vec::new();
+        if let Some(v) = &self.device_ip {
+            h.push(("X-Device-IP", v.as_str()));
+        }
+        if let Some(v) = &self.device_ua {
+            h.push(("X-Device-User-Agent", v.as_str()));
+        }
+        if let Some(v) = &self.referer {
+            h.push(("X-Device-Referer", v.as_str()));
+        }
+        if let Some(v) = &self.accept_language {
+            h.push(("X-Device-Accept-Language", v.as_str()));
+        }
+        h
+    }
+}
+
+/// The events crossed when a session receives ad segment `index` (0-based)
+/// of `count`: impression+start at the first, each quartile when the
+/// segment's end crosses 25/50/75 %, complete at the last.
+pub fn events_for_segment(index: u32, count: u32) -> Vec<TrackingEvent> {
+    let mut ev = Vec::new();
+    if count == 0 || index >= count {
+        return ev;
+    }
+    if index == 0 {
+        ev.push(TrackingEvent::Impression);
+        ev.push(TrackingEvent::Start);
+    }
+    let before = index as u64 * 4;
+    let after = (index as u64 + 1) * 4;
+    let c = count as u64;
+    for (q, e) in [
+        (1, TrackingEvent::FirstQuartile),
+        (2, TrackingEvent::Midpoint),
+        (3, TrackingEvent::ThirdQuartile),
+    ] {
+        // Segment end crosses q/4 of the ad: before < q*c/4 <= after (×4).
+        if before < q * c && q * c <= after {
+            ev.push(e);
+        }
+    }
+    if index + 1 == count {
+        ev.push(TrackingEvent::Complete);
+    }
+    ev
+}
+
+/// Fill the VAST 4 macros we know ([CACHEBUSTING], [TIMESTAMP],
+/// [ERRORCODE], [BREAKPOSITION]...); unknown macros are left as is.
+pub fn fill_macros(url: &str, now_ms: i64, cachebuster: u32, error_code: Option<u16>) -> String {
+    let ts = crate::hls::format_pdt_ms(now_ms);
+    let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
+    url.replace("[CACHEBUSTING]", &format!("{cachebuster:08}"))
+        .replace("[TIMESTAMP]", &enc(&ts))
+        .replace("[ERRORCODE]", &error_code.map_or(String::new(), |c| c.to_string()))
+}
+
+/// Only http(s) URLs; no loopback/private targets unless allowed (dev).
+pub fn check_url(u: &str, private_ok: bool) -> Result<(), String> {
+    crate::config::check_origin_url(u, private_ok).map(|_| ())
+}
+
+/// Retry delay (seconds) from the message's age: roughly doubling per
+/// attempt (age grows by the previous delay), with jitter, capped.
+pub fn backoff_s(age_ms: i64, jitter: u32) -> u32 {
+    let age_s = (age_ms.max(0) / 1000) as u32;
+    (age_s.saturating_mul(2).max(1) + jitter % 3).min(600)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use TrackingEvent::*;
+
+    #[test]
+    fn quartiles_fire_once_each() {
+        for n in 1..20u32 {
+            let all: Vec<_> = (0..n).flat_map(|i| events_for_segment(i, n)).collect();
+            for e in [Impression, Start, FirstQuartile, Midpoint, ThirdQuartile, Complete] {
+                assert_eq!(all.iter().filter(|x| **x == e).count(), 1, "{e:?} n={n}");
+            }
+        }
+        assert_eq!(events_for_segment(0, 5), vec![Impression, Start]);
+        assert_eq!(events_for_segment(1, 5), vec![FirstQuartile]);
+    }
+
+    #[test]
+    fn macros_and_urls() {
+        let u = fill_macros("https://t/x?cb=[CACHEBUSTING]&e=[ERRORCODE]", 0, 42, Some(402));
+        assert_eq!(u, "https://t/x?cb=00000042&e=402");
+        assert!(check_url("http://127.0.0.1/x", false).is_err());
+        assert!(check_url("javascript:alert(1)", false).is_err());
+        assert!(backoff_s(0, 0) >= 1 && backoff_s(10_000_000, 0) == 600);
+    }
+}

@@ -1,0 +1,418 @@
+//! Control plane: the admin API under `/api/`, `POST /cue`, and the
+//! bindings smoke check. Every route here is authenticated (JWT or API key)
+//! and scoped to the principal's org.
+
+use crate::channel_do::{ChannelRef, CueRequest, CueResponse};
+use cf_ssai_core::auth::{self, Principal};
+use cf_ssai_core::config::ChannelConfig;
+use cf_ssai_core::{media, model};
+use serde::Deserialize;
+use worker::*;
+use worker_shared::{bindings, error, json, now_ms};
+
+const MAX_BODY: usize = 1024 * 1024;
+
+pub async fn route(mut req: Request, env: Env) -> Result<Response> {
+    let principal = match worker_shared::authenticate(&req, &env).await {
+        Ok(p) => p,
+        Err(e) => return worker_shared::auth_error(&e),
+    };
+    let path = req.path();
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method();
+    match (method.clone(), parts.as_slice()) {
+        (Method::Post, ["cue"]) => cue(&mut req, &env, &principal).await,
+        (Method::Get, ["api", "whoami"]) => json(&serde_json::json!({"org": principal.org, "subject": principal.subject}), 200),
+        (Method::Get, ["api", "diag"]) => diag(&env, &principal).await,
+        (_, ["api", "orgs", org, rest @ ..]) => {
+            if let Err(e) = principal.authorize(org) {
+                return worker_shared::auth_error(&e);
+            }
+            org_route(method, &mut req, &env, org, rest).await
+        }
+        (Method::Put, ["api", "media", key @ ..]) => {
+            let key = key.join("/");
+            let org = key.split('/').next().unwrap_or("");
+            if let Err(e) = principal.authorize(org) {
+                return worker_shared::auth_error(&e);
+            }
+            let bytes = req.bytes().await?;
+            let ct = req.headers().get("Content-Type")?.unwrap_or_else(|| "application/octet-stream".into());
+            env.bucket(bindings::AD_MEDIA)?
+                .put(&key, bytes)
+                .http_metadata(HttpMetadata { content_type: Some(ct), ..Default::default() })
+                .execute()
+                .await?;
+            json(&serde_json::json!({"key": key}), 201)
+        }
+        _ => error(404, "no such route"),
+    }
+}
+
+async fn body_json<T: serde::de::DeserializeOwned>(req: &mut Request) -> std::result::Result<T, String> {
+    let bytes = req.bytes().await.map_err(|e| e.to_string())?;
+    if bytes.len() > MAX_BODY {
+        return Err(format!("body is {} bytes, over the {MAX_BODY}-byte limit", bytes.len()));
+    }
+    serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON body: {e}"))
+}
+
+fn valid_slug(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+async fn org_route(method: Method, req: &mut Request, env: &Env, org: &str, rest: &[&str]) -> Result<Response> {
+    let db = env.d1(bindings::DB)?;
+    match (method, rest) {
+        (Method::Put, []) => {
+            #[derive(Deserialize)]
+            struct Org {
+                name: String,
+            }
+            let o: Org = match body_json(req).await {
+                Ok(o) => o,
+                Err(e) => return error(400, e),
+            };
+            if !valid_slug(org) {
+                return error(400, "org: must be 1-64 of [A-Za-z0-9_-]");
+            }
+            db.prepare("INSERT INTO orgs (id, name, created_ms) VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET name = excluded.name")
+                .bind(&[org.into(), o.name.into(), (now_ms() as f64).into()])?
+                .run()
+                .await?;
+            json(&serde_json::json!({"id": org}), 200)
+        }
+        (Method::Get, ["channels"]) => {
+            let url = req.url()?;
+            let limit: u32 = url.query_pairs().find(|(k, _)| k == "limit").and_then(|(_, v)| v.parse().ok()).unwrap_or(50).min(200);
+            let cursor = url.query_pairs().find(|(k, _)| k == "cursor").map(|(_, v)| v.into_owned()).unwrap_or_default();
+            let rows: Vec<serde_json::Value> = db
+                .prepare("SELECT slug, config, health, health_detail, updated_ms FROM channels WHERE org_id = ?1 AND slug > ?2 ORDER BY slug LIMIT ?3")
+                .bind(&[org.into(), cursor.into(), (limit as f64).into()])?
+                .all()
+                .await?
+                .results()?;
+            let next = (rows.len() as u32 == limit).then(|| rows.last().and_then(|r| r["slug"].as_str().map(String::from))).flatten();
+            let items: Vec<serde_json::Value> = rows
+                .into_iter()
+                .map(|mut r| {
+                    if let Some(c) = r["config"].as_str().and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok()) {
+                        r["config"] = c;
+                    }
+                    r
+                })
+                .collect();
+            json(&serde_json::json!({"items": items, "next_cursor": next}), 200)
+        }
+        (Method::Get, ["channels", slug]) => match worker_shared::load_channel_d1(env, org, slug).await? {
+            Some(c) => json(&c, 200),
+            None => error(404, format!("no channel {org}/{slug}")),
+        },
+        (Method::Put, ["channels", slug]) => {
+            if !valid_slug(slug) {
+                return error(400, "slug: must be 1-64 of [A-Za-z0-9_-]");
+            }
+            let cfg: ChannelConfig = match body_json(req).await {
+                Ok(c) => c,
+                Err(e) => return error(400, e),
+            };
+            let errs = cfg.validate(worker_shared::private_origins_allowed(env));
+            if !errs.is_empty() {
+                return json(&serde_json::json!({"error": "invalid channel config", "fields": errs}), 400);
+            }
+            db.prepare("INSERT INTO channels (org_id, slug, config, updated_ms) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(org_id, slug) DO UPDATE SET config = excluded.config, updated_ms = excluded.updated_ms")
+                .bind(&[org.into(), (*slug).into(), serde_json::to_string(&cfg)?.into(), (now_ms() as f64).into()])?
+                .run()
+                .await?;
+            worker_shared::invalidate_channel(env, org, slug).await?;
+            if cfg.scte35_enabled && cfg.active {
+                let chref = ChannelRef { org: org.into(), slug: (*slug).into() };
+                let _: Result<serde_json::Value> = crate::playback::do_call(env, &chref, "/ensure-poller", &chref).await;
+            }
+            json(&serde_json::json!({"org": org, "slug": slug, "config": cfg}), 200)
+        }
+        (Method::Delete, ["channels", slug]) => {
+            db.prepare("DELETE FROM channels WHERE org_id = ?1 AND slug = ?2")
+                .bind(&[org.into(), (*slug).into()])?
+                .run()
+                .await?;
+            worker_shared::invalidate_channel(env, org, slug).await?;
+            json(&serde_json::json!({"deleted": slug}), 200)
+        }
+        (Method::Get, ["channels", slug, "breaks"]) => {
+            let chref = ChannelRef { org: org.into(), slug: (*slug).into() };
+            let st = crate::playback::do_state(env, &chref).await?;
+            json(&st, 200)
+        }
+        (Method::Put, ["ads", id]) => {
+            #[derive(Deserialize)]
+            struct Ad {
+                creative_id: String,
+                universal_ad_id: Option<String>,
+                channel: Option<String>,
+                duration_s: f64,
+                cadence_ms: u64,
+                renditions: Vec<model::AdRendition>,
+                #[serde(default)]
+                tracking: model::Tracking,
+                #[serde(default)]
+                priority: i64,
+            }
+            let ad: Ad = match body_json(req).await {
+                Ok(a) => a,
+                Err(e) => return error(400, e),
+            };
+            if !valid_slug(id) {
+                return error(400, "id: must be 1-64 of [A-Za-z0-9_-]");
+            }
+            if !(ad.duration_s > 0.0 && ad.duration_s <= 600.0) {
+                return error(400, "duration_s: must be in (0, 600]");
+            }
+            if ad.renditions.is_empty() {
+                return error(400, "renditions: at least one is required");
+            }
+            db.prepare("INSERT INTO ads (org_id, id, channel_slug, creative_id, universal_ad_id, duration_s, cadence_ms, renditions, tracking, priority, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT(org_id, id) DO UPDATE SET channel_slug = excluded.channel_slug, creative_id = excluded.creative_id, universal_ad_id = excluded.universal_ad_id, duration_s = excluded.duration_s, cadence_ms = excluded.cadence_ms, renditions = excluded.renditions, tracking = excluded.tracking, priority = excluded.priority")
+                .bind(&[
+                    org.into(),
+                    (*id).into(),
+                    opt(ad.channel),
+                    ad.creative_id.into(),
+                    opt(ad.universal_ad_id),
+                    ad.duration_s.into(),
+                    (ad.cadence_ms as f64).into(),
+                    serde_json::to_string(&ad.renditions)?.into(),
+                    serde_json::to_string(&ad.tracking)?.into(),
+                    (ad.priority as f64).into(),
+                    (now_ms() as f64).into(),
+                ])?
+                .run()
+                .await?;
+            json(&serde_json::json!({"id": id}), 200)
+        }
+        (Method::Get, ["ads"]) => {
+            let rows: Vec<serde_json::Value> = db
+                .prepare("SELECT id, channel_slug, creative_id, universal_ad_id, duration_s, cadence_ms, priority, active FROM ads WHERE org_id = ?1 ORDER BY priority DESC, id LIMIT 200")
+                .bind(&[org.into()])?
+                .all()
+                .await?
+                .results()?;
+            json(&serde_json::json!({"items": rows}), 200)
+        }
+        (Method::Put, ["slates", id]) => {
+            #[derive(Deserialize)]
+            struct SlateIn {
+                channel: Option<String>,
+                renditions: Vec<model::AdRendition>,
+            }
+            let s: SlateIn = match body_json(req).await {
+                Ok(s) => s,
+                Err(e) => return error(400, e),
+            };
+            if s.renditions.is_empty() {
+                return error(400, "renditions: at least one is required");
+            }
+            db.prepare("INSERT INTO slates (org_id, id, channel_slug, renditions, created_ms) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(org_id, id) DO UPDATE SET channel_slug = excluded.channel_slug, renditions = excluded.renditions")
+                .bind(&[
+                    org.into(),
+                    (*id).into(),
+                    opt(s.channel),
+                    serde_json::to_string(&s.renditions)?.into(),
+                    (now_ms() as f64).into(),
+                ])?
+                .run()
+                .await?;
+            json(&serde_json::json!({"id": id}), 200)
+        }
+        (Method::Post, ["api-keys"]) => {
+            let key = format!("cfssai_{}", random_hex(24));
+            let salt = random_hex(16);
+            let id = auth::api_key_id(&key).unwrap_or_default().to_string();
+            db.prepare("INSERT INTO api_keys (id, org_id, salt, hash, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)")
+                .bind(&[id.as_str().into(), org.into(), salt.as_str().into(), auth::hash_api_key(&salt, &key).into(), (now_ms() as f64).into()])?
+                .run()
+                .await?;
+            // The key is shown once; only its salted hash is stored.
+            json(&serde_json::json!({"id": id, "key": key}), 201)
+        }
+        (Method::Get, ["metrics"]) => {
+            let rows: Vec<serde_json::Value> = db
+                .prepare("SELECT scope, name, value FROM metrics WHERE scope IN (?1, 'beacon', 'decision') ORDER BY scope, name")
+                .bind(&[org.into()])?
+                .all()
+                .await?
+                .results()?;
+            json(&serde_json::json!({"items": rows}), 200)
+        }
+        (Method::Get, ["breaks"]) => {
+            let rows: Vec<serde_json::Value> = db
+                .prepare("SELECT slug, break_id, source, record, pod, created_ms FROM breaks WHERE org_id = ?1 ORDER BY created_ms DESC LIMIT 50")
+                .bind(&[org.into()])?
+                .all()
+                .await?
+                .results()?;
+            json(&serde_json::json!({"items": rows}), 200)
+        }
+        _ => error(404, "no such route"),
+    }
+}
+
+/// An optional text column: NULL when absent.
+fn opt(s: Option<String>) -> wasm_bindgen::JsValue {
+    s.map(Into::into).unwrap_or(wasm_bindgen::JsValue::NULL)
+}
+
+#[derive(Deserialize)]
+struct CueBody {
+    channel: Option<String>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    duration: Option<f64>,
+    pod_id: Option<String>,
+    start_at: Option<String>,
+    event_id: Option<String>,
+}
+
+/// `POST /cue {channel: "org/slug", type: start|stop|schedule, duration, start_at?}`
+async fn cue(req: &mut Request, env: &Env, p: &Principal) -> Result<Response> {
+    let idem = req.headers().get("Idempotency-Key")?;
+    let b: CueBody = match body_json(req).await {
+        Ok(b) => b,
+        Err(e) => return error(400, e),
+    };
+    let Some(channel) = b.channel else {
+        return error(400, "channel: required, as \"org/slug\"");
+    };
+    let Some((org, slug)) = channel.split_once('/') else {
+        return error(400, "channel: must be \"org/slug\"");
+    };
+    if let Err(e) = p.authorize(org) {
+        return worker_shared::auth_error(&e);
+    }
+    let kind = match b.kind.as_deref() {
+        Some(k @ ("start" | "stop" | "schedule")) => k.to_string(),
+        Some(other) => return error(400, format!("type: {other:?} is not start, stop or schedule")),
+        None => return error(400, "type: required (start, stop or schedule)"),
+    };
+    let duration_ms = match (kind.as_str(), b.duration) {
+        ("stop", _) => 0,
+        (_, Some(d)) if d.is_finite() && d > 0.0 && d <= 600.0 => (d * 1000.0).round() as u64,
+        (_, Some(_)) => return error(400, "duration: must be a number of seconds in (0, 600]"),
+        (_, None) => return error(400, "duration: required for start and schedule"),
+    };
+    let start_at_ms = match (kind.as_str(), &b.start_at) {
+        ("schedule", Some(s)) => match cf_ssai_core::hls::parse_pdt_ms(s) {
+            Some(t) if t > now_ms() => Some(t),
+            Some(_) => return error(400, "start_at: must be in the future"),
+            None => return error(400, "start_at: must be an RFC 3339 date-time"),
+        },
+        ("schedule", None) => return error(400, "start_at: required for schedule"),
+        (_, Some(_)) => return error(400, "start_at: only for schedule"),
+        _ => None,
+    };
+    let Some(ch) = worker_shared::load_channel(env, org, slug).await? else {
+        return error(404, format!("no channel {org}/{slug}"));
+    };
+    // Anchor at the next segment boundary of the live origin.
+    let media_url = match crate::origin::media_url_for_poll(&ch.config).await {
+        Ok(u) => u,
+        Err(e) => return error(502, format!("origin: {e}")),
+    };
+    let text = match worker_shared::get_text(&media_url, ch.config.origin_timeout_ms).await {
+        Ok(t) => t,
+        Err(e) => return error(502, format!("origin: {e}")),
+    };
+    let m = match media::parse(&text) {
+        Ok(m) => m,
+        Err(e) => return error(502, format!("origin playlist: {e}")),
+    };
+    let cadence = crate::origin::cadence_ms(&ch.config, &m);
+    let Some(last) = m.segments.last() else {
+        return error(502, "origin playlist has no segments");
+    };
+    let next_msn = last.msn + 1;
+    let next_pdt = last.pdt_ms.map(|p| p + (last.duration * 1000.0).round() as i64);
+    let (anchor_msn, anchor_pdt) = match (start_at_ms, next_pdt) {
+        (Some(at), Some(np)) => {
+            let ahead = ((at - np).max(0) as u64).div_ceil(cadence.max(1));
+            (next_msn + ahead, Some(np + (ahead * cadence) as i64))
+        }
+        (Some(_), None) => return error(400, "start_at: the origin has no PROGRAM-DATE-TIME to schedule against"),
+        (None, np) => (next_msn, np),
+    };
+    let break_id = b
+        .event_id
+        .or(idem)
+        .or(b.pod_id.map(|p| format!("pod-{p}")))
+        .map(|s| format!("cue-{}", s.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').take(64).collect::<String>()))
+        .unwrap_or_else(|| format!("cue-{anchor_msn}"));
+    let chref = ChannelRef { org: org.into(), slug: slug.into() };
+    let r: CueResponse = crate::playback::do_call(
+        env,
+        &chref,
+        "/cue",
+        &CueRequest {
+            channel: chref.clone(),
+            kind,
+            break_id,
+            anchor_msn,
+            anchor_pdt_ms: anchor_pdt,
+            duration_ms,
+            cadence_ms: cadence,
+        },
+    )
+    .await?;
+    match r.record {
+        Some(rec) => json(&rec, r.status),
+        None => error(r.status, r.error.unwrap_or_default()),
+    }
+}
+
+/// Each binding, for real, through this worker (smoke tests, operators).
+async fn diag(env: &Env, p: &Principal) -> Result<Response> {
+    let stamp = now_ms().to_string();
+    let kv = env.kv(bindings::KV)?;
+    kv.put("diag:kv", &stamp)?.expiration_ttl(60).execute().await?;
+    let kv_back = kv.get("diag:kv").text().await?;
+    let d1: Option<f64> = env.d1(bindings::DB)?.prepare("SELECT COUNT(*) AS n FROM orgs").first(Some("n")).await?;
+    let r2 = env.bucket(bindings::AD_MEDIA)?;
+    r2.put("diag/r2.txt", stamp.clone()).execute().await?;
+    let r2_obj = r2.get("diag/r2.txt").execute().await?;
+    let r2_back = match r2_obj.as_ref().and_then(|o| o.body()) {
+        Some(b) => Some(b.text().await?),
+        None => None,
+    };
+    let chref = ChannelRef { org: p.org.clone(), slug: "__diag".into() };
+    let ns = env.durable_object(bindings::CHANNEL_DO)?;
+    let stub = ns.id_from_name(&worker_shared::channel_key(&chref.org, &chref.slug))?.get_stub()?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post);
+    let mut do_resp = stub.fetch_with_request(Request::new_with_init("https://channel/ping", &init)?).await?;
+    let do_back: serde_json::Value = do_resp.json().await?;
+    let svc = env.service(bindings::DECISION)?;
+    let mut dec = svc.fetch("https://decision/healthz", None).await?;
+    let dec_back = dec.text().await?;
+    env.queue(bindings::BEACONS)?
+        .send(serde_json::json!({"kind": "diag", "stamp": stamp}))
+        .await?;
+    // What the beacon consumer wrote for the previous diag message.
+    let queue_consumed = kv.get("diag:queue").text().await?;
+    let monitor_last_cycle = kv.get("monitor:last_cycle").text().await?;
+    json(
+        &serde_json::json!({
+            "queue_last_consumed": queue_consumed,
+            "monitor_last_cycle": monitor_last_cycle,
+            "kv": kv_back,
+            "d1_orgs": d1,
+            "r2": r2_back,
+            "durable_object": do_back,
+            "service_decision": dec_back,
+            "queue_sent": stamp,
+            "stamp": stamp,
+        }),
+        200,
+    )
+}
+
+fn random_hex(n: usize) -> String {
+    crate::random_hex(n)
+}

@@ -1,0 +1,66 @@
+//! Origin access for the playback path and the poller: URL mapping (never
+//! an open proxy: only paths under the channel's origin directory), the
+//! polled variant, cadence, and channel health in D1.
+
+use crate::channel_do::ChannelRef;
+use cf_ssai_core::config::ChannelConfig;
+use cf_ssai_core::{hls, master, media::MediaPlaylist};
+use worker::*;
+use worker_shared::{bindings, now_ms};
+
+/// The origin URL for a request path under the channel (`master.m3u8` is
+/// the configured origin playlist itself). `None` for anything that is not
+/// a plain relative `.m3u8` path.
+pub fn origin_url_for(cfg: &ChannelConfig, rest: &str) -> Option<url::Url> {
+    let base = url::Url::parse(&cfg.origin_url).ok()?;
+    if rest == "master.m3u8" || rest == "index.m3u8" && base.path().ends_with("/index.m3u8") {
+        return Some(base);
+    }
+    if !rest.ends_with(".m3u8")
+        || rest.contains("..")
+        || rest.contains("//")
+        || rest.contains('\\')
+        || rest.contains(':')
+        || rest.starts_with('/')
+    {
+        return None;
+    }
+    base.join(rest).ok()
+}
+
+/// The media playlist the poller reads.
+pub async fn media_url_for_poll(cfg: &ChannelConfig) -> std::result::Result<String, String> {
+    let text = worker_shared::get_text(&cfg.origin_url, cfg.origin_timeout_ms)
+        .await
+        .map_err(|e| format!("origin {}: {e}", cfg.origin_url))?;
+    let toks = hls::tokenize(&text).map_err(|e| e.to_string())?;
+    if !hls::is_master(&toks) {
+        return Ok(cfg.origin_url.clone());
+    }
+    let v = master::poll_variant(&text, &cfg.poll_variant).ok_or("master has no variants")?;
+    let base = url::Url::parse(&cfg.origin_url).map_err(|e| e.to_string())?;
+    Ok(hls::resolve(&base, v))
+}
+
+pub fn cadence_ms(cfg: &ChannelConfig, m: &MediaPlaylist<'_>) -> u64 {
+    if cfg.cadence_ms > 0 {
+        cfg.cadence_ms
+    } else {
+        m.cadence_ms()
+    }
+}
+
+/// A channel that keeps failing is marked unhealthy (after 3 failures in a
+/// row) and recovers on its first good poll.
+pub async fn mark_health(env: &Env, c: &ChannelRef, ok: bool, detail: &str) {
+    let Ok(db) = env.d1(bindings::DB) else { return };
+    let sql = if ok {
+        "UPDATE channels SET health = 'ok', health_detail = NULL, failures = 0 WHERE org_id = ?1 AND slug = ?2 AND (failures != 0 OR health != 'ok')"
+    } else {
+        "UPDATE channels SET failures = failures + 1, health_detail = ?3, health = CASE WHEN failures + 1 >= 3 THEN 'unhealthy' ELSE health END WHERE org_id = ?1 AND slug = ?2"
+    };
+    let detail = format!("{} at {}", detail, now_ms());
+    if let Ok(stmt) = db.prepare(sql).bind(&[c.org.as_str().into(), c.slug.as_str().into(), detail.into()]) {
+        let _ = stmt.run().await;
+    }
+}

@@ -1,0 +1,248 @@
+//! The playback path: origin → cues → break entries (KV, else the Channel
+//! DO) → splice. Stateless; every failure about ads serves the content.
+
+use crate::channel_do::{ChannelRef, SyncRequest};
+use cf_ssai_core::config::choose_mode;
+use cf_ssai_core::model::{ChannelBreaks, TrackKind};
+use cf_ssai_core::splice::{self, Mode, SpliceInput, Variant};
+use cf_ssai_core::{cues, hls, master, media, sequencer, sgai};
+use worker::*;
+use worker_shared::{bindings, error, Channel};
+
+const M3U8: &str = "application/vnd.apple.mpegurl";
+
+pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Result<Response> {
+    let cfg = &ch.config;
+    let Some(origin_url) = crate::origin::origin_url_for(cfg, rest) else {
+        return error(404, "not a playlist of this channel");
+    };
+    let url = req.url()?;
+    let q = |k: &str| url.query_pairs().find(|(a, _)| a == k).map(|(_, v)| v.into_owned());
+    let text = match worker_shared::get_text(origin_url.as_str(), cfg.origin_timeout_ms).await {
+        Ok(t) => t,
+        Err(worker_shared::FetchError::Timeout) => {
+            return error(504, format!("origin timed out after {} ms", cfg.origin_timeout_ms))
+        }
+        Err(e) => return error(502, format!("origin error: {e}")),
+    };
+    let mode = choose_mode(
+        cfg.mode,
+        q("mode").as_deref(),
+        req.headers().get("X-Interstitials")?.as_deref(),
+        req.headers().get("User-Agent")?.as_deref(),
+    );
+    let tokens = match hls::tokenize(&text) {
+        Ok(t) => t,
+        Err(e) => return error(502, format!("origin playlist is not HLS: {e}")),
+    };
+    let prefix = format!("/{}/{}/", ch.org, ch.slug);
+    if hls::is_master(&tokens) {
+        let mode_s = match mode {
+            Mode::Ssai => "ssai",
+            Mode::Sgai => "sgai",
+        };
+        let sid = q("sid").unwrap_or_else(new_session_id);
+        let carry = [("mode", mode_s.to_string()), ("sid", sid)];
+        let out = master::rewrite_master(&master::MasterInput {
+            origin: &text,
+            origin_url: &origin_url,
+            self_prefix: &prefix,
+            carry: &carry,
+        });
+        return respond(req, cfg, out.unwrap_or(text), 2);
+    }
+    let m = match media::parse(&text) {
+        Ok(m) => m,
+        // Bad upstream content fails open: the origin, unchanged.
+        Err(_) => return respond(req, cfg, text.clone(), 2),
+    };
+    let target = m.target_duration;
+    let cadence = crate::origin::cadence_ms(cfg, &m);
+    let events = if cfg.scte35_enabled {
+        cues::detect(&m, &cfg.segmentation).events
+    } else {
+        Vec::new()
+    };
+    let first_msn = m.segments.first().map_or(m.media_sequence, |s| s.msn);
+    let chref = ChannelRef { org: ch.org.clone(), slug: ch.slug.clone() };
+    let breaks = entries(env, &chref, &events, cadence, first_msn).await;
+    drop(m);
+    let variant = Variant {
+        bandwidth: q("bw").and_then(|b| b.parse().ok()),
+        codecs: q("codecs"),
+        kind: match q("k").as_deref() {
+            Some("audio") => TrackKind::Audio,
+            Some("subtitles") => TrackKind::Subtitles,
+            _ => TrackKind::Muxed,
+        },
+    };
+    let settings = cfg.splice_settings(format!("{prefix}interstitials/"));
+    let out = match &breaks {
+        Some(b) => splice::splice(&SpliceInput {
+            origin: &text,
+            playlist_url: &origin_url,
+            breaks: &b.entries,
+            variant: &variant,
+            mode,
+            settings: &settings,
+        }),
+        None => splice::splice(&SpliceInput {
+            origin: &text,
+            playlist_url: &origin_url,
+            breaks: &[],
+            variant: &variant,
+            mode,
+            settings: &settings,
+        }),
+    };
+    match out {
+        Ok(o) => {
+            if !o.report.reasons.is_empty() {
+                console_warn!("{}/{}: {:?}", ch.org, ch.slug, o.report.reasons);
+            }
+            respond(req, cfg, o.playlist, target)
+        }
+        Err(_) => respond(req, cfg, text, target),
+    }
+}
+
+/// The channel's break entries: KV first; the DO when KV cannot vouch for
+/// the window or a cue in it is unknown. `None` when both fail (content).
+async fn entries(
+    env: &Env,
+    ch: &ChannelRef,
+    events: &[cues::CueEvent],
+    cadence_ms: u64,
+    first_msn: u64,
+) -> Option<ChannelBreaks> {
+    let kv = env.kv(bindings::KV).ok()?;
+    let cached: Option<ChannelBreaks> = kv
+        .get(&worker_shared::kv_breaks_key(&ch.org, &ch.slug))
+        .json()
+        .await
+        .ok()
+        .flatten();
+    if let Some(c) = &cached {
+        if c.covers_window(first_msn) && sequencer::reconcile(events, &c.entries).is_empty() {
+            return cached;
+        }
+    }
+    let body = SyncRequest {
+        channel: ch.clone(),
+        events: events.to_vec(),
+        cadence_ms,
+        checked_through_msn: None,
+    };
+    match do_call(env, ch, "/sync", &body).await {
+        Ok(b) => Some(b),
+        Err(e) => {
+            console_error!("channel DO unavailable: {e}");
+            worker_shared::count(env, &ch.org, "do_fallback_failures", 1).await;
+            cached
+        }
+    }
+}
+
+pub async fn do_call<B: serde::Serialize, R: serde::de::DeserializeOwned>(
+    env: &Env,
+    ch: &ChannelRef,
+    path: &str,
+    body: &B,
+) -> Result<R> {
+    let ns = env.durable_object(bindings::CHANNEL_DO)?;
+    let stub = ns.id_from_name(&worker_shared::channel_key(&ch.org, &ch.slug))?.get_stub()?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_body(Some(serde_json::to_string(body)?.into()));
+    let req = Request::new_with_init(&format!("https://channel{path}"), &init)?;
+    let mut resp = stub.fetch_with_request(req).await?;
+    resp.json().await
+}
+
+pub async fn do_state(env: &Env, ch: &ChannelRef) -> Result<ChannelBreaks> {
+    let ns = env.durable_object(bindings::CHANNEL_DO)?;
+    let stub = ns.id_from_name(&worker_shared::channel_key(&ch.org, &ch.slug))?.get_stub()?;
+    let mut resp = stub.fetch_with_str("https://channel/state").await?;
+    resp.json().await
+}
+
+/// `GET /{org}/{channel}/interstitials/{break}.json`
+pub async fn asset_list(req: &Request, env: &Env, ch: &Channel, break_id: &str) -> Result<Response> {
+    let url = req.url()?;
+    let offset = url
+        .query_pairs()
+        .find(|(k, _)| k == "_HLS_start_offset")
+        .and_then(|(_, v)| v.parse::<f64>().ok());
+    let chref = ChannelRef { org: ch.org.clone(), slug: ch.slug.clone() };
+    let Some(entry) = find_entry(env, &chref, break_id).await else {
+        return error(404, format!("no break {break_id}"));
+    };
+    let prefix = format!("/{}/{}/ads/{}/", ch.org, ch.slug, break_id);
+    let doc = sgai::asset_list(&entry, offset, |i| match i {
+        Some(i) => format!("{prefix}{i}.m3u8"),
+        None => format!("{prefix}slate.m3u8"),
+    });
+    let mut r = Response::from_json(&doc)?;
+    cors(req, &ch.config, r.headers_mut())?;
+    r.headers_mut().set("Cache-Control", "max-age=2")?;
+    Ok(r)
+}
+
+/// `GET /{org}/{channel}/ads/{break}/{i|slate}.m3u8`: an ad's renditions.
+pub async fn ad_master(req: &Request, env: &Env, ch: &Channel, break_id: &str, which: &str) -> Result<Response> {
+    let chref = ChannelRef { org: ch.org.clone(), slug: ch.slug.clone() };
+    let Some(entry) = find_entry(env, &chref, break_id).await else {
+        return error(404, format!("no break {break_id}"));
+    };
+    let renditions = match which {
+        "slate" => &entry.pod.slate.renditions,
+        i => match i.parse::<usize>().ok().and_then(|i| sgai::item(&entry, i)) {
+            Some(item) => &item.renditions,
+            None => return error(404, "no such ad"),
+        },
+    };
+    respond(req, &ch.config, sgai::ad_master(renditions), 2)
+}
+
+async fn find_entry(env: &Env, ch: &ChannelRef, id: &str) -> Option<cf_ssai_core::model::BreakEntry> {
+    let kv = env.kv(bindings::KV).ok()?;
+    let cached: Option<ChannelBreaks> = kv
+        .get(&worker_shared::kv_breaks_key(&ch.org, &ch.slug))
+        .json()
+        .await
+        .ok()
+        .flatten();
+    if let Some(e) = cached.and_then(|c| c.entries.into_iter().find(|e| e.record.id == id)) {
+        return Some(e);
+    }
+    do_state(env, ch).await.ok()?.entries.into_iter().find(|e| e.record.id == id)
+}
+
+fn respond(req: &Request, cfg: &cf_ssai_core::config::ChannelConfig, body: String, target: u64) -> Result<Response> {
+    let mut r = Response::ok(body)?;
+    let h = r.headers_mut();
+    h.set("Content-Type", M3U8)?;
+    h.set("Cache-Control", &format!("max-age={}", cfg.max_age(target)))?;
+    // Mode and variant are in the URL, and the auto mode reads these.
+    h.set("Vary", "User-Agent, X-Interstitials")?;
+    cors(req, cfg, h)?;
+    Ok(r)
+}
+
+pub fn cors(req: &Request, cfg: &cf_ssai_core::config::ChannelConfig, h: &mut Headers) -> Result<()> {
+    let origin = req.headers().get("Origin")?;
+    let allow = if cfg.cors_origins.iter().any(|o| o == "*") {
+        Some("*".to_string())
+    } else {
+        origin.filter(|o| cfg.cors_origins.iter().any(|a| a == o))
+    };
+    if let Some(a) = allow {
+        h.set("Access-Control-Allow-Origin", &a)?;
+        h.set("Access-Control-Expose-Headers", "Content-Length")?;
+    }
+    Ok(())
+}
+
+fn new_session_id() -> String {
+    crate::random_hex(12)
+}
