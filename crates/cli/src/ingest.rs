@@ -10,18 +10,25 @@
 //! `curl` (no TLS stack compiled into the CLI).
 
 use crate::{flag, flag_or};
-use cf_ssai_core::model::{AdRendition, AdSegment, TrackKind};
 use cf_ssai_core::media;
+use cf_ssai_core::model::{AdRendition, AdSegment, TrackKind};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub fn run(args: &[String]) -> Result<(), String> {
-    let file = args.first().filter(|a| !a.starts_with("--")).ok_or("ads ingest FILE required")?;
+    let file = args
+        .first()
+        .filter(|a| !a.starts_with("--"))
+        .ok_or("ads ingest FILE required")?;
     let org = flag(args, "--org").ok_or("--org required")?;
     let id = flag(args, "--id").ok_or("--id required")?;
-    let api = flag(args, "--api").ok_or("--api required")?.trim_end_matches('/');
+    let api = flag(args, "--api")
+        .ok_or("--api required")?
+        .trim_end_matches('/');
     let token = flag(args, "--token").ok_or("--token required")?;
-    let public = flag(args, "--public-base").unwrap_or(api).trim_end_matches('/');
+    let public = flag(args, "--public-base")
+        .unwrap_or(api)
+        .trim_end_matches('/');
     let cadence_ms: u64 = flag_or(args, "--cadence-ms", 1920)?;
     let slate = args.iter().any(|a| a == "--slate");
     let channel = flag(args, "--channel");
@@ -49,15 +56,31 @@ pub fn run(args: &[String]) -> Result<(), String> {
         for (i, s) in m.segments.iter().enumerate() {
             let name = format!("seg{i}.ts");
             let local = dir.join(m.tokens.lines[s.uri_line].raw().trim());
-            upload(api, token, &format!("{prefix}/{name}"), &local, "video/mp2t")?;
+            upload(
+                api,
+                token,
+                &format!("{prefix}/{name}"),
+                &local,
+                "video/mp2t",
+            )?;
             let uri = format!("{public}/media/{prefix}/{name}");
             pl.push_str(&format!("#EXTINF:{},\n{uri}\n", s.duration_text));
-            segs.push(AdSegment { uri, duration: s.duration, byterange: None });
+            segs.push(AdSegment {
+                uri,
+                duration: s.duration,
+                byterange: None,
+            });
         }
         pl.push_str("#EXT-X-ENDLIST\n");
         let plf = dir.join("playlist.m3u8");
         std::fs::write(&plf, pl).map_err(|e| e.to_string())?;
-        upload(api, token, &format!("{prefix}/index.m3u8"), &plf, "application/vnd.apple.mpegurl")?;
+        upload(
+            api,
+            token,
+            &format!("{prefix}/index.m3u8"),
+            &plf,
+            "application/vnd.apple.mpegurl",
+        )?;
         renditions.push(AdRendition {
             bandwidth: *bw,
             codecs: Some("avc1.4d401f,mp4a.40.2".into()),
@@ -91,24 +114,52 @@ pub fn run(args: &[String]) -> Result<(), String> {
     };
     let bodyf = work.join("register.json");
     std::fs::write(&bodyf, body.to_string()).map_err(|e| e.to_string())?;
-    curl(&["-X", "PUT", "-H", "Content-Type: application/json", "--data-binary", &format!("@{}", bodyf.display()), &path], token)?;
+    curl(
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            &format!("@{}", bodyf.display()),
+            &path,
+        ],
+        token,
+    )?;
     let _ = std::fs::remove_dir_all(&work);
-    println!("{}", serde_json::json!({"id": id, "duration_s": dur, "segments": n, "renditions": ladder.len(), "slate": slate}));
+    println!(
+        "{}",
+        serde_json::json!({"id": id, "duration_s": dur, "segments": n, "renditions": ladder.len(), "slate": slate})
+    );
     Ok(())
 }
 
 fn parse_ladder(s: &str) -> Result<Vec<(String, u64)>, String> {
     s.split(',')
         .map(|r| {
-            let (res, bw) = r.split_once(':').ok_or(format!("--ladder: {r:?} is not WxH:BANDWIDTH"))?;
-            Ok((res.to_string(), bw.parse().map_err(|_| format!("--ladder: bad bandwidth {bw:?}"))?))
+            let (res, bw) = r
+                .split_once(':')
+                .ok_or(format!("--ladder: {r:?} is not WxH:BANDWIDTH"))?;
+            Ok((
+                res.to_string(),
+                bw.parse()
+                    .map_err(|_| format!("--ladder: bad bandwidth {bw:?}"))?,
+            ))
         })
         .collect()
 }
 
 fn probe_duration(file: &str) -> Result<f64, String> {
     let out = Command::new("ffprobe")
-        .args(["-v", "error", "-show_entries", "format=duration", "-of", "default=nw=1:nk=1", file])
+        .args([
+            "-v",
+            "error",
+            "-show_entries",
+            "format=duration",
+            "-of",
+            "default=nw=1:nk=1",
+            file,
+        ])
         .output()
         .map_err(|e| format!("ffprobe: {e}"))?;
     String::from_utf8_lossy(&out.stdout)
@@ -117,19 +168,73 @@ fn probe_duration(file: &str) -> Result<f64, String> {
         .map_err(|_| format!("ffprobe could not read the duration of {file}"))
 }
 
-fn transcode(file: &str, dir: &Path, res: &str, bw: u64, cadence: f64, dur: f64) -> Result<(), String> {
+fn transcode(
+    file: &str,
+    dir: &Path,
+    res: &str,
+    bw: u64,
+    cadence: f64,
+    dur: f64,
+) -> Result<(), String> {
     let (w, h) = res.split_once('x').ok_or("resolution must be WxH")?;
     let gop = (cadence * 25.0).round() as u64;
     let vbr = bw * 85 / 100 - 96_000;
     let status = Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-y", "-i", file, "-t", &format!("{dur:.3}")])
-        .args(["-vf", &format!("scale={w}:{h},fps=25"), "-c:v", "libx264", "-preset", "veryfast", "-profile:v", "main"])
-        .args(["-b:v", &vbr.to_string(), "-maxrate", &vbr.to_string(), "-bufsize", &(vbr * 2).to_string()])
-        .args(["-g", &gop.to_string(), "-keyint_min", &gop.to_string(), "-sc_threshold", "0"])
-        .args(["-force_key_frames", &format!("expr:gte(t,n_forced*{cadence})")])
+        .args([
+            "-hide_banner",
+            "-loglevel",
+            "error",
+            "-y",
+            "-i",
+            file,
+            "-t",
+            &format!("{dur:.3}"),
+        ])
+        .args([
+            "-vf",
+            &format!("scale={w}:{h},fps=25"),
+            "-c:v",
+            "libx264",
+            "-pix_fmt",
+            "yuv420p",
+            "-preset",
+            "veryfast",
+            "-profile:v",
+            "main",
+        ])
+        .args([
+            "-b:v",
+            &vbr.to_string(),
+            "-maxrate",
+            &vbr.to_string(),
+            "-bufsize",
+            &(vbr * 2).to_string(),
+        ])
+        .args([
+            "-g",
+            &gop.to_string(),
+            "-keyint_min",
+            &gop.to_string(),
+            "-sc_threshold",
+            "0",
+        ])
+        .args([
+            "-force_key_frames",
+            &format!("expr:gte(t,n_forced*{cadence})"),
+        ])
         .args(["-c:a", "aac", "-ar", "48000", "-ac", "2", "-b:a", "96k"])
-        .args(["-f", "hls", "-hls_time", &format!("{cadence}"), "-hls_playlist_type", "vod"])
-        .args(["-hls_segment_filename", &dir.join("seg%d.ts").display().to_string()])
+        .args([
+            "-f",
+            "hls",
+            "-hls_time",
+            &format!("{cadence}"),
+            "-hls_playlist_type",
+            "vod",
+        ])
+        .args([
+            "-hls_segment_filename",
+            &dir.join("seg%d.ts").display().to_string(),
+        ])
         .arg(dir.join("index.m3u8"))
         .status()
         .map_err(|e| format!("ffmpeg: {e}"))?;
@@ -141,14 +246,27 @@ fn transcode(file: &str, dir: &Path, res: &str, bw: u64, cadence: f64, dur: f64)
 
 fn upload(api: &str, token: &str, key: &str, file: &PathBuf, ctype: &str) -> Result<(), String> {
     curl(
-        &["-X", "PUT", "-H", &format!("Content-Type: {ctype}"), "--data-binary", &format!("@{}", file.display()), &format!("{api}/api/media/{key}")],
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            &format!("Content-Type: {ctype}"),
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &format!("{api}/api/media/{key}"),
+        ],
         token,
     )
 }
 
 fn curl(args: &[&str], token: &str) -> Result<(), String> {
     let out = Command::new("curl")
-        .args(["-sS", "--fail-with-body", "-H", &format!("Authorization: Bearer {token}")])
+        .args([
+            "-sS",
+            "--fail-with-body",
+            "-H",
+            &format!("Authorization: Bearer {token}"),
+        ])
         .args(args)
         .output()
         .map_err(|e| format!("curl: {e}"))?;

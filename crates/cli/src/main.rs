@@ -6,6 +6,7 @@
 //! cf-ssai token --secret S --org O [--aud A] [--ttl SECS]   mint an HS256 JWT
 //! cf-ssai apikey-hash --key K       salt + hash for the api_keys table
 //! cf-ssai origin [--port P] [--media DIR] ...   local live HLS origin
+//! cf-ssai validate < JSONL          live rules across reloads/viewers/nodes
 //! cf-ssai ads ingest FILE.mp4 ...   condition an ad (ffmpeg), upload, register
 //! ```
 mod ingest;
@@ -25,7 +26,10 @@ fn main() -> ExitCode {
         Some("token") => token(rest),
         Some("apikey-hash") => apikey_hash(rest),
         Some("origin") => origin::run(rest),
-        Some("ads") if rest.first().map(String::as_str) == Some("ingest") => ingest::run(&rest[1..]),
+        Some("validate") => validate(),
+        Some("ads") if rest.first().map(String::as_str) == Some("ingest") => {
+            ingest::run(&rest[1..])
+        }
         _ => {
             eprintln!("usage: cf-ssai scte35 [--hex] | cues FILE | token --secret S --org O | apikey-hash --key K | origin [...] | ads ingest FILE [...]");
             return ExitCode::from(2);
@@ -48,7 +52,11 @@ pub(crate) fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
         .map(String::as_str)
 }
 
-pub(crate) fn flag_or<T: std::str::FromStr>(args: &[String], name: &str, default: T) -> Result<T, String> {
+pub(crate) fn flag_or<T: std::str::FromStr>(
+    args: &[String],
+    name: &str,
+    default: T,
+) -> Result<T, String> {
     match flag(args, name) {
         Some(v) => v.parse().map_err(|_| format!("{name}: cannot parse {v:?}")),
         None => Ok(default),
@@ -98,7 +106,11 @@ fn cues_cmd(args: &[String]) -> Result<(), String> {
         let _ = writeln!(out, "{}", serde_json::to_string(e).unwrap_or_default());
     }
     for w in &det.warnings {
-        let _ = writeln!(out, "{}", serde_json::json!({"warning": w.message, "line": w.line}));
+        let _ = writeln!(
+            out,
+            "{}",
+            serde_json::json!({"warning": w.message, "line": w.line})
+        );
     }
     Ok(())
 }
@@ -132,5 +144,46 @@ fn apikey_hash(args: &[String]) -> Result<(), String> {
         "{}",
         serde_json::json!({"id": id, "salt": salt, "hash": auth::hash_api_key(salt, key)})
     );
+    Ok(())
+}
+
+/// Check served playlists against the live rules. Input: JSON lines
+/// `{"group": variant, "viewer": id, "playlist": text, "pdt": bool}` in
+/// the order they were served. One registry per group (all viewers and
+/// nodes of a variant), one sequence check per viewer. Prints every
+/// violation; exits non-zero if there is any.
+fn validate() -> Result<(), String> {
+    use cf_ssai_core::validate::{Registry, Viewer};
+    use std::collections::HashMap;
+    let mut regs: HashMap<String, Registry> = HashMap::new();
+    let mut viewers: HashMap<(String, String), Viewer> = HashMap::new();
+    let mut n = 0usize;
+    let mut bad = 0usize;
+    for line in io::stdin().lock().lines() {
+        let line = line.map_err(|e| e.to_string())?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: serde_json::Value =
+            serde_json::from_str(&line).map_err(|e| format!("line {}: {e}", n + 1))?;
+        let group = v["group"].as_str().unwrap_or("").to_string();
+        let viewer = v["viewer"].as_str().unwrap_or("").to_string();
+        let text = v["playlist"].as_str().unwrap_or("");
+        let pdt = v["pdt"].as_bool().unwrap_or(true);
+        n += 1;
+        let reg = regs.entry(group.clone()).or_default();
+        let vw = viewers.entry((group.clone(), viewer.clone())).or_default();
+        for e in reg.check(vw, text, pdt) {
+            bad += 1;
+            println!(
+                "{}",
+                serde_json::json!({"group": group, "viewer": viewer, "index": n, "violation": e})
+            );
+        }
+    }
+    println!("{}", serde_json::json!({"playlists": n, "violations": bad}));
+    if bad > 0 {
+        return Err(format!("{bad} violations in {n} playlists"));
+    }
     Ok(())
 }

@@ -85,7 +85,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         down_until: Mutex::new(HashMap::new()),
         stop_after: stop_after.map(|s| now + s * 1000),
     });
-    let listener = TcpListener::bind(("127.0.0.1", port)).map_err(|e| format!("bind 127.0.0.1:{port}: {e}"))?;
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .map_err(|e| format!("bind 127.0.0.1:{port}: {e}"))?;
     eprintln!("cf-ssai origin on http://127.0.0.1:{port}/live/{{channel}}/master.m3u8");
     listener.set_nonblocking(true).map_err(|e| e.to_string())?;
     loop {
@@ -143,7 +144,12 @@ fn handle(o: &Origin, mut s: TcpStream) -> std::io::Result<()> {
     s.flush()
 }
 
-fn respond(o: &Origin, method: &str, path: &str, query: &str) -> (&'static str, &'static str, Vec<u8>) {
+fn respond(
+    o: &Origin,
+    method: &str,
+    path: &str,
+    query: &str,
+) -> (&'static str, &'static str, Vec<u8>) {
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let text = |s: String| ("200 OK", "application/vnd.apple.mpegurl", s.into_bytes());
     match (method, parts.as_slice()) {
@@ -165,7 +171,11 @@ fn respond(o: &Origin, method: &str, path: &str, query: &str) -> (&'static str, 
                 .map(|d| d.get(*ch).is_some_and(|t| *t > now_ms()))
                 .unwrap_or(false);
             if down {
-                return ("503 Service Unavailable", "text/plain", b"origin down".to_vec());
+                return (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    b"origin down".to_vec(),
+                );
             }
             let chan = channel(o, ch);
             match rest {
@@ -181,7 +191,11 @@ fn respond(o: &Origin, method: &str, path: &str, query: &str) -> (&'static str, 
                             Err(_) => ("404 Not Found", "text/plain", b"no such segment".to_vec()),
                         }
                     }
-                    None => ("404 Not Found", "text/plain", b"no media directory".to_vec()),
+                    None => (
+                        "404 Not Found",
+                        "text/plain",
+                        b"no media directory".to_vec(),
+                    ),
                 },
                 _ => ("404 Not Found", "text/plain", b"not found".to_vec()),
             }

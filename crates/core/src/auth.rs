@@ -105,13 +105,15 @@ pub fn verify_hs256(
         return Err(AuthError::Malformed("token too long"));
     }
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(sig), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(sig), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(AuthError::Malformed("expected three dot-separated parts"));
     };
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let header: serde_json::Value = serde_json::from_slice(
-        &b64.decode(h).map_err(|_| AuthError::Malformed("header is not base64url"))?,
+        &b64.decode(h)
+            .map_err(|_| AuthError::Malformed("header is not base64url"))?,
     )
     .map_err(|_| AuthError::Malformed("header is not JSON"))?;
     let alg = header.get("alg").and_then(|a| a.as_str()).unwrap_or("");
@@ -128,7 +130,8 @@ pub fn verify_hs256(
     // verify_slice compares in constant time.
     mac.verify_slice(&sig).map_err(|_| AuthError::Signature)?;
     let claims: Claims = serde_json::from_slice(
-        &b64.decode(p).map_err(|_| AuthError::Malformed("payload is not base64url"))?,
+        &b64.decode(p)
+            .map_err(|_| AuthError::Malformed("payload is not base64url"))?,
     )
     .map_err(|_| AuthError::Malformed("payload is not a JSON claims object"))?;
     let exp = claims.exp.ok_or(AuthError::NoExpiry)?;
@@ -146,7 +149,11 @@ pub fn verify_hs256(
     if !aud_ok {
         return Err(AuthError::Audience);
     }
-    let org = claims.org.clone().filter(|o| !o.is_empty()).ok_or(AuthError::NoOrg)?;
+    let org = claims
+        .org
+        .clone()
+        .filter(|o| !o.is_empty())
+        .ok_or(AuthError::NoOrg)?;
     Ok(Principal {
         org,
         subject: claims.sub.unwrap_or_else(|| "jwt".into()),
@@ -201,7 +208,9 @@ pub fn bearer(header: Option<&str>) -> Result<&str, AuthError> {
     let t = h
         .strip_prefix("Bearer ")
         .or_else(|| h.strip_prefix("bearer "))
-        .ok_or(AuthError::Malformed("Authorization must be 'Bearer <token>'"))?
+        .ok_or(AuthError::Malformed(
+            "Authorization must be 'Bearer <token>'",
+        ))?
         .trim();
     if t.is_empty() {
         return Err(AuthError::Missing);
@@ -229,20 +238,41 @@ mod tests {
         let s = b"secret";
         let good = sign_hs256(&claims(1000, "cf-ssai", "demo"), s);
         assert_eq!(verify_hs256(&good, s, "cf-ssai", 900).unwrap().org, "demo");
-        assert_eq!(verify_hs256(&good, b"other", "cf-ssai", 900), Err(AuthError::Signature));
-        assert_eq!(verify_hs256(&good, s, "cf-ssai", 2000), Err(AuthError::Expired));
-        assert_eq!(verify_hs256(&good, s, "nope", 900), Err(AuthError::Audience));
+        assert_eq!(
+            verify_hs256(&good, b"other", "cf-ssai", 900),
+            Err(AuthError::Signature)
+        );
+        assert_eq!(
+            verify_hs256(&good, s, "cf-ssai", 2000),
+            Err(AuthError::Expired)
+        );
+        assert_eq!(
+            verify_hs256(&good, s, "nope", 900),
+            Err(AuthError::Audience)
+        );
         // alg: none, with or without a signature.
         let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
         let p = good.split('.').nth(1).unwrap();
         let none = format!("{}.{p}.", b64.encode(br#"{"alg":"none"}"#));
-        assert_eq!(verify_hs256(&none, s, "cf-ssai", 900), Err(AuthError::Algorithm("none".into())));
+        assert_eq!(
+            verify_hs256(&none, s, "cf-ssai", 900),
+            Err(AuthError::Algorithm("none".into()))
+        );
         let rs = format!("{}.{p}.abc", b64.encode(br#"{"alg":"RS256"}"#));
-        assert!(matches!(verify_hs256(&rs, s, "cf-ssai", 900), Err(AuthError::Algorithm(_))));
-        assert!(matches!(verify_hs256("a.b", s, "cf-ssai", 900), Err(AuthError::Malformed(_))));
+        assert!(matches!(
+            verify_hs256(&rs, s, "cf-ssai", 900),
+            Err(AuthError::Algorithm(_))
+        ));
+        assert!(matches!(
+            verify_hs256("a.b", s, "cf-ssai", 900),
+            Err(AuthError::Malformed(_))
+        ));
         let mut c = claims(1000, "cf-ssai", "demo");
         c.exp = None;
-        assert_eq!(verify_hs256(&sign_hs256(&c, s), s, "cf-ssai", 900), Err(AuthError::NoExpiry));
+        assert_eq!(
+            verify_hs256(&sign_hs256(&c, s), s, "cf-ssai", 900),
+            Err(AuthError::NoExpiry)
+        );
         let p = verify_hs256(&good, s, "cf-ssai", 900).unwrap();
         assert_eq!(p.authorize("other").unwrap_err().status(), 403);
     }
@@ -252,7 +282,11 @@ mod tests {
         let key = "cfssai_0123456789abcdef0123456789abcdef0123456789abcdef";
         let h = hash_api_key("salt", key);
         assert!(verify_api_key("salt", &h, key));
-        assert!(!verify_api_key("salt", &h, "cfssai_0123456789abcdef0123456789abcdef0123456789abcdeX"));
+        assert!(!verify_api_key(
+            "salt",
+            &h,
+            "cfssai_0123456789abcdef0123456789abcdef0123456789abcdeX"
+        ));
         assert!(!verify_api_key("pepper", &h, key));
         assert_eq!(api_key_id(key), Some("cfssai_012345678"));
         assert_eq!(api_key_id("short"), None);

@@ -125,7 +125,10 @@ pub fn fill_macros(url: &str, now_ms: i64, cachebuster: u32, error_code: Option<
     let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
     url.replace("[CACHEBUSTING]", &format!("{cachebuster:08}"))
         .replace("[TIMESTAMP]", &enc(&ts))
-        .replace("[ERRORCODE]", &error_code.map_or(String::new(), |c| c.to_string()))
+        .replace(
+            "[ERRORCODE]",
+            &error_code.map_or(String::new(), |c| c.to_string()),
+        )
 }
 
 /// Only http(s) URLs; no loopback/private targets unless allowed (dev).
@@ -149,7 +152,14 @@ mod tests {
     fn quartiles_fire_once_each() {
         for n in 1..20u32 {
             let all: Vec<_> = (0..n).flat_map(|i| events_for_segment(i, n)).collect();
-            for e in [Impression, Start, FirstQuartile, Midpoint, ThirdQuartile, Complete] {
+            for e in [
+                Impression,
+                Start,
+                FirstQuartile,
+                Midpoint,
+                ThirdQuartile,
+                Complete,
+            ] {
                 assert_eq!(all.iter().filter(|x| **x == e).count(), 1, "{e:?} n={n}");
             }
         }
@@ -159,7 +169,12 @@ mod tests {
 
     #[test]
     fn macros_and_urls() {
-        let u = fill_macros("https://t/x?cb=[CACHEBUSTING]&e=[ERRORCODE]", 0, 42, Some(402));
+        let u = fill_macros(
+            "https://t/x?cb=[CACHEBUSTING]&e=[ERRORCODE]",
+            0,
+            42,
+            Some(402),
+        );
         assert_eq!(u, "https://t/x?cb=00000042&e=402");
         assert!(check_url("http://127.0.0.1/x", false).is_err());
         assert!(check_url("javascript:alert(1)", false).is_err());

@@ -102,7 +102,8 @@ impl ChannelConfig {
                 message: m,
             })
         };
-        if let Err(m) = check_origin_url(&self.origin_url, private_ok && self.allow_private_origin) {
+        if let Err(m) = check_origin_url(&self.origin_url, private_ok && self.allow_private_origin)
+        {
             f("origin_url", m);
         }
         for (i, u) in self.vast_urls.iter().enumerate() {
@@ -111,9 +112,10 @@ impl ChannelConfig {
             }
         }
         if !self.decision_api_url.is_empty() {
-            if let Err(m) =
-                check_origin_url(&self.decision_api_url, private_ok && self.allow_private_origin)
-            {
+            if let Err(m) = check_origin_url(
+                &self.decision_api_url,
+                private_ok && self.allow_private_origin,
+            ) {
                 f("decision_api_url", m);
             }
         }
@@ -127,22 +129,37 @@ impl ChannelConfig {
             f("decision_timeout_ms", "must be 100..=10000".into());
         }
         if self.cache_max_age_s > 10 {
-            f("cache_max_age_s", "must be at most 10 for a live playlist".into());
+            f(
+                "cache_max_age_s",
+                "must be at most 10 for a live playlist".into(),
+            );
         }
         if self.breaks.max_break_ms == 0 || self.breaks.max_break_ms > 3_600_000 {
             f("breaks.max_break_ms", "must be 1..=3600000".into());
         }
-        for t in self.segmentation.open.iter().chain(&self.segmentation.close) {
+        for t in self
+            .segmentation
+            .open
+            .iter()
+            .chain(&self.segmentation.close)
+        {
             if *t == 0 {
-                f("segmentation", "0x00 (not indicated) cannot open or close a break".into());
+                f(
+                    "segmentation",
+                    "0x00 (not indicated) cannot open or close a break".into(),
+                );
             }
         }
         if !self.sgai_restrict.is_empty()
-            && !self.sgai_restrict.split(',').all(|x| x == "SKIP" || x == "JUMP")
+            && !self
+                .sgai_restrict
+                .split(',')
+                .all(|x| x == "SKIP" || x == "JUMP")
         {
             f("sgai_restrict", "must be a list of SKIP, JUMP".into());
         }
-        if !self.sgai_snap.is_empty() && !self.sgai_snap.split(',').all(|x| x == "IN" || x == "OUT") {
+        if !self.sgai_snap.is_empty() && !self.sgai_snap.split(',').all(|x| x == "IN" || x == "OUT")
+        {
             f("sgai_snap", "must be a list of IN, OUT".into());
         }
         e
@@ -184,7 +201,10 @@ pub fn check_origin_url(u: &str, private_ok: bool) -> Result<url::Url, String> {
             url::Host::Ipv6(ip) => is_private_ip(IpAddr::V6(ip)),
             url::Host::Domain(d) => {
                 let d = d.to_ascii_lowercase();
-                d == "localhost" || d.ends_with(".localhost") || d.ends_with(".local") || d.ends_with(".internal")
+                d == "localhost"
+                    || d.ends_with(".localhost")
+                    || d.ends_with(".local")
+                    || d.ends_with(".internal")
             }
         };
         if private {
@@ -303,18 +323,33 @@ mod tests {
         };
         let e = c.validate(true);
         let fields: Vec<_> = e.iter().map(|x| x.field.as_str()).collect();
-        assert!(fields.contains(&"origin_url"), "allow_private_origin not set");
+        assert!(
+            fields.contains(&"origin_url"),
+            "allow_private_origin not set"
+        );
         assert!(fields.contains(&"cadence_ms"));
     }
 
     #[test]
     fn auto_mode_rule() {
         use ModeSetting::*;
-        assert_eq!(choose_mode(Auto, None, None, Some("AppleCoreMedia/1.0")), Mode::Sgai);
-        assert_eq!(choose_mode(Auto, None, None, Some("Mozilla/5.0 hls.js/1.6.2")), Mode::Sgai);
-        assert_eq!(choose_mode(Auto, None, None, Some("Mozilla/5.0 hls.js/1.5.0")), Mode::Ssai);
+        assert_eq!(
+            choose_mode(Auto, None, None, Some("AppleCoreMedia/1.0")),
+            Mode::Sgai
+        );
+        assert_eq!(
+            choose_mode(Auto, None, None, Some("Mozilla/5.0 hls.js/1.6.2")),
+            Mode::Sgai
+        );
+        assert_eq!(
+            choose_mode(Auto, None, None, Some("Mozilla/5.0 hls.js/1.5.0")),
+            Mode::Ssai
+        );
         assert_eq!(choose_mode(Auto, None, None, Some("VLC/3.0")), Mode::Ssai);
-        assert_eq!(choose_mode(Auto, None, Some("1"), Some("VLC/3.0")), Mode::Sgai);
+        assert_eq!(
+            choose_mode(Auto, None, Some("1"), Some("VLC/3.0")),
+            Mode::Sgai
+        );
         assert_eq!(choose_mode(Auto, Some("ssai"), Some("1"), None), Mode::Ssai);
         assert_eq!(choose_mode(Sgai, None, None, None), Mode::Sgai);
         assert_eq!(choose_mode(Ssai, Some("sgai"), None, None), Mode::Sgai);

@@ -144,8 +144,7 @@ pub fn detect(m: &MediaPlaylist<'_>, policy: &SegmentationPolicy) -> Detection {
             }
             Dialect::Scte35Tag => {
                 let cue = attr(v, "CUE").unwrap_or(v);
-                let mut e =
-                    from_section_text(cue, false, msn, seg_pdt, dialect, policy, &mut warn);
+                let mut e = from_section_text(cue, false, msn, seg_pdt, dialect, policy, &mut warn);
                 if let Some(e) = e.as_mut() {
                     if attr(v, "CUE-OUT") == Some("CONT") {
                         e.kind = CueKind::Cont;
@@ -267,9 +266,7 @@ fn daterange(
         None => (msn, start.or(seg_pdt)),
     };
     let mut ev = from_section_text(text, true, msn, pdt, Dialect::Daterange, policy, warn)
-        .or_else(|| {
-            kind_hint.map(|k| base(k, msn, pdt, Dialect::Daterange))
-        })?;
+        .or_else(|| kind_hint.map(|k| base(k, msn, pdt, Dialect::Daterange)))?;
     if let Some(k) = kind_hint {
         if ev.kind != CueKind::Cancel {
             ev.kind = k;
@@ -314,7 +311,9 @@ fn cue_out_cont(
         }
     }
     if ev.elapsed_s.is_none() {
-        warn(format!("EXT-X-CUE-OUT-CONT without a readable elapsed time: {v:?}"));
+        warn(format!(
+            "EXT-X-CUE-OUT-CONT without a readable elapsed time: {v:?}"
+        ));
     }
     Some(ev)
 }
@@ -352,7 +351,9 @@ fn from_section_text(
         }
     };
     if !section.crc_ok {
-        warn(format!("{dialect:?}: SCTE-35 CRC_32 mismatch (used anyway)"));
+        warn(format!(
+            "{dialect:?}: SCTE-35 CRC_32 mismatch (used anyway)"
+        ));
     }
     let mut ev = classify(&section, policy)?;
     ev.msn = msn;
@@ -413,7 +414,13 @@ pub fn classify(s: &SpliceInfoSection<'_>, policy: &SegmentationPolicy) -> Optio
 
 fn sanitize(s: &str) -> String {
     s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(64)
         .collect()
 }
@@ -450,7 +457,11 @@ mod tests {
     #[test]
     fn cont_ids_match_the_out() {
         let det = run("#EXT-X-CUE-OUT:DURATION=30\n#EXTINF:2.0,\nb.ts\n#EXT-X-CUE-OUT-CONT:ElapsedTime=2.0,Duration=30\n#EXTINF:2.0,\nc.ts\n#EXT-X-CUE-OUT-CONT:4/30\n#EXTINF:2.0,\nd.ts\n#EXT-X-CUE-IN\n#EXTINF:2.0,\ne.ts\n");
-        let ids: Vec<_> = det.events.iter().map(|e| (e.kind, e.break_id.as_str())).collect();
+        let ids: Vec<_> = det
+            .events
+            .iter()
+            .map(|e| (e.kind, e.break_id.as_str()))
+            .collect();
         assert_eq!(ids[0].1, ids[1].1);
         assert_eq!(ids[1].1, ids[2].1);
         assert_eq!(det.events[3].kind, CueKind::In);

@@ -138,7 +138,9 @@ fn classify(raw: &str) -> Line<'_> {
 /// The value of attribute `key` in an attribute list (RFC 8216bis §4.2),
 /// quotes stripped. Quoted strings may contain commas.
 pub fn attr<'a>(list: &'a str, key: &str) -> Option<&'a str> {
-    AttrIter { s: list }.find(|(k, _)| *k == key).map(|(_, v)| v)
+    AttrIter { s: list }
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| v)
 }
 
 /// Iterate `(key, value)` pairs of an attribute list, quotes stripped.

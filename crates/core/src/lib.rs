@@ -7,19 +7,19 @@
 //! on the Workers platform. `now` is always a parameter; anything needing the
 //! network is returned to the caller as an instruction.
 
-pub mod scte35;
-pub mod scte35_json;
+pub mod auth;
+pub mod beacon;
+pub mod config;
 pub mod cues;
 pub mod hls;
-pub mod media;
 pub mod master;
+pub mod media;
 pub mod model;
-pub mod splice;
-pub mod sequencer;
-pub mod sim;
-pub mod validate;
-pub mod auth;
-pub mod config;
 pub mod pod;
+pub mod scte35;
+pub mod scte35_json;
+pub mod sequencer;
 pub mod sgai;
-pub mod beacon;
+pub mod sim;
+pub mod splice;
+pub mod validate;

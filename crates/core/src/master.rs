@@ -23,12 +23,20 @@ pub fn rewrite_master(input: &MasterInput<'_>) -> Result<String, HlsError> {
     let mut pending_stream: Option<(Option<&str>, Option<&str>)> = None;
     for line in &p.lines {
         match line {
-            Line::Tag { name: "EXT-X-STREAM-INF", value, raw } => {
+            Line::Tag {
+                name: "EXT-X-STREAM-INF",
+                value,
+                raw,
+            } => {
                 let v = value.unwrap_or("");
                 pending_stream = Some((hls::attr(v, "BANDWIDTH"), hls::attr(v, "CODECS")));
                 out.push_str(raw);
             }
-            Line::Tag { name: "EXT-X-MEDIA", value, raw } => {
+            Line::Tag {
+                name: "EXT-X-MEDIA",
+                value,
+                raw,
+            } => {
                 let v = value.unwrap_or("");
                 let kind = match hls::attr(v, "TYPE") {
                     Some("AUDIO") => "audio",
@@ -39,7 +47,11 @@ pub fn rewrite_master(input: &MasterInput<'_>) -> Result<String, HlsError> {
                     Some(map_uri(input, u, &[("k", kind.to_string())]))
                 }));
             }
-            Line::Tag { name: "EXT-X-I-FRAME-STREAM-INF" | "EXT-X-SESSION-KEY" | "EXT-X-SESSION-DATA", raw, .. } => {
+            Line::Tag {
+                name: "EXT-X-I-FRAME-STREAM-INF" | "EXT-X-SESSION-KEY" | "EXT-X-SESSION-DATA",
+                raw,
+                ..
+            } => {
                 // No ads in I-frame playlists: straight to the origin.
                 out.push_str(&rewrite_uri_attr(raw, |u| {
                     (!is_absolute(u)).then(|| hls::resolve(input.origin_url, u))
@@ -81,10 +93,19 @@ fn map_uri(input: &MasterInput<'_>, u: &str, extra: &[(&str, String)]) -> String
         (abs.scheme() == d.scheme() && as_.starts_with(ds)).then(|| &as_[ds.len()..])
     });
     match rel {
-        Some(rel) if rel.split('?').next().is_some_and(|p| p.ends_with(".m3u8") && !p.contains("..")) => {
+        Some(rel)
+            if rel
+                .split('?')
+                .next()
+                .is_some_and(|p| p.ends_with(".m3u8") && !p.contains("..")) =>
+        {
             let mut s = format!("{}{}", input.self_prefix, rel);
             let mut sep = if s.contains('?') { '&' } else { '?' };
-            for (k, v) in extra.iter().map(|(k, v)| (*k, v)).chain(input.carry.iter().map(|(k, v)| (*k, v))) {
+            for (k, v) in extra
+                .iter()
+                .map(|(k, v)| (*k, v))
+                .chain(input.carry.iter().map(|(k, v)| (*k, v)))
+            {
                 s.push(sep);
                 s.push_str(k);
                 s.push('=');
@@ -110,11 +131,27 @@ mod tests {
         let origin = "#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",NAME=\"en\",URI=\"audio/en.m3u8\"\n#EXT-X-STREAM-INF:BANDWIDTH=800000,CODECS=\"avc1.4d401f,mp4a.40.2\",AUDIO=\"a\"\nlow/index.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=3000000\nhttps://cdn.other/x.m3u8\n";
         let url = url::Url::parse("https://origin.test/live/ch1/master.m3u8").unwrap();
         let carry = [("mode", "ssai".to_string())];
-        let out = rewrite_master(&MasterInput { origin, origin_url: &url, self_prefix: "/o/c/", carry: &carry }).unwrap();
-        assert!(out.contains("\n/o/c/low/index.m3u8?bw=800000&codecs=avc1.4d401f%2Cmp4a.40.2&mode=ssai\n"), "{out}");
-        assert!(out.contains("URI=\"/o/c/audio/en.m3u8?k=audio&mode=ssai\""), "{out}");
+        let out = rewrite_master(&MasterInput {
+            origin,
+            origin_url: &url,
+            self_prefix: "/o/c/",
+            carry: &carry,
+        })
+        .unwrap();
+        assert!(
+            out.contains(
+                "\n/o/c/low/index.m3u8?bw=800000&codecs=avc1.4d401f%2Cmp4a.40.2&mode=ssai\n"
+            ),
+            "{out}"
+        );
+        assert!(
+            out.contains("URI=\"/o/c/audio/en.m3u8?k=audio&mode=ssai\""),
+            "{out}"
+        );
         assert!(out.contains("\nhttps://cdn.other/x.m3u8\n"));
-        assert!(out.contains("#EXT-X-STREAM-INF:BANDWIDTH=800000,CODECS=\"avc1.4d401f,mp4a.40.2\",AUDIO=\"a\"\n"));
+        assert!(out.contains(
+            "#EXT-X-STREAM-INF:BANDWIDTH=800000,CODECS=\"avc1.4d401f,mp4a.40.2\",AUDIO=\"a\"\n"
+        ));
     }
 }
 
@@ -126,7 +163,11 @@ pub fn poll_variant<'a>(master: &'a str, prefer: &str) -> Option<&'a str> {
     let mut bw: Option<u64> = None;
     for line in &p.lines {
         match line {
-            Line::Tag { name: "EXT-X-STREAM-INF", value, .. } => {
+            Line::Tag {
+                name: "EXT-X-STREAM-INF",
+                value,
+                ..
+            } => {
                 bw = hls::attr(value.unwrap_or(""), "BANDWIDTH").and_then(|b| b.parse().ok());
             }
             Line::Uri(raw) => {

@@ -98,8 +98,7 @@ pub fn parse(text: &str) -> Result<MediaPlaylist<'_>, HlsError> {
                         media_sequence = v.trim().parse().map_err(|_| bad(name, i, v))?
                     }
                     "EXT-X-DISCONTINUITY-SEQUENCE" => {
-                        discontinuity_sequence =
-                            v.trim().parse().map_err(|_| bad(name, i, v))?
+                        discontinuity_sequence = v.trim().parse().map_err(|_| bad(name, i, v))?
                     }
                     "EXT-X-ENDLIST" => endlist = true,
                     "EXTINF" => {
@@ -229,7 +228,10 @@ mod tests {
         assert_eq!(m.segments.len(), 2);
         assert_eq!(m.segments[1].msn, 101);
         assert!(m.segments[1].discontinuity);
-        assert_eq!(m.segments[1].pdt_ms.unwrap() - m.segments[0].pdt_ms.unwrap(), 2000);
+        assert_eq!(
+            m.segments[1].pdt_ms.unwrap() - m.segments[0].pdt_ms.unwrap(),
+            2000
+        );
         assert_eq!(m.segments[0].map, Some("#EXT-X-MAP:URI=\"init.mp4\""));
         assert_eq!(m.segments[1].keys.len(), 1);
         assert_eq!(m.header_end, 5);

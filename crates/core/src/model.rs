@@ -319,9 +319,21 @@ mod tests {
         assert_eq!(
             s,
             vec![
-                Slot { start: 0, len: 5, kind: SlotKind::Ad(0) },
-                Slot { start: 5, len: 3, kind: SlotKind::Ad(2) },
-                Slot { start: 8, len: 7, kind: SlotKind::Slate },
+                Slot {
+                    start: 0,
+                    len: 5,
+                    kind: SlotKind::Ad(0)
+                },
+                Slot {
+                    start: 5,
+                    len: 3,
+                    kind: SlotKind::Ad(2)
+                },
+                Slot {
+                    start: 8,
+                    len: 7,
+                    kind: SlotKind::Slate
+                },
             ]
         );
         assert_eq!(inserted_discontinuities(&r, &pod), 4);
@@ -329,7 +341,10 @@ mod tests {
         let s = layout(&r, &pod);
         assert_eq!(s.len(), 2);
         assert_eq!(s[1].len, 1);
-        assert_eq!(discontinuity_msns(&r, &s).collect::<Vec<_>>(), vec![100, 105, 106]);
+        assert_eq!(
+            discontinuity_msns(&r, &s).collect::<Vec<_>>(),
+            vec![100, 105, 106]
+        );
         r.cut_after = Some(0);
         assert_eq!(inserted_discontinuities(&r, &pod), 0);
     }

@@ -19,8 +19,16 @@ pub struct PodRequest<'a> {
 }
 
 /// Build the pod from candidates in priority order.
-pub fn build_pod(req: &PodRequest<'_>, candidates: Vec<PodItem>, slate: Slate, mut reasons: Vec<String>) -> Pod {
-    let capacity = segments_for((req.duration_s * 1000.0).round() as u64, req.cadence_ms.max(1)) as usize;
+pub fn build_pod(
+    req: &PodRequest<'_>,
+    candidates: Vec<PodItem>,
+    slate: Slate,
+    mut reasons: Vec<String>,
+) -> Pod {
+    let capacity = segments_for(
+        (req.duration_s * 1000.0).round() as u64,
+        req.cadence_ms.max(1),
+    ) as usize;
     if req.duration_s < req.personalization_threshold_s {
         reasons.push(format!(
             "break {:.3}s is below the personalization threshold {:.3}s",
@@ -34,8 +42,15 @@ pub fn build_pod(req: &PodRequest<'_>, candidates: Vec<PodItem>, slate: Slate, m
             reasons.push(format!("ad {} dropped: frequency cap reached", c.ad_id));
             continue;
         }
-        let w = segments_for((c.duration_s * 1000.0).round() as u64, req.cadence_ms.max(1)) as usize;
-        if !c.renditions.iter().any(|r| fits_cadence(r, req.cadence_ms, w)) {
+        let w = segments_for(
+            (c.duration_s * 1000.0).round() as u64,
+            req.cadence_ms.max(1),
+        ) as usize;
+        if !c
+            .renditions
+            .iter()
+            .any(|r| fits_cadence(r, req.cadence_ms, w))
+        {
             reasons.push(format!(
                 "ad {} dropped: no rendition conditioned to the {} ms cadence (needs TRANSCODE)",
                 c.ad_id, req.cadence_ms
@@ -61,14 +76,27 @@ pub fn build_pod(req: &PodRequest<'_>, candidates: Vec<PodItem>, slate: Slate, m
         if taken[i] {
             items.push(c);
         } else {
-            reasons.push(format!("ad {} dropped: a fuller pod fits without it", c.ad_id));
+            reasons.push(format!(
+                "ad {} dropped: a fuller pod fits without it",
+                c.ad_id
+            ));
         }
     }
-    let source = if items.is_empty() { PodSource::Slate } else { req.source };
+    let source = if items.is_empty() {
+        PodSource::Slate
+    } else {
+        req.source
+    };
     finish(req, items, slate, reasons, source)
 }
 
-fn finish(req: &PodRequest<'_>, items: Vec<PodItem>, slate: Slate, reasons: Vec<String>, source: PodSource) -> Pod {
+fn finish(
+    req: &PodRequest<'_>,
+    items: Vec<PodItem>,
+    slate: Slate,
+    reasons: Vec<String>,
+    source: PodSource,
+) -> Pod {
     let used: f64 = items.iter().map(|i| i.duration_s).sum();
     Pod {
         pod_id: format!("pod-{}", req.break_id),
@@ -139,7 +167,11 @@ mod tests {
                 playlist_url: "u".into(),
                 cadence_s: 2.0,
                 segments: (0..secs / 2)
-                    .map(|_| AdSegment { uri: "s".into(), duration: 2.0, byterange: None })
+                    .map(|_| AdSegment {
+                        uri: "s".into(),
+                        duration: 2.0,
+                        byterange: None,
+                    })
                     .collect(),
                 init_uri: None,
                 key: None,
@@ -161,7 +193,12 @@ mod tests {
 
     #[test]
     fn prefers_fuller_pods() {
-        let p = build_pod(&req(30.0), vec![ad("a", 20), ad("b", 16), ad("c", 14)], Slate::default(), vec![]);
+        let p = build_pod(
+            &req(30.0),
+            vec![ad("a", 20), ad("b", 16), ad("c", 14)],
+            Slate::default(),
+            vec![],
+        );
         let ids: Vec<_> = p.items.iter().map(|i| i.ad_id.as_str()).collect();
         assert_eq!(ids, vec!["b", "c"]);
         assert_eq!(p.fill_s, 0.0);

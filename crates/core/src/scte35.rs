@@ -31,7 +31,10 @@ pub enum Scte35Error {
     #[error("table_id is 0x{found:02x}, expected 0xfc")]
     TableId { found: u8 },
     #[error("byte length {actual} != section_length {section_length} + 3")]
-    SectionLength { section_length: usize, actual: usize },
+    SectionLength {
+        section_length: usize,
+        actual: usize,
+    },
     #[error("{field} runs past the end of {within}: needs {needed} bits at bit {at}, {within} has {available} bits")]
     Truncated {
         field: &'static str,
@@ -139,7 +142,10 @@ pub enum Upid<'a> {
     Int(UpidType, u64),
     Uuid([u8; 16]),
     Umid(&'a [u8; 32]),
-    Eidr { sub_prefix: u16, suffix: &'a [u8] },
+    Eidr {
+        sub_prefix: u16,
+        suffix: &'a [u8],
+    },
     /// MID: a list of nested UPIDs.
     Mid(Vec<Upid<'a>>),
     Raw(UpidType, &'a [u8]),
@@ -176,7 +182,10 @@ pub enum SpliceCommand<'a> {
     SpliceInsert(SpliceInsert),
     TimeSignal(SpliceTime),
     BandwidthReservation,
-    PrivateCommand { identifier: u32, private_bytes: &'a [u8] },
+    PrivateCommand {
+        identifier: u32,
+        private_bytes: &'a [u8],
+    },
     /// A reserved command type: kept as raw bytes.
     Unknown(&'a [u8]),
 }
@@ -241,10 +250,19 @@ pub struct SpliceDescriptor<'a> {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DescriptorBody<'a> {
-    Avail { provider_avail_id: u32 },
-    Dtmf { preroll: u8, dtmf_chars: &'a [u8] },
+    Avail {
+        provider_avail_id: u32,
+    },
+    Dtmf {
+        preroll: u8,
+        dtmf_chars: &'a [u8],
+    },
     Segmentation(SegmentationDescriptor<'a>),
-    Time { tai_seconds: u64, tai_ns: u32, utc_offset: u16 },
+    Time {
+        tai_seconds: u64,
+        tai_ns: u32,
+        utc_offset: u16,
+    },
     /// Unknown tags (and the audio descriptor) kept as raw bytes after the
     /// identifier.
     Other(&'a [u8]),
@@ -307,7 +325,9 @@ pub fn decode_base64(text: &str) -> Result<Vec<u8>, Scte35Error> {
     // 4 base64 chars per 3 bytes: refuse before allocating for anything that
     // cannot be a section.
     if t.len() / 4 * 3 > MAX_SECTION_BYTES + 3 {
-        return Err(Scte35Error::TooLong { len: t.len() / 4 * 3 });
+        return Err(Scte35Error::TooLong {
+            len: t.len() / 4 * 3,
+        });
     }
     base64::engine::general_purpose::STANDARD
         .decode(t)
@@ -326,7 +346,10 @@ pub fn decode_hex(text: &str) -> Result<Vec<u8>, Scte35Error> {
         return Err(Scte35Error::Empty);
     }
     if t.len() % 2 != 0 {
-        return Err(Scte35Error::Hex(format!("odd number of digits ({})", t.len())));
+        return Err(Scte35Error::Hex(format!(
+            "odd number of digits ({})",
+            t.len()
+        )));
     }
     if t.len() / 2 > MAX_SECTION_BYTES {
         return Err(Scte35Error::TooLong { len: t.len() / 2 });
@@ -483,7 +506,9 @@ impl SpliceInfoSection<'_> {
     pub fn adjusted_pts(&self) -> Option<u64> {
         let t = match &self.command {
             SpliceCommand::TimeSignal(t) => t.pts_time,
-            SpliceCommand::SpliceInsert(i) => i.detail.as_ref().and_then(|d| d.splice_time?.pts_time),
+            SpliceCommand::SpliceInsert(i) => {
+                i.detail.as_ref().and_then(|d| d.splice_time?.pts_time)
+            }
             _ => None,
         }?;
         Some(pts_add(t, self.pts_adjustment))
@@ -552,7 +577,11 @@ struct Bits<'a> {
 
 impl<'a> Bits<'a> {
     fn new(data: &'a [u8], within: &'static str) -> Self {
-        Bits { data, pos: 0, within }
+        Bits {
+            data,
+            pos: 0,
+            within,
+        }
     }
 
     fn remaining_bits(&self) -> usize {
@@ -665,12 +694,14 @@ fn parse_command<'a>(
         SpliceCommandType::BANDWIDTH_RESERVATION => {
             (SpliceCommand::BandwidthReservation, "bandwidth_reservation")
         }
-        SpliceCommandType::TIME_SIGNAL => {
-            (SpliceCommand::TimeSignal(splice_time(&mut r)?), "time_signal")
-        }
-        SpliceCommandType::SPLICE_INSERT => {
-            (SpliceCommand::SpliceInsert(splice_insert(&mut r)?), "splice_insert")
-        }
+        SpliceCommandType::TIME_SIGNAL => (
+            SpliceCommand::TimeSignal(splice_time(&mut r)?),
+            "time_signal",
+        ),
+        SpliceCommandType::SPLICE_INSERT => (
+            SpliceCommand::SpliceInsert(splice_insert(&mut r)?),
+            "splice_insert",
+        ),
         SpliceCommandType::SPLICE_SCHEDULE => (
             SpliceCommand::SpliceSchedule(splice_schedule(&mut r)?),
             "splice_schedule",
@@ -928,7 +959,10 @@ fn segmentation_descriptor<'a>(
     let segments_expected = r.u8("segments_expected")?;
     let (sub_segment_num, sub_segments_expected) =
         if segmentation_type_id.has_sub_segments() && r.remaining_bits() >= 16 {
-            (Some(r.u8("sub_segment_num")?), Some(r.u8("sub_segments_expected")?))
+            (
+                Some(r.u8("sub_segment_num")?),
+                Some(r.u8("sub_segments_expected")?),
+            )
         } else {
             (None, None)
         };
@@ -1205,15 +1239,26 @@ mod tests {
     fn sample_14_1_time_signal_placement_opportunity_start() {
         let s = b64("/DA0AAAAAAAA///wBQb+cr0AUAAeAhxDVUVJSAAAjn/PAAGlmbAICAAAAAAsoKGKNAIAmsnRfg==");
         assert!(s.crc_ok);
-        assert_eq!(s.command, SpliceCommand::TimeSignal(SpliceTime { pts_time: Some(0x072bd0050) }));
+        assert_eq!(
+            s.command,
+            SpliceCommand::TimeSignal(SpliceTime {
+                pts_time: Some(0x072bd0050)
+            })
+        );
         let seg = s.segmentation_descriptors().next().unwrap();
         assert_eq!(seg.segmentation_event_id, 0x4800008e);
         let d = seg.detail.as_ref().unwrap();
-        assert_eq!(d.segmentation_type_id, SegmentationTypeId::PROVIDER_PLACEMENT_OPPORTUNITY_START);
+        assert_eq!(
+            d.segmentation_type_id,
+            SegmentationTypeId::PROVIDER_PLACEMENT_OPPORTUNITY_START
+        );
         assert_eq!(d.segmentation_duration, Some(0x0001a599b0));
         assert_eq!(d.segmentation_upid_type, UpidType::TI);
         assert_eq!(d.sub_segment_num, None.or(d.sub_segment_num));
-        assert_eq!(decode_upid(d.segmentation_upid_type, d.segmentation_upid), Upid::Int(UpidType::TI, 0x2ca0a18a));
+        assert_eq!(
+            decode_upid(d.segmentation_upid_type, d.segmentation_upid),
+            Upid::Int(UpidType::TI, 0x2ca0a18a)
+        );
     }
 
     // SCTE 35 2023 §14.2: splice_insert.
@@ -1227,11 +1272,22 @@ mod tests {
                 let d = i.detail.as_ref().unwrap();
                 assert!(d.out_of_network_indicator);
                 assert_eq!(d.splice_time.unwrap().pts_time, Some(0x07369c02e));
-                assert_eq!(d.break_duration, Some(BreakDuration { auto_return: true, duration: 0x00052ccf5 }));
+                assert_eq!(
+                    d.break_duration,
+                    Some(BreakDuration {
+                        auto_return: true,
+                        duration: 0x00052ccf5
+                    })
+                );
             }
             other => panic!("{other:?}"),
         }
-        assert_eq!(s.descriptors[0].body, DescriptorBody::Avail { provider_avail_id: 0x135 });
+        assert_eq!(
+            s.descriptors[0].body,
+            DescriptorBody::Avail {
+                provider_avail_id: 0x135
+            }
+        );
     }
 
     // SCTE 35 2023 §14.3: time_signal – Placement Opportunity End.
@@ -1239,13 +1295,24 @@ mod tests {
     fn sample_14_3_time_signal_placement_opportunity_end() {
         let s = b64("/DAvAAAAAAAA///wBQb+dGKQoAAZAhdDVUVJSAAAjn+fCAgAAAAALKChijUCAKnMZ1g=");
         assert!(s.crc_ok);
-        let d = s.segmentation_descriptors().next().unwrap().detail.clone().unwrap();
-        assert_eq!(d.segmentation_type_id, SegmentationTypeId::PROVIDER_PLACEMENT_OPPORTUNITY_END);
+        let d = s
+            .segmentation_descriptors()
+            .next()
+            .unwrap()
+            .detail
+            .clone()
+            .unwrap();
+        assert_eq!(
+            d.segmentation_type_id,
+            SegmentationTypeId::PROVIDER_PLACEMENT_OPPORTUNITY_END
+        );
     }
 
     #[test]
     fn crc_mismatch_is_reported_not_fatal() {
-        let mut bytes = decode_base64("/DAvAAAAAAAA///wBQb+dGKQoAAZAhdDVUVJSAAAjn+fCAgAAAAALKChijUCAKnMZ1g=").unwrap();
+        let mut bytes =
+            decode_base64("/DAvAAAAAAAA///wBQb+dGKQoAAZAhdDVUVJSAAAjn+fCAgAAAAALKChijUCAKnMZ1g=")
+                .unwrap();
         let n = bytes.len();
         bytes[n - 1] ^= 1;
         assert!(!parse(&bytes).unwrap().crc_ok);
@@ -1254,8 +1321,14 @@ mod tests {
     #[test]
     fn errors_name_the_problem() {
         assert_eq!(parse(&[]), Err(Scte35Error::Empty));
-        assert_eq!(parse(&[0xFB, 0, 0]), Err(Scte35Error::TableId { found: 0xFB }));
-        assert!(matches!(parse(&[0xFC, 0, 5]), Err(Scte35Error::SectionLength { .. })));
+        assert_eq!(
+            parse(&[0xFB, 0, 0]),
+            Err(Scte35Error::TableId { found: 0xFB })
+        );
+        assert!(matches!(
+            parse(&[0xFC, 0, 5]),
+            Err(Scte35Error::SectionLength { .. })
+        ));
         assert!(matches!(parse(&[0xFC]), Err(Scte35Error::Truncated { .. })));
         assert!(decode_base64("not base64!").is_err());
     }
@@ -1275,7 +1348,13 @@ mod tests {
         let bytes = encode(&spec);
         let s = parse(&bytes).unwrap();
         assert!(s.crc_ok);
-        let d = s.segmentation_descriptors().next().unwrap().detail.clone().unwrap();
+        let d = s
+            .segmentation_descriptors()
+            .next()
+            .unwrap()
+            .detail
+            .clone()
+            .unwrap();
         assert_eq!(d.segmentation_duration, Some(2_700_000));
         assert_eq!(d.sub_segment_num, Some(0));
         let spec = CueSpec::SpliceInsert {
@@ -1288,7 +1367,11 @@ mod tests {
         };
         let bytes = encode(&spec);
         assert!(parse(&bytes).unwrap().crc_ok);
-        assert!(parse(&encode(&CueSpec::SpliceInsertCancel { event_id: 9 })).unwrap().crc_ok);
+        assert!(
+            parse(&encode(&CueSpec::SpliceInsertCancel { event_id: 9 }))
+                .unwrap()
+                .crc_ok
+        );
     }
 
     #[test]
@@ -1299,7 +1382,10 @@ mod tests {
 
     #[test]
     fn every_truncation_is_an_error_not_a_panic() {
-        let full = decode_base64("/DA0AAAAAAAA///wBQb+cr0AUAAeAhxDVUVJSAAAjn/PAAGlmbAICAAAAAAsoKGKNAIAmsnRfg==").unwrap();
+        let full = decode_base64(
+            "/DA0AAAAAAAA///wBQb+cr0AUAAeAhxDVUVJSAAAjn/PAAGlmbAICAAAAAAsoKGKNAIAmsnRfg==",
+        )
+        .unwrap();
         for n in 0..full.len() {
             let mut b = full[..n].to_vec();
             if b.len() >= 3 {

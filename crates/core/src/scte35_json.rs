@@ -144,7 +144,10 @@ fn segmentation_json(seg: &SegmentationDescriptor<'_>, m: &mut Map<String, Value
     let d = seg.detail.as_ref();
     let r = d.and_then(|d| d.restrictions);
     let pairs = [
-        ("segmentation_type_id", json!(d.map(|d| d.segmentation_type_id.0))),
+        (
+            "segmentation_type_id",
+            json!(d.map(|d| d.segmentation_type_id.0)),
+        ),
         (
             "segmentation_duration_ticks",
             json!(d.and_then(|d| d.segmentation_duration)),
@@ -180,7 +183,10 @@ fn segmentation_json(seg: &SegmentationDescriptor<'_>, m: &mut Map<String, Value
             "archive_allowed_flag",
             json!(r.map(|r| r.archive_allowed_flag)),
         ),
-        ("device_restrictions", json!(r.map(|r| r.device_restrictions))),
+        (
+            "device_restrictions",
+            json!(r.map(|r| r.device_restrictions)),
+        ),
     ];
     for (k, v) in pairs {
         m.insert(k.into(), v);
@@ -230,7 +236,12 @@ mod tests {
     #[test]
     fn bad_lines_are_errors() {
         for l in ["", "   ", "!!!", "AAAA", "/DAv"] {
-            assert!(line_to_json(l, InputEncoding::Base64).get("error").is_some(), "{l}");
+            assert!(
+                line_to_json(l, InputEncoding::Base64)
+                    .get("error")
+                    .is_some(),
+                "{l}"
+            );
         }
     }
 }

@@ -58,8 +58,15 @@ pub fn record_from_cue(
         CueKind::Cont => {
             let elapsed_ms = (cue.elapsed_s? * 1000.0).round() as i64;
             let back = segments_for(elapsed_ms.max(0) as u64, cadence_ms.max(1)) as u64;
-            let back = if elapsed_ms < cadence_ms as i64 / 2 { 0 } else { back };
-            (cue.msn.checked_sub(back)?, cue.pdt_ms.map(|p| p - elapsed_ms))
+            let back = if elapsed_ms < cadence_ms as i64 / 2 {
+                0
+            } else {
+                back
+            };
+            (
+                cue.msn.checked_sub(back)?,
+                cue.pdt_ms.map(|p| p - elapsed_ms),
+            )
         }
         CueKind::In | CueKind::Cancel => return None,
     };
@@ -150,7 +157,9 @@ pub fn apply_end(state: &mut ChannelBreaks, id: &str, at_msn: u64, now_ms: i64) 
         return false;
     };
     let r = &mut state.entries[i].record;
-    let cut = at_msn.saturating_sub(r.anchor_msn).min(r.segment_count as u64) as u32;
+    let cut = at_msn
+        .saturating_sub(r.anchor_msn)
+        .min(r.segment_count as u64) as u32;
     if cut >= r.covered() {
         return false;
     }
@@ -162,11 +171,9 @@ pub fn apply_end(state: &mut ChannelBreaks, id: &str, at_msn: u64, now_ms: i64) 
 
 /// The break an IN without an id closes: the latest one covering `msn`.
 pub fn open_break_at(state: &ChannelBreaks, msn: u64) -> Option<&BreakEntry> {
-    state
-        .entries
-        .iter()
-        .rev()
-        .find(|e| e.record.contains(msn) || (e.record.anchor_msn <= msn && e.record.end_msn() > msn))
+    state.entries.iter().rev().find(|e| {
+        e.record.contains(msn) || (e.record.anchor_msn <= msn && e.record.end_msn() > msn)
+    })
 }
 
 /// Record that the origin was examined through `msn` (monotonic).
@@ -247,7 +254,10 @@ mod tests {
         assert!(apply_end(&mut st, "a", 10, 0));
         assert_eq!(st.entries[1].record.disc_before, 0);
         let r3 = record_from_cue(&cue(CueKind::Out, "c", 33, Some(10.0)), 2000, &p, 0).unwrap();
-        assert!(matches!(commit(&mut st, r3, pod("c"), 0), Err(SequenceError::Overlap { .. })));
+        assert!(matches!(
+            commit(&mut st, r3, pod("c"), 0),
+            Err(SequenceError::Overlap { .. })
+        ));
     }
 
     #[test]
@@ -293,9 +303,10 @@ pub fn reconcile(events: &[CueEvent], entries: &[BreakEntry]) -> Vec<Action> {
                     .iter()
                     .find(|x| x.record.id == e.break_id)
                     .or_else(|| {
-                        entries.iter().rev().find(|x| {
-                            x.record.anchor_msn <= e.msn && e.msn < x.record.end_msn()
-                        })
+                        entries
+                            .iter()
+                            .rev()
+                            .find(|x| x.record.anchor_msn <= e.msn && e.msn < x.record.end_msn())
                     });
                 if let Some(x) = target {
                     if e.msn < x.record.end_msn() {

@@ -30,7 +30,9 @@ pub fn asset_list(
     }
     let rest = total - t;
     if rest > 1e-3 && !entry.pod.slate.renditions.is_empty() && total > offset + 1e-6 {
-        assets.push(json!({"URI": ad_uri(None), "DURATION": round3(rest.min(total - offset.max(t)))}));
+        assets.push(
+            json!({"URI": ad_uri(None), "DURATION": round3(rest.min(total - offset.max(t)))}),
+        );
     }
     json!({ "ASSETS": assets })
 }

@@ -130,7 +130,11 @@ impl SimChannel {
     pub fn master(&self) -> String {
         let mut s = String::from("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n");
         for v in &self.variants {
-            let _ = write!(s, "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{}\"", v.bandwidth, v.codecs);
+            let _ = write!(
+                s,
+                "#EXT-X-STREAM-INF:BANDWIDTH={},CODECS=\"{}\"",
+                v.bandwidth, v.codecs
+            );
             if let Some(r) = &v.resolution {
                 let _ = write!(s, ",RESOLUTION={r}");
             }
@@ -146,7 +150,9 @@ impl SimChannel {
         let live = self.live_msn(now_ms);
         let first = live.map_or(0, |l| (l + 1).saturating_sub(self.window));
         let disc_seq = if self.origin_disc_every > 0 {
-            (1..first).filter(|m| m % self.origin_disc_every == 0).count()
+            (1..first)
+                .filter(|m| m % self.origin_disc_every == 0)
+                .count()
         } else {
             0
         };
@@ -176,7 +182,11 @@ impl SimChannel {
             }
             self.markers(msn, &mut s);
             if self.pdt {
-                let _ = writeln!(s, "#EXT-X-PROGRAM-DATE-TIME:{}", hls::format_pdt_ms(self.pdt_of(msn)));
+                let _ = writeln!(
+                    s,
+                    "#EXT-X-PROGRAM-DATE-TIME:{}",
+                    hls::format_pdt_ms(self.pdt_of(msn))
+                );
             }
             let _ = writeln!(
                 s,
@@ -191,7 +201,10 @@ impl SimChannel {
     fn markers(&self, msn: u64, s: &mut String) {
         let (anchor, id) = match self.break_at(msn) {
             Some(b) => b,
-            None => match msn.checked_sub(self.break_len).and_then(|m| self.break_at(m)) {
+            None => match msn
+                .checked_sub(self.break_len)
+                .and_then(|m| self.break_at(m))
+            {
                 // The segment right after a break: the IN marker.
                 Some((a, id)) if a + self.break_len == msn => {
                     self.in_marker(id, msn, s);
@@ -248,7 +261,11 @@ impl SimChannel {
                     segment_num: 1,
                     segments_expected: 1,
                 });
-                let _ = writeln!(s, "#EXT-X-SCTE35:CUE=\"{}\",CUE-OUT=YES", scte35::to_base64(&ts));
+                let _ = writeln!(
+                    s,
+                    "#EXT-X-SCTE35:CUE=\"{}\",CUE-OUT=YES",
+                    scte35::to_base64(&ts)
+                );
             }
             SimDialect::Splicepoint if first => {
                 let _ = writeln!(s, "#EXT-X-SPLICEPOINT-SCTE35:{}", scte35::to_base64(&out));
@@ -287,7 +304,11 @@ impl SimChannel {
                     segment_num: 1,
                     segments_expected: 1,
                 });
-                let _ = writeln!(s, "#EXT-X-SCTE35:CUE=\"{}\",CUE-IN=YES", scte35::to_base64(&ts));
+                let _ = writeln!(
+                    s,
+                    "#EXT-X-SCTE35:CUE=\"{}\",CUE-IN=YES",
+                    scte35::to_base64(&ts)
+                );
             }
             SimDialect::Splicepoint => {
                 let _ = writeln!(s, "#EXT-X-SPLICEPOINT-SCTE35:{}", scte35::to_base64(&inn));
@@ -311,19 +332,35 @@ mod tests {
             SimDialect::Scte35Tag,
             SimDialect::Splicepoint,
         ] {
-            let ch = SimChannel { dialect: d, window: 40, ..Default::default() };
+            let ch = SimChannel {
+                dialect: d,
+                window: 40,
+                ..Default::default()
+            };
             let now = ch.pdt_of(45);
             let text = ch.media("low", now);
             let m = media::parse(&text).unwrap();
             let det = cues::detect(&m, &Default::default());
             assert!(det.warnings.is_empty(), "{d:?} {:?}", det.warnings);
-            let outs: Vec<_> = det.events.iter().filter(|e| e.kind == cues::CueKind::Out).collect();
+            let outs: Vec<_> = det
+                .events
+                .iter()
+                .filter(|e| e.kind == cues::CueKind::Out)
+                .collect();
             assert_eq!(outs.len(), 2, "{d:?}: {:?}", det.events);
             assert_eq!(outs[0].msn, 10, "{d:?}");
-            let want = if d == SimDialect::CueOut { "pdt-1735689620" } else { "scte-1000" };
+            let want = if d == SimDialect::CueOut {
+                "pdt-1735689620"
+            } else {
+                "scte-1000"
+            };
             assert_eq!(outs[0].break_id, want, "{d:?}");
             assert_eq!(outs[0].duration_s, Some(30.0), "{d:?}");
-            let ins: Vec<_> = det.events.iter().filter(|e| e.kind == cues::CueKind::In).collect();
+            let ins: Vec<_> = det
+                .events
+                .iter()
+                .filter(|e| e.kind == cues::CueKind::In)
+                .collect();
             assert_eq!(ins[0].msn, 25, "{d:?}");
         }
     }

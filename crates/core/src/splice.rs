@@ -228,9 +228,9 @@ fn ssai_segments(
         match hit {
             None => {
                 let returning = prev_in_break
-                    || plans.iter().any(|p| {
-                        !p.slots.is_empty() && p.entry.record.end_msn() == seg.msn
-                    });
+                    || plans
+                        .iter()
+                        .any(|p| !p.slots.is_empty() && p.entry.record.end_msn() == seg.msn);
                 if returning {
                     let keyed = plans.iter().any(|p| pod_has_keys(&p.entry.pod));
                     content_return(seg, seg_lines, keyed, out, input.playlist_url);
@@ -305,12 +305,9 @@ fn ssai_segments(
                         out.push('\n');
                         report.ad_segments += 1;
                         if let Some(i) = item_idx {
-                            report.ad_positions.push((
-                                entry.record.id.clone(),
-                                i,
-                                pos,
-                                slot.len,
-                            ));
+                            report
+                                .ad_positions
+                                .push((entry.record.id.clone(), i, pos, slot.len));
                         }
                     }
                     _ => {
@@ -319,10 +316,26 @@ fn ssai_segments(
                         // broken playlist), inside the same discontinuities.
                         if first_of_slot || !prev_in_break {
                             if let Some(map) = seg.map {
-                                push_line(out, &Line::Tag { raw: map, name: "EXT-X-MAP", value: None }, input.playlist_url);
+                                push_line(
+                                    out,
+                                    &Line::Tag {
+                                        raw: map,
+                                        name: "EXT-X-MAP",
+                                        value: None,
+                                    },
+                                    input.playlist_url,
+                                );
                             }
                             for key in &seg.keys {
-                                push_line(out, &Line::Tag { raw: key, name: "EXT-X-KEY", value: None }, input.playlist_url);
+                                push_line(
+                                    out,
+                                    &Line::Tag {
+                                        raw: key,
+                                        name: "EXT-X-KEY",
+                                        value: None,
+                                    },
+                                    input.playlist_url,
+                                );
                             }
                         }
                         let _ = writeln!(out, "#EXTINF:{},", seg.duration_text);
@@ -350,7 +363,15 @@ fn content_return(
     }
     if !has("EXT-X-MAP") {
         if let Some(map) = seg.map {
-            push_line(out, &Line::Tag { raw: map, name: "EXT-X-MAP", value: None }, base);
+            push_line(
+                out,
+                &Line::Tag {
+                    raw: map,
+                    name: "EXT-X-MAP",
+                    value: None,
+                },
+                base,
+            );
         }
     }
     if !has("EXT-X-KEY") {
@@ -359,7 +380,15 @@ fn content_return(
             out.push_str("#EXT-X-KEY:METHOD=NONE\n");
         }
         for key in &seg.keys {
-            push_line(out, &Line::Tag { raw: key, name: "EXT-X-KEY", value: None }, base);
+            push_line(
+                out,
+                &Line::Tag {
+                    raw: key,
+                    name: "EXT-X-KEY",
+                    value: None,
+                },
+                base,
+            );
         }
     }
     if !has("EXT-X-PROGRAM-DATE-TIME") {
@@ -386,7 +415,10 @@ fn choose_for_slot<'e>(
             Ok(r) => return (Some(r), Some(i)),
             Err(why) => push_reason(
                 report,
-                format!("break {} ad {}: {why}; slate instead", entry.record.id, item.ad_id),
+                format!(
+                    "break {} ad {}: {why}; slate instead",
+                    entry.record.id, item.ad_id
+                ),
             ),
         }
     }
@@ -440,7 +472,11 @@ pub fn choose_rendition<'r>(
         }
         // RFC 8216 §4.3.3.1: EXTINF rounded to the nearest integer must not
         // exceed TARGETDURATION.
-        if target > 0 && r.segments.iter().any(|s| s.duration.round() as u64 > target) {
+        if target > 0
+            && r.segments
+                .iter()
+                .any(|s| s.duration.round() as u64 > target)
+        {
             why = format!(
                 "segments up to {:.3}s do not fit TARGETDURATION {target}",
                 r.segments.iter().map(|s| s.duration).fold(0.0, f64::max)
@@ -471,7 +507,11 @@ pub fn choose_rendition<'r>(
         .copied()
         .filter(|r| codecs_compatible(variant.codecs.as_deref(), r.codecs.as_deref()))
         .collect();
-    let pool = if compatible.is_empty() { &fit } else { &compatible };
+    let pool = if compatible.is_empty() {
+        &fit
+    } else {
+        &compatible
+    };
     let bw = variant.bandwidth.unwrap_or(u64::MAX);
     let best = pool
         .iter()
@@ -486,7 +526,13 @@ fn codecs_compatible(variant: Option<&str>, ad: Option<&str>) -> bool {
     let (Some(v), Some(a)) = (variant, ad) else {
         return true;
     };
-    let fam = |c: &str| c.trim().split('.').next().unwrap_or("").to_ascii_lowercase();
+    let fam = |c: &str| {
+        c.trim()
+            .split('.')
+            .next()
+            .unwrap_or("")
+            .to_ascii_lowercase()
+    };
     let vf: Vec<String> = v.split(',').map(fam).collect();
     a.split(',').map(fam).all(|f| {
         vf.contains(&f)
@@ -562,7 +608,9 @@ pub fn interstitial_tag(entry: &BreakEntry, pdt_ms: i64, s: &SpliceSettings) -> 
 }
 
 fn attr_safe(s: &str) -> String {
-    s.chars().filter(|c| *c != '"' && *c != '\n' && *c != '\r').collect()
+    s.chars()
+        .filter(|c| *c != '"' && *c != '\n' && *c != '\r')
+        .collect()
 }
 
 fn is_cue_tag(l: &Line<'_>) -> bool {
@@ -576,8 +624,7 @@ fn is_cue_tag(l: &Line<'_>) -> bool {
                 | "EXT-X-SPLICEPOINT-SCTE35"
                 | "EXT-X-SCTE35"
         )
-    ) || (l.is_tag("EXT-X-DATERANGE")
-        && l.value().is_some_and(|v| v.contains("SCTE35-")))
+    ) || (l.is_tag("EXT-X-DATERANGE") && l.value().is_some_and(|v| v.contains("SCTE35-")))
 }
 
 /// Lines of a replaced content segment that stay: tags we do not own.
@@ -618,7 +665,11 @@ fn push_line(out: &mut String, line: &Line<'_>, base: &url::Url) {
         Line::Tag { raw, name, .. }
             if matches!(
                 *name,
-                "EXT-X-MAP" | "EXT-X-KEY" | "EXT-X-PART" | "EXT-X-PRELOAD-HINT" | "EXT-X-SESSION-KEY"
+                "EXT-X-MAP"
+                    | "EXT-X-KEY"
+                    | "EXT-X-PART"
+                    | "EXT-X-PRELOAD-HINT"
+                    | "EXT-X-SESSION-KEY"
             ) =>
         {
             out.push_str(&rewrite_uri_attr(raw, |u| {
@@ -631,7 +682,10 @@ fn push_line(out: &mut String, line: &Line<'_>, base: &url::Url) {
 }
 
 pub(crate) fn is_absolute(u: &str) -> bool {
-    u.starts_with("http://") || u.starts_with("https://") || u.starts_with("data:") || u.starts_with("skd:")
+    u.starts_with("http://")
+        || u.starts_with("https://")
+        || u.starts_with("data:")
+        || u.starts_with("skd:")
 }
 
 /// Replace the value of `URI="..."` in a tag line when `f` returns a new one.

@@ -135,7 +135,9 @@ impl Registry {
         for (msn, f) in &s.segments {
             let d: f64 = f.duration.parse().unwrap_or(0.0);
             if d.round() as u64 > target {
-                v.push(format!("MSN {msn}: EXTINF {d} exceeds TARGETDURATION {target}"));
+                v.push(format!(
+                    "MSN {msn}: EXTINF {d} exceeds TARGETDURATION {target}"
+                ));
             }
             if want_pdt && f.pdt.is_none() {
                 v.push(format!("MSN {msn}: no EXT-X-PROGRAM-DATE-TIME"));
@@ -164,7 +166,10 @@ impl Registry {
                         v.push(format!("MSN {msn}: discontinuity flag changed"));
                     }
                     if prev.pdt.is_some() && f.pdt.is_some() && prev.pdt != f.pdt {
-                        v.push(format!("MSN {msn}: PDT changed {:?} -> {:?}", prev.pdt, f.pdt));
+                        v.push(format!(
+                            "MSN {msn}: PDT changed {:?} -> {:?}",
+                            prev.pdt, f.pdt
+                        ));
                     }
                     if prev.disc_number != f.disc_number {
                         v.push(format!(
@@ -193,7 +198,10 @@ impl Registry {
         // Per viewer: sequences never go back.
         if let Some(prev) = viewer.last_msn {
             if s.media_sequence < prev {
-                v.push(format!("MEDIA-SEQUENCE went back {prev} -> {}", s.media_sequence));
+                v.push(format!(
+                    "MEDIA-SEQUENCE went back {prev} -> {}",
+                    s.media_sequence
+                ));
             }
         }
         if let Some(prev) = viewer.last_disc_seq {
@@ -248,7 +256,11 @@ mod tests {
             &pl(1, 0, &[("a", true), ("b", false), ("c", false)]),
             &pl(2, 0, &[("b", false), ("c", false), ("d", false)]),
         );
-        assert!(e.iter().any(|x| x.contains("discontinuity sequence number")), "{e:?}");
+        assert!(
+            e.iter()
+                .any(|x| x.contains("discontinuity sequence number")),
+            "{e:?}"
+        );
         let ok = run(
             &pl(1, 0, &[("a", true), ("b", false), ("c", false)]),
             &pl(2, 1, &[("b", false), ("c", false), ("d", false)]),
@@ -260,21 +272,28 @@ mod tests {
     fn catches_target_change_short_window_and_long_segments() {
         let a = pl(1, 0, &[("a", false), ("b", false), ("c", false)]);
         let b = a.replace("TARGETDURATION:2", "TARGETDURATION:3");
-        assert!(run(&a, &b).iter().any(|x| x.contains("TARGETDURATION changed")));
+        assert!(run(&a, &b)
+            .iter()
+            .any(|x| x.contains("TARGETDURATION changed")));
         let short = pl(2, 0, &[("b", false)]);
-        assert!(run(&a, &short).iter().any(|x| x.contains("three target durations")));
-        let long = pl(2, 0, &[("b", false), ("c", false), ("d", false)]).replace(
-            "#EXTINF:2.000,\nd",
-            "#EXTINF:6.000,\nd",
-        );
+        assert!(run(&a, &short)
+            .iter()
+            .any(|x| x.contains("three target durations")));
+        let long = pl(2, 0, &[("b", false), ("c", false), ("d", false)])
+            .replace("#EXTINF:2.000,\nd", "#EXTINF:6.000,\nd");
         assert!(run(&a, &long).iter().any(|x| x.contains("exceeds")));
     }
 
     #[test]
     fn catches_daterange_changes_and_missing_pdt() {
-        let a = format!("{}#EXT-X-DATERANGE:ID=\"i\",DURATION=30\n", pl(1, 0, &[("a", false), ("b", false), ("c", false)]));
+        let a = format!(
+            "{}#EXT-X-DATERANGE:ID=\"i\",DURATION=30\n",
+            pl(1, 0, &[("a", false), ("b", false), ("c", false)])
+        );
         let b = a.replace("DURATION=30", "DURATION=31");
-        assert!(run(&a, &b).iter().any(|x| x.contains("DATERANGE i changed")));
+        assert!(run(&a, &b)
+            .iter()
+            .any(|x| x.contains("DATERANGE i changed")));
         let mut r = Registry::default();
         let e = r.check(&mut Viewer::default(), &a, true);
         assert!(e.iter().any(|x| x.contains("PROGRAM-DATE-TIME")));
@@ -284,6 +303,8 @@ mod tests {
     fn catches_sequences_going_back() {
         let a = pl(5, 0, &[("a", false), ("b", false), ("c", false)]);
         let b = pl(4, 0, &[("z", false), ("a", false), ("b", false)]);
-        assert!(run(&a, &b).iter().any(|x| x.contains("MEDIA-SEQUENCE went back")));
+        assert!(run(&a, &b)
+            .iter()
+            .any(|x| x.contains("MEDIA-SEQUENCE went back")));
     }
 }

@@ -20,7 +20,10 @@ fn rendition(ad: &str, bw: u64, segs: usize, seg_dur: f64, fmp4: bool) -> AdRend
         cadence_s: seg_dur,
         segments: (0..segs)
             .map(|i| AdSegment {
-                uri: format!("https://ads.test/{ad}/{bw}/s{i}.{}", if fmp4 { "m4s" } else { "ts" }),
+                uri: format!(
+                    "https://ads.test/{ad}/{bw}/s{i}.{}",
+                    if fmp4 { "m4s" } else { "ts" }
+                ),
                 duration: seg_dur,
                 byterange: None,
             })
@@ -81,7 +84,9 @@ impl Sequencer {
         for a in actions {
             match a {
                 Action::Register(cue) => {
-                    if let Some(r) = sequencer::record_from_cue(cue, cadence_ms, &BreakPolicy::default(), now) {
+                    if let Some(r) =
+                        sequencer::record_from_cue(cue, cadence_ms, &BreakPolicy::default(), now)
+                    {
                         let p = pod(&r.id, cadence_ms as f64 / 1000.0, self.fmp4);
                         let _ = sequencer::commit(&mut self.state, r, p, now);
                     }
@@ -105,7 +110,14 @@ impl Sequencer {
 }
 
 /// The manifest worker's playback path, in process.
-fn serve(ch: &SimChannel, seq: &mut Sequencer, variant: &str, now: i64, lag: i64, mode: Mode) -> String {
+fn serve(
+    ch: &SimChannel,
+    seq: &mut Sequencer,
+    variant: &str,
+    now: i64,
+    lag: i64,
+    mode: Mode,
+) -> String {
     let origin = ch.media(variant, now);
     let m = media::parse(&origin).unwrap();
     let det = cues::detect(&m, &SegmentationPolicy::default());
@@ -123,8 +135,15 @@ fn serve(ch: &SimChannel, seq: &mut Sequencer, variant: &str, now: i64, lag: i64
     }
     let url = url::Url::parse(&format!("https://origin.test/live/{variant}/index.m3u8")).unwrap();
     let v = ch.variants.iter().find(|v| v.name == variant).unwrap();
-    let variant_info = Variant { bandwidth: Some(v.bandwidth), codecs: Some(v.codecs.clone()), kind: TrackKind::Muxed };
-    let settings = SpliceSettings { asset_list_prefix: "/o/c/interstitials/".into(), ..Default::default() };
+    let variant_info = Variant {
+        bandwidth: Some(v.bandwidth),
+        codecs: Some(v.codecs.clone()),
+        kind: TrackKind::Muxed,
+    };
+    let settings = SpliceSettings {
+        asset_list_prefix: "/o/c/interstitials/".into(),
+        ..Default::default()
+    };
     let out = splice::splice(&SpliceInput {
         origin: &origin,
         playlist_url: &url,
@@ -141,10 +160,18 @@ fn serve(ch: &SimChannel, seq: &mut Sequencer, variant: &str, now: i64, lag: i64
 /// (KV lags) and viewers (one per node and variant, plus late joiners),
 /// validating everything. Returns the number of ad segments seen.
 fn run(ch: SimChannel, mode: Mode, secs: i64, step: i64) -> usize {
-    let mut seq = Sequencer { state: ChannelBreaks::default(), history: vec![], fmp4: ch.fmp4 };
+    let mut seq = Sequencer {
+        state: ChannelBreaks::default(),
+        history: vec![],
+        fmp4: ch.fmp4,
+    };
     let mut regs: Vec<Registry> = ch.variants.iter().map(|_| Registry::default()).collect();
     let lags = [0i64, 5_000, 61_000];
-    let mut viewers: Vec<Vec<Viewer>> = ch.variants.iter().map(|_| lags.iter().map(|_| Viewer::default()).collect()).collect();
+    let mut viewers: Vec<Vec<Viewer>> = ch
+        .variants
+        .iter()
+        .map(|_| lags.iter().map(|_| Viewer::default()).collect())
+        .collect();
     let mut ads = 0;
     let start = ch.epoch_ms + ch.cadence_ms as i64 * (ch.window as i64 + 1);
     let mut t = start;
@@ -154,9 +181,16 @@ fn run(ch: SimChannel, mode: Mode, secs: i64, step: i64) -> usize {
         for (vi, v) in ch.variants.iter().enumerate() {
             for (li, lag) in lags.iter().enumerate() {
                 let out = serve(&ch, &mut seq, &v.name, t, *lag, mode);
-                ads += out.lines().filter(|l| l.starts_with("https://ads.test/")).count();
+                ads += out
+                    .lines()
+                    .filter(|l| l.starts_with("https://ads.test/"))
+                    .count();
                 let errs = regs[vi].check(&mut viewers[vi][li], &out, ch.pdt);
-                assert!(errs.is_empty(), "t={t} variant={} lag={lag}: {errs:?}\n{out}", v.name);
+                assert!(
+                    errs.is_empty(),
+                    "t={t} variant={} lag={lag}: {errs:?}\n{out}",
+                    v.name
+                );
             }
             // A late joiner at a pseudo-random instant: a fresh viewer.
             if k % 7 == 3 {
@@ -173,8 +207,17 @@ fn run(ch: SimChannel, mode: Mode, secs: i64, step: i64) -> usize {
 
 #[test]
 fn ssai_every_dialect_across_reloads_nodes_and_late_joiners() {
-    for d in [SimDialect::CueOut, SimDialect::Daterange, SimDialect::Oatcls, SimDialect::Scte35Tag, SimDialect::Splicepoint] {
-        let ch = SimChannel { dialect: d, ..Default::default() };
+    for d in [
+        SimDialect::CueOut,
+        SimDialect::Daterange,
+        SimDialect::Oatcls,
+        SimDialect::Scte35Tag,
+        SimDialect::Splicepoint,
+    ] {
+        let ch = SimChannel {
+            dialect: d,
+            ..Default::default()
+        };
         let ads = run(ch, Mode::Ssai, 150, 1000);
         assert!(ads > 0, "{d:?}: no ad segment was ever served");
     }
@@ -182,26 +225,49 @@ fn ssai_every_dialect_across_reloads_nodes_and_late_joiners() {
 
 #[test]
 fn ssai_fmp4_keys_and_1920ms_cadence() {
-    let ch = SimChannel { fmp4: true, key: true, cadence_ms: 1920, window: 5, ..Default::default() };
+    let ch = SimChannel {
+        fmp4: true,
+        key: true,
+        cadence_ms: 1920,
+        window: 5,
+        ..Default::default()
+    };
     assert!(run(ch, Mode::Ssai, 120, 700) > 0);
 }
 
 #[test]
 fn ssai_long_window_two_breaks_in_view_and_origin_discontinuities() {
-    let ch = SimChannel { window: 60, break_every: 20, break_len: 8, origin_disc_every: 13, ..Default::default() };
+    let ch = SimChannel {
+        window: 60,
+        break_every: 20,
+        break_len: 8,
+        origin_disc_every: 13,
+        ..Default::default()
+    };
     assert!(run(ch, Mode::Ssai, 150, 2000) > 0);
 }
 
 #[test]
 fn ssai_break_longer_than_window() {
-    let ch = SimChannel { window: 4, break_len: 20, break_every: 40, ..Default::default() };
+    let ch = SimChannel {
+        window: 4,
+        break_len: 20,
+        break_every: 40,
+        ..Default::default()
+    };
     assert!(run(ch, Mode::Ssai, 120, 1500) > 0);
 }
 
 #[test]
 fn ssai_cadences_1_to_10_seconds() {
     for c in [1000u64, 4000, 6000, 10_000] {
-        let ch = SimChannel { cadence_ms: c, break_len: (30_000 / c).max(1), break_every: (90_000 / c).max(4), first_break: 3, ..Default::default() };
+        let ch = SimChannel {
+            cadence_ms: c,
+            break_len: (30_000 / c).max(1),
+            break_every: (90_000 / c).max(4),
+            first_break: 3,
+            ..Default::default()
+        };
         run(ch, Mode::Ssai, 200, c as i64);
     }
 }
@@ -209,7 +275,10 @@ fn ssai_cadences_1_to_10_seconds() {
 #[test]
 fn sgai_interstitials_are_stable() {
     for d in [SimDialect::CueOut, SimDialect::Daterange] {
-        let ch = SimChannel { dialect: d, ..Default::default() };
+        let ch = SimChannel {
+            dialect: d,
+            ..Default::default()
+        };
         run(ch, Mode::Sgai, 150, 1000);
     }
 }
@@ -217,23 +286,38 @@ fn sgai_interstitials_are_stable() {
 #[test]
 fn ssai_replaces_exactly_the_break_and_returns_at_its_end() {
     let ch = SimChannel::default();
-    let mut seq = Sequencer { state: ChannelBreaks::default(), history: vec![], fmp4: false };
+    let mut seq = Sequencer {
+        state: ChannelBreaks::default(),
+        history: vec![],
+        fmp4: false,
+    };
     // Serve at every instant so the sequencer sees the OUT; then inspect a
     // window fully covering break 1 (MSN 10..25).
     for msn in 9..30u64 {
         seq.poll(&ch, ch.pdt_of(msn + 1) + 10);
         serve(&ch, &mut seq, "low", ch.pdt_of(msn + 1) + 10, 0, Mode::Ssai);
     }
-    let ch_wide = SimChannel { window: 30, ..ch.clone() };
+    let ch_wide = SimChannel {
+        window: 30,
+        ..ch.clone()
+    };
     let out = serve(&ch_wide, &mut seq, "low", ch.pdt_of(29) + 10, 0, Mode::Ssai);
     let snap = cf_ssai_core::validate::snapshot(&out).unwrap();
     for (msn, f) in &snap.segments {
         let in_break = (10..25).contains(msn);
-        assert_eq!(f.uri.starts_with("https://ads.test/"), in_break, "MSN {msn}: {}", f.uri);
+        assert_eq!(
+            f.uri.starts_with("https://ads.test/"),
+            in_break,
+            "MSN {msn}: {}",
+            f.uri
+        );
         let boundary = [10u64, 15, 20, 25].contains(msn);
         assert_eq!(f.discontinuity, boundary, "MSN {msn}");
     }
-    assert!(out.contains("https://ads.test/adA/700000/s0.ts"), "low variant gets the 700k rendition");
+    assert!(
+        out.contains("https://ads.test/adA/700000/s0.ts"),
+        "low variant gets the 700k rendition"
+    );
     assert!(out.contains("https://ads.test/slate/500000/s0.ts"));
 }
 
@@ -243,7 +327,11 @@ fn unfit_ad_renditions_become_slate_and_say_why() {
     let origin = ch.media("low", ch.pdt_of(16));
     let m = media::parse(&origin).unwrap();
     let det = cues::detect(&m, &SegmentationPolicy::default());
-    let cue = det.events.iter().find(|e| e.kind == cues::CueKind::Out).unwrap();
+    let cue = det
+        .events
+        .iter()
+        .find(|e| e.kind == cues::CueKind::Out)
+        .unwrap();
     let r = sequencer::record_from_cue(cue, 2000, &BreakPolicy::default(), 0).unwrap();
     let mut p = pod(&r.id, 2.0, false);
     for item in &mut p.items {
@@ -267,5 +355,12 @@ fn unfit_ad_renditions_become_slate_and_say_why() {
     .unwrap();
     assert!(!out.playlist.contains("/adA/"));
     assert!(out.playlist.contains("/slate/"));
-    assert!(out.report.reasons.iter().any(|r| r.contains("TARGETDURATION")), "{:?}", out.report.reasons);
+    assert!(
+        out.report
+            .reasons
+            .iter()
+            .any(|r| r.contains("TARGETDURATION")),
+        "{:?}",
+        out.report.reasons
+    );
 }

@@ -24,7 +24,9 @@ async fn fetch(_req: Request, _env: Env, _ctx: Context) -> Result<Response> {
 
 #[event(queue)]
 async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) -> Result<()> {
-    let timeout_ms: u64 = var_or(&env, "BEACON_TIMEOUT_MS", "3000").parse().unwrap_or(3000);
+    let timeout_ms: u64 = var_or(&env, "BEACON_TIMEOUT_MS", "3000")
+        .parse()
+        .unwrap_or(3000);
     let private_ok = worker_shared::private_origins_allowed(&env);
     let kv = env.kv(bindings::KV)?;
     let is_dlq = batch.queue().ends_with("-dlq");
@@ -94,11 +96,21 @@ async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) 
                 failed += 1;
                 let jitter = (now_ms() as u32).wrapping_mul(2654435761) >> 28;
                 let delay = beacon::backoff_s(now_ms() - created, jitter);
-                m.retry_with_options(&QueueRetryOptionsBuilder::new().with_delay_seconds(delay).build());
+                m.retry_with_options(
+                    &QueueRetryOptionsBuilder::new()
+                        .with_delay_seconds(delay)
+                        .build(),
+                );
             }
         }
     }
-    for (name, v) in [("sent", sent), ("failed_retried", failed), ("deduped", deduped), ("dead_lettered", dead), ("latency_ms_total", latency)] {
+    for (name, v) in [
+        ("sent", sent),
+        ("failed_retried", failed),
+        ("deduped", deduped),
+        ("dead_lettered", dead),
+        ("latency_ms_total", latency),
+    ] {
         if v > 0 {
             worker_shared::count(&env, "beacon", name, v).await;
         }
@@ -123,7 +135,9 @@ async fn fire(msg: &BeaconMessage, timeout_ms: u64) -> std::result::Result<(), S
     let mut init = RequestInit::new();
     init.with_method(Method::Get).with_headers(headers);
     let req = Request::new_with_init(&msg.url, &init).map_err(|e| e.to_string())?;
-    let resp = worker_shared::fetch_timeout(req, timeout_ms).await.map_err(|e| e.to_string())?;
+    let resp = worker_shared::fetch_timeout(req, timeout_ms)
+        .await
+        .map_err(|e| e.to_string())?;
     if (200..400).contains(&resp.status_code()) {
         Ok(())
     } else {

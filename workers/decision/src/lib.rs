@@ -69,7 +69,12 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
     };
     let duration_s = match r.duration_s {
         Some(d) if d.is_finite() && d > 0.0 && d <= 3600.0 => d,
-        _ => return error(400, "duration_s: required, a number of seconds in (0, 3600]"),
+        _ => {
+            return error(
+                400,
+                "duration_s: required, a number of seconds in (0, 3600]",
+            )
+        }
     };
     let Some(ch) = worker_shared::load_channel(env, &org, &slug).await? else {
         return error(404, format!("channel {org}/{slug} not found"));

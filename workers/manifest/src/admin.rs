@@ -22,7 +22,10 @@ pub async fn route(mut req: Request, env: Env) -> Result<Response> {
     let method = req.method();
     match (method.clone(), parts.as_slice()) {
         (Method::Post, ["cue"]) => cue(&mut req, &env, &principal).await,
-        (Method::Get, ["api", "whoami"]) => json(&serde_json::json!({"org": principal.org, "subject": principal.subject}), 200),
+        (Method::Get, ["api", "whoami"]) => json(
+            &serde_json::json!({"org": principal.org, "subject": principal.subject}),
+            200,
+        ),
         (Method::Get, ["api", "diag"]) => diag(&env, &principal).await,
         (_, ["api", "orgs", org, rest @ ..]) => {
             if let Err(e) = principal.authorize(org) {
@@ -37,10 +40,16 @@ pub async fn route(mut req: Request, env: Env) -> Result<Response> {
                 return worker_shared::auth_error(&e);
             }
             let bytes = req.bytes().await?;
-            let ct = req.headers().get("Content-Type")?.unwrap_or_else(|| "application/octet-stream".into());
+            let ct = req
+                .headers()
+                .get("Content-Type")?
+                .unwrap_or_else(|| "application/octet-stream".into());
             env.bucket(bindings::AD_MEDIA)?
                 .put(&key, bytes)
-                .http_metadata(HttpMetadata { content_type: Some(ct), ..Default::default() })
+                .http_metadata(HttpMetadata {
+                    content_type: Some(ct),
+                    ..Default::default()
+                })
                 .execute()
                 .await?;
             json(&serde_json::json!({"key": key}), 201)
@@ -49,19 +58,33 @@ pub async fn route(mut req: Request, env: Env) -> Result<Response> {
     }
 }
 
-async fn body_json<T: serde::de::DeserializeOwned>(req: &mut Request) -> std::result::Result<T, String> {
+async fn body_json<T: serde::de::DeserializeOwned>(
+    req: &mut Request,
+) -> std::result::Result<T, String> {
     let bytes = req.bytes().await.map_err(|e| e.to_string())?;
     if bytes.len() > MAX_BODY {
-        return Err(format!("body is {} bytes, over the {MAX_BODY}-byte limit", bytes.len()));
+        return Err(format!(
+            "body is {} bytes, over the {MAX_BODY}-byte limit",
+            bytes.len()
+        ));
     }
     serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON body: {e}"))
 }
 
 fn valid_slug(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-async fn org_route(method: Method, req: &mut Request, env: &Env, org: &str, rest: &[&str]) -> Result<Response> {
+async fn org_route(
+    method: Method,
+    req: &mut Request,
+    env: &Env,
+    org: &str,
+    rest: &[&str],
+) -> Result<Response> {
     let db = env.d1(bindings::DB)?;
     match (method, rest) {
         (Method::Put, []) => {
@@ -84,30 +107,52 @@ async fn org_route(method: Method, req: &mut Request, env: &Env, org: &str, rest
         }
         (Method::Get, ["channels"]) => {
             let url = req.url()?;
-            let limit: u32 = url.query_pairs().find(|(k, _)| k == "limit").and_then(|(_, v)| v.parse().ok()).unwrap_or(50).min(200);
-            let cursor = url.query_pairs().find(|(k, _)| k == "cursor").map(|(_, v)| v.into_owned()).unwrap_or_default();
+            let limit: u32 = url
+                .query_pairs()
+                .find(|(k, _)| k == "limit")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(50)
+                .min(200);
+            let cursor = url
+                .query_pairs()
+                .find(|(k, _)| k == "cursor")
+                .map(|(_, v)| v.into_owned())
+                .unwrap_or_default();
             let rows: Vec<serde_json::Value> = db
                 .prepare("SELECT slug, config, health, health_detail, updated_ms FROM channels WHERE org_id = ?1 AND slug > ?2 ORDER BY slug LIMIT ?3")
                 .bind(&[org.into(), cursor.into(), (limit as f64).into()])?
                 .all()
                 .await?
                 .results()?;
-            let next = (rows.len() as u32 == limit).then(|| rows.last().and_then(|r| r["slug"].as_str().map(String::from))).flatten();
+            let next = (rows.len() as u32 == limit)
+                .then(|| {
+                    rows.last()
+                        .and_then(|r| r["slug"].as_str().map(String::from))
+                })
+                .flatten();
             let items: Vec<serde_json::Value> = rows
                 .into_iter()
                 .map(|mut r| {
-                    if let Some(c) = r["config"].as_str().and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok()) {
+                    if let Some(c) = r["config"]
+                        .as_str()
+                        .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
+                    {
                         r["config"] = c;
                     }
                     r
                 })
                 .collect();
-            json(&serde_json::json!({"items": items, "next_cursor": next}), 200)
+            json(
+                &serde_json::json!({"items": items, "next_cursor": next}),
+                200,
+            )
         }
-        (Method::Get, ["channels", slug]) => match worker_shared::load_channel_d1(env, org, slug).await? {
-            Some(c) => json(&c, 200),
-            None => error(404, format!("no channel {org}/{slug}")),
-        },
+        (Method::Get, ["channels", slug]) => {
+            match worker_shared::load_channel_d1(env, org, slug).await? {
+                Some(c) => json(&c, 200),
+                None => error(404, format!("no channel {org}/{slug}")),
+            }
+        }
         (Method::Put, ["channels", slug]) => {
             if !valid_slug(slug) {
                 return error(400, "slug: must be 1-64 of [A-Za-z0-9_-]");
@@ -118,7 +163,10 @@ async fn org_route(method: Method, req: &mut Request, env: &Env, org: &str, rest
             };
             let errs = cfg.validate(worker_shared::private_origins_allowed(env));
             if !errs.is_empty() {
-                return json(&serde_json::json!({"error": "invalid channel config", "fields": errs}), 400);
+                return json(
+                    &serde_json::json!({"error": "invalid channel config", "fields": errs}),
+                    400,
+                );
             }
             db.prepare("INSERT INTO channels (org_id, slug, config, updated_ms) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(org_id, slug) DO UPDATE SET config = excluded.config, updated_ms = excluded.updated_ms")
                 .bind(&[org.into(), (*slug).into(), serde_json::to_string(&cfg)?.into(), (now_ms() as f64).into()])?
@@ -126,10 +174,17 @@ async fn org_route(method: Method, req: &mut Request, env: &Env, org: &str, rest
                 .await?;
             worker_shared::invalidate_channel(env, org, slug).await?;
             if cfg.scte35_enabled && cfg.active {
-                let chref = ChannelRef { org: org.into(), slug: (*slug).into() };
-                let _: Result<serde_json::Value> = crate::playback::do_call(env, &chref, "/ensure-poller", &chref).await;
+                let chref = ChannelRef {
+                    org: org.into(),
+                    slug: (*slug).into(),
+                };
+                let _: Result<serde_json::Value> =
+                    crate::playback::do_call(env, &chref, "/ensure-poller", &chref).await;
             }
-            json(&serde_json::json!({"org": org, "slug": slug, "config": cfg}), 200)
+            json(
+                &serde_json::json!({"org": org, "slug": slug, "config": cfg}),
+                200,
+            )
         }
         (Method::Delete, ["channels", slug]) => {
             db.prepare("DELETE FROM channels WHERE org_id = ?1 AND slug = ?2")
@@ -140,7 +195,10 @@ async fn org_route(method: Method, req: &mut Request, env: &Env, org: &str, rest
             json(&serde_json::json!({"deleted": slug}), 200)
         }
         (Method::Get, ["channels", slug, "breaks"]) => {
-            let chref = ChannelRef { org: org.into(), slug: (*slug).into() };
+            let chref = ChannelRef {
+                org: org.into(),
+                slug: (*slug).into(),
+            };
             let st = crate::playback::do_state(env, &chref).await?;
             json(&st, 200)
         }
@@ -290,7 +348,12 @@ async fn cue(req: &mut Request, env: &Env, p: &Principal) -> Result<Response> {
     }
     let kind = match b.kind.as_deref() {
         Some(k @ ("start" | "stop" | "schedule")) => k.to_string(),
-        Some(other) => return error(400, format!("type: {other:?} is not start, stop or schedule")),
+        Some(other) => {
+            return error(
+                400,
+                format!("type: {other:?} is not start, stop or schedule"),
+            )
+        }
         None => return error(400, "type: required (start, stop or schedule)"),
     };
     let duration_ms = match (kind.as_str(), b.duration) {
@@ -330,22 +393,40 @@ async fn cue(req: &mut Request, env: &Env, p: &Principal) -> Result<Response> {
         return error(502, "origin playlist has no segments");
     };
     let next_msn = last.msn + 1;
-    let next_pdt = last.pdt_ms.map(|p| p + (last.duration * 1000.0).round() as i64);
+    let next_pdt = last
+        .pdt_ms
+        .map(|p| p + (last.duration * 1000.0).round() as i64);
     let (anchor_msn, anchor_pdt) = match (start_at_ms, next_pdt) {
         (Some(at), Some(np)) => {
             let ahead = ((at - np).max(0) as u64).div_ceil(cadence.max(1));
             (next_msn + ahead, Some(np + (ahead * cadence) as i64))
         }
-        (Some(_), None) => return error(400, "start_at: the origin has no PROGRAM-DATE-TIME to schedule against"),
+        (Some(_), None) => {
+            return error(
+                400,
+                "start_at: the origin has no PROGRAM-DATE-TIME to schedule against",
+            )
+        }
         (None, np) => (next_msn, np),
     };
     let break_id = b
         .event_id
         .or(idem)
         .or(b.pod_id.map(|p| format!("pod-{p}")))
-        .map(|s| format!("cue-{}", s.chars().filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_').take(64).collect::<String>()))
+        .map(|s| {
+            format!(
+                "cue-{}",
+                s.chars()
+                    .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+                    .take(64)
+                    .collect::<String>()
+            )
+        })
         .unwrap_or_else(|| format!("cue-{anchor_msn}"));
-    let chref = ChannelRef { org: org.into(), slug: slug.into() };
+    let chref = ChannelRef {
+        org: org.into(),
+        slug: slug.into(),
+    };
     let r: CueResponse = crate::playback::do_call(
         env,
         &chref,
@@ -371,9 +452,16 @@ async fn cue(req: &mut Request, env: &Env, p: &Principal) -> Result<Response> {
 async fn diag(env: &Env, p: &Principal) -> Result<Response> {
     let stamp = now_ms().to_string();
     let kv = env.kv(bindings::KV)?;
-    kv.put("diag:kv", &stamp)?.expiration_ttl(60).execute().await?;
+    kv.put("diag:kv", &stamp)?
+        .expiration_ttl(60)
+        .execute()
+        .await?;
     let kv_back = kv.get("diag:kv").text().await?;
-    let d1: Option<f64> = env.d1(bindings::DB)?.prepare("SELECT COUNT(*) AS n FROM orgs").first(Some("n")).await?;
+    let d1: Option<f64> = env
+        .d1(bindings::DB)?
+        .prepare("SELECT COUNT(*) AS n FROM orgs")
+        .first(Some("n"))
+        .await?;
     let r2 = env.bucket(bindings::AD_MEDIA)?;
     r2.put("diag/r2.txt", stamp.clone()).execute().await?;
     let r2_obj = r2.get("diag/r2.txt").execute().await?;
@@ -381,12 +469,19 @@ async fn diag(env: &Env, p: &Principal) -> Result<Response> {
         Some(b) => Some(b.text().await?),
         None => None,
     };
-    let chref = ChannelRef { org: p.org.clone(), slug: "__diag".into() };
+    let chref = ChannelRef {
+        org: p.org.clone(),
+        slug: "__diag".into(),
+    };
     let ns = env.durable_object(bindings::CHANNEL_DO)?;
-    let stub = ns.id_from_name(&worker_shared::channel_key(&chref.org, &chref.slug))?.get_stub()?;
+    let stub = ns
+        .id_from_name(&worker_shared::channel_key(&chref.org, &chref.slug))?
+        .get_stub()?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post);
-    let mut do_resp = stub.fetch_with_request(Request::new_with_init("https://channel/ping", &init)?).await?;
+    let mut do_resp = stub
+        .fetch_with_request(Request::new_with_init("https://channel/ping", &init)?)
+        .await?;
     let do_back: serde_json::Value = do_resp.json().await?;
     let svc = env.service(bindings::DECISION)?;
     let mut dec = svc.fetch("https://decision/healthz", None).await?;

@@ -84,7 +84,9 @@ impl DurableObject for ChannelDO {
                 let storage = self.state.storage();
                 let running = storage.get_alarm().await?.is_some();
                 if !running {
-                    storage.set_alarm(std::time::Duration::from_millis(10)).await?;
+                    storage
+                        .set_alarm(std::time::Duration::from_millis(10))
+                        .await?;
                 }
                 Response::from_json(&serde_json::json!({ "started": !running }))
             }
@@ -198,14 +200,20 @@ impl ChannelDO {
                     .entries
                     .iter()
                     .rev()
-                    .find(|e| e.record.end_msn() > req.anchor_msn && e.record.anchor_msn <= req.anchor_msn)
+                    .find(|e| {
+                        e.record.end_msn() > req.anchor_msn && e.record.anchor_msn <= req.anchor_msn
+                    })
                     .map(|e| e.record.id.clone());
                 let Some(id) = open else {
                     return Ok(resp(409, Some("no active break to stop".into()), None));
                 };
                 sequencer::apply_end(&mut st, &id, req.anchor_msn, now);
                 self.save(&req.channel, &st).await?;
-                let rec = st.entries.iter().find(|e| e.record.id == id).map(|e| e.record.clone());
+                let rec = st
+                    .entries
+                    .iter()
+                    .find(|e| e.record.id == id)
+                    .map(|e| e.record.clone());
                 Ok(resp(200, None, rec))
             }
             _ => {
@@ -224,7 +232,10 @@ impl ChannelDO {
                     anchor_pdt_ms: req.anchor_pdt_ms,
                     duration_ms: req.duration_ms,
                     cadence_ms: req.cadence_ms,
-                    segment_count: cf_ssai_core::model::segments_for(req.duration_ms, req.cadence_ms),
+                    segment_count: cf_ssai_core::model::segments_for(
+                        req.duration_ms,
+                        req.cadence_ms,
+                    ),
                     cut_after: None,
                     disc_before: 0,
                     registered_ms: now,
@@ -265,23 +276,41 @@ impl ChannelDO {
             init.with_headers(headers);
             let mut resp = svc.fetch("https://decision/decision", Some(init)).await?;
             if resp.status_code() != 200 {
-                return Err(Error::RustError(format!("decision HTTP {}", resp.status_code())));
+                return Err(Error::RustError(format!(
+                    "decision HTTP {}",
+                    resp.status_code()
+                )));
             }
             resp.json::<Pod>().await
         };
         match attempt.await {
             Ok(p) if p.break_id == r.id => p,
-            Ok(p) => Pod::slate_only(&r.id, r.duration_ms as f64 / 1000.0, p.slate, "decision answered for another break".into()),
+            Ok(p) => Pod::slate_only(
+                &r.id,
+                r.duration_ms as f64 / 1000.0,
+                p.slate,
+                "decision answered for another break".into(),
+            ),
             Err(e) => {
                 worker_shared::count(&self.env, &c.org, "decision_failures", 1).await;
-                Pod::slate_only(&r.id, r.duration_ms as f64 / 1000.0, Slate::default(), format!("decision failed: {e}"))
+                Pod::slate_only(
+                    &r.id,
+                    r.duration_ms as f64 / 1000.0,
+                    Slate::default(),
+                    format!("decision failed: {e}"),
+                )
             }
         }
     }
 
     async fn history(&self, c: &ChannelRef, e: &cf_ssai_core::model::BreakEntry) {
-        let Ok(db) = self.env.d1(bindings::DB) else { return };
-        let source = serde_json::to_value(e.record.source).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default();
+        let Ok(db) = self.env.d1(bindings::DB) else {
+            return;
+        };
+        let source = serde_json::to_value(e.record.source)
+            .ok()
+            .and_then(|v| v.as_str().map(String::from))
+            .unwrap_or_default();
         if let Ok(stmt) = db
             .prepare("INSERT OR IGNORE INTO breaks (org_id, slug, break_id, source, record, pod, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
             .bind(&[
@@ -313,7 +342,9 @@ impl ChannelDO {
         let started = now_ms();
         let origin = crate::origin::media_url_for_poll(cfg).await;
         let text = match origin {
-            Ok(u) => worker_shared::get_text(&u, cfg.origin_timeout_ms).await.map_err(|e| e.to_string()),
+            Ok(u) => worker_shared::get_text(&u, cfg.origin_timeout_ms)
+                .await
+                .map_err(|e| e.to_string()),
             Err(e) => Err(e),
         };
         let text = match text {
@@ -349,7 +380,13 @@ impl ChannelDO {
         if registered > 0 {
             worker_shared::count(&self.env, &c.org, "breaks_registered", registered).await;
             for e in &det.events {
-                let name = format!("cues_{}", serde_json::to_value(e.dialect).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default());
+                let name = format!(
+                    "cues_{}",
+                    serde_json::to_value(e.dialect)
+                        .ok()
+                        .and_then(|v| v.as_str().map(String::from))
+                        .unwrap_or_default()
+                );
                 worker_shared::count(&self.env, &c.org, &name, 1).await;
             }
         }

@@ -28,7 +28,8 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
         (Method::Get, ["healthz"]) => Response::ok("ok"),
         (Method::Get, ["dashboard"]) => {
             let mut r = Response::ok(DASHBOARD_HTML)?;
-            r.headers_mut().set("Content-Type", "text/html; charset=utf-8")?;
+            r.headers_mut()
+                .set("Content-Type", "text/html; charset=utf-8")?;
             Ok(r)
         }
         (Method::Get, ["media", key @ ..]) => media(&env, &key.join("/")).await,
@@ -64,7 +65,9 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     let forward = async {
         let mut init = RequestInit::new();
         init.with_method(Method::Post);
-        env.service("MONITOR")?.fetch("https://monitor/run", Some(init)).await
+        env.service("MONITOR")?
+            .fetch("https://monitor/run", Some(init))
+            .await
     };
     if let Err(e) = forward.await {
         console_error!("forwarding cron to the monitor failed: {e}");
@@ -75,8 +78,14 @@ fn preflight() -> Result<Response> {
     let mut r = Response::empty()?.with_status(204);
     let h = r.headers_mut();
     h.set("Access-Control-Allow-Origin", "*")?;
-    h.set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE, OPTIONS")?;
-    h.set("Access-Control-Allow-Headers", "Authorization, Content-Type, Idempotency-Key, X-Interstitials")?;
+    h.set(
+        "Access-Control-Allow-Methods",
+        "GET, POST, PUT, DELETE, OPTIONS",
+    )?;
+    h.set(
+        "Access-Control-Allow-Headers",
+        "Authorization, Content-Type, Idempotency-Key, X-Interstitials",
+    )?;
     h.set("Access-Control-Max-Age", "600")?;
     Ok(r)
 }
@@ -90,10 +99,15 @@ async fn media(env: &Env, key: &str) -> Result<Response> {
     let Some(obj) = env.bucket(bindings::AD_MEDIA)?.get(key).execute().await? else {
         return error(404, "no such object");
     };
-    let ct = obj
-        .http_metadata()
-        .content_type
-        .unwrap_or_else(|| content_type(key).to_string());
+    // The extension decides for media we know (players and browsers check
+    // it); otherwise what the uploader said.
+    let ct = match content_type(key) {
+        "application/octet-stream" => obj
+            .http_metadata()
+            .content_type
+            .unwrap_or_else(|| "application/octet-stream".into()),
+        known => known.to_string(),
+    };
     let bytes = match obj.body() {
         Some(b) => b.bytes().await?,
         None => Vec::new(),

@@ -60,7 +60,10 @@ pub async fn mark_health(env: &Env, c: &ChannelRef, ok: bool, detail: &str) {
         "UPDATE channels SET failures = failures + 1, health_detail = ?3, health = CASE WHEN failures + 1 >= 3 THEN 'unhealthy' ELSE health END WHERE org_id = ?1 AND slug = ?2"
     };
     let detail = format!("{} at {}", detail, now_ms());
-    if let Ok(stmt) = db.prepare(sql).bind(&[c.org.as_str().into(), c.slug.as_str().into(), detail.into()]) {
+    if let Ok(stmt) =
+        db.prepare(sql)
+            .bind(&[c.org.as_str().into(), c.slug.as_str().into(), detail.into()])
+    {
         let _ = stmt.run().await;
     }
 }

@@ -17,11 +17,18 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
         return error(404, "not a playlist of this channel");
     };
     let url = req.url()?;
-    let q = |k: &str| url.query_pairs().find(|(a, _)| a == k).map(|(_, v)| v.into_owned());
+    let q = |k: &str| {
+        url.query_pairs()
+            .find(|(a, _)| a == k)
+            .map(|(_, v)| v.into_owned())
+    };
     let text = match worker_shared::get_text(origin_url.as_str(), cfg.origin_timeout_ms).await {
         Ok(t) => t,
         Err(worker_shared::FetchError::Timeout) => {
-            return error(504, format!("origin timed out after {} ms", cfg.origin_timeout_ms))
+            return error(
+                504,
+                format!("origin timed out after {} ms", cfg.origin_timeout_ms),
+            )
         }
         Err(e) => return error(502, format!("origin error: {e}")),
     };
@@ -64,7 +71,10 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
         Vec::new()
     };
     let first_msn = m.segments.first().map_or(m.media_sequence, |s| s.msn);
-    let chref = ChannelRef { org: ch.org.clone(), slug: ch.slug.clone() };
+    let chref = ChannelRef {
+        org: ch.org.clone(),
+        slug: ch.slug.clone(),
+    };
     let breaks = entries(env, &chref, &events, cadence, first_msn).await;
     drop(m);
     let variant = Variant {
@@ -150,7 +160,9 @@ pub async fn do_call<B: serde::Serialize, R: serde::de::DeserializeOwned>(
     body: &B,
 ) -> Result<R> {
     let ns = env.durable_object(bindings::CHANNEL_DO)?;
-    let stub = ns.id_from_name(&worker_shared::channel_key(&ch.org, &ch.slug))?.get_stub()?;
+    let stub = ns
+        .id_from_name(&worker_shared::channel_key(&ch.org, &ch.slug))?
+        .get_stub()?;
     let mut init = RequestInit::new();
     init.with_method(Method::Post)
         .with_body(Some(serde_json::to_string(body)?.into()));
@@ -161,19 +173,29 @@ pub async fn do_call<B: serde::Serialize, R: serde::de::DeserializeOwned>(
 
 pub async fn do_state(env: &Env, ch: &ChannelRef) -> Result<ChannelBreaks> {
     let ns = env.durable_object(bindings::CHANNEL_DO)?;
-    let stub = ns.id_from_name(&worker_shared::channel_key(&ch.org, &ch.slug))?.get_stub()?;
+    let stub = ns
+        .id_from_name(&worker_shared::channel_key(&ch.org, &ch.slug))?
+        .get_stub()?;
     let mut resp = stub.fetch_with_str("https://channel/state").await?;
     resp.json().await
 }
 
 /// `GET /{org}/{channel}/interstitials/{break}.json`
-pub async fn asset_list(req: &Request, env: &Env, ch: &Channel, break_id: &str) -> Result<Response> {
+pub async fn asset_list(
+    req: &Request,
+    env: &Env,
+    ch: &Channel,
+    break_id: &str,
+) -> Result<Response> {
     let url = req.url()?;
     let offset = url
         .query_pairs()
         .find(|(k, _)| k == "_HLS_start_offset")
         .and_then(|(_, v)| v.parse::<f64>().ok());
-    let chref = ChannelRef { org: ch.org.clone(), slug: ch.slug.clone() };
+    let chref = ChannelRef {
+        org: ch.org.clone(),
+        slug: ch.slug.clone(),
+    };
     let Some(entry) = find_entry(env, &chref, break_id).await else {
         return error(404, format!("no break {break_id}"));
     };
@@ -189,8 +211,17 @@ pub async fn asset_list(req: &Request, env: &Env, ch: &Channel, break_id: &str) 
 }
 
 /// `GET /{org}/{channel}/ads/{break}/{i|slate}.m3u8`: an ad's renditions.
-pub async fn ad_master(req: &Request, env: &Env, ch: &Channel, break_id: &str, which: &str) -> Result<Response> {
-    let chref = ChannelRef { org: ch.org.clone(), slug: ch.slug.clone() };
+pub async fn ad_master(
+    req: &Request,
+    env: &Env,
+    ch: &Channel,
+    break_id: &str,
+    which: &str,
+) -> Result<Response> {
+    let chref = ChannelRef {
+        org: ch.org.clone(),
+        slug: ch.slug.clone(),
+    };
     let Some(entry) = find_entry(env, &chref, break_id).await else {
         return error(404, format!("no break {break_id}"));
     };
@@ -204,7 +235,11 @@ pub async fn ad_master(req: &Request, env: &Env, ch: &Channel, break_id: &str, w
     respond(req, &ch.config, sgai::ad_master(renditions), 2)
 }
 
-async fn find_entry(env: &Env, ch: &ChannelRef, id: &str) -> Option<cf_ssai_core::model::BreakEntry> {
+async fn find_entry(
+    env: &Env,
+    ch: &ChannelRef,
+    id: &str,
+) -> Option<cf_ssai_core::model::BreakEntry> {
     let kv = env.kv(bindings::KV).ok()?;
     let cached: Option<ChannelBreaks> = kv
         .get(&worker_shared::kv_breaks_key(&ch.org, &ch.slug))
@@ -215,10 +250,20 @@ async fn find_entry(env: &Env, ch: &ChannelRef, id: &str) -> Option<cf_ssai_core
     if let Some(e) = cached.and_then(|c| c.entries.into_iter().find(|e| e.record.id == id)) {
         return Some(e);
     }
-    do_state(env, ch).await.ok()?.entries.into_iter().find(|e| e.record.id == id)
+    do_state(env, ch)
+        .await
+        .ok()?
+        .entries
+        .into_iter()
+        .find(|e| e.record.id == id)
 }
 
-fn respond(req: &Request, cfg: &cf_ssai_core::config::ChannelConfig, body: String, target: u64) -> Result<Response> {
+fn respond(
+    req: &Request,
+    cfg: &cf_ssai_core::config::ChannelConfig,
+    body: String,
+    target: u64,
+) -> Result<Response> {
     let mut r = Response::ok(body)?;
     let h = r.headers_mut();
     h.set("Content-Type", M3U8)?;
@@ -229,7 +274,11 @@ fn respond(req: &Request, cfg: &cf_ssai_core::config::ChannelConfig, body: Strin
     Ok(r)
 }
 
-pub fn cors(req: &Request, cfg: &cf_ssai_core::config::ChannelConfig, h: &mut Headers) -> Result<()> {
+pub fn cors(
+    req: &Request,
+    cfg: &cf_ssai_core::config::ChannelConfig,
+    h: &mut Headers,
+) -> Result<()> {
     let origin = req.headers().get("Origin")?;
     let allow = if cfg.cors_origins.iter().any(|o| o == "*") {
         Some("*".to_string())

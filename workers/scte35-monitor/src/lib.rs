@@ -43,14 +43,23 @@ async fn cycle(env: &Env) -> Result<serde_json::Value> {
     let mut ensured = 0;
     let mut started_pollers = 0;
     let mut errors = 0;
-    for ch in channels.iter().filter(|c| c.config.active && c.config.scte35_enabled) {
-        let body = serde_json::to_string(&ChannelRef { org: &ch.org, slug: &ch.slug })?;
+    for ch in channels
+        .iter()
+        .filter(|c| c.config.active && c.config.scte35_enabled)
+    {
+        let body = serde_json::to_string(&ChannelRef {
+            org: &ch.org,
+            slug: &ch.slug,
+        })?;
         let attempt = async {
             let stub = ns.id_from_name(&ch.key())?.get_stub()?;
             let mut init = RequestInit::new();
             init.with_method(Method::Post).with_body(Some(body.into()));
             let mut r = stub
-                .fetch_with_request(Request::new_with_init("https://channel/ensure-poller", &init)?)
+                .fetch_with_request(Request::new_with_init(
+                    "https://channel/ensure-poller",
+                    &init,
+                )?)
                 .await?;
             r.json::<serde_json::Value>().await
         };

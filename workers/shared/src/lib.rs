@@ -102,7 +102,9 @@ pub async fn load_channel(env: &Env, org: &str, slug: &str) -> Result<Option<Cha
 pub async fn load_channel_d1(env: &Env, org: &str, slug: &str) -> Result<Option<Channel>> {
     let db = env.d1(bindings::DB)?;
     let row: Option<ChannelRow> = db
-        .prepare("SELECT org_id, slug, config, health FROM channels WHERE org_id = ?1 AND slug = ?2")
+        .prepare(
+            "SELECT org_id, slug, config, health FROM channels WHERE org_id = ?1 AND slug = ?2",
+        )
         .bind(&[org.into(), slug.into()])?
         .first(None)
         .await?;
@@ -131,7 +133,9 @@ pub async fn list_channels(env: &Env) -> Result<Vec<Channel>> {
 }
 
 pub async fn invalidate_channel(env: &Env, org: &str, slug: &str) -> Result<()> {
-    env.kv(bindings::KV)?.delete(&kv_config_key(org, slug)).await?;
+    env.kv(bindings::KV)?
+        .delete(&kv_config_key(org, slug))
+        .await?;
     Ok(())
 }
 
@@ -197,7 +201,10 @@ impl std::fmt::Display for FetchError {
 }
 
 /// Fetch with a timeout: the request is aborted when the delay wins.
-pub async fn fetch_timeout(req: Request, timeout_ms: u64) -> std::result::Result<Response, FetchError> {
+pub async fn fetch_timeout(
+    req: Request,
+    timeout_ms: u64,
+) -> std::result::Result<Response, FetchError> {
     let controller = AbortController::default();
     let signal = controller.signal();
     let fetch = Fetch::Request(req);
@@ -222,7 +229,9 @@ pub async fn get_text(url: &str, timeout_ms: u64) -> std::result::Result<String,
     if !(200..300).contains(&resp.status_code()) {
         return Err(FetchError::Failed(format!("HTTP {}", resp.status_code())));
     }
-    resp.text().await.map_err(|e| FetchError::Failed(e.to_string()))
+    resp.text()
+        .await
+        .map_err(|e| FetchError::Failed(e.to_string()))
 }
 
 /// Increment a named counter (dashboard metrics), best effort.

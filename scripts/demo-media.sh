@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Real demo media with ffmpeg (idempotent): a looped live content stream in
+# two renditions (HLS TS segments of 1.92 s = 48 video frames at 25 fps = 90
+# AAC frames at 48 kHz, so audio and video end together at every boundary),
+# and source files for two ads and a slate that look nothing alike.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+OUT="${1:-$ROOT/demo-media}"
+LOOP="${DEMO_LOOP_SEGMENTS:-60}"
+CAD=1.92
+FONT=/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf
+stamp="$OUT/.done-$LOOP"
+[ -f "$stamp" ] && exit 0
+mkdir -p "$OUT/content" "$OUT/src"
+DUR=$(awk "BEGIN{print $LOOP*$CAD}")
+text() { echo "drawtext=fontfile=$FONT:text='$1':fontcolor=white:fontsize=$2:box=1:boxcolor=black@0.5:x=(w-tw)/2:y=$3"; }
+for r in "v360 640x360 700k" "v540 960x540 1400k"; do
+  set -- $r
+  mkdir -p "$OUT/content/$1"
+  ffmpeg -hide_banner -loglevel error -y \
+    -f lavfi -i "testsrc2=size=$2:rate=25" -f lavfi -i "sine=frequency=440:sample_rate=48000" \
+    -t "$DUR" -vf "$(text 'cf-ssai LIVE CONTENT' 28 20),$(text '%{pts\:hms}' 36 h-60)" \
+    -c:v libx264 -pix_fmt yuv420p -preset veryfast -profile:v main -b:v "$3" -maxrate "$3" -bufsize 2M \
+    -g 48 -keyint_min 48 -sc_threshold 0 -force_key_frames "expr:gte(t,n_forced*$CAD)" \
+    -c:a aac -ar 48000 -ac 2 -b:a 96k \
+    -f hls -hls_time $CAD -hls_playlist_type vod -hls_segment_filename "$OUT/content/$1/seg%d.ts" "$OUT/content/$1/vod.m3u8"
+done
+src() { # name seconds video-source label color
+  ffmpeg -hide_banner -loglevel error -y -f lavfi -i "$3" -f lavfi -i "sine=frequency=$5:sample_rate=48000" \
+    -t "$2" -vf "$(text "$4" 48 '(h-th)/2')" -c:v libx264 -pix_fmt yuv420p -preset veryfast -c:a aac -ar 48000 "$OUT/src/$1.mp4"
+}
+src ad1 9.6 "smptehdbars=size=960x540:rate=25" "AD 1 - cf-ssai" 880
+src ad2 15.36 "mandelbrot=size=960x540:rate=25" "AD 2 - cf-ssai" 660
+src slate 3.84 "color=c=0x1f3a93:size=960x540:rate=25" "We will be right back" 220
+touch "$stamp"

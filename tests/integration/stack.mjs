@@ -1,0 +1,278 @@
+// The local edge stack: the live origin (cf-ssai origin, real media) and all
+// four workers in ONE `wrangler dev` process (queues only deliver within a
+// process), with D1 migrations applied to the same state dir, then seeded
+// (org, channels, API key, ads and slate ingested with the CLI).
+//
+// Used by the README's first command (`node tests/integration/stack.mjs
+// --dev`) and by every integration test (startStack/stopStack). Everything
+// runs in its own process group and is stopped as a group.
+import { spawn, spawnSync } from "node:child_process";
+import { createHmac } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { request as httpRequest } from "node:http";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+
+export const ROOT = resolve(new URL("../..", import.meta.url).pathname);
+export const CLI = join(ROOT, "target/release/cf-ssai");
+const BIN = join(ROOT, "node_modules/.bin");
+export const CADENCE_MS = 1920;
+export const ORG = "demo";
+
+export function devVars() {
+  const vars = {};
+  for (const line of readFileSync(join(ROOT, ".dev.vars"), "utf8").split("\n")) {
+    const m = line.match(/^([A-Z_]+)=(.*)$/);
+    if (m) vars[m[1]] = m[2];
+  }
+  return vars;
+}
+
+/** An HS256 JWT (same format the core verifies). */
+export function jwt(claims, secret = devVars().JWT_SECRET) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
+  const h = b64({ alg: "HS256", typ: "JWT" });
+  const p = b64(claims);
+  const s = createHmac("sha256", secret).update(`${h}.${p}`).digest("base64url");
+  return `${h}.${p}.${s}`;
+}
+
+export function adminToken(org = "*", ttl = 86400) {
+  const now = Math.floor(Date.now() / 1000);
+  return jwt({ sub: "test", exp: now + ttl, aud: "cf-ssai", org });
+}
+
+export async function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
+    s.on("error", rej);
+  });
+}
+
+function spawnGroup(cmd, args, opts = {}) {
+  const child = spawn(cmd, args, {
+    cwd: ROOT,
+    detached: true, // own process group: stopped as a whole
+    stdio: ["ignore", "pipe", "pipe"],
+    env: { ...process.env, WRANGLER_SEND_METRICS: "false", CI: "1", ...opts.env },
+  });
+  child.log = "";
+  const keep = (d) => {
+    child.log += d.toString();
+    if (child.log.length > 200_000) child.log = child.log.slice(-100_000);
+    if (opts.echo) process.stdout.write(d);
+  };
+  child.stdout.on("data", keep);
+  child.stderr.on("data", keep);
+  return child;
+}
+
+function killGroup(child) {
+  if (!child || child.exitCode !== null) return;
+  try {
+    process.kill(-child.pid, "SIGTERM");
+  } catch {}
+  setTimeout(() => {
+    try {
+      process.kill(-child.pid, "SIGKILL");
+    } catch {}
+  }, 2000).unref();
+}
+
+async function waitFor(url, ms, child) {
+  const end = Date.now() + ms;
+  while (Date.now() < end) {
+    if (child && child.exitCode !== null) throw new Error(`process exited:\n${child.log.slice(-3000)}`);
+    try {
+      const r = await http(url, { timeoutMs: 2000 });
+      if (r.status === 200) return;
+    } catch {}
+    await new Promise((r) => setTimeout(r, 300));
+  }
+  throw new Error(`${url} not ready after ${ms} ms\n${child ? child.log.slice(-3000) : ""}`);
+}
+
+/**
+ * One HTTP request on a fresh connection (workerd keeps connections open
+ * after `Connection: close`; reusing them fails), body read by length.
+ * Resolves {status, headers, body: Buffer, text()}.
+ */
+export function http(url, { method = "GET", headers = {}, body, timeoutMs = 15000 } = {}) {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const data = body === undefined ? undefined : Buffer.isBuffer(body) ? body : Buffer.from(body);
+    const req = httpRequest(
+      { host: u.hostname, port: u.port, path: u.pathname + u.search, method, agent: false,
+        headers: { Connection: "close", ...(data ? { "Content-Length": data.length } : {}), ...headers } },
+      (res) => {
+        const chunks = [];
+        const want = Number(res.headers["content-length"] ?? -1);
+        let got = 0;
+        const done = () => {
+          const buf = Buffer.concat(chunks);
+          resolve({ status: res.statusCode, headers: res.headers, body: buf, text: () => buf.toString("utf8") });
+          req.destroy();
+        };
+        res.on("data", (c) => {
+          chunks.push(c);
+          got += c.length;
+          if (want >= 0 && got >= want) done();
+        });
+        res.on("end", done);
+        res.on("error", reject);
+      },
+    );
+    req.setTimeout(timeoutMs, () => req.destroy(new Error(`timeout ${url}`)));
+    req.on("error", reject);
+    if (data) req.write(data);
+    req.end();
+  });
+}
+
+export async function api(base, method, path, body, token = adminToken()) {
+  const r = await http(base + path, {
+    method,
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": Buffer.isBuffer(body) ? "application/octet-stream" : "application/json" },
+    body: body === undefined ? undefined : typeof body === "string" || Buffer.isBuffer(body) ? body : JSON.stringify(body),
+  });
+  const text = r.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = { raw: text };
+  }
+  return { status: r.status, json, headers: r.headers };
+}
+
+export function channelConfig(originBase, dialect, extra = {}) {
+  return {
+    origin_url: `${originBase}/live/${dialect}/master.m3u8`,
+    mode: "ssai",
+    cadence_ms: CADENCE_MS,
+    allow_private_origin: true,
+    origin_timeout_ms: 2000,
+    ...extra,
+  };
+}
+
+/**
+ * Start origin + workers. Options: port, originPort, stateDir, media,
+ * seed (true), ingest (true), echo, dialect (news channel).
+ */
+export async function startStack(opts = {}) {
+  const port = opts.port ?? (await freePort());
+  const originPort = opts.originPort ?? (await freePort());
+  const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), "cf-ssai-state-"));
+  const media = opts.media ?? join(ROOT, "demo-media");
+  const base = `http://127.0.0.1:${port}`;
+  const originBase = `http://127.0.0.1:${originPort}`;
+  for (const f of [CLI, join(ROOT, "workers/manifest/build/index.js")]) {
+    if (!existsSync(f)) throw new Error(`${f} missing: run scripts/build.sh first`);
+  }
+  const mig = spawnSync(join(BIN, "wrangler"), ["d1", "migrations", "apply", "cf-ssai", "--local", "--persist-to", stateDir, "-c", "wrangler-manifest.toml"], {
+    cwd: ROOT,
+    env: { ...process.env, CI: "1", WRANGLER_SEND_METRICS: "false" },
+    encoding: "utf8",
+  });
+  if (mig.status !== 0) throw new Error(`D1 migrations failed:\n${mig.stdout}\n${mig.stderr}`);
+  const origin = spawnGroup(CLI, [
+    "origin", "--port", String(originPort), "--media", join(media, "content"), "--loop", "60",
+    "--cadence-ms", String(CADENCE_MS), "--window", "6",
+    "--break-every", String(opts.breakEvery ?? 40), "--break-len", String(opts.breakLen ?? 16),
+    "--first-break", String(opts.firstBreak ?? 6), "--exit-after-s", String(opts.lifetimeS ?? 7200),
+  ], { echo: false });
+  const wrangler = spawnGroup(join(BIN, "wrangler"), [
+    "dev", "-c", "wrangler-manifest.toml", "-c", "wrangler-decision.toml", "-c", "wrangler-scte35-monitor.toml", "-c", "wrangler-beacon.toml",
+    "--ip", "127.0.0.1", "--port", String(port), "--persist-to", stateDir, "--inspector-port", String(await freePort()),
+  ], { echo: opts.echo });
+  const stack = { port, originPort, base, originBase, stateDir, origin, wrangler, ephemeral: !opts.stateDir };
+  stack.stop = () => stopStack(stack);
+  try {
+    await waitFor(`${originBase}/healthz`, 15000, origin);
+    await waitFor(`${base}/healthz`, 90000, wrangler);
+    if (opts.seed !== false) await seed(stack, opts);
+  } catch (e) {
+    stopStack(stack);
+    throw e;
+  }
+  return stack;
+}
+
+export function stopStack(stack) {
+  killGroup(stack.wrangler);
+  killGroup(stack.origin);
+  if (stack.ephemeral) setTimeout(() => rmSync(stack.stateDir, { recursive: true, force: true }), 2500).unref();
+}
+
+/** The demo org, its channels (one per marker dialect), a key, ads, slate. */
+export async function seed(stack, opts = {}) {
+  const { base, originBase } = stack;
+  const must = (r, what) => {
+    if (r.status >= 300) throw new Error(`${what}: ${r.status} ${JSON.stringify(r.json)}`);
+    return r;
+  };
+  must(await api(base, "PUT", `/api/orgs/${ORG}`, { name: "Demo" }), "org");
+  const dialects = opts.dialects ?? ["cue-out", "daterange", "oatcls", "scte35-tag", "splicepoint"];
+  must(await api(base, "PUT", `/api/orgs/${ORG}/channels/news`, channelConfig(originBase, opts.dialect ?? "cue-out", { mode: "auto" })), "news");
+  for (const d of dialects) {
+    must(await api(base, "PUT", `/api/orgs/${ORG}/channels/${d}`, channelConfig(originBase, d)), d);
+  }
+  stack.apiKey = must(await api(base, "POST", `/api/orgs/${ORG}/api-keys`, {}), "api key").json.key;
+  // hls.js for the dashboard, served from our R2 (no CDN).
+  const hls = readFileSync(join(ROOT, "node_modules/hls.js/dist/hls.min.js"));
+  must(await api(base, "PUT", "/api/media/_static/hls.min.js", hls, adminToken()), "hls.js");
+  if (opts.ingest !== false) {
+    const media = opts.media ?? join(ROOT, "demo-media");
+    const token = adminToken(ORG);
+    const ing = (file, id, extra = []) => {
+      const r = spawnSync(CLI, ["ads", "ingest", join(media, "src", file), "--org", ORG, "--id", id, "--api", base, "--token", token, "--cadence-ms", String(CADENCE_MS), ...extra], { cwd: ROOT, encoding: "utf8" });
+      if (r.status !== 0) throw new Error(`ingest ${id}: ${r.stderr}`);
+      return JSON.parse(r.stdout.trim().split("\n").pop());
+    };
+    const tracking = opts.tracking ?? {};
+    ing("ad1.mp4", "ad1", ["--tracking", JSON.stringify(tracking.ad1 ?? {})]);
+    ing("ad2.mp4", "ad2", ["--tracking", JSON.stringify(tracking.ad2 ?? {})]);
+    ing("slate.mp4", "slate", ["--slate"]);
+  }
+  return stack;
+}
+
+// `node tests/integration/stack.mjs --dev`: the README's first command.
+if (process.argv[1] && resolve(process.argv[1]) === resolve(new URL(import.meta.url).pathname) && process.argv.includes("--dev")) {
+  const port = Number(process.env.PORT ?? 8787);
+  const originPort = Number(process.env.ORIGIN_PORT ?? 8788);
+  const stack = await startStack({ port, originPort, stateDir: join(ROOT, ".wrangler/state"), lifetimeS: 30 * 86400 });
+  const b = stack.base;
+  const token = adminToken(ORG, 7 * 86400);
+  console.log(`
+cf-ssai is running (all four workers in wrangler dev, live origin on ${stack.originBase}).
+
+  Player, SSAI:   ${b}/${ORG}/news/master.m3u8?mode=ssai
+  Player, SGAI:   ${b}/${ORG}/news/master.m3u8?mode=sgai
+  Dashboard:      ${b}/dashboard   (paste the API key below)
+  API key (org ${ORG}): ${stack.apiKey}
+
+  Cue a 30 s break now:
+    curl -X POST ${b}/cue -H 'Authorization: Bearer ${stack.apiKey}' \\
+         -H 'Content-Type: application/json' -d '{"channel":"${ORG}/news","type":"start","duration":30}'
+
+  (a JWT works too: ${token.slice(0, 24)}... ; mint one with target/release/cf-ssai token)
+  Origin breaks come every ${(40 * CADENCE_MS) / 1000}s (SCTE-35 as EXT-X-CUE-OUT). Ctrl-C stops everything.
+`);
+  // Cron: wrangler dev does not fire crons by itself; do it every minute.
+  const cron = setInterval(() => http(`${b}/cdn-cgi/handler/scheduled?cron=*+*+*+*+*`).catch(() => {}), 60_000);
+  http(`${b}/cdn-cgi/handler/scheduled?cron=*+*+*+*+*`).catch(() => {});
+  const bye = () => {
+    clearInterval(cron);
+    stopStack(stack);
+    setTimeout(() => process.exit(0), 500);
+  };
+  process.on("SIGINT", bye);
+  process.on("SIGTERM", bye);
+}
