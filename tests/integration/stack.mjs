@@ -223,6 +223,8 @@ export async function seed(stack, opts = {}) {
   for (const d of dialects) {
     must(await api(base, "PUT", `/api/orgs/${ORG}/channels/${d}`, channelConfig(originBase, d)), d);
   }
+  // A channel without origin markers, for POST /cue.
+  must(await api(base, "PUT", `/api/orgs/${ORG}/channels/manual`, channelConfig(originBase, "none")), "manual");
   stack.apiKey = must(await api(base, "POST", `/api/orgs/${ORG}/api-keys`, {}), "api key").json.key;
   // hls.js for the dashboard, served from our R2 (no CDN).
   const hls = readFileSync(join(ROOT, "node_modules/hls.js/dist/hls.min.js"));

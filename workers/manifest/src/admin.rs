@@ -486,8 +486,18 @@ async fn diag(env: &Env, p: &Principal) -> Result<Response> {
     let svc = env.service(bindings::DECISION)?;
     let mut dec = svc.fetch("https://decision/healthz", None).await?;
     let dec_back = dec.text().await?;
+    // A struct, not a serde_json::Value: queue bodies go through
+    // serde-wasm-bindgen, which turns Value maps into JS Maps.
+    #[derive(serde::Serialize)]
+    struct DiagMessage<'a> {
+        kind: &'a str,
+        stamp: &'a str,
+    }
     env.queue(bindings::BEACONS)?
-        .send(serde_json::json!({"kind": "diag", "stamp": stamp}))
+        .send(DiagMessage {
+            kind: "diag",
+            stamp: &stamp,
+        })
         .await?;
     // What the beacon consumer wrote for the previous diag message.
     let queue_consumed = kv.get("diag:queue").text().await?;

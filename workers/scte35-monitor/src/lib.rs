@@ -84,7 +84,7 @@ async fn cycle(env: &Env) -> Result<serde_json::Value> {
         "cycle_ms": now_ms() - started,
     });
     if let Ok(kv) = env.kv(bindings::KV) {
-        if let Ok(p) = kv.put("monitor:last_cycle", &summary) {
+        if let Ok(p) = kv.put("monitor:last_cycle", summary.to_string()) {
             let _ = p.execute().await;
         }
     }
