@@ -218,17 +218,8 @@ export async function seed(stack, opts = {}) {
     return r;
   };
   must(await api(base, "PUT", `/api/orgs/${ORG}`, { name: "Demo" }), "org");
-  const dialects = opts.dialects ?? ["cue-out", "daterange", "oatcls", "scte35-tag", "splicepoint"];
-  must(await api(base, "PUT", `/api/orgs/${ORG}/channels/news`, channelConfig(originBase, opts.dialect ?? "cue-out", { mode: "auto" })), "news");
-  for (const d of dialects) {
-    must(await api(base, "PUT", `/api/orgs/${ORG}/channels/${d}`, channelConfig(originBase, d)), d);
-  }
-  // A channel without origin markers, for POST /cue.
-  must(await api(base, "PUT", `/api/orgs/${ORG}/channels/manual`, channelConfig(originBase, "none")), "manual");
-  stack.apiKey = must(await api(base, "POST", `/api/orgs/${ORG}/api-keys`, {}), "api key").json.key;
-  // hls.js for the dashboard, served from our R2 (no CDN).
-  const hls = readFileSync(join(ROOT, "node_modules/hls.js/dist/hls.min.js"));
-  must(await api(base, "PUT", "/api/media/_static/hls.min.js", hls, adminToken()), "hls.js");
+  // Library first: pollers start with their channel, and a decision is
+  // made once per break.
   if (opts.ingest !== false) {
     const media = opts.media ?? join(ROOT, "demo-media");
     const token = adminToken(ORG);
@@ -242,6 +233,17 @@ export async function seed(stack, opts = {}) {
     ing("ad2.mp4", "ad2", ["--tracking", JSON.stringify(tracking.ad2 ?? {})]);
     ing("slate.mp4", "slate", ["--slate"]);
   }
+  const dialects = opts.dialects ?? ["cue-out", "daterange", "oatcls", "scte35-tag", "splicepoint"];
+  must(await api(base, "PUT", `/api/orgs/${ORG}/channels/news`, channelConfig(originBase, opts.dialect ?? "cue-out", { mode: "auto" })), "news");
+  for (const d of dialects) {
+    must(await api(base, "PUT", `/api/orgs/${ORG}/channels/${d}`, channelConfig(originBase, d)), d);
+  }
+  // A channel without origin markers, for POST /cue.
+  must(await api(base, "PUT", `/api/orgs/${ORG}/channels/manual`, channelConfig(originBase, "none")), "manual");
+  stack.apiKey = must(await api(base, "POST", `/api/orgs/${ORG}/api-keys`, {}), "api key").json.key;
+  // hls.js for the dashboard, served from our R2 (no CDN).
+  const hls = readFileSync(join(ROOT, "node_modules/hls.js/dist/hls.min.js"));
+  must(await api(base, "PUT", "/api/media/_static/hls.min.js", hls, adminToken()), "hls.js");
   return stack;
 }
 
