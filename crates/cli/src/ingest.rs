@@ -12,7 +12,7 @@
 use crate::{flag, flag_or};
 use cf_ssai_core::media;
 use cf_ssai_core::model::{AdRendition, AdSegment, TrackKind};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 pub fn run(args: &[String]) -> Result<(), String> {
@@ -244,7 +244,7 @@ fn transcode(
     Ok(())
 }
 
-fn upload(api: &str, token: &str, key: &str, file: &PathBuf, ctype: &str) -> Result<(), String> {
+fn upload(api: &str, token: &str, key: &str, file: &Path, ctype: &str) -> Result<(), String> {
     curl(
         &[
             "-X",

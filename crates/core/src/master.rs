@@ -122,6 +122,38 @@ fn encode_query(v: &str) -> String {
     url::form_urlencoded::byte_serialize(v.as_bytes()).collect()
 }
 
+/// The variant URI a poller should read: the one whose URI contains
+/// `prefer` (when given), else the lowest BANDWIDTH.
+pub fn poll_variant<'a>(master: &'a str, prefer: &str) -> Option<&'a str> {
+    let p = hls::tokenize(master).ok()?;
+    let mut best: Option<(u64, &'a str)> = None;
+    let mut bw: Option<u64> = None;
+    for line in &p.lines {
+        match line {
+            Line::Tag {
+                name: "EXT-X-STREAM-INF",
+                value,
+                ..
+            } => {
+                bw = hls::attr(value.unwrap_or(""), "BANDWIDTH").and_then(|b| b.parse().ok());
+            }
+            Line::Uri(raw) => {
+                if let Some(b) = bw.take() {
+                    let u = raw.trim_end_matches('\r').trim();
+                    if !prefer.is_empty() && u.contains(prefer) {
+                        return Some(u);
+                    }
+                    if best.is_none_or(|(x, _)| b < x) {
+                        best = Some((b, u));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    best.map(|(_, u)| u)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,36 +185,4 @@ mod tests {
             "#EXT-X-STREAM-INF:BANDWIDTH=800000,CODECS=\"avc1.4d401f,mp4a.40.2\",AUDIO=\"a\"\n"
         ));
     }
-}
-
-/// The variant URI a poller should read: the one whose URI contains
-/// `prefer` (when given), else the lowest BANDWIDTH.
-pub fn poll_variant<'a>(master: &'a str, prefer: &str) -> Option<&'a str> {
-    let p = hls::tokenize(master).ok()?;
-    let mut best: Option<(u64, &'a str)> = None;
-    let mut bw: Option<u64> = None;
-    for line in &p.lines {
-        match line {
-            Line::Tag {
-                name: "EXT-X-STREAM-INF",
-                value,
-                ..
-            } => {
-                bw = hls::attr(value.unwrap_or(""), "BANDWIDTH").and_then(|b| b.parse().ok());
-            }
-            Line::Uri(raw) => {
-                if let Some(b) = bw.take() {
-                    let u = raw.trim_end_matches('\r').trim();
-                    if !prefer.is_empty() && u.contains(prefer) {
-                        return Some(u);
-                    }
-                    if best.is_none_or(|(x, _)| b < x) {
-                        best = Some((b, u));
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    best.map(|(_, u)| u)
 }

@@ -215,6 +215,27 @@ impl<'a> MediaPlaylist<'a> {
     }
 }
 
+impl MediaPlaylist<'_> {
+    /// The segment cadence: the most common EXTINF (ms) in the window, else
+    /// the target duration.
+    pub fn cadence_ms(&self) -> u64 {
+        let mut counts: Vec<(u64, usize)> = Vec::new();
+        for s in &self.segments {
+            let ms = (s.duration * 1000.0).round() as u64;
+            match counts.iter_mut().find(|(d, _)| *d == ms) {
+                Some(c) => c.1 += 1,
+                None => counts.push((ms, 1)),
+            }
+        }
+        counts
+            .into_iter()
+            .max_by_key(|(d, n)| (*n, *d))
+            .map(|(d, _)| d)
+            .filter(|d| *d > 0)
+            .unwrap_or(self.target_duration.max(1) * 1000)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -235,26 +256,5 @@ mod tests {
         assert_eq!(m.segments[0].map, Some("#EXT-X-MAP:URI=\"init.mp4\""));
         assert_eq!(m.segments[1].keys.len(), 1);
         assert_eq!(m.header_end, 5);
-    }
-}
-
-impl MediaPlaylist<'_> {
-    /// The segment cadence: the most common EXTINF (ms) in the window, else
-    /// the target duration.
-    pub fn cadence_ms(&self) -> u64 {
-        let mut counts: Vec<(u64, usize)> = Vec::new();
-        for s in &self.segments {
-            let ms = (s.duration * 1000.0).round() as u64;
-            match counts.iter_mut().find(|(d, _)| *d == ms) {
-                Some(c) => c.1 += 1,
-                None => counts.push((ms, 1)),
-            }
-        }
-        counts
-            .into_iter()
-            .max_by_key(|(d, n)| (*n, *d))
-            .map(|(d, _)| d)
-            .filter(|d| *d > 0)
-            .unwrap_or(self.target_duration.max(1) * 1000)
     }
 }

@@ -420,7 +420,7 @@ pub fn parse(data: &[u8]) -> Result<SpliceInfoSection<'_>, Scte35Error> {
         });
     }
     // Everything after the header is bounded by the section minus CRC_32.
-    let body_end = data.len().checked_sub(4).unwrap_or(0);
+    let body_end = data.len().saturating_sub(4);
     let start = r.byte_pos();
     if body_end < start {
         return Err(Scte35Error::Truncated {
@@ -1215,7 +1215,7 @@ impl BitWriter {
     fn put(&mut self, v: u64, n: usize) {
         for i in (0..n).rev() {
             let b = ((v >> i) & 1) as u8;
-            if self.bit % 8 == 0 {
+            if self.bit.is_multiple_of(8) {
                 self.out.push(0);
             }
             let last = self.out.len() - 1;

@@ -570,7 +570,7 @@ fn sgai_segments(
             .anchor_msn
             .saturating_sub(first_msn)
             .min(m.segments.len().saturating_sub(1) as u64) as usize;
-        tags.push((idx, interstitial_tag(p.entry, pdt, &input.settings)));
+        tags.push((idx, interstitial_tag(p.entry, pdt, input.settings)));
     }
     for (k, seg) in m.segments.iter().enumerate() {
         for (_, t) in tags.iter().filter(|(i, _)| *i == k) {
@@ -629,22 +629,21 @@ fn is_cue_tag(l: &Line<'_>) -> bool {
 
 /// Lines of a replaced content segment that stay: tags we do not own.
 fn keep_in_break(l: &Line<'_>, strip_cues: bool) -> bool {
+    const REPLACED: [&str; 9] = [
+        "EXTINF",
+        "EXT-X-PROGRAM-DATE-TIME",
+        "EXT-X-DISCONTINUITY",
+        "EXT-X-MAP",
+        "EXT-X-KEY",
+        "EXT-X-BYTERANGE",
+        "EXT-X-GAP",
+        "EXT-X-BITRATE",
+        "EXT-X-PART",
+    ];
     match l {
         Line::Uri(_) => false,
-        Line::Tag { name, .. } => {
-            !matches!(
-                *name,
-                "EXTINF"
-                    | "EXT-X-PROGRAM-DATE-TIME"
-                    | "EXT-X-DISCONTINUITY"
-                    | "EXT-X-MAP"
-                    | "EXT-X-KEY"
-                    | "EXT-X-BYTERANGE"
-                    | "EXT-X-GAP"
-                    | "EXT-X-BITRATE"
-                    | "EXT-X-PART"
-            ) && !(strip_cues && is_cue_tag(l))
-        }
+        Line::Tag { name, .. } if REPLACED.contains(name) => false,
+        Line::Tag { .. } => !(strip_cues && is_cue_tag(l)),
         _ => true,
     }
 }
