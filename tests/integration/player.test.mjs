@@ -1,0 +1,134 @@
+// Real players: hls.js (from npm, served by our own worker) in Debian's
+// headless Chromium, driven by playwright-core, against the local stack.
+// SSAI across a SCTE-35 break from the origin and a POST /cue break; SGAI
+// (HLS Interstitials) across a SCTE-35 break. Screenshots of the player
+// mid-ad and of the dashboard are kept in test-artifacts/.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { startStack, http, ROOT, ORG } from "./stack.mjs";
+
+const ARTIFACTS = join(ROOT, "test-artifacts");
+let s, browser;
+before(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  // Short breaks close together so each playback crosses one quickly.
+  s = await startStack({ firstBreak: 12, breakEvery: 24, breakLen: 8 });
+  browser = await chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"],
+  });
+});
+after(async () => {
+  if (browser) await browser.close();
+  if (s) s.stop();
+});
+
+const PAGE = (src) => `<!doctype html><html><body style="margin:0;background:#000">
+<video id="v" muted playsinline style="width:960px;height:540px"></video>
+<script src="/media/_static/hls.min.js"></script>
+<script>
+  const log = window.playerLog = { frags: [], fatal: [], errors: [], events: [], stalls: [], maxStallMs: 0, started: false, progress: 0 };
+  const v = document.getElementById("v");
+  const hls = new Hls({ liveSyncDurationCount: 3, lowLatencyMode: false });
+  for (const e of ["INTERSTITIAL_STARTED", "INTERSTITIAL_ASSET_STARTED", "INTERSTITIAL_ASSET_ENDED", "INTERSTITIAL_ENDED", "INTERSTITIALS_PRIMARY_RESUMED"]) {
+    if (Hls.Events[e]) hls.on(Hls.Events[e], () => log.events.push({ e, t: Date.now() }));
+  }
+  hls.on(Hls.Events.FRAG_CHANGED, (_, d) => log.frags.push({ url: d.frag.url, t: Date.now() }));
+  hls.on(Hls.Events.ERROR, (_, d) => { (d.fatal ? log.fatal : log.errors).push(d.details); });
+  hls.loadSource(${JSON.stringify(src)});
+  hls.attachMedia(v);
+  v.play().catch(() => {});
+  let last = -1, lastMove = Date.now();
+  setInterval(() => {
+    const now = Date.now();
+    if (v.currentTime !== last) {
+      if (last >= 0) log.started = true;
+      last = v.currentTime; lastMove = now; log.progress++;
+    } else if (log.started && !v.paused) {
+      const gap = now - lastMove;
+      if (gap > log.maxStallMs) log.maxStallMs = gap;
+    }
+  }, 100);
+</script></body></html>`;
+
+async function play(src, seconds, { onTick, screenshotWhen } = {}) {
+  const page = await browser.newPage({ viewport: { width: 960, height: 540 } });
+  await page.goto(`${s.base}/healthz`);
+  await page.setContent(PAGE(src));
+  const supported = await page.evaluate(() => MediaSource.isTypeSupported('video/mp4; codecs="avc1.4d401f,mp4a.40.2"'));
+  assert.ok(supported, "this Chromium plays H.264/AAC");
+  let shot = false;
+  const end = Date.now() + seconds * 1000;
+  while (Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const log = await page.evaluate(() => window.playerLog);
+    if (onTick) await onTick(log);
+    if (!shot && screenshotWhen && screenshotWhen(log)) {
+      await page.screenshot({ path: join(ARTIFACTS, screenshotWhen.file) });
+      shot = true;
+    }
+  }
+  const log = await page.evaluate(() => window.playerLog);
+  await page.close();
+  return { log, shot };
+}
+
+const inAd = (log) => log.frags.length > 0 && /\/media\/demo\/(ads|slates)\//.test(log.frags[log.frags.length - 1].url);
+
+test("SSAI in hls.js: a SCTE-35 break and a POST /cue break play through, ads then content", async () => {
+  const newsShot = Object.assign((l) => inAd(l), { file: "player-ssai-mid-ad.png" });
+  let cued = false;
+  const [news, manual] = await Promise.all([
+    play(`${s.base}/${ORG}/news/master.m3u8?mode=ssai`, 52, { screenshotWhen: newsShot }),
+    play(`${s.base}/${ORG}/manual/master.m3u8?mode=ssai`, 52, {
+      onTick: async (log) => {
+        if (!cued && log.started && log.progress > 30) {
+          const r = await http(`${s.base}/cue`, { method: "POST", headers: { Authorization: `Bearer ${s.apiKey}` }, body: JSON.stringify({ channel: `${ORG}/manual`, type: "start", duration: 12 }) });
+          assert.equal(r.status, 201, r.text());
+          cued = true;
+        }
+      },
+    }),
+  ]);
+  for (const [name, r] of [["news (SCTE-35)", news], ["manual (/cue)", manual]]) {
+    const { log } = r;
+    assert.deepEqual(log.fatal, [], `${name}: no fatal error`);
+    assert.ok(log.started && log.progress > 100, `${name}: playback started and advanced`);
+    assert.ok(log.maxStallMs <= 2000, `${name}: longest stall ${log.maxStallMs} ms`);
+    const kinds = log.frags.map((f) => (/\/media\/demo\/(ads|slates)\//.test(f.url) ? "ad" : "content"));
+    const firstAd = kinds.indexOf("ad");
+    assert.ok(firstAd > 0, `${name}: content, then ad segments (${kinds.join(",")})`);
+    assert.ok(kinds.slice(firstAd).includes("content"), `${name}: back to content after the break`);
+  }
+  assert.ok(news.shot, "screenshot taken mid-ad");
+});
+
+test("SGAI in hls.js: interstitial events fire and the player returns to content", async () => {
+  const { log } = await play(`${s.base}/${ORG}/news/master.m3u8?mode=sgai`, 50, {
+    screenshotWhen: Object.assign((l) => l.events.some((e) => e.e === "INTERSTITIAL_ASSET_STARTED") && !l.events.some((e) => e.e === "INTERSTITIAL_ENDED"), { file: "player-sgai-mid-ad.png" }),
+  });
+  assert.deepEqual(log.fatal, [], "no fatal error");
+  const names = log.events.map((e) => e.e);
+  for (const e of ["INTERSTITIAL_STARTED", "INTERSTITIAL_ASSET_STARTED", "INTERSTITIAL_ENDED"]) {
+    assert.ok(names.includes(e), `${e} observed (${names.join(",")})`);
+  }
+  assert.ok(log.maxStallMs <= 2000, `longest stall ${log.maxStallMs} ms`);
+  const ended = log.events.find((e) => e.e === "INTERSTITIAL_ENDED").t;
+  assert.ok(log.frags.some((f) => f.t > ended && !/\/media\/demo\//.test(f.url)), "primary content resumed");
+});
+
+test("dashboard renders", async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  await page.goto(`${s.base}/dashboard#key=${s.apiKey}`);
+  await page.waitForSelector("#channels tr.channel", { timeout: 15000 });
+  const rows = await page.locator("#channels tr.channel").count();
+  assert.ok(rows >= 6, `channels listed (${rows})`);
+  await new Promise((r) => setTimeout(r, 3000));
+  await page.screenshot({ path: join(ARTIFACTS, "dashboard.png"), fullPage: true });
+  await page.close();
+});
