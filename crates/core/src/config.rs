@@ -41,7 +41,7 @@ pub struct ChannelConfig {
     /// duration).
     pub cache_max_age_s: u32,
     pub cors_origins: Vec<String>,
-    pub sgai_announce_ahead_segments: u32,
+    pub sgai_announce_ahead_segments: i32,
     pub sgai_restrict: String,
     pub sgai_snap: String,
     pub strip_cues: bool,
@@ -73,7 +73,7 @@ impl Default for ChannelConfig {
             personalization_threshold_s: 0.0,
             cache_max_age_s: 1,
             cors_origins: vec!["*".into()],
-            sgai_announce_ahead_segments: 0,
+            sgai_announce_ahead_segments: -1,
             sgai_restrict: "SKIP,JUMP".into(),
             sgai_snap: String::new(),
             strip_cues: false,
@@ -149,6 +149,9 @@ impl ChannelConfig {
                     "0x00 (not indicated) cannot open or close a break".into(),
                 );
             }
+        }
+        if !(-3..=10).contains(&self.sgai_announce_ahead_segments) {
+            f("sgai_announce_ahead_segments", "must be -3..=10".into());
         }
         if !self.sgai_restrict.is_empty()
             && !self

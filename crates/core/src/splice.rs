@@ -36,10 +36,11 @@ pub struct SpliceSettings {
     /// Absolute path prefix of the asset-list endpoint, e.g.
     /// `/org/channel/interstitials/`.
     pub asset_list_prefix: String,
-    /// How many segments before the break's first segment appears the SGAI
-    /// tag is announced. 0 (default) = with the first segment: hls.js 1.7
-    /// stalls and skips the ad when the tag comes earlier.
-    pub announce_ahead_segments: u32,
+    /// When the SGAI tag is announced, in segments relative to the break's
+    /// first segment appearing in the playlist: 0 = with it, 2 = two
+    /// segments earlier, -1 = one segment after it. See the README for what
+    /// hls.js 1.7 does with each.
+    pub announce_ahead_segments: i32,
     /// `X-RESTRICT` (default "SKIP,JUMP"); empty to omit.
     pub restrict: String,
     /// `X-SNAP`; empty to omit (live default).
@@ -551,12 +552,15 @@ fn sgai_segments(
     let lines = &m.tokens.lines;
     let first_msn = m.segments.first().map_or(0, |s| s.msn);
     let last_msn = m.last_msn().unwrap_or(first_msn);
-    let ahead = input.settings.announce_ahead_segments as u64;
+    let ahead = input.settings.announce_ahead_segments as i64;
     // Which tag goes before which segment index.
     let mut tags: Vec<(usize, String)> = Vec::new();
     for p in plans {
         let r = &p.entry.record;
-        if p.slots.is_empty() || r.end_msn() <= first_msn || r.anchor_msn > last_msn + ahead {
+        if p.slots.is_empty()
+            || r.end_msn() <= first_msn
+            || r.anchor_msn as i64 > last_msn as i64 + ahead
+        {
             continue;
         }
         let Some(pdt) = r.anchor_pdt_ms else {
