@@ -23,3 +23,5 @@ pub mod sgai;
 pub mod sim;
 pub mod splice;
 pub mod validate;
+#[cfg(feature = "vast")]
+pub mod vast;

@@ -1,0 +1,453 @@
+//! VAST 2/3/4.x parsing (IAB VAST 4.3) with quick-xml, which works in wasm
+//! (the Workers runtime has no DOMParser). InLine and Wrapper ads, `<Ad
+//! sequence>` pods, multiple creatives, tracking, errors, MediaFiles,
+//! UniversalAdId. Wrapper *following* needs the network, so it is the
+//! caller's loop: [`VastAd::wrapper_uri`] says where to go next and
+//! [`merge_wrapper`] folds a wrapper's tracking into the inline ad.
+//!
+//! Limits: body size, ads per document, element depth — each with its own
+//! error; never a panic on malformed XML.
+
+use crate::model::{Pod, PodItem, PodSource, Slate, Tracking};
+use crate::pod::{build_pod, PodRequest};
+use quick_xml::events::Event;
+use quick_xml::Reader;
+
+pub const MAX_VAST_BYTES: usize = 1024 * 1024;
+pub const MAX_ADS: usize = 64;
+pub const MAX_DEPTH: usize = 64;
+
+/// VAST error codes we report (VAST 4.3 §2.3.6.3).
+pub mod error_code {
+    pub const XML_PARSE: u16 = 100;
+    pub const SCHEMA: u16 = 101;
+    pub const VERSION: u16 = 102;
+    pub const WRAPPER_LIMIT: u16 = 302;
+    pub const WRAPPER_TIMEOUT: u16 = 301;
+    pub const NO_ADS_AFTER_WRAPPER: u16 = 303;
+    pub const LINEARITY: u16 = 201;
+    pub const DURATION: u16 = 202;
+    pub const MEDIA_NOT_FOUND: u16 = 401;
+    pub const MEDIA_UNSUPPORTED: u16 = 403;
+    pub const UNDEFINED: u16 = 900;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VastError {
+    #[error("VAST body is {len} bytes, over the {MAX_VAST_BYTES}-byte limit")]
+    TooLarge { len: usize },
+    #[error("malformed XML at byte {at}: {msg}")]
+    Xml { at: u64, msg: String },
+    #[error("root element is <{0}>, not <VAST>")]
+    NotVast(String),
+    #[error("more than {MAX_ADS} ads")]
+    TooManyAds,
+    #[error("XML nested deeper than {MAX_DEPTH}")]
+    TooDeep,
+}
+
+impl VastError {
+    pub fn code(&self) -> u16 {
+        match self {
+            VastError::Xml { .. } | VastError::TooLarge { .. } => error_code::XML_PARSE,
+            VastError::NotVast(_) | VastError::TooManyAds | VastError::TooDeep => error_code::SCHEMA,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VastDoc {
+    pub version: String,
+    pub ads: Vec<VastAd>,
+    /// Document-level `<Error>` URLs (no ads).
+    pub errors: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct VastAd {
+    pub id: String,
+    pub sequence: Option<u32>,
+    pub is_wrapper: bool,
+    pub wrapper_uri: Option<String>,
+    pub ad_system: String,
+    pub impressions: Vec<String>,
+    pub errors: Vec<String>,
+    pub creatives: Vec<Creative>,
+}
+
+impl VastAd {
+    pub fn wrapper_uri(&self) -> Option<&str> {
+        self.wrapper_uri.as_deref().filter(|_| self.is_wrapper)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Creative {
+    pub id: String,
+    pub ad_id: String,
+    pub universal_ad_id: Option<String>,
+    pub duration_s: Option<f64>,
+    pub linear: bool,
+    pub media_files: Vec<MediaFile>,
+    pub tracking: Tracking,
+}
+
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct MediaFile {
+    pub url: String,
+    pub mime: String,
+    pub delivery: String,
+    pub width: u32,
+    pub height: u32,
+    pub bitrate: u32,
+}
+
+impl MediaFile {
+    pub fn is_hls(&self) -> bool {
+        let m = self.mime.to_ascii_lowercase();
+        m.contains("mpegurl") || self.url.split('?').next().is_some_and(|p| p.ends_with(".m3u8"))
+    }
+}
+
+/// Parse a VAST document.
+pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
+    if xml.len() > MAX_VAST_BYTES {
+        return Err(VastError::TooLarge { len: xml.len() });
+    }
+    let mut r = Reader::from_str(xml);
+    r.config_mut().trim_text(true);
+    let mut doc = VastDoc::default();
+    let mut path: Vec<String> = Vec::new();
+    let mut saw_root = false;
+    let mut ad: Option<VastAd> = None;
+    let mut creative: Option<Creative> = None;
+    let mut media: Option<MediaFile> = None;
+    let mut tracking_event: Option<String> = None;
+    // Element text arrives in pieces (text, entity references, CDATA).
+    let mut pending = String::new();
+    let err = |r: &Reader<&[u8]>, e: quick_xml::Error| VastError::Xml {
+        at: r.buffer_position(),
+        msg: e.to_string(),
+    };
+    loop {
+        let ev = r.read_event().map_err(|e| err(&r, e))?;
+        match ev {
+            Event::Start(ref e) | Event::Empty(ref e) => {
+                let empty = matches!(ev, Event::Empty(_));
+                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                if !saw_root {
+                    if name != "VAST" {
+                        return Err(VastError::NotVast(name));
+                    }
+                    saw_root = true;
+                }
+                let attr = |k: &str| -> Option<String> {
+                    e.attributes().flatten().find(|a| a.key.local_name().as_ref() == k.as_bytes()).map(|a| {
+                        a.unescape_value().map(|v| v.into_owned()).unwrap_or_else(|_| String::from_utf8_lossy(&a.value).into_owned())
+                    })
+                };
+                match name.as_str() {
+                    "VAST" => doc.version = attr("version").unwrap_or_default(),
+                    "Ad" => {
+                        if doc.ads.len() >= MAX_ADS {
+                            return Err(VastError::TooManyAds);
+                        }
+                        ad = Some(VastAd {
+                            id: attr("id").unwrap_or_default(),
+                            sequence: attr("sequence").and_then(|s| s.trim().parse().ok()),
+                            ..Default::default()
+                        });
+                    }
+                    "Wrapper" => {
+                        if let Some(a) = ad.as_mut() {
+                            a.is_wrapper = true;
+                        }
+                    }
+                    "Creative" => {
+                        creative = Some(Creative {
+                            id: attr("id").unwrap_or_default(),
+                            ad_id: attr("adId").or_else(|| attr("AdID")).unwrap_or_default(),
+                            ..Default::default()
+                        })
+                    }
+                    "Linear" => {
+                        if let Some(c) = creative.as_mut() {
+                            c.linear = true;
+                        }
+                    }
+                    "MediaFile" => {
+                        media = Some(MediaFile {
+                            mime: attr("type").unwrap_or_default(),
+                            delivery: attr("delivery").unwrap_or_default(),
+                            width: attr("width").and_then(|v| v.parse().ok()).unwrap_or(0),
+                            height: attr("height").and_then(|v| v.parse().ok()).unwrap_or(0),
+                            bitrate: attr("bitrate").and_then(|v| v.parse().ok()).unwrap_or(0),
+                            url: String::new(),
+                        })
+                    }
+                    "Tracking" => tracking_event = attr("event"),
+                    _ => {}
+                }
+                pending.clear();
+                if !empty {
+                    if path.len() >= MAX_DEPTH {
+                        return Err(VastError::TooDeep);
+                    }
+                    path.push(name);
+                } else {
+                    close(&name, &mut doc, &mut ad, &mut creative, &mut media);
+                }
+            }
+            Event::Text(t) => {
+                if let Ok(v) = t.decode() {
+                    pending.push_str(&v);
+                }
+            }
+            Event::GeneralRef(r) => {
+                let name = String::from_utf8_lossy(&r).into_owned();
+                pending.push_str(&entity(&name));
+            }
+            Event::CData(t) => pending.push_str(&String::from_utf8_lossy(&t)),
+            Event::End(_) => {
+                text(&path, pending.trim(), &mut doc, &mut ad, &mut creative, &mut media, &tracking_event);
+                pending.clear();
+                if let Some(name) = path.pop() {
+                    close(&name, &mut doc, &mut ad, &mut creative, &mut media);
+                }
+            }
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    if !saw_root {
+        return Err(VastError::NotVast(String::new()));
+    }
+    Ok(doc)
+}
+
+/// `&name;` → its text (XML's five, and numeric references).
+fn entity(name: &str) -> String {
+    match name {
+        "amp" => "&".into(),
+        "lt" => "<".into(),
+        "gt" => ">".into(),
+        "quot" => "\"".into(),
+        "apos" => "'".into(),
+        n => n
+            .strip_prefix("#x")
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .or_else(|| n.strip_prefix('#').and_then(|d| d.parse().ok()))
+            .and_then(char::from_u32)
+            .map(String::from)
+            .unwrap_or_default(),
+    }
+}
+
+fn close(name: &str, doc: &mut VastDoc, ad: &mut Option<VastAd>, creative: &mut Option<Creative>, media: &mut Option<MediaFile>) {
+    match name {
+        "Ad" => {
+            if let Some(a) = ad.take() {
+                doc.ads.push(a);
+            }
+        }
+        "Creative" => {
+            if let (Some(c), Some(a)) = (creative.take(), ad.as_mut()) {
+                a.creatives.push(c);
+            }
+        }
+        "MediaFile" => {
+            if let (Some(m), Some(c)) = (media.take(), creative.as_mut()) {
+                if !m.url.is_empty() {
+                    c.media_files.push(m);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+fn text(
+    path: &[String],
+    v: &str,
+    doc: &mut VastDoc,
+    ad: &mut Option<VastAd>,
+    creative: &mut Option<Creative>,
+    media: &mut Option<MediaFile>,
+    tracking_event: &Option<String>,
+) {
+    if v.is_empty() {
+        return;
+    }
+    let Some(leaf) = path.last().map(String::as_str) else {
+        return;
+    };
+    let parent = path.len().checked_sub(2).map(|i| path[i].as_str());
+    match (leaf, ad.as_mut()) {
+        ("Error", None) => doc.errors.push(v.to_string()),
+        ("Error", Some(a)) if parent != Some("Tracking") => a.errors.push(v.to_string()),
+        ("Impression", Some(a)) => a.impressions.push(v.to_string()),
+        ("AdSystem", Some(a)) => a.ad_system = v.to_string(),
+        ("VASTAdTagURI", Some(a)) => a.wrapper_uri = Some(v.to_string()),
+        ("Duration", Some(_)) => {
+            if let Some(c) = creative.as_mut() {
+                c.duration_s = parse_duration(v);
+            }
+        }
+        ("UniversalAdId", Some(_)) => {
+            if let Some(c) = creative.as_mut() {
+                c.universal_ad_id = Some(v.to_string());
+            }
+        }
+        ("MediaFile", Some(_)) => {
+            if let Some(m) = media.as_mut() {
+                m.url = v.to_string();
+            }
+        }
+        ("Tracking", Some(_)) => {
+            if let (Some(c), Some(e)) = (creative.as_mut(), tracking_event.as_deref()) {
+                push_tracking(&mut c.tracking, e, v);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn push_tracking(t: &mut Tracking, event: &str, url: &str) {
+    let list = match event {
+        "start" => &mut t.start,
+        "firstQuartile" => &mut t.first_quartile,
+        "midpoint" => &mut t.midpoint,
+        "thirdQuartile" => &mut t.third_quartile,
+        "complete" => &mut t.complete,
+        _ => return,
+    };
+    list.push(url.to_string());
+}
+
+/// `HH:MM:SS(.mmm)` → seconds.
+pub fn parse_duration(s: &str) -> Option<f64> {
+    let mut parts = s.trim().split(':');
+    let h: f64 = parts.next()?.parse().ok()?;
+    let m: f64 = parts.next()?.parse().ok()?;
+    let sec: f64 = parts.next()?.parse().ok()?;
+    if parts.next().is_some() || !(0.0..60.0).contains(&m) || !(0.0..60.0).contains(&sec) {
+        return None;
+    }
+    Some(h * 3600.0 + m * 60.0 + sec)
+}
+
+/// Fold a wrapper's impressions, errors and tracking into the ad it
+/// resolved to (VAST 4.3 §2.4.3.4: wrapper tracking fires too).
+pub fn merge_wrapper(inline: &mut VastAd, wrapper: &VastAd) {
+    inline.impressions.extend(wrapper.impressions.iter().cloned());
+    inline.errors.extend(wrapper.errors.iter().cloned());
+    if let Some(wc) = wrapper.creatives.iter().find(|c| c.linear || !c.tracking.start.is_empty()) {
+        for c in inline.creatives.iter_mut() {
+            let t = &mut c.tracking;
+            t.start.extend(wc.tracking.start.iter().cloned());
+            t.first_quartile.extend(wc.tracking.first_quartile.iter().cloned());
+            t.midpoint.extend(wc.tracking.midpoint.iter().cloned());
+            t.third_quartile.extend(wc.tracking.third_quartile.iter().cloned());
+            t.complete.extend(wc.tracking.complete.iter().cloned());
+        }
+    }
+}
+
+/// The inline ads of a document in play order: `<Ad sequence>` pod members
+/// by sequence first, then stand-alone ads.
+pub fn ordered_inline_ads(doc: &VastDoc) -> Vec<&VastAd> {
+    let mut ads: Vec<&VastAd> = doc.ads.iter().filter(|a| !a.is_wrapper).collect();
+    ads.sort_by_key(|a| a.sequence.unwrap_or(u32::MAX));
+    ads
+}
+
+/// A pod item for a VAST ad's first linear creative, with its tracking,
+/// and renditions from `renditions_for` (the ad library mapping by
+/// creative id / UniversalAdId; empty = not conditioned).
+pub fn pod_item(ad: &VastAd, renditions_for: impl Fn(&Creative) -> Vec<crate::model::AdRendition>) -> Option<PodItem> {
+    let c = ad.creatives.iter().find(|c| c.linear)?;
+    let mut tracking = c.tracking.clone();
+    tracking.impression = ad.impressions.clone();
+    tracking.error = ad.errors.clone();
+    Some(PodItem {
+        ad_id: if ad.id.is_empty() { c.id.clone() } else { ad.id.clone() },
+        creative_id: if c.id.is_empty() { c.ad_id.clone() } else { c.id.clone() },
+        universal_ad_id: c.universal_ad_id.clone(),
+        duration_s: c.duration_s.unwrap_or(0.0),
+        renditions: renditions_for(c),
+        tracking,
+    })
+}
+
+/// Parse result → pod (no library: for the benchmark and for VAST whose
+/// creatives are all already conditioned HLS).
+pub fn pod_from_vast(doc: &VastDoc, break_id: &str, duration_s: f64, cadence_ms: u64, threshold_s: f64) -> Pod {
+    let items: Vec<PodItem> = ordered_inline_ads(doc).into_iter().filter_map(|a| pod_item(a, |_| Vec::new())).collect();
+    build_pod(
+        &PodRequest { break_id, duration_s, cadence_ms, personalization_threshold_s: threshold_s, capped: &[], source: PodSource::Vast },
+        items,
+        Slate::default(),
+        Vec::new(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const INLINE: &str = r#"<?xml version="1.0"?>
+<VAST version="4.2">
+ <Ad id="a1" sequence="2"><InLine><AdSystem>x</AdSystem>
+  <Impression><![CDATA[https://t.example/imp?a=1]]></Impression>
+  <Impression>https://t.example/imp2?a=1&amp;b=2</Impression>
+  <Error>https://t.example/err?c=[ERRORCODE]</Error>
+  <Creatives><Creative id="c1" adId="ad-1"><UniversalAdId idRegistry="ad-id.org">UAID-1</UniversalAdId>
+   <Linear><Duration>00:00:10.000</Duration>
+    <TrackingEvents><Tracking event="start">https://t.example/start</Tracking><Tracking event="complete">https://t.example/done</Tracking></TrackingEvents>
+    <MediaFiles><MediaFile delivery="streaming" type="application/x-mpegURL" width="1280" height="720">https://cdn.example/a1/master.m3u8</MediaFile>
+     <MediaFile delivery="progressive" type="video/mp4" bitrate="2000">https://cdn.example/a1.mp4</MediaFile></MediaFiles>
+   </Linear></Creative></Creatives></InLine></Ad>
+ <Ad id="a0" sequence="1"><InLine><Creatives><Creative id="c0"><Linear><Duration>00:00:15</Duration></Linear></Creative></Creatives></InLine></Ad>
+</VAST>"#;
+
+    #[test]
+    fn inline_pod_in_sequence_order() {
+        let d = parse(INLINE).unwrap();
+        assert_eq!(d.version, "4.2");
+        assert_eq!(d.ads.len(), 2);
+        let a = &d.ads[0];
+        assert_eq!(a.impressions, vec!["https://t.example/imp?a=1", "https://t.example/imp2?a=1&b=2"]);
+        let c = &a.creatives[0];
+        assert_eq!(c.universal_ad_id.as_deref(), Some("UAID-1"));
+        assert_eq!(c.duration_s, Some(10.0));
+        assert_eq!(c.media_files.len(), 2);
+        assert!(c.media_files[0].is_hls());
+        assert_eq!(c.tracking.start, vec!["https://t.example/start"]);
+        let order: Vec<_> = ordered_inline_ads(&d).iter().map(|a| a.id.as_str()).collect();
+        assert_eq!(order, vec!["a0", "a1"]);
+    }
+
+    #[test]
+    fn wrappers_merge_tracking() {
+        let w = parse(r#"<VAST version="3.0"><Ad id="w"><Wrapper><AdSystem>w</AdSystem><VASTAdTagURI><![CDATA[https://next.example/vast]]></VASTAdTagURI><Impression>https://w.example/imp</Impression><Creatives><Creative><Linear><TrackingEvents><Tracking event="start">https://w.example/start</Tracking></TrackingEvents></Linear></Creative></Creatives></Wrapper></Ad></VAST>"#).unwrap();
+        assert_eq!(w.ads[0].wrapper_uri(), Some("https://next.example/vast"));
+        let mut inline = parse(INLINE).unwrap().ads.remove(0);
+        merge_wrapper(&mut inline, &w.ads[0]);
+        assert_eq!(inline.impressions.len(), 3);
+        assert_eq!(inline.creatives[0].tracking.start.len(), 2);
+    }
+
+    #[test]
+    fn empty_malformed_huge_and_not_vast() {
+        let e = parse(r#"<VAST version="4.0"/>"#).unwrap();
+        assert!(e.ads.is_empty());
+        assert!(matches!(parse("<VAST><Ad><InLine></Ad></VAST>"), Err(VastError::Xml { .. })));
+        assert!(matches!(parse("<html/>"), Err(VastError::NotVast(_))));
+        let big = format!("<VAST>{}</VAST>", " ".repeat(10 * 1024 * 1024));
+        assert!(matches!(parse(&big), Err(VastError::TooLarge { .. })));
+        let deep = format!("<VAST>{}{}</VAST>", "<a>".repeat(100), "</a>".repeat(100));
+        assert!(matches!(parse(&deep), Err(VastError::TooDeep)));
+        assert_eq!(parse_duration("00:00:30.5"), Some(30.5));
+        assert_eq!(parse_duration("bogus"), None);
+    }
+}
