@@ -9,7 +9,7 @@ use cf_ssai_core::master::{rewrite_master, MasterInput};
 use cf_ssai_core::model::*;
 use cf_ssai_core::sequencer::{self, Action, BreakPolicy};
 use cf_ssai_core::sim::{SimChannel, SimDialect};
-use cf_ssai_core::splice::{splice, Mode, SpliceInput, SpliceSettings, Variant};
+use cf_ssai_core::splice::{splice_media, Mode, SpliceInput, SpliceSettings, Variant};
 use cf_ssai_core::{media, scte35};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use std::path::PathBuf;
@@ -81,9 +81,7 @@ fn pipeline(text: &str, url: &url::Url, entries: &[BreakEntry], mode: Mode, sett
     let det = cues::detect(&m, &SegmentationPolicy::default());
     let actions = sequencer::reconcile(&det.events, entries);
     black_box(actions.len());
-    drop(m);
-    splice(&SpliceInput { origin: text, playlist_url: url, breaks: entries, variant, mode, settings })
-        .expect("splices")
+    splice_media(&m, &SpliceInput { origin: text, playlist_url: url, breaks: entries, variant, mode, settings })
         .playlist
         .len()
 }

@@ -200,21 +200,134 @@ pub fn extinf_duration(value: &str) -> Option<(&str, f64)> {
 }
 
 /// Parse an ISO 8601 / RFC 3339 date-time (as in EXT-X-PROGRAM-DATE-TIME) to
-/// epoch milliseconds.
+/// epoch milliseconds. The common `YYYY-MM-DDTHH:MM:SS[.fff](Z|±hh:mm)`
+/// form is read directly (it is on every segment of the hot path); anything
+/// else goes through chrono.
 pub fn parse_pdt_ms(s: &str) -> Option<i64> {
     let s = s.trim();
-    chrono::DateTime::parse_from_rfc3339(s)
-        .or_else(|_| chrono::DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z"))
-        .ok()
-        .map(|d| d.timestamp_millis())
+    fast_pdt(s.as_bytes()).or_else(|| {
+        chrono::DateTime::parse_from_rfc3339(s)
+            .or_else(|_| chrono::DateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f%z"))
+            .ok()
+            .map(|d| d.timestamp_millis())
+    })
+}
+
+fn fast_pdt(b: &[u8]) -> Option<i64> {
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let mut v = 0i64;
+        for &c in b.get(r)? {
+            if !c.is_ascii_digit() {
+                return None;
+            }
+            v = v * 10 + (c - b'0') as i64;
+        }
+        Some(v)
+    };
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut ms = 0i64;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while i < b.len() && b[i].is_ascii_digit() {
+            if i - start < 3 {
+                ms = ms * 10 + (b[i] - b'0') as i64;
+            }
+            i += 1;
+        }
+        for _ in (i - start).min(3)..3 {
+            ms *= 10;
+        }
+        if i == start {
+            return None;
+        }
+    }
+    let offset_min = match b.get(i..)? {
+        [b'Z'] | [b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let v = |x: &u8| (*x as char).to_digit(10).map(|d| d as i64);
+            let m = (v(h1)? * 10 + v(h2)?) * 60 + v(m1)? * 10 + v(m2)?;
+            if *sign == b'-' {
+                -m
+            } else {
+                m
+            }
+        }
+        _ => return None,
+    };
+    let days = days_from_civil(y, mo, d);
+    Some(((days * 86_400 + h * 3600 + mi * 60 + sec) - offset_min * 60) * 1000 + ms)
+}
+
+/// Days since 1970-01-01 (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
 /// Format epoch milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
 pub fn format_pdt_ms(ms: i64) -> String {
-    match chrono::DateTime::from_timestamp_millis(ms) {
-        Some(d) => d.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
-        None => "1970-01-01T00:00:00.000Z".to_string(),
-    }
+    let mut s = String::with_capacity(24);
+    write_pdt_ms(&mut s, ms);
+    s
+}
+
+/// Append the `YYYY-MM-DDTHH:MM:SS.mmmZ` form of epoch milliseconds.
+pub fn write_pdt_ms(out: &mut String, ms: i64) {
+    let days = ms.div_euclid(86_400_000);
+    let rem = ms.rem_euclid(86_400_000);
+    let (y, m, d) = civil_from_days(days);
+    let (h, mi, sec, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
+    let mut buf = [0u8; 24];
+    let put = |buf: &mut [u8], at: usize, v: i64, n: usize| {
+        let mut v = v;
+        for i in (0..n).rev() {
+            buf[at + i] = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    };
+    put(&mut buf, 0, y.clamp(0, 9999), 4);
+    buf[4] = b'-';
+    put(&mut buf, 5, m as i64, 2);
+    buf[7] = b'-';
+    put(&mut buf, 8, d as i64, 2);
+    buf[10] = b'T';
+    put(&mut buf, 11, h, 2);
+    buf[13] = b':';
+    put(&mut buf, 14, mi, 2);
+    buf[16] = b':';
+    put(&mut buf, 17, sec, 2);
+    buf[19] = b'.';
+    put(&mut buf, 20, milli, 3);
+    buf[23] = b'Z';
+    // Every byte written above is ASCII.
+    out.push_str(std::str::from_utf8(&buf).unwrap_or("1970-01-01T00:00:00.000Z"));
 }
 
 /// Whether the playlist is a master (multivariant) playlist.
@@ -230,6 +343,43 @@ pub fn resolve(base: &url::Url, reference: &str) -> String {
     match base.join(reference.trim()) {
         Ok(u) => u.to_string(),
         Err(_) => reference.to_string(),
+    }
+}
+
+/// Resolves many references against one base: plain relative paths (the
+/// common case: `seg123.ts`, `v1/seg.ts`) are appended to the base's
+/// directory without reparsing; anything else goes through [`resolve`].
+pub struct Resolver<'u> {
+    base: &'u url::Url,
+    dir: &'u str,
+}
+
+impl<'u> Resolver<'u> {
+    pub fn new(base: &'u url::Url) -> Self {
+        let s = base.as_str();
+        let path_end = s.find(['?', '#']).unwrap_or(s.len());
+        let dir = match s[..path_end].rfind('/') {
+            Some(i) => &s[..=i],
+            None => s,
+        };
+        Resolver { base, dir }
+    }
+
+    pub fn push(&self, out: &mut String, reference: &str) {
+        let r = reference.trim();
+        let simple = !r.is_empty()
+            && !r.starts_with('/')
+            && !r.starts_with('.')
+            && !r.contains(':')
+            && !r.contains("/.")
+            && !r.contains('\\')
+            && r.bytes().all(|b| b > b' ' && b != b'%' && b < 0x7f);
+        if simple {
+            out.push_str(self.dir);
+            out.push_str(r);
+        } else {
+            out.push_str(&resolve(self.base, r));
+        }
     }
 }
 
@@ -260,6 +410,30 @@ mod tests {
     #[test]
     fn rejects_non_playlists() {
         assert_eq!(tokenize("<html>"), Err(HlsError::NotM3u));
+    }
+
+    #[test]
+    fn fast_paths_agree_with_the_slow_ones() {
+        for t in [
+            "2025-01-01T00:00:01.920Z",
+            "2026-11-23T11:57:29.631+00:00",
+            "1999-12-31T23:59:59Z",
+            "2024-02-29T12:00:00.5-05:30",
+            "2030-07-04T01:02:03.123456Z",
+        ] {
+            let slow = chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp_millis();
+            assert_eq!(fast_pdt(t.as_bytes()), Some(slow), "{t}");
+            let f = format_pdt_ms(slow);
+            assert_eq!(parse_pdt_ms(&f), Some(slow), "{t}");
+        }
+        assert_eq!(fast_pdt(b"2025-13-01T00:00:00Z"), None);
+        let base = url::Url::parse("https://o.example/live/ch/v1/index.m3u8?token=1").unwrap();
+        let r = Resolver::new(&base);
+        for rel in ["seg1.ts", "../x/seg.ts", "/abs.ts", "https://cdn/x.ts", "a b.ts", "sub/seg.ts?x=1"] {
+            let mut s = String::new();
+            r.push(&mut s, rel);
+            assert_eq!(s, resolve(&base, rel), "{rel}");
+        }
     }
 
     #[test]

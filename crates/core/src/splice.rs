@@ -12,7 +12,7 @@
 //! break whose attributes depend only on the record, so the tag is the same
 //! byte for byte on every reload and node.
 
-use crate::hls::{self, HlsError, Line};
+use crate::hls::{self, HlsError, Line, Resolver};
 use crate::media::{self, MediaPlaylist, Segment};
 use crate::model::{self, AdRendition, BreakEntry, Slot, SlotKind, TrackKind};
 use std::fmt::Write;
@@ -95,6 +95,14 @@ pub struct SpliceOutput {
 /// Splice one media playlist.
 pub fn splice(input: &SpliceInput<'_>) -> Result<SpliceOutput, HlsError> {
     let m = media::parse(input.origin)?;
+    Ok(splice_media(&m, input))
+}
+
+/// Splice an already parsed media playlist (the worker parses once for cue
+/// detection and the splice). `input.origin` must be the text `m` was
+/// parsed from.
+pub fn splice_media(m: &MediaPlaylist<'_>, input: &SpliceInput<'_>) -> SpliceOutput {
+    let res = Resolver::new(input.playlist_url);
     let mut report = SpliceReport::default();
     let mut out = String::with_capacity(input.origin.len() + 512 * input.breaks.len().max(1));
     let first_msn = m.segments.first().map_or(m.media_sequence, |s| s.msn);
@@ -123,7 +131,7 @@ pub fn splice(input: &SpliceInput<'_>) -> Result<SpliceOutput, HlsError> {
             wrote_disc_seq = true;
             continue;
         }
-        push_line(&mut out, line, input.playlist_url);
+        push_line(&mut out, line, &res);
         let next_is_seq_tag = lines
             .get(i + 1)
             .is_some_and(|l| l.is_tag("EXT-X-DISCONTINUITY-SEQUENCE"));
@@ -151,8 +159,8 @@ pub fn splice(input: &SpliceInput<'_>) -> Result<SpliceOutput, HlsError> {
     }
 
     match input.mode {
-        Mode::Ssai => ssai_segments(&m, input, &plans, &mut out, &mut report),
-        Mode::Sgai => sgai_segments(&m, input, &plans, &mut out, &mut report),
+        Mode::Ssai => ssai_segments(m, input, &res, &plans, &mut out, &mut report),
+        Mode::Sgai => sgai_segments(m, input, &res, &plans, &mut out, &mut report),
     }
 
     // Trailer: lines after the last segment. Partial segments and preload
@@ -169,15 +177,15 @@ pub fn splice(input: &SpliceInput<'_>) -> Result<SpliceOutput, HlsError> {
         if input.settings.strip_cues && is_cue_tag(line) {
             continue;
         }
-        push_line(&mut out, line, input.playlist_url);
+        push_line(&mut out, line, &res);
     }
     if !m.tokens.trailing_newline && out.ends_with('\n') {
         out.pop();
     }
-    Ok(SpliceOutput {
+    SpliceOutput {
         playlist: out,
         report,
-    })
+    }
 }
 
 struct Plan<'a> {
@@ -205,6 +213,7 @@ fn inserted_before(plans: &[Plan<'_>], first_msn: u64) -> u64 {
 fn ssai_segments(
     m: &MediaPlaylist<'_>,
     input: &SpliceInput<'_>,
+    res: &Resolver<'_>,
     plans: &[Plan<'_>],
     out: &mut String,
     report: &mut SpliceReport,
@@ -234,13 +243,13 @@ fn ssai_segments(
                         .any(|p| !p.slots.is_empty() && p.entry.record.end_msn() == seg.msn);
                 if returning {
                     let keyed = plans.iter().any(|p| pod_has_keys(&p.entry.pod));
-                    content_return(seg, seg_lines, keyed, out, input.playlist_url);
+                    content_return(seg, seg_lines, keyed, out, res);
                 }
                 for line in seg_lines {
                     if input.settings.strip_cues && is_cue_tag(line) {
                         continue;
                     }
-                    push_line(out, line, input.playlist_url);
+                    push_line(out, line, res);
                 }
                 prev_in_break = false;
             }
@@ -249,7 +258,7 @@ fn ssai_segments(
                 // Origin tags we do not own stay in place.
                 for line in seg_lines {
                     if keep_in_break(line, input.settings.strip_cues) {
-                        push_line(out, line, input.playlist_url);
+                        push_line(out, line, res);
                     }
                 }
                 let first_of_slot = pos == 0;
@@ -293,7 +302,9 @@ fn ssai_segments(
                     }
                 }
                 if let Some(pdt) = seg.pdt_ms {
-                    let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", hls::format_pdt_ms(pdt));
+                    out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
+                    hls::write_pdt_ms(out, pdt);
+                    out.push('\n');
                 }
                 match rendition {
                     Some(r) if !r.segments.is_empty() => {
@@ -324,7 +335,7 @@ fn ssai_segments(
                                         name: "EXT-X-MAP",
                                         value: None,
                                     },
-                                    input.playlist_url,
+                                    res,
                                 );
                             }
                             for key in &seg.keys {
@@ -335,12 +346,12 @@ fn ssai_segments(
                                         name: "EXT-X-KEY",
                                         value: None,
                                     },
-                                    input.playlist_url,
+                                    res,
                                 );
                             }
                         }
                         let _ = writeln!(out, "#EXTINF:{},", seg.duration_text);
-                        push_line(out, &lines[seg.uri_line], input.playlist_url);
+                        push_line(out, &lines[seg.uri_line], res);
                     }
                 }
                 prev_in_break = true;
@@ -356,7 +367,7 @@ fn content_return(
     seg_lines: &[Line<'_>],
     ads_keyed: bool,
     out: &mut String,
-    base: &url::Url,
+    base: &Resolver<'_>,
 ) {
     let has = |n: &str| seg_lines.iter().any(|l| l.is_tag(n));
     if !has("EXT-X-DISCONTINUITY") {
@@ -394,7 +405,9 @@ fn content_return(
     }
     if !has("EXT-X-PROGRAM-DATE-TIME") {
         if let Some(p) = seg.pdt_ms {
-            let _ = writeln!(out, "#EXT-X-PROGRAM-DATE-TIME:{}", hls::format_pdt_ms(p));
+            out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
+            hls::write_pdt_ms(out, p);
+            out.push('\n');
         }
     }
 }
@@ -545,6 +558,7 @@ fn codecs_compatible(variant: Option<&str>, ad: Option<&str>) -> bool {
 fn sgai_segments(
     m: &MediaPlaylist<'_>,
     input: &SpliceInput<'_>,
+    res: &Resolver<'_>,
     plans: &[Plan<'_>],
     out: &mut String,
     report: &mut SpliceReport,
@@ -584,7 +598,7 @@ fn sgai_segments(
             if input.settings.strip_cues && is_cue_tag(line) {
                 continue;
             }
-            push_line(out, line, input.playlist_url);
+            push_line(out, line, res);
         }
     }
 }
@@ -655,14 +669,14 @@ fn keep_in_break(l: &Line<'_>, strip_cues: bool) -> bool {
 /// Copy a line, resolving relative URIs (segment URIs and `URI="..."` of
 /// MAP/KEY/PART/PRELOAD-HINT) against the origin playlist URL. Absolute URIs
 /// and every other line are copied byte for byte.
-fn push_line(out: &mut String, line: &Line<'_>, base: &url::Url) {
+fn push_line(out: &mut String, line: &Line<'_>, base: &Resolver<'_>) {
     match line {
         Line::Uri(raw) => {
             let u = raw.trim_end_matches('\r').trim();
             if is_absolute(u) {
                 out.push_str(raw);
             } else {
-                out.push_str(&hls::resolve(base, u));
+                base.push(out, u);
             }
         }
         Line::Tag { raw, name, .. }
@@ -676,7 +690,11 @@ fn push_line(out: &mut String, line: &Line<'_>, base: &url::Url) {
             ) =>
         {
             out.push_str(&rewrite_uri_attr(raw, |u| {
-                (!is_absolute(u)).then(|| hls::resolve(base, u))
+                (!is_absolute(u)).then(|| {
+                    let mut s = String::new();
+                    base.push(&mut s, u);
+                    s
+                })
             }));
         }
         other => out.push_str(other.raw()),
