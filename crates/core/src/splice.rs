@@ -81,9 +81,10 @@ pub struct SpliceReport {
     pub ad_segments: u32,
     /// Why something was not spliced as decided (unfit rendition, ...).
     pub reasons: Vec<String>,
-    /// (break id, item index, segment index within the ad, ad segment
-    /// count) for every ad segment in the output: what beacons key on.
-    pub ad_positions: Vec<(String, usize, u32, u32)>,
+    /// (index into `SpliceInput::breaks`, item index, segment index within
+    /// the ad, ad segment count) for every ad segment in the output: what
+    /// beacons key on.
+    pub ad_positions: Vec<(usize, usize, u32, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -222,6 +223,8 @@ fn ssai_segments(
     let target = m.target_duration;
     let content_is_fmp4 = m.segments.iter().any(|s| s.map.is_some());
     let mut prev_in_break = false;
+    type Choice<'e> = (Option<&'e AdRendition>, Option<usize>);
+    let mut chosen: Vec<((usize, u32), Choice<'_>)> = Vec::new();
     for (k, seg) in m.segments.iter().enumerate() {
         let hit = plans.iter().find_map(|p| {
             let r = &p.entry.record;
@@ -263,8 +266,16 @@ fn ssai_segments(
                 }
                 let first_of_slot = pos == 0;
                 let first_in_window = k == 0;
-                let (rendition, item_idx) =
-                    choose_for_slot(entry, slot, input.variant, target, content_is_fmp4, report);
+                // One choice per slot (same answer for every segment of it).
+                let key = (plan as *const Plan<'_> as usize, slot.start);
+                let (rendition, item_idx) = match chosen.iter().find(|(k, _)| *k == key) {
+                    Some((_, c)) => *c,
+                    None => {
+                        let c = choose_for_slot(entry, slot, input.variant, target, content_is_fmp4, report);
+                        chosen.push((key, c));
+                        c
+                    }
+                };
                 // An origin discontinuity inside the break is carried onto
                 // the ad segment so the counts stay exact.
                 if first_of_slot || seg.discontinuity {
@@ -309,7 +320,9 @@ fn ssai_segments(
                 match rendition {
                     Some(r) if !r.segments.is_empty() => {
                         let s = &r.segments[pos as usize % r.segments.len()];
-                        let _ = writeln!(out, "#EXTINF:{:.3},", s.duration);
+                        out.push_str("#EXTINF:");
+                        write_secs(out, s.duration);
+                        out.push_str(",\n");
                         if let Some(br) = &s.byterange {
                             let _ = writeln!(out, "#EXT-X-BYTERANGE:{br}");
                         }
@@ -317,9 +330,8 @@ fn ssai_segments(
                         out.push('\n');
                         report.ad_segments += 1;
                         if let Some(i) = item_idx {
-                            report
-                                .ad_positions
-                                .push((entry.record.id.clone(), i, pos, slot.len));
+                            let bi = plans.iter().position(|p| std::ptr::eq(p, plan)).unwrap_or(0);
+                            report.ad_positions.push((bi, i, pos, slot.len));
                         }
                     }
                     _ => {
@@ -448,6 +460,16 @@ fn choose_for_slot<'e>(
     }
 }
 
+/// Seconds with three decimals, without float formatting (hot path).
+fn write_secs(out: &mut String, secs: f64) {
+    let ms = (secs.max(0.0) * 1000.0).round() as u64;
+    let _ = write!(out, "{}.", ms / 1000);
+    let frac = ms % 1000;
+    out.push((b'0' + (frac / 100) as u8) as char);
+    out.push((b'0' + (frac / 10 % 10) as u8) as char);
+    out.push((b'0' + (frac % 10) as u8) as char);
+}
+
 fn pod_has_keys(pod: &model::Pod) -> bool {
     pod.items
         .iter()
@@ -540,19 +562,17 @@ fn codecs_compatible(variant: Option<&str>, ad: Option<&str>) -> bool {
     let (Some(v), Some(a)) = (variant, ad) else {
         return true;
     };
-    let fam = |c: &str| {
-        c.trim()
-            .split('.')
-            .next()
-            .unwrap_or("")
-            .to_ascii_lowercase()
+    fn fam(c: &str) -> &str {
+        c.trim().split('.').next().unwrap_or("")
+    }
+    let same = |x: &str, y: &str| {
+        x.eq_ignore_ascii_case(y)
+            || (x.eq_ignore_ascii_case("hev1") && y.eq_ignore_ascii_case("hvc1"))
+            || (x.eq_ignore_ascii_case("hvc1") && y.eq_ignore_ascii_case("hev1"))
     };
-    let vf: Vec<String> = v.split(',').map(fam).collect();
-    a.split(',').map(fam).all(|f| {
-        vf.contains(&f)
-            || (f == "hev1" && vf.iter().any(|x| x == "hvc1"))
-            || (f == "hvc1" && vf.iter().any(|x| x == "hev1"))
-    })
+    a.split(',')
+        .map(fam)
+        .all(|f| v.split(',').map(fam).any(|x| same(f, x)))
 }
 
 fn sgai_segments(

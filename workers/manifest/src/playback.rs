@@ -76,7 +76,6 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
         slug: ch.slug.clone(),
     };
     let breaks = entries(env, &chref, &events, cadence, first_msn).await;
-    drop(m);
     let variant = Variant {
         bandwidth: q("bw").and_then(|b| b.parse().ok()),
         codecs: q("codecs"),
@@ -87,35 +86,23 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
         },
     };
     let settings = cfg.splice_settings(format!("{prefix}interstitials/"));
-    let out = match &breaks {
-        Some(b) => splice::splice(&SpliceInput {
+    // Parsed once: the same view served cue detection above.
+    let out = splice::splice_media(
+        &m,
+        &SpliceInput {
             origin: &text,
             playlist_url: &origin_url,
-            breaks: &b.entries,
+            breaks: breaks.as_ref().map_or(&[][..], |b| &b.entries[..]),
             variant: &variant,
             mode,
             settings: &settings,
-        }),
-        None => splice::splice(&SpliceInput {
-            origin: &text,
-            playlist_url: &origin_url,
-            breaks: &[],
-            variant: &variant,
-            mode,
-            settings: &settings,
-        }),
-    };
-    match out {
-        Ok(o) => {
-            if !o.report.reasons.is_empty() {
-                console_warn!("{}/{}: {:?}", ch.org, ch.slug, o.report.reasons);
-            }
-            respond(req, cfg, o.playlist, target)
-        }
-        Err(_) => respond(req, cfg, text, target),
+        },
+    );
+    if !out.report.reasons.is_empty() {
+        console_warn!("{}/{}: {:?}", ch.org, ch.slug, out.report.reasons);
     }
+    respond(req, cfg, out.playlist, target)
 }
-
 /// The channel's break entries: KV first; the DO when KV cannot vouch for
 /// the window or a cue in it is unknown. `None` when both fail (content).
 async fn entries(
