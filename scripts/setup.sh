@@ -57,3 +57,5 @@ if [ ! -f .dev.vars ]; then
   } > .dev.vars
 fi
 grep -q '^ALLOW_PRIVATE_ORIGINS=' .dev.vars || echo "ALLOW_PRIVATE_ORIGINS=true" >> .dev.vars
+# Local dev: retry quickly (production backs off up to 600 s).
+grep -q '^BEACON_MAX_BACKOFF_S=' .dev.vars || echo "BEACON_MAX_BACKOFF_S=2" >> .dev.vars

@@ -45,11 +45,17 @@ fn pod(id: &str, ads: usize, segs: usize, d: f64) -> Pod {
                 creative_id: format!("cr{i}"),
                 universal_ad_id: None,
                 duration_s: segs as f64 * d,
-                renditions: vec![rendition(&format!("ad{i}"), 800_000, segs, d), rendition(&format!("ad{i}"), 2_000_000, segs, d)],
+                renditions: vec![
+                    rendition(&format!("ad{i}"), 800_000, segs, d),
+                    rendition(&format!("ad{i}"), 2_000_000, segs, d),
+                ],
                 tracking: Tracking::default(),
             })
             .collect(),
-        slate: Slate { slate_id: "s".into(), renditions: vec![rendition("slate", 500_000, 1, d)] },
+        slate: Slate {
+            slate_id: "s".into(),
+            renditions: vec![rendition("slate", 500_000, 1, d)],
+        },
         fill_s: 0.0,
         source: PodSource::Library,
         reasons: vec![],
@@ -76,14 +82,31 @@ fn entries_for(text: &str, ad_seg: f64) -> Vec<BreakEntry> {
 
 /// What the manifest worker does per media request: parse, detect, check
 /// the entries cover the cues, splice and render.
-fn pipeline(text: &str, url: &url::Url, entries: &[BreakEntry], mode: Mode, settings: &SpliceSettings, variant: &Variant) -> usize {
+fn pipeline(
+    text: &str,
+    url: &url::Url,
+    entries: &[BreakEntry],
+    mode: Mode,
+    settings: &SpliceSettings,
+    variant: &Variant,
+) -> usize {
     let m = media::parse(text).expect("parses");
     let det = cues::detect(&m, &SegmentationPolicy::default());
     let actions = sequencer::reconcile(&det.events, entries);
     black_box(actions.len());
-    splice_media(&m, &SpliceInput { origin: text, playlist_url: url, breaks: entries, variant, mode, settings })
-        .playlist
-        .len()
+    splice_media(
+        &m,
+        &SpliceInput {
+            origin: text,
+            playlist_url: url,
+            breaks: entries,
+            variant,
+            mode,
+            settings,
+        },
+    )
+    .playlist
+    .len()
 }
 
 fn peer_dir() -> Option<PathBuf> {
@@ -93,53 +116,125 @@ fn peer_dir() -> Option<PathBuf> {
 
 fn benches(c: &mut Criterion) {
     // SCTE-35 decode throughput.
-    let insert = scte35::decode_base64("/DAvAAAAAAAA///wFAVIAACPf+/+c2nALv4AUsz1AAAAAAAKAAhDVUVJAAABNWLbowo=").expect("sample");
-    let signal = scte35::decode_base64("/DA0AAAAAAAA///wBQb+cr0AUAAeAhxDVUVJSAAAjn/PAAGlmbAICAAAAAAsoKGKNAIAmsnRfg==").expect("sample");
+    let insert = scte35::decode_base64(
+        "/DAvAAAAAAAA///wFAVIAACPf+/+c2nALv4AUsz1AAAAAAAKAAhDVUVJAAABNWLbowo=",
+    )
+    .expect("sample");
+    let signal = scte35::decode_base64(
+        "/DA0AAAAAAAA///wBQb+cr0AUAAeAhxDVUVJSAAAjn/PAAGlmbAICAAAAAAsoKGKNAIAmsnRfg==",
+    )
+    .expect("sample");
     let mut g = c.benchmark_group("scte35");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("decode_splice_insert", |b| b.iter(|| scte35::parse(black_box(&insert)).map(|s| s.crc_ok)));
-    g.bench_function("decode_time_signal_segmentation", |b| b.iter(|| scte35::parse(black_box(&signal)).map(|s| s.crc_ok)));
+    g.bench_function("decode_splice_insert", |b| {
+        b.iter(|| scte35::parse(black_box(&insert)).map(|s| s.crc_ok))
+    });
+    g.bench_function("decode_time_signal_segmentation", |b| {
+        b.iter(|| scte35::parse(black_box(&signal)).map(|s| s.crc_ok))
+    });
     g.finish();
 
     // Marker detection on a 10-segment playlist with a break in view.
-    let ch = SimChannel { window: 10, dialect: SimDialect::Oatcls, ..Default::default() };
+    let ch = SimChannel {
+        window: 10,
+        dialect: SimDialect::Oatcls,
+        ..Default::default()
+    };
     let ten = ch.media("low", ch.pdt_of(16));
     c.bench_function("cues/detect_10seg_oatcls", |b| {
         b.iter(|| {
             let m = media::parse(black_box(&ten)).expect("parses");
-            cues::detect(&m, &SegmentationPolicy::default()).events.len()
+            cues::detect(&m, &SegmentationPolicy::default())
+                .events
+                .len()
         })
     });
 
     // Splice of a 6-segment live variant with one active 30 s break.
-    let ch = SimChannel { window: 6, break_len: 15, first_break: 10, ..Default::default() };
+    let ch = SimChannel {
+        window: 6,
+        break_len: 15,
+        first_break: 10,
+        ..Default::default()
+    };
     let six = ch.media("low", ch.pdt_of(18));
     let entries = entries_for(&six, 2.0);
     assert_eq!(entries.len(), 1);
     let url = url::Url::parse("https://origin.example.com/live/low/index.m3u8").expect("url");
     let settings = SpliceSettings::default();
-    let variant = Variant { bandwidth: Some(1_000_000), codecs: None, kind: TrackKind::Muxed };
+    let variant = Variant {
+        bandwidth: Some(1_000_000),
+        codecs: None,
+        kind: TrackKind::Muxed,
+    };
     let mut g = c.benchmark_group("splice_6seg_30s_break");
-    g.bench_function("ssai", |b| b.iter(|| pipeline(black_box(&six), &url, &entries, Mode::Ssai, &settings, &variant)));
-    g.bench_function("sgai", |b| b.iter(|| pipeline(black_box(&six), &url, &entries, Mode::Sgai, &settings, &variant)));
-    g.bench_function("passthrough", |b| b.iter(|| pipeline(black_box(&six), &url, &[], Mode::Ssai, &settings, &variant)));
+    g.bench_function("ssai", |b| {
+        b.iter(|| {
+            pipeline(
+                black_box(&six),
+                &url,
+                &entries,
+                Mode::Ssai,
+                &settings,
+                &variant,
+            )
+        })
+    });
+    g.bench_function("sgai", |b| {
+        b.iter(|| {
+            pipeline(
+                black_box(&six),
+                &url,
+                &entries,
+                Mode::Sgai,
+                &settings,
+                &variant,
+            )
+        })
+    });
+    g.bench_function("passthrough", |b| {
+        b.iter(|| pipeline(black_box(&six), &url, &[], Mode::Ssai, &settings, &variant))
+    });
     g.finish();
 
     // The peer's inputs, same bytes.
     if let Some(dir) = peer_dir() {
         let mut g = c.benchmark_group("peer_full_pipeline");
-        for name in ["full_pipeline_6seg_1break", "full_pipeline_15seg_1break", "full_pipeline_60seg_3breaks", "full_pipeline_12seg_0breaks"] {
-            let text = std::fs::read_to_string(dir.join(format!("{name}.m3u8"))).expect("peer input");
+        for name in [
+            "full_pipeline_6seg_1break",
+            "full_pipeline_15seg_1break",
+            "full_pipeline_60seg_3breaks",
+            "full_pipeline_12seg_0breaks",
+        ] {
+            let text =
+                std::fs::read_to_string(dir.join(format!("{name}.m3u8"))).expect("peer input");
             let e = entries_for(&text, 6.0);
-            g.bench_function(name, |b| b.iter(|| pipeline(black_box(&text), &url, &e, Mode::Ssai, &settings, &variant)));
+            g.bench_function(name, |b| {
+                b.iter(|| pipeline(black_box(&text), &url, &e, Mode::Ssai, &settings, &variant))
+            });
         }
         g.finish();
         let mut g = c.benchmark_group("peer_master_rewrite");
-        for name in ["stage_rewrite_master_3variants", "stage_rewrite_master_7variants"] {
-            let text = std::fs::read_to_string(dir.join(format!("{name}.m3u8"))).expect("peer input");
-            let carry = [("mode", "ssai".to_string()), ("sid", "0123456789abcdef".to_string())];
+        for name in [
+            "stage_rewrite_master_3variants",
+            "stage_rewrite_master_7variants",
+        ] {
+            let text =
+                std::fs::read_to_string(dir.join(format!("{name}.m3u8"))).expect("peer input");
+            let carry = [
+                ("mode", "ssai".to_string()),
+                ("sid", "0123456789abcdef".to_string()),
+            ];
             g.bench_function(name, |b| {
-                b.iter(|| rewrite_master(&MasterInput { origin: black_box(&text), origin_url: &url, self_prefix: "/org/ch/", carry: &carry }).map(|s| s.len()))
+                b.iter(|| {
+                    rewrite_master(&MasterInput {
+                        origin: black_box(&text),
+                        origin_url: &url,
+                        self_prefix: "/org/ch/",
+                        carry: &carry,
+                    })
+                    .map(|s| s.len())
+                })
             });
         }
         g.finish();
@@ -151,15 +246,25 @@ fn benches(c: &mut Criterion) {
 #[cfg(feature = "vast")]
 fn vast_benches(c: &mut Criterion, dir: &std::path::Path) {
     let mut g = c.benchmark_group("peer_vast");
-    for name in ["vast_inline_3ads_3mf", "vast_inline_1ad_1mf", "vast_inline_10ads_3mf", "vast_wrapper", "vast_empty"] {
+    for name in [
+        "vast_inline_3ads_3mf",
+        "vast_inline_1ad_1mf",
+        "vast_inline_10ads_3mf",
+        "vast_wrapper",
+        "vast_empty",
+    ] {
         let text = std::fs::read_to_string(dir.join(format!("{name}.xml"))).expect("peer input");
-        g.bench_function(format!("{name}_parse"), |b| b.iter(|| cf_ssai_core::vast::parse(black_box(&text)).map(|d| d.ads.len())));
+        g.bench_function(format!("{name}_parse"), |b| {
+            b.iter(|| cf_ssai_core::vast::parse(black_box(&text)).map(|d| d.ads.len()))
+        });
     }
     let text = std::fs::read_to_string(dir.join("vast_inline_3ads_3mf.xml")).expect("peer input");
     g.bench_function("vast_inline_3ads_3mf_parse_and_pod", |b| {
         b.iter(|| {
             let doc = cf_ssai_core::vast::parse(black_box(&text)).expect("parses");
-            cf_ssai_core::vast::pod_from_vast(&doc, "b1", 30.0, 2000, 0.0).items.len()
+            cf_ssai_core::vast::pod_from_vast(&doc, "b1", 30.0, 2000, 0.0)
+                .items
+                .len()
         })
     });
     g.finish();

@@ -49,22 +49,25 @@ pub struct BeaconMessage {
     pub accept_language: Option<String>,
     /// Epoch ms when produced (backoff reads the age).
     pub created_ms: i64,
+    /// Dedupe key fixed at creation from the URL *template* (macros such as
+    /// [CACHEBUSTING] differ per delivery; the beacon must not).
+    #[serde(default)]
+    pub dedupe: String,
 }
 
 impl BeaconMessage {
     /// (session, break, ad, event, url): a re-delivered or retried message
     /// never fires twice.
     pub fn dedupe_key(&self) -> String {
-        let mut h: u64 = 0xcbf29ce484222325;
-        for b in self.url.bytes() {
-            h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+        if !self.dedupe.is_empty() {
+            return self.dedupe.clone();
         }
-        format!(
-            "beacon:{}:{}:{}:{}:{h:016x}",
-            self.session,
-            self.break_id,
-            self.ad_id,
-            self.event.as_str()
+        dedupe_key(
+            &self.session,
+            &self.break_id,
+            &self.ad_id,
+            self.event,
+            &self.url,
         )
     }
 
@@ -116,6 +119,76 @@ pub fn events_for_segment(index: u32, count: u32) -> Vec<TrackingEvent> {
         ev.push(TrackingEvent::Complete);
     }
     ev
+}
+
+/// `beacon:{session}:{break}:{ad}:{event}:{hash of the URL template}`.
+pub fn dedupe_key(
+    session: &str,
+    break_id: &str,
+    ad_id: &str,
+    event: TrackingEvent,
+    template: &str,
+) -> String {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in template.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x100000001b3);
+    }
+    format!(
+        "beacon:{session}:{break_id}:{ad_id}:{}:{h:016x}",
+        event.as_str()
+    )
+}
+
+/// Who is watching, for the IAB headers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Device {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub referer: Option<String>,
+    pub accept_language: Option<String>,
+}
+
+/// The beacons a session's delivery of ad segment `pos` (of `count`) of
+/// `item` fires: one message per tracking URL of each event crossed.
+pub fn for_delivery(
+    break_id: &str,
+    item: &crate::model::PodItem,
+    pos: u32,
+    count: u32,
+    session: &str,
+    device: &Device,
+    now_ms: i64,
+) -> Vec<BeaconMessage> {
+    let t = &item.tracking;
+    let mut out = Vec::new();
+    for ev in events_for_segment(pos, count) {
+        let urls = match ev {
+            TrackingEvent::Impression => &t.impression,
+            TrackingEvent::Start => &t.start,
+            TrackingEvent::FirstQuartile => &t.first_quartile,
+            TrackingEvent::Midpoint => &t.midpoint,
+            TrackingEvent::ThirdQuartile => &t.third_quartile,
+            TrackingEvent::Complete => &t.complete,
+            TrackingEvent::Error => &t.error,
+        };
+        for u in urls {
+            let cb = (now_ms as u32).wrapping_mul(2_654_435_761) % 100_000_000;
+            out.push(BeaconMessage {
+                url: fill_macros(u, now_ms, cb, None),
+                event: ev,
+                session: session.to_string(),
+                break_id: break_id.to_string(),
+                ad_id: item.ad_id.clone(),
+                device_ip: device.ip.clone(),
+                device_ua: device.user_agent.clone(),
+                referer: device.referer.clone(),
+                accept_language: device.accept_language.clone(),
+                created_ms: now_ms,
+                dedupe: dedupe_key(session, break_id, &item.ad_id, ev, u),
+            });
+        }
+    }
+    out
 }
 
 /// Fill the VAST 4 macros we know ([CACHEBUSTING], [TIMESTAMP],

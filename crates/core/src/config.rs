@@ -176,6 +176,8 @@ impl ChannelConfig {
             snap: self.sgai_snap.clone(),
             strip_cues: self.strip_cues,
             ad_dateranges: self.ad_dateranges,
+            ad_proxy_prefix: None,
+            session: None,
         }
     }
 

@@ -224,7 +224,13 @@ fn fast_pdt(b: &[u8]) -> Option<i64> {
         }
         Some(v)
     };
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[13] != b':' || b[16] != b':' {
+    if b.len() < 20
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || b[10] != b'T'
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
@@ -303,7 +309,12 @@ pub fn write_pdt_ms(out: &mut String, ms: i64) {
     let days = ms.div_euclid(86_400_000);
     let rem = ms.rem_euclid(86_400_000);
     let (y, m, d) = civil_from_days(days);
-    let (h, mi, sec, milli) = (rem / 3_600_000, rem / 60_000 % 60, rem / 1000 % 60, rem % 1000);
+    let (h, mi, sec, milli) = (
+        rem / 3_600_000,
+        rem / 60_000 % 60,
+        rem / 1000 % 60,
+        rem % 1000,
+    );
     let mut buf = [0u8; 24];
     let put = |buf: &mut [u8], at: usize, v: i64, n: usize| {
         let mut v = v;
@@ -421,7 +432,9 @@ mod tests {
             "2024-02-29T12:00:00.5-05:30",
             "2030-07-04T01:02:03.123456Z",
         ] {
-            let slow = chrono::DateTime::parse_from_rfc3339(t).unwrap().timestamp_millis();
+            let slow = chrono::DateTime::parse_from_rfc3339(t)
+                .unwrap()
+                .timestamp_millis();
             assert_eq!(fast_pdt(t.as_bytes()), Some(slow), "{t}");
             let f = format_pdt_ms(slow);
             assert_eq!(parse_pdt_ms(&f), Some(slow), "{t}");
@@ -429,7 +442,14 @@ mod tests {
         assert_eq!(fast_pdt(b"2025-13-01T00:00:00Z"), None);
         let base = url::Url::parse("https://o.example/live/ch/v1/index.m3u8?token=1").unwrap();
         let r = Resolver::new(&base);
-        for rel in ["seg1.ts", "../x/seg.ts", "/abs.ts", "https://cdn/x.ts", "a b.ts", "sub/seg.ts?x=1"] {
+        for rel in [
+            "seg1.ts",
+            "../x/seg.ts",
+            "/abs.ts",
+            "https://cdn/x.ts",
+            "a b.ts",
+            "sub/seg.ts?x=1",
+        ] {
             let mut s = String::new();
             r.push(&mut s, rel);
             assert_eq!(s, resolve(&base, rel), "{rel}");

@@ -49,6 +49,12 @@ pub struct SpliceSettings {
     pub strip_cues: bool,
     /// Add an `EXT-X-DATERANGE` per inserted ad (SSAI).
     pub ad_dateranges: bool,
+    /// Deliver ad segments through this path prefix (e.g.
+    /// `/org/channel/ad/`) so delivery fires server-side beacons. The URIs
+    /// then carry the viewer's session and so differ per viewer.
+    pub ad_proxy_prefix: Option<String>,
+    /// The viewer session (from the master playlist's `sid`).
+    pub session: Option<String>,
 }
 
 impl Default for SpliceSettings {
@@ -60,6 +66,8 @@ impl Default for SpliceSettings {
             snap: String::new(),
             strip_cues: false,
             ad_dateranges: true,
+            ad_proxy_prefix: None,
+            session: None,
         }
     }
 }
@@ -271,7 +279,14 @@ fn ssai_segments(
                 let (rendition, item_idx) = match chosen.iter().find(|(k, _)| *k == key) {
                     Some((_, c)) => *c,
                     None => {
-                        let c = choose_for_slot(entry, slot, input.variant, target, content_is_fmp4, report);
+                        let c = choose_for_slot(
+                            entry,
+                            slot,
+                            input.variant,
+                            target,
+                            content_is_fmp4,
+                            report,
+                        );
                         chosen.push((key, c));
                         c
                     }
@@ -326,11 +341,32 @@ fn ssai_segments(
                         if let Some(br) = &s.byterange {
                             let _ = writeln!(out, "#EXT-X-BYTERANGE:{br}");
                         }
-                        out.push_str(&s.uri);
+                        match (&input.settings.ad_proxy_prefix, item_idx) {
+                            (Some(prefix), Some(i)) => {
+                                let ext = s
+                                    .uri
+                                    .rsplit('.')
+                                    .next()
+                                    .filter(|e| e.len() <= 4 && !e.contains('/'))
+                                    .unwrap_or("ts");
+                                let _ = write!(
+                                    out,
+                                    "{prefix}{}/{i}/{}/{pos}.{ext}",
+                                    entry.record.id, r.bandwidth
+                                );
+                                if let Some(sid) = &input.settings.session {
+                                    let _ = write!(out, "?sid={sid}");
+                                }
+                            }
+                            _ => out.push_str(&s.uri),
+                        }
                         out.push('\n');
                         report.ad_segments += 1;
                         if let Some(i) = item_idx {
-                            let bi = plans.iter().position(|p| std::ptr::eq(p, plan)).unwrap_or(0);
+                            let bi = plans
+                                .iter()
+                                .position(|p| std::ptr::eq(p, plan))
+                                .unwrap_or(0);
                             report.ad_positions.push((bi, i, pos, slot.len));
                         }
                     }

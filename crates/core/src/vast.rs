@@ -50,7 +50,9 @@ impl VastError {
     pub fn code(&self) -> u16 {
         match self {
             VastError::Xml { .. } | VastError::TooLarge { .. } => error_code::XML_PARSE,
-            VastError::NotVast(_) | VastError::TooManyAds | VastError::TooDeep => error_code::SCHEMA,
+            VastError::NotVast(_) | VastError::TooManyAds | VastError::TooDeep => {
+                error_code::SCHEMA
+            }
         }
     }
 }
@@ -105,7 +107,12 @@ pub struct MediaFile {
 impl MediaFile {
     pub fn is_hls(&self) -> bool {
         let m = self.mime.to_ascii_lowercase();
-        m.contains("mpegurl") || self.url.split('?').next().is_some_and(|p| p.ends_with(".m3u8"))
+        m.contains("mpegurl")
+            || self
+                .url
+                .split('?')
+                .next()
+                .is_some_and(|p| p.ends_with(".m3u8"))
     }
 }
 
@@ -142,9 +149,14 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
                     saw_root = true;
                 }
                 let attr = |k: &str| -> Option<String> {
-                    e.attributes().flatten().find(|a| a.key.local_name().as_ref() == k.as_bytes()).map(|a| {
-                        a.unescape_value().map(|v| v.into_owned()).unwrap_or_else(|_| String::from_utf8_lossy(&a.value).into_owned())
-                    })
+                    e.attributes()
+                        .flatten()
+                        .find(|a| a.key.local_name().as_ref() == k.as_bytes())
+                        .map(|a| {
+                            a.unescape_value()
+                                .map(|v| v.into_owned())
+                                .unwrap_or_else(|_| String::from_utf8_lossy(&a.value).into_owned())
+                        })
                 };
                 match name.as_str() {
                     "VAST" => doc.version = attr("version").unwrap_or_default(),
@@ -209,7 +221,15 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
             }
             Event::CData(t) => pending.push_str(&String::from_utf8_lossy(&t)),
             Event::End(_) => {
-                text(&path, pending.trim(), &mut doc, &mut ad, &mut creative, &mut media, &tracking_event);
+                text(
+                    &path,
+                    pending.trim(),
+                    &mut doc,
+                    &mut ad,
+                    &mut creative,
+                    &mut media,
+                    &tracking_event,
+                );
                 pending.clear();
                 if let Some(name) = path.pop() {
                     close(&name, &mut doc, &mut ad, &mut creative, &mut media);
@@ -243,7 +263,13 @@ fn entity(name: &str) -> String {
     }
 }
 
-fn close(name: &str, doc: &mut VastDoc, ad: &mut Option<VastAd>, creative: &mut Option<Creative>, media: &mut Option<MediaFile>) {
+fn close(
+    name: &str,
+    doc: &mut VastDoc,
+    ad: &mut Option<VastAd>,
+    creative: &mut Option<Creative>,
+    media: &mut Option<MediaFile>,
+) {
     match name {
         "Ad" => {
             if let Some(a) = ad.take() {
@@ -339,15 +365,23 @@ pub fn parse_duration(s: &str) -> Option<f64> {
 /// Fold a wrapper's impressions, errors and tracking into the ad it
 /// resolved to (VAST 4.3 §2.4.3.4: wrapper tracking fires too).
 pub fn merge_wrapper(inline: &mut VastAd, wrapper: &VastAd) {
-    inline.impressions.extend(wrapper.impressions.iter().cloned());
+    inline
+        .impressions
+        .extend(wrapper.impressions.iter().cloned());
     inline.errors.extend(wrapper.errors.iter().cloned());
-    if let Some(wc) = wrapper.creatives.iter().find(|c| c.linear || !c.tracking.start.is_empty()) {
+    if let Some(wc) = wrapper
+        .creatives
+        .iter()
+        .find(|c| c.linear || !c.tracking.start.is_empty())
+    {
         for c in inline.creatives.iter_mut() {
             let t = &mut c.tracking;
             t.start.extend(wc.tracking.start.iter().cloned());
-            t.first_quartile.extend(wc.tracking.first_quartile.iter().cloned());
+            t.first_quartile
+                .extend(wc.tracking.first_quartile.iter().cloned());
             t.midpoint.extend(wc.tracking.midpoint.iter().cloned());
-            t.third_quartile.extend(wc.tracking.third_quartile.iter().cloned());
+            t.third_quartile
+                .extend(wc.tracking.third_quartile.iter().cloned());
             t.complete.extend(wc.tracking.complete.iter().cloned());
         }
     }
@@ -364,14 +398,25 @@ pub fn ordered_inline_ads(doc: &VastDoc) -> Vec<&VastAd> {
 /// A pod item for a VAST ad's first linear creative, with its tracking,
 /// and renditions from `renditions_for` (the ad library mapping by
 /// creative id / UniversalAdId; empty = not conditioned).
-pub fn pod_item(ad: &VastAd, renditions_for: impl Fn(&Creative) -> Vec<crate::model::AdRendition>) -> Option<PodItem> {
+pub fn pod_item(
+    ad: &VastAd,
+    renditions_for: impl Fn(&Creative) -> Vec<crate::model::AdRendition>,
+) -> Option<PodItem> {
     let c = ad.creatives.iter().find(|c| c.linear)?;
     let mut tracking = c.tracking.clone();
     tracking.impression = ad.impressions.clone();
     tracking.error = ad.errors.clone();
     Some(PodItem {
-        ad_id: if ad.id.is_empty() { c.id.clone() } else { ad.id.clone() },
-        creative_id: if c.id.is_empty() { c.ad_id.clone() } else { c.id.clone() },
+        ad_id: if ad.id.is_empty() {
+            c.id.clone()
+        } else {
+            ad.id.clone()
+        },
+        creative_id: if c.id.is_empty() {
+            c.ad_id.clone()
+        } else {
+            c.id.clone()
+        },
         universal_ad_id: c.universal_ad_id.clone(),
         duration_s: c.duration_s.unwrap_or(0.0),
         renditions: renditions_for(c),
@@ -381,10 +426,26 @@ pub fn pod_item(ad: &VastAd, renditions_for: impl Fn(&Creative) -> Vec<crate::mo
 
 /// Parse result → pod (no library: for the benchmark and for VAST whose
 /// creatives are all already conditioned HLS).
-pub fn pod_from_vast(doc: &VastDoc, break_id: &str, duration_s: f64, cadence_ms: u64, threshold_s: f64) -> Pod {
-    let items: Vec<PodItem> = ordered_inline_ads(doc).into_iter().filter_map(|a| pod_item(a, |_| Vec::new())).collect();
+pub fn pod_from_vast(
+    doc: &VastDoc,
+    break_id: &str,
+    duration_s: f64,
+    cadence_ms: u64,
+    threshold_s: f64,
+) -> Pod {
+    let items: Vec<PodItem> = ordered_inline_ads(doc)
+        .into_iter()
+        .filter_map(|a| pod_item(a, |_| Vec::new()))
+        .collect();
     build_pod(
-        &PodRequest { break_id, duration_s, cadence_ms, personalization_threshold_s: threshold_s, capped: &[], source: PodSource::Vast },
+        &PodRequest {
+            break_id,
+            duration_s,
+            cadence_ms,
+            personalization_threshold_s: threshold_s,
+            capped: &[],
+            source: PodSource::Vast,
+        },
         items,
         Slate::default(),
         Vec::new(),
@@ -416,14 +477,23 @@ mod tests {
         assert_eq!(d.version, "4.2");
         assert_eq!(d.ads.len(), 2);
         let a = &d.ads[0];
-        assert_eq!(a.impressions, vec!["https://t.example/imp?a=1", "https://t.example/imp2?a=1&b=2"]);
+        assert_eq!(
+            a.impressions,
+            vec![
+                "https://t.example/imp?a=1",
+                "https://t.example/imp2?a=1&b=2"
+            ]
+        );
         let c = &a.creatives[0];
         assert_eq!(c.universal_ad_id.as_deref(), Some("UAID-1"));
         assert_eq!(c.duration_s, Some(10.0));
         assert_eq!(c.media_files.len(), 2);
         assert!(c.media_files[0].is_hls());
         assert_eq!(c.tracking.start, vec!["https://t.example/start"]);
-        let order: Vec<_> = ordered_inline_ads(&d).iter().map(|a| a.id.as_str()).collect();
+        let order: Vec<_> = ordered_inline_ads(&d)
+            .iter()
+            .map(|a| a.id.as_str())
+            .collect();
         assert_eq!(order, vec!["a0", "a1"]);
     }
 
@@ -441,7 +511,10 @@ mod tests {
     fn empty_malformed_huge_and_not_vast() {
         let e = parse(r#"<VAST version="4.0"/>"#).unwrap();
         assert!(e.ads.is_empty());
-        assert!(matches!(parse("<VAST><Ad><InLine></Ad></VAST>"), Err(VastError::Xml { .. })));
+        assert!(matches!(
+            parse("<VAST><Ad><InLine></Ad></VAST>"),
+            Err(VastError::Xml { .. })
+        ));
         assert!(matches!(parse("<html/>"), Err(VastError::NotVast(_))));
         let big = format!("<VAST>{}</VAST>", " ".repeat(10 * 1024 * 1024));
         assert!(matches!(parse(&big), Err(VastError::TooLarge { .. })));

@@ -30,8 +30,23 @@ async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) 
     let private_ok = worker_shared::private_origins_allowed(&env);
     let kv = env.kv(bindings::KV)?;
     let is_dlq = batch.queue().ends_with("-dlq");
+    let max_backoff: u32 = var_or(&env, "BEACON_MAX_BACKOFF_S", "600")
+        .parse()
+        .unwrap_or(600);
     let messages = batch.messages()?;
-    let outcomes = join_all(messages.iter().map(|m| {
+    // Duplicates inside one batch (a segment fetched twice): only the first
+    // of each key fires; the rest are acked (the first carries the retry).
+    let mut seen = std::collections::HashSet::new();
+    let firsts: Vec<bool> = messages
+        .iter()
+        .map(
+            |m| match serde_json::from_value::<BeaconMessage>(m.body().clone()) {
+                Ok(b) => seen.insert(b.dedupe_key()),
+                Err(_) => true,
+            },
+        )
+        .collect();
+    let outcomes = join_all(messages.iter().zip(firsts).map(|(m, first)| {
         let kv = &kv;
         async move {
             let body = m.body();
@@ -55,6 +70,9 @@ async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) 
                 return Outcome::DeadLettered;
             }
             let key = msg.dedupe_key();
+            if !first {
+                return Outcome::Deduped;
+            }
             if let Ok(Some(_)) = kv.get(&key).text().await {
                 return Outcome::Deduped;
             }
@@ -95,7 +113,7 @@ async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) 
             Outcome::Retry(created) => {
                 failed += 1;
                 let jitter = (now_ms() as u32).wrapping_mul(2654435761) >> 28;
-                let delay = beacon::backoff_s(now_ms() - created, jitter);
+                let delay = beacon::backoff_s(now_ms() - created, jitter).min(max_backoff);
                 m.retry_with_options(
                     &QueueRetryOptionsBuilder::new()
                         .with_delay_seconds(delay)

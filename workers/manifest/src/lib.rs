@@ -20,7 +20,7 @@ fn start() {
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
     let path = req.path();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     match (req.method(), parts.as_slice()) {
@@ -45,6 +45,7 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
                 ["interstitials", file] if file.ends_with(".json") => {
                     playback::asset_list(&req, &env, &ch, file.trim_end_matches(".json")).await
                 }
+                ["ad", seg @ ..] => playback::ad_segment(&req, &env, &ctx, &ch, seg).await,
                 ["ads", brk, file] if file.ends_with(".m3u8") => {
                     playback::ad_master(&req, &env, &ch, brk, file.trim_end_matches(".m3u8")).await
                 }

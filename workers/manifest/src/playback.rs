@@ -85,7 +85,11 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
             _ => TrackKind::Muxed,
         },
     };
-    let settings = cfg.splice_settings(format!("{prefix}interstitials/"));
+    let mut settings = cfg.splice_settings(format!("{prefix}interstitials/"));
+    if cfg.proxy_ad_segments {
+        settings.ad_proxy_prefix = Some(format!("{prefix}ad/"));
+        settings.session = q("sid").filter(|s| valid_sid(s));
+    }
     // Parsed once: the same view served cue detection above.
     let out = splice::splice_media(
         &m,
@@ -195,6 +199,94 @@ pub async fn asset_list(
     cors(req, &ch.config, r.headers_mut())?;
     r.headers_mut().set("Cache-Control", "max-age=2")?;
     Ok(r)
+}
+
+fn valid_sid(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `GET /{org}/{channel}/ad/{break}/{item}/{bandwidth}/{pos}.{ext}?sid=`:
+/// a proxied ad segment. Redirects to the media and, for a session, queues
+/// the beacons this delivery crosses (impression/start on the first
+/// segment, each quartile when crossed, complete on the last). Deduped
+/// downstream, so reloads and re-fetches never fire twice.
+pub async fn ad_segment(
+    req: &Request,
+    env: &Env,
+    ctx: &Context,
+    ch: &Channel,
+    parts: &[&str],
+) -> Result<Response> {
+    let [brk, item, bw, file] = parts else {
+        return error(404, "no such ad segment");
+    };
+    let (Ok(item_idx), Ok(bw)) = (item.parse::<usize>(), bw.parse::<u64>()) else {
+        return error(404, "no such ad segment");
+    };
+    let Some(pos) = file.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
+        return error(404, "no such ad segment");
+    };
+    let chref = ChannelRef {
+        org: ch.org.clone(),
+        slug: ch.slug.clone(),
+    };
+    let Some(entry) = find_entry(env, &chref, brk).await else {
+        return error(404, format!("no break {brk}"));
+    };
+    let Some(it) = entry.pod.items.get(item_idx) else {
+        return error(404, "no such ad");
+    };
+    let Some(r) = it.renditions.iter().find(|r| r.bandwidth == bw) else {
+        return error(404, "no such rendition");
+    };
+    let Some(seg) = r.segments.get(pos as usize) else {
+        return error(404, "no such segment");
+    };
+    let count = cf_ssai_core::model::layout(&entry.record, &entry.pod)
+        .iter()
+        .find(|s| s.kind == cf_ssai_core::model::SlotKind::Ad(item_idx))
+        .map_or(r.segments.len() as u32, |s| s.len);
+    let url = req.url()?;
+    let sid = url
+        .query_pairs()
+        .find(|(k, _)| k == "sid")
+        .map(|(_, v)| v.into_owned())
+        .filter(|s| valid_sid(s));
+    if let Some(sid) = sid {
+        let h = req.headers();
+        let device = cf_ssai_core::beacon::Device {
+            ip: h.get("CF-Connecting-IP")?.or(h.get("X-Forwarded-For")?),
+            user_agent: h.get("User-Agent")?,
+            referer: h.get("Referer")?,
+            accept_language: h.get("Accept-Language")?,
+        };
+        let msgs = cf_ssai_core::beacon::for_delivery(
+            &entry.record.id,
+            it,
+            pos,
+            count,
+            &sid,
+            &device,
+            worker_shared::now_ms(),
+        );
+        if !msgs.is_empty() {
+            let q = env.queue(bindings::BEACONS)?;
+            // Off the response path: the redirect does not wait for the queue.
+            ctx.wait_until(async move {
+                if let Err(e) = q.send_batch(msgs).await {
+                    console_error!("beacon enqueue failed: {e}");
+                }
+            });
+        }
+    }
+    let mut resp = Response::empty()?.with_status(302);
+    resp.headers_mut().set("Location", &seg.uri)?;
+    resp.headers_mut().set("Cache-Control", "no-store")?;
+    cors(req, &ch.config, resp.headers_mut())?;
+    Ok(resp)
 }
 
 /// `GET /{org}/{channel}/ads/{break}/{i|slate}.m3u8`: an ad's renditions.
