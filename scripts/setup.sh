@@ -59,3 +59,5 @@ fi
 grep -q '^ALLOW_PRIVATE_ORIGINS=' .dev.vars || echo "ALLOW_PRIVATE_ORIGINS=true" >> .dev.vars
 # Local dev: retry quickly (production backs off up to 600 s).
 grep -q '^BEACON_MAX_BACKOFF_S=' .dev.vars || echo "BEACON_MAX_BACKOFF_S=2" >> .dev.vars
+# threefive (PyPI), the reference SCTE-35 decoder for the differential test.
+python3 -c "import threefive" 2>/dev/null || { say "pip install threefive"; python3 -m pip install -q threefive==3.1.5; }
