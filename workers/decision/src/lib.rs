@@ -9,6 +9,8 @@ use serde::Deserialize;
 use worker::*;
 use worker_shared::{bindings, error, json};
 
+mod vast;
+
 /// Decision cache TTL (KV), seconds.
 const CACHE_TTL_S: u64 = 60;
 
@@ -99,13 +101,34 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
         return json(&pod, 200);
     }
     let mut reasons = Vec::new();
-    let candidates = match library(env, &org, &slug).await {
+    let lib = match library(env, &org, &slug).await {
         Ok(c) => c,
         Err(e) => {
             reasons.push(format!("ad library unavailable: {e}"));
             Vec::new()
         }
     };
+    // Waterfall: VAST tags (within the time budget), then the library.
+    let started = worker_shared::now_ms();
+    let budget = ch.config.decision_timeout_ms as i64;
+    let mut source = PodSource::Library;
+    let mut candidates = Vec::new();
+    for tag in &ch.config.vast_urls {
+        let left = budget - (worker_shared::now_ms() - started);
+        if left <= 50 {
+            reasons.push("VAST: time budget spent".into());
+            break;
+        }
+        let url = fill_tag(tag, duration_s, &r.viewer, worker_shared::now_ms());
+        let items = vast::resolve(env, &url, &lib, cadence_ms, left as u64, &mut reasons).await;
+        if !items.is_empty() {
+            source = PodSource::Vast;
+            candidates.extend(items);
+        }
+    }
+    if candidates.is_empty() {
+        candidates = lib;
+    }
     let slate = match slate(env, &org, &slug, &ch.config.slate_id).await {
         Ok(s) => s,
         Err(e) => {
@@ -120,7 +143,7 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
             cadence_ms,
             personalization_threshold_s: ch.config.personalization_threshold_s,
             capped: &[],
-            source: PodSource::Library,
+            source,
         },
         candidates,
         slate,
@@ -131,6 +154,25 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
     }
     worker_shared::count(env, "decision", "decisions", 1).await;
     json(&pod, 200)
+}
+
+/// Fill the tag's macros (VAST 4.3 §6): cache buster, timestamp, break
+/// duration, and the viewer's geo/consent when given.
+fn fill_tag(tag: &str, duration_s: f64, v: &Viewer, now_ms: i64) -> String {
+    let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
+    let cb = (now_ms as u32).wrapping_mul(2_654_435_761) % 100_000_000;
+    cf_ssai_core::beacon::fill_macros(tag, now_ms, cb, None)
+        .replace(
+            "[BREAKMAXDURATION]",
+            &format!("{}", (duration_s * 1000.0).round() as u64),
+        )
+        .replace("[DURATION]", &format!("{duration_s:.3}"))
+        .replace("[GDPRCONSENT]", &enc(&v.consent))
+        .replace(
+            "[REGULATIONS]",
+            if v.consent.is_empty() { "" } else { "gdpr" },
+        )
+        .replace("[DEVICEGEO]", &enc(&v.geo))
 }
 
 #[derive(Deserialize)]

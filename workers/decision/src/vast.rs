@@ -1,0 +1,211 @@
+//! VAST tags for the waterfall: fetch (within the budget), follow wrappers
+//! to a depth of 5, map creatives to conditioned media from the ad library
+//! (by creative id or UniversalAdId), and report rejected ads to their
+//! `<Error>` URLs through the beacon queue. Parsing and merging are the
+//! core's (`cf_ssai_core::vast`).
+
+use cf_ssai_core::beacon::{self, BeaconMessage, TrackingEvent};
+use cf_ssai_core::model::PodItem;
+use cf_ssai_core::vast::{self as core_vast, error_code, VastAd};
+use worker::*;
+use worker_shared::{bindings, now_ms};
+
+pub const MAX_WRAPPER_DEPTH: usize = 5;
+
+/// The usable pod items of one VAST tag, in play order.
+pub async fn resolve(
+    env: &Env,
+    url: &str,
+    library: &[PodItem],
+    cadence_ms: u64,
+    budget_ms: u64,
+    reasons: &mut Vec<String>,
+) -> Vec<PodItem> {
+    let deadline = now_ms() + budget_ms as i64;
+    let private_ok = worker_shared::private_origins_allowed(env);
+    let doc = match fetch_doc(url, deadline, private_ok).await {
+        Ok(d) => d,
+        Err(e) => {
+            reasons.push(format!("VAST {url}: {e}"));
+            return Vec::new();
+        }
+    };
+    let mut items = Vec::new();
+    let mut errors: Vec<(String, u16)> = Vec::new();
+    for ad in core_vast::ordered_inline_ads(&doc)
+        .into_iter()
+        .cloned()
+        .chain(unwrap_all(&doc, deadline, private_ok, reasons, &mut errors).await)
+    {
+        match map_ad(&ad, library, cadence_ms) {
+            Ok(item) => items.push(item),
+            Err((why, code)) => {
+                reasons.push(format!("VAST ad {}: {why}", ad.id));
+                errors.extend(ad.errors.iter().map(|u| (u.clone(), code)));
+            }
+        }
+    }
+    if doc.ads.is_empty() {
+        reasons.push(format!("VAST {url}: no ads"));
+        errors.extend(doc.errors.iter().map(|u| (u.clone(), 303)));
+    }
+    report_errors(env, errors).await;
+    items
+}
+
+/// Follow each wrapper of the document to its inline ad, merging wrapper
+/// tracking; loops and depth over 5 are errors 302.
+async fn unwrap_all(
+    doc: &core_vast::VastDoc,
+    deadline: i64,
+    private_ok: bool,
+    reasons: &mut Vec<String>,
+    errors: &mut Vec<(String, u16)>,
+) -> Vec<VastAd> {
+    let mut out = Vec::new();
+    for w in doc.ads.iter().filter(|a| a.is_wrapper) {
+        let mut chain: Vec<VastAd> = vec![w.clone()];
+        let mut seen: Vec<String> = Vec::new();
+        let mut next = w.wrapper_uri().map(String::from);
+        let mut resolved = None;
+        while let Some(u) = next.take() {
+            if chain.len() > MAX_WRAPPER_DEPTH || seen.contains(&u) {
+                reasons.push(format!("VAST wrapper {}: depth or loop limit at {u}", w.id));
+                errors.extend(chain.iter().flat_map(|a| {
+                    a.errors
+                        .iter()
+                        .map(|e| (e.clone(), error_code::WRAPPER_LIMIT))
+                }));
+                break;
+            }
+            seen.push(u.clone());
+            match fetch_doc(&u, deadline, private_ok).await {
+                Ok(d) => match d.ads.into_iter().next() {
+                    Some(a) if a.is_wrapper => {
+                        next = a.wrapper_uri().map(String::from);
+                        chain.push(a);
+                    }
+                    Some(a) => resolved = Some(a),
+                    None => {
+                        reasons.push(format!("VAST wrapper {}: no ads after {u}", w.id));
+                        errors.extend(chain.iter().flat_map(|a| {
+                            a.errors
+                                .iter()
+                                .map(|e| (e.clone(), error_code::NO_ADS_AFTER_WRAPPER))
+                        }));
+                    }
+                },
+                Err(e) => {
+                    reasons.push(format!("VAST wrapper {}: {u}: {e}", w.id));
+                    errors.extend(chain.iter().flat_map(|a| {
+                        a.errors
+                            .iter()
+                            .map(|x| (x.clone(), error_code::WRAPPER_TIMEOUT))
+                    }));
+                }
+            }
+        }
+        if let Some(mut inline) = resolved {
+            for wrapper in chain.iter().rev() {
+                core_vast::merge_wrapper(&mut inline, wrapper);
+            }
+            if inline.sequence.is_none() {
+                inline.sequence = w.sequence;
+            }
+            out.push(inline);
+        }
+    }
+    out
+}
+
+/// Conditioned media for a VAST creative: the library entry with the same
+/// creative id or UniversalAdId. MP4-only creatives without one need a
+/// transcode (error 403).
+fn map_ad(
+    ad: &VastAd,
+    library: &[PodItem],
+    cadence_ms: u64,
+) -> std::result::Result<PodItem, (String, u16)> {
+    let mut item = core_vast::pod_item(ad, |c| {
+        library
+            .iter()
+            .find(|l| {
+                (!c.id.is_empty() && l.creative_id == c.id)
+                    || (!c.ad_id.is_empty() && l.creative_id == c.ad_id)
+                    || (c.universal_ad_id.is_some() && l.universal_ad_id == c.universal_ad_id)
+            })
+            .map(|l| l.renditions.clone())
+            .unwrap_or_default()
+    })
+    .ok_or(("no linear creative".to_string(), error_code::LINEARITY))?;
+    if item.renditions.is_empty() {
+        return Err((
+            "no conditioned rendition (TRANSCODE needed)".into(),
+            error_code::MEDIA_UNSUPPORTED,
+        ));
+    }
+    if item.duration_s <= 0.0 {
+        return Err(("no duration".into(), error_code::DURATION));
+    }
+    let segs =
+        cf_ssai_core::model::segments_for((item.duration_s * 1000.0).round() as u64, cadence_ms);
+    if !item
+        .renditions
+        .iter()
+        .any(|r| cf_ssai_core::pod::fits_cadence(r, cadence_ms, segs as usize))
+    {
+        return Err((
+            "renditions do not fit the cadence".into(),
+            error_code::MEDIA_UNSUPPORTED,
+        ));
+    }
+    item.ad_id = if ad.id.is_empty() {
+        item.ad_id
+    } else {
+        ad.id.clone()
+    };
+    Ok(item)
+}
+
+async fn fetch_doc(
+    url: &str,
+    deadline: i64,
+    private_ok: bool,
+) -> std::result::Result<core_vast::VastDoc, String> {
+    beacon::check_url(url, private_ok)?;
+    let left = deadline - now_ms();
+    if left <= 0 {
+        return Err("time budget spent".into());
+    }
+    let text = worker_shared::get_text(url, left as u64)
+        .await
+        .map_err(|e| e.to_string())?;
+    core_vast::parse(&text).map_err(|e| format!("{e} (VAST error {})", e.code()))
+}
+
+/// `[ERRORCODE]` error URLs go out through the beacon queue.
+async fn report_errors(env: &Env, errors: Vec<(String, u16)>) {
+    if errors.is_empty() {
+        return;
+    }
+    let now = now_ms();
+    let msgs: Vec<BeaconMessage> = errors
+        .into_iter()
+        .map(|(u, code)| BeaconMessage {
+            url: beacon::fill_macros(&u, now, (now as u32) % 100_000_000, Some(code)),
+            event: TrackingEvent::Error,
+            session: "decision".into(),
+            break_id: String::new(),
+            ad_id: String::new(),
+            device_ip: None,
+            device_ua: None,
+            referer: None,
+            accept_language: None,
+            created_ms: now,
+            dedupe: String::new(),
+        })
+        .collect();
+    if let Ok(q) = env.queue(bindings::BEACONS) {
+        let _ = q.send_batch(msgs).await;
+    }
+}
