@@ -193,16 +193,21 @@ fn push_merged(events: &mut Vec<CueEvent>, ev: CueEvent) {
         .take(4)
         .find(|p| p.msn == ev.msn && p.kind == ev.kind)
     {
-        if prev.event_id.is_none() && ev.event_id.is_some() {
-            let d = prev.duration_s;
-            let el = prev.elapsed_s;
-            *prev = ev;
-            prev.duration_s = prev.duration_s.or(d);
-            prev.elapsed_s = prev.elapsed_s.or(el);
+        // The packager's HLS tag states the duration on the HLS timeline;
+        // it wins over the raw SCTE-35 break_duration when both are there.
+        let (scte, tag) = if ev.event_id.is_some() && prev.event_id.is_none() {
+            (ev, prev.clone())
         } else {
-            prev.duration_s = prev.duration_s.or(ev.duration_s);
-            prev.elapsed_s = prev.elapsed_s.or(ev.elapsed_s);
+            (prev.clone(), ev)
+        };
+        let mut merged = scte;
+        if tag.event_id.is_none() {
+            merged.duration_s = tag.duration_s.or(merged.duration_s);
+        } else {
+            merged.duration_s = merged.duration_s.or(tag.duration_s);
         }
+        merged.elapsed_s = merged.elapsed_s.or(tag.elapsed_s);
+        *prev = merged;
         return;
     }
     events.push(ev);

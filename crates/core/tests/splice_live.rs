@@ -364,3 +364,40 @@ fn unfit_ad_renditions_become_slate_and_say_why() {
         out.report.reasons
     );
 }
+
+mod random_channels {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+        /// Random channels, break schedules and reload instants: every rule
+        /// holds for every viewer, node and late joiner.
+        #[test]
+        fn live_rules_hold(
+            cadence in prop_oneof![Just(1000u64), Just(1920), Just(2000), Just(4000), Just(6000)],
+            window in 4u64..12,
+            break_len in 1u64..20,
+            gap in 1u64..30,
+            first_break in 0u64..20,
+            dialect in prop_oneof![Just(SimDialect::CueOut), Just(SimDialect::Daterange), Just(SimDialect::Oatcls), Just(SimDialect::Scte35Tag), Just(SimDialect::Splicepoint)],
+            fmp4 in any::<bool>(),
+            step_frac in 0.2f64..1.5,
+            sgai in any::<bool>(),
+        ) {
+            let ch = SimChannel {
+                cadence_ms: cadence,
+                window,
+                break_len,
+                break_every: break_len + gap,
+                first_break,
+                dialect,
+                fmp4,
+                ..Default::default()
+            };
+            let secs = ((break_len + gap) * cadence / 1000 * 2).clamp(20, 120) as i64;
+            let mode = if sgai { Mode::Sgai } else { Mode::Ssai };
+            run(ch, mode, secs, (cadence as f64 * step_frac) as i64);
+        }
+    }
+}
