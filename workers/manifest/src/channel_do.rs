@@ -379,6 +379,14 @@ impl ChannelDO {
         worker_shared::count(&self.env, &c.org, "monitor_cycle_ms", now_ms() - started).await;
         if registered > 0 {
             worker_shared::count(&self.env, &c.org, "breaks_registered", registered).await;
+            // Detection latency: from the cue's PDT (the break's first
+            // segment) to its registration.
+            let newest = st.entries.iter().max_by_key(|e| e.record.registered_ms);
+            if let Some(pdt) = newest.and_then(|e| e.record.anchor_pdt_ms) {
+                let lat = newest.map_or(0, |e| e.record.registered_ms) - pdt;
+                worker_shared::count(&self.env, &c.org, "detection_latency_ms_total", lat.max(0)).await;
+                worker_shared::count(&self.env, &c.org, "detections_timed", 1).await;
+            }
             for e in &det.events {
                 let name = format!(
                     "cues_{}",
