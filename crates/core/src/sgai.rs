@@ -24,7 +24,15 @@ pub fn asset_list(
             break;
         }
         if end > offset + 1e-6 {
-            assets.push(json!({"URI": ad_uri(Some(i)), "DURATION": round3(item.duration_s)}));
+            // Tracking rides along for players that report themselves
+            // (client-side reporting); unknown keys are ignored by players.
+            assets.push(json!({
+                "URI": ad_uri(Some(i)),
+                "DURATION": round3(item.duration_s),
+                "X-AD-ID": item.ad_id,
+                "X-CREATIVE-ID": item.creative_id,
+                "X-TRACKING": item.tracking,
+            }));
         }
         t = end;
     }
