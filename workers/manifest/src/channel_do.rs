@@ -384,7 +384,8 @@ impl ChannelDO {
             let newest = st.entries.iter().max_by_key(|e| e.record.registered_ms);
             if let Some(pdt) = newest.and_then(|e| e.record.anchor_pdt_ms) {
                 let lat = newest.map_or(0, |e| e.record.registered_ms) - pdt;
-                worker_shared::count(&self.env, &c.org, "detection_latency_ms_total", lat.max(0)).await;
+                worker_shared::count(&self.env, &c.org, "detection_latency_ms_total", lat.max(0))
+                    .await;
                 worker_shared::count(&self.env, &c.org, "detections_timed", 1).await;
             }
             for e in &det.events {
