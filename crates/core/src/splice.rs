@@ -375,28 +375,7 @@ fn ssai_segments(
                         // keeps the slot (the viewer gets content, never a
                         // broken playlist), inside the same discontinuities.
                         if first_of_slot || !prev_in_break {
-                            if let Some(map) = seg.map {
-                                push_line(
-                                    out,
-                                    &Line::Tag {
-                                        raw: map,
-                                        name: "EXT-X-MAP",
-                                        value: None,
-                                    },
-                                    res,
-                                );
-                            }
-                            for key in &seg.keys {
-                                push_line(
-                                    out,
-                                    &Line::Tag {
-                                        raw: key,
-                                        name: "EXT-X-KEY",
-                                        value: None,
-                                    },
-                                    res,
-                                );
-                            }
+                            push_content_state(out, seg, true, true, res);
                         }
                         let _ = writeln!(out, "#EXTINF:{},", seg.duration_text);
                         push_line(out, &lines[seg.uri_line], res);
@@ -421,36 +400,11 @@ fn content_return(
     if !has("EXT-X-DISCONTINUITY") {
         out.push_str("#EXT-X-DISCONTINUITY\n");
     }
-    if !has("EXT-X-MAP") {
-        if let Some(map) = seg.map {
-            push_line(
-                out,
-                &Line::Tag {
-                    raw: map,
-                    name: "EXT-X-MAP",
-                    value: None,
-                },
-                base,
-            );
-        }
+    if seg.keys.is_empty() && ads_keyed && !has("EXT-X-KEY") {
+        // An ad set a key; the content is clear.
+        out.push_str("#EXT-X-KEY:METHOD=NONE\n");
     }
-    if !has("EXT-X-KEY") {
-        if seg.keys.is_empty() && ads_keyed {
-            // An ad set a key; the content is clear.
-            out.push_str("#EXT-X-KEY:METHOD=NONE\n");
-        }
-        for key in &seg.keys {
-            push_line(
-                out,
-                &Line::Tag {
-                    raw: key,
-                    name: "EXT-X-KEY",
-                    value: None,
-                },
-                base,
-            );
-        }
-    }
+    push_content_state(out, seg, !has("EXT-X-MAP"), !has("EXT-X-KEY"), base);
     if !has("EXT-X-PROGRAM-DATE-TIME") {
         if let Some(p) = seg.pdt_ms {
             out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
@@ -504,6 +458,32 @@ fn write_secs(out: &mut String, secs: f64) {
     out.push((b'0' + (frac / 100) as u8) as char);
     out.push((b'0' + (frac / 10 % 10) as u8) as char);
     out.push((b'0' + (frac % 10) as u8) as char);
+}
+
+/// Re-emit the content's EXT-X-MAP and EXT-X-KEY lines in effect for
+/// `seg` (URIs resolved like every other line).
+fn push_content_state(
+    out: &mut String,
+    seg: &Segment<'_>,
+    map: bool,
+    keys: bool,
+    res: &Resolver<'_>,
+) {
+    let tag = |raw, name| Line::Tag {
+        raw,
+        name,
+        value: None,
+    };
+    if map {
+        if let Some(m) = seg.map {
+            push_line(out, &tag(m, "EXT-X-MAP"), res);
+        }
+    }
+    if keys {
+        for k in &seg.keys {
+            push_line(out, &tag(k, "EXT-X-KEY"), res);
+        }
+    }
 }
 
 fn pod_has_keys(pod: &model::Pod) -> bool {

@@ -116,13 +116,7 @@ async fn entries(
     cadence_ms: u64,
     first_msn: u64,
 ) -> Option<ChannelBreaks> {
-    let kv = env.kv(bindings::KV).ok()?;
-    let cached: Option<ChannelBreaks> = kv
-        .get(&worker_shared::kv_breaks_key(&ch.org, &ch.slug))
-        .json()
-        .await
-        .ok()
-        .flatten();
+    let cached = kv_breaks(env, ch).await;
     if let Some(c) = &cached {
         if c.covers_window(first_msn) && sequencer::reconcile(events, &c.entries).is_empty() {
             return cached;
@@ -142,6 +136,17 @@ async fn entries(
             cached
         }
     }
+}
+
+/// The channel's break entries as KV has them (possibly stale).
+async fn kv_breaks(env: &Env, ch: &ChannelRef) -> Option<ChannelBreaks> {
+    env.kv(bindings::KV)
+        .ok()?
+        .get(&worker_shared::kv_breaks_key(&ch.org, &ch.slug))
+        .json()
+        .await
+        .ok()
+        .flatten()
 }
 
 pub async fn do_call<B: serde::Serialize, R: serde::de::DeserializeOwned>(
@@ -319,13 +324,7 @@ async fn find_entry(
     ch: &ChannelRef,
     id: &str,
 ) -> Option<cf_ssai_core::model::BreakEntry> {
-    let kv = env.kv(bindings::KV).ok()?;
-    let cached: Option<ChannelBreaks> = kv
-        .get(&worker_shared::kv_breaks_key(&ch.org, &ch.slug))
-        .json()
-        .await
-        .ok()
-        .flatten();
+    let cached = kv_breaks(env, ch).await;
     if let Some(e) = cached.and_then(|c| c.entries.into_iter().find(|e| e.record.id == id)) {
         return Some(e);
     }
