@@ -9,7 +9,8 @@ OUT="${1:-$ROOT/demo-media}"
 LOOP="${DEMO_LOOP_SEGMENTS:-60}"
 CAD=1.92
 FONT=/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf
-stamp="$OUT/.done-$LOOP"
+# Bump the version when the encoding changes so old media is regenerated.
+stamp="$OUT/.done-v2-$LOOP"
 [ -f "$stamp" ] && exit 0
 mkdir -p "$OUT/content" "$OUT/src"
 DUR=$(awk "BEGIN{print $LOOP*$CAD}")
@@ -20,7 +21,7 @@ for r in "v360 640x360 700k" "v540 960x540 1400k"; do
   ffmpeg -hide_banner -loglevel error -y \
     -f lavfi -i "testsrc2=size=$2:rate=25" -f lavfi -i "sine=frequency=440:sample_rate=48000" \
     -t "$DUR" -vf "$(text 'cf-ssai LIVE CONTENT' 28 20),$(text '%{pts\:hms}' 36 h-60)" \
-    -c:v libx264 -pix_fmt yuv420p -preset veryfast -profile:v main -b:v "$3" -maxrate "$3" -bufsize 2M \
+    -c:v libx264 -pix_fmt yuv420p -preset veryfast -profile:v main -bf 0 -b:v "$3" -maxrate "$3" -bufsize 2M \
     -g 48 -keyint_min 48 -sc_threshold 0 -force_key_frames "expr:gte(t,n_forced*$CAD)" \
     -c:a aac -ar 48000 -ac 2 -b:a 96k \
     -f hls -hls_time $CAD -hls_playlist_type vod -hls_segment_filename "$OUT/content/$1/seg%d.ts" "$OUT/content/$1/vod.m3u8"

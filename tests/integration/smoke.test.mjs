@@ -2,13 +2,20 @@
 // control-plane validation, against the local stack.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { startStack, api, http, jwt, adminToken, devVars, ORG } from "./stack.mjs";
 
 let s;
+const stateDir = mkdtempSync(join(tmpdir(), "cf-ssai-smoke-"));
 before(async () => {
-  s = await startStack({ ingest: false });
+  s = await startStack({ ingest: false, stateDir });
 });
-after(() => s && s.stop());
+after(() => {
+  if (s) s.stop();
+  setTimeout(() => rmSync(stateDir, { recursive: true, force: true }), 3000).unref();
+});
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -141,4 +148,14 @@ test("POST /cue: validation, start, idempotency, overlap, stop", async () => {
   assert.equal(sched.status, 201, JSON.stringify(sched.json));
   assert.equal(sched.json.source, "scheduled");
   assert.ok(sched.json.anchor_msn > start.json.anchor_msn + 40);
+});
+
+test("the Channel DO's state survives a restart of the whole runtime", async () => {
+  const before = (await api(s.base, "GET", `/api/orgs/${ORG}/channels/manual/breaks`)).json.entries;
+  assert.ok(before.length >= 1, "the /cue test left breaks");
+  s.stop();
+  await sleep(3000);
+  s = await startStack({ stateDir, seed: false, port: s.port, originPort: s.originPort });
+  const after = (await api(s.base, "GET", `/api/orgs/${ORG}/channels/manual/breaks`)).json.entries;
+  assert.deepEqual(after.map((e) => e.record), before.map((e) => e.record));
 });

@@ -190,6 +190,7 @@ export async function startStack(opts = {}) {
   const wrangler = spawnGroup(join(BIN, "wrangler"), [
     "dev", "-c", "wrangler-manifest.toml", "-c", "wrangler-decision.toml", "-c", "wrangler-scte35-monitor.toml", "-c", "wrangler-beacon.toml",
     "--ip", "127.0.0.1", "--port", String(port), "--persist-to", stateDir, "--inspector-port", String(await freePort()),
+    ...Object.entries(opts.vars ?? {}).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
   ], { echo: opts.echo });
   const stack = { port, originPort, base, originBase, stateDir, origin, wrangler, ephemeral: !opts.stateDir };
   stack.stop = () => stopStack(stack);

@@ -201,6 +201,11 @@ fn transcode(
             "veryfast",
             "-profile:v",
             "main",
+            // No B-frames: audio and video then end together at every
+            // segment boundary (B-frame delay shifts video ~64 ms past the
+            // audio, and hls.js stalls at interstitial boundaries).
+            "-bf",
+            "0",
         ])
         .args([
             "-b:v",

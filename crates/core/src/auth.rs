@@ -2,9 +2,11 @@
 //! RFC 7515) with `exp`, `aud` and an org claim, and salted API-key hashes
 //! compared in constant time. `now` is a parameter.
 //!
-//! Only HS256 is accepted for a shared secret: `alg: none` and any other
-//! algorithm are refused before the signature is looked at, which closes
-//! algorithm confusion. RS256/ES256 via JWKS is not implemented yet.
+//! HS256 (shared secret) and RS256/ES256 (keys from a JWKS; the signature
+//! check is WebCrypto's, in the worker) are accepted; `alg: none` and any
+//! other algorithm are refused before a signature is looked at, and each
+//! algorithm is bound to its own key type, which closes algorithm
+//! confusion.
 
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -94,13 +96,24 @@ impl Principal {
     }
 }
 
-/// Verify an HS256 JWT.
-pub fn verify_hs256(
-    token: &str,
-    secret: &[u8],
-    audience: &str,
-    now_s: i64,
-) -> Result<Principal, AuthError> {
+/// A JWT split and decoded, signature not yet checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnverifiedJwt<'t> {
+    /// `HS256`, `RS256` or `ES256`; anything else is refused by [`split`].
+    pub alg: String,
+    pub kid: Option<String>,
+    /// `header.payload`, what the signature covers.
+    pub signing_input: &'t str,
+    pub signature: Vec<u8>,
+    payload_b64: &'t str,
+}
+
+/// Algorithms we accept; each is bound to its own key type (HMAC secret,
+/// RSA JWK, EC P-256 JWK), so one can never be verified as another.
+pub const ALGORITHMS: [&str; 3] = ["HS256", "RS256", "ES256"];
+
+/// Split and decode a JWT; refuses `none` and unknown algorithms.
+pub fn split(token: &str) -> Result<UnverifiedJwt<'_>, AuthError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(AuthError::Malformed("token too long"));
     }
@@ -117,23 +130,56 @@ pub fn verify_hs256(
     )
     .map_err(|_| AuthError::Malformed("header is not JSON"))?;
     let alg = header.get("alg").and_then(|a| a.as_str()).unwrap_or("");
-    if alg != "HS256" {
+    if !ALGORITHMS.contains(&alg) {
         return Err(AuthError::Algorithm(alg.to_string()));
     }
-    let sig = b64
+    let signature = b64
         .decode(sig)
         .map_err(|_| AuthError::Malformed("signature is not base64url"))?;
-    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| AuthError::Signature)?;
-    mac.update(h.as_bytes());
-    mac.update(b".");
-    mac.update(p.as_bytes());
-    // verify_slice compares in constant time.
-    mac.verify_slice(&sig).map_err(|_| AuthError::Signature)?;
+    Ok(UnverifiedJwt {
+        alg: alg.to_string(),
+        kid: header.get("kid").and_then(|k| k.as_str()).map(String::from),
+        signing_input: &token[..h.len() + 1 + p.len()],
+        signature,
+        payload_b64: p,
+    })
+}
+
+/// Check the claims of a token whose signature the caller has verified.
+pub fn check_claims(
+    jwt: &UnverifiedJwt<'_>,
+    audience: &str,
+    now_s: i64,
+) -> Result<Principal, AuthError> {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
     let claims: Claims = serde_json::from_slice(
-        &b64.decode(p)
+        &b64.decode(jwt.payload_b64)
             .map_err(|_| AuthError::Malformed("payload is not base64url"))?,
     )
     .map_err(|_| AuthError::Malformed("payload is not a JSON claims object"))?;
+    claims_principal(claims, audience, now_s)
+}
+
+/// Verify an HS256 JWT.
+pub fn verify_hs256(
+    token: &str,
+    secret: &[u8],
+    audience: &str,
+    now_s: i64,
+) -> Result<Principal, AuthError> {
+    let jwt = split(token)?;
+    if jwt.alg != "HS256" {
+        return Err(AuthError::Algorithm(jwt.alg));
+    }
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret).map_err(|_| AuthError::Signature)?;
+    mac.update(jwt.signing_input.as_bytes());
+    // verify_slice compares in constant time.
+    mac.verify_slice(&jwt.signature)
+        .map_err(|_| AuthError::Signature)?;
+    check_claims(&jwt, audience, now_s)
+}
+
+fn claims_principal(claims: Claims, audience: &str, now_s: i64) -> Result<Principal, AuthError> {
     let exp = claims.exp.ok_or(AuthError::NoExpiry)?;
     if now_s > exp + LEEWAY_S {
         return Err(AuthError::Expired);
@@ -258,7 +304,14 @@ mod tests {
             verify_hs256(&none, s, "cf-ssai", 900),
             Err(AuthError::Algorithm("none".into()))
         );
-        let rs = format!("{}.{p}.abc", b64.encode(br#"{"alg":"RS256"}"#));
+        let rs = format!("{}.{p}.abc", b64.encode(br#"{"alg":"RS256","kid":"k1"}"#));
+        let weird = format!("{}.{p}.abc", b64.encode(br#"{"alg":"HS512"}"#));
+        assert!(matches!(split(&weird), Err(AuthError::Algorithm(_))));
+        let parsed = split(&rs).unwrap();
+        assert_eq!(
+            (parsed.alg.as_str(), parsed.kid.as_deref()),
+            ("RS256", Some("k1"))
+        );
         assert!(matches!(
             verify_hs256(&rs, s, "cf-ssai", 900),
             Err(AuthError::Algorithm(_))

@@ -8,6 +8,8 @@ use cf_ssai_core::config::ChannelConfig;
 use serde::{Deserialize, Serialize};
 use worker::*;
 
+mod jwks;
+
 /// Binding names: keep in sync with `wrangler-*.toml`.
 pub mod bindings {
     pub const KV: &str = "ADBREAK_KV";
@@ -168,12 +170,17 @@ pub async fn authenticate(req: &Request, env: &Env) -> std::result::Result<Princ
             _ => Err(AuthError::UnknownKey),
         };
     }
-    let secret = env
-        .secret(bindings::JWT_SECRET)
-        .map(|s| s.to_string())
-        .map_err(|_| AuthError::Signature)?;
     let aud = var_or(env, bindings::JWT_AUDIENCE, "cf-ssai");
-    auth::verify_hs256(token, secret.as_bytes(), &aud, now_ms() / 1000)
+    let jwt = auth::split(token)?;
+    if jwt.alg == "HS256" {
+        let secret = env
+            .secret(bindings::JWT_SECRET)
+            .map(|s| s.to_string())
+            .map_err(|_| AuthError::Signature)?;
+        return auth::verify_hs256(token, secret.as_bytes(), &aud, now_ms() / 1000);
+    }
+    jwks::verify(env, &jwt).await?;
+    auth::check_claims(&jwt, &aud, now_ms() / 1000)
 }
 
 pub fn auth_error(e: &AuthError) -> Result<Response> {
