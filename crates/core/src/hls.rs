@@ -86,7 +86,11 @@ pub fn tokenize(text: &str) -> Result<Playlist<'_>, HlsError> {
     } else {
         text
     };
-    let lines = content.split('\n').map(classify).collect();
+    let lines = LineSplit {
+        rest: Some(content),
+    }
+    .map(classify)
+    .collect();
     Ok(Playlist {
         lines,
         trailing_newline,
@@ -108,15 +112,38 @@ pub fn render(p: &Playlist<'_>) -> String {
     out
 }
 
+/// `split('\n')` over bytes: lines are short, and a plain scan beats the
+/// generic char searcher on the hot path.
+struct LineSplit<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> Iterator for LineSplit<'a> {
+    type Item = &'a str;
+    fn next(&mut self) -> Option<&'a str> {
+        let r = self.rest?;
+        match r.bytes().position(|b| b == b'\n') {
+            Some(i) => {
+                self.rest = Some(&r[i + 1..]);
+                Some(&r[..i])
+            }
+            None => {
+                self.rest = None;
+                Some(r)
+            }
+        }
+    }
+}
+
 fn classify(raw: &str) -> Line<'_> {
-    let t = raw.trim_end_matches('\r');
+    let t = raw.strip_suffix('\r').unwrap_or(raw);
     let t = t.strip_prefix('\u{feff}').unwrap_or(t);
-    if t.trim().is_empty() {
+    let b = t.as_bytes();
+    if b.is_empty() || (b[0].is_ascii_whitespace() && t.trim().is_empty()) {
         Line::Blank(raw)
-    } else if let Some(rest) = t.strip_prefix("#EXT") {
-        let _ = rest;
+    } else if b.starts_with(b"#EXT") {
         let body = &t[1..];
-        match body.find(':') {
+        match body.bytes().position(|c| c == b':') {
             Some(i) => Line::Tag {
                 raw,
                 name: &body[..i],

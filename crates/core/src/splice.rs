@@ -315,13 +315,20 @@ fn ssai_segments(
                 if first_of_slot && input.settings.ad_dateranges {
                     if let (Some(pdt), SlotKind::Ad(i)) = (seg.pdt_ms, slot.kind) {
                         let item = &entry.pod.items[i];
+                        let _ = write!(
+                            out,
+                            "#EXT-X-DATERANGE:ID=\"{}-ad{}\",CLASS=\"com.cf-ssai.ad\",START-DATE=\"",
+                            entry.record.id, slot.start
+                        );
+                        hls::write_pdt_ms(out, pdt);
+                        out.push_str("\",DURATION=");
+                        write_secs(
+                            out,
+                            slot.len as f64 * entry.record.cadence_ms as f64 / 1000.0,
+                        );
                         let _ = writeln!(
                             out,
-                            "#EXT-X-DATERANGE:ID=\"{}-ad{}\",CLASS=\"com.cf-ssai.ad\",START-DATE=\"{}\",DURATION={:.3},X-AD-ID=\"{}\",X-CREATIVE-ID=\"{}\"",
-                            entry.record.id,
-                            slot.start,
-                            hls::format_pdt_ms(pdt),
-                            slot.len as f64 * entry.record.cadence_ms as f64 / 1000.0,
+                            ",X-AD-ID=\"{}\",X-CREATIVE-ID=\"{}\"",
                             attr_safe(&item.ad_id),
                             attr_safe(&item.creative_id)
                         );
