@@ -401,3 +401,58 @@ mod random_channels {
         }
     }
 }
+
+#[test]
+fn ssai_origin_without_pdt_anchors_by_msn() {
+    let ch = SimChannel {
+        pdt: false,
+        ..Default::default()
+    };
+    assert!(run(ch, Mode::Ssai, 120, 1000) > 0);
+}
+
+#[test]
+fn cue_out_without_duration_runs_until_the_cue_in() {
+    // An open CUE-OUT gets the channel's open-break length, and the CUE-IN
+    // cuts it at the segment where it appears (the pod is cut on a segment
+    // boundary and content resumes exactly there).
+    let text = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:10\n#EXT-X-PROGRAM-DATE-TIME:2025-01-01T00:00:20.000Z\n#EXTINF:2.0,\na.ts\n#EXT-X-CUE-OUT\n#EXTINF:2.0,\nb.ts\n#EXT-X-CUE-OUT-CONT:2.0/0\n#EXTINF:2.0,\nc.ts\n#EXT-X-CUE-OUT-CONT:4.0/0\n#EXTINF:2.0,\nd.ts\n#EXT-X-CUE-IN\n#EXTINF:2.0,\ne.ts\n#EXTINF:2.0,\nf.ts\n";
+    let m = media::parse(text).unwrap();
+    let det = cues::detect(&m, &SegmentationPolicy::default());
+    let mut st = ChannelBreaks::default();
+    for a in sequencer::reconcile(&det.events, &st.entries.clone()) {
+        if let Action::Register(c) = a {
+            let r = sequencer::record_from_cue(&c, 2000, &BreakPolicy::default(), 0).unwrap();
+            assert_eq!(r.duration_ms, BreakPolicy::default().open_break_ms);
+            sequencer::commit(&mut st, r.clone(), pod(&r.id, 2.0, false), 0).unwrap();
+        }
+    }
+    for a in sequencer::reconcile(&det.events, &st.entries.clone()) {
+        if let Action::End { break_id, at_msn } = a {
+            assert!(sequencer::apply_end(&mut st, &break_id, at_msn, 0));
+        }
+    }
+    assert_eq!(st.entries[0].record.end_msn(), 14);
+    let url = url::Url::parse("https://origin.test/live/low/index.m3u8").unwrap();
+    let out = splice::splice(&SpliceInput {
+        origin: text,
+        playlist_url: &url,
+        breaks: &st.entries,
+        variant: &Variant::default(),
+        mode: Mode::Ssai,
+        settings: &SpliceSettings::default(),
+    })
+    .unwrap();
+    let snap = cf_ssai_core::validate::snapshot(&out.playlist).unwrap();
+    let ads: Vec<u64> = snap
+        .segments
+        .iter()
+        .filter(|(_, f)| f.uri.contains("ads.test"))
+        .map(|(m, _)| *m)
+        .collect();
+    assert_eq!(ads, vec![11, 12, 13]);
+    assert!(snap
+        .segments
+        .iter()
+        .any(|(m, f)| *m == 14 && f.discontinuity && f.uri.ends_with("/e.ts")));
+}
