@@ -3,9 +3,21 @@
 // a pass-through variant (a channel with no breaks), same origin.
 // Run: scripts/bench-load.sh   (prints a markdown table)
 import { spawnSync } from "node:child_process";
-import { startStack, http, ORG } from "./stack.mjs";
+import { createServer } from "node:http";
+import { writeFileSync } from "node:fs";
+import { startStack, http, api, channelConfig, ORG } from "./stack.mjs";
 
-const s = await startStack({ firstBreak: 2, breakEvery: 40, breakLen: 30 });
+// A tracking endpoint that counts beacons (for the beacons/s figure).
+let beaconHits = 0;
+const tracker = createServer((req, res) => {
+  beaconHits++;
+  res.writeHead(200).end("ok");
+});
+await new Promise((r) => tracker.listen(0, "127.0.0.1", r));
+const T = `http://127.0.0.1:${tracker.address().port}`;
+const tracking = { impression: [`${T}/imp`], start: [`${T}/start`] };
+const s = await startStack({ firstBreak: 2, breakEvery: 40, breakLen: 30, tracking: { ad1: tracking, ad2: tracking } });
+await api(s.base, "PUT", `/api/orgs/${ORG}/channels/tracked`, channelConfig(s.originBase, "cue-out", { proxy_ad_segments: true }));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // Wait until the news channel is inside its break.
 for (let i = 0; i < 60; i++) {
@@ -26,5 +38,31 @@ for (const [name, path] of [
   rows.push(`| ${name} | ${p(50)} | ${p(99)} | ${rps} |`);
 }
 console.log("| playlist | p50 | p99 | requests/s |\n|---|---|---|---|\n" + rows.join("\n"));
+
+// Beacons/s through the local queue consumer: every request for a proxied
+// first ad segment with a new session enqueues an impression and a start.
+let adUrl = null;
+for (let i = 0; i < 60 && !adUrl; i++) {
+  const t = (await http(`${s.base}/${ORG}/tracked/v360/index.m3u8?bw=900000&sid=warm`)).text();
+  adUrl = t.split("\n").find((l) => /\/ad\/[^/]+\/0\/\d+\/0\./.test(l));
+  if (!adUrl) await sleep(1000);
+}
+if (adUrl) {
+  const lua = "/tmp/cf-ssai-beacon.lua";
+  writeFileSync(lua, `counter = 0\nrequest = function()\n  counter = counter + 1\n  return wrk.format("GET", "${adUrl.split("?")[0]}?sid=s" .. counter .. "x" .. math.random(1000000000))\nend\n`);
+  const before = beaconHits;
+  const t0 = Date.now();
+  const r = spawnSync("wrk", ["-t1", "-c4", "-d10s", "-s", lua, s.base], { encoding: "utf8" });
+  const sent = Number((r.stdout.match(/(\d+) requests in/) || [])[1] || 0) * 2;
+  // Drain: wait until the consumer has fired what was enqueued.
+  let last = -1;
+  while (beaconHits - before < sent && beaconHits !== last) {
+    last = beaconHits;
+    await sleep(6000);
+  }
+  const secs = (Date.now() - t0) / 1000;
+  console.log(`\nbeacons: ${beaconHits - before} of ${sent} enqueued fired in ${secs.toFixed(1)} s = ${((beaconHits - before) / secs).toFixed(0)} beacons/s end to end (enqueue, batch of ≤100 / 5 s, fire, dedupe in KV)`);
+}
+tracker.close();
 s.stop();
 setTimeout(() => process.exit(0), 2500);
