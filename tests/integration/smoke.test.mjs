@@ -150,6 +150,23 @@ test("POST /cue: validation, start, idempotency, overlap, stop", async () => {
   assert.ok(sched.json.anchor_msn > start.json.anchor_msn + 40);
 });
 
+test("a channel whose origin keeps failing turns unhealthy, with backoff, and recovers by itself", async () => {
+  const health = async () => (await api(s.base, "GET", `/api/orgs/${ORG}/channels/manual`)).json.health;
+  const down = await http(`${s.originBase}/ctl/none/down?secs=14`, { method: "POST" });
+  assert.equal(down.status, 200);
+  let h = "ok";
+  for (let i = 0; i < 30 && h !== "unhealthy"; i++) {
+    await sleep(1000);
+    h = await health();
+  }
+  assert.equal(h, "unhealthy", "marked unhealthy after repeated failures");
+  for (let i = 0; i < 60 && h !== "ok"; i++) {
+    await sleep(1000);
+    h = await health();
+  }
+  assert.equal(h, "ok", "recovered once the origin came back");
+});
+
 test("the Channel DO's state survives a restart of the whole runtime", async () => {
   const before = (await api(s.base, "GET", `/api/orgs/${ORG}/channels/manual/breaks`)).json.entries;
   assert.ok(before.length >= 1, "the /cue test left breaks");

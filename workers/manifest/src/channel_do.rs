@@ -13,6 +13,7 @@ use worker_shared::{bindings, now_ms};
 
 const STATE: &str = "state";
 const CHANNEL: &str = "channel";
+const FAILURES: &str = "poll_failures";
 /// KV copy lifetime: every poll rewrites it; readers treat a miss as "ask
 /// the DO".
 const KV_TTL_S: u64 = 300;
@@ -327,6 +328,15 @@ impl ChannelDO {
         }
     }
 
+    /// Exponential backoff after consecutive failed polls: cadence × 2^n,
+    /// capped at 60 s (the cron restarts a stopped poller anyway).
+    async fn backoff(&self, cadence_ms: u64) -> u64 {
+        let storage = self.state.storage();
+        let n: u32 = storage.get(FAILURES).await.ok().flatten().unwrap_or(0) + 1;
+        let _ = storage.put(FAILURES, n).await;
+        (cadence_ms.max(1000) << n.min(6)).min(60_000)
+    }
+
     /// One poll of the origin; returns the delay to the next (0 = stop).
     async fn poll(&self) -> Result<u64> {
         let Some(c): Option<ChannelRef> = self.state.storage().get(CHANNEL).await? else {
@@ -352,14 +362,15 @@ impl ChannelDO {
             Err(e) => {
                 crate::origin::mark_health(&self.env, &c, false, &e).await;
                 worker_shared::count(&self.env, &c.org, "monitor_errors", 1).await;
-                return Ok(10_000);
+                return Ok(self.backoff(cfg.cadence_ms).await);
             }
         };
         let m = match media::parse(&text) {
             Ok(m) => m,
             Err(e) => {
                 crate::origin::mark_health(&self.env, &c, false, &e.to_string()).await;
-                return Ok(10_000);
+                worker_shared::count(&self.env, &c.org, "monitor_errors", 1).await;
+                return Ok(self.backoff(cfg.cadence_ms).await);
             }
         };
         let cadence = crate::origin::cadence_ms(cfg, &m);
@@ -375,6 +386,17 @@ impl ChannelDO {
             .await?;
         let registered = st.entries.len().saturating_sub(before) as i64;
         crate::origin::mark_health(&self.env, &c, true, "").await;
+        let failures: u32 = self
+            .state
+            .storage()
+            .get(FAILURES)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(0);
+        if failures > 0 {
+            self.state.storage().put(FAILURES, 0u32).await?;
+        }
         worker_shared::count(&self.env, &c.org, "monitor_polls", 1).await;
         worker_shared::count(&self.env, &c.org, "monitor_cycle_ms", now_ms() - started).await;
         if registered > 0 {

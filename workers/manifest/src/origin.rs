@@ -60,10 +60,17 @@ pub async fn mark_health(env: &Env, c: &ChannelRef, ok: bool, detail: &str) {
         "UPDATE channels SET failures = failures + 1, health_detail = ?3, health = CASE WHEN failures + 1 >= 3 THEN 'unhealthy' ELSE health END WHERE org_id = ?1 AND slug = ?2"
     };
     let detail = format!("{} at {}", detail, now_ms());
-    if let Ok(stmt) =
-        db.prepare(sql)
-            .bind(&[c.org.as_str().into(), c.slug.as_str().into(), detail.into()])
-    {
-        let _ = stmt.run().await;
+    // Exactly the parameters each statement uses (D1 refuses extras).
+    let mut args: Vec<wasm_bindgen::JsValue> = vec![c.org.as_str().into(), c.slug.as_str().into()];
+    if !ok {
+        args.push(detail.into());
+    }
+    match db.prepare(sql).bind(&args) {
+        Ok(stmt) => {
+            if let Err(e) = stmt.run().await {
+                console_error!("channel health update failed: {e}");
+            }
+        }
+        Err(e) => console_error!("channel health update failed: {e}"),
     }
 }
