@@ -9,6 +9,7 @@ import { startStack, api, http, channelConfig, ORG } from "./stack.mjs";
 
 let s, ads, adsBase;
 const errorHits = [];
+const hits = {};
 
 const inline = (base) => `<?xml version="1.0" encoding="UTF-8"?>
 <VAST version="4.2">
@@ -20,6 +21,13 @@ const inline = (base) => `<?xml version="1.0" encoding="UTF-8"?>
   <Creatives><Creative id="ad2"><Linear><Duration>00:00:15.360</Duration>
    <MediaFiles><MediaFile delivery="progressive" type="video/mp4">${base}/ad2.mp4</MediaFile></MediaFiles></Linear></Creative></Creatives></InLine></Ad>
 </VAST>`;
+const apiRequests = [];
+const vmap = (base) => `<?xml version="1.0"?>
+<vmap:VMAP xmlns:vmap="http://www.iab.net/videosuite/vmap" version="1.0">
+ <vmap:AdBreak timeOffset="start" breakType="linear" breakId="pre"><vmap:AdSource><vmap:AdTagURI templateType="vast3"><![CDATA[${base}/inline?vmap=pre]]></vmap:AdTagURI></vmap:AdSource></vmap:AdBreak>
+ <vmap:AdBreak timeOffset="03:00:00.000" breakType="linear" breakId="promo"><vmap:AdSource><vmap:VASTAdData>${inline(base).replace('<?xml version="1.0" encoding="UTF-8"?>', "")}</vmap:VASTAdData></vmap:AdSource></vmap:AdBreak>
+</vmap:VMAP>`;
+const hlsOnly = (base) => `<VAST version="4.1"><Ad id="h"><InLine><AdSystem>t</AdSystem><Impression>${base}/imp?ad=h</Impression><Creatives><Creative id="hls-creative"><Linear><Duration>00:00:09.600</Duration><MediaFiles><MediaFile delivery="streaming" type="application/x-mpegURL" width="960" height="540">${base}/hls/master.m3u8</MediaFile></MediaFiles></Linear></Creative></Creatives></InLine></Ad></VAST>`;
 const wrapper = (next, base, n) => `<VAST version="3.0"><Ad id="w${n}"><Wrapper><AdSystem>w</AdSystem><VASTAdTagURI><![CDATA[${next}]]></VASTAdTagURI>
  <Impression>${base}/wimp?n=${n}</Impression><Error>${base}/err?n=${n}&amp;code=[ERRORCODE]</Error></Wrapper></Ad></VAST>`;
 
@@ -28,6 +36,27 @@ before(async () => {
     const base = adsBase;
     const send = (body, status = 200) => res.writeHead(status, { "Content-Type": "application/xml" }).end(body);
     const path = req.url.split("?")[0];
+    hits[path] = (hits[path] ?? 0) + 1;
+    if (path === "/api") {
+      let body = "";
+      req.on("data", (c) => (body += c));
+      return req.on("end", () => {
+        const b = JSON.parse(body);
+        apiRequests.push(b);
+        res.writeHead(200, { "Content-Type": "application/json" }).end(JSON.stringify({
+          ads: [{ creative_id: "ad2", ad_id: `api-${b.break_id}`, tracking: { impression: [`${base}/api-imp`] } }, { creative_id: "not-in-library" }],
+        }));
+      });
+    }
+    if (path === "/api-broken") return res.writeHead(200, { "Content-Type": "application/json" }).end("{\"ads\": 7}");
+    if (path === "/vmap") return send(vmap(base));
+    if (path === "/counted") return send(inline(base));
+    if (path === "/hls-only") return send(hlsOnly(base));
+    if (path === "/hls/master.m3u8") return res.writeHead(200, { "Content-Type": "application/vnd.apple.mpegurl" }).end("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=900000,RESOLUTION=640x360\nlow.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=1800000,RESOLUTION=960x540\nhigh.m3u8\n");
+    if (path === "/hls/low.m3u8" || path === "/hls/high.m3u8") {
+      const segs = Array.from({ length: 5 }, (_, i) => `#EXTINF:1.920,\nseg${i}.ts`).join("\n");
+      return res.writeHead(200, { "Content-Type": "application/vnd.apple.mpegurl" }).end(`#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n${segs}\n#EXT-X-ENDLIST\n`);
+    }
     if (path.startsWith("/err")) {
       errorHits.push(req.url);
       return send("ok");
@@ -52,6 +81,12 @@ before(async () => {
     assert.equal(r.status, 200, JSON.stringify(r.json));
   }
 });
+async function decide(slug, extra = {}) {
+  const r = await api(s.base, "POST", `/api/orgs/${ORG}/decision`, { channel: slug, break_id: `b-${Math.random()}`, duration_s: 30, cadence_ms: 1920, ...extra });
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+  return r.json;
+}
+
 after(() => {
   s && s.stop();
   ads && ads.close();
@@ -99,4 +134,79 @@ test("an MP4-only creative without conditioned media is skipped and its Error UR
   assert.ok(pod.reasons.some((r) => r.includes("TRANSCODE")), JSON.stringify(pod.reasons));
   for (let i = 0; i < 20 && !errorHits.some((u) => u.includes("ad=m")); i++) await new Promise((r) => setTimeout(r, 1000));
   assert.ok(errorHits.some((u) => u.includes("ad=m&code=403")), `error beacon: ${errorHits}`);
+});
+
+test("the external decision API comes first; its ads map to the library; a broken answer falls through", async () => {
+  const cfg = (tag, api) => channelConfig(s.originBase, "none", { scte35_enabled: false, decision_api_url: `${adsBase}${api}`, vast_urls: tag ? [`${adsBase}${tag}`] : [] });
+  assert.equal((await api(s.base, "PUT", `/api/orgs/${ORG}/channels/dapi`, cfg(null, "/api"))).status, 200);
+  const pod = await decide("dapi", { break_id: "b-api", viewer: { geo: "FR", consent: "CPXxyz", bucket: "7" } });
+  assert.equal(pod.source, "api", JSON.stringify(pod.reasons));
+  assert.deepEqual(pod.items.map((i) => i.ad_id), ["api-b-api"]);
+  assert.ok(pod.items[0].tracking.impression.some((u) => u.endsWith("/api-imp")), "the API's tracking kept");
+  assert.ok(pod.reasons.some((r) => r.includes("not-in-library")), JSON.stringify(pod.reasons));
+  const got = apiRequests.find((b) => b.break_id === "b-api");
+  assert.deepEqual([got.channel, got.duration_s, got.geo, got.consent, got.bucket], ["dapi", 30, "FR", "CPXxyz", "7"]);
+  assert.equal((await api(s.base, "PUT", `/api/orgs/${ORG}/channels/dapi-bad`, cfg("/inline", "/api-broken"))).status, 200);
+  const bad = await decide("dapi-bad");
+  assert.equal(bad.source, "vast", JSON.stringify(bad.reasons));
+  assert.ok(bad.reasons.some((r) => r.startsWith("decision API")), JSON.stringify(bad.reasons));
+});
+
+test("VMAP supplies the VAST of scheduled and pre-roll breaks (by breakId, by time of day, inline VASTAdData)", async () => {
+  const cfg = channelConfig(s.originBase, "none", { scte35_enabled: false, vmap_url: `${adsBase}/vmap` });
+  assert.equal((await api(s.base, "PUT", `/api/orgs/${ORG}/channels/vmapped`, cfg)).status, 200);
+  const byId = await decide("vmapped", { break_id: "cue-promo", kind: "scheduled" });
+  assert.equal(byId.source, "vast", JSON.stringify(byId.reasons));
+  assert.deepEqual(byId.items.map((i) => i.ad_id), ["vast-a", "vast-b"]);
+  const threeAm = Date.UTC(2026, 10, 23, 3, 0, 5);
+  const byClock = await decide("vmapped", { kind: "scheduled", start_ms: threeAm });
+  assert.equal(byClock.source, "vast", JSON.stringify(byClock.reasons));
+  const pre = await decide("vmapped", { kind: "preroll" });
+  assert.equal(pre.source, "vast", JSON.stringify(pre.reasons));
+  assert.ok(pre.reasons.some((r) => r.includes('VMAP break "pre"')), JSON.stringify(pre.reasons));
+  // An SCTE-35 break does not use the VMAP schedule.
+  const live = await decide("vmapped", { kind: "scte35", start_ms: threeAm });
+  assert.equal(live.source, "library", JSON.stringify(live.reasons));
+  const bad = await api(s.base, "POST", `/api/orgs/${ORG}/decision`, { channel: "vmapped", break_id: "x", duration_s: 30, kind: "midroll" });
+  assert.equal(bad.status, 400);
+  assert.match(bad.json.error, /^kind:/);
+});
+
+test("frequency caps per creative within the channel window, kept in KV", async () => {
+  const cfg = channelConfig(s.originBase, "none", { scte35_enabled: false, frequency_cap: { max_per_window: 1, window_s: 3600 } });
+  assert.equal((await api(s.base, "PUT", `/api/orgs/${ORG}/channels/capped`, cfg)).status, 200);
+  const first = await decide("capped");
+  assert.ok(first.items.length >= 1, JSON.stringify(first));
+  const used = first.items.map((i) => i.creative_id);
+  const second = await decide("capped");
+  for (const c of used) assert.ok(!second.items.some((i) => i.creative_id === c), `${c} capped: ${JSON.stringify(second.items.map((i) => i.creative_id))}`);
+  assert.ok(second.reasons.some((r) => r.includes("frequency cap")), JSON.stringify(second.reasons));
+});
+
+test("VAST responses are cached briefly: two decisions, one ad-server request", async () => {
+  const cfg = channelConfig(s.originBase, "none", { scte35_enabled: false, vast_urls: [`${adsBase}/counted?cb=[CACHEBUSTING]`], vast_cache_s: 30 });
+  assert.equal((await api(s.base, "PUT", `/api/orgs/${ORG}/channels/cached`, cfg)).status, 200);
+  const before = hits["/counted"] ?? 0;
+  // Different durations: the decision cache (KV) does not answer.
+  const a = await decide("cached", { duration_s: 30 });
+  const b = await decide("cached", { duration_s: 29 });
+  assert.equal(a.source, "vast");
+  assert.equal(b.source, "vast");
+  assert.equal((hits["/counted"] ?? 0) - before, 1, "second decision served from the VAST cache");
+});
+
+test("a VAST creative with an HLS MediaFile cut to the cadence is used directly", async () => {
+  const cfg = channelConfig(s.originBase, "none", { scte35_enabled: false, vast_urls: [`${adsBase}/hls-only`] });
+  assert.equal((await api(s.base, "PUT", `/api/orgs/${ORG}/channels/hls-direct`, cfg)).status, 200);
+  const pod = await decide("hls-direct");
+  assert.equal(pod.source, "vast", JSON.stringify(pod.reasons));
+  assert.equal(pod.items[0].creative_id, "hls-creative");
+  const r = pod.items[0].renditions;
+  assert.deepEqual(r.map((x) => x.bandwidth), [900000, 1800000]);
+  assert.equal(r[0].segments.length, 5);
+  assert.equal(r[0].segments[0].uri, `${adsBase}/hls/seg0.ts`);
+  // At another cadence it does not fit, and says so.
+  const other = await decide("hls-direct", { cadence_ms: 4000 });
+  assert.notEqual(other.source, "vast");
+  assert.ok(other.reasons.some((x) => x.includes("cadence")), JSON.stringify(other.reasons));
 });

@@ -5,7 +5,7 @@
 import { spawnSync } from "node:child_process";
 import { createServer } from "node:http";
 import { writeFileSync } from "node:fs";
-import { startStack, http, api, channelConfig, ORG } from "./stack.mjs";
+import { startStack, http, api, channelConfig, adminToken, ORG } from "./stack.mjs";
 
 // A tracking endpoint that counts beacons (for the beacons/s figure).
 let beaconHits = 0;
@@ -38,6 +38,44 @@ for (const [name, path] of [
   rows.push(`| ${name} | ${p(50)} | ${p(99)} | ${rps} |`);
 }
 console.log("| playlist | p50 | p99 | requests/s |\n|---|---|---|---|\n" + rows.join("\n"));
+
+// Decision service p50/p99: POST /api/orgs/demo/decision (JWT check in the
+// manifest worker, service binding to the decision worker), three ways.
+const adServer = createServer((req, res) => {
+  res.writeHead(200, { "Content-Type": "application/xml" }).end(`<VAST version="4.2">
+ <Ad id="a1" sequence="1"><InLine><AdSystem>bench</AdSystem><Impression>${T}/imp</Impression><Creatives><Creative id="ad1"><Linear><Duration>00:00:09.600</Duration><MediaFiles><MediaFile delivery="progressive" type="video/mp4">${T}/a.mp4</MediaFile></MediaFiles></Linear></Creative></Creatives></InLine></Ad>
+ <Ad id="a2" sequence="2"><InLine><AdSystem>bench</AdSystem><Impression>${T}/imp</Impression><Creatives><Creative id="ad2"><Linear><Duration>00:00:15.360</Duration><MediaFiles><MediaFile delivery="progressive" type="video/mp4">${T}/b.mp4</MediaFile></MediaFiles></Linear></Creative></Creatives></InLine></Ad>
+</VAST>`);
+});
+await new Promise((r) => adServer.listen(0, "127.0.0.1", r));
+const adTag = `http://127.0.0.1:${adServer.address().port}/vast?cb=[CACHEBUSTING]`;
+await api(s.base, "PUT", `/api/orgs/${ORG}/channels/dec-vast`, channelConfig(s.originBase, "none", { scte35_enabled: false, vast_urls: [adTag], decision_cache_s: 0, vast_cache_s: 0 }));
+await api(s.base, "PUT", `/api/orgs/${ORG}/channels/dec-vastcache`, channelConfig(s.originBase, "none", { scte35_enabled: false, vast_urls: [adTag], decision_cache_s: 0, vast_cache_s: 30 }));
+const drows = [];
+for (const [name, channel, unique] of [
+  ["decision, KV-cached pod", "manual", false],
+  ["decision, library (no cache)", "capless", true],
+  ["decision, VAST from a loopback ad server (no cache)", "dec-vast", true],
+  ["decision, VAST response cached in the isolate", "dec-vastcache", true],
+]) {
+  if (channel === "capless") await api(s.base, "PUT", `/api/orgs/${ORG}/channels/capless`, channelConfig(s.originBase, "none", { scte35_enabled: false, decision_cache_s: 0 }));
+  const lua = "/tmp/cf-ssai-decision.lua";
+  writeFileSync(lua, `counter = 0
+request = function()
+  counter = counter + 1
+  local b = '{"channel":"${channel}","break_id":"${unique ? "b' .. counter .. 'x' .. math.random(1000000000) .. '" : "bench"}","duration_s":30,"cadence_ms":1920}'
+  return wrk.format("POST", "/api/orgs/${ORG}/decision", {["Authorization"]="Bearer ${adminToken(ORG)}", ["Content-Type"]="application/json"}, b)
+end
+`);
+  const r = spawnSync("wrk", ["-t1", "-c4", "-d10s", "--latency", "-s", lua, s.base], { encoding: "utf8" });
+  const out = r.stdout;
+  const p = (q) => (out.match(new RegExp(`\\s${q}%\\s+([\\d.]+\\w+)`)) || [])[1];
+  const rps = (out.match(/Requests\/sec:\s+([\d.]+)/) || [])[1];
+  const non2xx = (out.match(/Non-2xx or 3xx responses: (\d+)/) || [])[1] ?? 0;
+  drows.push(`| ${name} | ${p(50)} | ${p(99)} | ${rps} | ${non2xx} |`);
+}
+adServer.close();
+console.log("\n| decision | p50 | p99 | requests/s | non-2xx |\n|---|---|---|---|---|\n" + drows.join("\n"));
 
 // Beacons/s through the local queue consumer: every request for a proxied
 // first ad segment with a new session enqueues an impression and a start.

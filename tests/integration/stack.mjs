@@ -163,7 +163,9 @@ export function channelConfig(originBase, dialect, extra = {}) {
 
 /**
  * Start origin + workers. Options: port, originPort, stateDir, media,
- * seed (true), ingest (true), echo, dialect (news channel).
+ * seed (true), ingest (true), echo, dialect (news channel), dialects (one
+ * channel each), firstBreak/breakEvery/breakLen (segments), cadenceMs
+ * (origin only), vars, tracking, lifetimeS.
  */
 export async function startStack(opts = {}) {
   const port = opts.port ?? (await freePort());
@@ -183,7 +185,7 @@ export async function startStack(opts = {}) {
   if (mig.status !== 0) throw new Error(`D1 migrations failed:\n${mig.stdout}\n${mig.stderr}`);
   const origin = spawnGroup(CLI, [
     "origin", "--port", String(originPort), "--media", join(media, "content"), "--loop", "60",
-    "--cadence-ms", String(CADENCE_MS), "--window", "6",
+    "--cadence-ms", String(opts.cadenceMs ?? CADENCE_MS), "--window", "6",
     "--break-every", String(opts.breakEvery ?? 40), "--break-len", String(opts.breakLen ?? 16),
     "--first-break", String(opts.firstBreak ?? 6), "--exit-after-s", String(opts.lifetimeS ?? 7200),
   ], { echo: false });

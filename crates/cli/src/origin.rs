@@ -5,7 +5,10 @@
 //! SCTE-35 breaks), and segments from `--media DIR/{variant}/seg{n}.ts`
 //! (looped, with an origin discontinuity at each loop). The channel name
 //! picks the marker dialect when it is one (`cue-out`, `daterange`,
-//! `oatcls`, `scte35-tag`, `splicepoint`, `none`), else `--dialect`.
+//! `oatcls`, `scte35-tag`, `splicepoint`, `none`, or `daterange-ahead`:
+//! DATERANGE announced 3 segments before its START-DATE), else
+//! `--dialect`; `--signal-ahead N` announces DATERANGE breaks N segments
+//! early on every channel.
 //! `POST /ctl/{channel}/down?secs=N` makes a channel answer 503 for N
 //! seconds (the origin-dies test). Listens on 127.0.0.1 only.
 
@@ -77,6 +80,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         ],
         loop_len,
         origin_disc_every: if loop_len < 1_000_000 { loop_len } else { 0 },
+        signal_ahead: flag_or(args, "--signal-ahead", 0)?,
     };
     let origin = Arc::new(Origin {
         base,
@@ -207,6 +211,12 @@ fn respond(
 
 fn channel(o: &Origin, name: &str) -> SimChannel {
     let mut c = o.base.clone();
+    if name == "daterange-ahead" {
+        // DATERANGE signalled 3 segments ahead of its START-DATE.
+        c.dialect = SimDialect::Daterange;
+        c.signal_ahead = c.signal_ahead.max(3);
+        return c;
+    }
     c.dialect = SimDialect::parse(name).unwrap_or(o.default_dialect);
     c
 }

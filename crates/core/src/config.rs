@@ -31,8 +31,20 @@ pub struct ChannelConfig {
     /// Variant the monitor polls (name in the master's URI); empty =
     /// lowest bandwidth.
     pub poll_variant: String,
+    /// Monitor poll interval in ms; 0 = 90 % of the cadence (see
+    /// `monitor::poll_interval_ms`).
+    pub poll_interval_ms: u64,
     pub vast_urls: Vec<String>,
+    /// External decision API (JSON), step 1 of the waterfall; empty = off.
     pub decision_api_url: String,
+    /// VMAP 1.0 schedule for scheduled (`/cue schedule`) breaks; empty = off.
+    pub vmap_url: String,
+    /// Plays of one creative per channel window (0 = no cap).
+    pub frequency_cap: crate::decision::FrequencyCap,
+    /// Decision cache in KV, seconds (0 = off; KV's minimum TTL is 60).
+    pub decision_cache_s: u32,
+    /// VAST/VMAP response cache per isolate, seconds (0 = off).
+    pub vast_cache_s: u32,
     pub decision_timeout_ms: u64,
     pub origin_timeout_ms: u64,
     pub slate_id: String,
@@ -65,8 +77,13 @@ impl Default for ChannelConfig {
             segmentation: SegmentationPolicy::default(),
             breaks: BreakPolicy::default(),
             poll_variant: String::new(),
+            poll_interval_ms: 0,
             vast_urls: Vec::new(),
             decision_api_url: String::new(),
+            vmap_url: String::new(),
+            frequency_cap: Default::default(),
+            decision_cache_s: 60,
+            vast_cache_s: 10,
             decision_timeout_ms: 1500,
             origin_timeout_ms: 2000,
             slate_id: String::new(),
@@ -111,16 +128,38 @@ impl ChannelConfig {
                 f(&format!("vast_urls[{i}]"), m);
             }
         }
-        if !self.decision_api_url.is_empty() {
-            if let Err(m) = check_origin_url(
-                &self.decision_api_url,
-                private_ok && self.allow_private_origin,
-            ) {
-                f("decision_api_url", m);
+        for (field, u) in [
+            ("decision_api_url", &self.decision_api_url),
+            ("vmap_url", &self.vmap_url),
+        ] {
+            if !u.is_empty() {
+                if let Err(m) = check_origin_url(u, private_ok && self.allow_private_origin) {
+                    f(field, m);
+                }
             }
+        }
+        if self.decision_cache_s != 0 && !(60..=86_400).contains(&self.decision_cache_s) {
+            f(
+                "decision_cache_s",
+                "must be 0 (off) or 60..=86400 (KV's minimum TTL is 60)".into(),
+            );
+        }
+        if self.vast_cache_s > 300 {
+            f("vast_cache_s", "must be at most 300".into());
+        }
+        if self.frequency_cap.max_per_window > 0
+            && !(60..=604_800).contains(&self.frequency_cap.window_s)
+        {
+            f("frequency_cap.window_s", "must be 60..=604800".into());
         }
         if self.cadence_ms != 0 && !(500..=20_000).contains(&self.cadence_ms) {
             f("cadence_ms", "must be 0 (derive) or 500..=20000".into());
+        }
+        if self.poll_interval_ms != 0 && !(250..=60_000).contains(&self.poll_interval_ms) {
+            f(
+                "poll_interval_ms",
+                "must be 0 (90% of the cadence) or 250..=60000".into(),
+            );
         }
         if !(100..=10_000).contains(&self.origin_timeout_ms) {
             f("origin_timeout_ms", "must be 100..=10000".into());

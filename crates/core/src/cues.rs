@@ -264,11 +264,15 @@ fn daterange(
     } else {
         return None;
     };
-    // Anchor at START-DATE when it names a segment in the window.
+    // Anchor at START-DATE: the segment it names in the window, else the
+    // MSN it will have (signalled ahead) or had (start slid out).
     let start = attr(v, "START-DATE").and_then(hls::parse_pdt_ms);
-    let (msn, pdt) = match start.and_then(|p| m.index_at_pdt(p)) {
-        Some(i) => (m.segments[i].msn, start),
-        None => (msn, start.or(seg_pdt)),
+    let (msn, pdt) = match start {
+        Some(p) => match m.index_at_pdt(p) {
+            Some(i) => (m.segments[i].msn, start),
+            None => (m.project_msn(p).unwrap_or(msn), start),
+        },
+        None => (msn, seg_pdt),
     };
     let mut ev = from_section_text(text, true, msn, pdt, Dialect::Daterange, policy, warn)
         .or_else(|| kind_hint.map(|k| base(k, msn, pdt, Dialect::Daterange)))?;

@@ -11,10 +11,12 @@ pub mod auth;
 pub mod beacon;
 pub mod config;
 pub mod cues;
+pub mod decision;
 pub mod hls;
 pub mod master;
 pub mod media;
 pub mod model;
+pub mod monitor;
 pub mod pod;
 pub mod scte35;
 pub mod scte35_json;
@@ -25,3 +27,5 @@ pub mod splice;
 pub mod validate;
 #[cfg(feature = "vast")]
 pub mod vast;
+#[cfg(feature = "vast")]
+pub mod vmap;

@@ -213,6 +213,24 @@ impl<'a> MediaPlaylist<'a> {
     pub fn last_msn(&self) -> Option<u64> {
         self.segments.last().map(|s| s.msn)
     }
+
+    /// The MSN a PDT outside the window will have (or had), counted at the
+    /// window's cadence from the nearest segment with a PDT: a DATERANGE
+    /// signalled ahead of its splice point (SCTE 67 pre-roll) names a
+    /// segment not yet published. `None` without PDTs or before MSN 0.
+    pub fn project_msn(&self, pdt_ms: i64) -> Option<u64> {
+        let cadence = self.cadence_ms().max(1) as i64;
+        let (msn, at) = if pdt_ms >= self.segments.last()?.pdt_ms? {
+            let s = self.segments.iter().rev().find(|s| s.pdt_ms.is_some())?;
+            (s.msn as i64, s.pdt_ms?)
+        } else {
+            let s = self.segments.iter().find(|s| s.pdt_ms.is_some())?;
+            (s.msn as i64, s.pdt_ms?)
+        };
+        let delta = pdt_ms - at;
+        let steps = (delta + delta.signum() * cadence / 2) / cadence;
+        u64::try_from(msn + steps).ok()
+    }
 }
 
 impl MediaPlaylist<'_> {

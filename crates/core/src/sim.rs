@@ -67,6 +67,11 @@ pub struct SimChannel {
     /// Whether the origin's own discontinuity at MSN multiples of this
     /// (0 = never) appears, to test passing origin discontinuities.
     pub origin_disc_every: u64,
+    /// DATERANGE dialect: also announce each break this many segments
+    /// ahead of its first segment (START-DATE in the future), as a
+    /// packager does with a splice_insert received with pre-roll.
+    #[serde(default)]
+    pub signal_ahead: u64,
 }
 
 impl Default for SimChannel {
@@ -98,6 +103,7 @@ impl Default for SimChannel {
             ],
             loop_len: 1_000_000,
             origin_disc_every: 0,
+            signal_ahead: 0,
         }
     }
 }
@@ -199,6 +205,12 @@ impl SimChannel {
     }
 
     fn markers(&self, msn: u64, s: &mut String) {
+        if self.dialect == SimDialect::Daterange && self.signal_ahead > 0 {
+            let at = msn + self.signal_ahead;
+            if let Some((anchor, id)) = self.break_at(at).filter(|(a, _)| *a == at) {
+                self.daterange_out(anchor, id, s);
+            }
+        }
         let (anchor, id) = match self.break_at(msn) {
             Some(b) => b,
             None => match msn
@@ -242,14 +254,7 @@ impl SimChannel {
                     let _ = writeln!(s, "#EXT-X-CUE-OUT-CONT:{elapsed:.3}/{dur:.3}");
                 }
             }
-            SimDialect::Daterange if first => {
-                let _ = writeln!(
-                    s,
-                    "#EXT-X-DATERANGE:ID=\"splice-{id}\",START-DATE=\"{}\",PLANNED-DURATION={dur:.3},SCTE35-OUT=0x{}",
-                    hls::format_pdt_ms(self.pdt_of(msn)),
-                    scte35::to_hex(&out)
-                );
-            }
+            SimDialect::Daterange if first => self.daterange_out(msn, id, s),
             SimDialect::Scte35Tag if first => {
                 let ts = scte35::encode(&CueSpec::TimeSignal {
                     pts_time: Some((msn * self.cadence_ms * 90) % scte35::PTS_MODULUS),
@@ -272,6 +277,25 @@ impl SimChannel {
             }
             _ => {}
         }
+    }
+
+    /// The DATERANGE SCTE35-OUT of the break starting at `anchor`.
+    fn daterange_out(&self, anchor: u64, id: u32, s: &mut String) {
+        let out = scte35::encode(&CueSpec::SpliceInsert {
+            event_id: id,
+            out_of_network: true,
+            pts_time: Some((anchor * self.cadence_ms * 90) % scte35::PTS_MODULUS),
+            duration: Some(self.break_len * self.cadence_ms * 90),
+            auto_return: true,
+            unique_program_id: 1,
+        });
+        let _ = writeln!(
+            s,
+            "#EXT-X-DATERANGE:ID=\"splice-{id}\",START-DATE=\"{}\",PLANNED-DURATION={:.3},SCTE35-OUT=0x{}",
+            hls::format_pdt_ms(self.pdt_of(anchor)),
+            self.break_len as f64 * self.cadence_ms as f64 / 1000.0,
+            scte35::to_hex(&out)
+        );
     }
 
     fn in_marker(&self, id: u32, msn: u64, s: &mut String) {

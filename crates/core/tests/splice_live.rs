@@ -456,3 +456,28 @@ fn cue_out_without_duration_runs_until_the_cue_in() {
         .iter()
         .any(|(m, f)| *m == 14 && f.discontinuity && f.uri.ends_with("/e.ts")));
 }
+
+#[test]
+fn daterange_signalled_ahead_is_registered_before_its_first_segment() {
+    // The DATERANGE arrives 3 segments before its START-DATE (pre-roll).
+    let ch = SimChannel {
+        dialect: SimDialect::Daterange,
+        signal_ahead: 3,
+        ..Default::default()
+    };
+    assert!(run(ch.clone(), Mode::Ssai, 150, 900) > 0);
+    assert!(run(ch.clone(), Mode::Sgai, 150, 900) == 0);
+    // The first window showing the cue does not yet hold the break's first
+    // segment, and the cue already anchors there (its future MSN).
+    let anchor = ch.first_break + ch.break_every;
+    let text = ch.media("low", ch.pdt_of(anchor - 2));
+    let m = media::parse(&text).unwrap();
+    assert!(m.last_msn().unwrap() < anchor);
+    let det = cues::detect(&m, &SegmentationPolicy::default());
+    let out = det
+        .events
+        .iter()
+        .find(|e| e.msn == anchor)
+        .expect("cue anchored at the future segment");
+    assert_eq!(out.pdt_ms, Some(ch.pdt_of(anchor)));
+}

@@ -1,18 +1,20 @@
 //! The decision service: `POST /decision` → a pod that fits the break,
-//! always, within its time budget. Waterfall: ad library (D1, media in R2)
-//! → slate (channel, then org default). Pure pod building is in the core
-//! (`cf_ssai_core::pod`); this worker loads candidates and caches.
+//! always, within its time budget. Waterfall: external decision API (JSON)
+//! → VAST (VMAP's break for scheduled/pre-roll breaks, then the channel's
+//! tags) → ad library (D1, media in R2) → slate (channel, then org
+//! default), with frequency caps per creative (KV). Pure logic is in the
+//! core (`pod`, `vast`, `vmap`, `decision`); this worker does the I/O and
+//! caches.
 
+use cf_ssai_core::decision::CapState;
 use cf_ssai_core::model::{AdRendition, PodItem, PodSource, Slate, Tracking};
 use cf_ssai_core::pod::{build_pod, PodRequest};
+use cf_ssai_core::vmap::AdSource;
 use serde::Deserialize;
 use worker::*;
 use worker_shared::{bindings, error, json};
 
 mod vast;
-
-/// Decision cache TTL (KV), seconds.
-const CACHE_TTL_S: u64 = 60;
 
 #[derive(Debug, Deserialize)]
 struct DecisionRequest {
@@ -21,11 +23,17 @@ struct DecisionRequest {
     break_id: Option<String>,
     duration_s: Option<f64>,
     cadence_ms: Option<u64>,
+    /// What opened the break: scte35 (default), cue, scheduled, preroll.
+    #[serde(default)]
+    kind: Option<String>,
+    /// The break's start (epoch ms), for VMAP clock offsets.
+    #[serde(default)]
+    start_ms: Option<i64>,
     #[serde(default)]
     viewer: Viewer,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, serde::Serialize)]
 struct Viewer {
     #[serde(default)]
     geo: String,
@@ -78,6 +86,16 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
             )
         }
     };
+    let kind = match r.kind.as_deref() {
+        None | Some("scte35") => "scte35",
+        Some(k @ ("cue" | "scheduled" | "preroll")) => k,
+        Some(other) => {
+            return error(
+                400,
+                format!("kind: {other:?} is not one of scte35, cue, scheduled, preroll"),
+            )
+        }
+    };
     let Some(ch) = worker_shared::load_channel(env, &org, &slug).await? else {
         return error(404, format!("channel {org}/{slug} not found"));
     };
@@ -87,18 +105,26 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
         .or((ch.config.cadence_ms > 0).then_some(ch.config.cadence_ms))
         .unwrap_or(2000);
     let kv = env.kv(bindings::KV)?;
+    let cfg = &ch.config;
+    let cap = cfg.frequency_cap;
+    // Cached pods would ignore frequency caps and VMAP's per-break
+    // schedule: cache only decisions that depend on the request alone.
+    let cacheable =
+        cfg.decision_cache_s > 0 && !cap.enabled() && kind != "scheduled" && kind != "preroll";
     let cache_key = format!(
-        "decision:{org}:{slug}:{}:{cadence_ms}:{}:{}:{}",
+        "decision:{org}:{slug}:{cadence_ms}:{}:{}:{}:{}",
         (duration_s * 1000.0).round() as u64,
-        r.viewer.geo,
-        r.viewer.consent.len(),
-        r.viewer.bucket
+        enc(&r.viewer.geo),
+        short_hash(&r.viewer.consent),
+        enc(&r.viewer.bucket)
     );
-    if let Ok(Some(mut pod)) = kv.get(&cache_key).json::<cf_ssai_core::model::Pod>().await {
-        pod.break_id = break_id.clone();
-        pod.pod_id = format!("pod-{break_id}");
-        worker_shared::count(env, "decision", "cache_hits", 1).await;
-        return json(&pod, 200);
+    if cacheable {
+        if let Ok(Some(mut pod)) = kv.get(&cache_key).json::<cf_ssai_core::model::Pod>().await {
+            pod.break_id = break_id.clone();
+            pod.pod_id = format!("pod-{break_id}");
+            worker_shared::count(env, "decision", "cache_hits", 1).await;
+            return json(&pod, 200);
+        }
     }
     let mut reasons = Vec::new();
     let lib = match library(env, &org, &slug).await {
@@ -108,28 +134,170 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
             Vec::new()
         }
     };
-    // Waterfall: VAST tags (within the time budget), then the library.
-    let started = worker_shared::now_ms();
-    let budget = ch.config.decision_timeout_ms as i64;
+    let now = worker_shared::now_ms();
+    let cap_key = format!("fcap:{org}:{slug}");
+    let mut caps: CapState = if cap.enabled() {
+        kv.get(&cap_key)
+            .json()
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or_default()
+    } else {
+        CapState::default()
+    };
+    let capped = caps.capped(&cap, now);
+    let started = now;
+    let budget = cfg.decision_timeout_ms as i64;
+    let left = |reasons: &mut Vec<String>, step: &str| -> Option<u64> {
+        let l = budget - (worker_shared::now_ms() - started);
+        if l <= 50 {
+            reasons.push(format!("{step}: time budget spent"));
+            None
+        } else {
+            Some(l as u64)
+        }
+    };
     let mut source = PodSource::Library;
     let mut candidates = Vec::new();
-    for tag in &ch.config.vast_urls {
-        let left = budget - (worker_shared::now_ms() - started);
-        if left <= 50 {
-            reasons.push("VAST: time budget spent".into());
-            break;
+    let mut tags: Vec<String> = cfg.vast_urls.clone();
+    // 1. External decision API.
+    if !cfg.decision_api_url.is_empty() {
+        if let Some(l) = left(&mut reasons, "decision API") {
+            match external(
+                env,
+                &cfg.decision_api_url,
+                &slug,
+                &break_id,
+                duration_s,
+                &r.viewer,
+                l,
+            )
+            .await
+            {
+                Ok(resp) => {
+                    let items = cf_ssai_core::decision::map_external(&resp, &lib, &mut reasons);
+                    if !items.is_empty() {
+                        source = PodSource::Api;
+                        candidates.extend(items);
+                    }
+                    tags.splice(0..0, resp.vast_urls);
+                }
+                Err(e) => reasons.push(format!("decision API: {e}")),
+            }
         }
-        let url = fill_tag(tag, duration_s, &r.viewer, worker_shared::now_ms());
-        let items = vast::resolve(env, &url, &lib, cadence_ms, left as u64, &mut reasons).await;
-        if !items.is_empty() {
-            source = PodSource::Vast;
-            candidates.extend(items);
+    }
+    // 2. VAST: the VMAP break for scheduled/pre-roll breaks, then the tags.
+    if candidates.is_empty()
+        && !cfg.vmap_url.is_empty()
+        && (kind == "scheduled" || kind == "preroll")
+    {
+        if let Some(l) = left(&mut reasons, "VMAP") {
+            let deadline = worker_shared::now_ms() + l as i64;
+            let private_ok = worker_shared::private_origins_allowed(env);
+            match vast::fetch_cached(
+                &cfg.vmap_url,
+                &cfg.vmap_url,
+                cfg.vast_cache_s,
+                deadline,
+                private_ok,
+            )
+            .await
+            .and_then(|t| cf_ssai_core::vmap::parse(&t).map_err(|e| e.to_string()))
+            {
+                Ok(breaks) => {
+                    let tolerance = ((duration_s * 500.0) as i64).max(cadence_ms as i64);
+                    match cf_ssai_core::vmap::select(
+                        &breaks,
+                        // `/cue` names breaks "cue-{event_id}"; VMAP names the event.
+                        break_id.strip_prefix("cue-").unwrap_or(&break_id),
+                        kind == "preroll",
+                        r.start_ms,
+                        tolerance,
+                    ) {
+                        Some(b) => {
+                            let items = match &b.source {
+                                Some(AdSource::TagUri(t)) => {
+                                    let url =
+                                        fill_tag(t, duration_s, &r.viewer, worker_shared::now_ms());
+                                    let key = format!("{t}|{}", viewer_key(&r.viewer));
+                                    vast::resolve(
+                                        env,
+                                        vast::TagSource::Url {
+                                            url: &url,
+                                            cache_key: &key,
+                                        },
+                                        &lib,
+                                        cadence_ms,
+                                        l,
+                                        cfg.vast_cache_s,
+                                        &mut reasons,
+                                    )
+                                    .await
+                                }
+                                Some(AdSource::VastData(x)) => {
+                                    vast::resolve(
+                                        env,
+                                        vast::TagSource::Inline(x),
+                                        &lib,
+                                        cadence_ms,
+                                        l,
+                                        cfg.vast_cache_s,
+                                        &mut reasons,
+                                    )
+                                    .await
+                                }
+                                None => Vec::new(),
+                            };
+                            reasons.push(format!(
+                                "VMAP break {:?}: {} ads",
+                                b.break_id,
+                                items.len()
+                            ));
+                            if !items.is_empty() {
+                                source = PodSource::Vast;
+                                candidates.extend(items);
+                            }
+                        }
+                        None => reasons.push("VMAP: no break matches".into()),
+                    }
+                }
+                Err(e) => reasons.push(format!("VMAP {}: {e}", cfg.vmap_url)),
+            }
         }
     }
     if candidates.is_empty() {
+        for tag in &tags {
+            let Some(l) = left(&mut reasons, "VAST") else {
+                break;
+            };
+            let url = fill_tag(tag, duration_s, &r.viewer, worker_shared::now_ms());
+            let key = format!("{tag}|{}", viewer_key(&r.viewer));
+            let items = vast::resolve(
+                env,
+                vast::TagSource::Url {
+                    url: &url,
+                    cache_key: &key,
+                },
+                &lib,
+                cadence_ms,
+                l,
+                cfg.vast_cache_s,
+                &mut reasons,
+            )
+            .await;
+            if !items.is_empty() {
+                source = PodSource::Vast;
+                candidates.extend(items);
+                break;
+            }
+        }
+    }
+    // 3. The ad library.
+    if candidates.is_empty() {
         candidates = lib;
     }
-    let slate = match slate(env, &org, &slug, &ch.config.slate_id).await {
+    let slate = match slate(env, &org, &slug, &cfg.slate_id).await {
         Ok(s) => s,
         Err(e) => {
             reasons.push(format!("slate unavailable: {e}"));
@@ -141,19 +309,96 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
             break_id: &break_id,
             duration_s,
             cadence_ms,
-            personalization_threshold_s: ch.config.personalization_threshold_s,
-            capped: &[],
+            personalization_threshold_s: cfg.personalization_threshold_s,
+            capped: &capped,
             source,
         },
         candidates,
         slate,
         reasons,
     );
-    if let Ok(put) = kv.put(&cache_key, &pod) {
-        let _ = put.expiration_ttl(CACHE_TTL_S).execute().await;
+    if cap.enabled() && !pod.items.is_empty() {
+        caps.record(pod.items.iter().map(|i| i.creative_id.as_str()), &cap, now);
+        if let Ok(put) = kv.put(&cap_key, serde_json::to_string(&caps)?) {
+            let _ = put.expiration_ttl(cap.window_s.max(60)).execute().await;
+        }
+    }
+    if cacheable {
+        if let Ok(put) = kv.put(&cache_key, &pod) {
+            let _ = put
+                .expiration_ttl(cfg.decision_cache_s as u64)
+                .execute()
+                .await;
+        }
     }
     worker_shared::count(env, "decision", "decisions", 1).await;
     json(&pod, 200)
+}
+
+fn enc(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+/// A short stable digest (FNV-1a) for long cache-key parts (consent
+/// strings run to kilobytes; KV keys stop at 512 bytes).
+fn short_hash(s: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h = (h ^ b as u64).wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// The viewer dimensions a VAST response may depend on (cache key part).
+fn viewer_key(v: &Viewer) -> String {
+    format!(
+        "{}|{}|{}",
+        enc(&v.geo),
+        short_hash(&v.consent),
+        enc(&v.bucket)
+    )
+}
+
+/// Step 1: POST the break to the external decision API (JSON both ways).
+async fn external(
+    env: &Env,
+    url: &str,
+    channel: &str,
+    break_id: &str,
+    duration_s: f64,
+    v: &Viewer,
+    timeout_ms: u64,
+) -> std::result::Result<cf_ssai_core::decision::ExternalResponse, String> {
+    cf_ssai_core::beacon::check_url(url, worker_shared::private_origins_allowed(env))?;
+    let body = serde_json::to_string(&cf_ssai_core::decision::ExternalRequest {
+        channel,
+        break_id,
+        duration_s,
+        geo: &v.geo,
+        consent: &v.consent,
+        bucket: &v.bucket,
+    })
+    .map_err(|e| e.to_string())?;
+    let headers = Headers::new();
+    headers
+        .set("Content-Type", "application/json")
+        .map_err(|e| e.to_string())?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post)
+        .with_headers(headers)
+        .with_body(Some(body.into()));
+    let req = Request::new_with_init(url, &init).map_err(|e| e.to_string())?;
+    let mut resp = worker_shared::fetch_timeout(req, timeout_ms)
+        .await
+        .map_err(|e| e.to_string())?;
+    if !(200..300).contains(&resp.status_code()) {
+        return Err(format!("HTTP {}", resp.status_code()));
+    }
+    let text = resp.text().await.map_err(|e| e.to_string())?;
+    if text.len() > 256 * 1024 {
+        return Err("answer over 256 KiB".into());
+    }
+    cf_ssai_core::decision::parse_external(&text)
 }
 
 /// Fill the tag's macros (VAST 4.3 §6): cache buster, timestamp, break

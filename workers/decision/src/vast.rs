@@ -5,25 +5,90 @@
 //! core's (`cf_ssai_core::vast`).
 
 use cf_ssai_core::beacon::{self, BeaconMessage, TrackingEvent};
-use cf_ssai_core::model::PodItem;
-use cf_ssai_core::vast::{self as core_vast, error_code, VastAd};
+use cf_ssai_core::decision::{self as core_decision, TtlCache};
+use cf_ssai_core::model::{AdRendition, PodItem};
+use cf_ssai_core::vast::{self as core_vast, error_code, Creative, VastAd};
+use std::cell::RefCell;
 use worker::*;
 use worker_shared::{bindings, now_ms};
 
 pub const MAX_WRAPPER_DEPTH: usize = 5;
+/// Variants of an HLS MediaFile master we read at most.
+const MAX_HLS_VARIANTS: usize = 4;
+
+thread_local! {
+    /// VAST/VMAP responses per isolate (a few seconds): a burst of breaks
+    /// across channels sharing a tag costs one ad-server request.
+    static CACHE: RefCell<TtlCache> = RefCell::new(TtlCache::new(8 << 20));
+}
+
+/// Where a VAST document comes from.
+pub enum TagSource<'a> {
+    /// A tag URL (macros filled) and the cache key (the tag before cache
+    /// busters were filled, with the viewer's dimensions).
+    Url { url: &'a str, cache_key: &'a str },
+    /// VAST carried inline (VMAP `VASTAdData`).
+    Inline(&'a str),
+}
+
+/// Fetch a text document through the per-isolate cache.
+pub async fn fetch_cached(
+    url: &str,
+    cache_key: &str,
+    ttl_s: u32,
+    deadline: i64,
+    private_ok: bool,
+) -> std::result::Result<String, String> {
+    beacon::check_url(url, private_ok)?;
+    let now = now_ms();
+    if ttl_s > 0 {
+        if let Some(hit) = CACHE.with(|c| c.borrow().get(cache_key, now).map(String::from)) {
+            return Ok(hit);
+        }
+    }
+    let left = deadline - now;
+    if left <= 0 {
+        return Err("time budget spent".into());
+    }
+    let text = worker_shared::get_text(url, left as u64)
+        .await
+        .map_err(|e| e.to_string())?;
+    if ttl_s > 0 {
+        CACHE.with(|c| {
+            c.borrow_mut().put(
+                cache_key.to_string(),
+                text.clone(),
+                ttl_s as i64 * 1000,
+                now_ms(),
+            )
+        });
+    }
+    Ok(text)
+}
 
 /// The usable pod items of one VAST tag, in play order.
 pub async fn resolve(
     env: &Env,
-    url: &str,
+    src: TagSource<'_>,
     library: &[PodItem],
     cadence_ms: u64,
     budget_ms: u64,
+    cache_s: u32,
     reasons: &mut Vec<String>,
 ) -> Vec<PodItem> {
     let deadline = now_ms() + budget_ms as i64;
     let private_ok = worker_shared::private_origins_allowed(env);
-    let doc = match fetch_doc(url, deadline, private_ok).await {
+    let (label, doc) = match src {
+        TagSource::Url { url, cache_key } => (
+            url.to_string(),
+            fetch_cached(url, cache_key, cache_s, deadline, private_ok)
+                .await
+                .and_then(|t| parse_doc(&t)),
+        ),
+        TagSource::Inline(text) => ("VMAP VASTAdData".to_string(), parse_doc(text)),
+    };
+    let url = label.as_str();
+    let doc = match doc {
         Ok(d) => d,
         Err(e) => {
             reasons.push(format!("VAST {url}: {e}"));
@@ -35,9 +100,10 @@ pub async fn resolve(
     for ad in core_vast::ordered_inline_ads(&doc)
         .into_iter()
         .cloned()
-        .chain(unwrap_all(&doc, deadline, private_ok, reasons, &mut errors).await)
+        .chain(unwrap_all(&doc, deadline, private_ok, cache_s, reasons, &mut errors).await)
     {
-        match map_ad(&ad, library, cadence_ms) {
+        let hls = hls_renditions(&ad, library, deadline, private_ok, reasons).await;
+        match map_ad(&ad, library, &hls, cadence_ms) {
             Ok(item) => items.push(item),
             Err((why, code)) => {
                 reasons.push(format!("VAST ad {}: {why}", ad.id));
@@ -59,6 +125,7 @@ async fn unwrap_all(
     doc: &core_vast::VastDoc,
     deadline: i64,
     private_ok: bool,
+    cache_s: u32,
     reasons: &mut Vec<String>,
     errors: &mut Vec<(String, u16)>,
 ) -> Vec<VastAd> {
@@ -79,7 +146,10 @@ async fn unwrap_all(
                 break;
             }
             seen.push(u.clone());
-            match fetch_doc(&u, deadline, private_ok).await {
+            match fetch_cached(&u, &u, cache_s, deadline, private_ok)
+                .await
+                .and_then(|t| parse_doc(&t))
+            {
                 Ok(d) => match d.ads.into_iter().next() {
                     Some(a) if a.is_wrapper => {
                         next = a.wrapper_uri().map(String::from);
@@ -118,24 +188,75 @@ async fn unwrap_all(
     out
 }
 
+fn library_match<'a>(c: &Creative, library: &'a [PodItem]) -> Option<&'a PodItem> {
+    library.iter().find(|l| {
+        (!c.id.is_empty() && l.creative_id == c.id)
+            || (!c.ad_id.is_empty() && l.creative_id == c.ad_id)
+            || (c.universal_ad_id.is_some() && l.universal_ad_id == c.universal_ad_id)
+    })
+}
+
+/// Renditions read straight from the creative's HLS MediaFile, when the ad
+/// library has no conditioned copy: the master's variants (up to 4) or the
+/// media playlist itself. Whether they fit the cadence is `map_ad`'s call.
+async fn hls_renditions(
+    ad: &VastAd,
+    library: &[PodItem],
+    deadline: i64,
+    private_ok: bool,
+    reasons: &mut Vec<String>,
+) -> Vec<AdRendition> {
+    let Some(c) = ad.creatives.iter().find(|c| c.linear) else {
+        return Vec::new();
+    };
+    if library_match(c, library).is_some() {
+        return Vec::new();
+    }
+    let Some(mf) = c.media_files.iter().find(|m| m.is_hls()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let result: std::result::Result<(), String> = async {
+        let base = url::Url::parse(&mf.url).map_err(|e| format!("{}: {e}", mf.url))?;
+        let text = fetch_cached(&mf.url, &mf.url, 0, deadline, private_ok).await?;
+        let variants = core_decision::master_variants(&text, &base);
+        if variants.is_empty() {
+            let bw = (mf.bitrate as u64) * 1000;
+            out.push(core_decision::rendition_from_media(
+                &text, &base, bw, None, None,
+            )?);
+            return Ok(());
+        }
+        for (u, bw, res, codecs) in variants.into_iter().take(MAX_HLS_VARIANTS) {
+            let vurl = url::Url::parse(&u).map_err(|e| format!("{u}: {e}"))?;
+            let t = fetch_cached(&u, &u, 0, deadline, private_ok).await?;
+            out.push(core_decision::rendition_from_media(
+                &t, &vurl, bw, res, codecs,
+            )?);
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = result {
+        reasons.push(format!("VAST ad {}: HLS MediaFile unusable: {e}", ad.id));
+        out.clear();
+    }
+    out
+}
+
 /// Conditioned media for a VAST creative: the library entry with the same
-/// creative id or UniversalAdId. MP4-only creatives without one need a
-/// transcode (error 403).
+/// creative id or UniversalAdId, else its HLS MediaFile when that fits the
+/// cadence. MP4-only creatives without either need a transcode (403).
 fn map_ad(
     ad: &VastAd,
     library: &[PodItem],
+    hls: &[AdRendition],
     cadence_ms: u64,
 ) -> std::result::Result<PodItem, (String, u16)> {
     let mut item = core_vast::pod_item(ad, |c| {
-        library
-            .iter()
-            .find(|l| {
-                (!c.id.is_empty() && l.creative_id == c.id)
-                    || (!c.ad_id.is_empty() && l.creative_id == c.ad_id)
-                    || (c.universal_ad_id.is_some() && l.universal_ad_id == c.universal_ad_id)
-            })
+        library_match(c, library)
             .map(|l| l.renditions.clone())
-            .unwrap_or_default()
+            .unwrap_or_else(|| hls.to_vec())
     })
     .ok_or(("no linear creative".to_string(), error_code::LINEARITY))?;
     if item.renditions.is_empty() {
@@ -149,11 +270,10 @@ fn map_ad(
     }
     let segs =
         cf_ssai_core::model::segments_for((item.duration_s * 1000.0).round() as u64, cadence_ms);
-    if !item
-        .renditions
-        .iter()
-        .any(|r| cf_ssai_core::pod::fits_cadence(r, cadence_ms, segs as usize))
-    {
+    // Only renditions cut to the channel's cadence can be spliced.
+    item.renditions
+        .retain(|r| cf_ssai_core::pod::fits_cadence(r, cadence_ms, segs as usize));
+    if item.renditions.is_empty() {
         return Err((
             "renditions do not fit the cadence".into(),
             error_code::MEDIA_UNSUPPORTED,
@@ -167,20 +287,8 @@ fn map_ad(
     Ok(item)
 }
 
-async fn fetch_doc(
-    url: &str,
-    deadline: i64,
-    private_ok: bool,
-) -> std::result::Result<core_vast::VastDoc, String> {
-    beacon::check_url(url, private_ok)?;
-    let left = deadline - now_ms();
-    if left <= 0 {
-        return Err("time budget spent".into());
-    }
-    let text = worker_shared::get_text(url, left as u64)
-        .await
-        .map_err(|e| e.to_string())?;
-    core_vast::parse(&text).map_err(|e| format!("{e} (VAST error {})", e.code()))
+fn parse_doc(text: &str) -> std::result::Result<core_vast::VastDoc, String> {
+    core_vast::parse(text).map_err(|e| format!("{e} (VAST error {})", e.code()))
 }
 
 /// `[ERRORCODE]` error URLs go out through the beacon queue.

@@ -202,6 +202,44 @@ async fn org_route(
             let st = crate::playback::do_state(env, &chref).await?;
             json(&st, 200)
         }
+        (Method::Post, ["decision"]) => {
+            // Preview a decision (operators, dashboard, load test): the
+            // body is the decision service's, with the org from the path.
+            let body = req.bytes().await?;
+            let mut v: serde_json::Value = match serde_json::from_slice(&body) {
+                Ok(v @ serde_json::Value::Object(_)) => v,
+                _ => return error(400, "body: a JSON object"),
+            };
+            v["org"] = serde_json::Value::String(org.to_string());
+            let mut init = RequestInit::new();
+            let headers = Headers::new();
+            headers.set("Content-Type", "application/json")?;
+            init.with_method(Method::Post)
+                .with_headers(headers)
+                .with_body(Some(v.to_string().into()));
+            env.service(bindings::DECISION)?
+                .fetch("https://decision/decision", Some(init))
+                .await
+        }
+        (Method::Get, ["channels", slug, "monitor"]) => {
+            // The poller's record: polls, errors, longest gap, late polls.
+            let chref = ChannelRef {
+                org: org.into(),
+                slug: (*slug).into(),
+            };
+            let stats: serde_json::Value =
+                crate::playback::do_get(env, &chref, "poll-stats").await?;
+            json(&stats, 200)
+        }
+        (Method::Get, ["channels", slug, "kv"]) => {
+            // What every edge node reads for this channel (the DO's copy).
+            let v: Option<serde_json::Value> = env
+                .kv(bindings::KV)?
+                .get(&worker_shared::kv_breaks_key(org, slug))
+                .json()
+                .await?;
+            json(&serde_json::json!({ "breaks": v }), 200)
+        }
         (Method::Put, ["ads", id]) => {
             #[derive(Deserialize)]
             struct Ad {

@@ -3,17 +3,21 @@
 //! once, persists before acknowledging, writes the channel's single KV key,
 //! and runs the channel's poller on alarms at segment cadence.
 
+use cf_ssai_core::config::ChannelConfig;
 use cf_ssai_core::cues::{self, CueEvent};
 use cf_ssai_core::media;
 use cf_ssai_core::model::{BreakRecord, BreakSource, ChannelBreaks, Pod, Slate};
+use cf_ssai_core::monitor::{self, PollStats};
 use cf_ssai_core::sequencer::{self, Action};
 use serde::{Deserialize, Serialize};
+use std::cell::{Cell, RefCell};
 use worker::*;
 use worker_shared::{bindings, now_ms};
 
 const STATE: &str = "state";
 const CHANNEL: &str = "channel";
 const FAILURES: &str = "poll_failures";
+const POLL_STATS: &str = "poll_stats";
 /// KV copy lifetime: every poll rewrites it; readers treat a miss as "ask
 /// the DO".
 const KV_TTL_S: u64 = 300;
@@ -57,17 +61,40 @@ pub struct CueResponse {
 pub struct ChannelDO {
     state: State,
     env: Env,
+    /// The polled media playlist URL and when it was resolved from the
+    /// master (re-resolved every minute and after any failure).
+    media_url: RefCell<Option<(String, i64)>>,
+    /// When the current poll was due (phase-locked alarms).
+    due_ms: Cell<Option<i64>>,
+    /// D1 already shows this channel healthy (skip the write per poll).
+    health_synced: Cell<bool>,
 }
 
 impl DurableObject for ChannelDO {
     fn new(state: State, env: Env) -> Self {
-        Self { state, env }
+        Self {
+            state,
+            env,
+            media_url: RefCell::new(None),
+            due_ms: Cell::new(None),
+            health_synced: Cell::new(false),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let path = req.path();
         match (req.method(), path.as_str()) {
             (Method::Get, "/state") => Response::from_json(&self.load().await?),
+            (Method::Get, "/poll-stats") => {
+                let stats: PollStats = self
+                    .state
+                    .storage()
+                    .get(POLL_STATS)
+                    .await?
+                    .unwrap_or_default();
+                let running = self.state.storage().get_alarm().await?.is_some();
+                Response::from_json(&serde_json::json!({ "running": running, "stats": stats }))
+            }
             (Method::Post, "/sync") => {
                 let body: SyncRequest = req.json().await?;
                 self.remember(&body.channel).await?;
@@ -102,23 +129,42 @@ impl DurableObject for ChannelDO {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        let next_ms = match self.poll().await {
-            Ok(ms) => ms,
+        let next = match self.poll().await {
+            Ok(next) => next,
             Err(e) => {
                 console_error!("poll failed: {e}");
                 // Back off on failure; the cron restarts a stopped poller.
-                10_000
+                Some(now_ms() + 10_000)
             }
         };
-        if next_ms > 0 {
+        if let Some(at) = next {
+            let when = worker::js_sys::Date::new(&(at as f64).into());
             self.state
                 .storage()
-                .set_alarm(std::time::Duration::from_millis(next_ms))
+                .set_alarm(ScheduledTime::new(when))
                 .await?;
+        } else {
+            self.due_ms.set(None);
         }
         Response::ok("polled")
     }
 }
+
+/// What one successful poll found.
+struct PollOutcome {
+    cadence_ms: u64,
+    registered: i64,
+    latency_ms: Option<i64>,
+    dialects: Vec<String>,
+}
+
+/// The deadline when the cadence is derived and the poll failed: the
+/// common default.
+fn stats_cadence(o: &std::result::Result<PollOutcome, String>) -> u64 {
+    o.as_ref().map_or(2000, |o| o.cadence_ms)
+}
+
+const MEDIA_URL_TTL_MS: i64 = 60_000;
 
 impl ChannelDO {
     async fn load(&self) -> Result<ChannelBreaks> {
@@ -145,12 +191,16 @@ impl ChannelDO {
     }
 
     async fn sync(&self, req: &SyncRequest) -> Result<ChannelBreaks> {
-        let mut st = self.load().await?;
-        let now = now_ms();
         let config = worker_shared::load_channel(&self.env, &req.channel.org, &req.channel.slug)
             .await?
             .map(|c| c.config)
             .unwrap_or_default();
+        self.sync_with(req, &config).await
+    }
+
+    async fn sync_with(&self, req: &SyncRequest, config: &ChannelConfig) -> Result<ChannelBreaks> {
+        let mut st = self.load().await?;
+        let now = now_ms();
         let mut changed = false;
         for action in sequencer::reconcile(&req.events, &st.entries) {
             match action {
@@ -266,6 +316,12 @@ impl ChannelDO {
             "break_id": r.id,
             "duration_s": r.duration_ms as f64 / 1000.0,
             "cadence_ms": r.cadence_ms,
+            "kind": match r.source {
+                BreakSource::Scte35 => "scte35",
+                BreakSource::Manual => "cue",
+                BreakSource::Scheduled => "scheduled",
+            },
+            "start_ms": r.anchor_pdt_ms,
         });
         let attempt = async {
             let svc = self.env.service(bindings::DECISION)?;
@@ -337,90 +393,148 @@ impl ChannelDO {
         (cadence_ms.max(1000) << n.min(6)).min(60_000)
     }
 
-    /// One poll of the origin; returns the delay to the next (0 = stop).
-    async fn poll(&self) -> Result<u64> {
-        let Some(c): Option<ChannelRef> = self.state.storage().get(CHANNEL).await? else {
-            return Ok(0);
+    /// One poll of the origin; returns when the next is due (`None`: the
+    /// channel no longer needs a poller).
+    async fn poll(&self) -> Result<Option<i64>> {
+        let storage = self.state.storage();
+        let Some(c): Option<ChannelRef> = storage.get(CHANNEL).await? else {
+            return Ok(None);
         };
         let Some(ch) = worker_shared::load_channel(&self.env, &c.org, &c.slug).await? else {
-            return Ok(0);
+            return Ok(None);
         };
         let cfg = &ch.config;
         if !cfg.active || !cfg.scte35_enabled {
-            return Ok(0);
+            return Ok(None);
         }
         let started = now_ms();
-        let origin = crate::origin::media_url_for_poll(cfg).await;
-        let text = match origin {
-            Ok(u) => worker_shared::get_text(&u, cfg.origin_timeout_ms)
-                .await
-                .map_err(|e| e.to_string()),
-            Err(e) => Err(e),
+        let outcome = self.poll_once(&c, cfg).await;
+        let finished = now_ms();
+        let mut stats: PollStats = storage.get(POLL_STATS).await?.unwrap_or_default();
+        let deadline = if cfg.cadence_ms > 0 {
+            cfg.cadence_ms
+        } else {
+            stats_cadence(&outcome)
         };
-        let text = match text {
-            Ok(t) => t,
+        stats.record(started, finished - started, outcome.is_ok(), deadline);
+        let next = match outcome {
+            Ok(o) => {
+                let failures: u32 = storage.get(FAILURES).await.ok().flatten().unwrap_or(0);
+                if failures > 0 || !self.health_synced.get() {
+                    crate::origin::mark_health(&self.env, &c, true, "").await;
+                    self.health_synced.set(true);
+                    storage.put(FAILURES, 0u32).await?;
+                }
+                let mut counters = vec![
+                    ("monitor_polls".to_string(), 1),
+                    ("monitor_cycle_ms".to_string(), finished - started),
+                ];
+                if o.registered > 0 {
+                    counters.push(("breaks_registered".into(), o.registered));
+                    counters.push(("decisions_precomputed".into(), o.registered));
+                    if let Some(lat) = o.latency_ms {
+                        counters.push(("detection_latency_ms_total".into(), lat.max(0)));
+                        counters.push(("detections_timed".into(), 1));
+                    }
+                    counters.extend(o.dialects.into_iter().map(|d| (format!("cues_{d}"), 1)));
+                }
+                worker_shared::count_many(&self.env, &c.org, &counters).await;
+                let interval = monitor::poll_interval_ms(cfg.poll_interval_ms, o.cadence_ms);
+                let due = monitor::next_due_ms(self.due_ms.get(), interval, now_ms());
+                self.due_ms.set(Some(due));
+                due
+            }
             Err(e) => {
                 crate::origin::mark_health(&self.env, &c, false, &e).await;
+                self.health_synced.set(false);
+                self.media_url.replace(None);
                 worker_shared::count(&self.env, &c.org, "monitor_errors", 1).await;
-                return Ok(self.backoff(cfg.cadence_ms).await);
+                // The backoff pause is not a missed cadence: restart the gap.
+                stats.restart();
+                self.due_ms.set(None);
+                now_ms() + self.backoff(cfg.cadence_ms).await as i64
             }
         };
-        let m = match media::parse(&text) {
-            Ok(m) => m,
-            Err(e) => {
-                crate::origin::mark_health(&self.env, &c, false, &e.to_string()).await;
-                worker_shared::count(&self.env, &c.org, "monitor_errors", 1).await;
-                return Ok(self.backoff(cfg.cadence_ms).await);
+        storage.put(POLL_STATS, &stats).await?;
+        Ok(Some(next))
+    }
+
+    /// Fetch, detect, register. Errors are the origin's (unreachable,
+    /// 5xx, not a playlist).
+    async fn poll_once(
+        &self,
+        c: &ChannelRef,
+        cfg: &ChannelConfig,
+    ) -> std::result::Result<PollOutcome, String> {
+        let now = now_ms();
+        let cached = self
+            .media_url
+            .borrow()
+            .as_ref()
+            .filter(|(_, at)| now - at < MEDIA_URL_TTL_MS)
+            .map(|(u, _)| u.clone());
+        let url = match cached {
+            Some(u) => u,
+            None => {
+                let u = crate::origin::media_url_for_poll(cfg).await?;
+                self.media_url.replace(Some((u.clone(), now)));
+                u
             }
         };
+        let text = worker_shared::get_text(&url, cfg.origin_timeout_ms)
+            .await
+            .map_err(|e| format!("origin {url}: {e}"))?;
+        let m = media::parse(&text).map_err(|e| format!("origin {url}: {e}"))?;
         let cadence = crate::origin::cadence_ms(cfg, &m);
         let det = cues::detect(&m, &cfg.segmentation);
-        let before = self.load().await?.entries.len();
+        let before = self.load().await.map_err(|e| e.to_string())?;
         let st = self
-            .sync(&SyncRequest {
-                channel: c.clone(),
-                events: det.events.clone(),
-                cadence_ms: cadence,
-                checked_through_msn: m.last_msn(),
-            })
-            .await?;
-        let registered = st.entries.len().saturating_sub(before) as i64;
-        crate::origin::mark_health(&self.env, &c, true, "").await;
-        let failures: u32 = self
-            .state
-            .storage()
-            .get(FAILURES)
+            .sync_with(
+                &SyncRequest {
+                    channel: c.clone(),
+                    events: det.events.clone(),
+                    cadence_ms: cadence,
+                    checked_through_msn: m.last_msn(),
+                },
+                cfg,
+            )
             .await
-            .ok()
-            .flatten()
-            .unwrap_or(0);
-        if failures > 0 {
-            self.state.storage().put(FAILURES, 0u32).await?;
-        }
-        worker_shared::count(&self.env, &c.org, "monitor_polls", 1).await;
-        worker_shared::count(&self.env, &c.org, "monitor_cycle_ms", now_ms() - started).await;
-        if registered > 0 {
-            worker_shared::count(&self.env, &c.org, "breaks_registered", registered).await;
-            // Detection latency: from the cue's PDT (the break's first
-            // segment) to its registration.
-            let newest = st.entries.iter().max_by_key(|e| e.record.registered_ms);
-            if let Some(pdt) = newest.and_then(|e| e.record.anchor_pdt_ms) {
-                let lat = newest.map_or(0, |e| e.record.registered_ms) - pdt;
-                worker_shared::count(&self.env, &c.org, "detection_latency_ms_total", lat.max(0))
-                    .await;
-                worker_shared::count(&self.env, &c.org, "detections_timed", 1).await;
-            }
-            for e in &det.events {
-                let name = format!(
-                    "cues_{}",
-                    serde_json::to_value(e.dialect)
-                        .ok()
-                        .and_then(|v| v.as_str().map(String::from))
-                        .unwrap_or_default()
-                );
-                worker_shared::count(&self.env, &c.org, &name, 1).await;
-            }
-        }
-        Ok(cadence.max(500))
+            .map_err(|e| e.to_string())?;
+        let new: Vec<_> = st
+            .entries
+            .iter()
+            .filter(|e| sequencer::find(&before, &e.record.id).is_none())
+            .collect();
+        // Detection latency: from when the cue's segment was published
+        // (its PDT + one segment: origins publish complete segments) to
+        // registration; negative when signalled ahead of the splice.
+        let latency_ms = det
+            .events
+            .iter()
+            .filter(|ev| new.iter().any(|e| e.record.id == ev.break_id))
+            .filter_map(|ev| {
+                let seg = m.segments.iter().find(|s| s.msn == ev.msn)?;
+                let published = seg.pdt_ms? + (seg.duration * 1000.0) as i64;
+                let reg = new.iter().find(|e| e.record.id == ev.break_id)?;
+                Some(reg.record.registered_ms - published)
+            })
+            .max();
+        let mut dialects: Vec<String> = det
+            .events
+            .iter()
+            .filter(|ev| new.iter().any(|e| e.record.id == ev.break_id))
+            .filter_map(|ev| {
+                serde_json::to_value(ev.dialect)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+            })
+            .collect();
+        dialects.dedup();
+        Ok(PollOutcome {
+            cadence_ms: cadence,
+            registered: new.len() as i64,
+            latency_ms,
+            dialects,
+        })
     }
 }

@@ -168,11 +168,22 @@ pub async fn do_call<B: serde::Serialize, R: serde::de::DeserializeOwned>(
 }
 
 pub async fn do_state(env: &Env, ch: &ChannelRef) -> Result<ChannelBreaks> {
+    do_get(env, ch, "state").await
+}
+
+/// A JSON GET to the channel's DO (`state`, `poll-stats`).
+pub async fn do_get<T: serde::de::DeserializeOwned>(
+    env: &Env,
+    ch: &ChannelRef,
+    what: &str,
+) -> Result<T> {
     let ns = env.durable_object(bindings::CHANNEL_DO)?;
     let stub = ns
         .id_from_name(&worker_shared::channel_key(&ch.org, &ch.slug))?
         .get_stub()?;
-    let mut resp = stub.fetch_with_str("https://channel/state").await?;
+    let mut resp = stub
+        .fetch_with_str(&format!("https://channel/{what}"))
+        .await?;
     resp.json().await
 }
 

@@ -241,14 +241,34 @@ pub async fn get_text(url: &str, timeout_ms: u64) -> std::result::Result<String,
         .map_err(|e| FetchError::Failed(e.to_string()))
 }
 
+const COUNT_SQL: &str = "INSERT INTO metrics (scope, name, value) VALUES (?1, ?2, ?3) ON CONFLICT(scope, name) DO UPDATE SET value = value + excluded.value";
+
 /// Increment a named counter (dashboard metrics), best effort.
 pub async fn count(env: &Env, scope: &str, name: &str, by: i64) {
-    if let Ok(db) = env.d1(bindings::DB) {
-        if let Ok(stmt) = db
-            .prepare("INSERT INTO metrics (scope, name, value) VALUES (?1, ?2, ?3) ON CONFLICT(scope, name) DO UPDATE SET value = value + excluded.value")
-            .bind(&[scope.into(), name.into(), (by as f64).into()])
-        {
-            let _ = stmt.run().await;
+    count_many(env, scope, &[(name.to_string(), by)]).await
+}
+
+/// Increment several counters in one D1 round trip (a batch is one
+/// transaction), best effort.
+pub async fn count_many(env: &Env, scope: &str, counters: &[(String, i64)]) {
+    let Ok(db) = env.d1(bindings::DB) else { return };
+    let stmts: Vec<_> = counters
+        .iter()
+        .filter_map(|(name, by)| {
+            db.prepare(COUNT_SQL)
+                .bind(&[scope.into(), name.as_str().into(), (*by as f64).into()])
+                .ok()
+        })
+        .collect();
+    match stmts.len() {
+        0 => {}
+        1 => {
+            if let Some(s) = stmts.into_iter().next() {
+                let _ = s.run().await;
+            }
+        }
+        _ => {
+            let _ = db.batch(stmts).await;
         }
     }
 }

@@ -1,0 +1,434 @@
+//! Pure parts of the decision waterfall that are not VAST: the external
+//! decision API's JSON contract, frequency caps per creative within a
+//! channel window (state kept in KV by the worker), ad renditions read
+//! straight from a VAST creative's HLS MediaFile, and a small TTL cache
+//! (VAST/VMAP responses, per isolate).
+
+use crate::hls::{self, Line};
+use crate::media;
+use crate::model::{AdRendition, AdSegment, PodItem, TrackKind, Tracking};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, VecDeque};
+
+// ---------------------------------------------------------------- external API
+
+/// What we POST to a channel's external decision API (step 1 of the
+/// waterfall).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ExternalRequest<'a> {
+    pub channel: &'a str,
+    pub break_id: &'a str,
+    pub duration_s: f64,
+    pub geo: &'a str,
+    pub consent: &'a str,
+    pub bucket: &'a str,
+}
+
+/// Its answer: ads named by creative id / UniversalAdId (mapped to the ad
+/// library's conditioned media), and/or VAST tags to run before the
+/// channel's own.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalResponse {
+    #[serde(default)]
+    pub ads: Vec<ExternalAd>,
+    #[serde(default)]
+    pub vast_urls: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExternalAd {
+    #[serde(default)]
+    pub ad_id: Option<String>,
+    #[serde(default)]
+    pub creative_id: Option<String>,
+    #[serde(default)]
+    pub universal_ad_id: Option<String>,
+    #[serde(default)]
+    pub tracking: Tracking,
+}
+
+/// Parse the external API's body; errors name what was wrong.
+pub fn parse_external(body: &str) -> Result<ExternalResponse, String> {
+    serde_json::from_str(body).map_err(|e| format!("decision API answer: {e}"))
+}
+
+/// Map the external answer's ads to library items (conditioned media),
+/// with the answer's tracking added to the library's. Unknown creatives
+/// are reported, not guessed.
+pub fn map_external(
+    resp: &ExternalResponse,
+    library: &[PodItem],
+    reasons: &mut Vec<String>,
+) -> Vec<PodItem> {
+    let mut out = Vec::new();
+    for (i, a) in resp.ads.iter().enumerate() {
+        let found = library.iter().find(|l| {
+            a.creative_id.as_deref().is_some_and(|c| c == l.creative_id)
+                || (a.universal_ad_id.is_some() && a.universal_ad_id == l.universal_ad_id)
+        });
+        match found {
+            Some(l) => {
+                let mut item = l.clone();
+                if let Some(id) = a.ad_id.as_deref().filter(|s| !s.is_empty()) {
+                    item.ad_id = id.to_string();
+                }
+                merge_tracking(&mut item.tracking, &a.tracking);
+                out.push(item);
+            }
+            None => reasons.push(format!(
+                "decision API ad #{i} ({}): not in the ad library (TRANSCODE needed)",
+                a.creative_id
+                    .as_deref()
+                    .or(a.universal_ad_id.as_deref())
+                    .unwrap_or("no creative id")
+            )),
+        }
+    }
+    out
+}
+
+fn merge_tracking(into: &mut Tracking, from: &Tracking) {
+    into.impression.extend(from.impression.iter().cloned());
+    into.start.extend(from.start.iter().cloned());
+    into.first_quartile
+        .extend(from.first_quartile.iter().cloned());
+    into.midpoint.extend(from.midpoint.iter().cloned());
+    into.third_quartile
+        .extend(from.third_quartile.iter().cloned());
+    into.complete.extend(from.complete.iter().cloned());
+    into.error.extend(from.error.iter().cloned());
+}
+
+// ---------------------------------------------------------- frequency caps
+
+/// At most `max_per_window` plays of a creative per `window_s` on a
+/// channel (0 = no cap).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FrequencyCap {
+    #[serde(default)]
+    pub max_per_window: u32,
+    #[serde(default = "default_cap_window")]
+    pub window_s: u64,
+}
+
+fn default_cap_window() -> u64 {
+    3600
+}
+
+impl FrequencyCap {
+    pub fn enabled(&self) -> bool {
+        self.max_per_window > 0 && self.window_s > 0
+    }
+}
+
+/// Plays per creative (epoch ms of each decision that used it), kept in
+/// KV under the channel.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CapState {
+    pub plays: BTreeMap<String, Vec<i64>>,
+}
+
+impl CapState {
+    /// Creative ids at their cap now.
+    pub fn capped(&self, cap: &FrequencyCap, now_ms: i64) -> Vec<String> {
+        if !cap.enabled() {
+            return Vec::new();
+        }
+        let since = now_ms - (cap.window_s as i64) * 1000;
+        self.plays
+            .iter()
+            .filter(|(_, t)| {
+                t.iter().filter(|&&x| x > since).count() >= cap.max_per_window as usize
+            })
+            .map(|(c, _)| c.clone())
+            .collect()
+    }
+
+    /// Count the creatives of a decision; forget plays out of the window.
+    pub fn record<'a>(
+        &mut self,
+        creatives: impl IntoIterator<Item = &'a str>,
+        cap: &FrequencyCap,
+        now_ms: i64,
+    ) {
+        let since = now_ms - (cap.window_s as i64) * 1000;
+        for c in creatives {
+            self.plays.entry(c.to_string()).or_default().push(now_ms);
+        }
+        for t in self.plays.values_mut() {
+            t.retain(|&x| x > since);
+        }
+        self.plays.retain(|_, t| !t.is_empty());
+    }
+}
+
+// ------------------------------------------------------ HLS MediaFiles
+
+/// The variants of an HLS master: (absolute URL, BANDWIDTH, RESOLUTION,
+/// CODECS). Empty for a media playlist.
+pub fn master_variants(
+    text: &str,
+    base: &url::Url,
+) -> Vec<(String, u64, Option<String>, Option<String>)> {
+    let Ok(p) = hls::tokenize(text) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut inf: Option<&str> = None;
+    for line in &p.lines {
+        match line {
+            Line::Tag {
+                name: "EXT-X-STREAM-INF",
+                value,
+                ..
+            } => inf = *value,
+            Line::Uri(raw) => {
+                if let Some(v) = inf.take() {
+                    out.push((
+                        hls::resolve(base, raw.trim()),
+                        hls::attr(v, "BANDWIDTH")
+                            .and_then(|b| b.parse().ok())
+                            .unwrap_or(0),
+                        hls::attr(v, "RESOLUTION").map(String::from),
+                        hls::attr(v, "CODECS").map(String::from),
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// An ad rendition from a VOD media playlist served by the ad server: every
+/// segment URI absolute, MAP and KEY kept. Errors say why it is unusable
+/// (live playlist, no segments, byte ranges we do not carry).
+pub fn rendition_from_media(
+    text: &str,
+    url: &url::Url,
+    bandwidth: u64,
+    resolution: Option<String>,
+    codecs: Option<String>,
+) -> Result<AdRendition, String> {
+    let m = media::parse(text).map_err(|e| format!("ad playlist {url}: {e}"))?;
+    if !m.endlist {
+        return Err(format!(
+            "ad playlist {url}: not a VOD playlist (no EXT-X-ENDLIST)"
+        ));
+    }
+    if m.segments.is_empty() {
+        return Err(format!("ad playlist {url}: no segments"));
+    }
+    let mut segments = Vec::with_capacity(m.segments.len());
+    for s in &m.segments {
+        if m.tokens.lines[s.first_line..s.uri_line]
+            .iter()
+            .any(|l| l.is_tag("EXT-X-BYTERANGE"))
+        {
+            return Err(format!("ad playlist {url}: byte-range segments"));
+        }
+        segments.push(AdSegment {
+            uri: hls::resolve(url, m.tokens.lines[s.uri_line].raw().trim()),
+            duration: s.duration,
+            byterange: None,
+        });
+    }
+    let first = &m.segments[0];
+    // `map` and `keys` are whole tag lines.
+    let init_uri = first
+        .map
+        .and_then(|l| l.split_once(':'))
+        .and_then(|(_, v)| hls::attr(v, "URI"))
+        .map(|u| hls::resolve(url, u));
+    let key = first
+        .keys
+        .iter()
+        .rev()
+        .filter_map(|l| l.split_once(':').map(|(_, v)| v))
+        .find(|k| hls::attr(k, "METHOD") != Some("NONE"))
+        .map(|k| absolutize_key(k, url));
+    Ok(AdRendition {
+        bandwidth,
+        codecs,
+        resolution,
+        kind: TrackKind::Muxed,
+        playlist_url: url.to_string(),
+        cadence_s: m.cadence_ms() as f64 / 1000.0,
+        segments,
+        init_uri,
+        key,
+    })
+}
+
+/// An EXT-X-KEY attribute list with its URI made absolute.
+fn absolutize_key(attrs: &str, base: &url::Url) -> String {
+    match hls::attr(attrs, "URI") {
+        Some(u) => attrs.replacen(u, &hls::resolve(base, u), 1),
+        None => attrs.to_string(),
+    }
+}
+
+// ------------------------------------------------------------ TTL cache
+
+/// A bounded cache with per-entry expiry and FIFO eviction by total size:
+/// VAST and VMAP responses for a few seconds, per isolate. Keys are the
+/// request URLs before cache busters are filled.
+#[derive(Debug)]
+pub struct TtlCache {
+    max_bytes: usize,
+    bytes: usize,
+    order: VecDeque<String>,
+    entries: BTreeMap<String, (i64, String)>,
+}
+
+impl TtlCache {
+    pub fn new(max_bytes: usize) -> Self {
+        TtlCache {
+            max_bytes,
+            bytes: 0,
+            order: VecDeque::new(),
+            entries: BTreeMap::new(),
+        }
+    }
+
+    pub fn get(&self, key: &str, now_ms: i64) -> Option<&str> {
+        self.entries
+            .get(key)
+            .filter(|(exp, _)| *exp > now_ms)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn put(&mut self, key: String, value: String, ttl_ms: i64, now_ms: i64) {
+        if ttl_ms <= 0 || key.len() + value.len() > self.max_bytes {
+            return;
+        }
+        if let Some((_, old)) = self.entries.remove(&key) {
+            self.bytes -= key.len() + old.len();
+            self.order.retain(|k| *k != key);
+        }
+        self.bytes += key.len() + value.len();
+        self.order.push_back(key.clone());
+        self.entries.insert(key, (now_ms + ttl_ms, value));
+        while self.bytes > self.max_bytes {
+            let Some(k) = self.order.pop_front() else {
+                break;
+            };
+            if let Some((_, v)) = self.entries.remove(&k) {
+                self.bytes -= k.len() + v.len();
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lib(id: &str, uaid: Option<&str>) -> PodItem {
+        PodItem {
+            ad_id: id.into(),
+            creative_id: id.into(),
+            universal_ad_id: uaid.map(String::from),
+            duration_s: 10.0,
+            renditions: vec![],
+            tracking: Tracking {
+                impression: vec!["https://lib/imp".into()],
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn external_answer_maps_to_the_library_and_says_what_it_could_not() {
+        let r = parse_external(r#"{"ads":[{"creative_id":"c1","ad_id":"x","tracking":{"impression":["https://dsp/imp"]}},{"universal_ad_id":"U2"},{"creative_id":"nope"}],"vast_urls":["https://ads/vast"]}"#).unwrap();
+        let mut reasons = vec![];
+        let items = map_external(&r, &[lib("c1", None), lib("c2", Some("U2"))], &mut reasons);
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0].ad_id, "x");
+        assert_eq!(
+            items[0].tracking.impression,
+            vec!["https://lib/imp", "https://dsp/imp"]
+        );
+        assert_eq!(items[1].creative_id, "c2");
+        assert!(reasons[0].contains("nope") && reasons[0].contains("TRANSCODE"));
+        assert_eq!(r.vast_urls, vec!["https://ads/vast"]);
+        assert!(parse_external(r#"{"ads":"x"}"#)
+            .unwrap_err()
+            .contains("decision API"));
+        assert!(parse_external(r#"{"adz":[]}"#).is_err());
+        assert!(parse_external("<html>").is_err());
+    }
+
+    #[test]
+    fn frequency_caps_count_within_the_window() {
+        let cap = FrequencyCap {
+            max_per_window: 2,
+            window_s: 60,
+        };
+        let mut st = CapState::default();
+        st.record(["a", "b"], &cap, 0);
+        assert!(st.capped(&cap, 1000).is_empty());
+        st.record(["a"], &cap, 10_000);
+        assert_eq!(st.capped(&cap, 20_000), vec!["a"]);
+        // The first play leaves the window.
+        assert!(st.capped(&cap, 61_000).is_empty());
+        st.record(["c"], &cap, 200_000);
+        assert_eq!(
+            st.plays.keys().collect::<Vec<_>>(),
+            vec!["c"],
+            "old plays forgotten"
+        );
+        assert!(st.capped(&FrequencyCap::default(), 0).is_empty());
+    }
+
+    #[test]
+    fn hls_media_file_becomes_a_rendition() {
+        let base = url::Url::parse("https://ads.test/c/master.m3u8").unwrap();
+        let master = "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,CODECS=\"avc1.42c01e,mp4a.40.2\"\nlow/index.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=2000000\nhttps://cdn.test/hi.m3u8\n";
+        let v = master_variants(master, &base);
+        assert_eq!(v.len(), 2);
+        assert_eq!(v[0].0, "https://ads.test/c/low/index.m3u8");
+        assert_eq!(v[0].1, 800_000);
+        assert_eq!(v[1].0, "https://cdn.test/hi.m3u8");
+        let u = url::Url::parse(&v[0].0).unwrap();
+        let media = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-MAP:URI=\"init.mp4\"\n#EXTINF:2.0,\ns0.m4s\n#EXTINF:2.0,\ns1.m4s\n#EXT-X-ENDLIST\n";
+        let r = rendition_from_media(media, &u, 800_000, v[0].2.clone(), v[0].3.clone()).unwrap();
+        assert_eq!(r.segments.len(), 2);
+        assert_eq!(r.segments[1].uri, "https://ads.test/c/low/s1.m4s");
+        assert_eq!(
+            r.init_uri.as_deref(),
+            Some("https://ads.test/c/low/init.mp4")
+        );
+        assert_eq!(r.cadence_s, 2.0);
+        let live = media.replace("#EXT-X-ENDLIST\n", "");
+        assert!(rendition_from_media(&live, &u, 1, None, None)
+            .unwrap_err()
+            .contains("VOD"));
+        assert!(rendition_from_media("nope", &u, 1, None, None).is_err());
+    }
+
+    #[test]
+    fn ttl_cache_expires_and_stays_bounded() {
+        let mut c = TtlCache::new(100);
+        c.put("a".into(), "x".repeat(40), 1000, 0);
+        assert_eq!(c.get("a", 999).map(str::len), Some(40));
+        assert_eq!(c.get("a", 1000), None);
+        c.put("b".into(), "y".repeat(40), 1000, 0);
+        c.put("c".into(), "z".repeat(40), 1000, 0);
+        assert_eq!(c.get("a", 1), None, "evicted first");
+        assert!(c.get("c", 1).is_some() && c.len() == 2);
+        c.put("big".into(), "w".repeat(200), 1000, 0);
+        assert!(c.get("big", 1).is_none());
+    }
+}
