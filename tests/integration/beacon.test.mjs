@@ -100,3 +100,53 @@ test("a permanently failing tracking URL ends in the dead-letter queue", async (
   assert.ok(dead >= 1, "dead-lettered after the retries ran out");
   assert.equal(hits.filter((h) => h.url.startsWith("/dead/")).length, 0);
 });
+
+test("SGAI: the session rides from X-ASSET-LIST to the asset playlists we serve; deliveries fire each beacon once", async () => {
+  const cfg = channelConfig(s.originBase, "none", { proxy_ad_segments: true, mode: "sgai" });
+  assert.equal((await api(s.base, "PUT", `/api/orgs/${ORG}/channels/tracked-sgai`, cfg)).status, 200);
+  const before = hits.filter((h) => h.url.startsWith("/flaky/")).length;
+  const cue = await http(`${s.base}/cue`, { method: "POST", headers: { Authorization: `Bearer ${s.apiKey}` }, body: JSON.stringify({ channel: `${ORG}/tracked-sgai`, type: "start", duration: 30 }) });
+  assert.equal(cue.status, 201, cue.text());
+  const master = (await http(`${s.base}/${ORG}/tracked-sgai/master.m3u8?mode=sgai`)).text();
+  const variant = master.split("\n").find((l) => l.startsWith(`/${ORG}/tracked-sgai/v360/`));
+  const sid = variant.match(/sid=([0-9a-f]+)/)[1];
+  let list;
+  for (let i = 0; i < 30 && !list; i++) {
+    const pl = (await http(s.base + variant)).text();
+    list = (pl.match(/X-ASSET-LIST="([^"]+)"/) || [])[1];
+    if (!list) await sleep(1000);
+  }
+  assert.ok(list, "interstitial announced");
+  assert.ok(list.endsWith(`?sid=${sid}`), `the asset list URL carries the session: ${list}`);
+  const assets = JSON.parse((await http(s.base + list)).text()).ASSETS;
+  const ads = assets.filter((a) => a["X-AD-ID"]);
+  assert.ok(ads.length >= 2, JSON.stringify(assets));
+  const UA = "cf-ssai-sgai-test/1.0";
+  for (const a of ads) {
+    assert.ok(a.URI.endsWith(`?sid=${sid}`), a.URI);
+    const adMaster = (await http(s.base + a.URI)).text();
+    const media = adMaster.split("\n").find((l) => l.startsWith(`/${ORG}/tracked-sgai/ads/`));
+    assert.ok(media, adMaster);
+    const pl = (await http(s.base + media)).text();
+    assert.match(pl, /#EXT-X-ENDLIST/);
+    const segs = pl.split("\n").filter((l) => l.startsWith(`/${ORG}/tracked-sgai/ad/`));
+    assert.ok(segs.length >= 5, pl);
+    // The player fetches every segment; the first one twice (a retry).
+    for (const seg of [segs[0], ...segs]) {
+      const r = await http(s.base + seg, { headers: { "User-Agent": UA } });
+      assert.equal(r.status, 302, seg);
+    }
+  }
+  // 12 beacons (2 ads × 6 events), retried through 30 % failures.
+  for (let i = 0; i < 40 && hits.filter((h) => h.url.startsWith("/flaky/")).length < before + 12; i++) await sleep(1000);
+  await sleep(8000);
+  const mine = hits.filter((h) => h.url.startsWith("/flaky/") && h.headers["x-device-user-agent"] === UA);
+  for (const ad of [1, 2]) {
+    for (const ev of ["impression", "start", "firstQuartile", "midpoint", "thirdQuartile", "complete"]) {
+      assert.equal(mine.filter((h) => h.url.startsWith(`/flaky/${ev}?ad=${ad}`)).length, 1, `SGAI ad ${ad} ${ev} once: ${mine.map((h) => h.url).join(" ")}`);
+    }
+  }
+  // Without a counted session, no media playlist of ours (no open proxy).
+  const bare = await http(`${s.base}/${ORG}/tracked-sgai/ads/x/0/900000.m3u8`);
+  assert.equal(bare.status, 404);
+});

@@ -2,7 +2,7 @@
 // wrk against a spliced SSAI variant (inside a break), an SGAI variant and
 // a pass-through variant (a channel with no breaks), same origin.
 // Run: scripts/bench-load.sh   (prints a markdown table)
-import { spawnSync } from "node:child_process";
+import { spawn } from "node:child_process";
 import { createServer } from "node:http";
 import { writeFileSync } from "node:fs";
 import { startStack, http, api, channelConfig, adminToken, ORG } from "./stack.mjs";
@@ -19,6 +19,14 @@ const tracking = { impression: [`${T}/imp`], start: [`${T}/start`] };
 const s = await startStack({ firstBreak: 2, breakEvery: 40, breakLen: 30, tracking: { ad1: tracking, ad2: tracking } });
 await api(s.base, "PUT", `/api/orgs/${ORG}/channels/tracked`, channelConfig(s.originBase, "cue-out", { proxy_ad_segments: true }));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+// wrk runs asynchronously: the loopback ad server and tracking endpoint
+// live in this process and must keep answering while it runs.
+const wrk = (args) => new Promise((resolve) => {
+  const p = spawn("wrk", args);
+  let stdout = "";
+  p.stdout.on("data", (d) => (stdout += d));
+  p.on("close", () => resolve({ stdout }));
+});
 // Wait until the news channel is inside its break.
 for (let i = 0; i < 60; i++) {
   const t = (await http(`${s.base}/${ORG}/news/v360/index.m3u8?bw=900000&mode=ssai`)).text();
@@ -31,7 +39,7 @@ for (const [name, path] of [
   ["SGAI, same window", `/${ORG}/news/v360/index.m3u8?bw=900000&mode=sgai`],
   ["pass-through (no break)", `/${ORG}/manual/v360/index.m3u8?bw=900000`],
 ]) {
-  const r = spawnSync("wrk", ["-t1", "-c8", "-d10s", "--latency", s.base + path], { encoding: "utf8" });
+  const r = await wrk(["-t1", "-c8", "-d10s", "--latency", s.base + path]);
   const out = r.stdout;
   const p = (q) => (out.match(new RegExp(`\\s${q}%\\s+([\\d.]+\\w+)`)) || [])[1];
   const rps = (out.match(/Requests\/sec:\s+([\d.]+)/) || [])[1];
@@ -67,7 +75,7 @@ request = function()
   return wrk.format("POST", "/api/orgs/${ORG}/decision", {["Authorization"]="Bearer ${adminToken(ORG)}", ["Content-Type"]="application/json"}, b)
 end
 `);
-  const r = spawnSync("wrk", ["-t1", "-c4", "-d10s", "--latency", "-s", lua, s.base], { encoding: "utf8" });
+  const r = await wrk(["-t1", "-c4", "-d10s", "--latency", "-s", lua, s.base]);
   const out = r.stdout;
   const p = (q) => (out.match(new RegExp(`\\s${q}%\\s+([\\d.]+\\w+)`)) || [])[1];
   const rps = (out.match(/Requests\/sec:\s+([\d.]+)/) || [])[1];
@@ -90,7 +98,7 @@ if (adUrl) {
   writeFileSync(lua, `counter = 0\nrequest = function()\n  counter = counter + 1\n  return wrk.format("GET", "${adUrl.split("?")[0]}?sid=s" .. counter .. "x" .. math.random(1000000000))\nend\n`);
   const before = beaconHits;
   const t0 = Date.now();
-  const r = spawnSync("wrk", ["-t1", "-c4", "-d10s", "-s", lua, s.base], { encoding: "utf8" });
+  const r = await wrk(["-t1", "-c4", "-d10s", "-s", lua, s.base]);
   const sent = Number((r.stdout.match(/(\d+) requests in/) || [])[1] || 0) * 2;
   // Drain: wait until the consumer has fired what was enqueued.
   let last = -1;

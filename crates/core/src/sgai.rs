@@ -45,8 +45,13 @@ pub fn asset_list(
     json!({ "ASSETS": assets })
 }
 
-/// A multivariant playlist over an ad's (or the slate's) renditions.
-pub fn ad_master(renditions: &[crate::model::AdRendition]) -> String {
+/// A multivariant playlist over an ad's (or the slate's) renditions; each
+/// variant URI is `variant_uri(rendition)` (the ad server's playlist, or
+/// ours when deliveries are counted server-side).
+pub fn ad_master(
+    renditions: &[crate::model::AdRendition],
+    variant_uri: impl Fn(&crate::model::AdRendition) -> String,
+) -> String {
     let mut s = String::from("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n");
     for r in renditions.iter().filter(|r| r.kind == TrackKind::Muxed) {
         let _ = write!(s, "#EXT-X-STREAM-INF:BANDWIDTH={}", r.bandwidth);
@@ -56,8 +61,44 @@ pub fn ad_master(renditions: &[crate::model::AdRendition]) -> String {
         if let Some(res) = &r.resolution {
             let _ = write!(s, ",RESOLUTION={res}");
         }
-        let _ = writeln!(s, "\n{}", r.playlist_url);
+        let _ = writeln!(s, "\n{}", variant_uri(r));
     }
+    s
+}
+
+/// An ad rendition as a VOD media playlist whose segment `pos` is at
+/// `segment_uri(pos, original)`: the proxy route that fires the beacons a
+/// delivery crosses (SGAI server-side reporting).
+pub fn ad_media(
+    r: &crate::model::AdRendition,
+    segment_uri: impl Fn(usize, &str) -> String,
+) -> String {
+    let target = r
+        .segments
+        .iter()
+        .map(|s| s.duration.round() as u64)
+        .max()
+        .unwrap_or(1)
+        .max(1);
+    let mut s = format!(
+        "#EXTM3U\n#EXT-X-VERSION:{}\n#EXT-X-TARGETDURATION:{target}\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-INDEPENDENT-SEGMENTS\n",
+        if r.init_uri.is_some() { 7 } else { 3 }
+    );
+    if let Some(init) = &r.init_uri {
+        let _ = writeln!(s, "#EXT-X-MAP:URI=\"{init}\"");
+    }
+    if let Some(k) = &r.key {
+        let _ = writeln!(s, "#EXT-X-KEY:{k}");
+    }
+    for (i, seg) in r.segments.iter().enumerate() {
+        let _ = writeln!(
+            s,
+            "#EXTINF:{:.3},\n{}",
+            seg.duration,
+            segment_uri(i, &seg.uri)
+        );
+    }
+    s.push_str("#EXT-X-ENDLIST\n");
     s
 }
 
@@ -68,4 +109,39 @@ pub fn item(entry: &BreakEntry, i: usize) -> Option<&PodItem> {
 
 fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{AdRendition, AdSegment};
+
+    #[test]
+    fn ad_media_names_every_segment_through_the_given_route() {
+        let r = AdRendition {
+            bandwidth: 900_000,
+            codecs: None,
+            resolution: None,
+            kind: TrackKind::Muxed,
+            playlist_url: "https://a/p.m3u8".into(),
+            cadence_s: 1.92,
+            segments: (0..3)
+                .map(|i| AdSegment {
+                    uri: format!("https://a/s{i}.ts"),
+                    duration: 1.92,
+                    byterange: None,
+                })
+                .collect(),
+            init_uri: None,
+            key: None,
+        };
+        let m = ad_media(&r, |i, _| format!("/o/c/ad/b/0/900000/{i}.ts?sid=x"));
+        let v = crate::media::parse(&m).unwrap();
+        assert!(v.endlist && v.segments.len() == 3 && v.target_duration == 2);
+        assert!(m.contains("\n/o/c/ad/b/0/900000/2.ts?sid=x\n"));
+        let master = ad_master(std::slice::from_ref(&r), |r| {
+            format!("/o/c/ads/b/0/{}.m3u8?sid=x", r.bandwidth)
+        });
+        assert!(master.contains("BANDWIDTH=900000\n/o/c/ads/b/0/900000.m3u8?sid=x\n"));
+    }
 }

@@ -647,17 +647,24 @@ fn sgai_segments(
 }
 
 /// The interstitial DATERANGE (RFC 8216bis Appendix D). Every attribute is a
-/// function of the record, so it never changes while in the window.
+/// function of the record (and the viewer's session, the same on every
+/// variant), so it never changes while in the window. With server-side
+/// beacons on, the asset list URL carries the session so the ad playlists
+/// and segments behind it can count deliveries.
 pub fn interstitial_tag(entry: &BreakEntry, pdt_ms: i64, s: &SpliceSettings) -> String {
     let r = &entry.record;
     let mut t = format!(
-        "#EXT-X-DATERANGE:ID=\"{}\",CLASS=\"com.apple.hls.interstitial\",START-DATE=\"{}\",DURATION={:.3},X-ASSET-LIST=\"{}{}.json\"",
+        "#EXT-X-DATERANGE:ID=\"{}\",CLASS=\"com.apple.hls.interstitial\",START-DATE=\"{}\",DURATION={:.3},X-ASSET-LIST=\"{}{}.json",
         attr_safe(&r.id),
         hls::format_pdt_ms(pdt_ms),
         r.duration_ms as f64 / 1000.0,
         s.asset_list_prefix,
         attr_safe(&r.id),
     );
+    if let (Some(_), Some(sid)) = (&s.ad_proxy_prefix, &s.session) {
+        let _ = write!(t, "?sid={}", attr_safe(sid));
+    }
+    t.push('"');
     if !s.restrict.is_empty() {
         let _ = write!(t, ",X-RESTRICT=\"{}\"", s.restrict);
     }

@@ -46,6 +46,10 @@ async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
                     playback::asset_list(&req, &env, &ch, file.trim_end_matches(".json")).await
                 }
                 ["ad", seg @ ..] => playback::ad_segment(&req, &env, &ctx, &ch, seg).await,
+                ["ads", brk, item, file] if file.ends_with(".m3u8") => {
+                    let bw = file.trim_end_matches(".m3u8");
+                    playback::ad_media(&req, &env, &ch, brk, item, bw).await
+                }
                 ["ads", brk, file] if file.ends_with(".m3u8") => {
                     playback::ad_master(&req, &env, &ch, brk, file.trim_end_matches(".m3u8")).await
                 }

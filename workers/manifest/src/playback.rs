@@ -207,14 +207,34 @@ pub async fn asset_list(
         return error(404, format!("no break {break_id}"));
     };
     let prefix = format!("/{}/{}/ads/{}/", ch.org, ch.slug, break_id);
+    // Server-side beacons: the session rides on to the ad playlists.
+    let sid = counted_session(req, &ch.config)?;
+    let q = sid.map(|s| format!("?sid={s}")).unwrap_or_default();
     let doc = sgai::asset_list(&entry, offset, |i| match i {
-        Some(i) => format!("{prefix}{i}.m3u8"),
+        Some(i) => format!("{prefix}{i}.m3u8{q}"),
         None => format!("{prefix}slate.m3u8"),
     });
     let mut r = Response::from_json(&doc)?;
     cors(req, &ch.config, r.headers_mut())?;
     r.headers_mut().set("Cache-Control", "max-age=2")?;
     Ok(r)
+}
+
+/// The viewer session of a request, when this channel counts ad
+/// deliveries server-side (`proxy_ad_segments`).
+fn counted_session(
+    req: &Request,
+    cfg: &cf_ssai_core::config::ChannelConfig,
+) -> Result<Option<String>> {
+    if !cfg.proxy_ad_segments {
+        return Ok(None);
+    }
+    Ok(req
+        .url()?
+        .query_pairs()
+        .find(|(k, _)| k == "sid")
+        .map(|(_, v)| v.into_owned())
+        .filter(|s| valid_sid(s)))
 }
 
 fn valid_sid(s: &str) -> bool {
@@ -320,14 +340,75 @@ pub async fn ad_master(
     let Some(entry) = find_entry(env, &chref, break_id).await else {
         return error(404, format!("no break {break_id}"));
     };
-    let renditions = match which {
-        "slate" => &entry.pod.slate.renditions,
-        i => match i.parse::<usize>().ok().and_then(|i| sgai::item(&entry, i)) {
-            Some(item) => &item.renditions,
+    let sid = counted_session(req, &ch.config)?;
+    let (renditions, idx) = match which {
+        "slate" => (&entry.pod.slate.renditions, None),
+        i => match i
+            .parse::<usize>()
+            .ok()
+            .and_then(|i| sgai::item(&entry, i).map(|it| (it, i)))
+        {
+            Some((item, i)) => (&item.renditions, Some(i)),
             None => return error(404, "no such ad"),
         },
     };
-    respond(req, &ch.config, sgai::ad_master(renditions), 2)
+    let body = match (idx, sid) {
+        // Counted: our media playlists, whose segments go through /ad/.
+        (Some(i), Some(sid)) => sgai::ad_master(renditions, |r| {
+            format!(
+                "/{}/{}/ads/{break_id}/{i}/{}.m3u8?sid={sid}",
+                ch.org, ch.slug, r.bandwidth
+            )
+        }),
+        _ => sgai::ad_master(renditions, |r| r.playlist_url.clone()),
+    };
+    respond(req, &ch.config, body, 2)
+}
+
+/// `GET /{org}/{channel}/ads/{break}/{item}/{bandwidth}.m3u8?sid=`: an
+/// SGAI asset's media playlist with every segment through the `/ad/` proxy
+/// route, so a session's deliveries fire its beacons server-side.
+pub async fn ad_media(
+    req: &Request,
+    env: &Env,
+    ch: &Channel,
+    break_id: &str,
+    item: &str,
+    bw: &str,
+) -> Result<Response> {
+    let Some(sid) = counted_session(req, &ch.config)? else {
+        return error(
+            404,
+            "ad media playlists are served for counted sessions only",
+        );
+    };
+    let (Ok(i), Ok(bw)) = (item.parse::<usize>(), bw.parse::<u64>()) else {
+        return error(404, "no such ad rendition");
+    };
+    let chref = ChannelRef {
+        org: ch.org.clone(),
+        slug: ch.slug.clone(),
+    };
+    let Some(entry) = find_entry(env, &chref, break_id).await else {
+        return error(404, format!("no break {break_id}"));
+    };
+    let Some(r) =
+        sgai::item(&entry, i).and_then(|it| it.renditions.iter().find(|r| r.bandwidth == bw))
+    else {
+        return error(404, "no such ad rendition");
+    };
+    let body = sgai::ad_media(r, |pos, uri| {
+        let ext = uri
+            .split('?')
+            .next()
+            .and_then(|p| p.rsplit_once('.'))
+            .map_or("ts", |(_, e)| e);
+        format!(
+            "/{}/{}/ad/{break_id}/{i}/{bw}/{pos}.{ext}?sid={sid}",
+            ch.org, ch.slug
+        )
+    });
+    respond(req, &ch.config, body, 2)
 }
 
 async fn find_entry(
