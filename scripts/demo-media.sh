@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Real demo media with ffmpeg (idempotent): a looped live content stream in
-# two renditions (HLS TS segments of 1.92 s = 48 video frames at 25 fps = 90
-# AAC frames at 48 kHz, so audio and video end together at every boundary),
-# and source files for two ads and a slate that look nothing alike.
+# two renditions, each encoded once and segmented twice without re-encoding,
+# as MPEG-TS (seg{n}.ts) and as fMP4 (init.mp4 + seg{n}.m4s), in segments of
+# 1.92 s = 48 video frames at 25 fps = 90 AAC frames at 48 kHz, so audio and
+# video end together at every boundary; and source files for two ads and a
+# slate that look nothing alike.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 OUT="${1:-$ROOT/demo-media}"
@@ -10,7 +12,7 @@ LOOP="${DEMO_LOOP_SEGMENTS:-60}"
 CAD=1.92
 FONT=/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf
 # Bump the version when the encoding changes so old media is regenerated.
-stamp="$OUT/.done-v2-$LOOP"
+stamp="$OUT/.done-v3-$LOOP"
 [ -f "$stamp" ] && exit 0
 mkdir -p "$OUT/content" "$OUT/src"
 DUR=$(awk "BEGIN{print $LOOP*$CAD}")
@@ -23,8 +25,13 @@ for r in "v360 640x360 700k" "v540 960x540 1400k"; do
     -t "$DUR" -vf "$(text 'cf-ssai LIVE CONTENT' 28 20),$(text '%{pts\:hms}' 36 h-60)" \
     -c:v libx264 -pix_fmt yuv420p -preset veryfast -profile:v main -bf 0 -b:v "$3" -maxrate "$3" -bufsize 2M \
     -g 48 -keyint_min 48 -sc_threshold 0 -force_key_frames "expr:gte(t,n_forced*$CAD)" \
-    -c:a aac -ar 48000 -ac 2 -b:a 96k \
+    -c:a aac -ar 48000 -ac 2 -b:a 96k "$OUT/content/$1/enc.mp4"
+  ffmpeg -hide_banner -loglevel error -y -i "$OUT/content/$1/enc.mp4" -c copy \
     -f hls -hls_time $CAD -hls_playlist_type vod -hls_segment_filename "$OUT/content/$1/seg%d.ts" "$OUT/content/$1/vod.m3u8"
+  ffmpeg -hide_banner -loglevel error -y -i "$OUT/content/$1/enc.mp4" -c copy \
+    -f hls -hls_time $CAD -hls_playlist_type vod -hls_segment_type fmp4 -hls_fmp4_init_filename init.mp4 \
+    -hls_segment_filename "$OUT/content/$1/seg%d.m4s" "$OUT/content/$1/vod-fmp4.m3u8"
+  rm -f "$OUT/content/$1/enc.mp4"
 done
 src() { # name seconds video-source label color
   ffmpeg -hide_banner -loglevel error -y -f lavfi -i "$3" -f lavfi -i "sine=frequency=$5:sample_rate=48000" \

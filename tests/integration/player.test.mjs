@@ -5,7 +5,8 @@
 // mid-ad and of the dashboard are kept in test-artifacts/.
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
-import { mkdirSync, mkdtempSync } from "node:fs";
+import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -120,6 +121,49 @@ test("SGAI in hls.js: interstitial events fire and the player returns to content
   assert.ok(log.maxStallMs <= 2000, `longest stall ${log.maxStallMs} ms at ${log.maxStallAt} (t=${log.maxStallTime}): ${JSON.stringify(log.events)} ${JSON.stringify(log.frags.map((f) => [f.t, f.url.slice(-40)]))} ${JSON.stringify(log.errors)}`);
   const ended = log.events.find((e) => e.e === "INTERSTITIAL_ENDED").t;
   assert.ok(log.frags.some((f) => f.t > ended && !/\/media\/demo\//.test(f.url)), "primary content resumed");
+});
+
+test("fMP4 (CMAF) channel: SSAI with fMP4 ads plays through in hls.js; every segment decodes with its init", async () => {
+  const { log } = await play(`${s.base}/${ORG}/news-fmp4/master.m3u8?mode=ssai`, 50, {
+    screenshotWhen: Object.assign((l) => inAd(l), { file: "player-fmp4-mid-ad.png" }),
+  });
+  assert.deepEqual(log.fatal, [], "no fatal error");
+  assert.ok(log.started && log.progress > 100, "playback started and advanced");
+  assert.ok(log.maxStallMs <= 2000, `longest stall ${log.maxStallMs} ms`);
+  const kinds = log.frags.map((f) => (/\/media\/demo\/(ads|slates)\//.test(f.url) ? "ad" : "content"));
+  const firstAd = kinds.indexOf("ad");
+  assert.ok(firstAd > 0, `content, then ad segments (${kinds.join(",")})`);
+  assert.ok(kinds.slice(firstAd).includes("content"), "back to content after the break");
+  assert.ok(log.frags.every((f) => /\.m4s(\?|$)/.test(f.url)), "only fMP4 segments were played");
+  // Every segment the variant names decodes with the init its MAP names.
+  const dir = mkdtempSync(join(tmpdir(), "cf-ssai-fmp4-"));
+  const master = (await http(`${s.base}/${ORG}/news-fmp4/master.m3u8?mode=ssai`)).text();
+  const variant = master.split("\n").find((l) => l.startsWith(`/${ORG}/news-fmp4/`));
+  let checked = 0;
+  let sawAd = false;
+  for (let i = 0; i < 40 && (!sawAd || checked < 8); i++) {
+    const pl = (await http(s.base + variant)).text();
+    let init = null;
+    for (const line of pl.split("\n")) {
+      const m = line.match(/^#EXT-X-MAP:URI="([^"]+)"/);
+      if (m) init = new URL(m[1], `${s.base}${variant}`).href;
+      if (!line || line.startsWith("#")) continue;
+      const seg = new URL(line, `${s.base}${variant}`).href;
+      const [a, b] = await Promise.all([http(init), http(seg)]);
+      assert.equal(a.status, 200, init);
+      assert.equal(b.status, 200, seg);
+      const f = join(dir, "seg.mp4");
+      writeFileSync(f, Buffer.concat([a.body, b.body]));
+      const p = spawnSync("ffprobe", ["-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0", f], { encoding: "utf8" });
+      assert.equal(p.status, 0, `${seg}: ${p.stderr}`);
+      assert.match(p.stdout, /video/, seg);
+      assert.match(p.stdout, /audio/, seg);
+      if (seg.includes("/media/demo/")) sawAd = true;
+      checked++;
+    }
+    if (!sawAd) await new Promise((r) => setTimeout(r, 1500));
+  }
+  assert.ok(sawAd, "an fMP4 ad segment was probed");
 });
 
 test("dashboard renders", async () => {

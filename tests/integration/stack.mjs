@@ -241,6 +241,10 @@ export async function seed(stack, opts = {}) {
   for (const d of dialects) {
     must(await api(base, "PUT", `/api/orgs/${ORG}/channels/${d}`, channelConfig(originBase, d)), d);
   }
+  // The news channel again, packaged as fMP4 (CMAF segments, fMP4 ads).
+  if (opts.fmp4 !== false) {
+    must(await api(base, "PUT", `/api/orgs/${ORG}/channels/news-fmp4`, channelConfig(originBase, `${opts.dialect ?? "cue-out"}-fmp4`, { mode: "auto" })), "news-fmp4");
+  }
   // A channel without origin markers, for POST /cue.
   must(await api(base, "PUT", `/api/orgs/${ORG}/channels/manual`, channelConfig(originBase, "none")), "manual");
   stack.apiKey = must(await api(base, "POST", `/api/orgs/${ORG}/api-keys`, {}), "api key").json.key;
@@ -262,6 +266,7 @@ cf-ssai is running (all four workers in wrangler dev, live origin on ${stack.ori
 
   Player, SSAI:   ${b}/${ORG}/news/master.m3u8?mode=ssai
   Player, SGAI:   ${b}/${ORG}/news/master.m3u8?mode=sgai
+  Player, fMP4:   ${b}/${ORG}/news-fmp4/master.m3u8?mode=ssai   (same stream as CMAF/fMP4)
   Dashboard:      ${b}/dashboard   (paste the API key below)
   API key (org ${ORG}): ${stack.apiKey}
 

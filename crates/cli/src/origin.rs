@@ -8,7 +8,8 @@
 //! `oatcls`, `scte35-tag`, `splicepoint`, `none`, or `daterange-ahead`:
 //! DATERANGE announced 3 segments before its START-DATE), else
 //! `--dialect`; `--signal-ahead N` announces DATERANGE breaks N segments
-//! early on every channel.
+//! early on every channel. A `-fmp4` suffix serves the channel as fMP4
+//! (`init.mp4` + `seg{n}.m4s` from the same media directory).
 //! `POST /ctl/{channel}/down?secs=N` makes a channel answer 503 for N
 //! seconds (the origin-dies test). Listens on 127.0.0.1 only.
 
@@ -211,6 +212,14 @@ fn respond(
 
 fn channel(o: &Origin, name: &str) -> SimChannel {
     let mut c = o.base.clone();
+    // `{dialect}-fmp4`: the same stream as fMP4 (init.mp4 + seg{n}.m4s).
+    let name = match name.strip_suffix("-fmp4") {
+        Some(base) => {
+            c.fmp4 = true;
+            base
+        }
+        None => name,
+    };
     if name == "daterange-ahead" {
         // DATERANGE signalled 3 segments ahead of its START-DATE.
         c.dialect = SimDialect::Daterange;

@@ -384,6 +384,20 @@ pub fn resolve(base: &url::Url, reference: &str) -> String {
     }
 }
 
+/// A relative reference that resolves by plain concatenation with the
+/// base's directory (no scheme, no absolute path, no dot segments, no
+/// escapes): `seg123.ts`, `v1/index.m3u8?x=1`.
+pub fn is_plain_relative(r: &str) -> bool {
+    !r.is_empty()
+        && !r.starts_with('/')
+        && !r.starts_with('.')
+        && !r.contains(':')
+        && !r.contains("/.")
+        && !r.contains('\\')
+        && !r.contains('#')
+        && r.bytes().all(|b| b > b' ' && b != b'%' && b < 0x7f)
+}
+
 /// Resolves many references against one base: plain relative paths (the
 /// common case: `seg123.ts`, `v1/seg.ts`) are appended to the base's
 /// directory without reparsing; anything else goes through [`resolve`].
@@ -405,14 +419,7 @@ impl<'u> Resolver<'u> {
 
     pub fn push(&self, out: &mut String, reference: &str) {
         let r = reference.trim();
-        let simple = !r.is_empty()
-            && !r.starts_with('/')
-            && !r.starts_with('.')
-            && !r.contains(':')
-            && !r.contains("/.")
-            && !r.contains('\\')
-            && r.bytes().all(|b| b > b' ' && b != b'%' && b < 0x7f);
-        if simple {
+        if is_plain_relative(r) {
             out.push_str(self.dir);
             out.push_str(r);
         } else {

@@ -83,15 +83,22 @@ pub fn rewrite_master(input: &MasterInput<'_>) -> Result<String, HlsError> {
 /// Map an origin-relative playlist URI to our route, or to an absolute
 /// origin URL when it lies outside the origin's directory.
 fn map_uri(input: &MasterInput<'_>, u: &str, extra: &[(&str, String)]) -> String {
-    let abs = match input.origin_url.join(u) {
-        Ok(a) => a,
-        Err(_) => return u.to_string(),
+    // The common case (`v1/index.m3u8`) is inside the origin's directory by
+    // construction: no URL parsing.
+    let abs;
+    let rel = if hls::is_plain_relative(u) {
+        Some(u)
+    } else {
+        abs = match input.origin_url.join(u) {
+            Ok(a) => a,
+            Err(_) => return u.to_string(),
+        };
+        let dir = input.origin_url.join(".").ok();
+        dir.and_then(|d| {
+            let (ds, as_) = (d.as_str(), abs.as_str());
+            (abs.scheme() == d.scheme() && as_.starts_with(ds)).then(|| &as_[ds.len()..])
+        })
     };
-    let dir = input.origin_url.join(".").ok();
-    let rel = dir.as_ref().and_then(|d| {
-        let (ds, as_) = (d.as_str(), abs.as_str());
-        (abs.scheme() == d.scheme() && as_.starts_with(ds)).then(|| &as_[ds.len()..])
-    });
     match rel {
         Some(rel)
             if rel
@@ -114,7 +121,7 @@ fn map_uri(input: &MasterInput<'_>, u: &str, extra: &[(&str, String)]) -> String
             }
             s
         }
-        _ => abs.to_string(),
+        _ => hls::resolve(input.origin_url, u),
     }
 }
 

@@ -45,6 +45,18 @@ pub fn asset_list(
     json!({ "ASSETS": assets })
 }
 
+/// The renditions an interstitial asset offers: one container only (an
+/// asset player plays one stream), MPEG-TS when the ad has it.
+pub fn asset_renditions(
+    renditions: &[crate::model::AdRendition],
+) -> Vec<&crate::model::AdRendition> {
+    let ts = renditions.iter().any(|r| r.init_uri.is_none());
+    renditions
+        .iter()
+        .filter(|r| r.init_uri.is_none() == ts)
+        .collect()
+}
+
 /// A multivariant playlist over an ad's (or the slate's) renditions; each
 /// variant URI is `variant_uri(rendition)` (the ad server's playlist, or
 /// ours when deliveries are counted server-side).

@@ -116,6 +116,62 @@ impl MediaFile {
     }
 }
 
+/// The elements the parser acts on; everything else is `Other`. A stack
+/// of these (Copy, no allocation) replaces a stack of element names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    Vast,
+    Ad,
+    Wrapper,
+    Creative,
+    Linear,
+    MediaFile,
+    Tracking,
+    Error,
+    Impression,
+    AdSystem,
+    VastAdTagUri,
+    Duration,
+    UniversalAdId,
+    Other,
+}
+
+impl Tag {
+    /// Elements whose text we read (other text is skipped, not copied).
+    fn has_text(self) -> bool {
+        matches!(
+            self,
+            Tag::Error
+                | Tag::Impression
+                | Tag::AdSystem
+                | Tag::VastAdTagUri
+                | Tag::Duration
+                | Tag::UniversalAdId
+                | Tag::MediaFile
+                | Tag::Tracking
+        )
+    }
+
+    fn of(local: &[u8]) -> Tag {
+        match local {
+            b"VAST" => Tag::Vast,
+            b"Ad" => Tag::Ad,
+            b"Wrapper" => Tag::Wrapper,
+            b"Creative" => Tag::Creative,
+            b"Linear" => Tag::Linear,
+            b"MediaFile" => Tag::MediaFile,
+            b"Tracking" => Tag::Tracking,
+            b"Error" => Tag::Error,
+            b"Impression" => Tag::Impression,
+            b"AdSystem" => Tag::AdSystem,
+            b"VASTAdTagURI" => Tag::VastAdTagUri,
+            b"Duration" => Tag::Duration,
+            b"UniversalAdId" => Tag::UniversalAdId,
+            _ => Tag::Other,
+        }
+    }
+}
+
 /// Parse a VAST document.
 pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
     if xml.len() > MAX_VAST_BYTES {
@@ -124,12 +180,12 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
     let mut r = Reader::from_str(xml);
     r.config_mut().trim_text(true);
     let mut doc = VastDoc::default();
-    let mut path: Vec<String> = Vec::new();
+    let mut path: Vec<Tag> = Vec::with_capacity(16);
     let mut saw_root = false;
     let mut ad: Option<VastAd> = None;
     let mut creative: Option<Creative> = None;
     let mut media: Option<MediaFile> = None;
-    let mut tracking_event: Option<String> = None;
+    let mut tracking_event: Option<&'static str> = None;
     // Element text arrives in pieces (text, entity references, CDATA).
     let mut pending = String::new();
     let err = |r: &Reader<&[u8]>, e: quick_xml::Error| VastError::Xml {
@@ -141,15 +197,20 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
         match ev {
             Event::Start(ref e) | Event::Empty(ref e) => {
                 let empty = matches!(ev, Event::Empty(_));
-                let name = String::from_utf8_lossy(e.local_name().as_ref()).into_owned();
+                let local = e.local_name();
+                let tag = Tag::of(local.as_ref());
                 if !saw_root {
-                    if name != "VAST" {
-                        return Err(VastError::NotVast(name));
+                    if tag != Tag::Vast {
+                        return Err(VastError::NotVast(
+                            String::from_utf8_lossy(local.as_ref()).into_owned(),
+                        ));
                     }
                     saw_root = true;
                 }
                 let attr = |k: &str| -> Option<String> {
                     e.attributes()
+                        // No duplicate check: it allocates per element.
+                        .with_checks(false)
                         .flatten()
                         .find(|a| a.key.local_name().as_ref() == k.as_bytes())
                         .map(|a| {
@@ -158,9 +219,9 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
                                 .unwrap_or_else(|_| String::from_utf8_lossy(&a.value).into_owned())
                         })
                 };
-                match name.as_str() {
-                    "VAST" => doc.version = attr("version").unwrap_or_default(),
-                    "Ad" => {
+                match tag {
+                    Tag::Vast => doc.version = attr("version").unwrap_or_default(),
+                    Tag::Ad => {
                         if doc.ads.len() >= MAX_ADS {
                             return Err(VastError::TooManyAds);
                         }
@@ -170,24 +231,24 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
                             ..Default::default()
                         });
                     }
-                    "Wrapper" => {
+                    Tag::Wrapper => {
                         if let Some(a) = ad.as_mut() {
                             a.is_wrapper = true;
                         }
                     }
-                    "Creative" => {
+                    Tag::Creative => {
                         creative = Some(Creative {
                             id: attr("id").unwrap_or_default(),
                             ad_id: attr("adId").or_else(|| attr("AdID")).unwrap_or_default(),
                             ..Default::default()
                         })
                     }
-                    "Linear" => {
+                    Tag::Linear => {
                         if let Some(c) = creative.as_mut() {
                             c.linear = true;
                         }
                     }
-                    "MediaFile" => {
+                    Tag::MediaFile => {
                         media = Some(MediaFile {
                             mime: attr("type").unwrap_or_default(),
                             delivery: attr("delivery").unwrap_or_default(),
@@ -197,7 +258,15 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
                             url: String::new(),
                         })
                     }
-                    "Tracking" => tracking_event = attr("event"),
+                    Tag::Tracking => {
+                        // Only the events we fire; compared without copying.
+                        tracking_event = e
+                            .attributes()
+                            .with_checks(false)
+                            .flatten()
+                            .find(|a| a.key.local_name().as_ref() == b"event")
+                            .and_then(|a| tracking_event_name(&a.value))
+                    }
                     _ => {}
                 }
                 pending.clear();
@@ -205,21 +274,23 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
                     if path.len() >= MAX_DEPTH {
                         return Err(VastError::TooDeep);
                     }
-                    path.push(name);
+                    path.push(tag);
                 } else {
-                    close(&name, &mut doc, &mut ad, &mut creative, &mut media);
+                    close(tag, &mut doc, &mut ad, &mut creative, &mut media);
                 }
             }
-            Event::Text(t) => {
+            Event::Text(t) if path.last().is_some_and(|t| t.has_text()) => {
                 if let Ok(v) = t.decode() {
                     pending.push_str(&v);
                 }
             }
-            Event::GeneralRef(r) => {
-                let name = String::from_utf8_lossy(&r).into_owned();
+            Event::GeneralRef(r) if path.last().is_some_and(|t| t.has_text()) => {
+                let name = String::from_utf8_lossy(&r);
                 pending.push_str(&entity(&name));
             }
-            Event::CData(t) => pending.push_str(&String::from_utf8_lossy(&t)),
+            Event::CData(t) if path.last().is_some_and(|t| t.has_text()) => {
+                pending.push_str(&String::from_utf8_lossy(&t))
+            }
             Event::End(_) => {
                 text(
                     &path,
@@ -231,8 +302,8 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
                     &tracking_event,
                 );
                 pending.clear();
-                if let Some(name) = path.pop() {
-                    close(&name, &mut doc, &mut ad, &mut creative, &mut media);
+                if let Some(tag) = path.pop() {
+                    close(tag, &mut doc, &mut ad, &mut creative, &mut media);
                 }
             }
             Event::Eof => break,
@@ -264,24 +335,24 @@ fn entity(name: &str) -> String {
 }
 
 fn close(
-    name: &str,
+    tag: Tag,
     doc: &mut VastDoc,
     ad: &mut Option<VastAd>,
     creative: &mut Option<Creative>,
     media: &mut Option<MediaFile>,
 ) {
-    match name {
-        "Ad" => {
+    match tag {
+        Tag::Ad => {
             if let Some(a) = ad.take() {
                 doc.ads.push(a);
             }
         }
-        "Creative" => {
+        Tag::Creative => {
             if let (Some(c), Some(a)) = (creative.take(), ad.as_mut()) {
                 a.creatives.push(c);
             }
         }
-        "MediaFile" => {
+        Tag::MediaFile => {
             if let (Some(m), Some(c)) = (media.take(), creative.as_mut()) {
                 if !m.url.is_empty() {
                     c.media_files.push(m);
@@ -293,49 +364,60 @@ fn close(
 }
 
 fn text(
-    path: &[String],
+    path: &[Tag],
     v: &str,
     doc: &mut VastDoc,
     ad: &mut Option<VastAd>,
     creative: &mut Option<Creative>,
     media: &mut Option<MediaFile>,
-    tracking_event: &Option<String>,
+    tracking_event: &Option<&'static str>,
 ) {
     if v.is_empty() {
         return;
     }
-    let Some(leaf) = path.last().map(String::as_str) else {
+    let Some(&leaf) = path.last() else {
         return;
     };
-    let parent = path.len().checked_sub(2).map(|i| path[i].as_str());
+    let parent = path.len().checked_sub(2).map(|i| path[i]);
     match (leaf, ad.as_mut()) {
-        ("Error", None) => doc.errors.push(v.to_string()),
-        ("Error", Some(a)) if parent != Some("Tracking") => a.errors.push(v.to_string()),
-        ("Impression", Some(a)) => a.impressions.push(v.to_string()),
-        ("AdSystem", Some(a)) => a.ad_system = v.to_string(),
-        ("VASTAdTagURI", Some(a)) => a.wrapper_uri = Some(v.to_string()),
-        ("Duration", Some(_)) => {
+        (Tag::Error, None) => doc.errors.push(v.to_string()),
+        (Tag::Error, Some(a)) if parent != Some(Tag::Tracking) => a.errors.push(v.to_string()),
+        (Tag::Impression, Some(a)) => a.impressions.push(v.to_string()),
+        (Tag::AdSystem, Some(a)) => a.ad_system = v.to_string(),
+        (Tag::VastAdTagUri, Some(a)) => a.wrapper_uri = Some(v.to_string()),
+        (Tag::Duration, Some(_)) => {
             if let Some(c) = creative.as_mut() {
                 c.duration_s = parse_duration(v);
             }
         }
-        ("UniversalAdId", Some(_)) => {
+        (Tag::UniversalAdId, Some(_)) => {
             if let Some(c) = creative.as_mut() {
                 c.universal_ad_id = Some(v.to_string());
             }
         }
-        ("MediaFile", Some(_)) => {
+        (Tag::MediaFile, Some(_)) => {
             if let Some(m) = media.as_mut() {
                 m.url = v.to_string();
             }
         }
-        ("Tracking", Some(_)) => {
-            if let (Some(c), Some(e)) = (creative.as_mut(), tracking_event.as_deref()) {
+        (Tag::Tracking, Some(_)) => {
+            if let (Some(c), Some(e)) = (creative.as_mut(), *tracking_event) {
                 push_tracking(&mut c.tracking, e, v);
             }
         }
         _ => {}
     }
+}
+
+fn tracking_event_name(v: &[u8]) -> Option<&'static str> {
+    Some(match v {
+        b"start" => "start",
+        b"firstQuartile" => "firstQuartile",
+        b"midpoint" => "midpoint",
+        b"thirdQuartile" => "thirdQuartile",
+        b"complete" => "complete",
+        _ => return None,
+    })
 }
 
 fn push_tracking(t: &mut Tracking, event: &str, url: &str) {

@@ -94,6 +94,8 @@ pub fn parse(xml: &str) -> Result<Vec<AdBreak>, VastError> {
                 }
                 let attr = |k: &str| -> String {
                     e.attributes()
+                        // No duplicate check: it allocates per element.
+                        .with_checks(false)
                         .flatten()
                         .find(|a| a.key.local_name().as_ref() == k.as_bytes())
                         .and_then(|a| a.unescape_value().ok().map(|v| v.into_owned()))

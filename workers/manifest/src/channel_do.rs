@@ -68,6 +68,9 @@ pub struct ChannelDO {
     due_ms: Cell<Option<i64>>,
     /// D1 already shows this channel healthy (skip the write per poll).
     health_synced: Cell<bool>,
+    /// An alarm (poll) is running: workerd clears the alarm while its
+    /// handler runs, so "no alarm set" alone does not mean stopped.
+    polling: Cell<bool>,
 }
 
 impl DurableObject for ChannelDO {
@@ -78,6 +81,7 @@ impl DurableObject for ChannelDO {
             media_url: RefCell::new(None),
             due_ms: Cell::new(None),
             health_synced: Cell::new(false),
+            polling: Cell::new(false),
         }
     }
 
@@ -92,7 +96,8 @@ impl DurableObject for ChannelDO {
                     .get(POLL_STATS)
                     .await?
                     .unwrap_or_default();
-                let running = self.state.storage().get_alarm().await?.is_some();
+                let running =
+                    self.polling.get() || self.state.storage().get_alarm().await?.is_some();
                 Response::from_json(&serde_json::json!({ "running": running, "stats": stats }))
             }
             (Method::Post, "/sync") => {
@@ -110,7 +115,7 @@ impl DurableObject for ChannelDO {
                 let body: ChannelRef = req.json().await?;
                 self.remember(&body).await?;
                 let storage = self.state.storage();
-                let running = storage.get_alarm().await?.is_some();
+                let running = self.polling.get() || storage.get_alarm().await?.is_some();
                 if !running {
                     storage
                         .set_alarm(std::time::Duration::from_millis(10))
@@ -129,7 +134,10 @@ impl DurableObject for ChannelDO {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        let next = match self.poll().await {
+        self.polling.set(true);
+        let polled = self.poll().await;
+        self.polling.set(false);
+        let next = match polled {
             Ok(next) => next,
             Err(e) => {
                 console_error!("poll failed: {e}");

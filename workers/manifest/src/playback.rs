@@ -275,7 +275,14 @@ pub async fn ad_segment(
     let Some(it) = entry.pod.items.get(item_idx) else {
         return error(404, "no such ad");
     };
-    let Some(r) = it.renditions.iter().find(|r| r.bandwidth == bw) else {
+    // An ad may come in TS and fMP4 at one bandwidth: the extension says
+    // which one the playlist named.
+    let fmp4 = file.ends_with(".m4s") || file.ends_with(".mp4");
+    let Some(r) = it
+        .renditions
+        .iter()
+        .find(|r| r.bandwidth == bw && r.init_uri.is_some() == fmp4)
+    else {
         return error(404, "no such rendition");
     };
     let Some(seg) = r.segments.get(pos as usize) else {
@@ -352,15 +359,19 @@ pub async fn ad_master(
             None => return error(404, "no such ad"),
         },
     };
+    let renditions: Vec<_> = sgai::asset_renditions(renditions)
+        .into_iter()
+        .cloned()
+        .collect();
     let body = match (idx, sid) {
         // Counted: our media playlists, whose segments go through /ad/.
-        (Some(i), Some(sid)) => sgai::ad_master(renditions, |r| {
+        (Some(i), Some(sid)) => sgai::ad_master(&renditions, |r| {
             format!(
                 "/{}/{}/ads/{break_id}/{i}/{}.m3u8?sid={sid}",
                 ch.org, ch.slug, r.bandwidth
             )
         }),
-        _ => sgai::ad_master(renditions, |r| r.playlist_url.clone()),
+        _ => sgai::ad_master(&renditions, |r| r.playlist_url.clone()),
     };
     respond(req, &ch.config, body, 2)
 }
@@ -392,9 +403,11 @@ pub async fn ad_media(
     let Some(entry) = find_entry(env, &chref, break_id).await else {
         return error(404, format!("no break {break_id}"));
     };
-    let Some(r) =
-        sgai::item(&entry, i).and_then(|it| it.renditions.iter().find(|r| r.bandwidth == bw))
-    else {
+    let Some(r) = sgai::item(&entry, i).and_then(|it| {
+        sgai::asset_renditions(&it.renditions)
+            .into_iter()
+            .find(|r| r.bandwidth == bw)
+    }) else {
         return error(404, "no such ad rendition");
     };
     let body = sgai::ad_media(r, |pos, uri| {
