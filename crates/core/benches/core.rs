@@ -262,7 +262,7 @@ fn vast_benches(c: &mut Criterion, dir: &std::path::Path) {
     g.bench_function("vast_inline_3ads_3mf_parse_and_pod", |b| {
         b.iter(|| {
             let doc = cf_ssai_core::vast::parse(black_box(&text)).expect("parses");
-            cf_ssai_core::vast::pod_from_vast(&doc, "b1", 30.0, 2000, 0.0)
+            cf_ssai_core::vast::pod_from_vast(doc, "b1", 30.0, 2000, 0.0)
                 .items
                 .len()
         })

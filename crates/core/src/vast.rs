@@ -207,29 +207,31 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
                     }
                     saw_root = true;
                 }
-                let attr = |k: &str| -> Option<String> {
-                    e.attributes()
-                        // No duplicate check: it allocates per element.
-                        .with_checks(false)
-                        .flatten()
-                        .find(|a| a.key.local_name().as_ref() == k.as_bytes())
-                        .map(|a| {
-                            a.unescape_value()
-                                .map(|v| v.into_owned())
-                                .unwrap_or_else(|_| String::from_utf8_lossy(&a.value).into_owned())
-                        })
+                // One pass over the attributes (no duplicate check: it
+                // allocates per element); values unescaped only when they
+                // hold a reference.
+                let each_attr = |f: &mut dyn FnMut(&[u8], &[u8])| {
+                    for a in e.attributes().with_checks(false).flatten() {
+                        f(a.key.local_name().as_ref(), &a.value);
+                    }
                 };
                 match tag {
-                    Tag::Vast => doc.version = attr("version").unwrap_or_default(),
+                    Tag::Vast => each_attr(&mut |k, v| {
+                        if k == b"version" {
+                            doc.version = attr_text(v);
+                        }
+                    }),
                     Tag::Ad => {
                         if doc.ads.len() >= MAX_ADS {
                             return Err(VastError::TooManyAds);
                         }
-                        ad = Some(VastAd {
-                            id: attr("id").unwrap_or_default(),
-                            sequence: attr("sequence").and_then(|s| s.trim().parse().ok()),
-                            ..Default::default()
+                        let mut a = VastAd::default();
+                        each_attr(&mut |k, v| match k {
+                            b"id" => a.id = attr_text(v),
+                            b"sequence" => a.sequence = attr_text(v).trim().parse().ok(),
+                            _ => {}
                         });
+                        ad = Some(a);
                     }
                     Tag::Wrapper => {
                         if let Some(a) = ad.as_mut() {
@@ -237,11 +239,13 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
                         }
                     }
                     Tag::Creative => {
-                        creative = Some(Creative {
-                            id: attr("id").unwrap_or_default(),
-                            ad_id: attr("adId").or_else(|| attr("AdID")).unwrap_or_default(),
-                            ..Default::default()
-                        })
+                        let mut c = Creative::default();
+                        each_attr(&mut |k, v| match k {
+                            b"id" => c.id = attr_text(v),
+                            b"adId" | b"AdID" if c.ad_id.is_empty() => c.ad_id = attr_text(v),
+                            _ => {}
+                        });
+                        creative = Some(c);
                     }
                     Tag::Linear => {
                         if let Some(c) = creative.as_mut() {
@@ -249,14 +253,17 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
                         }
                     }
                     Tag::MediaFile => {
-                        media = Some(MediaFile {
-                            mime: attr("type").unwrap_or_default(),
-                            delivery: attr("delivery").unwrap_or_default(),
-                            width: attr("width").and_then(|v| v.parse().ok()).unwrap_or(0),
-                            height: attr("height").and_then(|v| v.parse().ok()).unwrap_or(0),
-                            bitrate: attr("bitrate").and_then(|v| v.parse().ok()).unwrap_or(0),
-                            url: String::new(),
-                        })
+                        let mut m = MediaFile::default();
+                        let num = |v: &[u8]| attr_text(v).trim().parse().unwrap_or(0);
+                        each_attr(&mut |k, v| match k {
+                            b"type" => m.mime = attr_text(v),
+                            b"delivery" => m.delivery = attr_text(v),
+                            b"width" => m.width = num(v),
+                            b"height" => m.height = num(v),
+                            b"bitrate" => m.bitrate = num(v),
+                            _ => {}
+                        });
+                        media = Some(m);
                     }
                     Tag::Tracking => {
                         // Only the events we fire; compared without copying.
@@ -285,11 +292,10 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
                 }
             }
             Event::GeneralRef(r) if path.last().is_some_and(|t| t.has_text()) => {
-                let name = String::from_utf8_lossy(&r);
-                pending.push_str(&entity(&name));
+                pending.push_str(&entity(&utf8(&r)));
             }
             Event::CData(t) if path.last().is_some_and(|t| t.has_text()) => {
-                pending.push_str(&String::from_utf8_lossy(&t))
+                pending.push_str(&utf8(&t))
             }
             Event::End(_) => {
                 text(
@@ -314,6 +320,27 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
         return Err(VastError::NotVast(String::new()));
     }
     Ok(doc)
+}
+
+/// An attribute value as text: borrowed bytes unescaped only when they
+/// contain a reference.
+fn attr_text(v: &[u8]) -> String {
+    let raw = utf8(v);
+    if !raw.contains('&') {
+        return raw.into_owned();
+    }
+    quick_xml::escape::unescape(&raw)
+        .map(|c| c.into_owned())
+        .unwrap_or_else(|_| raw.into_owned())
+}
+
+/// Bytes of the (already UTF-8) document as text; the strict check is
+/// much faster than the lossy one, which is only the fallback.
+fn utf8(v: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(v) {
+        Ok(s) => std::borrow::Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(v),
+    }
 }
 
 /// `&name;` → its text (XML's five, and numeric references).
@@ -484,24 +511,28 @@ pub fn pod_item(
     ad: &VastAd,
     renditions_for: impl Fn(&Creative) -> Vec<crate::model::AdRendition>,
 ) -> Option<PodItem> {
-    let c = ad.creatives.iter().find(|c| c.linear)?;
-    let mut tracking = c.tracking.clone();
-    tracking.impression = ad.impressions.clone();
-    tracking.error = ad.errors.clone();
+    let renditions = renditions_for(ad.creatives.iter().find(|c| c.linear)?);
+    let mut item = into_pod_item(ad.clone())?;
+    item.renditions = renditions;
+    Some(item)
+}
+
+/// [`pod_item`] by value, without renditions: moves the ad's strings.
+pub fn into_pod_item(ad: VastAd) -> Option<PodItem> {
+    let c = ad.creatives.into_iter().find(|c| c.linear)?;
+    let mut tracking = c.tracking;
+    tracking.impression = ad.impressions;
+    tracking.error = ad.errors;
     Some(PodItem {
         ad_id: if ad.id.is_empty() {
             c.id.clone()
         } else {
-            ad.id.clone()
+            ad.id
         },
-        creative_id: if c.id.is_empty() {
-            c.ad_id.clone()
-        } else {
-            c.id.clone()
-        },
-        universal_ad_id: c.universal_ad_id.clone(),
+        creative_id: if c.id.is_empty() { c.ad_id } else { c.id },
+        universal_ad_id: c.universal_ad_id,
         duration_s: c.duration_s.unwrap_or(0.0),
-        renditions: renditions_for(c),
+        renditions: Vec::new(),
         tracking,
     })
 }
@@ -509,16 +540,15 @@ pub fn pod_item(
 /// Parse result → pod (no library: for the benchmark and for VAST whose
 /// creatives are all already conditioned HLS).
 pub fn pod_from_vast(
-    doc: &VastDoc,
+    doc: VastDoc,
     break_id: &str,
     duration_s: f64,
     cadence_ms: u64,
     threshold_s: f64,
 ) -> Pod {
-    let items: Vec<PodItem> = ordered_inline_ads(doc)
-        .into_iter()
-        .filter_map(|a| pod_item(a, |_| Vec::new()))
-        .collect();
+    let mut ads: Vec<VastAd> = doc.ads.into_iter().filter(|a| !a.is_wrapper).collect();
+    ads.sort_by_key(|a| a.sequence.unwrap_or(u32::MAX));
+    let items: Vec<PodItem> = ads.into_iter().filter_map(into_pod_item).collect();
     build_pod(
         &PodRequest {
             break_id,
