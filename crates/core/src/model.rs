@@ -36,6 +36,12 @@ pub struct BreakRecord {
     /// Discontinuities inserted by all earlier breaks of the channel
     /// (assigned by the Channel DO, the sequencer).
     pub disc_before: u64,
+    /// Of this break's discontinuity MSNs, those where the origin has its
+    /// own EXT-X-DISCONTINUITY: one tag carries both, and the origin's
+    /// DISCONTINUITY-SEQUENCE already counts it (learned by the sequencer
+    /// from the windows it examines).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merged: Vec<u64>,
     /// When the sequencer registered it (epoch ms).
     pub registered_ms: i64,
 }
@@ -260,12 +266,10 @@ pub fn layout(record: &BreakRecord, pod: &Pod) -> Vec<Slot> {
 /// Discontinuities a break inserts in total: one per slot and one on the
 /// return to content.
 pub fn inserted_discontinuities(record: &BreakRecord, pod: &Pod) -> u64 {
-    let n = layout(record, pod).len() as u64;
-    if n == 0 {
-        0
-    } else {
-        n + 1
-    }
+    let slots = layout(record, pod);
+    discontinuity_msns(record, &slots)
+        .filter(|m| !record.merged.contains(m))
+        .count() as u64
 }
 
 /// MSNs at which a break puts a discontinuity (slot starts, return).
@@ -295,6 +299,7 @@ mod tests {
             segment_count: segs,
             cut_after: None,
             disc_before: 0,
+            merged: vec![],
             registered_ms: 0,
         }
     }

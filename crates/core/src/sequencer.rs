@@ -86,6 +86,7 @@ pub fn record_from_cue(
         segment_count: segments_for(duration_ms, cadence_ms),
         cut_after: None,
         disc_before: 0,
+        merged: Vec::new(),
         registered_ms: now_ms,
     })
 }
@@ -184,6 +185,69 @@ pub fn mark_checked(state: &mut ChannelBreaks, msn: u64, now_ms: i64) {
     }
 }
 
+/// What an examined origin window says about discontinuities: its MSN
+/// range and the MSNs of its segments with EXT-X-DISCONTINUITY.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OriginWindow {
+    pub first_msn: u64,
+    pub last_msn: u64,
+    pub discontinuities: Vec<u64>,
+}
+
+impl OriginWindow {
+    pub fn of(m: &crate::media::MediaPlaylist<'_>) -> Option<OriginWindow> {
+        Some(OriginWindow {
+            first_msn: m.segments.first()?.msn,
+            last_msn: m.segments.last()?.msn,
+            discontinuities: m
+                .segments
+                .iter()
+                .filter(|s| s.discontinuity)
+                .map(|s| s.msn)
+                .collect(),
+        })
+    }
+}
+
+/// Learn which of our discontinuities coincide with the origin's, from an
+/// examined window; renumber what follows. Returns whether anything
+/// changed.
+pub fn note_origin_discontinuities(
+    state: &mut ChannelBreaks,
+    w: &OriginWindow,
+    now_ms: i64,
+) -> bool {
+    let (first_msn, last_msn, origin_discs) = (w.first_msn, w.last_msn, &w.discontinuities);
+    let mut from = None;
+    for (i, e) in state.entries.iter_mut().enumerate() {
+        let slots = crate::model::layout(&e.record, &e.pod);
+        let ours: Vec<u64> = crate::model::discontinuity_msns(&e.record, &slots)
+            .filter(|m| (first_msn..=last_msn).contains(m))
+            .collect();
+        for m in ours {
+            let has = e.record.merged.contains(&m);
+            let origin = origin_discs.contains(&m);
+            if origin && !has {
+                e.record.merged.push(m);
+                e.record.merged.sort_unstable();
+            } else if !origin && has {
+                e.record.merged.retain(|x| *x != m);
+            } else {
+                continue;
+            }
+            from.get_or_insert(i);
+        }
+    }
+    match from {
+        Some(i) => {
+            renumber(state, i + 1);
+            state.updated_ms = now_ms;
+            true
+        }
+        None => false,
+    }
+}
+
 /// Drop entries that ended before `now - keep_ms`, always keeping the last
 /// (its `disc_before` + inserted count is the channel's running total).
 pub fn prune(state: &mut ChannelBreaks, policy: &BreakPolicy, now_ms: i64) {
@@ -217,6 +281,52 @@ mod tests {
     use super::*;
     use crate::cues::Dialect;
     use crate::model::Slate;
+
+    #[test]
+    fn origin_discontinuities_on_our_boundaries_are_counted_once() {
+        let mut st = ChannelBreaks::default();
+        let pod = |id: &str| Pod::slate_only(id, 8.0, Slate::default(), String::new());
+        let mut a = record_from_cue(
+            &cue(CueKind::Out, "a", 10, Some(8.0)),
+            2000,
+            &BreakPolicy::default(),
+            0,
+        )
+        .unwrap();
+        a.id = "a".into();
+        let mut pa = pod("a");
+        pa.items = vec![crate::model::PodItem {
+            ad_id: "x".into(),
+            creative_id: "x".into(),
+            universal_ad_id: None,
+            duration_s: 8.0,
+            renditions: vec![],
+            tracking: Default::default(),
+        }];
+        commit(&mut st, a, pa, 0).unwrap();
+        let b = record_from_cue(
+            &cue(CueKind::Out, "b", 30, Some(8.0)),
+            2000,
+            &BreakPolicy::default(),
+            0,
+        )
+        .unwrap();
+        commit(&mut st, b, pod("b"), 0).unwrap();
+        let ours =
+            crate::model::inserted_discontinuities(&st.entries[0].record, &st.entries[0].pod);
+        assert_eq!(st.entries[1].record.disc_before, ours);
+        // The origin has its own discontinuity where break a returns (MSN 14).
+        let w = OriginWindow {
+            first_msn: 9,
+            last_msn: 14,
+            discontinuities: vec![14],
+        };
+        assert!(note_origin_discontinuities(&mut st, &w, 1));
+        assert_eq!(st.entries[0].record.merged, vec![14]);
+        assert_eq!(st.entries[1].record.disc_before, ours - 1);
+        // Seen again: nothing changes.
+        assert!(!note_origin_discontinuities(&mut st, &w, 2));
+    }
 
     fn cue(kind: CueKind, id: &str, msn: u64, dur: Option<f64>) -> CueEvent {
         CueEvent {

@@ -213,7 +213,7 @@ fn inserted_before(plans: &[Plan<'_>], first_msn: u64) -> u64 {
         .iter()
         .map(|p| {
             model::discontinuity_msns(&p.entry.record, &p.slots)
-                .filter(|&msn| msn < first_msn)
+                .filter(|&msn| msn < first_msn && !p.entry.record.merged.contains(&msn))
                 .count() as u64
         })
         .sum::<u64>()

@@ -78,6 +78,10 @@ impl Sequencer {
         let actions = sequencer::reconcile(&det.events, &self.state.entries);
         sequencer::mark_checked(&mut self.state, m.last_msn().unwrap_or(0), now);
         self.apply(&actions, ch.cadence_ms, now);
+        let w = sequencer::OriginWindow::of(&m).unwrap();
+        if sequencer::note_origin_discontinuities(&mut self.state, &w, now) {
+            self.history.push((now, self.state.clone()));
+        }
     }
 
     fn apply(&mut self, actions: &[Action], cadence_ms: u64, now: i64) {
@@ -480,4 +484,19 @@ fn daterange_signalled_ahead_is_registered_before_its_first_segment() {
         .find(|e| e.msn == anchor)
         .expect("cue anchored at the future segment");
     assert_eq!(out.pdt_ms, Some(ch.pdt_of(anchor)));
+}
+
+#[test]
+fn origin_discontinuity_on_a_break_boundary_is_counted_once() {
+    // Origin discontinuities at MSN multiples of 10: every break (anchors
+    // 10, 40, 70, ...) starts on one, and breaks of 20 segments end on one.
+    let ch = SimChannel {
+        window: 6,
+        first_break: 10,
+        break_every: 30,
+        break_len: 20,
+        origin_disc_every: 10,
+        ..Default::default()
+    };
+    assert!(run(ch, Mode::Ssai, 200, 1000) > 0);
 }

@@ -36,6 +36,10 @@ pub struct SyncRequest {
     pub cadence_ms: u64,
     /// The window's last MSN when the caller examined every cue in it.
     pub checked_through_msn: Option<u64>,
+    /// The examined window's discontinuities (where ours merge with the
+    /// origin's).
+    #[serde(default)]
+    pub window: Option<sequencer::OriginWindow>,
 }
 
 /// `POST /cue` (already validated and anchored by the worker).
@@ -233,6 +237,9 @@ impl ChannelDO {
                 }
             }
         }
+        if let Some(w) = &req.window {
+            changed |= sequencer::note_origin_discontinuities(&mut st, w, now);
+        }
         if let Some(m) = req.checked_through_msn {
             let before = st.checked_through_msn;
             sequencer::mark_checked(&mut st, m, now);
@@ -297,6 +304,7 @@ impl ChannelDO {
                     ),
                     cut_after: None,
                     disc_before: 0,
+                    merged: Vec::new(),
                     registered_ms: now,
                 };
                 if let Err(e) = sequencer::check_overlap(&st, &rec) {
@@ -503,6 +511,7 @@ impl ChannelDO {
                     events: det.events.clone(),
                     cadence_ms: cadence,
                     checked_through_msn: m.last_msn(),
+                    window: sequencer::OriginWindow::of(&m),
                 },
                 cfg,
             )

@@ -75,7 +75,8 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
         org: ch.org.clone(),
         slug: ch.slug.clone(),
     };
-    let breaks = entries(env, &chref, &events, cadence, first_msn).await;
+    let window = sequencer::OriginWindow::of(&m);
+    let breaks = entries(env, &chref, &events, cadence, first_msn, window).await;
     let variant = Variant {
         bandwidth: q("bw").and_then(|b| b.parse().ok()),
         codecs: q("codecs"),
@@ -115,6 +116,7 @@ async fn entries(
     events: &[cues::CueEvent],
     cadence_ms: u64,
     first_msn: u64,
+    window: Option<sequencer::OriginWindow>,
 ) -> Option<ChannelBreaks> {
     let cached = kv_breaks(env, ch).await;
     if let Some(c) = &cached {
@@ -127,6 +129,7 @@ async fn entries(
         events: events.to_vec(),
         cadence_ms,
         checked_through_msn: None,
+        window,
     };
     match do_call(env, ch, "/sync", &body).await {
         Ok(b) => Some(b),
