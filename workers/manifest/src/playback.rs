@@ -124,11 +124,15 @@ async fn entries(
             return cached;
         }
     }
+    // This request examined every cue of its window (all of them go to the
+    // DO), so the window counts as checked: a channel nobody polls (SCTE-35
+    // off, /cue only) then serves from KV too instead of asking the DO on
+    // every request.
     let body = SyncRequest {
         channel: ch.clone(),
         events: events.to_vec(),
         cadence_ms,
-        checked_through_msn: None,
+        checked_through_msn: window.as_ref().map(|w| w.last_msn),
         window,
     };
     match do_call(env, ch, "/sync", &body).await {
