@@ -188,81 +188,32 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
         }
     }
     // 2. VAST: the VMAP break for scheduled/pre-roll breaks, then the tags.
+    let ctx = VastCtx {
+        env,
+        lib: &lib,
+        duration_s,
+        cadence_ms,
+        viewer: &r.viewer,
+        cache_s: cfg.vast_cache_s,
+    };
     if candidates.is_empty()
         && !cfg.vmap_url.is_empty()
         && (kind == "scheduled" || kind == "preroll")
     {
         if let Some(l) = left(&mut reasons, "VMAP") {
-            let deadline = worker_shared::now_ms() + l as i64;
-            let private_ok = worker_shared::private_origins_allowed(env);
-            match vast::fetch_cached(
+            let items = vmap_step(
+                &ctx,
                 &cfg.vmap_url,
-                &cfg.vmap_url,
-                cfg.vast_cache_s,
-                deadline,
-                private_ok,
+                &break_id,
+                kind,
+                r.start_ms,
+                l,
+                &mut reasons,
             )
-            .await
-            .and_then(|t| cf_ssai_core::vmap::parse(&t).map_err(|e| e.to_string()))
-            {
-                Ok(breaks) => {
-                    let tolerance = ((duration_s * 500.0) as i64).max(cadence_ms as i64);
-                    match cf_ssai_core::vmap::select(
-                        &breaks,
-                        // `/cue` names breaks "cue-{event_id}"; VMAP names the event.
-                        break_id.strip_prefix("cue-").unwrap_or(&break_id),
-                        kind == "preroll",
-                        r.start_ms,
-                        tolerance,
-                    ) {
-                        Some(b) => {
-                            let items = match &b.source {
-                                Some(AdSource::TagUri(t)) => {
-                                    let url =
-                                        fill_tag(t, duration_s, &r.viewer, worker_shared::now_ms());
-                                    let key = format!("{t}|{}", viewer_key(&r.viewer));
-                                    vast::resolve(
-                                        env,
-                                        vast::TagSource::Url {
-                                            url: &url,
-                                            cache_key: &key,
-                                        },
-                                        &lib,
-                                        cadence_ms,
-                                        l,
-                                        cfg.vast_cache_s,
-                                        &mut reasons,
-                                    )
-                                    .await
-                                }
-                                Some(AdSource::VastData(x)) => {
-                                    vast::resolve(
-                                        env,
-                                        vast::TagSource::Inline(x),
-                                        &lib,
-                                        cadence_ms,
-                                        l,
-                                        cfg.vast_cache_s,
-                                        &mut reasons,
-                                    )
-                                    .await
-                                }
-                                None => Vec::new(),
-                            };
-                            reasons.push(format!(
-                                "VMAP break {:?}: {} ads",
-                                b.break_id,
-                                items.len()
-                            ));
-                            if !items.is_empty() {
-                                source = PodSource::Vast;
-                                candidates.extend(items);
-                            }
-                        }
-                        None => reasons.push("VMAP: no break matches".into()),
-                    }
-                }
-                Err(e) => reasons.push(format!("VMAP {}: {e}", cfg.vmap_url)),
+            .await;
+            if !items.is_empty() {
+                source = PodSource::Vast;
+                candidates.extend(items);
             }
         }
     }
@@ -271,21 +222,7 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
             let Some(l) = left(&mut reasons, "VAST") else {
                 break;
             };
-            let url = fill_tag(tag, duration_s, &r.viewer, worker_shared::now_ms());
-            let key = format!("{tag}|{}", viewer_key(&r.viewer));
-            let items = vast::resolve(
-                env,
-                vast::TagSource::Url {
-                    url: &url,
-                    cache_key: &key,
-                },
-                &lib,
-                cadence_ms,
-                l,
-                cfg.vast_cache_s,
-                &mut reasons,
-            )
-            .await;
+            let items = ctx.tag(tag, l, &mut reasons).await;
             if !items.is_empty() {
                 source = PodSource::Vast;
                 candidates.extend(items);
@@ -333,6 +270,94 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
     }
     worker_shared::count(env, "decision", "decisions", 1).await;
     json(&pod, 200)
+}
+
+/// What every VAST resolution of one decision shares.
+struct VastCtx<'a> {
+    env: &'a Env,
+    lib: &'a [cf_ssai_core::model::PodItem],
+    duration_s: f64,
+    cadence_ms: u64,
+    viewer: &'a Viewer,
+    cache_s: u32,
+}
+
+impl VastCtx<'_> {
+    /// One VAST tag: macros filled, cached by the tag before cache busters
+    /// plus the viewer's dimensions.
+    async fn tag(
+        &self,
+        tag: &str,
+        budget_ms: u64,
+        reasons: &mut Vec<String>,
+    ) -> Vec<cf_ssai_core::model::PodItem> {
+        let url = fill_tag(tag, self.duration_s, self.viewer, worker_shared::now_ms());
+        let key = format!("{tag}|{}", viewer_key(self.viewer));
+        let src = vast::TagSource::Url {
+            url: &url,
+            cache_key: &key,
+        };
+        self.resolve(src, budget_ms, reasons).await
+    }
+
+    async fn resolve(
+        &self,
+        src: vast::TagSource<'_>,
+        budget_ms: u64,
+        reasons: &mut Vec<String>,
+    ) -> Vec<cf_ssai_core::model::PodItem> {
+        vast::resolve(
+            self.env,
+            src,
+            self.lib,
+            self.cadence_ms,
+            budget_ms,
+            self.cache_s,
+            reasons,
+        )
+        .await
+    }
+}
+
+/// The VMAP schedule's break for this one (by breakId, clock offset or
+/// pre-roll) and the ads of its VAST.
+async fn vmap_step(
+    ctx: &VastCtx<'_>,
+    vmap_url: &str,
+    break_id: &str,
+    kind: &str,
+    start_ms: Option<i64>,
+    budget_ms: u64,
+    reasons: &mut Vec<String>,
+) -> Vec<cf_ssai_core::model::PodItem> {
+    let deadline = worker_shared::now_ms() + budget_ms as i64;
+    let private_ok = worker_shared::private_origins_allowed(ctx.env);
+    let breaks = match vast::fetch_cached(vmap_url, vmap_url, ctx.cache_s, deadline, private_ok)
+        .await
+        .and_then(|t| cf_ssai_core::vmap::parse(&t).map_err(|e| e.to_string()))
+    {
+        Ok(b) => b,
+        Err(e) => {
+            reasons.push(format!("VMAP {vmap_url}: {e}"));
+            return Vec::new();
+        }
+    };
+    let tolerance = ((ctx.duration_s * 500.0) as i64).max(ctx.cadence_ms as i64);
+    // `/cue` names breaks "cue-{event_id}"; VMAP names the event.
+    let id = break_id.strip_prefix("cue-").unwrap_or(break_id);
+    let Some(b) = cf_ssai_core::vmap::select(&breaks, id, kind == "preroll", start_ms, tolerance)
+    else {
+        reasons.push("VMAP: no break matches".into());
+        return Vec::new();
+    };
+    let left = (deadline - worker_shared::now_ms()).max(0) as u64;
+    let items = match &b.source {
+        Some(AdSource::TagUri(t)) => ctx.tag(t, left, reasons).await,
+        Some(AdSource::VastData(x)) => ctx.resolve(vast::TagSource::Inline(x), left, reasons).await,
+        None => Vec::new(),
+    };
+    reasons.push(format!("VMAP break {:?}: {} ads", b.break_id, items.len()));
+    items
 }
 
 fn enc(s: &str) -> String {
