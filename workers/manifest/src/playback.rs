@@ -70,13 +70,11 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
     } else {
         Vec::new()
     };
-    let first_msn = m.segments.first().map_or(m.media_sequence, |s| s.msn);
     let chref = ChannelRef {
         org: ch.org.clone(),
         slug: ch.slug.clone(),
     };
-    let window = sequencer::OriginWindow::of(&m);
-    let breaks = entries(env, &chref, &events, cadence, first_msn, window).await;
+    let breaks = entries(env, &chref, &events, cadence, &m).await;
     let variant = Variant {
         bandwidth: q("bw").and_then(|b| b.parse().ok()),
         codecs: q("codecs"),
@@ -115,9 +113,9 @@ async fn entries(
     ch: &ChannelRef,
     events: &[cues::CueEvent],
     cadence_ms: u64,
-    first_msn: u64,
-    window: Option<sequencer::OriginWindow>,
+    m: &media::MediaPlaylist<'_>,
 ) -> Option<ChannelBreaks> {
+    let first_msn = m.segments.first().map_or(m.media_sequence, |s| s.msn);
     let cached = kv_breaks(env, ch).await;
     if let Some(c) = &cached {
         if c.covers_window(first_msn) && sequencer::reconcile(events, &c.entries).is_empty() {
@@ -128,6 +126,8 @@ async fn entries(
     // DO), so the window counts as checked: a channel nobody polls (SCTE-35
     // off, /cue only) then serves from KV too instead of asking the DO on
     // every request.
+    // Built only on the way to the DO: KV hits skip it.
+    let window = sequencer::OriginWindow::of(m);
     let body = SyncRequest {
         channel: ch.clone(),
         events: events.to_vec(),
@@ -206,11 +206,7 @@ pub async fn asset_list(
         .query_pairs()
         .find(|(k, _)| k == "_HLS_start_offset")
         .and_then(|(_, v)| v.parse::<f64>().ok());
-    let chref = ChannelRef {
-        org: ch.org.clone(),
-        slug: ch.slug.clone(),
-    };
-    let Some(entry) = find_entry(env, &chref, break_id).await else {
+    let Some(entry) = find_entry(env, ch, break_id).await else {
         return error(404, format!("no break {break_id}"));
     };
     let prefix = format!("/{}/{}/ads/{}/", ch.org, ch.slug, break_id);
@@ -272,11 +268,7 @@ pub async fn ad_segment(
     let Some(pos) = file.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
         return error(404, "no such ad segment");
     };
-    let chref = ChannelRef {
-        org: ch.org.clone(),
-        slug: ch.slug.clone(),
-    };
-    let Some(entry) = find_entry(env, &chref, brk).await else {
+    let Some(entry) = find_entry(env, ch, brk).await else {
         return error(404, format!("no break {brk}"));
     };
     let Some(it) = entry.pod.items.get(item_idx) else {
@@ -347,11 +339,7 @@ pub async fn ad_master(
     break_id: &str,
     which: &str,
 ) -> Result<Response> {
-    let chref = ChannelRef {
-        org: ch.org.clone(),
-        slug: ch.slug.clone(),
-    };
-    let Some(entry) = find_entry(env, &chref, break_id).await else {
+    let Some(entry) = find_entry(env, ch, break_id).await else {
         return error(404, format!("no break {break_id}"));
     };
     let sid = counted_session(req, &ch.config)?;
@@ -403,11 +391,7 @@ pub async fn ad_media(
     let (Ok(i), Ok(bw)) = (item.parse::<usize>(), bw.parse::<u64>()) else {
         return error(404, "no such ad rendition");
     };
-    let chref = ChannelRef {
-        org: ch.org.clone(),
-        slug: ch.slug.clone(),
-    };
-    let Some(entry) = find_entry(env, &chref, break_id).await else {
+    let Some(entry) = find_entry(env, ch, break_id).await else {
         return error(404, format!("no break {break_id}"));
     };
     let Some(r) = sgai::item(&entry, i).and_then(|it| {
@@ -431,11 +415,11 @@ pub async fn ad_media(
     respond(req, &ch.config, body, 2)
 }
 
-async fn find_entry(
-    env: &Env,
-    ch: &ChannelRef,
-    id: &str,
-) -> Option<cf_ssai_core::model::BreakEntry> {
+async fn find_entry(env: &Env, ch: &Channel, id: &str) -> Option<cf_ssai_core::model::BreakEntry> {
+    let ch = &ChannelRef {
+        org: ch.org.clone(),
+        slug: ch.slug.clone(),
+    };
     let cached = kv_breaks(env, ch).await;
     if let Some(e) = cached.and_then(|c| c.entries.into_iter().find(|e| e.record.id == id)) {
         return Some(e);
