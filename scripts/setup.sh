@@ -50,16 +50,21 @@ if [ ! -f "$stamp" ] || ! cmp -s package-lock.json "$stamp"; then
   cp package-lock.json "$stamp"
 fi
 
-# 6. Local secrets for wrangler dev: generated once, never committed.
-if [ ! -f .dev.vars ]; then
-  say "generating .dev.vars (local secrets)"
-  {
-    echo "JWT_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-    echo "ADMIN_API_KEY=cfssai_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-  } > .dev.vars
-fi
-grep -q '^ALLOW_PRIVATE_ORIGINS=' .dev.vars || echo "ALLOW_PRIVATE_ORIGINS=true" >> .dev.vars
+# 6. Local secrets for wrangler dev: generated once, never committed; a
+#    secret missing from an older .dev.vars is added.
+rand_hex() { head -c "$1" /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+touch .dev.vars
+add_var() { grep -q "^$1=" .dev.vars || { say "adding $1 to .dev.vars"; echo "$1=$2" >> .dev.vars; }; }
+add_var JWT_SECRET "$(rand_hex 32)"
+add_var ADMIN_API_KEY "cfssai_$(rand_hex 24)"
+add_var SESSION_SECRET "$(rand_hex 32)"
+add_var INTERNAL_SECRET "$(rand_hex 32)"
+# Local dev fetches private addresses only at 127.0.0.1 (the demo origin and
+# the test servers); localhost, [::1], 10/8, the metadata address stay
+# refused, as in production (where this is "false").
+sed -i 's/^ALLOW_PRIVATE_ORIGINS=true$/ALLOW_PRIVATE_ORIGINS=127.0.0.1/' .dev.vars
+add_var ALLOW_PRIVATE_ORIGINS 127.0.0.1
 # Local dev: retry quickly (production backs off up to 600 s).
-grep -q '^BEACON_MAX_BACKOFF_S=' .dev.vars || echo "BEACON_MAX_BACKOFF_S=2" >> .dev.vars
+add_var BEACON_MAX_BACKOFF_S 2
 # threefive (PyPI), the reference SCTE-35 decoder for the differential test.
 python3 -c "import threefive" 2>/dev/null || { say "pip install threefive"; python3 -m pip install -q threefive==3.1.5; }

@@ -28,7 +28,7 @@ after(() => {
 });
 
 const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
-const claims = () => ({ sub: "jwks-test", exp: Math.floor(Date.now() / 1000) + 300, aud: "cf-ssai", org: ORG });
+const claims = () => ({ sub: "jwks-test", exp: Math.floor(Date.now() / 1000) + 300, aud: "cf-ssai", iss: "cf-ssai", org: ORG });
 function token(alg, kid, signer) {
   const input = `${b64({ alg, kid, typ: "JWT" })}.${b64(claims())}`;
   return `${input}.${signer(Buffer.from(input)).toString("base64url")}`;

@@ -29,11 +29,11 @@ export function devVars() {
   return vars;
 }
 
-/** An HS256 JWT (same format the core verifies). */
+/** An HS256 JWT (same format the core verifies); `iss` defaults to ours. */
 export function jwt(claims, secret = devVars().JWT_SECRET) {
   const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
   const h = b64({ alg: "HS256", typ: "JWT" });
-  const p = b64(claims);
+  const p = b64({ iss: "cf-ssai", ...claims });
   const s = createHmac("sha256", secret).update(`${h}.${p}`).digest("base64url");
   return `${h}.${p}.${s}`;
 }

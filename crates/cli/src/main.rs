@@ -3,7 +3,7 @@
 //! ```text
 //! cf-ssai scte35 [--hex]            one section per stdin line → one JSON line
 //! cf-ssai cues FILE.m3u8            ad markers as normalized JSON events
-//! cf-ssai token --secret S --org O [--aud A] [--ttl SECS]   mint an HS256 JWT
+//! cf-ssai token --secret S --org O [--aud A] [--iss I] [--scope "cue read"] [--ttl SECS]   mint an HS256 JWT
 //! cf-ssai apikey-hash --key K       salt + hash for the api_keys table
 //! cf-ssai origin [--port P] [--media DIR] ...   local live HLS origin
 //! cf-ssai validate < JSONL          live rules across reloads/viewers/nodes
@@ -131,6 +131,8 @@ fn token(args: &[String]) -> Result<(), String> {
         iat: Some(now),
         aud: Some(auth::Audience::One(aud.to_string())),
         org: Some(org.to_string()),
+        iss: Some(flag(args, "--iss").unwrap_or("cf-ssai").to_string()),
+        scope: flag(args, "--scope").map(String::from),
     };
     println!("{}", auth::sign_hs256(&claims, secret.as_bytes()));
     Ok(())

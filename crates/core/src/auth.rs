@@ -42,13 +42,24 @@ pub enum AuthError {
     UnknownKey,
     #[error("credentials are for org {have:?}, not {want:?}")]
     WrongOrg { have: String, want: String },
+    #[error("credentials lack the {0:?} scope")]
+    Scope(&'static str),
+    #[error("platform admins only")]
+    PlatformOnly,
+    #[error("wrong issuer")]
+    Issuer,
+    #[error("token lifetime over the {0}-second maximum")]
+    Lifetime(i64),
+    #[error("server misconfigured: {0}")]
+    Config(&'static str),
 }
 
 impl AuthError {
     /// 403 for an authenticated caller outside its scope, 401 otherwise.
     pub fn status(&self) -> u16 {
         match self {
-            AuthError::WrongOrg { .. } => 403,
+            AuthError::WrongOrg { .. } | AuthError::Scope(_) | AuthError::PlatformOnly => 403,
+            AuthError::Config(_) => 500,
             _ => 401,
         }
     }
@@ -73,6 +84,103 @@ pub struct Claims {
     pub aud: Option<Audience>,
     /// The org the token may act on; "*" for a platform admin.
     pub org: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    /// Space-separated scopes (`cue read admin`); absent means `admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// What a credential may do. `cue` fires `POST /cue`; `read` reads the
+/// org's channels, breaks and metrics; `admin` does everything in its org
+/// (and implies the others).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Cue,
+    Read,
+    Admin,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 3] = [Scope::Cue, Scope::Read, Scope::Admin];
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Cue => "cue",
+            Scope::Read => "read",
+            Scope::Admin => "admin",
+        }
+    }
+    fn bit(self) -> u8 {
+        match self {
+            Scope::Cue => 1,
+            Scope::Read => 2,
+            Scope::Admin => 4,
+        }
+    }
+}
+
+/// A set of scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scopes(u8);
+
+impl Scopes {
+    pub const ADMIN: Scopes = Scopes(4);
+
+    /// `"cue read"` (spaces or commas); unknown names are an error naming them.
+    pub fn parse(list: &str) -> Result<Scopes, String> {
+        let mut bits = 0;
+        for name in list.split([' ', ',']).filter(|n| !n.is_empty()) {
+            let s = Scope::ALL
+                .iter()
+                .find(|s| s.as_str() == name)
+                .ok_or_else(|| format!("unknown scope {name:?} (cue, read, admin)"))?;
+            bits |= s.bit();
+        }
+        if bits == 0 {
+            return Err("at least one scope (cue, read, admin)".into());
+        }
+        Ok(Scopes(bits))
+    }
+
+    pub fn allows(self, need: Scope) -> bool {
+        self.0 & (need.bit() | Scope::Admin.bit()) != 0
+    }
+
+    /// Canonical form, e.g. `"cue read"`.
+    pub fn names(self) -> String {
+        Scope::ALL
+            .iter()
+            .filter(|s| self.0 & s.bit() != 0)
+            .map(|s| s.as_str())
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// How tokens are validated: audience, issuer (when configured), and the
+/// longest lifetime accepted (`exp` − `iat`, or `exp` − now without `iat`),
+/// so a leaked token cannot be minted to live for years.
+#[derive(Debug, Clone, Copy)]
+pub struct Validation<'a> {
+    pub audience: &'a str,
+    pub issuer: Option<&'a str>,
+    pub max_lifetime_s: i64,
+}
+
+/// Default longest token lifetime: 30 days.
+pub const DEFAULT_MAX_LIFETIME_S: i64 = 30 * 86_400;
+/// An HS256 secret shorter than this is refused (RFC 7518 §3.2: at least
+/// the hash size).
+pub const MIN_HS256_SECRET_BYTES: usize = 32;
+
+impl<'a> From<&'a str> for Validation<'a> {
+    fn from(audience: &'a str) -> Self {
+        Validation {
+            audience,
+            issuer: None,
+            max_lifetime_s: DEFAULT_MAX_LIFETIME_S,
+        }
+    }
 }
 
 /// Who is calling, once authenticated.
@@ -80,9 +188,28 @@ pub struct Claims {
 pub struct Principal {
     pub org: String,
     pub subject: String,
+    pub scopes: Scopes,
 }
 
 impl Principal {
+    /// Does this credential carry `need`?
+    pub fn require(&self, need: Scope) -> Result<(), AuthError> {
+        if self.scopes.allows(need) {
+            Ok(())
+        } else {
+            Err(AuthError::Scope(need.as_str()))
+        }
+    }
+
+    /// Platform-wide routes (`/api/diag`): org `*` with `admin`.
+    pub fn require_platform(&self) -> Result<(), AuthError> {
+        if self.org == "*" && self.scopes.allows(Scope::Admin) {
+            Ok(())
+        } else {
+            Err(AuthError::PlatformOnly)
+        }
+    }
+
     /// May this principal touch `org`?
     pub fn authorize(&self, org: &str) -> Result<(), AuthError> {
         if self.org == "*" || self.org == org {
@@ -146,9 +273,9 @@ pub fn split(token: &str) -> Result<UnverifiedJwt<'_>, AuthError> {
 }
 
 /// Check the claims of a token whose signature the caller has verified.
-pub fn check_claims(
+pub fn check_claims<'v>(
     jwt: &UnverifiedJwt<'_>,
-    audience: &str,
+    v: impl Into<Validation<'v>>,
     now_s: i64,
 ) -> Result<Principal, AuthError> {
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -157,16 +284,19 @@ pub fn check_claims(
             .map_err(|_| AuthError::Malformed("payload is not base64url"))?,
     )
     .map_err(|_| AuthError::Malformed("payload is not a JSON claims object"))?;
-    claims_principal(claims, audience, now_s)
+    claims_principal(claims, &v.into(), now_s)
 }
 
 /// Verify an HS256 JWT.
-pub fn verify_hs256(
+pub fn verify_hs256<'v>(
     token: &str,
     secret: &[u8],
-    audience: &str,
+    v: impl Into<Validation<'v>>,
     now_s: i64,
 ) -> Result<Principal, AuthError> {
+    if secret.len() < MIN_HS256_SECRET_BYTES {
+        return Err(AuthError::Config("JWT_SECRET is shorter than 32 bytes"));
+    }
     let jwt = split(token)?;
     if jwt.alg != "HS256" {
         return Err(AuthError::Algorithm(jwt.alg));
@@ -176,11 +306,25 @@ pub fn verify_hs256(
     // verify_slice compares in constant time.
     mac.verify_slice(&jwt.signature)
         .map_err(|_| AuthError::Signature)?;
-    check_claims(&jwt, audience, now_s)
+    check_claims(&jwt, v, now_s)
 }
 
-fn claims_principal(claims: Claims, audience: &str, now_s: i64) -> Result<Principal, AuthError> {
+fn claims_principal(
+    claims: Claims,
+    v: &Validation<'_>,
+    now_s: i64,
+) -> Result<Principal, AuthError> {
+    let audience = v.audience;
     let exp = claims.exp.ok_or(AuthError::NoExpiry)?;
+    let issued = claims.iat.unwrap_or(now_s).min(now_s);
+    if exp.saturating_sub(issued) > v.max_lifetime_s.saturating_add(LEEWAY_S) {
+        return Err(AuthError::Lifetime(v.max_lifetime_s));
+    }
+    if let Some(iss) = v.issuer {
+        if claims.iss.as_deref() != Some(iss) {
+            return Err(AuthError::Issuer);
+        }
+    }
     if now_s > exp + LEEWAY_S {
         return Err(AuthError::Expired);
     }
@@ -200,9 +344,14 @@ fn claims_principal(claims: Claims, audience: &str, now_s: i64) -> Result<Princi
         .clone()
         .filter(|o| !o.is_empty())
         .ok_or(AuthError::NoOrg)?;
+    let scopes = match claims.scope.as_deref() {
+        None => Scopes::ADMIN,
+        Some(list) => Scopes::parse(list).map_err(|_| AuthError::Malformed("unknown scope"))?,
+    };
     Ok(Principal {
         org,
         subject: claims.sub.unwrap_or_else(|| "jwt".into()),
+        scopes,
     })
 }
 
@@ -240,12 +389,13 @@ pub fn hash_api_key(salt: &str, key: &str) -> String {
 
 /// Constant-time comparison of a presented key with a stored hash.
 pub fn verify_api_key(salt: &str, stored_hash: &str, key: &str) -> bool {
-    let got = hash_api_key(salt, key);
-    let (a, b) = (got.as_bytes(), stored_hash.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    constant_time_eq(hash_api_key(salt, key).as_bytes(), stored_hash.as_bytes())
+}
+
+/// Equal bytes, compared in time independent of where they differ (the
+/// length is not secret).
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The bearer credential from an Authorization header value.
@@ -276,16 +426,69 @@ mod tests {
             iat: None,
             aud: Some(Audience::One(aud.into())),
             org: Some(org.into()),
+            iss: None,
+            scope: None,
         }
+    }
+
+    const S: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn issuer_lifetime_scopes_and_secret_length() {
+        let v = Validation {
+            audience: "cf-ssai",
+            issuer: Some("cf-ssai"),
+            max_lifetime_s: 3600,
+        };
+        let mut c = claims(1000, "cf-ssai", "demo");
+        assert_eq!(
+            verify_hs256(&sign_hs256(&c, S), S, v, 900),
+            Err(AuthError::Issuer)
+        );
+        c.iss = Some("cf-ssai".into());
+        assert!(verify_hs256(&sign_hs256(&c, S), S, v, 900).is_ok());
+        c.iss = Some("evil".into());
+        assert_eq!(
+            verify_hs256(&sign_hs256(&c, S), S, v, 900),
+            Err(AuthError::Issuer)
+        );
+        c.iss = Some("cf-ssai".into());
+        c.exp = Some(900 + 10 * 86_400);
+        assert_eq!(
+            verify_hs256(&sign_hs256(&c, S), S, v, 900),
+            Err(AuthError::Lifetime(3600))
+        );
+        c.exp = Some(1000);
+        c.iat = Some(-10 * 86_400);
+        assert_eq!(
+            verify_hs256(&sign_hs256(&c, S), S, v, 900),
+            Err(AuthError::Lifetime(3600))
+        );
+        c.iat = None;
+        c.scope = Some("cue".into());
+        let p = verify_hs256(&sign_hs256(&c, S), S, v, 900).unwrap();
+        assert!(p.require(Scope::Cue).is_ok());
+        assert_eq!(p.require(Scope::Read), Err(AuthError::Scope("read")));
+        assert_eq!(p.require(Scope::Admin).unwrap_err().status(), 403);
+        assert_eq!(p.require_platform(), Err(AuthError::PlatformOnly));
+        c.scope = Some("root".into());
+        assert!(verify_hs256(&sign_hs256(&c, S), S, v, 900).is_err());
+        assert_eq!(
+            verify_hs256(&sign_hs256(&c, b"short"), b"short", v, 900),
+            Err(AuthError::Config("JWT_SECRET is shorter than 32 bytes"))
+        );
+        assert_eq!(Scopes::parse("read, cue").unwrap().names(), "cue read");
+        assert!(Scopes::parse("").is_err());
+        assert!(Scopes::ADMIN.allows(Scope::Cue));
     }
 
     #[test]
     fn accepts_good_and_rejects_each_failure() {
-        let s = b"secret";
+        let s = S;
         let good = sign_hs256(&claims(1000, "cf-ssai", "demo"), s);
         assert_eq!(verify_hs256(&good, s, "cf-ssai", 900).unwrap().org, "demo");
         assert_eq!(
-            verify_hs256(&good, b"other", "cf-ssai", 900),
+            verify_hs256(&good, b"other-other-other-other-other-32", "cf-ssai", 900),
             Err(AuthError::Signature)
         );
         assert_eq!(

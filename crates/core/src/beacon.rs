@@ -148,6 +148,21 @@ pub struct Device {
     pub accept_language: Option<String>,
 }
 
+impl Device {
+    /// The viewer as the request shows it. The address is Cloudflare's
+    /// `CF-Connecting-IP` only (set by the edge, a client's own copy
+    /// replaced); `X-Forwarded-For` and `X-Real-IP` are whatever the client
+    /// wrote and are never read.
+    pub fn from_headers(get: impl Fn(&str) -> Option<String>) -> Device {
+        Device {
+            ip: get("CF-Connecting-IP"),
+            user_agent: get("User-Agent"),
+            referer: get("Referer"),
+            accept_language: get("Accept-Language"),
+        }
+    }
+}
+
 /// The beacons a session's delivery of ad segment `pos` (of `count`) of
 /// `item` fires: one message per tracking URL of each event crossed.
 pub fn for_delivery(
@@ -209,6 +224,76 @@ pub fn check_url(u: &str, private_ok: bool) -> Result<(), String> {
     crate::config::check_origin_url(u, private_ok).map(|_| ())
 }
 
+/// Where an event sits in an ad's playback: impression and start 0,
+/// quartiles 1–3, complete 4. Errors have no place in the order.
+pub fn stage(ev: TrackingEvent) -> Option<u8> {
+    match ev {
+        TrackingEvent::Impression | TrackingEvent::Start => Some(0),
+        TrackingEvent::FirstQuartile => Some(1),
+        TrackingEvent::Midpoint => Some(2),
+        TrackingEvent::ThirdQuartile => Some(3),
+        TrackingEvent::Complete => Some(4),
+        TrackingEvent::Error => None,
+    }
+}
+
+/// The KV key holding how far a session has got in one ad.
+pub fn progress_key(session: &str, break_id: &str, ad_id: &str) -> String {
+    format!("beaconprog:{session}:{break_id}:{ad_id}")
+}
+
+/// Forward order per ad: which of a batch's stages for one (session,
+/// break, ad) may fire, given the stage the session had `reached` before.
+/// A stage fires when it is the first (0) or the one before it was
+/// reached, in this batch or earlier; so a script that asks for an ad's
+/// last segment alone fires no `complete`. Returns the accepted stages and
+/// the new progress.
+pub fn in_order(reached: Option<u8>, stages: &[u8]) -> (Vec<u8>, Option<u8>) {
+    let mut want: Vec<u8> = stages.to_vec();
+    want.sort_unstable();
+    want.dedup();
+    let mut r = reached;
+    let mut ok = Vec::new();
+    for s in want {
+        let next = match r {
+            None => s == 0,
+            Some(r) => s <= r.saturating_add(1),
+        };
+        if next {
+            ok.push(s);
+            r = Some(r.map_or(s, |r| r.max(s)));
+        }
+    }
+    (ok, r)
+}
+
+/// Cloudflare Queues' `sendBatch` limits: 100 messages and 256 KB.
+pub const MAX_BATCH_MESSAGES: usize = 100;
+pub const MAX_BATCH_BYTES: usize = 256 * 1000;
+
+/// Split messages into batches `sendBatch` accepts (≤ `max_n` messages,
+/// ≤ `max_bytes` of JSON each, with room for the envelope); one batch over
+/// the limit would lose all of them.
+pub fn batches<T: Serialize>(msgs: Vec<T>, max_n: usize, max_bytes: usize) -> Vec<Vec<T>> {
+    const ENVELOPE: usize = 64;
+    let mut out: Vec<Vec<T>> = Vec::new();
+    let mut cur: Vec<T> = Vec::new();
+    let mut bytes = 0usize;
+    for m in msgs {
+        let size = serde_json::to_vec(&m).map_or(0, |v| v.len()) + ENVELOPE;
+        if !cur.is_empty() && (cur.len() >= max_n.max(1) || bytes + size > max_bytes) {
+            out.push(std::mem::take(&mut cur));
+            bytes = 0;
+        }
+        bytes += size;
+        cur.push(m);
+    }
+    if !cur.is_empty() {
+        out.push(cur);
+    }
+    out
+}
+
 /// Retry delay (seconds) from the message's age: roughly doubling per
 /// attempt (age grows by the previous delay), with jitter, capped.
 pub fn backoff_s(age_ms: i64, jitter: u32) -> u32 {
@@ -252,5 +337,58 @@ mod tests {
         assert!(check_url("http://127.0.0.1/x", false).is_err());
         assert!(check_url("javascript:alert(1)", false).is_err());
         assert!(backoff_s(0, 0) >= 1 && backoff_s(10_000_000, 0) == 600);
+    }
+
+    #[test]
+    fn device_ip_is_cloudflares_only() {
+        let spoofed = |h: &str| match h {
+            "X-Forwarded-For" | "X-Real-IP" => Some("203.0.113.7".to_string()),
+            "User-Agent" => Some("ua".to_string()),
+            _ => None,
+        };
+        let d = Device::from_headers(spoofed);
+        assert_eq!((d.ip, d.user_agent.as_deref()), (None, Some("ua")));
+        let edge = |h: &str| (h == "CF-Connecting-IP").then(|| "198.51.100.1".to_string());
+        assert_eq!(
+            Device::from_headers(edge).ip.as_deref(),
+            Some("198.51.100.1")
+        );
+    }
+
+    #[test]
+    fn forward_order_only() {
+        // A fresh session: only impression/start; complete alone fires nothing.
+        assert_eq!(in_order(None, &[4]), (vec![], None));
+        assert_eq!(in_order(None, &[0, 0, 1]), (vec![0, 1], Some(1)));
+        // Skipping a quartile stops there.
+        assert_eq!(in_order(Some(0), &[1, 3, 4]), (vec![1], Some(1)));
+        assert_eq!(in_order(Some(2), &[3, 4]), (vec![3, 4], Some(4)));
+        // Re-deliveries of reached stages stay allowed (dedupe drops them).
+        assert_eq!(in_order(Some(4), &[0, 2]), (vec![0, 2], Some(4)));
+        // A short ad fires every stage at once: all in order.
+        let all: Vec<u8> = events_for_segment(0, 1)
+            .into_iter()
+            .filter_map(stage)
+            .collect();
+        assert_eq!(in_order(None, &all).1, Some(4));
+    }
+
+    #[test]
+    fn batches_respect_count_and_bytes() {
+        let small: Vec<String> = (0..250).map(|i| format!("m{i}")).collect();
+        let b = batches(small, MAX_BATCH_MESSAGES, MAX_BATCH_BYTES);
+        assert_eq!(
+            b.iter().map(Vec::len).collect::<Vec<_>>(),
+            vec![100, 100, 50]
+        );
+        let big: Vec<String> = (0..10).map(|_| "x".repeat(60_000)).collect();
+        let b = batches(big, MAX_BATCH_MESSAGES, MAX_BATCH_BYTES);
+        assert!(
+            b.iter().all(|c| c.len() <= 4),
+            "{:?}",
+            b.iter().map(Vec::len).collect::<Vec<_>>()
+        );
+        assert_eq!(b.iter().map(Vec::len).sum::<usize>(), 10);
+        assert!(batches(Vec::<String>::new(), 100, 1000).is_empty());
     }
 }

@@ -237,18 +237,24 @@ impl MediaPlaylist<'_> {
     /// The segment cadence: the most common EXTINF (ms) in the window, else
     /// the target duration.
     pub fn cadence_ms(&self) -> u64 {
-        let mut counts: Vec<(u64, usize)> = Vec::new();
-        for s in &self.segments {
-            let ms = (s.duration * 1000.0).round() as u64;
-            match counts.iter_mut().find(|(d, _)| *d == ms) {
-                Some(c) => c.1 += 1,
-                None => counts.push((ms, 1)),
+        // Sort + run-length count: O(n log n). The earlier linear search per
+        // distinct value was quadratic in distinct EXTINF values (a hostile
+        // 4 MiB playlist with all-different durations ≈ 10^10 steps).
+        let mut ms: Vec<u64> = self
+            .segments
+            .iter()
+            .map(|s| (s.duration * 1000.0).round() as u64)
+            .collect();
+        ms.sort_unstable();
+        let mut best: Option<(usize, u64)> = None;
+        for run in ms.chunk_by(|a, b| a == b) {
+            let cand = (run.len(), run.first().copied().unwrap_or(0));
+            // Most frequent wins; ties go to the longer duration.
+            if best.is_none_or(|b| cand > b) {
+                best = Some(cand);
             }
         }
-        counts
-            .into_iter()
-            .max_by_key(|(d, n)| (*n, *d))
-            .map(|(d, _)| d)
+        best.map(|(_, d)| d)
             .filter(|d| *d > 0)
             .unwrap_or(self.target_duration.max(1) * 1000)
     }
@@ -274,5 +280,23 @@ mod tests {
         assert_eq!(m.segments[0].map, Some("#EXT-X-MAP:URI=\"init.mp4\""));
         assert_eq!(m.segments[1].keys.len(), 1);
         assert_eq!(m.header_end, 5);
+    }
+
+    #[test]
+    fn cadence_is_the_most_frequent_duration_and_linearithmic() {
+        let mut t = String::from("#EXTM3U\n#EXT-X-TARGETDURATION:4\n");
+        for d in ["2.000", "2.000", "3.000", "2.000", "3.000"] {
+            t.push_str(&format!("#EXTINF:{d},\ns.ts\n"));
+        }
+        assert_eq!(parse(&t).unwrap().cadence_ms(), 2000);
+        // Tie: the longer duration.
+        let t2 = "#EXTM3U\n#EXT-X-TARGETDURATION:4\n#EXTINF:2,\na\n#EXTINF:3,\nb\n";
+        assert_eq!(parse(t2).unwrap().cadence_ms(), 3000);
+        // 100k distinct durations: quadratic would be 5·10^9 steps.
+        let mut big = String::from("#EXTM3U\n#EXT-X-TARGETDURATION:9999\n");
+        for i in 0..100_000u32 {
+            big.push_str(&format!("#EXTINF:{}.{:03},\ns\n", i / 1000, i % 1000));
+        }
+        assert!(parse(&big).unwrap().cadence_ms() > 0);
     }
 }

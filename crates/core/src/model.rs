@@ -156,6 +156,85 @@ pub struct AdRendition {
     pub key: Option<String>,
 }
 
+impl AdRendition {
+    /// Is this rendition safe to put into a playlist we serve? Its fields
+    /// come from an org's API calls or a third party's ad playlist, and
+    /// they land in our playlists and `Location` headers: every URI must be
+    /// an http(s) or relative URI without control characters, quotes or
+    /// spaces (a lone CR would start a new playlist line); codecs,
+    /// resolution and key attributes must not break out of their quotes or
+    /// line. Checked when written and again when rendered.
+    pub fn check(&self) -> Result<(), String> {
+        safe_uri(&self.playlist_url).map_err(|e| format!("playlist_url: {e}"))?;
+        if let Some(u) = &self.init_uri {
+            safe_uri(u).map_err(|e| format!("init_uri: {e}"))?;
+        }
+        for (i, seg) in self.segments.iter().enumerate() {
+            safe_uri(&seg.uri).map_err(|e| format!("segments[{i}].uri: {e}"))?;
+            if !(seg.duration.is_finite() && seg.duration > 0.0) {
+                return Err(format!("segments[{i}].duration: must be > 0"));
+            }
+            if let Some(b) = &seg.byterange {
+                if b.is_empty() || !b.bytes().all(|c| c.is_ascii_digit() || c == b'@') {
+                    return Err(format!("segments[{i}].byterange: n[@o]"));
+                }
+            }
+        }
+        if let Some(c) = &self.codecs {
+            if !c
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b',' | b'-' | b'+' | b' '))
+            {
+                return Err("codecs: only RFC 6381 codec strings".into());
+            }
+        }
+        if let Some(r) = &self.resolution {
+            let ok = r.split_once('x').is_some_and(|(w, h)| {
+                !w.is_empty()
+                    && !h.is_empty()
+                    && (w.bytes().chain(h.bytes())).all(|b| b.is_ascii_digit())
+            });
+            if !ok {
+                return Err("resolution: WIDTHxHEIGHT".into());
+            }
+        }
+        if let Some(k) = &self.key {
+            if !k.starts_with("METHOD=") || k.bytes().any(|b| b.is_ascii_control()) {
+                return Err("key: an EXT-X-KEY attribute list starting METHOD=".into());
+            }
+        }
+        if !(self.cadence_s.is_finite() && self.cadence_s >= 0.0) {
+            return Err("cadence_s: must be a number of seconds".into());
+        }
+        Ok(())
+    }
+}
+
+/// A URI we may write into a playlist line, a quoted attribute or a
+/// `Location` header: 1–2048 bytes, no controls, spaces, quotes or angle
+/// brackets, and either relative or http(s) (never `javascript:`, `data:`).
+pub fn safe_uri(u: &str) -> Result<(), String> {
+    if u.is_empty() || u.len() > 2048 {
+        return Err("must be 1-2048 bytes".into());
+    }
+    if let Some(b) = u
+        .bytes()
+        .find(|b| b.is_ascii_control() || matches!(b, b' ' | b'"' | b'<' | b'>' | b'\\' | 0x7f))
+    {
+        return Err(format!("byte 0x{b:02x} is not allowed in a URI"));
+    }
+    // A scheme is what precedes the first ':' when no '/', '?' or '#' comes
+    // before it (RFC 3986 §3.1); anything else is a relative reference.
+    let end = u.find([':', '/', '?', '#']);
+    if let Some(i) = end.filter(|&i| u.as_bytes().get(i) == Some(&b':')) {
+        let scheme = u.get(..i).unwrap_or("");
+        if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
+            return Err(format!("scheme {scheme:?} is not http or https"));
+        }
+    }
+    Ok(())
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PodItem {
     pub ad_id: String,
@@ -287,6 +366,61 @@ pub fn discontinuity_msns<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unsafe_rendition_fields_are_refused() {
+        for ok in [
+            "https://cdn.example/a/1.ts",
+            "/media/demo/ad1/1.ts",
+            "seg1.ts?x=1:2",
+            "HTTP://x/y",
+        ] {
+            assert!(safe_uri(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "",
+            "javascript:alert(1)",
+            "data:text/html,x",
+            "https://x/a.ts\r#EXT-X-ENDLIST",
+            "https://x/a.ts\n",
+            "https://x/a\".ts",
+            "https://x/a b.ts",
+            "file:///etc/passwd",
+        ] {
+            assert!(safe_uri(bad).is_err(), "{bad:?}");
+        }
+        let good = AdRendition {
+            bandwidth: 1,
+            codecs: Some("avc1.64001f,mp4a.40.2".into()),
+            resolution: Some("1280x720".into()),
+            kind: TrackKind::Muxed,
+            playlist_url: "https://x/p.m3u8".into(),
+            cadence_s: 2.0,
+            segments: vec![AdSegment {
+                uri: "a.ts".into(),
+                duration: 2.0,
+                byterange: None,
+            }],
+            init_uri: None,
+            key: None,
+        };
+        assert!(good.check().is_ok());
+        let mut r = good.clone();
+        r.codecs = Some("avc1\",x=\"".into());
+        assert!(r.check().is_err());
+        let mut r = good.clone();
+        r.resolution = Some("1x1\n#EXT-X-ENDLIST".into());
+        assert!(r.check().is_err());
+        let mut r = good.clone();
+        r.key = Some("METHOD=NONE\r#EXT-X-ENDLIST".into());
+        assert!(r.check().is_err());
+        let mut r = good.clone();
+        r.segments[0].uri = "https://x/a.ts\r".into();
+        assert!(r.check().unwrap_err().starts_with("segments[0].uri"));
+        let mut r = good;
+        r.init_uri = Some("javascript:x".into());
+        assert!(r.check().is_err());
+    }
 
     pub(crate) fn rec(anchor: u64, segs: u32) -> BreakRecord {
         BreakRecord {

@@ -50,11 +50,10 @@ pub fn asset_list(
 pub fn asset_renditions(
     renditions: &[crate::model::AdRendition],
 ) -> Vec<&crate::model::AdRendition> {
-    let ts = renditions.iter().any(|r| r.init_uri.is_none());
-    renditions
-        .iter()
-        .filter(|r| r.init_uri.is_none() == ts)
-        .collect()
+    // Unsafe renditions (see `AdRendition::check`) are never offered.
+    let safe = || renditions.iter().filter(|r| r.check().is_ok());
+    let ts = safe().any(|r| r.init_uri.is_none());
+    safe().filter(|r| r.init_uri.is_none() == ts).collect()
 }
 
 /// A multivariant playlist over an ad's (or the slate's) renditions; each

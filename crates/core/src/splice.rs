@@ -529,6 +529,11 @@ pub fn choose_rendition<'r>(
             why = "rendition has no segments".into();
             continue;
         }
+        // Written by an org or a third party: never rendered unchecked.
+        if let Err(e) = r.check() {
+            why = format!("unsafe rendition: {e}");
+            continue;
+        }
         // RFC 8216 §4.3.3.1: EXTINF rounded to the nearest integer must not
         // exceed TARGETDURATION.
         if target > 0

@@ -6,8 +6,50 @@
 
 use cf_ssai_core::beacon::{self, BeaconMessage};
 use futures::future::join_all;
+use std::collections::HashMap;
 use worker::*;
 use worker_shared::{bindings, now_ms, var_or};
+
+/// How long a beacon waits for its ad's previous stage before it is
+/// dropped as out of order.
+const OUT_OF_ORDER_WAIT_MS: i64 = 30_000;
+
+/// Forward order per (session, break, ad): the stages of this batch that
+/// may fire (see `beacon::in_order`), with the progress kept in KV.
+async fn forward_order(
+    kv: &kv::KvStore,
+    messages: &[Message<serde_json::Value>],
+) -> HashMap<String, Vec<u8>> {
+    let mut groups: HashMap<String, Vec<u8>> = HashMap::new();
+    for m in messages {
+        if let Ok(b) = serde_json::from_value::<BeaconMessage>(m.body().clone()) {
+            if let Some(st) = beacon::stage(b.event) {
+                groups
+                    .entry(beacon::progress_key(&b.session, &b.break_id, &b.ad_id))
+                    .or_default()
+                    .push(st);
+            }
+        }
+    }
+    let mut out = HashMap::new();
+    for (key, stages) in groups {
+        let reached: Option<u8> = kv
+            .get(&key)
+            .text()
+            .await
+            .ok()
+            .flatten()
+            .and_then(|t| t.parse().ok());
+        let (ok, now) = beacon::in_order(reached, &stages);
+        if now != reached {
+            if let Some(Ok(p)) = now.map(|n| kv.put(&key, n.to_string())) {
+                let _ = p.expiration_ttl(DEDUPE_TTL_S).execute().await;
+            }
+        }
+        out.insert(key, ok);
+    }
+    out
+}
 
 /// Dedupe records live this long (a session's ad cannot recur sooner).
 const DEDUPE_TTL_S: u64 = 86_400;
@@ -18,7 +60,11 @@ fn start() {
 }
 
 #[event(fetch)]
-async fn fetch(_req: Request, _env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    // A queue consumer: nothing to serve the public.
+    if !worker_shared::internal_ok(&req, &env) {
+        return worker_shared::refuse_external();
+    }
     Response::ok("beacon ok")
 }
 
@@ -27,7 +73,7 @@ async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) 
     let timeout_ms: u64 = var_or(&env, "BEACON_TIMEOUT_MS", "3000")
         .parse()
         .unwrap_or(3000);
-    let private_ok = worker_shared::private_origins_allowed(&env);
+    let allow_private = worker_shared::private_policy(&env);
     let kv = env.kv(bindings::KV)?;
     let is_dlq = batch.queue().ends_with("-dlq");
     let max_backoff: u32 = var_or(&env, "BEACON_MAX_BACKOFF_S", "600")
@@ -46,8 +92,15 @@ async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) 
             },
         )
         .collect();
+    let order = if is_dlq {
+        HashMap::new()
+    } else {
+        forward_order(&kv, &messages).await
+    };
     let outcomes = join_all(messages.iter().zip(firsts).map(|(m, first)| {
         let kv = &kv;
+        let order = &order;
+        let allow_private = &allow_private;
         async move {
             let body = m.body();
             if body.get("kind").and_then(|k| k.as_str()) == Some("diag") {
@@ -69,6 +122,18 @@ async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) 
                 }
                 return Outcome::DeadLettered;
             }
+            if let Some(st) = beacon::stage(msg.event) {
+                let pk = beacon::progress_key(&msg.session, &msg.break_id, &msg.ad_id);
+                if !order.get(&pk).is_some_and(|ok| ok.contains(&st)) {
+                    // Its predecessor may still be on its way (queues do not
+                    // order): wait a little, then drop it as out of order.
+                    return if now_ms() - msg.created_ms < OUT_OF_ORDER_WAIT_MS {
+                        Outcome::Early
+                    } else {
+                        Outcome::OutOfOrder
+                    };
+                }
+            }
             let key = msg.dedupe_key();
             if !first {
                 return Outcome::Deduped;
@@ -76,27 +141,34 @@ async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) 
             if let Ok(Some(_)) = kv.get(&key).text().await {
                 return Outcome::Deduped;
             }
-            if let Err(e) = beacon::check_url(&msg.url, private_ok) {
-                console_warn!("beacon URL refused: {e}");
-                return Outcome::Malformed;
-            }
             let started = now_ms();
-            match fire(&msg, timeout_ms).await {
+            match fire(&msg, timeout_ms, allow_private).await {
                 Ok(()) => {
                     if let Ok(p) = kv.put(&key, "1") {
                         let _ = p.expiration_ttl(DEDUPE_TTL_S).execute().await;
                     }
                     Outcome::Sent(now_ms() - started)
                 }
-                Err(_) => Outcome::Retry(msg.created_ms),
+                Err(Fail::Refused) => Outcome::Malformed,
+                Err(Fail::Retry) => Outcome::Retry(msg.created_ms),
             }
         }
     }))
     .await;
     let (mut sent, mut failed, mut deduped, mut dead, mut latency) = (0, 0, 0, 0, 0i64);
+    let mut out_of_order = 0;
     for (m, o) in messages.iter().zip(outcomes) {
         match o {
             Outcome::Done | Outcome::Malformed => m.ack(),
+            Outcome::OutOfOrder => {
+                out_of_order += 1;
+                m.ack()
+            }
+            Outcome::Early => m.retry_with_options(
+                &QueueRetryOptionsBuilder::new()
+                    .with_delay_seconds(2)
+                    .build(),
+            ),
             Outcome::Deduped => {
                 deduped += 1;
                 m.ack()
@@ -127,6 +199,7 @@ async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) 
         ("failed_retried", failed),
         ("deduped", deduped),
         ("dead_lettered", dead),
+        ("out_of_order", out_of_order),
         ("latency_ms_total", latency),
     ] {
         if v > 0 {
@@ -138,6 +211,10 @@ async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) 
 
 enum Outcome {
     Done,
+    /// Fired before its predecessor stage: retried shortly.
+    Early,
+    /// Still without its predecessor after the wait: never fired.
+    OutOfOrder,
     Malformed,
     Deduped,
     DeadLettered,
@@ -145,20 +222,38 @@ enum Outcome {
     Retry(i64),
 }
 
-async fn fire(msg: &BeaconMessage, timeout_ms: u64) -> std::result::Result<(), String> {
-    let headers = Headers::new();
-    for (k, v) in msg.headers() {
-        headers.set(k, v).map_err(|e| e.to_string())?;
+/// One tracking request: redirects followed hop by hop (each hop checked
+/// against the private-address policy, as pixel chains redirect), the body
+/// capped small (a pixel), one deadline for all of it.
+async fn fire(
+    msg: &BeaconMessage,
+    timeout_ms: u64,
+    allow_private: &str,
+) -> std::result::Result<(), Fail> {
+    let headers = msg.headers();
+    let resp = worker_shared::fetch(&worker_shared::FetchSpec {
+        url: &msg.url,
+        method: Method::Get,
+        headers: &headers,
+        body: None,
+        timeout_ms,
+        max_bytes: 64 * 1024,
+        allow_private,
+    })
+    .await;
+    match resp {
+        Ok(r) if (200..400).contains(&r.status) => Ok(()),
+        Ok(_) => Err(Fail::Retry),
+        // A refused URL never becomes acceptable: logged, not retried.
+        Err(worker_shared::FetchError::Refused(e)) => {
+            console_warn!("beacon URL refused: {e}");
+            Err(Fail::Refused)
+        }
+        Err(_) => Err(Fail::Retry),
     }
-    let mut init = RequestInit::new();
-    init.with_method(Method::Get).with_headers(headers);
-    let req = Request::new_with_init(&msg.url, &init).map_err(|e| e.to_string())?;
-    let resp = worker_shared::fetch_timeout(req, timeout_ms)
-        .await
-        .map_err(|e| e.to_string())?;
-    if (200..400).contains(&resp.status_code()) {
-        Ok(())
-    } else {
-        Err(format!("HTTP {}", resp.status_code()))
-    }
+}
+
+enum Fail {
+    Retry,
+    Refused,
 }

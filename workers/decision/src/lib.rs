@@ -50,6 +50,11 @@ fn start() {
 
 #[event(fetch)]
 async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    // Internal only: pods carry other orgs' ad and tracking URLs, and a
+    // call spends frequency caps and the org's ad-server quota.
+    if !worker_shared::internal_ok(&req, &env) {
+        return worker_shared::refuse_external();
+    }
     match (req.method(), req.path().as_str()) {
         (Method::Get, "/healthz") => Response::ok("decision ok"),
         (Method::Post, "/decision") => {
@@ -331,7 +336,7 @@ async fn vmap_step(
     reasons: &mut Vec<String>,
 ) -> Vec<cf_ssai_core::model::PodItem> {
     let deadline = worker_shared::now_ms() + budget_ms as i64;
-    let private_ok = worker_shared::private_origins_allowed(ctx.env);
+    let private_ok = &worker_shared::private_policy(ctx.env);
     let breaks = match vast::fetch_cached(vmap_url, vmap_url, ctx.cache_s, deadline, private_ok)
         .await
         .and_then(|t| cf_ssai_core::vmap::parse(&t).map_err(|e| e.to_string()))
@@ -394,7 +399,6 @@ async fn external(
     v: &Viewer,
     timeout_ms: u64,
 ) -> std::result::Result<cf_ssai_core::decision::ExternalResponse, String> {
-    cf_ssai_core::beacon::check_url(url, worker_shared::private_origins_allowed(env))?;
     let body = serde_json::to_string(&cf_ssai_core::decision::ExternalRequest {
         channel,
         break_id,
@@ -404,25 +408,22 @@ async fn external(
         bucket: &v.bucket,
     })
     .map_err(|e| e.to_string())?;
-    let headers = Headers::new();
-    headers
-        .set("Content-Type", "application/json")
-        .map_err(|e| e.to_string())?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_headers(headers)
-        .with_body(Some(body.into()));
-    let req = Request::new_with_init(url, &init).map_err(|e| e.to_string())?;
-    let mut resp = worker_shared::fetch_timeout(req, timeout_ms)
-        .await
-        .map_err(|e| e.to_string())?;
-    if !(200..300).contains(&resp.status_code()) {
-        return Err(format!("HTTP {}", resp.status_code()));
+    let allow = worker_shared::private_policy(env);
+    let resp = worker_shared::fetch(&worker_shared::FetchSpec {
+        url,
+        method: Method::Post,
+        headers: &[("Content-Type", "application/json")],
+        body: Some(&body),
+        timeout_ms,
+        max_bytes: 256 * 1024,
+        allow_private: &allow,
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    if !resp.ok() {
+        return Err(format!("HTTP {}", resp.status));
     }
-    let text = resp.text().await.map_err(|e| e.to_string())?;
-    if text.len() > 256 * 1024 {
-        return Err("answer over 256 KiB".into());
-    }
+    let text = resp.text().map_err(|e| e.to_string())?;
     cf_ssai_core::decision::parse_external(&text)
 }
 

@@ -37,9 +37,9 @@ pub async fn fetch_cached(
     cache_key: &str,
     ttl_s: u32,
     deadline: i64,
-    private_ok: bool,
+    private_ok: &str,
 ) -> std::result::Result<String, String> {
-    beacon::check_url(url, private_ok)?;
+    cf_ssai_core::config::check_url_allowing(url, private_ok)?;
     let now = now_ms();
     if ttl_s > 0 {
         if let Some(hit) = CACHE.with(|c| c.borrow().get(cache_key, now).map(String::from)) {
@@ -50,7 +50,7 @@ pub async fn fetch_cached(
     if left <= 0 {
         return Err("time budget spent".into());
     }
-    let text = worker_shared::get_text(url, left as u64)
+    let text = worker_shared::get_text(url, left as u64, private_ok)
         .await
         .map_err(|e| e.to_string())?;
     if ttl_s > 0 {
@@ -77,7 +77,7 @@ pub async fn resolve(
     reasons: &mut Vec<String>,
 ) -> Vec<PodItem> {
     let deadline = now_ms() + budget_ms as i64;
-    let private_ok = worker_shared::private_origins_allowed(env);
+    let private_ok = &worker_shared::private_policy(env);
     let (label, doc) = match src {
         TagSource::Url { url, cache_key } => (
             url.to_string(),
@@ -124,7 +124,7 @@ pub async fn resolve(
 async fn unwrap_all(
     doc: &core_vast::VastDoc,
     deadline: i64,
-    private_ok: bool,
+    private_ok: &str,
     cache_s: u32,
     reasons: &mut Vec<String>,
     errors: &mut Vec<(String, u16)>,
@@ -203,7 +203,7 @@ async fn hls_renditions(
     ad: &VastAd,
     library: &[PodItem],
     deadline: i64,
-    private_ok: bool,
+    private_ok: &str,
     reasons: &mut Vec<String>,
 ) -> Vec<AdRendition> {
     let Some(c) = ad.creatives.iter().find(|c| c.linear) else {
@@ -241,6 +241,15 @@ async fn hls_renditions(
         reasons.push(format!("VAST ad {}: HLS MediaFile unusable: {e}", ad.id));
         out.clear();
     }
+    // A third party's playlist lands in ours: unsafe URIs or attributes
+    // (a lone CR, a quote, javascript:) drop the rendition.
+    out.retain(|r| match r.check() {
+        Ok(()) => true,
+        Err(e) => {
+            reasons.push(format!("VAST ad {}: HLS rendition refused: {e}", ad.id));
+            false
+        }
+    });
     out
 }
 

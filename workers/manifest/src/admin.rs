@@ -3,9 +3,9 @@
 //! and scoped to the principal's org.
 
 use crate::channel_do::{ChannelRef, CueRequest, CueResponse};
-use cf_ssai_core::auth::{self, Principal};
+use cf_ssai_core::auth::{self, Principal, Scope};
 use cf_ssai_core::config::ChannelConfig;
-use cf_ssai_core::{media, model};
+use cf_ssai_core::{media, media_http, model};
 use serde::Deserialize;
 use worker::*;
 use worker_shared::{bindings, error, json, now_ms};
@@ -15,18 +15,47 @@ const MAX_BODY: usize = 1024 * 1024;
 pub async fn route(mut req: Request, env: Env) -> Result<Response> {
     let principal = match worker_shared::authenticate(&req, &env).await {
         Ok(p) => p,
-        Err(e) => return worker_shared::auth_error(&e),
+        Err(e) => {
+            // Guessing credentials is slowed per client address.
+            let ip = worker_shared::client_ip(&req).unwrap_or_default();
+            if !worker_shared::within_limit(&env, bindings::AUTH_FAIL_LIMITER, &ip).await {
+                return worker_shared::too_many("authentication failures from this address");
+            }
+            return worker_shared::auth_error(&e);
+        }
     };
+    let (limiter, what) = match (req.method(), req.path().as_str()) {
+        (Method::Post, "/cue") => (bindings::CUE_LIMITER, "cues per credential"),
+        _ => (bindings::API_LIMITER, "API calls per credential"),
+    };
+    if !worker_shared::within_limit(&env, limiter, &principal.subject).await {
+        return worker_shared::too_many(what);
+    }
     let path = req.path();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method();
+    // Scope per route: `cue` fires cues, `read` reads, the rest is `admin`.
+    let need = match (&method, parts.as_slice()) {
+        (Method::Get, ["api", "whoami"]) => None,
+        (Method::Post, ["cue"]) => Some(Scope::Cue),
+        (Method::Get, ["api", "orgs", _, "api-keys"]) => Some(Scope::Admin),
+        (Method::Get, ["api", "orgs", _, ..]) => Some(Scope::Read),
+        _ => Some(Scope::Admin),
+    };
+    if let Some(Err(e)) = need.map(|n| principal.require(n)) {
+        return worker_shared::auth_error(&e);
+    }
     match (method.clone(), parts.as_slice()) {
         (Method::Post, ["cue"]) => cue(&mut req, &env, &principal).await,
         (Method::Get, ["api", "whoami"]) => json(
-            &serde_json::json!({"org": principal.org, "subject": principal.subject}),
+            &serde_json::json!({"org": principal.org, "subject": principal.subject, "scopes": principal.scopes.names()}),
             200,
         ),
-        (Method::Get, ["api", "diag"]) => diag(&env, &principal).await,
+        (Method::Get, ["api", "diag"]) => match principal.require_platform() {
+            // Platform totals and every binding: platform admins only.
+            Ok(()) => diag(&env, &principal).await,
+            Err(e) => worker_shared::auth_error(&e),
+        },
         (_, ["api", "orgs", org, rest @ ..]) => {
             if let Err(e) = principal.authorize(org) {
                 return worker_shared::auth_error(&e);
@@ -34,34 +63,90 @@ pub async fn route(mut req: Request, env: Env) -> Result<Response> {
             org_route(method, &mut req, &env, org, rest).await
         }
         (Method::Put, ["api", "media", key @ ..]) => {
-            let key = key.join("/");
-            let org = key.split('/').next().unwrap_or("");
-            if let Err(e) = principal.authorize(org) {
-                return worker_shared::auth_error(&e);
-            }
-            let bytes = req.bytes().await?;
-            let ct = req
-                .headers()
-                .get("Content-Type")?
-                .unwrap_or_else(|| "application/octet-stream".into());
-            env.bucket(bindings::AD_MEDIA)?
-                .put(&key, bytes)
-                .http_metadata(HttpMetadata {
-                    content_type: Some(ct),
-                    ..Default::default()
-                })
-                .execute()
-                .await?;
-            json(&serde_json::json!({"key": key}), 201)
+            put_media(&req, &env, &principal, &key.join("/")).await
         }
         _ => error(404, "no such route"),
     }
 }
 
+/// Largest media object accepted (an ad segment is a few MB).
+const MAX_MEDIA_BYTES: u64 = 64 * 1024 * 1024;
+
+/// `PUT /api/media/{org}/{path}`: stream the body into R2 (never buffered
+/// here; the length must be declared). Keys under `_static/` (the
+/// dashboard's scripts) and reserved org ids are for platform admins only;
+/// the stored type is ours (`media_http::disposition`), never the
+/// uploader's.
+async fn put_media(req: &Request, env: &Env, p: &Principal, key: &str) -> Result<Response> {
+    if key.is_empty()
+        || key.len() > 512
+        || key.contains("..")
+        || key.contains("//")
+        || key.bytes().any(|b| b.is_ascii_control() || b == b'\\')
+    {
+        return error(
+            400,
+            "key: a relative path without '..', '//' or control characters",
+        );
+    }
+    let org = key.split('/').next().unwrap_or("");
+    if !media_http::org_id_allowed(org) && p.org != "*" {
+        return error(403, format!("{org:?} is reserved for the platform"));
+    }
+    if let Err(e) = p.authorize(org) {
+        return worker_shared::auth_error(&e);
+    }
+    let len: Option<u64> = req
+        .headers()
+        .get("Content-Length")?
+        .and_then(|l| l.parse().ok());
+    let Some(len) = len else {
+        return error(411, "Content-Length: required (uploads are streamed)");
+    };
+    if len > MAX_MEDIA_BYTES {
+        return error(
+            413,
+            format!("body is {len} bytes, over the {MAX_MEDIA_BYTES}-byte limit"),
+        );
+    }
+    let d = media_http::disposition(key);
+    let body: worker::Data = match req.inner().body() {
+        Some(stream) if len > 0 => stream.into(),
+        _ => worker::Data::Empty,
+    };
+    env.bucket(bindings::AD_MEDIA)?
+        .put(key, body)
+        .http_metadata(HttpMetadata {
+            content_type: Some(d.content_type.into()),
+            ..Default::default()
+        })
+        .execute()
+        .await?;
+    json(
+        &serde_json::json!({"key": key, "content_type": d.content_type, "inline": d.inline}),
+        201,
+    )
+}
+
 async fn body_json<T: serde::de::DeserializeOwned>(
     req: &mut Request,
 ) -> std::result::Result<T, String> {
-    let bytes = req.bytes().await.map_err(|e| e.to_string())?;
+    // Refused before reading when the declared length is already too much.
+    let declared: Option<usize> = req
+        .headers()
+        .get("Content-Length")
+        .ok()
+        .flatten()
+        .and_then(|l| l.parse().ok());
+    if declared.is_some_and(|n| n > MAX_BODY) {
+        return Err(format!("body is over the {MAX_BODY}-byte limit"));
+    }
+    let mut bytes = req.bytes().await.map_err(|e| e.to_string())?;
+    if bytes.is_empty() {
+        // No body reads as JSON null: fine for optional bodies, a clear
+        // type error for required ones.
+        bytes = b"null".to_vec();
+    }
     if bytes.len() > MAX_BODY {
         return Err(format!(
             "body is {} bytes, over the {MAX_BODY}-byte limit",
@@ -98,6 +183,12 @@ async fn org_route(
             };
             if !valid_slug(org) {
                 return error(400, "org: must be 1-64 of [A-Za-z0-9_-]");
+            }
+            if !media_http::org_id_allowed(org) {
+                return error(
+                    400,
+                    format!("org: {org:?} is reserved (a route or the platform's own prefix)"),
+                );
             }
             db.prepare("INSERT INTO orgs (id, name, created_ms) VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET name = excluded.name")
                 .bind(&[org.into(), o.name.into(), (now_ms() as f64).into()])?
@@ -211,15 +302,15 @@ async fn org_route(
                 _ => return error(400, "body: a JSON object"),
             };
             v["org"] = serde_json::Value::String(org.to_string());
-            let mut init = RequestInit::new();
-            let headers = Headers::new();
-            headers.set("Content-Type", "application/json")?;
-            init.with_method(Method::Post)
-                .with_headers(headers)
-                .with_body(Some(v.to_string().into()));
-            env.service(bindings::DECISION)?
-                .fetch("https://decision/decision", Some(init))
-                .await
+            worker_shared::call_internal(
+                env,
+                bindings::DECISION,
+                "https://decision/decision",
+                Method::Post,
+                Some(v.to_string()),
+                30_000,
+            )
+            .await
         }
         (Method::Get, ["channels", slug, "monitor"]) => {
             // The poller's record: polls, errors, longest gap, late polls.
@@ -267,6 +358,9 @@ async fn org_route(
             if ad.renditions.is_empty() {
                 return error(400, "renditions: at least one is required");
             }
+            if let Err(e) = check_renditions(&ad.renditions) {
+                return error(400, e);
+            }
             db.prepare("INSERT INTO ads (org_id, id, channel_slug, creative_id, universal_ad_id, duration_s, cadence_ms, renditions, tracking, priority, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT(org_id, id) DO UPDATE SET channel_slug = excluded.channel_slug, creative_id = excluded.creative_id, universal_ad_id = excluded.universal_ad_id, duration_s = excluded.duration_s, cadence_ms = excluded.cadence_ms, renditions = excluded.renditions, tracking = excluded.tracking, priority = excluded.priority")
                 .bind(&[
                     org.into(),
@@ -307,6 +401,12 @@ async fn org_route(
             if s.renditions.is_empty() {
                 return error(400, "renditions: at least one is required");
             }
+            if !valid_slug(id) {
+                return error(400, "id: must be 1-64 of [A-Za-z0-9_-]");
+            }
+            if let Err(e) = check_renditions(&s.renditions) {
+                return error(400, e);
+            }
             db.prepare("INSERT INTO slates (org_id, id, channel_slug, renditions, created_ms) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(org_id, id) DO UPDATE SET channel_slug = excluded.channel_slug, renditions = excluded.renditions")
                 .bind(&[
                     org.into(),
@@ -320,19 +420,63 @@ async fn org_route(
             json(&serde_json::json!({"id": id}), 200)
         }
         (Method::Post, ["api-keys"]) => {
+            #[derive(Deserialize, Default)]
+            struct KeyIn {
+                scopes: Option<String>,
+                label: Option<String>,
+            }
+            let k: KeyIn = match body_json::<Option<KeyIn>>(req).await {
+                Ok(k) => k.unwrap_or_default(),
+                Err(e) => return error(400, e),
+            };
+            let scopes = match auth::Scopes::parse(k.scopes.as_deref().unwrap_or("admin")) {
+                Ok(s) => s,
+                Err(e) => return error(400, format!("scopes: {e}")),
+            };
+            let label = k.label.unwrap_or_default();
+            if label.len() > 128 || label.chars().any(char::is_control) {
+                return error(400, "label: at most 128 printable characters");
+            }
             let key = format!("cfssai_{}", random_hex(24));
             let salt = random_hex(16);
             let id = auth::api_key_id(&key).unwrap_or_default().to_string();
-            db.prepare("INSERT INTO api_keys (id, org_id, salt, hash, created_ms) VALUES (?1, ?2, ?3, ?4, ?5)")
-                .bind(&[id.as_str().into(), org.into(), salt.as_str().into(), auth::hash_api_key(&salt, &key).into(), (now_ms() as f64).into()])?
+            db.prepare("INSERT INTO api_keys (id, org_id, salt, hash, label, scopes, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
+                .bind(&[id.as_str().into(), org.into(), salt.as_str().into(), auth::hash_api_key(&salt, &key).into(), label.as_str().into(), scopes.names().into(), (now_ms() as f64).into()])?
                 .run()
                 .await?;
             // The key is shown once; only its salted hash is stored.
-            json(&serde_json::json!({"id": id, "key": key}), 201)
+            json(
+                &serde_json::json!({"id": id, "key": key, "scopes": scopes.names(), "label": label}),
+                201,
+            )
+        }
+        (Method::Get, ["api-keys"]) => {
+            // Never the hash or salt: what a key is, not what proves it.
+            let rows: Vec<serde_json::Value> = db
+                .prepare("SELECT id, label, scopes, created_ms, last_used_ms, revoked, revoked_ms FROM api_keys WHERE org_id = ?1 ORDER BY created_ms DESC LIMIT 500")
+                .bind(&[org.into()])?
+                .all()
+                .await?
+                .results()?;
+            json(&serde_json::json!({"items": rows}), 200)
+        }
+        (Method::Delete, ["api-keys", id]) => {
+            let r = db
+                .prepare("UPDATE api_keys SET revoked = 1, revoked_ms = ?3 WHERE org_id = ?1 AND id = ?2 AND revoked = 0")
+                .bind(&[org.into(), (*id).into(), (now_ms() as f64).into()])?
+                .run()
+                .await?;
+            let changed = r.meta()?.and_then(|m| m.changes).unwrap_or(0);
+            if changed == 0 {
+                return error(404, format!("no active key {id} in org {org}"));
+            }
+            json(&serde_json::json!({"revoked": id}), 200)
         }
         (Method::Get, ["metrics"]) => {
             let rows: Vec<serde_json::Value> = db
-                .prepare("SELECT scope, name, value FROM metrics WHERE scope IN (?1, 'beacon', 'decision') ORDER BY scope, name")
+                // This org's counters only: platform-wide ones (beacon,
+                // decision totals) are for platform admins (/api/diag).
+                .prepare("SELECT scope, name, value FROM metrics WHERE scope = ?1 ORDER BY name")
                 .bind(&[org.into()])?
                 .all()
                 .await?
@@ -350,6 +494,15 @@ async fn org_route(
         }
         _ => error(404, "no such route"),
     }
+}
+
+/// Every rendition an org writes must be safe to render (checked again
+/// when rendered): see `AdRendition::check`.
+fn check_renditions(rs: &[model::AdRendition]) -> std::result::Result<(), String> {
+    for (i, r) in rs.iter().enumerate() {
+        r.check().map_err(|e| format!("renditions[{i}].{e}"))?;
+    }
+    Ok(())
 }
 
 /// An optional text column: NULL when absent.
@@ -414,11 +567,20 @@ async fn cue(req: &mut Request, env: &Env, p: &Principal) -> Result<Response> {
         return error(404, format!("no channel {org}/{slug}"));
     };
     // Anchor at the next segment boundary of the live origin.
-    let media_url = match crate::origin::media_url_for_poll(&ch.config).await {
-        Ok(u) => u,
-        Err(e) => return error(502, format!("origin: {e}")),
-    };
-    let text = match worker_shared::get_text(&media_url, ch.config.origin_timeout_ms).await {
+    let media_url =
+        match crate::origin::media_url_for_poll(&ch.config, &worker_shared::private_policy(env))
+            .await
+        {
+            Ok(u) => u,
+            Err(e) => return error(502, format!("origin: {e}")),
+        };
+    let text = match worker_shared::get_text(
+        &media_url,
+        ch.config.origin_timeout_ms,
+        &worker_shared::private_policy(env),
+    )
+    .await
+    {
         Ok(t) => t,
         Err(e) => return error(502, format!("origin: {e}")),
     };
@@ -521,8 +683,15 @@ async fn diag(env: &Env, p: &Principal) -> Result<Response> {
         .fetch_with_request(Request::new_with_init("https://channel/ping", &init)?)
         .await?;
     let do_back: serde_json::Value = do_resp.json().await?;
-    let svc = env.service(bindings::DECISION)?;
-    let mut dec = svc.fetch("https://decision/healthz", None).await?;
+    let mut dec = worker_shared::call_internal(
+        env,
+        bindings::DECISION,
+        "https://decision/healthz",
+        Method::Get,
+        None,
+        5_000,
+    )
+    .await?;
     let dec_back = dec.text().await?;
     // A struct, not a serde_json::Value: queue bodies go through
     // serde-wasm-bindgen, which turns Value maps into JS Maps.

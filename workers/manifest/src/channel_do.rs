@@ -75,6 +75,9 @@ pub struct ChannelDO {
     /// An alarm (poll) is running: workerd clears the alarm while its
     /// handler runs, so "no alarm set" alone does not mean stopped.
     polling: Cell<bool>,
+    /// Requests served since this object loaded, by path: how much of the
+    /// edge's traffic reaches the one consistent object (fan-in checks).
+    served: RefCell<std::collections::BTreeMap<String, u64>>,
 }
 
 impl DurableObject for ChannelDO {
@@ -86,11 +89,13 @@ impl DurableObject for ChannelDO {
             due_ms: Cell::new(None),
             health_synced: Cell::new(false),
             polling: Cell::new(false),
+            served: RefCell::new(Default::default()),
         }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let path = req.path();
+        *self.served.borrow_mut().entry(path.clone()).or_default() += 1;
         match (req.method(), path.as_str()) {
             (Method::Get, "/state") => Response::from_json(&self.load().await?),
             (Method::Get, "/poll-stats") => {
@@ -102,7 +107,10 @@ impl DurableObject for ChannelDO {
                     .unwrap_or_default();
                 let running =
                     self.polling.get() || self.state.storage().get_alarm().await?.is_some();
-                Response::from_json(&serde_json::json!({ "running": running, "stats": stats }))
+                let served = self.served.borrow().clone();
+                Response::from_json(
+                    &serde_json::json!({ "running": running, "stats": stats, "requests": served }),
+                )
             }
             (Method::Post, "/sync") => {
                 let body: SyncRequest = req.json().await?;
@@ -176,6 +184,10 @@ fn stats_cadence(o: &std::result::Result<PollOutcome, String>) -> u64 {
     o.as_ref().map_or(2000, |o| o.cadence_ms)
 }
 
+/// How long the DO waits for a decision (the service's budget is at most
+/// 10 s, `decision_timeout_ms`): past it the break gets slate and the
+/// poller goes on.
+const DECISION_DEADLINE_MS: u64 = 11_000;
 const MEDIA_URL_TTL_MS: i64 = 60_000;
 
 impl ChannelDO {
@@ -340,14 +352,17 @@ impl ChannelDO {
             "start_ms": r.anchor_pdt_ms,
         });
         let attempt = async {
-            let svc = self.env.service(bindings::DECISION)?;
-            let mut init = RequestInit::new();
-            init.with_method(Method::Post)
-                .with_body(Some(body.to_string().into()));
-            let headers = Headers::new();
-            headers.set("Content-Type", "application/json")?;
-            init.with_headers(headers);
-            let mut resp = svc.fetch("https://decision/decision", Some(init)).await?;
+            // The service keeps its own budget; this deadline is the
+            // poller's guarantee that a stuck call cannot stall it.
+            let mut resp = worker_shared::call_internal(
+                &self.env,
+                bindings::DECISION,
+                "https://decision/decision",
+                Method::Post,
+                Some(body.to_string()),
+                DECISION_DEADLINE_MS,
+            )
+            .await?;
             if resp.status_code() != 200 {
                 return Err(Error::RustError(format!(
                     "decision HTTP {}",
@@ -492,14 +507,22 @@ impl ChannelDO {
         let url = match cached {
             Some(u) => u,
             None => {
-                let u = crate::origin::media_url_for_poll(cfg).await?;
+                let u = crate::origin::media_url_for_poll(
+                    cfg,
+                    &worker_shared::private_policy(&self.env),
+                )
+                .await?;
                 self.media_url.replace(Some((u.clone(), now)));
                 u
             }
         };
-        let text = worker_shared::get_text(&url, cfg.origin_timeout_ms)
-            .await
-            .map_err(|e| format!("origin {url}: {e}"))?;
+        let text = worker_shared::get_text(
+            &url,
+            cfg.origin_timeout_ms,
+            &worker_shared::private_policy(&self.env),
+        )
+        .await
+        .map_err(|e| format!("origin {url}: {e}"))?;
         let m = media::parse(&text).map_err(|e| format!("origin {url}: {e}"))?;
         let cadence = crate::origin::cadence_ms(cfg, &m);
         let det = cues::detect(&m, &cfg.segmentation);

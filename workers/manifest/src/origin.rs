@@ -29,8 +29,11 @@ pub fn origin_url_for(cfg: &ChannelConfig, rest: &str) -> Option<url::Url> {
 }
 
 /// The media playlist the poller reads.
-pub async fn media_url_for_poll(cfg: &ChannelConfig) -> std::result::Result<String, String> {
-    let text = worker_shared::get_text(&cfg.origin_url, cfg.origin_timeout_ms)
+pub async fn media_url_for_poll(
+    cfg: &ChannelConfig,
+    allow_private: &str,
+) -> std::result::Result<String, String> {
+    let text = worker_shared::get_text(&cfg.origin_url, cfg.origin_timeout_ms, allow_private)
         .await
         .map_err(|e| format!("origin {}: {e}", cfg.origin_url))?;
     let toks = hls::tokenize(&text).map_err(|e| e.to_string())?;

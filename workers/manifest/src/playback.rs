@@ -5,11 +5,13 @@ use crate::channel_do::{ChannelRef, SyncRequest};
 use cf_ssai_core::config::choose_mode;
 use cf_ssai_core::model::{ChannelBreaks, TrackKind};
 use cf_ssai_core::splice::{self, Mode, SpliceInput, Variant};
-use cf_ssai_core::{cues, hls, master, media, sequencer, sgai};
+use cf_ssai_core::{cues, hls, master, media, sequencer, session, sgai};
 use worker::*;
 use worker_shared::{bindings, error, Channel};
 
 const M3U8: &str = "application/vnd.apple.mpegurl";
+/// The wrangler secret that signs viewer sessions.
+const SESSION_SECRET: &str = "SESSION_SECRET";
 
 pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Result<Response> {
     let cfg = &ch.config;
@@ -22,7 +24,13 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
             .find(|(a, _)| a == k)
             .map(|(_, v)| v.into_owned())
     };
-    let text = match worker_shared::get_text(origin_url.as_str(), cfg.origin_timeout_ms).await {
+    let text = match worker_shared::get_text(
+        origin_url.as_str(),
+        cfg.origin_timeout_ms,
+        &worker_shared::private_policy(env),
+    )
+    .await
+    {
         Ok(t) => t,
         Err(worker_shared::FetchError::Timeout) => {
             return error(
@@ -48,8 +56,16 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
             Mode::Ssai => "ssai",
             Mode::Sgai => "sgai",
         };
-        let sid = q("sid").unwrap_or_else(new_session_id);
-        let carry = [("mode", mode_s.to_string()), ("sid", sid)];
+        // A session is ours only if we signed it for this channel; any
+        // other `sid` is replaced. Without a session secret there are no
+        // sessions (and no server-side beacons): fail closed.
+        let sid = q("sid")
+            .filter(|s| verify_session(env, ch, s))
+            .or_else(|| mint_session(env, ch));
+        let mut carry = vec![("mode", mode_s.to_string())];
+        if let Some(sid) = sid {
+            carry.push(("sid", sid));
+        }
         let out = master::rewrite_master(&master::MasterInput {
             origin: &text,
             origin_url: &origin_url,
@@ -74,7 +90,8 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
         org: ch.org.clone(),
         slug: ch.slug.clone(),
     };
-    let breaks = entries(env, &chref, &events, cadence, &m).await;
+    let base = cache_base(req)?;
+    let breaks = entries(env, &base, &chref, &events, cadence, &m).await;
     let variant = Variant {
         bandwidth: q("bw").and_then(|b| b.parse().ok()),
         codecs: q("codecs"),
@@ -87,7 +104,7 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
     let mut settings = cfg.splice_settings(format!("{prefix}interstitials/"));
     if cfg.proxy_ad_segments {
         settings.ad_proxy_prefix = Some(format!("{prefix}ad/"));
-        settings.session = q("sid").filter(|s| valid_sid(s));
+        settings.session = q("sid").filter(|s| verify_session(env, ch, s));
     }
     // Parsed once: the same view served cue detection above.
     let out = splice::splice_media(
@@ -110,6 +127,7 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
 /// the window or a cue in it is unknown. `None` when both fail (content).
 async fn entries(
     env: &Env,
+    base: &str,
     ch: &ChannelRef,
     events: &[cues::CueEvent],
     cadence_ms: u64,
@@ -135,8 +153,21 @@ async fn entries(
         checked_through_msn: window.as_ref().map(|w| w.last_msn),
         window,
     };
-    match do_call(env, ch, "/sync", &body).await {
-        Ok(b) => Some(b),
+    match do_call::<_, ChannelBreaks>(env, ch, "/sync", &body).await {
+        Ok(b) => {
+            // Entries this location's KV copy lacks are what its SGAI asset
+            // lists and ad routes will ask for: cache them here, so those
+            // routes never call the DO (an unknown id costs a KV read).
+            let known = |id: &str| {
+                cached
+                    .as_ref()
+                    .is_some_and(|c| c.entries.iter().any(|e| e.record.id == id))
+            };
+            for e in b.entries.iter().filter(|e| !known(&e.record.id)) {
+                cache_entry(base, ch, e).await;
+            }
+            Some(b)
+        }
         Err(e) => {
             console_error!("channel DO unavailable: {e}");
             worker_shared::count(env, &ch.org, "do_fallback_failures", 1).await;
@@ -206,12 +237,12 @@ pub async fn asset_list(
         .query_pairs()
         .find(|(k, _)| k == "_HLS_start_offset")
         .and_then(|(_, v)| v.parse::<f64>().ok());
-    let Some(entry) = find_entry(env, ch, break_id).await else {
+    let Some(entry) = find_entry(req, env, ch, break_id).await else {
         return error(404, format!("no break {break_id}"));
     };
     let prefix = format!("/{}/{}/ads/{}/", ch.org, ch.slug, break_id);
     // Server-side beacons: the session rides on to the ad playlists.
-    let sid = counted_session(req, &ch.config)?;
+    let sid = counted_session(req, env, ch)?;
     let q = sid.map(|s| format!("?sid={s}")).unwrap_or_default();
     let doc = sgai::asset_list(&entry, offset, |i| match i {
         Some(i) => format!("{prefix}{i}.m3u8{q}"),
@@ -225,11 +256,8 @@ pub async fn asset_list(
 
 /// The viewer session of a request, when this channel counts ad
 /// deliveries server-side (`proxy_ad_segments`).
-fn counted_session(
-    req: &Request,
-    cfg: &cf_ssai_core::config::ChannelConfig,
-) -> Result<Option<String>> {
-    if !cfg.proxy_ad_segments {
+fn counted_session(req: &Request, env: &Env, ch: &Channel) -> Result<Option<String>> {
+    if !ch.config.proxy_ad_segments {
         return Ok(None);
     }
     Ok(req
@@ -237,14 +265,45 @@ fn counted_session(
         .query_pairs()
         .find(|(k, _)| k == "sid")
         .map(|(_, v)| v.into_owned())
-        .filter(|s| valid_sid(s)))
+        .filter(|s| verify_session(env, ch, s)))
 }
 
-fn valid_sid(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+fn session_secret(env: &Env) -> Option<String> {
+    env.secret(SESSION_SECRET).ok().map(|s| s.to_string())
+}
+
+/// Was `sid` signed by us, for this channel, within its lifetime?
+fn verify_session(env: &Env, ch: &Channel, sid: &str) -> bool {
+    let Some(secret) = session_secret(env) else {
+        return false;
+    };
+    session::verify(
+        secret.as_bytes(),
+        sid,
+        &format!("{}/{}", ch.org, ch.slug),
+        worker_shared::now_ms() / 1000,
+        session::DEFAULT_TTL_S,
+    )
+    .is_ok()
+}
+
+/// A new signed session for this channel; `None` without a usable secret.
+fn mint_session(env: &Env, ch: &Channel) -> Option<String> {
+    let secret = session_secret(env)?;
+    let mut nonce = [0u8; 8];
+    crate::random_bytes(&mut nonce);
+    match session::mint(
+        secret.as_bytes(),
+        &format!("{}/{}", ch.org, ch.slug),
+        worker_shared::now_ms() / 1000,
+        nonce,
+    ) {
+        Ok(t) => Some(t),
+        Err(e) => {
+            console_error!("no viewer sessions: {e}");
+            None
+        }
+    }
 }
 
 /// `GET /{org}/{channel}/ad/{break}/{item}/{bandwidth}/{pos}.{ext}?sid=`:
@@ -268,7 +327,7 @@ pub async fn ad_segment(
     let Some(pos) = file.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
         return error(404, "no such ad segment");
     };
-    let Some(entry) = find_entry(env, ch, brk).await else {
+    let Some(entry) = find_entry(req, env, ch, brk).await else {
         return error(404, format!("no break {brk}"));
     };
     let Some(it) = entry.pod.items.get(item_idx) else {
@@ -287,6 +346,11 @@ pub async fn ad_segment(
     let Some(seg) = r.segments.get(pos as usize) else {
         return error(404, "no such segment");
     };
+    // Never redirect to a URI we would not render (checked at write time
+    // too; a value stored before that check, or a third party's, lands here).
+    if let Err(e) = cf_ssai_core::model::safe_uri(&seg.uri) {
+        return error(502, format!("ad segment URI refused: {e}"));
+    }
     let count = cf_ssai_core::model::layout(&entry.record, &entry.pod)
         .iter()
         .find(|s| s.kind == cf_ssai_core::model::SlotKind::Ad(item_idx))
@@ -296,15 +360,23 @@ pub async fn ad_segment(
         .query_pairs()
         .find(|(k, _)| k == "sid")
         .map(|(_, v)| v.into_owned())
-        .filter(|s| valid_sid(s));
-    if let Some(sid) = sid {
+        .filter(|s| verify_session(env, ch, s));
+    // Beacons per client address are limited: past it the viewer still
+    // gets the segment, and nothing is fired.
+    let ip = worker_shared::client_ip(req);
+    let limited = sid.is_some()
+        && !worker_shared::within_limit(
+            env,
+            bindings::BEACON_LIMITER,
+            &format!("{}|{}/{}", ip.as_deref().unwrap_or(""), ch.org, ch.slug),
+        )
+        .await;
+    if limited {
+        worker_shared::count(env, &ch.org, "beacons_rate_limited", 1).await;
+    }
+    if let Some(sid) = sid.filter(|_| !limited) {
         let h = req.headers();
-        let device = cf_ssai_core::beacon::Device {
-            ip: h.get("CF-Connecting-IP")?.or(h.get("X-Forwarded-For")?),
-            user_agent: h.get("User-Agent")?,
-            referer: h.get("Referer")?,
-            accept_language: h.get("Accept-Language")?,
-        };
+        let device = cf_ssai_core::beacon::Device::from_headers(|name| h.get(name).ok().flatten());
         let msgs = cf_ssai_core::beacon::for_delivery(
             &entry.record.id,
             it,
@@ -317,9 +389,17 @@ pub async fn ad_segment(
         if !msgs.is_empty() {
             let q = env.queue(bindings::BEACONS)?;
             // Off the response path: the redirect does not wait for the queue.
+            // Chunked to sendBatch's limits: one oversized batch loses all.
+            let chunks = cf_ssai_core::beacon::batches(
+                msgs,
+                cf_ssai_core::beacon::MAX_BATCH_MESSAGES,
+                cf_ssai_core::beacon::MAX_BATCH_BYTES,
+            );
             ctx.wait_until(async move {
-                if let Err(e) = q.send_batch(msgs).await {
-                    console_error!("beacon enqueue failed: {e}");
+                for chunk in chunks {
+                    if let Err(e) = q.send_batch(chunk).await {
+                        console_error!("beacon enqueue failed: {e}");
+                    }
                 }
             });
         }
@@ -339,10 +419,10 @@ pub async fn ad_master(
     break_id: &str,
     which: &str,
 ) -> Result<Response> {
-    let Some(entry) = find_entry(env, ch, break_id).await else {
+    let Some(entry) = find_entry(req, env, ch, break_id).await else {
         return error(404, format!("no break {break_id}"));
     };
-    let sid = counted_session(req, &ch.config)?;
+    let sid = counted_session(req, env, ch)?;
     let (renditions, idx) = match which {
         "slate" => (&entry.pod.slate.renditions, None),
         i => match i
@@ -382,7 +462,7 @@ pub async fn ad_media(
     item: &str,
     bw: &str,
 ) -> Result<Response> {
-    let Some(sid) = counted_session(req, &ch.config)? else {
+    let Some(sid) = counted_session(req, env, ch)? else {
         return error(
             404,
             "ad media playlists are served for counted sessions only",
@@ -391,7 +471,7 @@ pub async fn ad_media(
     let (Ok(i), Ok(bw)) = (item.parse::<usize>(), bw.parse::<u64>()) else {
         return error(404, "no such ad rendition");
     };
-    let Some(entry) = find_entry(env, ch, break_id).await else {
+    let Some(entry) = find_entry(req, env, ch, break_id).await else {
         return error(404, format!("no break {break_id}"));
     };
     let Some(r) = sgai::item(&entry, i).and_then(|it| {
@@ -415,21 +495,76 @@ pub async fn ad_media(
     respond(req, &ch.config, body, 2)
 }
 
-async fn find_entry(env: &Env, ch: &Channel, id: &str) -> Option<cf_ssai_core::model::BreakEntry> {
-    let ch = &ChannelRef {
+/// A break by id for the SGAI and ad routes: the KV copy, else the entry
+/// this location cached when its playlist path asked the DO. Never the DO
+/// itself: these ids come from the URL, so anyone can make up millions,
+/// and each would otherwise be a call to the channel's one object.
+async fn find_entry(
+    req: &Request,
+    env: &Env,
+    ch: &Channel,
+    id: &str,
+) -> Option<cf_ssai_core::model::BreakEntry> {
+    if id.is_empty() || id.len() > 160 {
+        return None;
+    }
+    let chref = &ChannelRef {
         org: ch.org.clone(),
         slug: ch.slug.clone(),
     };
-    let cached = kv_breaks(env, ch).await;
+    let cached = kv_breaks(env, chref).await;
     if let Some(e) = cached.and_then(|c| c.entries.into_iter().find(|e| e.record.id == id)) {
         return Some(e);
     }
-    do_state(env, ch)
+    let base = cache_base(req).ok()?;
+    let mut hit = Cache::default()
+        .get(entry_cache_url(&base, chref, id), false)
         .await
-        .ok()?
-        .entries
-        .into_iter()
-        .find(|e| e.record.id == id)
+        .ok()??;
+    hit.json().await.ok()
+}
+
+/// How long a location keeps an entry it got from the DO: by then its KV
+/// copy has caught up (KV propagates within about a minute).
+const ENTRY_CACHE_S: u32 = 120;
+
+/// This request's origin, the namespace of our Cache API keys.
+pub fn cache_base(req: &Request) -> Result<String> {
+    let u = req.url()?;
+    Ok(format!(
+        "{}://{}",
+        u.scheme(),
+        u.host_str().unwrap_or("cf-ssai")
+    ))
+}
+
+fn entry_cache_url(base: &str, ch: &ChannelRef, id: &str) -> String {
+    let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
+    format!(
+        "{base}/__cf-ssai/entry/{}/{}/{}",
+        enc(&ch.org),
+        enc(&ch.slug),
+        enc(id)
+    )
+}
+
+async fn cache_entry(base: &str, ch: &ChannelRef, e: &cf_ssai_core::model::BreakEntry) {
+    let Ok(mut resp) = Response::from_json(e) else {
+        return;
+    };
+    if resp
+        .headers_mut()
+        .set("Cache-Control", &format!("max-age={ENTRY_CACHE_S}"))
+        .is_err()
+    {
+        return;
+    }
+    if let Err(err) = Cache::default()
+        .put(entry_cache_url(base, ch, &e.record.id), resp)
+        .await
+    {
+        console_warn!("entry cache put failed: {err}");
+    }
 }
 
 fn respond(
@@ -464,8 +599,4 @@ pub fn cors(
         h.set("Access-Control-Expose-Headers", "Content-Length")?;
     }
     Ok(())
-}
-
-fn new_session_id() -> String {
-    crate::random_hex(12)
 }

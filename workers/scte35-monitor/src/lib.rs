@@ -29,6 +29,9 @@ async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
 /// `GET /healthz`; `POST /run` runs one cycle now (operators, tests).
 #[event(fetch)]
 async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    if !worker_shared::internal_ok(&req, &env) {
+        return worker_shared::refuse_external();
+    }
     match (req.method(), req.path().as_str()) {
         (Method::Get, "/healthz") => Response::ok("monitor ok"),
         (Method::Post, "/run") => Response::from_json(&cycle(&env).await?),

@@ -55,7 +55,9 @@ async fn load(env: &Env, url: &str) -> Option<serde_json::Value> {
     if let Ok(Some(v)) = kv.get(CACHE_KEY).json::<serde_json::Value>().await {
         return Some(v);
     }
-    let text = crate::get_text(url, 2000).await.ok()?;
+    let text = crate::get_text(url, 2000, &crate::private_policy(env))
+        .await
+        .ok()?;
     let v: serde_json::Value = serde_json::from_str(&text).ok()?;
     if let Ok(p) = kv.put(CACHE_KEY, text) {
         let _ = p.expiration_ttl(CACHE_TTL_S).execute().await;
