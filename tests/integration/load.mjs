@@ -5,7 +5,7 @@
 import { spawn } from "node:child_process";
 import { createServer } from "node:http";
 import { writeFileSync } from "node:fs";
-import { startStack, http, api, channelConfig, adminToken, ORG } from "./stack.mjs";
+import { startStack, http, api, channelConfig, adminToken, sessionToken, ORG } from "./stack.mjs";
 
 // A tracking endpoint that counts beacons (for the beacons/s figure).
 let beaconHits = 0;
@@ -89,13 +89,15 @@ console.log("\n| decision | p50 | p99 | requests/s | non-2xx |\n|---|---|---|---
 // first ad segment with a new session enqueues an impression and a start.
 let adUrl = null;
 for (let i = 0; i < 60 && !adUrl; i++) {
-  const t = (await http(`${s.base}/${ORG}/tracked/v360/index.m3u8?bw=900000&sid=warm`)).text();
+  const t = (await http(`${s.base}/${ORG}/tracked/v360/index.m3u8?bw=900000&sid=${sessionToken(`${ORG}/tracked`)}`)).text();
   adUrl = t.split("\n").find((l) => /\/ad\/[^/]+\/0\/\d+\/0\./.test(l));
   if (!adUrl) await sleep(1000);
 }
 if (adUrl) {
   const lua = "/tmp/cf-ssai-beacon.lua";
-  writeFileSync(lua, `counter = 0\nrequest = function()\n  counter = counter + 1\n  return wrk.format("GET", "${adUrl.split("?")[0]}?sid=s" .. counter .. "x" .. math.random(1000000000))\nend\n`);
+  // Signed sessions (made-up sids fire nothing): one new session per request.
+  const sids = Array.from({ length: 50_000 }, () => `"${sessionToken(`${ORG}/tracked`)}"`);
+  writeFileSync(lua, `sids = {${sids.join(",")}}\ncounter = 0\nrequest = function()\n  counter = counter + 1\n  return wrk.format("GET", "${adUrl.split("?")[0]}?sid=" .. sids[(counter % #sids) + 1])\nend\n`);
   const before = beaconHits;
   const t0 = Date.now();
   const r = await wrk(["-t1", "-c4", "-d10s", "-s", lua, s.base]);

@@ -9,22 +9,16 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
-import { createHmac, randomBytes } from "node:crypto";
 import { spawn } from "node:child_process";
 import { join } from "node:path";
-import { startStack, api, http, jwt, adminToken, channelConfig, devVars, freePort, ORG, ROOT } from "./stack.mjs";
+import { startStack, api, http, jwt, adminToken, sessionToken, channelConfig, devVars, freePort, ORG, ROOT } from "./stack.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let s, tracker, trackerBase, ads, adsBase;
 const beacons = []; // {path, ua}
 const adHits = {};
 
-/** A session token in the core's format (crates/core/src/session.rs). */
-function session(channel, issuedS, secret = devVars().SESSION_SECRET) {
-  const nonce = randomBytes(8).toString("hex");
-  const mac = createHmac("sha256", secret).update(`s1\0${channel}\0${issuedS}\0${nonce}`).digest("hex").slice(0, 32);
-  return `s1-${issuedS.toString(16)}-${nonce}-${mac}`;
-}
+const session = (channel, issuedS, secret) => sessionToken(channel, issuedS, secret);
 
 before(async () => {
   tracker = createServer((req, res) => {
@@ -320,6 +314,9 @@ test("JWT: issuer checked, lifetime bounded; per-org counters only; /api/diag fo
   assert.equal((await api(s.base, "GET", "/api/diag", undefined, s.apiKey)).status, 403);
   assert.equal((await api(s.base, "GET", "/api/diag", undefined, adminToken(ORG))).status, 403);
   assert.equal((await api(s.base, "GET", "/api/diag", undefined, adminToken("*"))).status, 200);
+  assert.equal((await api(s.base, "GET", "/api/metrics", undefined, s.apiKey)).status, 403);
+  const all = (await api(s.base, "GET", "/api/metrics", undefined, adminToken("*"))).json.items;
+  assert.ok(all.some((x) => x.scope !== ORG), "platform admins see platform-wide counters");
 });
 
 test("renditions with unsafe URIs or attributes are refused at write time", async () => {

@@ -7,7 +7,7 @@
 // --dev`) and by every integration test (startStack/stopStack). Everything
 // runs in its own process group and is stopped as a group.
 import { spawn, spawnSync } from "node:child_process";
-import { createHmac } from "node:crypto";
+import { createHmac, randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { request as httpRequest } from "node:http";
@@ -36,6 +36,16 @@ export function jwt(claims, secret = devVars().JWT_SECRET) {
   const p = b64({ iss: "cf-ssai", ...claims });
   const s = createHmac("sha256", secret).update(`${h}.${p}`).digest("base64url");
   return `${h}.${p}.${s}`;
+}
+
+/**
+ * A viewer session token in the core's format (crates/core/src/session.rs):
+ * `s1-{issued hex}-{nonce}-{HMAC-SHA-256 truncated to 128 bits}`.
+ */
+export function sessionToken(channel, issuedS = Math.floor(Date.now() / 1000), secret = devVars().SESSION_SECRET) {
+  const nonce = randomBytes(8).toString("hex");
+  const mac = createHmac("sha256", secret).update(`s1\0${channel}\0${issuedS}\0${nonce}`).digest("hex").slice(0, 32);
+  return `s1-${issuedS.toString(16)}-${nonce}-${mac}`;
 }
 
 export function adminToken(org = "*", ttl = 86400) {

@@ -51,6 +51,19 @@ pub async fn route(mut req: Request, env: Env) -> Result<Response> {
             &serde_json::json!({"org": principal.org, "subject": principal.subject, "scopes": principal.scopes.names()}),
             200,
         ),
+        (Method::Get, ["api", "metrics"]) => match principal.require_platform() {
+            // Every scope, platform-wide ones (beacon, decision) included.
+            Ok(()) => {
+                let rows: Vec<serde_json::Value> = env
+                    .d1(bindings::DB)?
+                    .prepare("SELECT scope, name, value FROM metrics ORDER BY scope, name")
+                    .all()
+                    .await?
+                    .results()?;
+                json(&serde_json::json!({"items": rows}), 200)
+            }
+            Err(e) => worker_shared::auth_error(&e),
+        },
         (Method::Get, ["api", "diag"]) => match principal.require_platform() {
             // Platform totals and every binding: platform admins only.
             Ok(()) => diag(&env, &principal).await,
