@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod beacon;
+pub mod channel;
 pub mod config;
 pub mod cues;
 pub mod decision;

@@ -2,6 +2,7 @@
 //! windows; "nodes" with different KV lag serve "viewers" who reload and
 //! join late; the validator checks every rule across all of them.
 
+use cf_ssai_core::channel::{Channel, Effect, Input};
 use cf_ssai_core::cues::{self, SegmentationPolicy};
 use cf_ssai_core::media;
 use cf_ssai_core::model::*;
@@ -61,47 +62,62 @@ fn pod(break_id: &str, cadence_s: f64, fmp4: bool) -> Pod {
     }
 }
 
-/// The Channel DO, in process: the authoritative break state over time.
+/// The Channel DO, in process: the very state machine the DO drives
+/// (`channel::Channel`), with the decision service answering at once.
 struct Sequencer {
-    state: ChannelBreaks,
+    ch: Channel,
     history: Vec<(i64, ChannelBreaks)>,
     fmp4: bool,
 }
 
 impl Sequencer {
-    /// The monitor's poll: examine the origin, register, advance the
-    /// watermark.
-    fn poll(&mut self, ch: &SimChannel, now: i64) {
-        let origin = ch.media(&ch.variants[0].name, now);
-        let m = media::parse(&origin).unwrap();
-        let det = cues::detect(&m, &SegmentationPolicy::default());
-        let actions = sequencer::reconcile(&det.events, &self.state.entries);
-        sequencer::mark_checked(&mut self.state, m.last_msn().unwrap_or(0), now);
-        self.apply(&actions, ch.cadence_ms, now);
-        let w = sequencer::OriginWindow::of(&m).unwrap();
-        if sequencer::note_origin_discontinuities(&mut self.state, &w, now) {
-            self.history.push((now, self.state.clone()));
+    /// Feed one input as the DO's driver does: carry out the effects,
+    /// answer each decision, and record what was published to KV.
+    fn feed(&mut self, input: Input, now: i64) {
+        let policy = BreakPolicy::default();
+        let step = self.ch.handle(input, &policy, now);
+        let mut published = step.effects.contains(&Effect::Publish);
+        for e in step.effects {
+            if let Effect::Decide(r) = e {
+                let p = pod(&r.id, r.cadence_ms as f64 / 1000.0, self.fmp4);
+                let d = self.ch.handle(
+                    Input::Decided {
+                        break_id: r.id,
+                        pod: p,
+                    },
+                    &policy,
+                    now,
+                );
+                published |= d.effects.contains(&Effect::Publish);
+            }
+        }
+        if published {
+            self.history.push((now, self.ch.breaks.clone()));
         }
     }
 
-    fn apply(&mut self, actions: &[Action], cadence_ms: u64, now: i64) {
-        for a in actions {
-            match a {
-                Action::Register(cue) => {
-                    if let Some(r) =
-                        sequencer::record_from_cue(cue, cadence_ms, &BreakPolicy::default(), now)
-                    {
-                        let p = pod(&r.id, cadence_ms as f64 / 1000.0, self.fmp4);
-                        let _ = sequencer::commit(&mut self.state, r, p, now);
-                    }
-                }
-                Action::End { break_id, at_msn } => {
-                    sequencer::apply_end(&mut self.state, break_id, *at_msn, now);
-                }
-            }
-        }
-        self.history.push((now, self.state.clone()));
+    /// An examined origin window (the poller's, or a viewer's that KV
+    /// could not vouch for).
+    fn examine(&mut self, m: &media::MediaPlaylist<'_>, cadence_ms: u64, now: i64) {
+        let det = cues::detect(m, &SegmentationPolicy::default());
+        self.feed(
+            Input::Window {
+                events: det.events,
+                cadence_ms,
+                examined_through: m.last_msn(),
+                window: sequencer::OriginWindow::of(m),
+            },
+            now,
+        );
     }
+
+    /// The monitor's poll.
+    fn poll(&mut self, ch: &SimChannel, now: i64) {
+        let origin = ch.media(&ch.variants[0].name, now);
+        let m = media::parse(&origin).unwrap();
+        self.examine(&m, ch.cadence_ms, now);
+    }
+
     /// What KV shows at `now` to a node that lags by `lag` ms.
     fn kv_view(&self, now: i64, lag: i64) -> ChannelBreaks {
         self.history
@@ -129,13 +145,12 @@ fn serve(
     let first = m.segments.first().map_or(0, |s| s.msn);
     if !view.covers_window(first) {
         // KV may be missing a break that began and ended unseen.
-        view = seq.state.clone();
+        view = seq.ch.breaks.clone();
     }
-    let actions = sequencer::reconcile(&det.events, &view.entries);
-    if !actions.is_empty() {
+    if !sequencer::reconcile(&det.events, &view.entries).is_empty() {
         // KV miss for a cue in the origin: ask the DO, use its answer.
-        seq.apply(&actions, ch.cadence_ms, now);
-        view = seq.state.clone();
+        seq.examine(&m, ch.cadence_ms, now);
+        view = seq.ch.breaks.clone();
     }
     let url = url::Url::parse(&format!("https://origin.test/live/{variant}/index.m3u8")).unwrap();
     let v = ch.variants.iter().find(|v| v.name == variant).unwrap();
@@ -165,7 +180,7 @@ fn serve(
 /// validating everything. Returns the number of ad segments seen.
 fn run(ch: SimChannel, mode: Mode, secs: i64, step: i64) -> usize {
     let mut seq = Sequencer {
-        state: ChannelBreaks::default(),
+        ch: Channel::default(),
         history: vec![],
         fmp4: ch.fmp4,
     };
@@ -291,7 +306,7 @@ fn sgai_interstitials_are_stable() {
 fn ssai_replaces_exactly_the_break_and_returns_at_its_end() {
     let ch = SimChannel::default();
     let mut seq = Sequencer {
-        state: ChannelBreaks::default(),
+        ch: Channel::default(),
         history: vec![],
         fmp4: false,
     };

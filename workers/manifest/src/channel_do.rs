@@ -3,14 +3,17 @@
 //! once, persists before acknowledging, writes the channel's single KV key,
 //! and runs the channel's poller on alarms at segment cadence.
 
+use cf_ssai_core::channel::{Channel, Effect, Input, Reply, Step};
 use cf_ssai_core::config::ChannelConfig;
 use cf_ssai_core::cues::{self, CueEvent};
 use cf_ssai_core::media;
-use cf_ssai_core::model::{BreakRecord, BreakSource, ChannelBreaks, Pod, Slate};
+use cf_ssai_core::model::{BreakRecord, BreakSource, Pod, Slate};
 use cf_ssai_core::monitor::{self, PollStats};
-use cf_ssai_core::sequencer::{self, Action};
+use cf_ssai_core::sequencer::{self, BreakPolicy};
+use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use worker::*;
 use worker_shared::{bindings, now_ms};
 
@@ -78,6 +81,9 @@ pub struct ChannelDO {
     /// Requests served since this object loaded, by path: how much of the
     /// edge's traffic reaches the one consistent object (fan-in checks).
     served: RefCell<std::collections::BTreeMap<String, u64>>,
+    /// Decisions in flight, by break id: every caller waiting for a break's
+    /// pod awaits the same one call.
+    inflight: RefCell<HashMap<String, Shared<LocalBoxFuture<'static, Pod>>>>,
 }
 
 impl DurableObject for ChannelDO {
@@ -90,6 +96,7 @@ impl DurableObject for ChannelDO {
             health_synced: Cell::new(false),
             polling: Cell::new(false),
             served: RefCell::new(Default::default()),
+            inflight: RefCell::new(HashMap::new()),
         }
     }
 
@@ -97,7 +104,7 @@ impl DurableObject for ChannelDO {
         let path = req.path();
         *self.served.borrow_mut().entry(path.clone()).or_default() += 1;
         match (req.method(), path.as_str()) {
-            (Method::Get, "/state") => Response::from_json(&self.load().await?),
+            (Method::Get, "/state") => Response::from_json(&self.load().await?.breaks),
             (Method::Get, "/poll-stats") => {
                 let stats: PollStats = self
                     .state
@@ -116,7 +123,7 @@ impl DurableObject for ChannelDO {
                 let body: SyncRequest = req.json().await?;
                 self.remember(&body.channel).await?;
                 let st = self.sync(&body).await?;
-                Response::from_json(&st)
+                Response::from_json(&st.breaks)
             }
             (Method::Post, "/cue") => {
                 let body: CueRequest = req.json().await?;
@@ -191,7 +198,7 @@ const DECISION_DEADLINE_MS: u64 = 11_000;
 const MEDIA_URL_TTL_MS: i64 = 60_000;
 
 impl ChannelDO {
-    async fn load(&self) -> Result<ChannelBreaks> {
+    async fn load(&self) -> Result<Channel> {
         Ok(self.state.storage().get(STATE).await?.unwrap_or_default())
     }
 
@@ -203,192 +210,139 @@ impl ChannelDO {
         Ok(())
     }
 
-    /// Persist, then publish to KV (the fast path of every edge node).
-    async fn save(&self, c: &ChannelRef, st: &ChannelBreaks) -> Result<()> {
-        self.state.storage().put(STATE, st).await?;
-        let kv = self.env.kv(bindings::KV)?;
-        kv.put(&worker_shared::kv_breaks_key(&c.org, &c.slug), st)?
-            .expiration_ttl(KV_TTL_S)
-            .execute()
-            .await?;
+    async fn policy(&self, c: &ChannelRef) -> BreakPolicy {
+        worker_shared::load_channel(&self.env, &c.org, &c.slug)
+            .await
+            .ok()
+            .flatten()
+            .map(|c| c.config.breaks)
+            .unwrap_or_default()
+    }
+
+    /// Drive the machine with one input: load, handle, carry out the
+    /// effects; then wait for every decision this channel has in flight and
+    /// feed each back. Between a load and its save only storage calls run
+    /// (workerd holds other events back during those), so no step sees a
+    /// half-applied state; the decision fetches happen between steps.
+    async fn run(
+        &self,
+        c: &ChannelRef,
+        input: Input,
+        policy: &BreakPolicy,
+    ) -> Result<(Step, Channel)> {
+        let mut ch = self.load().await?;
+        let step = ch.handle(input, policy, now_ms());
+        self.apply(c, &ch, &step).await?;
+        // Decisions: the machine asked for these; pending breaks without a
+        // call in flight (this object was evicted mid-decision) too.
+        let mut wanted: Vec<BreakRecord> = step
+            .effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Decide(r) => Some(r.clone()),
+                _ => None,
+            })
+            .collect();
+        for p in &ch.pending {
+            if !wanted.iter().any(|r| r.id == p.record.id) {
+                wanted.push(p.record.clone());
+            }
+        }
+        let calls: Vec<(String, Shared<LocalBoxFuture<'static, Pod>>)> = wanted
+            .into_iter()
+            .map(|r| {
+                let id = r.id.clone();
+                let fut = self
+                    .inflight
+                    .borrow_mut()
+                    .entry(id.clone())
+                    .or_insert_with(|| {
+                        decide(self.env.clone(), c.clone(), r)
+                            .boxed_local()
+                            .shared()
+                    })
+                    .clone();
+                (id, fut)
+            })
+            .collect();
+        for (id, fut) in calls {
+            let pod = fut.await;
+            self.inflight.borrow_mut().remove(&id);
+            let mut now = self.load().await?;
+            let s = now.handle(Input::Decided { break_id: id, pod }, policy, now_ms());
+            self.apply(c, &now, &s).await?;
+        }
+        Ok((step, self.load().await?))
+    }
+
+    /// Carry out a step's effects (decisions excepted: see [`Self::run`]).
+    async fn apply(&self, c: &ChannelRef, ch: &Channel, step: &Step) -> Result<()> {
+        for e in &step.effects {
+            match e {
+                Effect::Persist => self.state.storage().put(STATE, ch).await?,
+                Effect::Publish => {
+                    // The view edge nodes read; written only when it changed.
+                    let kv = self.env.kv(bindings::KV)?;
+                    kv.put(&worker_shared::kv_breaks_key(&c.org, &c.slug), ch.view())?
+                        .expiration_ttl(KV_TTL_S)
+                        .execute()
+                        .await?;
+                }
+                Effect::History(entry) => self.history(c, entry).await,
+                Effect::Decide(_) => {}
+            }
+        }
         Ok(())
     }
 
-    async fn sync(&self, req: &SyncRequest) -> Result<ChannelBreaks> {
-        let config = worker_shared::load_channel(&self.env, &req.channel.org, &req.channel.slug)
-            .await?
-            .map(|c| c.config)
-            .unwrap_or_default();
-        self.sync_with(req, &config).await
-    }
-
-    async fn sync_with(&self, req: &SyncRequest, config: &ChannelConfig) -> Result<ChannelBreaks> {
-        let mut st = self.load().await?;
-        let now = now_ms();
-        let mut changed = false;
-        for action in sequencer::reconcile(&req.events, &st.entries) {
-            match action {
-                Action::Register(cue) => {
-                    let Some(mut rec) =
-                        sequencer::record_from_cue(&cue, req.cadence_ms, &config.breaks, now)
-                    else {
-                        continue;
-                    };
-                    rec.source = BreakSource::Scte35;
-                    if sequencer::check_overlap(&st, &rec).is_err() {
-                        continue;
-                    }
-                    let pod = self.decide(&req.channel, &rec).await;
-                    if let Ok(entry) = sequencer::commit(&mut st, rec, pod, now) {
-                        self.history(&req.channel, &entry).await;
-                        changed = true;
-                    }
-                }
-                Action::End { break_id, at_msn } => {
-                    changed |= sequencer::apply_end(&mut st, &break_id, at_msn, now);
-                }
-            }
-        }
-        if let Some(w) = &req.window {
-            changed |= sequencer::note_origin_discontinuities(&mut st, w, now);
-        }
-        if let Some(m) = req.checked_through_msn {
-            let before = st.checked_through_msn;
-            sequencer::mark_checked(&mut st, m, now);
-            changed |= st.checked_through_msn != before;
-        }
-        if changed {
-            sequencer::prune(&mut st, &config.breaks, now);
-            self.save(&req.channel, &st).await?;
-        }
-        Ok(st)
+    async fn sync(&self, req: &SyncRequest) -> Result<Channel> {
+        let policy = self.policy(&req.channel).await;
+        Ok(self.run(&req.channel, sync_input(req), &policy).await?.1)
     }
 
     async fn cue(&self, req: CueRequest) -> Result<CueResponse> {
-        let mut st = self.load().await?;
-        let now = now_ms();
+        let policy = self.policy(&req.channel).await;
+        let input = match req.kind.as_str() {
+            "stop" => Input::CueStop {
+                at_msn: req.anchor_msn,
+            },
+            kind => Input::CueStart(BreakRecord {
+                id: req.break_id.clone(),
+                source: if kind == "schedule" {
+                    BreakSource::Scheduled
+                } else {
+                    BreakSource::Manual
+                },
+                anchor_msn: req.anchor_msn,
+                anchor_pdt_ms: req.anchor_pdt_ms,
+                duration_ms: req.duration_ms,
+                cadence_ms: req.cadence_ms,
+                segment_count: cf_ssai_core::model::segments_for(req.duration_ms, req.cadence_ms),
+                cut_after: None,
+                disc_before: 0,
+                merged: Vec::new(),
+                registered_ms: now_ms(),
+            }),
+        };
+        let (step, ch) = self.run(&req.channel, input, &policy).await?;
+        // The record as committed (its discontinuity count is final once
+        // decided); the reply's own copy while it is still pending.
+        let committed = |r: BreakRecord| {
+            sequencer::find(&ch.breaks, &r.id)
+                .and_then(|i| ch.breaks.entries.get(i))
+                .map_or(r, |e| e.record.clone())
+        };
         let resp = |status: u16, error: Option<String>, record: Option<BreakRecord>| CueResponse {
             status,
             error,
             record,
         };
-        match req.kind.as_str() {
-            "stop" => {
-                let open = st
-                    .entries
-                    .iter()
-                    .rev()
-                    .find(|e| {
-                        e.record.end_msn() > req.anchor_msn && e.record.anchor_msn <= req.anchor_msn
-                    })
-                    .map(|e| e.record.id.clone());
-                let Some(id) = open else {
-                    return Ok(resp(409, Some("no active break to stop".into()), None));
-                };
-                sequencer::apply_end(&mut st, &id, req.anchor_msn, now);
-                self.save(&req.channel, &st).await?;
-                let rec = st
-                    .entries
-                    .iter()
-                    .find(|e| e.record.id == id)
-                    .map(|e| e.record.clone());
-                Ok(resp(200, None, rec))
-            }
-            _ => {
-                if let Some(i) = sequencer::find(&st, &req.break_id) {
-                    // Idempotent: the same id returns the same break.
-                    return Ok(resp(200, None, Some(st.entries[i].record.clone())));
-                }
-                let rec = BreakRecord {
-                    id: req.break_id.clone(),
-                    source: if req.kind == "schedule" {
-                        BreakSource::Scheduled
-                    } else {
-                        BreakSource::Manual
-                    },
-                    anchor_msn: req.anchor_msn,
-                    anchor_pdt_ms: req.anchor_pdt_ms,
-                    duration_ms: req.duration_ms,
-                    cadence_ms: req.cadence_ms,
-                    segment_count: cf_ssai_core::model::segments_for(
-                        req.duration_ms,
-                        req.cadence_ms,
-                    ),
-                    cut_after: None,
-                    disc_before: 0,
-                    merged: Vec::new(),
-                    registered_ms: now,
-                };
-                if let Err(e) = sequencer::check_overlap(&st, &rec) {
-                    return Ok(resp(409, Some(e.to_string()), None));
-                }
-                let pod = self.decide(&req.channel, &rec).await;
-                match sequencer::commit(&mut st, rec, pod, now) {
-                    Ok(entry) => {
-                        self.save(&req.channel, &st).await?;
-                        self.history(&req.channel, &entry).await;
-                        Ok(resp(201, None, Some(entry.record)))
-                    }
-                    Err(e) => Ok(resp(409, Some(e.to_string()), None)),
-                }
-            }
-        }
-    }
-
-    /// One decision per break, from the decision service; slate-only (an
-    /// empty slate keeps the content) when it fails.
-    async fn decide(&self, c: &ChannelRef, r: &BreakRecord) -> Pod {
-        let body = serde_json::json!({
-            "org": c.org,
-            "channel": c.slug,
-            "break_id": r.id,
-            "duration_s": r.duration_ms as f64 / 1000.0,
-            "cadence_ms": r.cadence_ms,
-            "kind": match r.source {
-                BreakSource::Scte35 => "scte35",
-                BreakSource::Manual => "cue",
-                BreakSource::Scheduled => "scheduled",
-            },
-            "start_ms": r.anchor_pdt_ms,
-        });
-        let attempt = async {
-            // The service keeps its own budget; this deadline is the
-            // poller's guarantee that a stuck call cannot stall it.
-            let mut resp = worker_shared::call_internal(
-                &self.env,
-                bindings::DECISION,
-                "https://decision/decision",
-                Method::Post,
-                Some(body.to_string()),
-                DECISION_DEADLINE_MS,
-            )
-            .await?;
-            if resp.status_code() != 200 {
-                return Err(Error::RustError(format!(
-                    "decision HTTP {}",
-                    resp.status_code()
-                )));
-            }
-            resp.json::<Pod>().await
-        };
-        match attempt.await {
-            Ok(p) if p.break_id == r.id => p,
-            Ok(p) => Pod::slate_only(
-                &r.id,
-                r.duration_ms as f64 / 1000.0,
-                p.slate,
-                "decision answered for another break".into(),
-            ),
-            Err(e) => {
-                worker_shared::count(&self.env, &c.org, "decision_failures", 1).await;
-                Pod::slate_only(
-                    &r.id,
-                    r.duration_ms as f64 / 1000.0,
-                    Slate::default(),
-                    format!("decision failed: {e}"),
-                )
-            }
-        }
+        Ok(match step.reply {
+            Reply::Created(r) => resp(201, None, Some(committed(r))),
+            Reply::Existing(r) | Reply::Stopped(r) => resp(200, None, Some(committed(r))),
+            Reply::Conflict(e) => resp(409, Some(e), None),
+            Reply::None => resp(500, Some("no reply".into()), None),
+        })
     }
 
     async fn history(&self, c: &ChannelRef, e: &cf_ssai_core::model::BreakEntry) {
@@ -526,24 +480,22 @@ impl ChannelDO {
         let m = media::parse(&text).map_err(|e| format!("origin {url}: {e}"))?;
         let cadence = crate::origin::cadence_ms(cfg, &m);
         let det = cues::detect(&m, &cfg.segmentation);
-        let before = self.load().await.map_err(|e| e.to_string())?;
-        let st = self
-            .sync_with(
-                &SyncRequest {
-                    channel: c.clone(),
-                    events: det.events.clone(),
-                    cadence_ms: cadence,
-                    checked_through_msn: m.last_msn(),
-                    window: sequencer::OriginWindow::of(&m),
-                },
-                cfg,
-            )
+        let req = SyncRequest {
+            channel: c.clone(),
+            events: det.events.clone(),
+            cadence_ms: cadence,
+            checked_through_msn: m.last_msn(),
+            window: sequencer::OriginWindow::of(&m),
+        };
+        let (step, ch) = self
+            .run(c, sync_input(&req), &cfg.breaks)
             .await
             .map_err(|e| e.to_string())?;
-        let new: Vec<_> = st
+        let new: Vec<_> = ch
+            .breaks
             .entries
             .iter()
-            .filter(|e| sequencer::find(&before, &e.record.id).is_none())
+            .filter(|e| step.registered.contains(&e.record.id))
             .collect();
         // Detection latency: from when the cue's segment was published
         // (its PDT + one segment: origins publish complete segments) to
@@ -576,5 +528,72 @@ impl ChannelDO {
             latency_ms,
             dialects,
         })
+    }
+}
+
+/// One decision for a break, from the decision service; slate-only (an
+/// empty slate keeps the content) when it fails or times out.
+async fn decide(env: Env, c: ChannelRef, r: BreakRecord) -> Pod {
+    let body = serde_json::json!({
+        "org": c.org,
+        "channel": c.slug,
+        "break_id": r.id,
+        "duration_s": r.duration_ms as f64 / 1000.0,
+        "cadence_ms": r.cadence_ms,
+        "kind": match r.source {
+            BreakSource::Scte35 => "scte35",
+            BreakSource::Manual => "cue",
+            BreakSource::Scheduled => "scheduled",
+        },
+        "start_ms": r.anchor_pdt_ms,
+    });
+    let attempt = async {
+        // The service keeps its own budget; this deadline is the
+        // poller's guarantee that a stuck call cannot stall it.
+        let mut resp = worker_shared::call_internal(
+            &env,
+            bindings::DECISION,
+            "https://decision/decision",
+            Method::Post,
+            Some(body.to_string()),
+            DECISION_DEADLINE_MS,
+        )
+        .await?;
+        if resp.status_code() != 200 {
+            return Err(Error::RustError(format!(
+                "decision HTTP {}",
+                resp.status_code()
+            )));
+        }
+        resp.json::<Pod>().await
+    };
+    match attempt.await {
+        Ok(p) if p.break_id == r.id => p,
+        Ok(p) => Pod::slate_only(
+            &r.id,
+            r.duration_ms as f64 / 1000.0,
+            p.slate,
+            "decision answered for another break".into(),
+        ),
+        Err(e) => {
+            worker_shared::count(&env, &c.org, "decision_failures", 1).await;
+            Pod::slate_only(
+                &r.id,
+                r.duration_ms as f64 / 1000.0,
+                Slate::default(),
+                format!("decision failed: {e}"),
+            )
+        }
+    }
+}
+
+/// A window examined by a viewer's request or the poller, as the machine's
+/// input.
+fn sync_input(req: &SyncRequest) -> Input {
+    Input::Window {
+        events: req.events.clone(),
+        cadence_ms: req.cadence_ms,
+        examined_through: req.checked_through_msn,
+        window: req.window.clone(),
     }
 }
