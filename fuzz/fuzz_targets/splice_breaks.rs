@@ -110,6 +110,7 @@ fuzz_target!(|data: &[u8]| {
             origin: t,
             playlist_url: &url,
             breaks: &entries,
+            disc_base: 0,
             variant: &variant,
             mode,
             settings: &settings,

@@ -13,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
     let s = cf_ssai_core::splice::SpliceSettings::default();
     for mode in [cf_ssai_core::splice::Mode::Ssai, cf_ssai_core::splice::Mode::Sgai] {
         let _ = cf_ssai_core::splice::splice(&cf_ssai_core::splice::SpliceInput {
-            origin: t, playlist_url: &url, breaks: &[], variant: &v, mode, settings: &s,
+            origin: t, playlist_url: &url, breaks: &[], disc_base: 0, variant: &v, mode, settings: &s,
         });
     }
     let _ = cf_ssai_core::master::rewrite_master(&cf_ssai_core::master::MasterInput {

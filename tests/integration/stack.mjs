@@ -193,12 +193,13 @@ export async function startStack(opts = {}) {
     encoding: "utf8",
   });
   if (mig.status !== 0) throw new Error(`D1 migrations failed:\n${mig.stdout}\n${mig.stderr}`);
-  const origin = spawnGroup(CLI, [
+  const originArgs = [
     "origin", "--port", String(originPort), "--media", join(media, "content"), "--loop", "60",
     "--cadence-ms", String(opts.cadenceMs ?? CADENCE_MS), "--window", "6",
     "--break-every", String(opts.breakEvery ?? 40), "--break-len", String(opts.breakLen ?? 16),
     "--first-break", String(opts.firstBreak ?? 6), "--exit-after-s", String(opts.lifetimeS ?? 7200),
-  ], { echo: false });
+  ];
+  const origin = spawnGroup(CLI, [...originArgs, ...(opts.originArgs ?? [])], { echo: false });
   const wrangler = spawnGroup(join(BIN, "wrangler"), [
     "dev", "-c", "wrangler-manifest.toml", "-c", "wrangler-decision.toml", "-c", "wrangler-scte35-monitor.toml", "-c", "wrangler-beacon.toml",
     "--ip", "127.0.0.1", "--port", String(port), "--persist-to", stateDir, "--inspector-port", String(await freePort()),
@@ -206,6 +207,14 @@ export async function startStack(opts = {}) {
   ], { echo: opts.echo });
   const stack = { port, originPort, base, originBase, stateDir, origin, wrangler, ephemeral: !opts.stateDir };
   stack.stop = () => stopStack(stack);
+  /** Restart the live origin (an encoder restart, or with `--msn-offset` a failover). */
+  stack.restartOrigin = async (extra = []) => {
+    const old = stack.origin;
+    killGroup(old);
+    while (old.exitCode === null && old.signalCode === null) await new Promise((r) => setTimeout(r, 100));
+    stack.origin = spawnGroup(CLI, [...originArgs, ...extra], { echo: false });
+    await waitFor(`${originBase}/healthz`, 15000, stack.origin);
+  };
   try {
     await waitFor(`${originBase}/healthz`, 15000, origin);
     await waitFor(`${base}/healthz`, 90000, wrangler);

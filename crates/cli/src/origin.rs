@@ -52,8 +52,12 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let now = now_ms();
     // The first break comes `first_break` segments after start (so a demo
     // viewer sees one soon); MSNs count from an epoch a window ago.
-    let epoch = now - (window as i64 + 1) * cadence_ms as i64;
-    let start_msn = window + 1;
+    // `--msn-offset K` starts the sequence K segments further on with the
+    // same PDT for the same instant: a packager failover whose media
+    // sequence differs (tests of origin epochs).
+    let msn_offset: u64 = flag_or(args, "--msn-offset", 0)?;
+    let epoch = now - (window as i64 + 1 + msn_offset as i64) * cadence_ms as i64;
+    let start_msn = window + 1 + msn_offset;
     let base = SimChannel {
         cadence_ms,
         window,

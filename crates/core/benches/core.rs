@@ -100,6 +100,7 @@ fn pipeline(
             origin: text,
             playlist_url: url,
             breaks: entries,
+            disc_base: 0,
             variant,
             mode,
             settings,

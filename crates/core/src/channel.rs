@@ -35,6 +35,38 @@ pub struct Channel {
     /// before the first pending break).
     #[serde(default)]
     pub examined_msn: u64,
+    /// Where the origin's timeline stood at the newest examined window.
+    #[serde(default)]
+    pub origin_mark: Option<OriginMark>,
+    /// Origin epochs seen (restarts and failovers detected).
+    #[serde(default)]
+    pub epoch: u32,
+}
+
+/// A point on the origin's timeline: the newest examined window's last
+/// segment (MSN, PDT) and the origin's discontinuity count at its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OriginMark {
+    pub msn: u64,
+    pub pdt_ms: Option<i64>,
+    pub disc_seq_end: u64,
+}
+
+/// Windows from other variants or slower requests may trail the newest by
+/// a segment or two; more than this backwards is a restart.
+const BACKWARDS_SEGMENTS: u64 = 3;
+
+/// Is `w` from another origin epoch than `mark`: the media sequence went
+/// back (an encoder or packager restarted at 0), or the MSN↔PDT mapping
+/// moved (a failover to an origin whose sequence differs)?
+pub fn restarted(mark: &OriginMark, w: &OriginWindow, cadence_ms: u64) -> bool {
+    if w.last_msn.saturating_add(BACKWARDS_SEGMENTS) < mark.msn {
+        return true;
+    }
+    match (mark.pdt_ms, w.last_pdt_ms) {
+        (Some(a), Some(b)) => !crate::model::mapping_agrees(mark.msn, a, w.last_msn, b, cadence_ms),
+        _ => false,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -101,6 +133,8 @@ pub struct Step {
     pub reply: Reply,
     /// Breaks registered by this input.
     pub registered: Vec<String>,
+    /// This input showed an origin restart or failover.
+    pub new_epoch: bool,
 }
 
 impl Channel {
@@ -121,6 +155,7 @@ impl Channel {
             effects: Vec::new(),
             reply: Reply::None,
             registered: Vec::new(),
+            new_epoch: false,
         };
         match input {
             Input::Window {
@@ -150,11 +185,20 @@ impl Channel {
             }
         }
         self.publish_watermark(now_ms);
+        // The view names its origin timeline once per epoch (not every
+        // poll: KV is written only when the view changes).
+        if self.breaks.origin_mark.is_none() || step.new_epoch {
+            if let Some(m) = self.origin_mark {
+                self.breaks.origin_mark = m.pdt_ms.map(|p| (m.msn, p));
+            }
+        }
         if self.breaks.entries != before.breaks.entries || self.pending != before.pending {
             sequencer::prune(&mut self.breaks, policy, now_ms);
         }
         let view_changed = self.breaks.entries != before.breaks.entries
-            || self.breaks.checked_through_msn != before.breaks.checked_through_msn;
+            || self.breaks.checked_through_msn != before.breaks.checked_through_msn
+            || self.breaks.origin_mark != before.breaks.origin_mark
+            || self.breaks.disc_base != before.breaks.disc_base;
         if view_changed
             || self.pending != before.pending
             || self.examined_msn != before.examined_msn
@@ -209,6 +253,9 @@ impl Channel {
         now_ms: i64,
         step: &mut Step,
     ) {
+        if let Some(w) = &window {
+            self.follow_origin(w, cadence_ms, now_ms, step);
+        }
         // Pending breaks count as known: a cue seen again while its
         // decision is in flight registers nothing.
         let mut known = self.breaks.entries.clone();
@@ -225,6 +272,12 @@ impl Channel {
                         continue;
                     };
                     rec.source = BreakSource::Scte35;
+                    // Encoders restart their splice_event_ids too: a break
+                    // of a later origin epoch gets an id of its own (asset
+                    // lists, history and caches are keyed by it).
+                    if self.epoch > 0 {
+                        rec.id = format!("{}-e{}", rec.id, self.epoch);
+                    }
                     if self.known(&rec.id, rec.anchor_msn).is_some() || self.overlaps(&rec).is_err()
                     {
                         continue;
@@ -241,6 +294,47 @@ impl Channel {
         }
         if let Some(m) = examined_through {
             self.examined_msn = self.examined_msn.max(m);
+        }
+    }
+
+    /// Follow the origin's timeline; on a restart or failover start a new
+    /// epoch: the old entries leave the view (their MSNs name other
+    /// content now; their pods are never replayed), pending decisions are
+    /// dropped, the watermark restarts at the new window, and the running
+    /// discontinuity count continues above everything a viewer who stays
+    /// has seen (ours plus the origin's old count plus one for the
+    /// restart), so their `EXT-X-DISCONTINUITY-SEQUENCE` never goes down.
+    fn follow_origin(&mut self, w: &OriginWindow, cadence_ms: u64, now_ms: i64, step: &mut Step) {
+        let mark = OriginMark {
+            msn: w.last_msn,
+            pdt_ms: w.last_pdt_ms,
+            disc_seq_end: w.disc_seq_end,
+        };
+        let Some(old) = self.origin_mark else {
+            self.origin_mark = Some(mark);
+            return;
+        };
+        if restarted(&old, w, cadence_ms) {
+            let ours = self
+                .breaks
+                .entries
+                .last()
+                .map_or(self.breaks.disc_base, |e| {
+                    e.record
+                        .disc_before
+                        .saturating_add(crate::model::inserted_discontinuities(&e.record, &e.pod))
+                });
+            self.breaks.disc_base = ours.saturating_add(old.disc_seq_end).saturating_add(1);
+            self.breaks.entries.clear();
+            self.pending.clear();
+            self.breaks.checked_through_msn = w.first_msn.saturating_sub(1);
+            self.examined_msn = 0;
+            self.epoch = self.epoch.saturating_add(1);
+            self.breaks.updated_ms = now_ms;
+            self.origin_mark = Some(mark);
+            step.new_epoch = true;
+        } else if w.last_msn >= old.msn {
+            self.origin_mark = Some(mark);
         }
     }
 
@@ -458,6 +552,125 @@ mod tests {
             ch.handle(Input::CueStop { at_msn: 40 }, &p, 4).reply,
             Reply::Conflict(_)
         ));
+    }
+
+    fn win(first: u64, last: u64, pdt_last: i64, disc: u64, events: Vec<CueEvent>) -> Input {
+        Input::Window {
+            events,
+            cadence_ms: 2000,
+            examined_through: Some(last),
+            window: Some(OriginWindow {
+                first_msn: first,
+                last_msn: last,
+                discontinuities: vec![],
+                last_pdt_ms: Some(pdt_last),
+                disc_seq_end: disc,
+            }),
+        }
+    }
+
+    fn decide_all(ch: &mut Channel, step: Step, now: i64) {
+        for e in step.effects {
+            if let Effect::Decide(r) = e {
+                let mut p = pod(&r.id);
+                p.items = vec![crate::model::PodItem {
+                    ad_id: "x".into(),
+                    creative_id: "x".into(),
+                    universal_ad_id: None,
+                    duration_s: 4.0,
+                    renditions: vec![],
+                    tracking: Default::default(),
+                }];
+                ch.handle(
+                    Input::Decided {
+                        break_id: r.id,
+                        pod: p,
+                    },
+                    &BreakPolicy::default(),
+                    now,
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_origin_restart_starts_a_new_epoch() {
+        let p = BreakPolicy::default();
+        let mut ch = Channel::default();
+        // Old epoch: a break at MSN 133 (PDT = msn * 2 s), window through 606.
+        let mut c = cue(CueKind::Out, "old", 133, Some(10.0));
+        c.pdt_ms = Some(133 * 2000);
+        let s = ch.handle(win(130, 135, 135 * 2000, 4, vec![c]), &p, 0);
+        decide_all(&mut ch, s, 0);
+        ch.handle(win(601, 606, 606 * 2000, 4, vec![]), &p, 1);
+        let total = ch.breaks.entries[0].record.disc_before
+            + crate::model::inserted_discontinuities(
+                &ch.breaks.entries[0].record,
+                &ch.breaks.entries[0].pod,
+            );
+        assert!(total > 0);
+        // A viewer's window two segments behind is not a restart.
+        assert!(
+            !ch.handle(win(599, 604, 604 * 2000, 4, vec![]), &p, 2)
+                .new_epoch
+        );
+        // The origin restarts at MSN 0, 40 minutes later; a cue at MSN 133
+        // again (same splice_event_id even) is a new break with a new pod.
+        let before_restart_view = ch.breaks.clone();
+        assert!(before_restart_view.vouches_for(601, Some((606, 606 * 2000)), 2000));
+        let t0 = 606 * 2000 + 2_400_000;
+        let s = ch.handle(win(0, 5, t0, 0, vec![]), &p, 3);
+        assert!(s.new_epoch);
+        assert!(s.effects.contains(&Effect::Publish));
+        assert!(ch.breaks.entries.is_empty(), "no stale pod stays in view");
+        assert_eq!(
+            ch.breaks.origin_mark,
+            Some((5, t0)),
+            "the view names its new timeline"
+        );
+        assert!(
+            !before_restart_view.vouches_for(0, Some((5, t0)), 2000),
+            "a stale copy cannot vouch for the new epoch"
+        );
+        assert!(ch.breaks.vouches_for(0, Some((5, t0)), 2000));
+        assert_eq!(ch.breaks.checked_through_msn, 5);
+        assert_eq!(
+            ch.breaks.disc_base,
+            total + 4 + 1,
+            "never decreases for a viewer who stays"
+        );
+        let mut again = cue(CueKind::Out, "old", 133, Some(10.0));
+        again.pdt_ms = Some(t0 + 128 * 2000);
+        let s = ch.handle(win(128, 133, t0 + 128 * 2000, 0, vec![again]), &p, 4);
+        assert_eq!(
+            s.registered,
+            vec!["old-e1"],
+            "registered again within the window it appears in, under an id of its own"
+        );
+        decide_all(&mut ch, s, 4);
+        assert_eq!(ch.breaks.entries[0].record.disc_before, ch.breaks.disc_base);
+        assert_eq!(ch.epoch, 1);
+    }
+
+    #[test]
+    fn a_failover_with_a_jumped_sequence_is_a_new_epoch() {
+        let p = BreakPolicy::default();
+        for jump in [10_000i64, -10_000] {
+            let mut ch = Channel::default();
+            ch.handle(win(20_000, 20_005, 1_000_000, 0, vec![]), &p, 0);
+            let last = (20_005 + jump + 1) as u64;
+            // Continuous PDT, sequence jumped by ±10,000.
+            let s = ch.handle(win(last - 5, last, 1_002_000, 0, vec![]), &p, 1);
+            assert!(s.new_epoch, "jump {jump}");
+        }
+        // Continuous PDT and sequence: no epoch, also across a PDT re-stamp
+        // of a few seconds.
+        let mut ch = Channel::default();
+        ch.handle(win(100, 105, 1_000_000, 0, vec![]), &p, 0);
+        assert!(
+            !ch.handle(win(101, 106, 1_002_000 + 3_000, 0, vec![]), &p, 1)
+                .new_epoch
+        );
     }
 
     #[test]

@@ -88,6 +88,49 @@ pub struct ChannelBreaks {
     /// ended unseen (KV lag): it must ask the sequencer.
     #[serde(default)]
     pub checked_through_msn: u64,
+    /// Discontinuities inserted before the first entry in view when no
+    /// entry is: the running count carried across an origin restart
+    /// (whose old entries leave the view), see `channel`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub disc_base: u64,
+    /// A point (MSN, PDT) of the origin timeline this view was made for:
+    /// a window whose mapping disagrees is another origin epoch, which
+    /// this view cannot vouch for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_mark: Option<(u64, i64)>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// How far a break's recorded PDT may sit from the window's PDT at the
+/// same MSN and still be the same break: generous, because origins drift,
+/// re-stamp PDT after gaps and signal CONT cues a segment off; an origin
+/// restart or failover moves the MSN↔PDT mapping by minutes to hours. Over
+/// long distances 1 % of the distance is allowed on top (segment durations
+/// are not exactly the cadence).
+pub const PDT_TOLERANCE_MS: i64 = 60_000;
+
+impl BreakRecord {
+    /// Does this record name the same content as a window where segment
+    /// `msn` starts at `pdt_ms` (cadence `cadence_ms`)? Both PDTs known:
+    /// the projection of the anchor must agree; otherwise MSN alone.
+    pub fn agrees_with(&self, msn: u64, pdt_ms: Option<i64>, cadence_ms: u64) -> bool {
+        let (Some(anchor_pdt), Some(pdt)) = (self.anchor_pdt_ms, pdt_ms) else {
+            return true;
+        };
+        mapping_agrees(self.anchor_msn, anchor_pdt, msn, pdt, cadence_ms)
+    }
+}
+
+/// Do two (MSN, PDT) points lie on one timeline at `cadence_ms` per
+/// segment (within [`PDT_TOLERANCE_MS`] + 1 % of the distance)?
+pub fn mapping_agrees(msn_a: u64, pdt_a: i64, msn_b: u64, pdt_b: i64, cadence_ms: u64) -> bool {
+    let steps = i128::from(msn_b) - i128::from(msn_a);
+    let span = steps * i128::from(cadence_ms.max(1));
+    let expected = i128::from(pdt_a) + span;
+    (expected - i128::from(pdt_b)).abs() <= i128::from(PDT_TOLERANCE_MS) + span.abs() / 100
 }
 
 impl ChannelBreaks {
@@ -95,6 +138,20 @@ impl ChannelBreaks {
     /// starting at `first_msn`: no MSN before the window is unexamined.
     pub fn covers_window(&self, first_msn: u64) -> bool {
         self.checked_through_msn + 1 >= first_msn
+    }
+
+    /// Whether this view can vouch for a window (`first_msn`, and its last
+    /// segment's MSN and PDT): it covers the window, and the window is on
+    /// the origin timeline the view was made for (after an origin restart
+    /// or failover a stale copy must not be trusted: ask the sequencer).
+    pub fn vouches_for(&self, first_msn: u64, last: Option<(u64, i64)>, cadence_ms: u64) -> bool {
+        let same_epoch = match (self.origin_mark, last) {
+            (Some((m, p)), Some((l, q))) => {
+                l.saturating_add(3) >= m && mapping_agrees(m, p, l, q, cadence_ms)
+            }
+            _ => true,
+        };
+        same_epoch && self.covers_window(first_msn)
     }
 }
 

@@ -143,7 +143,9 @@ pub fn commit(
         .iter()
         .position(|e| e.record.anchor_msn > record.anchor_msn)
         .unwrap_or(state.entries.len());
-    record.disc_before = disc_after(state.entries[..pos].last());
+    record.disc_before = state.entries[..pos]
+        .last()
+        .map_or(state.disc_base, |p| disc_after(Some(p)));
     let entry = BreakEntry { record, pod };
     state.entries.insert(pos, entry.clone());
     renumber(state, pos + 1);
@@ -185,26 +187,37 @@ pub fn mark_checked(state: &mut ChannelBreaks, msn: u64, now_ms: i64) {
     }
 }
 
-/// What an examined origin window says about discontinuities: its MSN
-/// range and the MSNs of its segments with EXT-X-DISCONTINUITY.
+/// What an examined origin window says: its MSN range, the MSNs of its
+/// segments with EXT-X-DISCONTINUITY, and (to tell an origin restart or
+/// failover) its last segment's PDT and the origin's discontinuity count
+/// at its end.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct OriginWindow {
     pub first_msn: u64,
     pub last_msn: u64,
     pub discontinuities: Vec<u64>,
+    #[serde(default)]
+    pub last_pdt_ms: Option<i64>,
+    #[serde(default)]
+    pub disc_seq_end: u64,
 }
 
 impl OriginWindow {
     pub fn of(m: &crate::media::MediaPlaylist<'_>) -> Option<OriginWindow> {
+        let discontinuities: Vec<u64> = m
+            .segments
+            .iter()
+            .filter(|s| s.discontinuity)
+            .map(|s| s.msn)
+            .collect();
         Some(OriginWindow {
             first_msn: m.segments.first()?.msn,
             last_msn: m.segments.last()?.msn,
-            discontinuities: m
-                .segments
-                .iter()
-                .filter(|s| s.discontinuity)
-                .map(|s| s.msn)
-                .collect(),
+            last_pdt_ms: m.segments.last()?.pdt_ms,
+            disc_seq_end: m
+                .discontinuity_sequence
+                .saturating_add(discontinuities.len() as u64),
+            discontinuities,
         })
     }
 }
@@ -320,6 +333,7 @@ mod tests {
             first_msn: 9,
             last_msn: 14,
             discontinuities: vec![14],
+            ..Default::default()
         };
         assert!(note_origin_discontinuities(&mut st, &w, 1));
         assert_eq!(st.entries[0].record.merged, vec![14]);
@@ -395,10 +409,15 @@ pub fn reconcile(events: &[CueEvent], entries: &[BreakEntry]) -> Vec<Action> {
     for e in events {
         match e.kind {
             CueKind::Out | CueKind::Cont => {
+                // The same break only where MSN and PDT agree: after an
+                // origin restart a new cue at an old MSN (or reusing an old
+                // splice_event_id) is a new break.
                 let known = entries.iter().any(|x| {
-                    x.record.id == e.break_id
-                        || (e.kind == CueKind::Out && x.record.anchor_msn == e.msn)
-                        || (e.kind == CueKind::Cont && x.record.contains(e.msn))
+                    let agrees = x.record.agrees_with(e.msn, e.pdt_ms, x.record.cadence_ms);
+                    agrees
+                        && (x.record.id == e.break_id
+                            || (e.kind == CueKind::Out && x.record.anchor_msn == e.msn)
+                            || (e.kind == CueKind::Cont && x.record.contains(e.msn)))
                 });
                 let pending = actions.iter().any(|a| match a {
                     Action::Register(p) => p.break_id == e.break_id,

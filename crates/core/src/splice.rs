@@ -78,6 +78,9 @@ pub struct SpliceInput<'a> {
     /// Entries sorted by anchor MSN, contiguous from the earliest (as the
     /// Channel DO writes them).
     pub breaks: &'a [BreakEntry],
+    /// Discontinuities inserted before any entry in view
+    /// (`ChannelBreaks::disc_base`): counts when no entry is in view.
+    pub disc_base: u64,
     pub variant: &'a Variant,
     pub mode: Mode,
     pub settings: &'a SpliceSettings,
@@ -117,17 +120,25 @@ pub fn splice_media(m: &MediaPlaylist<'_>, input: &SpliceInput<'_>) -> SpliceOut
     let first_msn = m.segments.first().map_or(m.media_sequence, |s| s.msn);
     let last_msn = m.last_msn().unwrap_or(first_msn);
 
-    // Breaks overlapping (or, for SGAI, announced in) the window.
+    // Breaks overlapping (or, for SGAI, announced in) the window; an entry
+    // whose MSN and PDT disagree with this window belongs to another origin
+    // epoch (a restart or failover) and is never spliced.
+    let reference = m.segments.iter().find(|s| s.pdt_ms.is_some());
     let plans: Vec<Plan<'_>> = input
         .breaks
         .iter()
+        .filter(|e| {
+            reference.is_none_or(|s| e.record.agrees_with(s.msn, s.pdt_ms, e.record.cadence_ms))
+        })
         .map(|e| Plan {
             entry: e,
             slots: model::layout(&e.record, &e.pod),
         })
         .collect();
     let disc_seq = match input.mode {
-        Mode::Ssai => m.discontinuity_sequence + inserted_before(&plans, first_msn),
+        Mode::Ssai => {
+            m.discontinuity_sequence + inserted_before(&plans, first_msn, input.disc_base)
+        }
         Mode::Sgai => m.discontinuity_sequence,
     };
 
@@ -204,11 +215,11 @@ struct Plan<'a> {
 
 /// Discontinuities our breaks put before `first_msn`: everything before the
 /// earliest record (its `disc_before`) plus those of records in view.
-fn inserted_before(plans: &[Plan<'_>], first_msn: u64) -> u64 {
+fn inserted_before(plans: &[Plan<'_>], first_msn: u64, disc_base: u64) -> u64 {
     let base = plans
         .iter()
         .min_by_key(|p| p.entry.record.anchor_msn)
-        .map_or(0, |p| p.entry.record.disc_before);
+        .map_or(disc_base, |p| p.entry.record.disc_before);
     base + plans
         .iter()
         .map(|p| {

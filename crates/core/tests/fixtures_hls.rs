@@ -176,6 +176,7 @@ fn golden_outputs() {
                 origin: &text,
                 playlist_url: &url,
                 breaks: &entries,
+                disc_base: 0,
                 variant: &Variant::default(),
                 mode,
                 settings: &settings,

@@ -167,6 +167,7 @@ fn serve(
         origin: &origin,
         playlist_url: &url,
         breaks: &view.entries,
+        disc_base: 0,
         variant: &variant_info,
         mode,
         settings: &settings,
@@ -367,6 +368,7 @@ fn unfit_ad_renditions_become_slate_and_say_why() {
         origin: &origin,
         playlist_url: &url,
         breaks: &st.entries,
+        disc_base: 0,
         variant: &Variant::default(),
         mode: Mode::Ssai,
         settings: &SpliceSettings::default(),
@@ -457,6 +459,7 @@ fn cue_out_without_duration_runs_until_the_cue_in() {
         origin: text,
         playlist_url: &url,
         breaks: &st.entries,
+        disc_base: 0,
         variant: &Variant::default(),
         mode: Mode::Ssai,
         settings: &SpliceSettings::default(),
@@ -514,4 +517,60 @@ fn origin_discontinuity_on_a_break_boundary_is_counted_once() {
         ..Default::default()
     };
     assert!(run(ch, Mode::Ssai, 200, 1000) > 0);
+}
+
+/// A stale node's KV copy after an origin restart: the old epoch's entry
+/// sits at the same MSNs as the new content, but its PDT says it is other
+/// content. It is never spliced (no stale pod replayed); the same entry
+/// with its own epoch's PDT is.
+#[test]
+fn entries_from_another_origin_epoch_are_never_spliced() {
+    let ch = SimChannel::default();
+    let origin = ch.media("low", ch.pdt_of(16));
+    let m = media::parse(&origin).unwrap();
+    let det = cues::detect(&m, &SegmentationPolicy::default());
+    let cue = det
+        .events
+        .iter()
+        .find(|e| e.kind == cues::CueKind::Out)
+        .unwrap();
+    let r = sequencer::record_from_cue(cue, 2000, &BreakPolicy::default(), 0).unwrap();
+    assert!(r.anchor_pdt_ms.is_some(), "the simulator stamps PDT");
+    let url = url::Url::parse("https://origin.test/live/low/index.m3u8").unwrap();
+    let splice_with = |rec: BreakRecord| {
+        let mut st = ChannelBreaks::default();
+        let p = pod(&rec.id, 2.0, false);
+        sequencer::commit(&mut st, rec, p, 0).unwrap();
+        splice::splice(&SpliceInput {
+            origin: &origin,
+            playlist_url: &url,
+            breaks: &st.entries,
+            disc_base: 0,
+            variant: &Variant::default(),
+            mode: Mode::Ssai,
+            settings: &SpliceSettings::default(),
+        })
+        .unwrap()
+        .playlist
+    };
+    assert!(
+        splice_with(r.clone()).contains("https://ads.test/"),
+        "same epoch: spliced"
+    );
+    let mut stale = r;
+    // Recorded 34 minutes earlier at the same MSN (before the restart).
+    stale.anchor_pdt_ms = stale.anchor_pdt_ms.map(|p| p - 34 * 60_000);
+    let out = splice_with(stale);
+    assert!(
+        !out.contains("https://ads.test/"),
+        "old epoch: not spliced\n{out}"
+    );
+    assert!(
+        !out.contains("#EXT-X-DISCONTINUITY\n"),
+        "content, no boundaries"
+    );
+    assert_eq!(
+        out.lines().filter(|l| l.ends_with(".ts")).count(),
+        origin.lines().filter(|l| l.ends_with(".ts")).count()
+    );
 }

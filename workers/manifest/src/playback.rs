@@ -113,6 +113,7 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
             origin: &text,
             playlist_url: &origin_url,
             breaks: breaks.as_ref().map_or(&[][..], |b| &b.entries[..]),
+            disc_base: breaks.as_ref().map_or(0, |b| b.disc_base),
             variant: &variant,
             mode,
             settings: &settings,
@@ -136,7 +137,10 @@ async fn entries(
     let first_msn = m.segments.first().map_or(m.media_sequence, |s| s.msn);
     let cached = kv_breaks(env, ch).await;
     if let Some(c) = &cached {
-        if c.covers_window(first_msn) && sequencer::reconcile(events, &c.entries).is_empty() {
+        let last = m.segments.last().and_then(|s| s.pdt_ms.map(|p| (s.msn, p)));
+        if c.vouches_for(first_msn, last, cadence_ms)
+            && sequencer::reconcile(events, &c.entries).is_empty()
+        {
             return cached;
         }
     }
