@@ -689,4 +689,109 @@ mod tests {
             .iter()
             .any(|e| matches!(e, Effect::Decide(r) if r.id == "a")));
     }
+
+    mod machine_props {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// One thing that can happen to a channel, in any order.
+        #[derive(Debug, Clone)]
+        enum Op {
+            /// A window through `last` showing the cues of breaks `0..3`
+            /// whose anchors it reaches.
+            Window {
+                last: u64,
+            },
+            /// `/cue start` of manual break `i` (anchors 70, 90).
+            Start(usize),
+            /// Answer the `i`-th outstanding decision (maybe again).
+            Answer(usize),
+            Tick,
+        }
+
+        fn op() -> impl Strategy<Value = Op> {
+            prop_oneof![
+                (5u64..110).prop_map(|last| Op::Window { last }),
+                (0usize..2).prop_map(Op::Start),
+                (0usize..6).prop_map(Op::Answer),
+                Just(Op::Tick),
+            ]
+        }
+
+        fn total(ch: &Channel) -> u64 {
+            ch.breaks.entries.last().map_or(ch.breaks.disc_base, |e| {
+                e.record.disc_before + crate::model::inserted_discontinuities(&e.record, &e.pod)
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+            /// Any interleaving of windows, cues, decisions (late, repeated,
+            /// out of order) and alarms: each break is registered once and
+            /// decided once, is never both pending and decided, every
+            /// decision asked for is answered into exactly one entry, and
+            /// the running discontinuity count never decreases.
+            #[test]
+            fn registered_once_decided_once(ops in proptest::collection::vec(op(), 1..60)) {
+                let p = BreakPolicy::default();
+                let mut ch = Channel::default();
+                let mut asked: Vec<String> = Vec::new();
+                let mut outstanding: Vec<String> = Vec::new();
+                let mut now = 0i64;
+                let mut last_total = 0u64;
+                for op in ops {
+                    now += 100; // stays under DECIDE_RETRY_MS: no retries
+                    let step = match op {
+                        Op::Window { last } => {
+                            let events = [10u64, 30, 50]
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, a)| **a <= last && last < **a + 12)
+                                .map(|(i, a)| cue(CueKind::Out, &format!("s{i}"), *a, Some(8.0)))
+                                .collect();
+                            ch.handle(window(events, last), &p, now)
+                        }
+                        Op::Start(i) => {
+                            let anchor = [70u64, 90][i];
+                            let rec = sequencer::record_from_cue(
+                                &cue(CueKind::Out, &format!("m{i}"), anchor, Some(8.0)), 2000, &p, now,
+                            ).unwrap();
+                            ch.handle(Input::CueStart(rec), &p, now)
+                        }
+                        Op::Answer(i) => {
+                            if outstanding.is_empty() { continue; }
+                            let id = outstanding[i % outstanding.len()].clone();
+                            if i % 3 != 0 { outstanding.retain(|x| *x != id); }
+                            ch.handle(Input::Decided { break_id: id.clone(), pod: pod(&id) }, &p, now)
+                        }
+                        Op::Tick => ch.handle(Input::Tick, &p, now),
+                    };
+                    for e in &step.effects {
+                        if let Effect::Decide(r) = e {
+                            prop_assert!(!asked.contains(&r.id), "{} decided twice", r.id);
+                            asked.push(r.id.clone());
+                            outstanding.push(r.id.clone());
+                        }
+                    }
+                    let mut ids: Vec<&str> = ch.breaks.entries.iter().map(|e| e.record.id.as_str()).chain(ch.pending_ids()).collect();
+                    let n = ids.len();
+                    ids.sort_unstable();
+                    ids.dedup();
+                    prop_assert_eq!(ids.len(), n, "a break is in the state twice");
+                    let t = total(&ch);
+                    prop_assert!(t >= last_total, "running count went down {} -> {}", last_total, t);
+                    last_total = t;
+                }
+                // Answer everything still outstanding: every asked break is
+                // decided into exactly one entry.
+                for id in outstanding.clone() {
+                    ch.handle(Input::Decided { break_id: id.clone(), pod: pod(&id) }, &p, now);
+                }
+                prop_assert!(ch.pending.is_empty());
+                for id in &asked {
+                    prop_assert_eq!(ch.breaks.entries.iter().filter(|e| &e.record.id == id).count(), 1, "{} committed once", id);
+                }
+            }
+        }
+    }
 }

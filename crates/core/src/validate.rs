@@ -300,6 +300,69 @@ mod tests {
     }
 
     #[test]
+    fn catches_discontinuity_flag_change() {
+        // MSN 2 first without, then with a discontinuity (the sequence
+        // number moved with it, so only the flag rule can tell).
+        let e = run(
+            &pl(1, 0, &[("a", false), ("b", false), ("c", false)]),
+            &pl(2, 0, &[("b", true), ("c", false), ("d", false)]).replace(
+                "#EXT-X-DISCONTINUITY-SEQUENCE:0",
+                "#EXT-X-DISCONTINUITY-SEQUENCE:0",
+            ),
+        );
+        assert!(
+            e.iter()
+                .any(|x| x.contains("MSN 2: discontinuity flag changed")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn catches_pdt_change() {
+        let with_pdt = |seq: u64, segs: &[(&str, &str)]| {
+            let mut s = format!("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:{seq}\n");
+            for (u, t) in segs {
+                s.push_str(&format!(
+                    "#EXT-X-PROGRAM-DATE-TIME:{t}\n#EXTINF:2.000,\n{u}\n"
+                ));
+            }
+            s
+        };
+        let a = with_pdt(
+            1,
+            &[
+                ("a", "2025-01-01T00:00:00.000Z"),
+                ("b", "2025-01-01T00:00:02.000Z"),
+                ("c", "2025-01-01T00:00:04.000Z"),
+            ],
+        );
+        let b = with_pdt(
+            2,
+            &[
+                ("b", "2025-01-01T00:00:02.500Z"),
+                ("c", "2025-01-01T00:00:04.000Z"),
+                ("d", "2025-01-01T00:00:06.000Z"),
+            ],
+        );
+        let e = run(&a, &b);
+        assert!(e.iter().any(|x| x.contains("MSN 2: PDT changed")), "{e:?}");
+    }
+
+    #[test]
+    fn catches_two_discontinuities_on_one_segment() {
+        let mut r = Registry::default();
+        let bad = pl(1, 0, &[("a", false), ("b", true), ("c", false)]).replace(
+            "#EXT-X-DISCONTINUITY\n",
+            "#EXT-X-DISCONTINUITY\n#EXT-X-DISCONTINUITY\n",
+        );
+        let e = r.check(&mut Viewer::default(), &bad, false);
+        assert!(
+            e.iter().any(|x| x.contains("two EXT-X-DISCONTINUITY")),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn catches_sequences_going_back() {
         let a = pl(5, 0, &[("a", false), ("b", false), ("c", false)]);
         let b = pl(4, 0, &[("z", false), ("a", false), ("b", false)]);

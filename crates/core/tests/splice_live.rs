@@ -176,10 +176,33 @@ fn serve(
     out.playlist
 }
 
+/// What a run served: ad segments (SSAI) and interstitial tags (SGAI)
+/// over every response.
+#[derive(Debug, Default, Clone, Copy)]
+struct Served {
+    ads: usize,
+    interstitials: usize,
+}
+
+/// The splice shape of a served playlist: per MSN, whether it is ours (ad
+/// or slate) and whether it starts a discontinuity, with the
+/// discontinuity sequence. Every variant of one instant must agree.
+fn shape(out: &str) -> (u64, Vec<(u64, bool, bool)>) {
+    let snap = cf_ssai_core::validate::snapshot(out).unwrap();
+    (
+        snap.disc_sequence,
+        snap.segments
+            .iter()
+            .map(|(m, f)| (*m, f.uri.contains("ads.test"), f.discontinuity))
+            .collect(),
+    )
+}
+
 /// Run a channel for `secs`, reloading every `step` ms, with several nodes
 /// (KV lags) and viewers (one per node and variant, plus late joiners),
-/// validating everything. Returns the number of ad segments seen.
-fn run(ch: SimChannel, mode: Mode, secs: i64, step: i64) -> usize {
+/// validating everything, and comparing the variants with each other at
+/// every instant and node (same MSNs spliced, same discontinuities).
+fn run(ch: SimChannel, mode: Mode, secs: i64, step: i64) -> Served {
     let mut seq = Sequencer {
         ch: Channel::default(),
         history: vec![],
@@ -192,19 +215,22 @@ fn run(ch: SimChannel, mode: Mode, secs: i64, step: i64) -> usize {
         .iter()
         .map(|_| lags.iter().map(|_| Viewer::default()).collect())
         .collect();
-    let mut ads = 0;
+    let mut served = Served::default();
     let start = ch.epoch_ms + ch.cadence_ms as i64 * (ch.window as i64 + 1);
     let mut t = start;
     let mut k = 0;
     while t < start + secs * 1000 {
         seq.poll(&ch, t);
+        let mut shapes: Vec<Vec<(u64, Vec<(u64, bool, bool)>)>> = vec![Vec::new(); lags.len()];
         for (vi, v) in ch.variants.iter().enumerate() {
             for (li, lag) in lags.iter().enumerate() {
                 let out = serve(&ch, &mut seq, &v.name, t, *lag, mode);
-                ads += out
+                served.ads += out
                     .lines()
                     .filter(|l| l.starts_with("https://ads.test/"))
                     .count();
+                served.interstitials += out.matches("com.apple.hls.interstitial").count();
+                shapes[li].push(shape(&out));
                 let errs = regs[vi].check(&mut viewers[vi][li], &out, ch.pdt);
                 assert!(
                     errs.is_empty(),
@@ -219,10 +245,21 @@ fn run(ch: SimChannel, mode: Mode, secs: i64, step: i64) -> usize {
                 assert!(errs.is_empty(), "late joiner t={t}: {errs:?}\n{out}");
             }
         }
+        // Rule 5: every variant splices the same MSNs with the same
+        // discontinuities (ABR switching inside a break).
+        for (li, per_variant) in shapes.iter().enumerate() {
+            for other in per_variant.iter().skip(1) {
+                assert_eq!(
+                    &per_variant[0], other,
+                    "t={t} lag={}: variants differ",
+                    lags[li]
+                );
+            }
+        }
         k += 1;
         t += step;
     }
-    ads
+    served
 }
 
 #[test]
@@ -238,7 +275,7 @@ fn ssai_every_dialect_across_reloads_nodes_and_late_joiners() {
             dialect: d,
             ..Default::default()
         };
-        let ads = run(ch, Mode::Ssai, 150, 1000);
+        let ads = run(ch, Mode::Ssai, 150, 1000).ads;
         assert!(ads > 0, "{d:?}: no ad segment was ever served");
     }
 }
@@ -252,7 +289,7 @@ fn ssai_fmp4_keys_and_1920ms_cadence() {
         window: 5,
         ..Default::default()
     };
-    assert!(run(ch, Mode::Ssai, 120, 700) > 0);
+    assert!(run(ch, Mode::Ssai, 120, 700).ads > 0);
 }
 
 #[test]
@@ -264,7 +301,7 @@ fn ssai_long_window_two_breaks_in_view_and_origin_discontinuities() {
         origin_disc_every: 13,
         ..Default::default()
     };
-    assert!(run(ch, Mode::Ssai, 150, 2000) > 0);
+    assert!(run(ch, Mode::Ssai, 150, 2000).ads > 0);
 }
 
 #[test]
@@ -275,7 +312,7 @@ fn ssai_break_longer_than_window() {
         break_every: 40,
         ..Default::default()
     };
-    assert!(run(ch, Mode::Ssai, 120, 1500) > 0);
+    assert!(run(ch, Mode::Ssai, 120, 1500).ads > 0);
 }
 
 #[test]
@@ -288,7 +325,8 @@ fn ssai_cadences_1_to_10_seconds() {
             first_break: 3,
             ..Default::default()
         };
-        run(ch, Mode::Ssai, 200, c as i64);
+        let s = run(ch, Mode::Ssai, 200, c as i64);
+        assert!(s.ads > 0, "cadence {c}: no ad segment was ever served");
     }
 }
 
@@ -299,7 +337,12 @@ fn sgai_interstitials_are_stable() {
             dialect: d,
             ..Default::default()
         };
-        run(ch, Mode::Sgai, 150, 1000);
+        let s = run(ch, Mode::Sgai, 150, 1000);
+        assert!(
+            s.interstitials > 0,
+            "{d:?}: no interstitial was ever announced"
+        );
+        assert_eq!(s.ads, 0, "{d:?}: SGAI keeps the content");
     }
 }
 
@@ -418,7 +461,18 @@ mod random_channels {
             };
             let secs = ((break_len + gap) * cadence / 1000 * 2).clamp(20, 120) as i64;
             let mode = if sgai { Mode::Sgai } else { Mode::Ssai };
-            run(ch, mode, secs, (cadence as f64 * step_frac) as i64);
+            let s = run(ch.clone(), mode, secs, (cadence as f64 * step_frac) as i64);
+            // A break whose first segment is published well inside the run
+            // must have been seen.
+            let start_ms = (window as i64 + 1) * cadence as i64;
+            let first_seen_ms = (ch.first_break as i64 + 2) * cadence as i64;
+            if first_seen_ms + 2 * cadence as i64 <= start_ms + secs * 1000 {
+                if sgai {
+                    prop_assert!(s.interstitials > 0, "no interstitial: {s:?}");
+                } else {
+                    prop_assert!(s.ads > 0, "no ad segment: {s:?}");
+                }
+            }
         }
     }
 }
@@ -429,7 +483,7 @@ fn ssai_origin_without_pdt_anchors_by_msn() {
         pdt: false,
         ..Default::default()
     };
-    assert!(run(ch, Mode::Ssai, 120, 1000) > 0);
+    assert!(run(ch, Mode::Ssai, 120, 1000).ads > 0);
 }
 
 #[test]
@@ -487,8 +541,9 @@ fn daterange_signalled_ahead_is_registered_before_its_first_segment() {
         signal_ahead: 3,
         ..Default::default()
     };
-    assert!(run(ch.clone(), Mode::Ssai, 150, 900) > 0);
-    assert!(run(ch.clone(), Mode::Sgai, 150, 900) == 0);
+    assert!(run(ch.clone(), Mode::Ssai, 150, 900).ads > 0);
+    let sgai = run(ch.clone(), Mode::Sgai, 150, 900);
+    assert!(sgai.interstitials > 0 && sgai.ads == 0, "{sgai:?}");
     // The first window showing the cue does not yet hold the break's first
     // segment, and the cue already anchors there (its future MSN).
     let anchor = ch.first_break + ch.break_every;
@@ -516,7 +571,7 @@ fn origin_discontinuity_on_a_break_boundary_is_counted_once() {
         origin_disc_every: 10,
         ..Default::default()
     };
-    assert!(run(ch, Mode::Ssai, 200, 1000) > 0);
+    assert!(run(ch, Mode::Ssai, 200, 1000).ads > 0);
 }
 
 /// A stale node's KV copy after an origin restart: the old epoch's entry
