@@ -187,7 +187,9 @@ struct Served {
 /// The splice shape of a served playlist: per MSN, whether it is ours (ad
 /// or slate) and whether it starts a discontinuity, with the
 /// discontinuity sequence. Every variant of one instant must agree.
-fn shape(out: &str) -> (u64, Vec<(u64, bool, bool)>) {
+type Shape = (u64, Vec<(u64, bool, bool)>);
+
+fn shape(out: &str) -> Shape {
     let snap = cf_ssai_core::validate::snapshot(out).unwrap();
     (
         snap.disc_sequence,
@@ -221,7 +223,7 @@ fn run(ch: SimChannel, mode: Mode, secs: i64, step: i64) -> Served {
     let mut k = 0;
     while t < start + secs * 1000 {
         seq.poll(&ch, t);
-        let mut shapes: Vec<Vec<(u64, Vec<(u64, bool, bool)>)>> = vec![Vec::new(); lags.len()];
+        let mut shapes: Vec<Vec<Shape>> = vec![Vec::new(); lags.len()];
         for (vi, v) in ch.variants.iter().enumerate() {
             for (li, lag) in lags.iter().enumerate() {
                 let out = serve(&ch, &mut seq, &v.name, t, *lag, mode);
