@@ -7,6 +7,7 @@
 //! on the Workers platform. `now` is always a parameter; anything needing the
 //! network is returned to the caller as an instruction.
 
+pub mod ad_route;
 pub mod auth;
 pub mod beacon;
 pub mod channel;

@@ -195,11 +195,6 @@ fn static_tag(tag: &str) -> &'static str {
 }
 
 impl<'a> MediaPlaylist<'a> {
-    /// The segment with this MSN, if in the window.
-    pub fn by_msn(&self, msn: u64) -> Option<&Segment<'a>> {
-        let i = msn.checked_sub(self.segments.first()?.msn)?;
-        self.segments.get(i as usize)
-    }
     /// Index of the segment whose PDT interval contains `pdt_ms`, with a
     /// tolerance of half a segment for encoders that round.
     pub fn index_at_pdt(&self, pdt_ms: i64) -> Option<usize> {

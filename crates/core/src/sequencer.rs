@@ -172,13 +172,6 @@ pub fn apply_end(state: &mut ChannelBreaks, id: &str, at_msn: u64, now_ms: i64) 
     true
 }
 
-/// The break an IN without an id closes: the latest one covering `msn`.
-pub fn open_break_at(state: &ChannelBreaks, msn: u64) -> Option<&BreakEntry> {
-    state.entries.iter().rev().find(|e| {
-        e.record.contains(msn) || (e.record.anchor_msn <= msn && e.record.end_msn() > msn)
-    })
-}
-
 /// Record that the origin was examined through `msn` (monotonic).
 pub fn mark_checked(state: &mut ChannelBreaks, msn: u64, now_ms: i64) {
     if msn > state.checked_through_msn {

@@ -88,14 +88,8 @@ pub struct SpliceInput<'a> {
 
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct SpliceReport {
-    pub breaks_in_window: u32,
-    pub ad_segments: u32,
     /// Why something was not spliced as decided (unfit rendition, ...).
     pub reasons: Vec<String>,
-    /// (index into `SpliceInput::breaks`, item index, segment index within
-    /// the ad, ad segment count) for every ad segment in the output: what
-    /// beacons key on.
-    pub ad_positions: Vec<(usize, usize, u32, u32)>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -171,12 +165,6 @@ pub fn splice_media(m: &MediaPlaylist<'_>, input: &SpliceInput<'_>) -> SpliceOut
             .push("origin has no EXT-X-MEDIA-SEQUENCE; discontinuity sequence appended".into());
     }
 
-    for p in &plans {
-        let r = &p.entry.record;
-        if r.anchor_msn <= last_msn && r.end_msn() > first_msn {
-            report.breaks_in_window += 1;
-        }
-    }
 
     match input.mode {
         Mode::Ssai => ssai_segments(m, input, &res, &plans, &mut out, &mut report),
@@ -361,32 +349,12 @@ fn ssai_segments(
                         }
                         match (&input.settings.ad_proxy_prefix, item_idx) {
                             (Some(prefix), Some(i)) => {
-                                let ext = s
-                                    .uri
-                                    .rsplit('.')
-                                    .next()
-                                    .filter(|e| e.len() <= 4 && !e.contains('/'))
-                                    .unwrap_or("ts");
-                                let _ = write!(
-                                    out,
-                                    "{prefix}{}/{i}/{}/{pos}.{ext}",
-                                    entry.record.id, r.bandwidth
-                                );
-                                if let Some(sid) = &input.settings.session {
-                                    let _ = write!(out, "?sid={sid}");
-                                }
+                                crate::ad_route::AdSegmentRoute::new(&entry.record.id, i, r, pos)
+                                    .write(prefix, input.settings.session.as_deref(), out);
                             }
                             _ => out.push_str(&s.uri),
                         }
                         out.push('\n');
-                        report.ad_segments += 1;
-                        if let Some(i) = item_idx {
-                            let bi = plans
-                                .iter()
-                                .position(|p| std::ptr::eq(p, plan))
-                                .unwrap_or(0);
-                            report.ad_positions.push((bi, i, pos, slot.len));
-                        }
                     }
                     _ => {
                         // Nothing fits this variant: the content segment

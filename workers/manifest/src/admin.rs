@@ -2,12 +2,12 @@
 //! bindings smoke check. Every route here is authenticated (JWT or API key)
 //! and scoped to the principal's org.
 
-use crate::channel_do::{ChannelRef, CueRequest, CueResponse};
 use cf_ssai_core::auth::{self, Principal, Scope};
 use cf_ssai_core::config::ChannelConfig;
 use cf_ssai_core::{media, media_http, model};
 use serde::Deserialize;
 use worker::*;
+use worker_shared::channel_client::{ChannelClient, ChannelRef, CueCommand, CueRequest};
 use worker_shared::{bindings, error, json, now_ms};
 
 const MAX_BODY: usize = 1024 * 1024;
@@ -278,12 +278,9 @@ async fn org_route(
                 .await?;
             worker_shared::invalidate_channel(env, org, slug).await?;
             if cfg.scte35_enabled && cfg.active {
-                let chref = ChannelRef {
-                    org: org.into(),
-                    slug: (*slug).into(),
-                };
-                let _: Result<serde_json::Value> =
-                    crate::playback::do_call(env, &chref, "/ensure-poller", &chref).await;
+                let _ = ChannelClient::new(env, ChannelRef::new(org, slug))
+                    .ensure_poller()
+                    .await;
             }
             json(
                 &serde_json::json!({"org": org, "slug": slug, "config": cfg}),
@@ -299,11 +296,9 @@ async fn org_route(
             json(&serde_json::json!({"deleted": slug}), 200)
         }
         (Method::Get, ["channels", slug, "breaks"]) => {
-            let chref = ChannelRef {
-                org: org.into(),
-                slug: (*slug).into(),
-            };
-            let st = crate::playback::do_state(env, &chref).await?;
+            let st = ChannelClient::new(env, ChannelRef::new(org, slug))
+                .state()
+                .await?;
             json(&st, 200)
         }
         (Method::Post, ["decision"]) => {
@@ -327,12 +322,9 @@ async fn org_route(
         }
         (Method::Get, ["channels", slug, "monitor"]) => {
             // The poller's record: polls, errors, longest gap, late polls.
-            let chref = ChannelRef {
-                org: org.into(),
-                slug: (*slug).into(),
-            };
-            let stats: serde_json::Value =
-                crate::playback::do_get(env, &chref, "poll-stats").await?;
+            let stats = ChannelClient::new(env, ChannelRef::new(org, slug))
+                .poll_stats()
+                .await?;
             json(&stats, 200)
         }
         (Method::Get, ["channels", slug, "kv"]) => {
@@ -550,9 +542,9 @@ async fn cue(req: &mut Request, env: &Env, p: &Principal) -> Result<Response> {
     if let Err(e) = p.authorize(org) {
         return worker_shared::auth_error(&e);
     }
-    let kind = match b.kind.as_deref() {
-        Some(k @ ("start" | "stop" | "schedule")) => k.to_string(),
-        Some(other) => {
+    let kind = match b.kind.as_deref().map(|k| (k, CueCommand::parse(k))) {
+        Some((_, Some(k))) => k,
+        Some((other, None)) => {
             return error(
                 400,
                 format!("type: {other:?} is not start, stop or schedule"),
@@ -560,19 +552,19 @@ async fn cue(req: &mut Request, env: &Env, p: &Principal) -> Result<Response> {
         }
         None => return error(400, "type: required (start, stop or schedule)"),
     };
-    let duration_ms = match (kind.as_str(), b.duration) {
-        ("stop", _) => 0,
+    let duration_ms = match (kind, b.duration) {
+        (CueCommand::Stop, _) => 0,
         (_, Some(d)) if d.is_finite() && d > 0.0 && d <= 600.0 => (d * 1000.0).round() as u64,
         (_, Some(_)) => return error(400, "duration: must be a number of seconds in (0, 600]"),
         (_, None) => return error(400, "duration: required for start and schedule"),
     };
-    let start_at_ms = match (kind.as_str(), &b.start_at) {
-        ("schedule", Some(s)) => match cf_ssai_core::hls::parse_pdt_ms(s) {
+    let start_at_ms = match (kind, &b.start_at) {
+        (CueCommand::Schedule, Some(s)) => match cf_ssai_core::hls::parse_pdt_ms(s) {
             Some(t) if t > now_ms() => Some(t),
             Some(_) => return error(400, "start_at: must be in the future"),
             None => return error(400, "start_at: must be an RFC 3339 date-time"),
         },
-        ("schedule", None) => return error(400, "start_at: required for schedule"),
+        (CueCommand::Schedule, None) => return error(400, "start_at: required for schedule"),
         (_, Some(_)) => return error(400, "start_at: only for schedule"),
         _ => None,
     };
@@ -636,25 +628,18 @@ async fn cue(req: &mut Request, env: &Env, p: &Principal) -> Result<Response> {
             )
         })
         .unwrap_or_else(|| format!("cue-{anchor_msn}"));
-    let chref = ChannelRef {
-        org: org.into(),
-        slug: slug.into(),
-    };
-    let r: CueResponse = crate::playback::do_call(
-        env,
-        &chref,
-        "/cue",
-        &CueRequest {
-            channel: chref.clone(),
+    let client = ChannelClient::new(env, ChannelRef::new(org, slug));
+    let r = client
+        .cue(&CueRequest {
+            channel: client.channel.clone(),
             kind,
             break_id,
             anchor_msn,
             anchor_pdt_ms: anchor_pdt,
             duration_ms,
             cadence_ms: cadence,
-        },
-    )
-    .await?;
+        })
+        .await?;
     match r.record {
         Some(rec) => json(&rec, r.status),
         None => error(r.status, r.error.unwrap_or_default()),
@@ -682,20 +667,9 @@ async fn diag(env: &Env, p: &Principal) -> Result<Response> {
         Some(b) => Some(b.text().await?),
         None => None,
     };
-    let chref = ChannelRef {
-        org: p.org.clone(),
-        slug: "__diag".into(),
-    };
-    let ns = env.durable_object(bindings::CHANNEL_DO)?;
-    let stub = ns
-        .id_from_name(&worker_shared::channel_key(&chref.org, &chref.slug))?
-        .get_stub()?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post);
-    let mut do_resp = stub
-        .fetch_with_request(Request::new_with_init("https://channel/ping", &init)?)
+    let do_back = ChannelClient::new(env, ChannelRef::new(&p.org, "__diag"))
+        .ping()
         .await?;
-    let do_back: serde_json::Value = do_resp.json().await?;
     let mut dec = worker_shared::call_internal(
         env,
         bindings::DECISION,

@@ -5,13 +5,12 @@
 
 use cf_ssai_core::channel::{Channel, Effect, Input, Reply, Step};
 use cf_ssai_core::config::ChannelConfig;
-use cf_ssai_core::cues::{self, CueEvent};
+use cf_ssai_core::cues;
 use cf_ssai_core::media;
 use cf_ssai_core::model::{BreakRecord, BreakSource, Pod, Slate};
 use cf_ssai_core::monitor::{self, PollStats};
 use cf_ssai_core::sequencer::{self, BreakPolicy};
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
-use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use worker::*;
@@ -25,44 +24,9 @@ const POLL_STATS: &str = "poll_stats";
 /// the DO".
 const KV_TTL_S: u64 = 300;
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ChannelRef {
-    pub org: String,
-    pub slug: String,
-}
-
-/// `POST /sync`: cues seen in an origin window (request path or poller).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct SyncRequest {
-    pub channel: ChannelRef,
-    pub events: Vec<CueEvent>,
-    pub cadence_ms: u64,
-    /// The window's last MSN when the caller examined every cue in it.
-    pub checked_through_msn: Option<u64>,
-    /// The examined window's discontinuities (where ours merge with the
-    /// origin's).
-    #[serde(default)]
-    pub window: Option<sequencer::OriginWindow>,
-}
-
-/// `POST /cue` (already validated and anchored by the worker).
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CueRequest {
-    pub channel: ChannelRef,
-    pub kind: String,
-    pub break_id: String,
-    pub anchor_msn: u64,
-    pub anchor_pdt_ms: Option<i64>,
-    pub duration_ms: u64,
-    pub cadence_ms: u64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct CueResponse {
-    pub status: u16,
-    pub error: Option<String>,
-    pub record: Option<BreakRecord>,
-}
+pub use worker_shared::channel_client::{
+    ChannelRef, CueCommand, CueRequest, CueResponse, SyncRequest,
+};
 
 #[durable_object]
 pub struct ChannelDO {
@@ -302,13 +266,13 @@ impl ChannelDO {
 
     async fn cue(&self, req: CueRequest) -> Result<CueResponse> {
         let policy = self.policy(&req.channel).await;
-        let input = match req.kind.as_str() {
-            "stop" => Input::CueStop {
+        let input = match req.kind {
+            CueCommand::Stop => Input::CueStop {
                 at_msn: req.anchor_msn,
             },
             kind => Input::CueStart(BreakRecord {
                 id: req.break_id.clone(),
-                source: if kind == "schedule" {
+                source: if kind == CueCommand::Schedule {
                     BreakSource::Scheduled
                 } else {
                     BreakSource::Manual

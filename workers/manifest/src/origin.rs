@@ -2,10 +2,10 @@
 //! an open proxy: only paths under the channel's origin directory), the
 //! polled variant, cadence, and channel health in D1.
 
-use crate::channel_do::ChannelRef;
 use cf_ssai_core::config::ChannelConfig;
 use cf_ssai_core::{hls, master, media::MediaPlaylist};
 use worker::*;
+use worker_shared::channel_client::ChannelRef;
 use worker_shared::{bindings, now_ms};
 
 /// The origin URL for a request path under the channel (`master.m3u8` is

@@ -1,12 +1,13 @@
 //! The playback path: origin → cues → break entries (KV, else the Channel
 //! DO) → splice. Stateless; every failure about ads serves the content.
 
-use crate::channel_do::{ChannelRef, SyncRequest};
+use cf_ssai_core::ad_route::AdSegmentRoute;
 use cf_ssai_core::config::choose_mode;
 use cf_ssai_core::model::{ChannelBreaks, TrackKind};
 use cf_ssai_core::splice::{self, Mode, SpliceInput, Variant};
 use cf_ssai_core::{cues, hls, master, media, sequencer, session, sgai};
 use worker::*;
+use worker_shared::channel_client::{ChannelClient, ChannelRef, SyncRequest};
 use worker_shared::{bindings, error, Channel};
 
 const M3U8: &str = "application/vnd.apple.mpegurl";
@@ -86,10 +87,7 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
     } else {
         Vec::new()
     };
-    let chref = ChannelRef {
-        org: ch.org.clone(),
-        slug: ch.slug.clone(),
-    };
+    let chref = ChannelRef::new(&ch.org, &ch.slug);
     let base = cache_base(req)?;
     let breaks = entries(env, &base, &chref, &events, cadence, &m).await;
     let variant = Variant {
@@ -157,7 +155,7 @@ async fn entries(
         checked_through_msn: window.as_ref().map(|w| w.last_msn),
         window,
     };
-    match do_call::<_, ChannelBreaks>(env, ch, "/sync", &body).await {
+    match ChannelClient::new(env, ch.clone()).sync(&body).await {
         Ok(b) => {
             // Entries this location's KV copy lacks are what its SGAI asset
             // lists and ad routes will ask for: cache them here, so those
@@ -189,44 +187,6 @@ async fn kv_breaks(env: &Env, ch: &ChannelRef) -> Option<ChannelBreaks> {
         .await
         .ok()
         .flatten()
-}
-
-pub async fn do_call<B: serde::Serialize, R: serde::de::DeserializeOwned>(
-    env: &Env,
-    ch: &ChannelRef,
-    path: &str,
-    body: &B,
-) -> Result<R> {
-    let ns = env.durable_object(bindings::CHANNEL_DO)?;
-    let stub = ns
-        .id_from_name(&worker_shared::channel_key(&ch.org, &ch.slug))?
-        .get_stub()?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post)
-        .with_body(Some(serde_json::to_string(body)?.into()));
-    let req = Request::new_with_init(&format!("https://channel{path}"), &init)?;
-    let mut resp = stub.fetch_with_request(req).await?;
-    resp.json().await
-}
-
-pub async fn do_state(env: &Env, ch: &ChannelRef) -> Result<ChannelBreaks> {
-    do_get(env, ch, "state").await
-}
-
-/// A JSON GET to the channel's DO (`state`, `poll-stats`).
-pub async fn do_get<T: serde::de::DeserializeOwned>(
-    env: &Env,
-    ch: &ChannelRef,
-    what: &str,
-) -> Result<T> {
-    let ns = env.durable_object(bindings::CHANNEL_DO)?;
-    let stub = ns
-        .id_from_name(&worker_shared::channel_key(&ch.org, &ch.slug))?
-        .get_stub()?;
-    let mut resp = stub
-        .fetch_with_str(&format!("https://channel/{what}"))
-        .await?;
-    resp.json().await
 }
 
 /// `GET /{org}/{channel}/interstitials/{break}.json`
@@ -322,29 +282,19 @@ pub async fn ad_segment(
     ch: &Channel,
     parts: &[&str],
 ) -> Result<Response> {
-    let [brk, item, bw, file] = parts else {
+    let Some(route) = AdSegmentRoute::parse(parts) else {
         return error(404, "no such ad segment");
     };
-    let (Ok(item_idx), Ok(bw)) = (item.parse::<usize>(), bw.parse::<u64>()) else {
-        return error(404, "no such ad segment");
-    };
-    let Some(pos) = file.split('.').next().and_then(|p| p.parse::<u32>().ok()) else {
-        return error(404, "no such ad segment");
-    };
+    let (brk, item_idx, pos) = (route.break_id, route.item, route.pos);
     let Some(entry) = find_entry(req, env, ch, brk).await else {
         return error(404, format!("no break {brk}"));
     };
     let Some(it) = entry.pod.items.get(item_idx) else {
         return error(404, "no such ad");
     };
-    // An ad may come in TS and fMP4 at one bandwidth: the extension says
-    // which one the playlist named.
-    let fmp4 = file.ends_with(".m4s") || file.ends_with(".mp4");
-    let Some(r) = it
-        .renditions
-        .iter()
-        .find(|r| r.bandwidth == bw && r.init_uri.is_some() == fmp4)
-    else {
+    // An ad may come in TS and fMP4 at one bandwidth: the route's extension
+    // says which one the playlist named.
+    let Some(r) = it.renditions.iter().find(|r| route.matches(r)) else {
         return error(404, "no such rendition");
     };
     let Some(seg) = r.segments.get(pos as usize) else {
@@ -485,16 +435,9 @@ pub async fn ad_media(
     }) else {
         return error(404, "no such ad rendition");
     };
-    let body = sgai::ad_media(r, |pos, uri| {
-        let ext = uri
-            .split('?')
-            .next()
-            .and_then(|p| p.rsplit_once('.'))
-            .map_or("ts", |(_, e)| e);
-        format!(
-            "/{}/{}/ad/{break_id}/{i}/{bw}/{pos}.{ext}?sid={sid}",
-            ch.org, ch.slug
-        )
+    let prefix = format!("/{}/{}/ad/", ch.org, ch.slug);
+    let body = sgai::ad_media(r, |pos, _uri| {
+        AdSegmentRoute::new(break_id, i, r, pos as u32).to_path(&prefix, Some(&sid))
     });
     respond(req, &ch.config, body, 2)
 }
@@ -512,10 +455,7 @@ async fn find_entry(
     if id.is_empty() || id.len() > 160 {
         return None;
     }
-    let chref = &ChannelRef {
-        org: ch.org.clone(),
-        slug: ch.slug.clone(),
-    };
+    let chref = &ChannelRef::new(&ch.org, &ch.slug);
     let cached = kv_breaks(env, chref).await;
     if let Some(e) = cached.and_then(|c| c.entries.into_iter().find(|e| e.record.id == id)) {
         return Some(e);

@@ -4,15 +4,9 @@
 //! detected within one target duration. Polling itself lives in the DO
 //! (the channel's sequencer), so detection and registration are one step.
 
-use serde::Serialize;
 use worker::*;
+use worker_shared::channel_client::{ChannelClient, ChannelRef};
 use worker_shared::{bindings, now_ms};
-
-#[derive(Serialize)]
-struct ChannelRef<'a> {
-    org: &'a str,
-    slug: &'a str,
-}
 
 #[event(start)]
 fn start() {
@@ -42,7 +36,6 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
 async fn cycle(env: &Env) -> Result<serde_json::Value> {
     let started = now_ms();
     let channels = worker_shared::list_channels(env).await?;
-    let ns = env.durable_object(bindings::CHANNEL_DO)?;
     let mut ensured = 0;
     let mut started_pollers = 0;
     let mut errors = 0;
@@ -50,23 +43,8 @@ async fn cycle(env: &Env) -> Result<serde_json::Value> {
         .iter()
         .filter(|c| c.config.active && c.config.scte35_enabled)
     {
-        let body = serde_json::to_string(&ChannelRef {
-            org: &ch.org,
-            slug: &ch.slug,
-        })?;
-        let attempt = async {
-            let stub = ns.id_from_name(&ch.key())?.get_stub()?;
-            let mut init = RequestInit::new();
-            init.with_method(Method::Post).with_body(Some(body.into()));
-            let mut r = stub
-                .fetch_with_request(Request::new_with_init(
-                    "https://channel/ensure-poller",
-                    &init,
-                )?)
-                .await?;
-            r.json::<serde_json::Value>().await
-        };
-        match attempt.await {
+        let client = ChannelClient::new(env, ChannelRef::new(&ch.org, &ch.slug));
+        match client.ensure_poller().await {
             Ok(v) => {
                 ensured += 1;
                 if v["started"].as_bool() == Some(true) {

@@ -8,6 +8,7 @@ use cf_ssai_core::config::ChannelConfig;
 use serde::{Deserialize, Serialize};
 use worker::*;
 
+pub mod channel_client;
 mod fetch;
 mod jwks;
 pub use fetch::{fetch, get_text, FetchError, FetchSpec, Fetched, DEFAULT_MAX_BYTES};
