@@ -6,6 +6,10 @@
 //! (an init segment means fMP4), taken from the rendition and the route's
 //! path, never from the media URI (whose query string, e.g.
 //! `seg.m4s?tok=x`, used to turn into `.ts`).
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 
 use crate::model::AdRendition;
 use std::fmt::Write;
@@ -80,7 +84,7 @@ impl<'a> AdSegmentRoute<'a> {
     }
 
     pub fn to_path(&self, prefix: &str, session: Option<&str>) -> String {
-        let mut s = String::with_capacity(prefix.len() + 64);
+        let mut s = String::with_capacity(prefix.len().saturating_add(64));
         self.write(prefix, session, &mut s);
         s
     }

@@ -12,6 +12,10 @@
 //! is neither published nor served until its one decision arrives, and the
 //! published watermark (`checked_through_msn`) never passes a pending
 //! break, so no edge node trusts a view that lacks it.
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 
 use crate::cues::CueEvent;
 use crate::model::{BreakEntry, BreakRecord, BreakSource, ChannelBreaks, Pod};

@@ -9,6 +9,10 @@
 //! prefix no org can write. Everything else goes out as
 //! `application/octet-stream` with `Content-Disposition: attachment`;
 //! every response also says `X-Content-Type-Options: nosniff`.
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 
 /// Where the dashboard's own scripts live; never writable through the API.
 pub const STATIC_PREFIX: &str = "_static/";
@@ -111,7 +115,7 @@ pub fn parse_range(header: Option<&str>, size: u64) -> ByteRange {
             } else {
                 let length = n.min(size);
                 ByteRange::Part {
-                    offset: size - length,
+                    offset: size.saturating_sub(length),
                     length,
                 }
             }
@@ -120,13 +124,13 @@ pub fn parse_range(header: Option<&str>, size: u64) -> ByteRange {
             if first >= size {
                 return ByteRange::Unsatisfiable;
             }
-            let end = last.map_or(size - 1, |l| l.min(size - 1));
+            let end = last.map_or(size.saturating_sub(1), |l| l.min(size.saturating_sub(1)));
             if end < first {
                 return ByteRange::Full;
             }
             ByteRange::Part {
                 offset: first,
-                length: end - first + 1,
+                length: end.saturating_sub(first).saturating_add(1),
             }
         }
         _ => ByteRange::Full,

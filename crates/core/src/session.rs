@@ -9,6 +9,10 @@
 //! names another channel, or is older than its lifetime. Only hex digits and
 //! `-` appear, so the token is safe in a URL query, a KV key and a log line.
 //! Pure: the clock and the randomness are parameters.
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

@@ -165,7 +165,6 @@ pub fn splice_media(m: &MediaPlaylist<'_>, input: &SpliceInput<'_>) -> SpliceOut
             .push("origin has no EXT-X-MEDIA-SEQUENCE; discontinuity sequence appended".into());
     }
 
-
     match input.mode {
         Mode::Ssai => ssai_segments(m, input, &res, &plans, &mut out, &mut report),
         Mode::Sgai => sgai_segments(m, input, &res, &plans, &mut out, &mut report),
