@@ -142,9 +142,10 @@ pub struct Step {
 }
 
 impl Channel {
-    /// The published view, what a playlist request reads.
-    pub fn view(&self) -> &ChannelBreaks {
-        &self.breaks
+    /// The published view, what a playlist request reads first (records,
+    /// no pods: each pod is published once under its own key).
+    pub fn view(&self) -> crate::model::ChannelView {
+        self.breaks.view()
     }
 
     /// Ids of breaks waiting for a decision.

@@ -25,6 +25,7 @@ pub mod channel;
 pub mod config;
 pub mod cues;
 pub mod decision;
+pub mod edge;
 pub mod hls;
 pub mod master;
 pub mod media;

@@ -133,6 +133,27 @@ pub fn mapping_agrees(msn_a: u64, pdt_a: i64, msn_b: u64, pdt_b: i64, cadence_ms
     (expected - i128::from(pdt_b)).abs() <= i128::from(PDT_TOLERANCE_MS) + span.abs() / 100
 }
 
+/// Whether a view examined through `checked_through_msn` on the origin
+/// timeline `origin_mark` can vouch for a window (`first_msn`, and its
+/// last segment's MSN and PDT): no MSN before the window is unexamined, and
+/// the window is on that timeline (after an origin restart or failover a
+/// stale copy must not be trusted: ask the sequencer).
+fn vouches(
+    checked_through_msn: u64,
+    origin_mark: Option<(u64, i64)>,
+    first_msn: u64,
+    last: Option<(u64, i64)>,
+    cadence_ms: u64,
+) -> bool {
+    let same_epoch = match (origin_mark, last) {
+        (Some((m, p)), Some((l, q))) => {
+            l.saturating_add(3) >= m && mapping_agrees(m, p, l, q, cadence_ms)
+        }
+        _ => true,
+    };
+    same_epoch && checked_through_msn.saturating_add(1) >= first_msn
+}
+
 impl ChannelBreaks {
     /// Whether this (possibly stale) view is enough to splice a window
     /// starting at `first_msn`: no MSN before the window is unexamined.
@@ -140,18 +161,99 @@ impl ChannelBreaks {
         self.checked_through_msn + 1 >= first_msn
     }
 
-    /// Whether this view can vouch for a window (`first_msn`, and its last
-    /// segment's MSN and PDT): it covers the window, and the window is on
-    /// the origin timeline the view was made for (after an origin restart
-    /// or failover a stale copy must not be trusted: ask the sequencer).
+    /// See [`ChannelView::vouches_for`].
     pub fn vouches_for(&self, first_msn: u64, last: Option<(u64, i64)>, cadence_ms: u64) -> bool {
-        let same_epoch = match (self.origin_mark, last) {
-            (Some((m, p)), Some((l, q))) => {
-                l.saturating_add(3) >= m && mapping_agrees(m, p, l, q, cadence_ms)
+        vouches(
+            self.checked_through_msn,
+            self.origin_mark,
+            first_msn,
+            last,
+            cadence_ms,
+        )
+    }
+
+    /// The published view: records without pods (each pod is its own,
+    /// immutable KV key), with what each break inserts.
+    pub fn view(&self) -> ChannelView {
+        ChannelView {
+            entries: self
+                .entries
+                .iter()
+                .map(|e| ViewEntry {
+                    record: e.record.clone(),
+                    inserted: inserted_discontinuities(&e.record, &e.pod),
+                })
+                .collect(),
+            updated_ms: self.updated_ms,
+            checked_through_msn: self.checked_through_msn,
+            disc_base: self.disc_base,
+            origin_mark: self.origin_mark,
+        }
+    }
+}
+
+/// What every playlist request reads first (one small KV key per
+/// channel): the break records in view, the watermark and the running
+/// discontinuity count, never the pods (read only for the breaks a window
+/// touches, under their own immutable keys). Bounded by what a window can
+/// need: entries leave it `keep_ms` after their end, whatever the
+/// channel's age.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ChannelView {
+    pub entries: Vec<ViewEntry>,
+    pub updated_ms: i64,
+    #[serde(default)]
+    pub checked_through_msn: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub disc_base: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_mark: Option<(u64, i64)>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ViewEntry {
+    #[serde(flatten)]
+    pub record: BreakRecord,
+    /// Discontinuities this break inserts (needs its pod to compute).
+    pub inserted: u64,
+}
+
+impl ChannelView {
+    /// Whether this (possibly stale) view can vouch for a window.
+    pub fn vouches_for(&self, first_msn: u64, last: Option<(u64, i64)>, cadence_ms: u64) -> bool {
+        vouches(
+            self.checked_through_msn,
+            self.origin_mark,
+            first_msn,
+            last,
+            cadence_ms,
+        )
+    }
+
+    pub fn records(&self) -> Vec<&BreakRecord> {
+        self.entries.iter().map(|e| &e.record).collect()
+    }
+
+    pub fn find(&self, id: &str) -> Option<&BreakRecord> {
+        self.entries.iter().map(|e| &e.record).find(|r| r.id == id)
+    }
+
+    /// The breaks a window `first_msn..=last_msn` needs spliced (those it
+    /// overlaps, those ending at its first segment, those up to
+    /// `ahead` segments after it for SGAI announcements), and the running
+    /// discontinuity count before the first of them.
+    pub fn needed(&self, first_msn: u64, last_msn: u64, ahead: u64) -> (Vec<&BreakRecord>, u64) {
+        let mut base = self.disc_base;
+        let mut out = Vec::new();
+        for e in &self.entries {
+            let r = &e.record;
+            if r.end_msn() < first_msn {
+                base = r.disc_before.saturating_add(e.inserted);
+            } else if r.anchor_msn <= last_msn.saturating_add(ahead).saturating_add(1) {
+                out.push(r);
             }
-            _ => true,
-        };
-        same_epoch && self.covers_window(first_msn)
+        }
+        (out, base)
     }
 }
 
@@ -204,6 +306,10 @@ pub struct AdRendition {
     pub playlist_url: String,
     /// Segment cadence in seconds.
     pub cadence_s: f64,
+    /// Stored compactly (a URI template and a count) when the segments
+    /// follow one, as conditioned ads do: a pod is then a third of the
+    /// bytes to read and decode on the playback path.
+    #[serde(with = "segments_codec")]
     pub segments: Vec<AdSegment>,
     /// fMP4 init segment (EXT-X-MAP URI).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -425,6 +531,53 @@ mod tests {
     use super::*;
 
     #[test]
+    fn segments_round_trip_compactly() {
+        let mk = |uris: &[&str]| AdRendition {
+            bandwidth: 1,
+            codecs: None,
+            resolution: None,
+            kind: TrackKind::Muxed,
+            playlist_url: "p".into(),
+            cadence_s: 2.0,
+            segments: uris
+                .iter()
+                .map(|u| AdSegment {
+                    uri: u.to_string(),
+                    duration: 2.0,
+                    byterange: None,
+                })
+                .collect(),
+            init_uri: None,
+            key: None,
+        };
+        let names: Vec<String> = (0..12)
+            .map(|i| format!("https://c/ad/seg{i}.ts?t=1"))
+            .collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let r = mk(&refs);
+        let j = serde_json::to_string(&r).unwrap();
+        assert!(
+            j.contains("\"template\":\"https://c/ad/seg{i}.ts?t=1\""),
+            "{j}"
+        );
+        assert_eq!(serde_json::from_str::<AdRendition>(&j).unwrap(), r);
+        // Not a template: kept as a list, and read back the same.
+        for odd in [
+            &["a/0/x0.ts", "a/1/x1.ts"][..],
+            &["s0.ts", "s1.ts", "s3.ts"],
+            &["one.ts"],
+            &["s{i}0.ts", "s{i}1.ts"],
+        ] {
+            let r = mk(odd);
+            let j = serde_json::to_string(&r).unwrap();
+            assert!(!j.contains("template"), "{j}");
+            assert_eq!(serde_json::from_str::<AdRendition>(&j).unwrap(), r);
+        }
+        let huge = r#"{"bandwidth":1,"playlist_url":"p","cadence_s":2,"segments":{"template":"{i}","count":99999999,"duration":2}}"#;
+        assert!(serde_json::from_str::<AdRendition>(huge).is_err());
+    }
+
+    #[test]
     fn unsafe_rendition_fields_are_refused() {
         for ok in [
             "https://cdn.example/a/1.ts",
@@ -550,5 +703,97 @@ mod tests {
         assert_eq!(segments_for(29_970, 2000), 15);
         assert_eq!(segments_for(30_000, 1920), 16);
         assert_eq!(segments_for(100, 2000), 1);
+    }
+}
+
+/// `AdRendition::segments` on the wire: the list, or
+/// `{"template": "…/seg{i}.ts", "count": n, "duration": d}` when every
+/// segment is the template with its index, of one duration, without byte
+/// range. Both forms are read.
+mod segments_codec {
+    use super::AdSegment;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    /// Hostile input cannot make us allocate more than this.
+    const MAX_SEGMENTS: usize = 10_000;
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Wire {
+        Template {
+            template: String,
+            count: usize,
+            duration: f64,
+        },
+        List(Vec<AdSegment>),
+    }
+
+    fn template_of(segs: &[AdSegment]) -> Option<(String, f64)> {
+        let (a, b) = (segs.first()?, segs.get(1)?);
+        if segs
+            .iter()
+            .any(|s| s.byterange.is_some() || s.duration != a.duration || s.uri.contains('{'))
+        {
+            return None;
+        }
+        let prefix = a
+            .uri
+            .bytes()
+            .zip(b.uri.bytes())
+            .take_while(|(x, y)| x == y)
+            .count();
+        let suffix = a
+            .uri
+            .bytes()
+            .rev()
+            .zip(b.uri.bytes().rev())
+            .take_while(|(x, y)| x == y)
+            .count();
+        let pre = a.uri.get(..prefix)?;
+        // The suffix must not eat into the index (e.g. seg0.ts / seg1.ts).
+        let suf = a.uri.get(a.uri.len().checked_sub(suffix)?..)?;
+        if prefix.checked_add(suffix)? > a.uri.len().min(b.uri.len()) {
+            return None;
+        }
+        let t = format!("{pre}{{i}}{suf}");
+        let ok = segs
+            .iter()
+            .enumerate()
+            .all(|(i, s)| s.uri == t.replace("{i}", &i.to_string()));
+        ok.then_some((t, a.duration))
+    }
+
+    pub fn serialize<S: Serializer>(segs: &Vec<AdSegment>, s: S) -> Result<S::Ok, S::Error> {
+        match template_of(segs) {
+            Some((template, duration)) => Wire::Template {
+                template,
+                count: segs.len(),
+                duration,
+            }
+            .serialize(s),
+            None => segs.serialize(s),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<AdSegment>, D::Error> {
+        match Wire::deserialize(d)? {
+            Wire::List(v) => Ok(v),
+            Wire::Template {
+                template,
+                count,
+                duration,
+            } => {
+                if count > MAX_SEGMENTS {
+                    return Err(serde::de::Error::custom("too many segments"));
+                }
+                Ok((0..count)
+                    .map(|i| AdSegment {
+                        uri: template.replace("{i}", &i.to_string()),
+                        duration,
+                        byterange: None,
+                    })
+                    .collect())
+            }
+        }
     }
 }

@@ -17,8 +17,9 @@ pub struct BreakPolicy {
     pub open_break_ms: u64,
     /// No break is longer than this.
     pub max_break_ms: u64,
-    /// Entries older than this (after their end) are pruned, except the
-    /// last one, which carries the running discontinuity count.
+    /// Entries are pruned this long after their end (their discontinuities
+    /// fold into `disc_base`). Must exceed the longest window a viewer can
+    /// be behind the live edge (the origin's window, or its DVR window).
     pub keep_ms: i64,
 }
 
@@ -27,7 +28,7 @@ impl Default for BreakPolicy {
         BreakPolicy {
             open_break_ms: 120_000,
             max_break_ms: 600_000,
-            keep_ms: 3_600_000,
+            keep_ms: 600_000,
         }
     }
 }
@@ -254,19 +255,27 @@ pub fn note_origin_discontinuities(
     }
 }
 
-/// Drop entries that ended before `now - keep_ms`, always keeping the last
-/// (its `disc_before` + inserted count is the channel's running total).
+/// Drop entries that ended more than `keep_ms` ago. What they inserted
+/// folds into `disc_base`, the running discontinuity count before the
+/// first entry in view, so the published view stays bounded by what a
+/// window can need (history lives in D1), whatever the channel's age. A
+/// break ends at its anchor's PDT (or its registration, without PDT) plus
+/// its duration, so a break scheduled far ahead is kept until it has run.
 pub fn prune(state: &mut ChannelBreaks, policy: &BreakPolicy, now_ms: i64) {
-    let n = state.entries.len();
-    if n <= 1 {
+    let ended = |e: &BreakEntry| {
+        let start = e.record.anchor_pdt_ms.unwrap_or(e.record.registered_ms);
+        start
+            .saturating_add(e.record.duration_ms as i64)
+            .saturating_add(policy.keep_ms)
+            <= now_ms
+    };
+    // Entries are sorted by anchor: drop the leading run that has ended.
+    let n = state.entries.iter().take_while(|e| ended(e)).count();
+    if n == 0 {
         return;
     }
-    let mut idx = 0usize;
-    state.entries.retain(|e| {
-        idx += 1;
-        let end_ms = e.record.registered_ms + e.record.duration_ms as i64;
-        idx == n || end_ms + policy.keep_ms > now_ms
-    });
+    state.disc_base = disc_after(state.entries.get(n - 1));
+    state.entries.drain(..n);
 }
 
 fn disc_after(prev: Option<&BreakEntry>) -> u64 {
@@ -378,6 +387,30 @@ mod tests {
     }
 
     #[test]
+    fn pruning_folds_the_running_count_into_disc_base() {
+        let p = BreakPolicy::default();
+        let mut st = ChannelBreaks::default();
+        let pod = |id: &str| Pod::slate_only(id, 10.0, Slate::default(), String::new());
+        for (id, msn) in [("a", 10u64), ("b", 30), ("c", 50)] {
+            let r = record_from_cue(&cue(CueKind::Out, id, msn, Some(10.0)), 2000, &p, 0).unwrap();
+            commit(&mut st, r, pod(id), 0).unwrap();
+        }
+        let total = disc_after(st.entries.last());
+        let c_before = st.entries[2].record.disc_before;
+        // PDT of c is 100 s; all end by 110 s. Keep a and b out, c in.
+        prune(&mut st, &p, 90_000 + p.keep_ms);
+        assert_eq!(st.entries.len(), 1);
+        assert_eq!(st.disc_base, c_before, "what a and b inserted");
+        assert_eq!(disc_after(st.entries.last()), total);
+        prune(&mut st, &p, 10_000_000);
+        assert!(st.entries.is_empty());
+        assert_eq!(
+            st.disc_base, total,
+            "the running count survives an empty view"
+        );
+    }
+
+    #[test]
     fn cont_anchors_back_by_elapsed() {
         let mut c = cue(CueKind::Cont, "x", 20, Some(30.0));
         c.elapsed_s = Some(8.0);
@@ -398,6 +431,12 @@ pub enum Action {
 }
 
 pub fn reconcile(events: &[CueEvent], entries: &[BreakEntry]) -> Vec<Action> {
+    let records: Vec<&BreakRecord> = entries.iter().map(|e| &e.record).collect();
+    reconcile_records(events, &records)
+}
+
+/// [`reconcile`] over break records alone (the KV view has no pods).
+pub fn reconcile_records(events: &[CueEvent], entries: &[&BreakRecord]) -> Vec<Action> {
     let mut actions = Vec::new();
     for e in events {
         match e.kind {
@@ -406,11 +445,11 @@ pub fn reconcile(events: &[CueEvent], entries: &[BreakEntry]) -> Vec<Action> {
                 // origin restart a new cue at an old MSN (or reusing an old
                 // splice_event_id) is a new break.
                 let known = entries.iter().any(|x| {
-                    let agrees = x.record.agrees_with(e.msn, e.pdt_ms, x.record.cadence_ms);
+                    let agrees = x.agrees_with(e.msn, e.pdt_ms, x.cadence_ms);
                     agrees
-                        && (x.record.id == e.break_id
-                            || (e.kind == CueKind::Out && x.record.anchor_msn == e.msn)
-                            || (e.kind == CueKind::Cont && x.record.contains(e.msn)))
+                        && (x.id == e.break_id
+                            || (e.kind == CueKind::Out && x.anchor_msn == e.msn)
+                            || (e.kind == CueKind::Cont && x.contains(e.msn)))
                 });
                 let pending = actions.iter().any(|a| match a {
                     Action::Register(p) => p.break_id == e.break_id,
@@ -421,19 +460,16 @@ pub fn reconcile(events: &[CueEvent], entries: &[BreakEntry]) -> Vec<Action> {
                 }
             }
             CueKind::In | CueKind::Cancel => {
-                let target = entries
-                    .iter()
-                    .find(|x| x.record.id == e.break_id)
-                    .or_else(|| {
-                        entries
-                            .iter()
-                            .rev()
-                            .find(|x| x.record.anchor_msn <= e.msn && e.msn < x.record.end_msn())
-                    });
+                let target = entries.iter().find(|x| x.id == e.break_id).or_else(|| {
+                    entries
+                        .iter()
+                        .rev()
+                        .find(|x| x.anchor_msn <= e.msn && e.msn < x.end_msn())
+                });
                 if let Some(x) = target {
-                    if e.msn < x.record.end_msn() {
+                    if e.msn < x.end_msn() {
                         actions.push(Action::End {
-                            break_id: x.record.id.clone(),
+                            break_id: x.id.clone(),
                             at_msn: e.msn,
                         });
                     }

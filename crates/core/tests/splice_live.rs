@@ -11,56 +11,8 @@ use cf_ssai_core::sim::{SimChannel, SimDialect};
 use cf_ssai_core::splice::{self, Mode, SpliceInput, SpliceSettings, Variant};
 use cf_ssai_core::validate::{Registry, Viewer};
 
-fn rendition(ad: &str, bw: u64, segs: usize, seg_dur: f64, fmp4: bool) -> AdRendition {
-    AdRendition {
-        bandwidth: bw,
-        codecs: Some("avc1.42c01e,mp4a.40.2".into()),
-        resolution: None,
-        kind: TrackKind::Muxed,
-        playlist_url: format!("https://ads.test/{ad}/{bw}/index.m3u8"),
-        cadence_s: seg_dur,
-        segments: (0..segs)
-            .map(|i| AdSegment {
-                uri: format!(
-                    "https://ads.test/{ad}/{bw}/s{i}.{}",
-                    if fmp4 { "m4s" } else { "ts" }
-                ),
-                duration: seg_dur,
-                byterange: None,
-            })
-            .collect(),
-        init_uri: fmp4.then(|| format!("https://ads.test/{ad}/{bw}/init.mp4")),
-        key: None,
-    }
-}
-
-fn pod(break_id: &str, cadence_s: f64, fmp4: bool) -> Pod {
-    let n = (10.0 / cadence_s).round() as usize;
-    let item = |id: &str| PodItem {
-        ad_id: id.into(),
-        creative_id: format!("cr-{id}"),
-        universal_ad_id: None,
-        duration_s: n as f64 * cadence_s,
-        renditions: vec![
-            rendition(id, 700_000, n, cadence_s, fmp4),
-            rendition(id, 2_000_000, n, cadence_s, fmp4),
-        ],
-        tracking: Tracking::default(),
-    };
-    Pod {
-        pod_id: format!("pod-{break_id}"),
-        break_id: break_id.into(),
-        duration_s: 30.0,
-        items: vec![item("adA"), item("adB")],
-        slate: Slate {
-            slate_id: "slate".into(),
-            renditions: vec![rendition("slate", 500_000, 1, cadence_s, fmp4)],
-        },
-        fill_s: 10.0,
-        source: PodSource::Library,
-        reasons: vec![],
-    }
-}
+mod common;
+use common::pod;
 
 /// The Channel DO, in process: the very state machine the DO drives
 /// (`channel::Channel`), with the decision service answering at once.

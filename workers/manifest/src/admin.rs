@@ -328,13 +328,46 @@ async fn org_route(
             json(&stats, 200)
         }
         (Method::Get, ["channels", slug, "kv"]) => {
-            // What every edge node reads for this channel (the DO's copy).
-            let v: Option<serde_json::Value> = env
-                .kv(bindings::KV)?
-                .get(&worker_shared::kv_breaks_key(org, slug))
-                .json()
-                .await?;
-            json(&serde_json::json!({ "breaks": v }), 200)
+            // Exactly the KV values a playlist request of this channel
+            // reads: the config cache, the view, and the pod of each break
+            // in view (a window reads those it touches). `breaks` joins
+            // view and pods the way the playback path does.
+            let kv = env.kv(bindings::KV)?;
+            let mut reads = serde_json::Map::new();
+            let mut bytes = serde_json::Map::new();
+            let mut read = |key: String, text: Option<String>| -> Option<serde_json::Value> {
+                let t = text?;
+                bytes.insert(key.clone(), t.len().into());
+                let v: serde_json::Value = serde_json::from_str(&t).ok()?;
+                reads.insert(key, v.clone());
+                Some(v)
+            };
+            let config_key = worker_shared::kv_config_key(org, slug);
+            let t = kv.get(&config_key).text().await?;
+            read(config_key, t);
+            let view_key = worker_shared::kv_breaks_key(org, slug);
+            let t = kv.get(&view_key).text().await?;
+            let view: Option<model::ChannelView> =
+                read(view_key, t).and_then(|v| serde_json::from_value(v).ok());
+            let mut entries = Vec::new();
+            for e in view.iter().flat_map(|v| v.entries.iter()) {
+                let key = worker_shared::kv_pod_key(org, slug, &e.record.id);
+                let t = kv.get(&key).text().await?;
+                let pod = read(key, t);
+                entries.push(serde_json::json!({ "record": e.record, "pod": pod }));
+            }
+            let breaks = view.as_ref().map(|v| {
+                serde_json::json!({
+                    "entries": entries,
+                    "checked_through_msn": v.checked_through_msn,
+                    "disc_base": v.disc_base,
+                    "updated_ms": v.updated_ms,
+                })
+            });
+            json(
+                &serde_json::json!({ "breaks": breaks, "reads": reads, "bytes": bytes }),
+                200,
+            )
         }
         (Method::Put, ["ads", id]) => {
             #[derive(Deserialize)]

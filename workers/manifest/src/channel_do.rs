@@ -23,6 +23,9 @@ const POLL_STATS: &str = "poll_stats";
 /// KV copy lifetime: every poll rewrites it; readers treat a miss as "ask
 /// the DO".
 const KV_TTL_S: u64 = 300;
+/// Pods outlive any view that names them (entries leave the view
+/// `keep_ms` after their end).
+const POD_TTL_S: u64 = 86_400;
 
 pub use worker_shared::channel_client::{
     ChannelRef, CueCommand, CueRequest, CueResponse, SyncRequest,
@@ -252,7 +255,19 @@ impl ChannelDO {
                         .execute()
                         .await?;
                 }
-                Effect::History(entry) => self.history(c, entry).await,
+                Effect::History(entry) => {
+                    // The pod under its own key first (immutable; the view
+                    // published next refers to it), then the history.
+                    let kv = self.env.kv(bindings::KV)?;
+                    kv.put(
+                        &worker_shared::kv_pod_key(&c.org, &c.slug, &entry.record.id),
+                        &entry.pod,
+                    )?
+                    .expiration_ttl(POD_TTL_S)
+                    .execute()
+                    .await?;
+                    self.history(c, entry).await
+                }
                 Effect::Decide(_) => {}
             }
         }

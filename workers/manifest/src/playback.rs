@@ -3,7 +3,8 @@
 
 use cf_ssai_core::ad_route::AdSegmentRoute;
 use cf_ssai_core::config::choose_mode;
-use cf_ssai_core::model::{ChannelBreaks, TrackKind};
+use cf_ssai_core::edge;
+use cf_ssai_core::model::{BreakEntry, ChannelBreaks, ChannelView, Pod, TrackKind};
 use cf_ssai_core::splice::{self, Mode, SpliceInput, Variant};
 use cf_ssai_core::{cues, hls, master, media, sequencer, session, sgai};
 use worker::*;
@@ -25,6 +26,28 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
             .find(|(a, _)| a == k)
             .map(|(_, v)| v.into_owned())
     };
+    let mode = choose_mode(
+        cfg.mode,
+        q("mode").as_deref(),
+        req.headers().get("X-Interstitials")?.as_deref(),
+        req.headers().get("User-Agent")?.as_deref(),
+    );
+    // A media playlist without per-viewer URIs is the same for every viewer
+    // of this location: served from the location's cache for at most half
+    // a target duration, keyed by channel, path, variant and the mode
+    // actually chosen (SSAI and SGAI never share an entry).
+    let per_viewer = cfg.proxy_ad_segments && q("sid").is_some();
+    let shared = !(rest.ends_with("master.m3u8") || per_viewer);
+    let shared_key = shared
+        .then(|| shared_playlist_key(req, ch, rest, mode, &q))
+        .transpose()?;
+    if let Some(key) = &shared_key {
+        if let Ok(Some(mut hit)) = Cache::default().get(key.as_str(), false).await {
+            if let Ok(body) = hit.text().await {
+                return respond(req, cfg, body, 0);
+            }
+        }
+    }
     let text = match worker_shared::get_text(
         origin_url.as_str(),
         cfg.origin_timeout_ms,
@@ -41,12 +64,6 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
         }
         Err(e) => return error(502, format!("origin error: {e}")),
     };
-    let mode = choose_mode(
-        cfg.mode,
-        q("mode").as_deref(),
-        req.headers().get("X-Interstitials")?.as_deref(),
-        req.headers().get("User-Agent")?.as_deref(),
-    );
     let tokens = match hls::tokenize(&text) {
         Ok(t) => t,
         Err(e) => return error(502, format!("origin playlist is not HLS: {e}")),
@@ -89,7 +106,8 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
     };
     let chref = ChannelRef::new(&ch.org, &ch.slug);
     let base = cache_base(req)?;
-    let breaks = entries(env, &base, &chref, &events, cadence, &m).await;
+    let ahead = u64::try_from(cfg.sgai_announce_ahead_segments.max(0)).unwrap_or(0);
+    let breaks = entries(env, &base, &chref, &events, cadence, &m, ahead).await;
     let variant = Variant {
         bandwidth: q("bw").and_then(|b| b.parse().ok()),
         codecs: q("codecs"),
@@ -110,8 +128,8 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
         &SpliceInput {
             origin: &text,
             playlist_url: &origin_url,
-            breaks: breaks.as_ref().map_or(&[][..], |b| &b.entries[..]),
-            disc_base: breaks.as_ref().map_or(0, |b| b.disc_base),
+            breaks: breaks.as_ref().map_or(&[][..], |b| &b.0[..]),
+            disc_base: breaks.as_ref().map_or(0, |b| b.1),
             variant: &variant,
             mode,
             settings: &settings,
@@ -120,10 +138,49 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
     if !out.report.reasons.is_empty() {
         console_warn!("{}/{}: {:?}", ch.org, ch.slug, out.report.reasons);
     }
+    if let Some(key) = &shared_key {
+        let age = cfg.max_age(target);
+        if let Ok(mut copy) = Response::ok(out.playlist.clone()) {
+            if copy
+                .headers_mut()
+                .set("Cache-Control", &format!("max-age={age}"))
+                .is_ok()
+            {
+                let _ = Cache::default().put(key.as_str(), copy).await;
+            }
+        }
+    }
     respond(req, cfg, out.playlist, target)
 }
-/// The channel's break entries: KV first; the DO when KV cannot vouch for
-/// the window or a cue in it is unknown. `None` when both fail (content).
+
+/// The location cache key of a shared media playlist.
+fn shared_playlist_key(
+    req: &Request,
+    ch: &Channel,
+    rest: &str,
+    mode: Mode,
+    q: &dyn Fn(&str) -> Option<String>,
+) -> Result<String> {
+    let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
+    Ok(format!(
+        "{}/__cf-ssai/playlist/{}/{}/{}?mode={}&bw={}&codecs={}&k={}",
+        cache_base(req)?,
+        enc(&ch.org),
+        enc(&ch.slug),
+        rest,
+        match mode {
+            Mode::Ssai => "ssai",
+            Mode::Sgai => "sgai",
+        },
+        enc(&q("bw").unwrap_or_default()),
+        enc(&q("codecs").unwrap_or_default()),
+        enc(&q("k").unwrap_or_default()),
+    ))
+}
+/// The breaks a window needs and the running discontinuity count before
+/// them: from the KV view (and the pods it needs) when it can vouch for the
+/// window, else this location's copy of the DO's answer (≤ 1 s old), else
+/// the DO (`core::edge::choose`). `None` when all fail: content.
 async fn entries(
     env: &Env,
     base: &str,
@@ -131,22 +188,48 @@ async fn entries(
     events: &[cues::CueEvent],
     cadence_ms: u64,
     m: &media::MediaPlaylist<'_>,
-) -> Option<ChannelBreaks> {
-    let first_msn = m.segments.first().map_or(m.media_sequence, |s| s.msn);
-    let cached = kv_breaks(env, ch).await;
-    if let Some(c) = &cached {
-        let last = m.segments.last().and_then(|s| s.pdt_ms.map(|p| (s.msn, p)));
-        if c.vouches_for(first_msn, last, cadence_ms)
-            && sequencer::reconcile(events, &c.entries).is_empty()
-        {
-            return cached;
+    ahead: u64,
+) -> Option<(Vec<BreakEntry>, u64)> {
+    let w = edge::WindowFacts::of(m, cadence_ms);
+    let view = kv_view(env, ch).await;
+    if let Some(v) = view.as_ref().filter(|v| edge::view_serves(v, events, &w)) {
+        let (needed, disc_base) = v.needed(w.first_msn, w.last_msn, ahead);
+        let mut out = Vec::with_capacity(needed.len());
+        for r in needed {
+            match pod(env, ch, &r.id).await {
+                Some(p) => out.push(BreakEntry {
+                    record: r.clone(),
+                    pod: p,
+                }),
+                // A pod not visible here yet: the DO has it.
+                None => return ask_do(env, base, ch, events, m, cadence_ms, view.as_ref()).await,
+            }
+        }
+        return Some((out, disc_base));
+    }
+    if let Some(b) = cached_answer(base, ch).await {
+        if edge::answer_serves(&b, events, &w) {
+            return Some((b.entries, b.disc_base));
         }
     }
+    ask_do(env, base, ch, events, m, cadence_ms, view.as_ref()).await
+}
+
+/// The consistent path: this window's cues to the Channel DO, its answer
+/// cached at this location for a second (and its entries the view lacks
+/// for the SGAI and ad routes).
+async fn ask_do(
+    env: &Env,
+    base: &str,
+    ch: &ChannelRef,
+    events: &[cues::CueEvent],
+    m: &media::MediaPlaylist<'_>,
+    cadence_ms: u64,
+    view: Option<&ChannelView>,
+) -> Option<(Vec<BreakEntry>, u64)> {
     // This request examined every cue of its window (all of them go to the
     // DO), so the window counts as checked: a channel nobody polls (SCTE-35
-    // off, /cue only) then serves from KV too instead of asking the DO on
-    // every request.
-    // Built only on the way to the DO: KV hits skip it.
+    // off, /cue only) then serves from KV too.
     let window = sequencer::OriginWindow::of(m);
     let body = SyncRequest {
         channel: ch.clone(),
@@ -157,29 +240,26 @@ async fn entries(
     };
     match ChannelClient::new(env, ch.clone()).sync(&body).await {
         Ok(b) => {
-            // Entries this location's KV copy lacks are what its SGAI asset
-            // lists and ad routes will ask for: cache them here, so those
-            // routes never call the DO (an unknown id costs a KV read).
-            let known = |id: &str| {
-                cached
-                    .as_ref()
-                    .is_some_and(|c| c.entries.iter().any(|e| e.record.id == id))
-            };
-            for e in b.entries.iter().filter(|e| !known(&e.record.id)) {
+            put_answer(base, ch, &b).await;
+            for e in b
+                .entries
+                .iter()
+                .filter(|e| view.is_none_or(|v| v.find(&e.record.id).is_none()))
+            {
                 cache_entry(base, ch, e).await;
             }
-            Some(b)
+            Some((b.entries, b.disc_base))
         }
         Err(e) => {
             console_error!("channel DO unavailable: {e}");
             worker_shared::count(env, &ch.org, "do_fallback_failures", 1).await;
-            cached
+            None
         }
     }
 }
 
-/// The channel's break entries as KV has them (possibly stale).
-async fn kv_breaks(env: &Env, ch: &ChannelRef) -> Option<ChannelBreaks> {
+/// The channel's published view as KV has it (possibly stale).
+async fn kv_view(env: &Env, ch: &ChannelRef) -> Option<ChannelView> {
     env.kv(bindings::KV)
         .ok()?
         .get(&worker_shared::kv_breaks_key(&ch.org, &ch.slug))
@@ -187,6 +267,76 @@ async fn kv_breaks(env: &Env, ch: &ChannelRef) -> Option<ChannelBreaks> {
         .await
         .ok()
         .flatten()
+}
+
+thread_local! {
+    /// Decided pods never change: kept per isolate once read.
+    static PODS: std::cell::RefCell<std::collections::HashMap<String, Pod>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+const PODS_KEPT: usize = 256;
+
+/// A break's decided pod: this isolate's memory, else its KV key (cached at
+/// the location for an hour: it never changes).
+async fn pod(env: &Env, ch: &ChannelRef, id: &str) -> Option<Pod> {
+    let key = worker_shared::kv_pod_key(&ch.org, &ch.slug, id);
+    if let Some(p) = PODS.with(|c| c.borrow().get(&key).cloned()) {
+        return Some(p);
+    }
+    let p: Pod = env
+        .kv(bindings::KV)
+        .ok()?
+        .get(&key)
+        .cache_ttl(3600)
+        .json()
+        .await
+        .ok()
+        .flatten()?;
+    PODS.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= PODS_KEPT {
+            c.clear();
+        }
+        c.insert(key, p.clone());
+    });
+    Some(p)
+}
+
+fn answer_cache_url(base: &str, ch: &ChannelRef) -> String {
+    let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
+    format!(
+        "{base}/__cf-ssai/do-answer/{}/{}",
+        enc(&ch.org),
+        enc(&ch.slug)
+    )
+}
+
+/// This location's copy of the DO's last answer for the channel.
+async fn cached_answer(base: &str, ch: &ChannelRef) -> Option<ChannelBreaks> {
+    let mut hit = Cache::default()
+        .get(answer_cache_url(base, ch), false)
+        .await
+        .ok()??;
+    hit.json().await.ok()
+}
+
+async fn put_answer(base: &str, ch: &ChannelRef, b: &ChannelBreaks) {
+    let Ok(mut resp) = Response::from_json(b) else {
+        return;
+    };
+    if resp
+        .headers_mut()
+        .set(
+            "Cache-Control",
+            &format!("max-age={}", edge::DO_ANSWER_TTL_S),
+        )
+        .is_err()
+    {
+        return;
+    }
+    if let Err(e) = Cache::default().put(answer_cache_url(base, ch), resp).await {
+        console_warn!("DO answer cache put failed: {e}");
+    }
 }
 
 /// `GET /{org}/{channel}/interstitials/{break}.json`
@@ -456,9 +606,10 @@ async fn find_entry(
         return None;
     }
     let chref = &ChannelRef::new(&ch.org, &ch.slug);
-    let cached = kv_breaks(env, chref).await;
-    if let Some(e) = cached.and_then(|c| c.entries.into_iter().find(|e| e.record.id == id)) {
-        return Some(e);
+    if let Some(record) = kv_view(env, chref).await.and_then(|v| v.find(id).cloned()) {
+        if let Some(pod) = pod(env, chref, id).await {
+            return Some(BreakEntry { record, pod });
+        }
     }
     let base = cache_base(req).ok()?;
     let mut hit = Cache::default()

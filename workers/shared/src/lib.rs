@@ -87,11 +87,18 @@ pub fn channel_key(org: &str, slug: &str) -> String {
     format!("{org}:{slug}")
 }
 
+/// The channel's published view (`ChannelView`): what every playlist
+/// request reads.
 pub fn kv_breaks_key(org: &str, slug: &str) -> String {
     format!("adbreak:{org}:{slug}")
 }
 
-fn kv_config_key(org: &str, slug: &str) -> String {
+/// A break's decided pod: written once, never changed.
+pub fn kv_pod_key(org: &str, slug: &str, break_id: &str) -> String {
+    format!("pod:{org}:{slug}:{break_id}")
+}
+
+pub fn kv_config_key(org: &str, slug: &str) -> String {
     format!("config:{org}:{slug}")
 }
 

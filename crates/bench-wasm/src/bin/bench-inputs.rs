@@ -1,0 +1,147 @@
+//! Inputs for the wasm pipeline benchmark: a demo-rate channel (1.92 s
+//! segments, a 30.72 s break every 76.8 s, pods of two ads in three
+//! bitrates and both containers) run through the real channel machine for
+//! N hours; writes the KV values one playlist request reads (the view, the
+//! pod of the break in the window), the pre-view KV value (all of the last
+//! hour's breaks with their pods), and an origin window inside a break.
+//!
+//! `bench-inputs HOURS OUT_DIR`
+
+use cf_ssai_core::channel::{Channel, Effect, Input};
+use cf_ssai_core::cues::{self, SegmentationPolicy};
+use cf_ssai_core::media;
+use cf_ssai_core::model::*;
+use cf_ssai_core::sequencer::{BreakPolicy, OriginWindow};
+use cf_ssai_core::sim::SimChannel;
+
+fn pod(id: &str) -> Pod {
+    let rendition = |ad: &str, bw: u64, fmp4: bool| AdRendition {
+        bandwidth: bw,
+        codecs: Some("avc1.42c01e,mp4a.40.2".into()),
+        resolution: Some("640x360".into()),
+        kind: TrackKind::Muxed,
+        playlist_url: format!("https://media.example/media/demo/ads/{ad}/{bw}/index.m3u8"),
+        cadence_s: 1.92,
+        segments: (0..5)
+            .map(|i| AdSegment {
+                uri: format!(
+                    "https://media.example/media/demo/ads/{ad}/{bw}/seg{i}.{}",
+                    if fmp4 { "m4s" } else { "ts" }
+                ),
+                duration: 1.92,
+                byterange: None,
+            })
+            .collect(),
+        init_uri: fmp4.then(|| format!("https://media.example/media/demo/ads/{ad}/{bw}/init.mp4")),
+        key: None,
+    };
+    let item = |ad: &str| PodItem {
+        ad_id: ad.into(),
+        creative_id: ad.into(),
+        universal_ad_id: None,
+        duration_s: 9.6,
+        renditions: [600_000u64, 900_000, 1_800_000]
+            .iter()
+            .flat_map(|bw| [rendition(ad, *bw, false), rendition(ad, *bw, true)])
+            .collect(),
+        tracking: Tracking::default(),
+    };
+    Pod {
+        pod_id: format!("pod-{id}"),
+        break_id: id.into(),
+        duration_s: 30.72,
+        items: vec![item("ad1"), item("ad2")],
+        slate: Slate {
+            slate_id: "slate".into(),
+            renditions: vec![
+                rendition("slate", 900_000, false),
+                rendition("slate", 900_000, true),
+            ],
+        },
+        fill_s: 11.52,
+        source: PodSource::Library,
+        reasons: vec![],
+    }
+}
+
+fn main() -> Result<(), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let hours: i64 = args.first().and_then(|h| h.parse().ok()).ok_or("HOURS")?;
+    let out = std::path::PathBuf::from(args.get(1).ok_or("OUT_DIR")?);
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let ch = SimChannel {
+        cadence_ms: 1920,
+        window: 6,
+        break_every: 40,
+        break_len: 16,
+        first_break: 12,
+        ..Default::default()
+    };
+    let bounded = BreakPolicy::default();
+    let hour = BreakPolicy {
+        keep_ms: 3_600_000,
+        ..BreakPolicy::default()
+    };
+    let mut new = Channel::default();
+    let mut old = Channel::default();
+    let segs = hours * 3_600_000 / 1920;
+    // End inside a break: 3 segments after an anchor.
+    let k = (segs as u64).saturating_sub(ch.first_break) / ch.break_every;
+    let end_msn = ch.first_break + k * ch.break_every + 3;
+    let mut pods = std::collections::HashMap::new();
+    for msn in 1..=end_msn {
+        let now = ch.pdt_of(msn + 1) + 10;
+        let origin = ch.media("low", now);
+        let m = media::parse(&origin).map_err(|e| e.to_string())?;
+        let det = cues::detect(&m, &SegmentationPolicy::default());
+        for (machine, policy) in [(&mut new, &bounded), (&mut old, &hour)] {
+            let input = Input::Window {
+                events: det.events.clone(),
+                cadence_ms: 1920,
+                examined_through: m.last_msn(),
+                window: OriginWindow::of(&m),
+            };
+            let step = machine.handle(input, policy, now);
+            for e in step.effects {
+                if let Effect::Decide(r) = e {
+                    let p = pod(&r.id);
+                    pods.insert(r.id.clone(), p.clone());
+                    machine.handle(
+                        Input::Decided {
+                            break_id: r.id,
+                            pod: p,
+                        },
+                        policy,
+                        now,
+                    );
+                }
+            }
+        }
+    }
+    let now = ch.pdt_of(end_msn + 1) + 10;
+    let origin = ch.media("low", now);
+    let view = new.view();
+    let m = media::parse(&origin).map_err(|e| e.to_string())?;
+    let first = m.segments.first().map_or(0, |s| s.msn);
+    let (needed, _) = view.needed(first, end_msn, 0);
+    let id = needed.first().ok_or("no break in the window")?.id.clone();
+    let write =
+        |name: &str, text: &str| std::fs::write(out.join(name), text).map_err(|e| e.to_string());
+    let view_json = serde_json::to_string(&view).map_err(|e| e.to_string())?;
+    let pod_json = serde_json::to_string(&pods[&id]).map_err(|e| e.to_string())?;
+    let full_json = serde_json::to_string(&old.breaks).map_err(|e| e.to_string())?;
+    write("view.json", &view_json)?;
+    write("pod.json", &pod_json)?;
+    write("full.json", &full_json)?;
+    write("origin.m3u8", &origin)?;
+    println!(
+        "{{\"hours\":{hours},\"breaks_registered\":{},\"view_entries\":{},\"view_bytes\":{},\"pod_bytes\":{},\"old_entries\":{},\"old_bytes\":{}}}",
+        pods.len(),
+        view.entries.len(),
+        view_json.len(),
+        pod_json.len(),
+        old.breaks.entries.len(),
+        full_json.len()
+    );
+    Ok(())
+}

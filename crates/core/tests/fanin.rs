@@ -1,0 +1,310 @@
+//! Fan-in at edge scale, simulated with the real playback logic: L
+//! locations, V viewers spread over them reloading every target duration,
+//! each location's KV copy lagging by 0–60 s, a break every minute. Each
+//! request goes through what the manifest worker does (`core::edge`): the
+//! location's shared-playlist cache (≤ half a target duration), else the KV
+//! view if it vouches for the window, else the location's copy of the DO's
+//! answer (≤ 1 s), else the Channel DO (counted), which is the real channel
+//! machine. Every playlist a location produces is validated against the
+//! live rules (one registry across all locations, one viewer per
+//! location), so the figures are for output that is also correct.
+//!
+//! `cargo test --release -p cf-ssai-core --test fanin -- --ignored --nocapture`
+//! prints the table in the README; the quick case runs with every
+//! `cargo test`.
+
+mod common;
+
+use cf_ssai_core::channel::{Channel, Effect, Input};
+use cf_ssai_core::cues::{self, SegmentationPolicy};
+use cf_ssai_core::edge::{self, Source, WindowFacts};
+use cf_ssai_core::media;
+use cf_ssai_core::model::{BreakEntry, ChannelBreaks, ChannelView};
+use cf_ssai_core::sequencer::{BreakPolicy, OriginWindow};
+use cf_ssai_core::sim::SimChannel;
+use cf_ssai_core::splice::{self, Mode, SpliceInput, SpliceSettings, Variant};
+use cf_ssai_core::validate::{Registry, Viewer};
+
+/// The Channel DO: the machine, decisions answered at once, and every
+/// published view and pod kept with the instant it was written.
+struct Do {
+    ch: Channel,
+    views: Vec<(i64, ChannelView)>,
+    pods: Vec<(i64, String, cf_ssai_core::model::Pod)>,
+    calls: u64,
+}
+
+impl Do {
+    fn feed(&mut self, input: Input, now: i64) {
+        let p = BreakPolicy::default();
+        let step = self.ch.handle(input, &p, now);
+        let mut effects = step.effects;
+        let mut i = 0;
+        while i < effects.len() {
+            match effects[i].clone() {
+                Effect::Decide(r) => {
+                    let pod = common::pod(&r.id, r.cadence_ms as f64 / 1000.0, false);
+                    let s = self.ch.handle(
+                        Input::Decided {
+                            break_id: r.id,
+                            pod,
+                        },
+                        &p,
+                        now,
+                    );
+                    effects.extend(s.effects);
+                }
+                Effect::History(e) => self.pods.push((now, e.record.id.clone(), e.pod.clone())),
+                Effect::Publish => self.views.push((now, self.ch.view())),
+                Effect::Persist => {}
+            }
+            i += 1;
+        }
+    }
+
+    fn window(&mut self, m: &media::MediaPlaylist<'_>, cadence_ms: u64, now: i64) {
+        let det = cues::detect(m, &SegmentationPolicy::default());
+        self.feed(
+            Input::Window {
+                events: det.events,
+                cadence_ms,
+                examined_through: m.last_msn(),
+                window: OriginWindow::of(m),
+            },
+            now,
+        );
+    }
+
+    /// What KV shows at a location lagging by `lag` ms.
+    fn kv_view(&self, now: i64, lag: i64) -> Option<&ChannelView> {
+        self.views
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= now - lag)
+            .map(|(_, v)| v)
+    }
+
+    fn kv_pod(&self, now: i64, lag: i64, id: &str) -> Option<&cf_ssai_core::model::Pod> {
+        self.pods
+            .iter()
+            .find(|(t, i, _)| i == id && *t <= now - lag)
+            .map(|(_, _, p)| p)
+    }
+}
+
+struct Location {
+    lag_ms: i64,
+    /// (written at, playlist) — the shared-playlist cache.
+    playlist: Option<(i64, String)>,
+    /// (written at, answer) — the DO-answer cache.
+    answer: Option<(i64, ChannelBreaks)>,
+    viewer: Viewer,
+}
+
+#[derive(Debug, Default)]
+struct Figures {
+    requests: u64,
+    do_calls: u64,
+    from_playlist_cache: u64,
+    from_view: u64,
+    from_answer: u64,
+    ad_segments: u64,
+    seconds: f64,
+}
+
+fn simulate(locations: usize, viewers: u64, secs: i64, seed: u64) -> Figures {
+    let ch = SimChannel {
+        cadence_ms: 2000,
+        window: 6,
+        break_every: 30, // one break a minute
+        break_len: 15,
+        first_break: 12,
+        ..Default::default()
+    };
+    let td = 2000i64;
+    let mut rng = seed;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut locs: Vec<Location> = (0..locations)
+        .map(|_| Location {
+            lag_ms: (next() % 60_001) as i64,
+            playlist: None,
+            answer: None,
+            viewer: Viewer::default(),
+        })
+        .collect();
+    // Viewers: location and reload phase within a target duration.
+    let per_tick_step = 100i64;
+    let mut requests_at: Vec<Vec<u64>> = vec![vec![0; locations]; (td / per_tick_step) as usize];
+    for _ in 0..viewers {
+        let l = (next() % locations as u64) as usize;
+        let phase = (next() % (td / per_tick_step) as u64) as usize;
+        requests_at[phase][l] += 1;
+    }
+    let mut dobj = Do {
+        ch: Channel::default(),
+        views: Vec::new(),
+        pods: Vec::new(),
+        calls: 0,
+    };
+    let mut reg = Registry::default();
+    let mut f = Figures::default();
+    let variant = &ch.variants[0];
+    let url = url::Url::parse("https://origin.test/live/low/index.m3u8").unwrap();
+    let settings = SpliceSettings {
+        asset_list_prefix: "/o/c/interstitials/".into(),
+        ..Default::default()
+    };
+    let start = ch.epoch_ms + td * (ch.window as i64 + 1);
+    let mut t = start;
+    let mut next_poll = start;
+    while t < start + secs * 1000 {
+        if t >= next_poll {
+            // The poller (phase-locked at 90 % of the cadence).
+            let origin = ch.media(&variant.name, t);
+            let m = media::parse(&origin).unwrap();
+            dobj.window(&m, td as u64, t);
+            next_poll += td * 9 / 10;
+        }
+        let tick = (((t - start) / per_tick_step) as usize) % requests_at.len();
+        for (li, loc) in locs.iter_mut().enumerate() {
+            let n = requests_at[tick][li];
+            if n == 0 {
+                continue;
+            }
+            f.requests += n;
+            let max_age = td / 2;
+            if loc
+                .playlist
+                .as_ref()
+                .is_some_and(|(at, _)| t - at < max_age)
+            {
+                f.from_playlist_cache += n;
+                continue;
+            }
+            // A miss: one request does the work; the location's other
+            // requests this instant read what it cached.
+            f.from_playlist_cache += n - 1;
+            let origin = ch.media(&variant.name, t);
+            let m = media::parse(&origin).unwrap();
+            let events = cues::detect(&m, &SegmentationPolicy::default()).events;
+            let w = WindowFacts::of(&m, td as u64);
+            let view = dobj.kv_view(t, loc.lag_ms).cloned();
+            let answer = loc
+                .answer
+                .as_ref()
+                .filter(|(at, _)| t - at < edge::DO_ANSWER_TTL_S as i64 * 1000)
+                .map(|(_, b)| b.clone());
+            let mut source = edge::choose(view.as_ref(), answer.as_ref(), &events, &w);
+            let mut entries: Vec<BreakEntry> = Vec::new();
+            let mut disc_base = 0;
+            if source == Source::View {
+                let v = view.as_ref().unwrap();
+                let (needed, base) = v.needed(w.first_msn, w.last_msn, 0);
+                disc_base = base;
+                for r in needed {
+                    match dobj.kv_pod(t, loc.lag_ms, &r.id) {
+                        Some(p) => entries.push(BreakEntry {
+                            record: r.clone(),
+                            pod: p.clone(),
+                        }),
+                        None => source = Source::AskDo,
+                    }
+                }
+            }
+            match source {
+                Source::View => f.from_view += 1,
+                Source::CachedAnswer => {
+                    f.from_answer += 1;
+                    let b = answer.unwrap();
+                    disc_base = b.disc_base;
+                    entries = b.entries;
+                }
+                Source::AskDo => {
+                    f.do_calls += 1;
+                    dobj.calls += 1;
+                    dobj.window(&m, td as u64, t);
+                    let b = dobj.ch.breaks.clone();
+                    disc_base = b.disc_base;
+                    entries = b.entries.clone();
+                    loc.answer = Some((t, b));
+                }
+            }
+            let out = splice::splice_media(
+                &m,
+                &SpliceInput {
+                    origin: &origin,
+                    playlist_url: &url,
+                    breaks: &entries,
+                    disc_base,
+                    variant: &Variant {
+                        bandwidth: Some(variant.bandwidth),
+                        codecs: Some(variant.codecs.clone()),
+                        kind: Default::default(),
+                    },
+                    mode: Mode::Ssai,
+                    settings: &settings,
+                },
+            )
+            .playlist;
+            f.ad_segments += out
+                .lines()
+                .filter(|l| l.starts_with("https://ads.test/"))
+                .count() as u64;
+            let errs = reg.check(&mut loc.viewer, &out, true);
+            assert!(
+                errs.is_empty(),
+                "t={t} location lag {}: {errs:?}\n{out}",
+                loc.lag_ms
+            );
+            loc.playlist = Some((t, out));
+        }
+        t += per_tick_step;
+    }
+    f.seconds = secs as f64;
+    f
+}
+
+fn report(l: usize, v: u64, f: &Figures) {
+    println!(
+        "| {l} | {v} | {:.0} | {:.2} | {:.4} | {:.1} % |",
+        f.requests as f64 / f.seconds,
+        f.do_calls as f64 / f.seconds,
+        f.do_calls as f64 / f.seconds / l as f64,
+        100.0 * (1.0 - f.do_calls as f64 / f.requests.max(1) as f64),
+    );
+}
+
+#[test]
+fn fan_in_is_bounded_by_locations_quick() {
+    for (l, v) in [(1usize, 1u64), (1, 1000), (30, 10_000)] {
+        let f = simulate(l, v, 180, 7);
+        assert!(f.ad_segments > 0, "breaks were spliced: {f:?}");
+        let per_s = f.do_calls as f64 / f.seconds;
+        // Goal: DO calls per second ≤ L whatever V.
+        assert!(
+            per_s <= l as f64,
+            "L={l} V={v}: {per_s:.2} DO calls/s > {l}: {f:?}"
+        );
+    }
+}
+
+#[test]
+#[ignore = "the README's table: run in release"]
+fn fan_in_table() {
+    println!(
+        "| L | V | requests/s | DO calls/s | DO calls/s per location | served without the DO |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for l in [1usize, 30, 300] {
+        for v in [1u64, 1000, 100_000] {
+            let f = simulate(l, v, 300, 11);
+            report(l, v, &f);
+            assert!(f.do_calls as f64 / f.seconds <= l as f64);
+        }
+    }
+}

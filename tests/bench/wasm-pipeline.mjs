@@ -1,0 +1,47 @@
+// The playback path's per-request pipeline (crates/bench-wasm) compiled to
+// wasm32 with the workers' release profile, timed in V8 under node:
+// decode the KV values → parse the origin window → detect cues → check the
+// view vouches → the breaks the window needs → splice and render.
+//
+// node tests/bench/wasm-pipeline.mjs WASM DIR... (each DIR from bench-inputs)
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+
+const [wasmPath, ...dirs] = process.argv.slice(2);
+const { instance } = await WebAssembly.instantiate(readFileSync(wasmPath), {});
+const { memory, alloc, run_new, run_old } = instance.exports;
+
+function put(text) {
+  const bytes = Buffer.from(text, "utf8");
+  const ptr = alloc(bytes.length);
+  new Uint8Array(memory.buffer, ptr, bytes.length).set(bytes);
+  return [ptr, bytes.length];
+}
+
+function time(fn, iters) {
+  fn(Math.max(1, iters / 10)); // warm up (tier-up in V8)
+  const rounds = [];
+  for (let r = 0; r < 5; r++) {
+    const t0 = process.hrtime.bigint();
+    const n = fn(iters);
+    const ns = Number(process.hrtime.bigint() - t0);
+    if (!n) throw new Error("the pipeline produced no playlist (inputs do not vouch)");
+    rounds.push(ns / iters / 1000);
+  }
+  rounds.sort((a, b) => a - b);
+  return rounds[2]; // median µs per request
+}
+
+console.log("| history | KV bytes read (view + pod) | µs per request, bounded view | µs per request, whole-history value (before) | before: value bytes |");
+console.log("|---|---|---|---|---|");
+for (const dir of dirs) {
+  const r = (f) => readFileSync(join(dir, f), "utf8");
+  const meta = JSON.parse(r("meta.json"));
+  const view = put(r("view.json"));
+  const pod = put(r("pod.json"));
+  const origin = put(r("origin.m3u8"));
+  const full = put(r("full.json"));
+  const usNew = time((n) => run_new(view[0], view[1], pod[0], pod[1], origin[0], origin[1], n), 2000);
+  const usOld = time((n) => run_old(full[0], full[1], origin[0], origin[1], n), 50);
+  console.log(`| ${meta.hours} h (${meta.breaks_registered} breaks) | ${meta.view_bytes} + ${meta.pod_bytes} | ${usNew.toFixed(1)} | ${usOld.toFixed(0)} | ${meta.old_bytes} |`);
+}
