@@ -92,7 +92,7 @@ test(`${CHANNELS} channels polled at a ${CADENCE / 1000} s cadence`, async () =>
   for (const [i, x] of b.entries()) {
     assert.equal(x.running, true, `${slugs[i]}: poller running`);
     assert.ok(polls[i] >= 0.5 * report.expected_polls_per_channel, `${slugs[i]}: ${polls[i]} polls in ${secs}s`);
-    assert.equal(x.stats.errors, 0, `${slugs[i]}: no failed polls`);
+    assert.equal(x.stats.errors, 0, `${slugs[i]}: no failed polls (last: ${x.stats.last_error})`);
   }
   // Breaks found on every channel (one break every 30 s of origin time).
   const withBreaks = await Promise.all(slugs.map((c) => api(s.base, "GET", `/api/orgs/${ORG}/channels/${c}/breaks`).then((r) => (r.json.entries ?? []).length)));

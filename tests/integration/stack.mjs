@@ -200,13 +200,23 @@ export async function startStack(opts = {}) {
     "--first-break", String(opts.firstBreak ?? 6), "--exit-after-s", String(opts.lifetimeS ?? 7200),
   ];
   const origin = spawnGroup(CLI, [...originArgs, ...(opts.originArgs ?? [])], { echo: false });
-  const wrangler = spawnGroup(join(BIN, "wrangler"), [
+  const startRuntime = async () => spawnGroup(join(BIN, "wrangler"), [
     "dev", "-c", "wrangler-manifest.toml", "-c", "wrangler-decision.toml", "-c", "wrangler-scte35-monitor.toml", "-c", "wrangler-beacon.toml",
     "--ip", "127.0.0.1", "--port", String(port), "--persist-to", stateDir, "--inspector-port", String(await freePort()),
     ...Object.entries(opts.vars ?? {}).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
   ], { echo: opts.echo });
+  const wrangler = await startRuntime();
   const stack = { port, originPort, base, originBase, stateDir, origin, wrangler, ephemeral: !opts.stateDir };
   stack.stop = () => stopStack(stack);
+  /** Restart the whole local runtime (all four workers) on the same state; the origin keeps running. */
+  stack.restartRuntime = async () => {
+    const old = stack.wrangler;
+    killGroup(old);
+    while (old.exitCode === null && old.signalCode === null) await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, 1000));
+    stack.wrangler = await startRuntime();
+    await waitFor(`${base}/healthz`, 90000, stack.wrangler);
+  };
   /** Restart the live origin (an encoder restart, or with `--msn-offset` a failover). */
   stack.restartOrigin = async (extra = []) => {
     const old = stack.origin;

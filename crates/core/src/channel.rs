@@ -361,8 +361,9 @@ impl Channel {
     }
 
     fn cue_start(&mut self, rec: BreakRecord, now_ms: i64, step: &mut Step) {
-        if let Some(r) = self.known(&rec.id, rec.anchor_msn) {
-            // Idempotent: the same id (or anchor) is the same break.
+        // Idempotent by id only: another id at the same anchor is another
+        // operator's break, refused as an overlap below.
+        if let Some(r) = self.known(&rec.id, u64::MAX) {
             step.reply = Reply::Existing(r.clone());
             return;
         }

@@ -43,6 +43,9 @@ pub struct PollStats {
     /// Sum and maximum of poll durations (fetch + detect + sync).
     pub busy_ms_total: i64,
     pub busy_ms_max: i64,
+    /// Why the last failed poll failed (and when), for operators.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
 }
 
 impl PollStats {

@@ -232,6 +232,10 @@ impl ChannelDO {
                 (id, fut)
             })
             .collect();
+        if calls.is_empty() {
+            // Nothing was awaited: the state this step saved is current.
+            return Ok((step, ch));
+        }
         for (id, fut) in calls {
             let pod = fut.await;
             self.inflight.borrow_mut().remove(&id);
@@ -381,6 +385,9 @@ impl ChannelDO {
             stats_cadence(&outcome)
         };
         stats.record(started, finished - started, outcome.is_ok(), deadline);
+        if let Err(e) = &outcome {
+            stats.last_error = Some(format!("{e} (at {started})"));
+        }
         let next = match outcome {
             Ok(o) => {
                 let failures: u32 = storage.get(FAILURES).await.ok().flatten().unwrap_or(0);

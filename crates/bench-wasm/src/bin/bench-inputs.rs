@@ -14,6 +14,18 @@ use cf_ssai_core::model::*;
 use cf_ssai_core::sequencer::{BreakPolicy, OriginWindow};
 use cf_ssai_core::sim::SimChannel;
 
+/// Serialized size of anything we write.
+mod erased {
+    pub trait Ser {
+        fn len(&self) -> usize;
+    }
+    impl<T: serde::Serialize> Ser for T {
+        fn len(&self) -> usize {
+            serde_json::to_vec(self).map_or(0, |v| v.len())
+        }
+    }
+}
+
 fn pod(id: &str) -> Pod {
     let rendition = |ad: &str, bw: u64, fmp4: bool| AdRendition {
         bandwidth: bw,
@@ -89,31 +101,62 @@ fn main() -> Result<(), String> {
     let k = (segs as u64).saturating_sub(ch.first_break) / ch.break_every;
     let end_msn = ch.first_break + k * ch.break_every + 3;
     let mut pods = std::collections::HashMap::new();
+    // Writes over the last hour: [new, old] × (KV writes, KV bytes, DO
+    // storage writes, DO bytes). Old = the pre-view design: the whole
+    // ChannelBreaks (an hour of pods) to KV and DO storage on every change.
+    let mut writes = [[0u64; 4]; 2];
+    let last_hour_from = end_msn.saturating_sub(3_600_000 / 1920);
     for msn in 1..=end_msn {
         let now = ch.pdt_of(msn + 1) + 10;
         let origin = ch.media("low", now);
         let m = media::parse(&origin).map_err(|e| e.to_string())?;
         let det = cues::detect(&m, &SegmentationPolicy::default());
-        for (machine, policy) in [(&mut new, &bounded), (&mut old, &hour)] {
+        for (which, (machine, policy)) in [(&mut new, &bounded), (&mut old, &hour)]
+            .into_iter()
+            .enumerate()
+        {
             let input = Input::Window {
                 events: det.events.clone(),
                 cadence_ms: 1920,
                 examined_through: m.last_msn(),
                 window: OriginWindow::of(&m),
             };
-            let step = machine.handle(input, policy, now);
-            for e in step.effects {
-                if let Effect::Decide(r) = e {
+            let mut effects = machine.handle(input, policy, now).effects;
+            let mut i = 0;
+            while let Some(e) = effects.get(i).cloned() {
+                i += 1;
+                if let Effect::Decide(r) = &e {
                     let p = pod(&r.id);
                     pods.insert(r.id.clone(), p.clone());
-                    machine.handle(
-                        Input::Decided {
-                            break_id: r.id,
-                            pod: p,
-                        },
-                        policy,
-                        now,
-                    );
+                    let decided = Input::Decided {
+                        break_id: r.id.clone(),
+                        pod: p,
+                    };
+                    effects.extend(machine.handle(decided, policy, now).effects);
+                }
+                if msn < last_hour_from {
+                    continue;
+                }
+                let w = &mut writes[which];
+                let size = |v: &dyn erased::Ser| v.len() as u64;
+                match (&e, which) {
+                    (Effect::Publish, 0) => {
+                        w[0] += 1;
+                        w[1] += size(&machine.view());
+                    }
+                    (Effect::History(entry), 0) => {
+                        w[0] += 1;
+                        w[1] += size(&entry.pod);
+                    }
+                    (Effect::Publish, _) => {
+                        w[0] += 1;
+                        w[1] += size(&machine.breaks);
+                    }
+                    (Effect::Persist, _) => {
+                        w[2] += 1;
+                        w[3] += size(&*machine);
+                    }
+                    _ => {}
                 }
             }
         }
@@ -134,14 +177,16 @@ fn main() -> Result<(), String> {
     write("pod.json", &pod_json)?;
     write("full.json", &full_json)?;
     write("origin.m3u8", &origin)?;
+    let [n, o] = writes;
     println!(
-        "{{\"hours\":{hours},\"breaks_registered\":{},\"view_entries\":{},\"view_bytes\":{},\"pod_bytes\":{},\"old_entries\":{},\"old_bytes\":{}}}",
+        "{{\"kv_writes_per_hour\":[{},{}],\"kv_bytes_per_hour\":[{},{}],\"do_writes_per_hour\":[{},{}],\"do_bytes_per_hour\":[{},{}],\"hours\":{hours},\"breaks_registered\":{},\"view_entries\":{},\"view_bytes\":{},\"pod_bytes\":{},\"old_entries\":{},\"old_bytes\":{}}}",
+        n[0], o[0], n[1], o[1], n[2], o[2], n[3], o[3],
         pods.len(),
         view.entries.len(),
         view_json.len(),
         pod_json.len(),
         old.breaks.entries.len(),
-        full_json.len()
+        full_json.len(),
     );
     Ok(())
 }
