@@ -102,6 +102,22 @@ pub enum Input {
     Tick,
 }
 
+impl Input {
+    /// The input for an origin window examined in full (all its cues).
+    pub fn examined(
+        m: &crate::media::MediaPlaylist<'_>,
+        events: Vec<CueEvent>,
+        cadence_ms: u64,
+    ) -> Input {
+        Input::Window {
+            events,
+            cadence_ms,
+            examined_through: m.last_msn(),
+            window: OriginWindow::of(m),
+        }
+    }
+}
+
 /// What the driver must do, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {

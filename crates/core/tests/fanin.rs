@@ -20,7 +20,7 @@ use cf_ssai_core::cues::{self, SegmentationPolicy};
 use cf_ssai_core::edge::{self, Source, WindowFacts};
 use cf_ssai_core::media;
 use cf_ssai_core::model::{BreakEntry, ChannelBreaks, ChannelView};
-use cf_ssai_core::sequencer::{BreakPolicy, OriginWindow};
+use cf_ssai_core::sequencer::BreakPolicy;
 use cf_ssai_core::sim::SimChannel;
 use cf_ssai_core::splice::{self, Mode, SpliceInput, SpliceSettings, Variant};
 use cf_ssai_core::validate::{Registry, Viewer};
@@ -64,15 +64,7 @@ impl Do {
 
     fn window(&mut self, m: &media::MediaPlaylist<'_>, cadence_ms: u64, now: i64) {
         let det = cues::detect(m, &SegmentationPolicy::default());
-        self.feed(
-            Input::Window {
-                events: det.events,
-                cadence_ms,
-                examined_through: m.last_msn(),
-                window: OriginWindow::of(m),
-            },
-            now,
-        );
+        self.feed(Input::examined(m, det.events, cadence_ms), now);
     }
 
     /// What KV shows at a location lagging by `lag` ms.

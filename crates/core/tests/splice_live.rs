@@ -52,15 +52,7 @@ impl Sequencer {
     /// could not vouch for).
     fn examine(&mut self, m: &media::MediaPlaylist<'_>, cadence_ms: u64, now: i64) {
         let det = cues::detect(m, &SegmentationPolicy::default());
-        self.feed(
-            Input::Window {
-                events: det.events,
-                cadence_ms,
-                examined_through: m.last_msn(),
-                window: sequencer::OriginWindow::of(m),
-            },
-            now,
-        );
+        self.feed(Input::examined(m, det.events, cadence_ms), now);
     }
 
     /// The monitor's poll.

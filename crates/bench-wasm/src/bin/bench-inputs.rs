@@ -11,7 +11,7 @@ use cf_ssai_core::channel::{Channel, Effect, Input};
 use cf_ssai_core::cues::{self, SegmentationPolicy};
 use cf_ssai_core::media;
 use cf_ssai_core::model::*;
-use cf_ssai_core::sequencer::{BreakPolicy, OriginWindow};
+use cf_ssai_core::sequencer::BreakPolicy;
 use cf_ssai_core::sim::SimChannel;
 
 /// Serialized size of anything we write.
@@ -115,12 +115,7 @@ fn main() -> Result<(), String> {
             .into_iter()
             .enumerate()
         {
-            let input = Input::Window {
-                events: det.events.clone(),
-                cadence_ms: 1920,
-                examined_through: m.last_msn(),
-                window: OriginWindow::of(&m),
-            };
+            let input = Input::examined(&m, det.events.clone(), 1920);
             let mut effects = machine.handle(input, policy, now).effects;
             let mut i = 0;
             while let Some(e) = effects.get(i).cloned() {
