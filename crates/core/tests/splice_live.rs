@@ -4,6 +4,7 @@
 
 use cf_ssai_core::channel::{Channel, Effect, Input};
 use cf_ssai_core::cues::{self, SegmentationPolicy};
+use cf_ssai_core::edge::{self, WindowFacts};
 use cf_ssai_core::media;
 use cf_ssai_core::model::*;
 use cf_ssai_core::sequencer::{self, Action, BreakPolicy};
@@ -85,17 +86,33 @@ fn serve(
     let origin = ch.media(variant, now);
     let m = media::parse(&origin).unwrap();
     let det = cues::detect(&m, &SegmentationPolicy::default());
-    let mut view = seq.kv_view(now, lag);
-    let first = m.segments.first().map_or(0, |s| s.msn);
-    if !view.covers_window(first) {
-        // KV may be missing a break that began and ended unseen.
-        view = seq.ch.breaks.clone();
-    }
-    if !sequencer::reconcile(&det.events, &view.entries).is_empty() {
-        // KV miss for a cue in the origin: ask the DO, use its answer.
+    // What the manifest worker does (`core::edge`): the lagged KV view
+    // (records only) and the pods of the breaks the window needs, when the
+    // view vouches for the window and knows its cues; else the DO.
+    let kv = seq.kv_view(now, lag);
+    let view = kv.view();
+    let w = WindowFacts::of(&m, ch.cadence_ms);
+    let (entries, disc_base) = if edge::view_serves(&view, &det.events, &w) {
+        let (needed, base) = view.needed(w.first_msn, w.last_msn, 0);
+        let entries = needed
+            .iter()
+            .map(|r| BreakEntry {
+                record: (*r).clone(),
+                pod: kv
+                    .entries
+                    .iter()
+                    .find(|e| e.record.id == r.id)
+                    .map(|e| e.pod.clone())
+                    .unwrap(),
+            })
+            .collect();
+        (entries, base)
+    } else {
+        // KV cannot vouch (a break may have begun and ended unseen) or
+        // misses a cue of this window: ask the DO, use its answer.
         seq.examine(&m, ch.cadence_ms, now);
-        view = seq.ch.breaks.clone();
-    }
+        (seq.ch.breaks.entries.clone(), seq.ch.breaks.disc_base)
+    };
     let url = url::Url::parse(&format!("https://origin.test/live/{variant}/index.m3u8")).unwrap();
     let v = ch.variants.iter().find(|v| v.name == variant).unwrap();
     let variant_info = Variant {
@@ -110,8 +127,8 @@ fn serve(
     let out = splice::splice(&SpliceInput {
         origin: &origin,
         playlist_url: &url,
-        breaks: &view.entries,
-        disc_base: 0,
+        breaks: &entries,
+        disc_base,
         variant: &variant_info,
         mode,
         settings: &settings,
