@@ -204,8 +204,10 @@ test("a VAST creative with an HLS MediaFile cut to the cadence is used directly"
   assert.equal(pod.items[0].creative_id, "hls-creative");
   const r = pod.items[0].renditions;
   assert.deepEqual(r.map((x) => x.bandwidth), [900000, 1800000]);
-  assert.equal(r[0].segments.length, 5);
-  assert.equal(r[0].segments[0].uri, `${adsBase}/hls/seg0.ts`);
+  // Segments following a URI template travel as {template, count, duration}.
+  const segs = (x) => (Array.isArray(x.segments) ? x.segments : Array.from({ length: x.segments.count }, (_, i) => ({ uri: x.segments.template.replace("{i}", String(i)), duration: x.segments.duration })));
+  assert.equal(segs(r[0]).length, 5);
+  assert.equal(segs(r[0])[0].uri, `${adsBase}/hls/seg0.ts`);
   // At another cadence it does not fit, and says so.
   const other = await decide("hls-direct", { cadence_ms: 4000 });
   assert.notEqual(other.source, "vast");
