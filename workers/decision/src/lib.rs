@@ -266,7 +266,7 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
         }
     }
     if cacheable {
-        if let Ok(put) = kv.put(&cache_key, &pod) {
+        if let Ok(put) = kv.put(&cache_key, serde_json::to_string(&pod)?) {
             let _ = put
                 .expiration_ttl(cfg.decision_cache_s as u64)
                 .execute()

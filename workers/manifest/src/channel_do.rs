@@ -253,8 +253,12 @@ impl ChannelDO {
                 Effect::Persist => self.state.storage().put(STATE, ch).await?,
                 Effect::Publish => {
                     // The view edge nodes read; written only when it changed.
+                    // As JSON text: KV's own conversion goes through
+                    // serde-wasm-bindgen, which writes flattened structs
+                    // as JS Maps (and so as `{}`).
                     let kv = self.env.kv(bindings::KV)?;
-                    kv.put(&worker_shared::kv_breaks_key(&c.org, &c.slug), ch.view())?
+                    let view = serde_json::to_string(&ch.view())?;
+                    kv.put(&worker_shared::kv_breaks_key(&c.org, &c.slug), view)?
                         .expiration_ttl(KV_TTL_S)
                         .execute()
                         .await?;
@@ -265,7 +269,7 @@ impl ChannelDO {
                     let kv = self.env.kv(bindings::KV)?;
                     kv.put(
                         &worker_shared::kv_pod_key(&c.org, &c.slug, &entry.record.id),
-                        &entry.pod,
+                        serde_json::to_string(&entry.pod)?,
                     )?
                     .expiration_ttl(POD_TTL_S)
                     .execute()

@@ -151,7 +151,10 @@ pub async fn load_channel(env: &Env, org: &str, slug: &str) -> Result<Option<Cha
         Some(c) => CachedChannel::Found(Box::new(c.clone())),
         None => CachedChannel::Missing { missing: true },
     };
-    if let Ok(put) = kv.put(&kv_config_key(org, slug), &entry) {
+    let Ok(entry) = serde_json::to_string(&entry) else {
+        return Ok(c);
+    };
+    if let Ok(put) = kv.put(&kv_config_key(org, slug), entry) {
         let _ = put.expiration_ttl(CONFIG_TTL_S).execute().await;
     }
     Ok(c)
