@@ -96,3 +96,18 @@ test("a /cue stop racing viewers' syncs is never lost", async () => {
   const kv = (await api(s.base, "GET", `/api/orgs/${ORG}/channels/race/kv`)).json.breaks;
   assert.equal(kv.entries.find((x) => x.record.id === id).record.cut_after, e.record.cut_after, "KV shows the stop too");
 });
+
+test("a polled channel's playlists are spliced from the KV view, not the DO", async () => {
+  const master = (await http(`${s.base}/${ORG}/viewers/master.m3u8`)).text();
+  const variant = master.split("\n").find((l) => l.startsWith(`/${ORG}/viewers/`));
+  const sources = {};
+  for (let i = 0; i < 30; i++) {
+    // Past the location's shared-playlist cache: every request decides.
+    const r = await http(s.base + variant, { headers: { "Cache-Control": "no-cache" } });
+    assert.equal(r.status, 200);
+    const src = r.headers["x-cf-ssai-breaks"];
+    sources[src] = (sources[src] ?? 0) + 1;
+    await sleep(300);
+  }
+  assert.ok((sources.view ?? 0) >= 20, `most from the view: ${JSON.stringify(sources)}`);
+});

@@ -156,7 +156,12 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
             }
         }
     }
-    respond(req, cfg, out.playlist, target)
+    let mut r = respond(req, cfg, out.playlist, target)?;
+    // Where this playlist's breaks came from (operators, tests): the KV
+    // view, this location's copy of the DO's answer, or the DO.
+    r.headers_mut()
+        .set("X-CF-SSAI-Breaks", breaks.as_ref().map_or("none", |b| b.2))?;
+    Ok(r)
 }
 
 /// The location cache key of a shared media playlist.
@@ -195,7 +200,7 @@ async fn entries(
     cadence_ms: u64,
     m: &media::MediaPlaylist<'_>,
     ahead: u64,
-) -> Option<(Vec<BreakEntry>, u64)> {
+) -> Option<(Vec<BreakEntry>, u64, &'static str)> {
     let w = edge::WindowFacts::of(m, cadence_ms);
     let view = kv_view(env, ch).await;
     if let Some(v) = view.as_ref().filter(|v| edge::view_serves(v, events, &w)) {
@@ -211,11 +216,11 @@ async fn entries(
                 None => return ask_do(env, base, ch, events, m, cadence_ms, view.as_ref()).await,
             }
         }
-        return Some((out, disc_base));
+        return Some((out, disc_base, "view"));
     }
     if let Some(b) = cached_answer(base, ch).await {
         if edge::answer_serves(&b, events, &w) {
-            return Some((b.entries, b.disc_base));
+            return Some((b.entries, b.disc_base, "answer"));
         }
     }
     ask_do(env, base, ch, events, m, cadence_ms, view.as_ref()).await
@@ -232,7 +237,7 @@ async fn ask_do(
     m: &media::MediaPlaylist<'_>,
     cadence_ms: u64,
     view: Option<&ChannelView>,
-) -> Option<(Vec<BreakEntry>, u64)> {
+) -> Option<(Vec<BreakEntry>, u64, &'static str)> {
     // This request examined every cue of its window (all of them go to the
     // DO), so the window counts as checked: a channel nobody polls (SCTE-35
     // off, /cue only) then serves from KV too.
@@ -254,7 +259,7 @@ async fn ask_do(
             {
                 cache_entry(base, ch, e).await;
             }
-            Some((b.entries, b.disc_base))
+            Some((b.entries, b.disc_base, "do"))
         }
         Err(e) => {
             console_error!("channel DO unavailable: {e}");
