@@ -441,23 +441,9 @@ impl Channel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cues::{CueKind, Dialect};
+    use crate::cues::CueKind;
     use crate::model::Slate;
-
-    fn cue(kind: CueKind, id: &str, msn: u64, dur: Option<f64>) -> CueEvent {
-        CueEvent {
-            kind,
-            break_id: id.into(),
-            event_id: None,
-            msn,
-            pdt_ms: Some(msn as i64 * 2000),
-            duration_s: dur,
-            elapsed_s: None,
-            dialect: Dialect::CueOut,
-            segmentation_type_id: None,
-            scte35_hex: None,
-        }
-    }
+    use crate::sequencer::tests::cue;
 
     fn window(events: Vec<CueEvent>, last: u64) -> Input {
         Input::Window {

@@ -292,7 +292,7 @@ fn renumber(state: &mut ChannelBreaks, from: usize) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::cues::Dialect;
     use crate::model::Slate;
@@ -344,7 +344,9 @@ mod tests {
         assert!(!note_origin_discontinuities(&mut st, &w, 2));
     }
 
-    fn cue(kind: CueKind, id: &str, msn: u64, dur: Option<f64>) -> CueEvent {
+    /// A cue at `msn` (PDT = msn × 2 s), shared by the sequencer and
+    /// channel tests.
+    pub(crate) fn cue(kind: CueKind, id: &str, msn: u64, dur: Option<f64>) -> CueEvent {
         CueEvent {
             kind,
             break_id: id.into(),
