@@ -236,22 +236,22 @@ impl Channel {
     /// Known to the machine, decided or pending: a record with this id, or
     /// one anchored at the same MSN (the same break through another marker).
     fn known(&self, id: &str, anchor_msn: u64) -> Option<&BreakRecord> {
+        self.records()
+            .find(|r| r.id == id || r.anchor_msn == anchor_msn)
+    }
+
+    /// Every break record, decided or pending.
+    fn records(&self) -> impl Iterator<Item = &BreakRecord> {
         self.breaks
             .entries
             .iter()
             .map(|e| &e.record)
             .chain(self.pending.iter().map(|p| &p.record))
-            .find(|r| r.id == id || r.anchor_msn == anchor_msn)
     }
 
     /// Overlap with a decided or pending break.
     fn overlaps(&self, rec: &BreakRecord) -> Result<(), String> {
-        let mut all = self.breaks.clone();
-        all.entries.extend(self.pending.iter().map(|p| BreakEntry {
-            record: p.record.clone(),
-            pod: Pod::slate_only(&p.record.id, 0.0, Default::default(), String::new()),
-        }));
-        sequencer::check_overlap(&all, rec).map_err(|e| e.to_string())
+        sequencer::check_overlap_records(self.records(), rec).map_err(|e| e.to_string())
     }
 
     fn register(&mut self, rec: BreakRecord, now_ms: i64, step: &mut Step) {
@@ -279,12 +279,8 @@ impl Channel {
         }
         // Pending breaks count as known: a cue seen again while its
         // decision is in flight registers nothing.
-        let mut known = self.breaks.entries.clone();
-        known.extend(self.pending.iter().map(|p| BreakEntry {
-            record: p.record.clone(),
-            pod: Pod::slate_only(&p.record.id, 0.0, Default::default(), String::new()),
-        }));
-        for action in sequencer::reconcile(events, &known) {
+        let known: Vec<&BreakRecord> = self.records().collect();
+        for action in sequencer::reconcile_records(events, &known) {
             match action {
                 Action::Register(cue) => {
                     let Some(mut rec) =

@@ -4,7 +4,9 @@
 //!
 //! The layout is a pure function of (record, pod) and independent of the
 //! variant, which is what keeps every variant spliced at the same MSNs with
-//! the same discontinuities (ARCHITECTURE.md rules 1, 2, 5).
+//! the same discontinuities: an MSN always names the same segment, the
+//! discontinuity sequence counts what left the window, and ABR switching
+//! inside a break works (the README's "The stateless splice").
 
 use serde::{Deserialize, Serialize};
 
@@ -155,12 +157,6 @@ fn vouches(
 }
 
 impl ChannelBreaks {
-    /// Whether this (possibly stale) view is enough to splice a window
-    /// starting at `first_msn`: no MSN before the window is unexamined.
-    pub fn covers_window(&self, first_msn: u64) -> bool {
-        self.checked_through_msn + 1 >= first_msn
-    }
-
     /// See [`ChannelView::vouches_for`].
     pub fn vouches_for(&self, first_msn: u64, last: Option<(u64, i64)>, cadence_ms: u64) -> bool {
         vouches(

@@ -99,8 +99,15 @@ pub fn find(state: &ChannelBreaks, id: &str) -> Option<usize> {
 
 /// Check that a proposed record does not overlap any existing break.
 pub fn check_overlap(state: &ChannelBreaks, r: &BreakRecord) -> Result<(), SequenceError> {
-    for e in &state.entries {
-        let x = &e.record;
+    check_overlap_records(state.entries.iter().map(|e| &e.record), r)
+}
+
+/// [`check_overlap`] over break records alone (decided or pending).
+pub fn check_overlap_records<'a>(
+    records: impl IntoIterator<Item = &'a BreakRecord>,
+    r: &BreakRecord,
+) -> Result<(), SequenceError> {
+    for x in records {
         if x.id != r.id
             && x.covered() > 0
             && r.anchor_msn < x.end_msn()

@@ -1,5 +1,6 @@
 //! The live-playlist validator: checks the RFC 8216 rules that a stateless
-//! splice must keep *across* reloads, nodes and viewers (ARCHITECTURE.md).
+//! splice must keep *across* reloads, nodes and viewers (listed in the
+//! README's "The stateless splice" and below, rule by rule).
 //!
 //! A [`Registry`] is shared by every viewer and node of one variant: each
 //! MSN must always name the same segment (URI, duration, discontinuity,

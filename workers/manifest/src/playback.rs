@@ -36,11 +36,10 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
     // of this location: served from the location's cache for at most half
     // a target duration, keyed by channel, path, variant and the mode
     // actually chosen (SSAI and SGAI never share an entry).
+    let base = cache_base(req)?;
     let per_viewer = cfg.proxy_ad_segments && q("sid").is_some();
     let shared = !(rest.ends_with("master.m3u8") || per_viewer);
-    let shared_key = shared
-        .then(|| shared_playlist_key(req, ch, rest, mode, &q))
-        .transpose()?;
+    let shared_key = shared.then(|| shared_playlist_key(&base, ch, rest, mode, &q));
     // `Cache-Control: no-cache` (a debugging client, the load benchmark)
     // skips the lookup; the fresh playlist still refreshes the entry.
     let no_cache = req
@@ -111,7 +110,6 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
         Vec::new()
     };
     let chref = ChannelRef::new(&ch.org, &ch.slug);
-    let base = cache_base(req)?;
     let ahead = u64::try_from(cfg.sgai_announce_ahead_segments.max(0)).unwrap_or(0);
     let breaks = entries(env, &base, &chref, &events, cadence, &m, ahead).await;
     let variant = Variant {
@@ -166,16 +164,15 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
 
 /// The location cache key of a shared media playlist.
 fn shared_playlist_key(
-    req: &Request,
+    base: &str,
     ch: &Channel,
     rest: &str,
     mode: Mode,
     q: &dyn Fn(&str) -> Option<String>,
-) -> Result<String> {
+) -> String {
     let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
-    Ok(format!(
-        "{}/__cf-ssai/playlist/{}/{}/{}?mode={}&bw={}&codecs={}&k={}",
-        cache_base(req)?,
+    format!(
+        "{base}/__cf-ssai/playlist/{}/{}/{}?mode={}&bw={}&codecs={}&k={}",
         enc(&ch.org),
         enc(&ch.slug),
         rest,
@@ -186,7 +183,7 @@ fn shared_playlist_key(
         enc(&q("bw").unwrap_or_default()),
         enc(&q("codecs").unwrap_or_default()),
         enc(&q("k").unwrap_or_default()),
-    ))
+    )
 }
 /// The breaks a window needs and the running discontinuity count before
 /// them: from the KV view (and the pods it needs) when it can vouch for the
