@@ -11,6 +11,8 @@ import { startStack, api, http, channelConfig, ORG, CADENCE_MS } from "./stack.m
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const BREAK_EVERY = 12;
 const BREAK_LEN = 6;
+// The origin's `daterange-ahead` dialect announces a break this many segments early.
+const SIGNAL_AHEAD = 3;
 const DIALECTS = ["cue-out", "daterange", "oatcls", "scte35-tag", "splicepoint"];
 let s;
 let t0;
@@ -28,7 +30,7 @@ const entries = async (slug) => (await api(s.base, "GET", `/api/orgs/${ORG}/chan
 test("the KV copy holds a break signalled ahead, with its decision, before its first segment is in the origin playlist", async () => {
   // Sample the origin playlist and the channel's KV value every 100 ms.
   const samples = [];
-  const until = Date.now() + 2.2 * BREAK_EVERY * CADENCE_MS;
+  const until = Date.now() + 3.2 * BREAK_EVERY * CADENCE_MS;
   while (Date.now() < until) {
     const [o, kv] = await Promise.all([
       http(`${s.originBase}/live/daterange-ahead/v360/index.m3u8`),
@@ -37,7 +39,8 @@ test("the KV copy holds a break signalled ahead, with its decision, before its f
     const text = o.text();
     const seq = Number(text.match(/#EXT-X-MEDIA-SEQUENCE:(\d+)/)[1]);
     const last = seq + (text.match(/#EXTINF/g) ?? []).length - 1;
-    samples.push({ last, kv: kv.json.breaks?.entries ?? [] });
+    const view = kv.json.breaks ?? {};
+    samples.push({ last, kv: view.entries ?? [], watermark: view.checked_through_msn ?? 0 });
     await sleep(100);
   }
   const breaks = await entries("ahead");
@@ -46,6 +49,13 @@ test("the KV copy holds a break signalled ahead, with its decision, before its f
     const a = b.record.anchor_msn;
     const published = samples.findIndex((x) => x.last >= a);
     if (published <= 0) continue; // already out before sampling began, or not yet
+    // The promise holds for a signal that reached a running poller: skip a
+    // break whose DATERANGE (SIGNAL_AHEAD segments before its first
+    // segment) was in the origin before the new channel's poller was seen
+    // running (or before sampling began).
+    const signalled = samples.findIndex((x) => x.last >= a - SIGNAL_AHEAD);
+    const pollerUp = samples.findIndex((x) => x.watermark > 0);
+    if (signalled <= 0 || pollerUp < 0 || pollerUp >= signalled) continue;
     const inKv = samples.findIndex((x) => x.kv.some((e) => e.record.id === b.record.id && e.pod));
     assert.ok(inKv >= 0 && inKv < published, `break ${b.record.id}: in KV at sample ${inKv}, first segment (MSN ${a}) published at sample ${published}`);
     const e = samples[inKv].kv.find((e) => e.record.id === b.record.id);
