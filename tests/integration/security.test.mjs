@@ -309,8 +309,9 @@ test("JWT: issuer checked, lifetime bounded; per-org counters only; /api/diag fo
   assert.equal(await st(jwt({ exp: now + 60, aud: "cf-ssai", org: ORG, iss: "someone-else" })), 401);
   assert.equal(await st(jwt({ exp: now + 365 * 86400, iat: now, aud: "cf-ssai", org: ORG })), 401, "a year-long token");
   assert.equal(await st(jwt({ exp: now + 60, aud: "cf-ssai", org: ORG, scope: "cue" })), 403, "JWT scopes too");
-  const m = (await api(s.base, "GET", `/api/orgs/${ORG}/metrics`)).json.items;
-  assert.ok(m.every((x) => x.scope === ORG), `only the org's counters: ${JSON.stringify(m.map((x) => x.scope))}`);
+  assert.equal((await api(s.base, "GET", `/api/orgs/${ORG}/metrics`)).json.org, ORG);
+  assert.equal((await api(s.base, "GET", `/api/orgs/other-org/metrics`, undefined, s.apiKey)).status, 403, "another org's metrics");
+  assert.equal((await api(s.base, "GET", `/api/orgs/other-org/metrics/openmetrics`, undefined, s.apiKey)).status, 403, "another org's scrape");
   assert.equal((await api(s.base, "GET", "/api/diag", undefined, s.apiKey)).status, 403);
   assert.equal((await api(s.base, "GET", "/api/diag", undefined, adminToken(ORG))).status, 403);
   assert.equal((await api(s.base, "GET", "/api/diag", undefined, adminToken("*"))).status, 200);

@@ -53,6 +53,12 @@ pub struct BeaconMessage {
     /// [CACHEBUSTING] differ per delivery; the beacon must not).
     #[serde(default)]
     pub dedupe: String,
+    /// Whose delivery this is (operator metrics: beacon outcomes per
+    /// channel). Empty for the decision service's VAST error reports.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub org: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub channel: String,
 }
 
 impl BeaconMessage {
@@ -200,6 +206,8 @@ pub fn for_delivery(
                 accept_language: device.accept_language.clone(),
                 created_ms: now_ms,
                 dedupe: dedupe_key(session, break_id, &item.ad_id, ev, u),
+                org: String::new(),
+                channel: String::new(),
             });
         }
     }

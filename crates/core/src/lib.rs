@@ -30,6 +30,7 @@ pub mod hls;
 pub mod master;
 pub mod media;
 pub mod media_http;
+pub mod metrics;
 pub mod model;
 pub mod monitor;
 pub mod pod;

@@ -5,9 +5,11 @@
 //! what keeps failing.
 
 use cf_ssai_core::beacon::{self, BeaconMessage};
+use cf_ssai_core::metrics::Batch;
 use futures::future::join_all;
 use std::collections::HashMap;
 use worker::*;
+use worker_shared::metrics::Level;
 use worker_shared::{bindings, now_ms, var_or};
 
 /// How long a beacon waits for its ad's previous stage before it is
@@ -157,7 +159,41 @@ async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) 
     .await;
     let (mut sent, mut failed, mut deduped, mut dead, mut latency) = (0, 0, 0, 0, 0i64);
     let mut out_of_order = 0;
+    // Outcomes per (org, channel): one metrics write per channel per batch.
+    let mut per: std::collections::BTreeMap<(String, String), Batch> = Default::default();
     for (m, o) in messages.iter().zip(outcomes) {
+        let body = m.body();
+        let field = |k: &str| {
+            body.get(k)
+                .and_then(|v| v.as_str())
+                .unwrap_or("")
+                .to_string()
+        };
+        let outcome = match &o {
+            Outcome::Sent(_) => Some("sent"),
+            Outcome::Retry(_) => Some("retried"),
+            Outcome::DeadLettered => Some("dead_lettered"),
+            Outcome::OutOfOrder | Outcome::Malformed => Some("dropped"),
+            Outcome::Done | Outcome::Early | Outcome::Deduped => None,
+        };
+        if let Some(outcome) = outcome {
+            per.entry((field("org"), field("channel")))
+                .or_default()
+                .add("beacons_total", &[("outcome", outcome)], 1.0);
+            if outcome == "dead_lettered" || outcome == "dropped" {
+                worker_shared::metrics::log(
+                    Level::Warn,
+                    "beacon_lost",
+                    &[
+                        ("org", &field("org")),
+                        ("channel", &field("channel")),
+                        ("break_id", &field("break_id")),
+                        ("tracking_event", &field("event")),
+                        ("reason", outcome),
+                    ],
+                );
+            }
+        }
         match o {
             Outcome::Done | Outcome::Malformed => m.ack(),
             Outcome::OutOfOrder => {
@@ -205,6 +241,10 @@ async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) 
         if v > 0 {
             worker_shared::count(&env, "beacon", name, v).await;
         }
+    }
+    let now = now_ms();
+    for ((org, channel), b) in per {
+        worker_shared::metrics::record(&env, &org, &channel, now, &b).await;
     }
     Ok(())
 }

@@ -7,6 +7,7 @@
 //! caches.
 
 use cf_ssai_core::decision::CapState;
+use cf_ssai_core::metrics::Batch;
 use cf_ssai_core::model::{AdRendition, PodItem, PodSource, Slate, Tracking};
 use cf_ssai_core::pod::{build_pod, PodRequest};
 use cf_ssai_core::vmap::AdSource;
@@ -165,11 +166,14 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
     };
     let mut source = PodSource::Library;
     let mut candidates = Vec::new();
+    // Per ad server: requests by outcome and latency (written once below).
+    let mut calls = Batch::default();
     let mut tags: Vec<String> = cfg.vast_urls.clone();
     // 1. External decision API.
     if !cfg.decision_api_url.is_empty() {
         if let Some(l) = left(&mut reasons, "decision API") {
-            match external(
+            let (t0, n0) = (worker_shared::now_ms(), reasons.len());
+            let resp = external(
                 env,
                 &cfg.decision_api_url,
                 &slug,
@@ -178,17 +182,18 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
                 &r.viewer,
                 l,
             )
-            .await
-            {
-                Ok(resp) => {
-                    let items = cf_ssai_core::decision::map_external(&resp, &lib, &mut reasons);
-                    if !items.is_empty() {
-                        source = PodSource::Api;
-                        candidates.extend(items);
-                    }
-                    tags.splice(0..0, resp.vast_urls);
+            .await;
+            if let Err(e) = &resp {
+                reasons.push(format!("decision API: {e}"));
+            }
+            note_call(&mut calls, &cfg.decision_api_url, t0, reasons.get(n0..));
+            if let Ok(resp) = resp {
+                let items = cf_ssai_core::decision::map_external(&resp, &lib, &mut reasons);
+                if !items.is_empty() {
+                    source = PodSource::Api;
+                    candidates.extend(items);
                 }
-                Err(e) => reasons.push(format!("decision API: {e}")),
+                tags.splice(0..0, resp.vast_urls);
             }
         }
     }
@@ -206,6 +211,7 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
         && (kind == "scheduled" || kind == "preroll")
     {
         if let Some(l) = left(&mut reasons, "VMAP") {
+            let (t0, n0) = (worker_shared::now_ms(), reasons.len());
             let items = vmap_step(
                 &ctx,
                 &cfg.vmap_url,
@@ -216,6 +222,7 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
                 &mut reasons,
             )
             .await;
+            note_call(&mut calls, &cfg.vmap_url, t0, reasons.get(n0..));
             if !items.is_empty() {
                 source = PodSource::Vast;
                 candidates.extend(items);
@@ -227,7 +234,9 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
             let Some(l) = left(&mut reasons, "VAST") else {
                 break;
             };
+            let (t0, n0) = (worker_shared::now_ms(), reasons.len());
             let items = ctx.tag(tag, l, &mut reasons).await;
+            note_call(&mut calls, tag, t0, reasons.get(n0..));
             if !items.is_empty() {
                 source = PodSource::Vast;
                 candidates.extend(items);
@@ -274,7 +283,42 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
         }
     }
     worker_shared::count(env, "decision", "decisions", 1).await;
+    worker_shared::metrics::record(env, &org, &slug, worker_shared::now_ms(), &calls).await;
     json(&pod, 200)
+}
+
+/// One ad server call (a decision API request, or a VAST/VMAP tag with its
+/// wrappers): latency and outcome under the server's host. The outcome is
+/// read from the reasons the call added: a timeout or budget spent, an
+/// error of the server's, or ok (an empty answer is the server's choice).
+fn note_call(b: &mut Batch, url: &str, started_ms: i64, added: Option<&[String]>) {
+    let host = url::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(String::from))
+        .unwrap_or_else(|| "invalid".into());
+    let kinds: Vec<&str> = added
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| cf_ssai_core::metrics::skip_kind(r))
+        .collect();
+    let outcome = if kinds.contains(&"timeout") {
+        "timeout"
+    } else if kinds.contains(&"ad_server_error") {
+        "error"
+    } else {
+        "ok"
+    };
+    let labels = [("server", host.as_str())];
+    b.add(
+        "ad_server_requests_total",
+        &[("server", host.as_str()), ("outcome", outcome)],
+        1.0,
+    );
+    b.observe(
+        "ad_server_latency_ms",
+        &labels,
+        (worker_shared::now_ms() - started_ms) as f64,
+    );
 }
 
 /// What every VAST resolution of one decision shares.

@@ -320,6 +320,8 @@ async fn report_errors(env: &Env, errors: Vec<(String, u16)>) {
             accept_language: None,
             created_ms: now,
             dedupe: String::new(),
+            org: String::new(),
+            channel: String::new(),
         })
         .collect();
     if let Ok(q) = env.queue(bindings::BEACONS) {

@@ -510,16 +510,32 @@ async fn org_route(
             }
             json(&serde_json::json!({"revoked": id}), 200)
         }
-        (Method::Get, ["metrics"]) => {
-            let rows: Vec<serde_json::Value> = db
-                // This org's counters only: platform-wide ones (beacon,
-                // decision totals) are for platform admins (/api/diag).
-                .prepare("SELECT scope, name, value FROM metrics WHERE scope = ?1 ORDER BY name")
+        (Method::Get, ["metrics"]) => metrics_report(req, &db, org).await,
+        (Method::Get, ["metrics", "openmetrics"]) => {
+            // Running totals (counters since the channel's first metric):
+            // what Prometheus scrapes, and rates come from its `rate()`.
+            #[derive(Deserialize)]
+            struct T {
+                channel: String,
+                series: String,
+                value: f64,
+            }
+            let rows: Vec<T> = db
+                .prepare("SELECT channel, series, value FROM metric_totals WHERE org_id = ?1 ORDER BY channel, series")
                 .bind(&[org.into()])?
                 .all()
                 .await?
                 .results()?;
-            json(&serde_json::json!({"items": rows}), 200)
+            let totals: Vec<(String, String, f64)> = rows
+                .into_iter()
+                .map(|t| (t.channel, t.series, t.value))
+                .collect();
+            let mut r = Response::ok(cf_ssai_core::metrics::openmetrics(org, &totals))?;
+            r.headers_mut().set(
+                "Content-Type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )?;
+            Ok(r)
         }
         (Method::Get, ["breaks"]) => {
             let rows: Vec<serde_json::Value> = db
@@ -532,6 +548,79 @@ async fn org_route(
         }
         _ => error(404, "no such route"),
     }
+}
+
+/// `GET /api/orgs/{org}/metrics?from=&to=&channel=&step=`: the operator
+/// figures for a range (default the last hour), totals and one point per
+/// step. `from`/`to`: epoch ms, RFC 3339, `now` or `-90m`/`-24h`/`-7d`;
+/// `step` in seconds (default: about 120 points, whole hours once the
+/// range reaches rolled-up data).
+async fn metrics_report(req: &Request, db: &D1Database, org: &str) -> Result<Response> {
+    use cf_ssai_core::metrics as m;
+    let url = req.url()?;
+    let q = |k: &str| {
+        url.query_pairs()
+            .find(|(a, _)| a == k)
+            .map(|(_, v)| v.into_owned())
+    };
+    let now = now_ms();
+    let from = match m::parse_time(q("from").as_deref().unwrap_or("-1h"), now) {
+        Ok(t) => t,
+        Err(e) => return error(400, format!("from: {e}")),
+    };
+    let to = match m::parse_time(q("to").as_deref().unwrap_or("now"), now) {
+        Ok(t) => t,
+        Err(e) => return error(400, format!("to: {e}")),
+    };
+    if to <= from {
+        return error(400, "to: must be after from");
+    }
+    let channel = q("channel").unwrap_or_default();
+    let minute_floor = now - m::MINUTE_RETENTION_MS;
+    let step = match q("step").map(|s| s.parse::<i64>()) {
+        None => m::step_for(from, to, 120, minute_floor),
+        Some(Ok(s)) if (60..=31 * 86_400).contains(&s) && s % 60 == 0 => s * 1000,
+        Some(_) => return error(400, "step: whole minutes in seconds (60 to 2678400)"),
+    };
+    if (to - from) / step > 2000 {
+        return error(400, "step: at most 2000 points per request");
+    }
+    #[derive(Deserialize)]
+    struct R {
+        t: f64,
+        series: String,
+        value: f64,
+    }
+    let mut rows: Vec<m::Row> = Vec::new();
+    for table in ["metric_minutes", "metric_hours"] {
+        let sql = format!(
+            "SELECT CAST(t_ms / ?4 AS INTEGER) * ?4 AS t, series, SUM(value) AS value FROM {table} \
+             WHERE org_id = ?1 AND t_ms >= ?2 AND t_ms < ?3 AND (?5 = '' OR channel = ?5) \
+             GROUP BY t, series"
+        );
+        let start = from.div_euclid(step) * step;
+        let got: Vec<R> = db
+            .prepare(&sql)
+            .bind(&[
+                org.into(),
+                (start as f64).into(),
+                (to as f64).into(),
+                (step as f64).into(),
+                channel.as_str().into(),
+            ])?
+            .all()
+            .await?
+            .results()?;
+        rows.extend(got.into_iter().map(|r| m::Row {
+            t_ms: r.t as i64,
+            key: r.series,
+            value: r.value,
+        }));
+    }
+    let mut v = serde_json::to_value(m::report(&rows, from, to, step))?;
+    v["org"] = org.into();
+    v["channel"] = (!channel.is_empty()).then_some(channel).into();
+    json(&v, 200)
 }
 
 /// Every rendition an org writes must be safe to render (checked again

@@ -7,6 +7,7 @@ use cf_ssai_core::channel::{Channel, Effect, Input, Reply, Step};
 use cf_ssai_core::config::ChannelConfig;
 use cf_ssai_core::cues;
 use cf_ssai_core::media;
+use cf_ssai_core::metrics::{self as core_metrics, Batch, Pending};
 use cf_ssai_core::model::{BreakRecord, BreakSource, Pod, Slate};
 use cf_ssai_core::monitor::{self, PollStats};
 use cf_ssai_core::sequencer::{self, BreakPolicy};
@@ -14,6 +15,7 @@ use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use worker::*;
+use worker_shared::metrics::Level;
 use worker_shared::{bindings, now_ms};
 
 const STATE: &str = "state";
@@ -51,7 +53,13 @@ pub struct ChannelDO {
     /// Decisions in flight, by break id: every caller waiting for a break's
     /// pod awaits the same one call.
     inflight: RefCell<HashMap<String, Shared<LocalBoxFuture<'static, Pod>>>>,
+    /// Poll metrics not yet written (flushed every [`METRICS_FLUSH_MS`]:
+    /// a poll every 2 s must not be a D1 write every 2 s).
+    metrics: RefCell<Pending>,
 }
+
+/// How often a poller writes its accumulated metrics.
+const METRICS_FLUSH_MS: i64 = 10_000;
 
 impl DurableObject for ChannelDO {
     fn new(state: State, env: Env) -> Self {
@@ -64,6 +72,7 @@ impl DurableObject for ChannelDO {
             polling: Cell::new(false),
             served: RefCell::new(Default::default()),
             inflight: RefCell::new(HashMap::new()),
+            metrics: RefCell::new(Pending::default()),
         }
     }
 
@@ -358,6 +367,19 @@ impl ChannelDO {
 
     /// Exponential backoff after consecutive failed polls: cadence × 2^n,
     /// capped at 60 s (the cron restarts a stopped poller anyway).
+    /// Add to this channel's pending metrics; write them when due.
+    async fn note(&self, c: &ChannelRef, f: impl FnOnce(&mut Batch)) {
+        let now = now_ms();
+        let due = {
+            let mut p = self.metrics.borrow_mut();
+            f(p.batch(&c.org, &c.slug, now));
+            p.take_due(now, METRICS_FLUSH_MS, false)
+        };
+        for (org, channel, minute, b) in due {
+            worker_shared::metrics::record(&self.env, &org, &channel, minute, &b).await;
+        }
+    }
+
     async fn backoff(&self, cadence_ms: u64) -> u64 {
         let storage = self.state.storage();
         let n: u32 = storage.get(FAILURES).await.ok().flatten().unwrap_or(0) + 1;
@@ -400,20 +422,18 @@ impl ChannelDO {
                     self.health_synced.set(true);
                     storage.put(FAILURES, 0u32).await?;
                 }
-                let mut counters = vec![
-                    ("monitor_polls".to_string(), 1),
-                    ("monitor_cycle_ms".to_string(), finished - started),
-                ];
-                if o.registered > 0 {
-                    counters.push(("breaks_registered".into(), o.registered));
-                    counters.push(("decisions_precomputed".into(), o.registered));
-                    if let Some(lat) = o.latency_ms {
-                        counters.push(("detection_latency_ms_total".into(), lat.max(0)));
-                        counters.push(("detections_timed".into(), 1));
+                self.note(&c, |b| {
+                    b.add("polls_total", &[], 1.0);
+                    if o.registered > 0 {
+                        if let Some(lat) = o.latency_ms {
+                            b.observe("detection_latency_ms", &[], lat as f64);
+                        }
+                        for d in &o.dialects {
+                            b.add("cues_total", &[("dialect", d)], 1.0);
+                        }
                     }
-                    counters.extend(o.dialects.into_iter().map(|d| (format!("cues_{d}"), 1)));
-                }
-                worker_shared::count_many(&self.env, &c.org, &counters).await;
+                })
+                .await;
                 let interval = monitor::poll_interval_ms(cfg.poll_interval_ms, o.cadence_ms);
                 let due = monitor::next_due_ms(self.due_ms.get(), interval, now_ms());
                 self.due_ms.set(Some(due));
@@ -423,7 +443,13 @@ impl ChannelDO {
                 crate::origin::mark_health(&self.env, &c, false, &e).await;
                 self.health_synced.set(false);
                 self.media_url.replace(None);
-                worker_shared::count(&self.env, &c.org, "monitor_errors", 1).await;
+                self.note(&c, |b| b.add("poll_errors_total", &[], 1.0))
+                    .await;
+                worker_shared::metrics::log(
+                    Level::Warn,
+                    "poll_failed",
+                    &[("org", &c.org), ("channel", &c.slug), ("reason", &e)],
+                );
                 // The backoff pause is not a missed cadence: restart the gap.
                 stats.restart();
                 self.due_ms.set(None);
@@ -557,7 +583,10 @@ async fn decide(env: Env, c: ChannelRef, r: BreakRecord) -> Pod {
         }
         resp.json::<Pod>().await
     };
-    match attempt.await {
+    let started = now_ms();
+    let outcome = attempt.await;
+    let finished = now_ms();
+    let pod = match outcome {
         Ok(p) if p.break_id == r.id => p,
         Ok(p) => Pod::slate_only(
             &r.id,
@@ -565,15 +594,51 @@ async fn decide(env: Env, c: ChannelRef, r: BreakRecord) -> Pod {
             p.slate,
             "decision answered for another break".into(),
         ),
-        Err(e) => {
-            worker_shared::count(&env, &c.org, "decision_failures", 1).await;
-            Pod::slate_only(
-                &r.id,
-                r.duration_ms as f64 / 1000.0,
-                Slate::default(),
-                format!("decision failed: {e}"),
-            )
+        Err(e) => Pod::slate_only(
+            &r.id,
+            r.duration_ms as f64 / 1000.0,
+            Slate::default(),
+            format!("decision failed: {e}"),
+        ),
+    };
+    // One metrics write per break: the avail, its fill, the decision's
+    // latency as the sequencer saw it, and why ads were skipped.
+    let mut b = Batch::default();
+    b.observe("decision_latency_ms", &[], (finished - started) as f64);
+    core_metrics::record_pod(&mut b, r.duration_ms, &pod);
+    worker_shared::metrics::record(&env, &c.org, &c.slug, finished, &b).await;
+    log_pod(&c, &pod);
+    pod
+}
+
+/// A JSON log line per skip reason, and one for a break left to slate.
+fn log_pod(c: &ChannelRef, pod: &Pod) {
+    for reason in &pod.reasons {
+        if let Some(kind) = core_metrics::skip_kind(reason) {
+            worker_shared::metrics::log(
+                Level::Info,
+                "ad_skipped",
+                &[
+                    ("org", &c.org),
+                    ("channel", &c.slug),
+                    ("break_id", &pod.break_id),
+                    ("kind", kind),
+                    ("reason", reason),
+                ],
+            );
         }
+    }
+    if pod.items.is_empty() {
+        worker_shared::metrics::log(
+            Level::Warn,
+            "break_fallback_to_slate",
+            &[
+                ("org", &c.org),
+                ("channel", &c.slug),
+                ("break_id", &pod.break_id),
+                ("reason", pod.reasons.last().map_or("", |r| r.as_str())),
+            ],
+        );
     }
 }
 

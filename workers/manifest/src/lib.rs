@@ -93,7 +93,12 @@ async fn route(req: Request, env: Env, ctx: Context) -> Result<Response> {
                 ["ads", brk, file] if file.ends_with(".m3u8") => {
                     playback::ad_master(&req, &env, &ch, brk, file.trim_end_matches(".m3u8")).await
                 }
-                _ => playback::playlist(&req, &env, &ch, &rest.join("/")).await,
+                _ => {
+                    let r = playback::playlist(&req, &env, &ch, &rest.join("/")).await;
+                    let status = r.as_ref().map_or(500, |r| r.status_code());
+                    playback::count_playlist(&env, &ctx, &ch, status);
+                    r
+                }
             }
         }
         _ => error(404, "no such route"),

@@ -15,6 +15,49 @@ const M3U8: &str = "application/vnd.apple.mpegurl";
 /// The wrangler secret that signs viewer sessions.
 const SESSION_SECRET: &str = "SESSION_SECRET";
 
+thread_local! {
+    /// Playlist requests not yet written, per channel: an isolate serving
+    /// thousands of requests writes its counts at most every
+    /// [`PLAYLIST_METRICS_FLUSH_MS`], off the response path.
+    static PLAYLIST_METRICS: std::cell::RefCell<cf_ssai_core::metrics::Pending> =
+        Default::default();
+}
+const PLAYLIST_METRICS_FLUSH_MS: i64 = 10_000;
+
+/// Count one playlist request (and an origin failure: 502/504 are the
+/// origin's) for the operator metrics.
+pub fn count_playlist(env: &Env, ctx: &Context, ch: &Channel, status: u16) {
+    let now = worker_shared::now_ms();
+    let due = PLAYLIST_METRICS.with(|p| {
+        let mut p = p.borrow_mut();
+        let b = p.batch(&ch.org, &ch.slug, now);
+        b.add("playlist_requests_total", &[], 1.0);
+        if matches!(status, 502 | 504) {
+            b.add("origin_errors_total", &[], 1.0);
+        }
+        p.take_due(now, PLAYLIST_METRICS_FLUSH_MS, false)
+    });
+    if matches!(status, 502 | 504) {
+        worker_shared::metrics::log(
+            worker_shared::metrics::Level::Warn,
+            "origin_error",
+            &[
+                ("org", &ch.org),
+                ("channel", &ch.slug),
+                ("status", &status.to_string()),
+            ],
+        );
+    }
+    if !due.is_empty() {
+        let env = env.clone();
+        ctx.wait_until(async move {
+            for (org, channel, minute, b) in due {
+                worker_shared::metrics::record(&env, &org, &channel, minute, &b).await;
+            }
+        });
+    }
+}
+
 pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Result<Response> {
     let cfg = &ch.config;
     let Some(origin_url) = crate::origin::origin_url_for(cfg, rest) else {
@@ -489,7 +532,7 @@ pub async fn ad_segment(
     if let Some(sid) = sid.filter(|_| !limited) {
         let h = req.headers();
         let device = cf_ssai_core::beacon::Device::from_headers(|name| h.get(name).ok().flatten());
-        let msgs = cf_ssai_core::beacon::for_delivery(
+        let mut msgs = cf_ssai_core::beacon::for_delivery(
             &entry.record.id,
             it,
             pos,
@@ -498,6 +541,10 @@ pub async fn ad_segment(
             &device,
             worker_shared::now_ms(),
         );
+        for m in &mut msgs {
+            m.org.clone_from(&ch.org);
+            m.channel.clone_from(&ch.slug);
+        }
         if !msgs.is_empty() {
             let q = env.queue(bindings::BEACONS)?;
             // Off the response path: the redirect does not wait for the queue.

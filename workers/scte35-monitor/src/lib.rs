@@ -53,11 +53,22 @@ async fn cycle(env: &Env) -> Result<serde_json::Value> {
             }
             Err(e) => {
                 errors += 1;
-                console_error!("ensure poller {}: {e}", ch.key());
+                worker_shared::metrics::log(
+                    worker_shared::metrics::Level::Error,
+                    "ensure_poller_failed",
+                    &[
+                        ("org", &ch.org),
+                        ("channel", &ch.slug),
+                        ("reason", &e.to_string()),
+                    ],
+                );
             }
         }
     }
     worker_shared::count(env, "monitor", "cron_cycles", 1).await;
+    // Operator metrics: minutes past their retention into hours (cheap
+    // when there is nothing to roll: one indexed range each).
+    worker_shared::metrics::rollup(env, now_ms()).await;
     let summary = serde_json::json!({
         "channels": ensured,
         "pollers_started": started_pollers,

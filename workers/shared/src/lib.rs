@@ -11,6 +11,7 @@ use worker::*;
 pub mod channel_client;
 mod fetch;
 mod jwks;
+pub mod metrics;
 pub use fetch::{fetch, get_text, FetchError, FetchSpec, Fetched, DEFAULT_MAX_BYTES};
 
 /// Binding names: keep in sync with `wrangler-*.toml`.
