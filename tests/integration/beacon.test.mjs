@@ -82,6 +82,9 @@ test("a session's pod fires each beacon exactly once, with IAB headers, despite 
     }
   }
   assert.ok(failures > 0, "failures were injected and retried");
+  // The operator metrics count the same, per channel.
+  const b = (await api(s.base, "GET", `/api/orgs/${ORG}/metrics?channel=tracked`)).json.totals.beacons;
+  assert.ok(b.sent >= 12 && b.retried >= failures, `beacon metrics ${JSON.stringify(b)} (failures injected: ${failures})`);
   for (const h of flaky) {
     assert.equal(h.headers["x-device-user-agent"], UA);
     // The runtime's CF-Connecting-IP wins over a client-sent X-Forwarded-For.
@@ -99,6 +102,8 @@ test("a permanently failing tracking URL ends in the dead-letter queue", async (
     if (dead < 1) await sleep(2000);
   }
   assert.ok(dead >= 1, "dead-lettered after the retries ran out");
+  const b = (await api(s.base, "GET", `/api/orgs/${ORG}/metrics?channel=tracked`)).json.totals.beacons;
+  assert.ok(b.dead_lettered >= 1 && b.success_rate < 1, `beacon metrics ${JSON.stringify(b)}`);
   assert.equal(hits.filter((h) => h.url.startsWith("/dead/")).length, 0);
 });
 

@@ -213,3 +213,105 @@ test("a VAST creative with an HLS MediaFile cut to the cadence is used directly"
   assert.notEqual(other.source, "vast");
   assert.ok(other.reasons.some((x) => x.includes("cadence")), JSON.stringify(other.reasons));
 });
+
+test("operator metrics: fill rate, ads by source, skip kinds and latencies match the breaks the test caused", async () => {
+  // One break per channel, each with a known outcome.
+  const chans = {
+    "m-vast": { vast_urls: [`${adsBase}/inline?cb=[CACHEBUSTING]`], vast_cache_s: 0 },
+    "m-lib": {},
+    "m-slow": { vast_urls: [`${adsBase}/slow`], vast_cache_s: 0 },
+    "m-fail": { vast_urls: [`${adsBase}/fail`], vast_cache_s: 0 },
+    "m-slate": { personalization_threshold_s: 40 },
+  };
+  for (const [slug, extra] of Object.entries(chans)) {
+    const r = await api(s.base, "PUT", `/api/orgs/${ORG}/channels/${slug}`, channelConfig(s.originBase, "none", { scte35_enabled: false, ...extra }));
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+  }
+  const t0 = Date.now();
+  const pods = {};
+  const took = {};
+  for (const slug of Object.keys(chans)) {
+    const { pod, ms } = await cuePod(slug);
+    pods[slug] = pod;
+    took[slug] = ms;
+  }
+  // What the test caused, per channel.
+  assert.equal(pods["m-vast"].source, "vast");
+  assert.equal(pods["m-lib"].source, "library");
+  assert.equal(pods["m-slow"].source, "library");
+  assert.equal(pods["m-fail"].source, "library");
+  assert.equal(pods["m-slate"].items.length, 0, JSON.stringify(pods["m-slate"]));
+  // Playlist requests and origin failures (an origin nobody listens on).
+  const dead = channelConfig(s.originBase, "none", { scte35_enabled: false, origin_url: "http://127.0.0.1:9/live/x/master.m3u8", origin_timeout_ms: 500 });
+  assert.equal((await api(s.base, "PUT", `/api/orgs/${ORG}/channels/m-dead`, dead)).status, 200);
+  for (let i = 0; i < 2; i++) assert.ok([502, 504].includes((await http(`${s.base}/${ORG}/m-dead/v360/index.m3u8`)).status));
+  for (let i = 0; i < 3; i++) assert.equal((await http(`${s.base}/${ORG}/m-lib/v360/index.m3u8`)).status, 200);
+  // Isolates write their playlist counts every 10 s, at the next request.
+  await new Promise((r) => setTimeout(r, 10_500));
+  assert.equal((await http(`${s.base}/${ORG}/m-lib/v360/index.m3u8`)).status, 200);
+  await new Promise((r) => setTimeout(r, 500));
+
+  const metrics = async (slug) => {
+    const r = await api(s.base, "GET", `/api/orgs/${ORG}/metrics?from=${t0 - 120_000}&to=now&channel=${slug}`);
+    assert.equal(r.status, 200, JSON.stringify(r.json));
+    return r.json;
+  };
+  const filled = (p) => p.items.reduce((a, i) => a + i.duration_s, 0);
+  for (const slug of ["m-vast", "m-lib", "m-slow", "m-fail", "m-slate"]) {
+    const m = await metrics(slug);
+    const t = m.totals;
+    const pod = pods[slug];
+    assert.equal(t.avails, 1, `${slug}: one avail`);
+    assert.equal(t.avail_s, 30, `${slug}: avail duration`);
+    assert.ok(Math.abs(t.filled_s - filled(pod)) < 0.01, `${slug}: filled ${t.filled_s} s, pod ${filled(pod)} s`);
+    assert.ok(Math.abs(t.fill_rate - filled(pod) / 30) < 0.001, `${slug}: fill rate ${t.fill_rate}`);
+    if (pod.items.length) assert.equal(t.ads[pod.source], pod.items.length, `${slug}: ads by source ${JSON.stringify(t.ads)}`);
+    // The decision's latency as the sequencer saw it: below what the
+    // test's round trip took, in the right histogram bucket.
+    const d = t.decision_latency_ms;
+    assert.equal(d.count, 1, slug);
+    assert.ok(d.p50 <= Math.max(took[slug], 5) * 1.5 + 50, `${slug}: decision p50 ${d.p50} ms, cue round trip ${took[slug]} ms`);
+    // The point of the series that holds the avail is the minute it was decided.
+    const at = m.series.filter((p) => p.avails > 0).map((p) => p.t_ms);
+    assert.equal(at.length, 1, `${slug}: one point with the avail`);
+    assert.ok(at[0] >= Math.floor(t0 / 60_000) * 60_000 && at[0] <= Date.now(), `${slug}: bucket ${at[0]} in the test's time`);
+  }
+  const slow = (await metrics("m-slow")).totals;
+  assert.ok(slow.skips.timeout >= 1, `slow: ${JSON.stringify(slow.skips)}`);
+  const host = "127.0.0.1";
+  assert.deepEqual([slow.ad_servers[host].requests, slow.ad_servers[host].timeouts], [1, 1], JSON.stringify(slow.ad_servers));
+  assert.ok(slow.ad_servers[host].latency_ms.p50 >= 1000 && slow.ad_servers[host].latency_ms.p50 <= 2000, `the slow server took the 1.5 s budget: ${JSON.stringify(slow.ad_servers[host])}`);
+  assert.ok(slow.decision_latency_ms.p50 >= 1000, `slow decision p50 ${slow.decision_latency_ms.p50}`);
+  const fail = (await metrics("m-fail")).totals;
+  assert.deepEqual([fail.ad_servers[host].requests, fail.ad_servers[host].errors], [1, 1], JSON.stringify(fail.ad_servers));
+  assert.ok(fail.skips.ad_server_error >= 1, JSON.stringify(fail.skips));
+  const vast = (await metrics("m-vast")).totals;
+  assert.deepEqual([vast.ad_servers[host].requests, vast.ad_servers[host].timeouts, vast.ad_servers[host].errors], [1, 0, 0]);
+  assert.ok(vast.decision_latency_ms.p50 < 1000, `fast decision p50 ${vast.decision_latency_ms.p50}`);
+  const slate = (await metrics("m-slate")).totals;
+  assert.equal(slate.ads.slate, 1, JSON.stringify(slate.ads));
+  assert.equal(slate.skips.below_threshold, 1, JSON.stringify(slate.skips));
+  assert.equal(slate.fill_rate, 0);
+  const lib = (await metrics("m-lib")).totals;
+  assert.equal(lib.playlist_requests, 4, "every playlist request counted once");
+  assert.equal(lib.origin_errors, 0);
+  const deadM = (await metrics("m-dead")).totals;
+  assert.deepEqual([deadM.playlist_requests, deadM.origin_errors], [2, 2]);
+  // The org's view sums the channels.
+  const org = (await api(s.base, "GET", `/api/orgs/${ORG}/metrics?from=${t0 - 120_000}`)).json.totals;
+  assert.ok(org.avails >= 5 && org.ads.slate >= 1, JSON.stringify(org));
+  // The same figures for Prometheus: running totals, cumulative buckets.
+  const om = await http(`${s.base}/api/orgs/${ORG}/metrics/openmetrics`, { headers: { Authorization: `Bearer ${s.apiKey}` } });
+  assert.equal(om.status, 200);
+  assert.match(om.headers["content-type"], /application\/openmetrics-text/);
+  const text = om.text();
+  assert.match(text, /^cf_ssai_avails_total\{org="demo",channel="m-slate"\} 1$/m);
+  assert.match(text, /^cf_ssai_ad_server_requests_total\{org="demo",channel="m-slow",server="127\.0\.0\.1",outcome="timeout"\} 1$/m);
+  assert.match(text, /^cf_ssai_decision_latency_ms_bucket\{org="demo",channel="m-slow",le="\+Inf"\} 1$/m);
+  assert.match(text, /# EOF\n$/);
+  // Bad ranges are refused with a reason.
+  for (const q of ["from=yesterday", "from=-1h&to=-2h", "step=61", "from=-30d&step=60"]) {
+    const r = await api(s.base, "GET", `/api/orgs/${ORG}/metrics?${q}`);
+    assert.equal(r.status, 400, `${q}: ${JSON.stringify(r.json)}`);
+  }
+});

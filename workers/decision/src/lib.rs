@@ -211,7 +211,7 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
         && (kind == "scheduled" || kind == "preroll")
     {
         if let Some(l) = left(&mut reasons, "VMAP") {
-            let (t0, n0) = (worker_shared::now_ms(), reasons.len());
+            let (t0, n0, f0) = (worker_shared::now_ms(), reasons.len(), vast::fetches());
             let items = vmap_step(
                 &ctx,
                 &cfg.vmap_url,
@@ -222,7 +222,9 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
                 &mut reasons,
             )
             .await;
-            note_call(&mut calls, &cfg.vmap_url, t0, reasons.get(n0..));
+            if vast::fetches() > f0 {
+                note_call(&mut calls, &cfg.vmap_url, t0, reasons.get(n0..));
+            }
             if !items.is_empty() {
                 source = PodSource::Vast;
                 candidates.extend(items);
@@ -234,9 +236,11 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
             let Some(l) = left(&mut reasons, "VAST") else {
                 break;
             };
-            let (t0, n0) = (worker_shared::now_ms(), reasons.len());
+            let (t0, n0, f0) = (worker_shared::now_ms(), reasons.len(), vast::fetches());
             let items = ctx.tag(tag, l, &mut reasons).await;
-            note_call(&mut calls, tag, t0, reasons.get(n0..));
+            if vast::fetches() > f0 {
+                note_call(&mut calls, tag, t0, reasons.get(n0..));
+            }
             if !items.is_empty() {
                 source = PodSource::Vast;
                 candidates.extend(items);

@@ -20,6 +20,14 @@ thread_local! {
     /// VAST/VMAP responses per isolate (a few seconds): a burst of breaks
     /// across channels sharing a tag costs one ad-server request.
     static CACHE: RefCell<TtlCache> = RefCell::new(TtlCache::new(8 << 20));
+    /// Network fetches made by this isolate: a tag resolved wholly from
+    /// the cache made none, and is no ad-server request in the metrics.
+    static FETCHES: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Network fetches so far (see `FETCHES`).
+pub fn fetches() -> u64 {
+    FETCHES.with(|f| f.get())
 }
 
 /// Where a VAST document comes from.
@@ -50,6 +58,7 @@ pub async fn fetch_cached(
     if left <= 0 {
         return Err("time budget spent".into());
     }
+    FETCHES.with(|f| f.set(f.get() + 1));
     let text = worker_shared::get_text(url, left as u64, private_ok)
         .await
         .map_err(|e| e.to_string())?;
