@@ -166,13 +166,45 @@ test("fMP4 (CMAF) channel: SSAI with fMP4 ads plays through in hls.js; every seg
   assert.ok(sawAd, "an fMP4 ad segment was probed");
 });
 
-test("dashboard renders", async () => {
-  const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+test("dashboard: the live timeline shows breaks with their ad slots, sparklines of the last hour, no console errors", async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
+  const problems = [];
+  page.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
+  page.on("console", (m) => { if (m.type() === "error") problems.push(`console: ${m.text()}`); });
+  // The API-key form: the key arrives in the fragment (never sent to a server).
   await page.goto(`${s.base}/dashboard#key=${s.apiKey}`);
   await page.waitForSelector("#channels tr.channel", { timeout: 15000 });
   const rows = await page.locator("#channels tr.channel").count();
   assert.ok(rows >= 6, `channels listed (${rows})`);
-  await new Promise((r) => setTimeout(r, 3000));
-  await page.screenshot({ path: join(ARTIFACTS, "dashboard.png"), fullPage: true });
+  assert.equal(await page.locator("#ch").inputValue(), "news");
+  // Wait for a break of the news channel on the timeline with its ads.
+  let ads = 0;
+  for (let i = 0; i < 60 && ads < 1; i++) {
+    await new Promise((r) => setTimeout(r, 1000));
+    ads = await page.locator("#timeline g.break rect.ad").count();
+  }
+  assert.ok(ads >= 1, "a break with ad slots is drawn");
+  const edge1 = Number(await page.locator("#edge").getAttribute("x1"));
+  // The live edge moves from one refresh to the next (3 s), as segments
+  // are published (the window slides left, the edge stays near "now").
+  const label1 = await page.locator("#timeline text", { hasText: "live edge" }).textContent();
+  await new Promise((r) => setTimeout(r, 4500));
+  const label2 = await page.locator("#timeline text", { hasText: "live edge" }).textContent();
+  assert.notEqual(label1, label2, `the live edge moved (${label1} → ${label2})`);
+  assert.ok(edge1 > 600 && edge1 < 1200, `live edge near now: x=${edge1}`);
+  // Sparklines: fill rate and detection latency have points by now.
+  let lines = 0;
+  for (let i = 0; i < 30 && lines < 2; i++) {
+    lines = await page.locator("#sparks svg.sparkline path").count();
+    if (lines < 2) await new Promise((r) => setTimeout(r, 1000));
+  }
+  assert.ok(lines >= 2, `sparklines drawn (${lines})`);
+  const fill = await page.locator("#sparks .spark b").first().textContent();
+  assert.match(fill, /%$/, `fill rate shown: ${fill}`);
+  // Screenshot while a break is on screen (an ad slot left of the edge).
+  await page.screenshot({ path: join(ARTIFACTS, "dashboard-timeline.png"), fullPage: true });
+  await page.locator("#timeline").screenshot({ path: join(ARTIFACTS, "dashboard-timeline-only.png") });
+  await page.locator("#sparks").screenshot({ path: join(ARTIFACTS, "dashboard-sparklines.png") });
+  assert.deepEqual(problems, [], "no console errors");
   await page.close();
 });

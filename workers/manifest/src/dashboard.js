@@ -43,8 +43,113 @@ async function refresh() {
   $("#breaks tbody").innerHTML = br.slice(0, 15).map((b) => { const r = JSON.parse(b.record), p = JSON.parse(b.pod);
     return `<tr><td>${esc(b.slug)}</td><td>${esc(r.id)}</td><td>${esc(b.source)}</td><td>${r.anchor_msn}</td><td>${r.cut_after ?? r.segment_count}/${r.segment_count}</td>
     <td>${esc(p.source)}: ${p.items.map((i) => esc(i.ad_id)).join(", ") || "slate"}${p.fill_s ? ` + ${p.fill_s}s slate` : ""}</td></tr>`; }).join("");
-  const m = (await api(`/api/orgs/${org}/metrics`)).items;
-  $("#metrics tbody").innerHTML = m.map((x) => `<tr><td>${esc(x.scope)}</td><td>${esc(x.name)}</td><td>${x.value}</td></tr>`).join("");
+  const slug = sel.value;
+  const cfg = (chans.find((c) => c.slug === slug) || {}).config || {};
+  await Promise.all([timeline(slug, cfg).catch((e) => status("timeline: " + e.message)), sparks(slug).catch((e) => status("metrics: " + e.message))]);
+}
+function status(t) { $("#status").textContent = t; }
+const SVG = "http://www.w3.org/2000/svg";
+function el(tag, attrs, text) {
+  const e = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) e.setAttribute(k, v);
+  if (text != null) e.textContent = text;
+  return e;
+}
+// The selected channel's last 150 s and next 30 s: content, each break with
+// its ad slots and slate fill (from the sequencer's state: what every
+// viewer is spliced from), the newest segment the sequencer examined (the
+// live edge, moving with each refresh) and now.
+async function timeline(slug, cfg) {
+  $("#tl-ch").textContent = slug;
+  const st = await api(`/api/orgs/${org}/channels/${encodeURIComponent(slug)}/breaks`);
+  const svg = $("#timeline");
+  svg.replaceChildren();
+  const W = 1200, now = Date.now(), t0 = now - 150000, t1 = now + 30000;
+  const x = (t) => Math.max(0, Math.min(W, ((t - t0) / (t1 - t0)) * W));
+  const cadence = cfg.cadence_ms || 2000;
+  const mark = st.origin_mark; // [msn, pdt_ms] of a segment the sequencer saw
+  const pdtOf = (msn) => (mark ? mark[1] + (msn - mark[0]) * cadence : null);
+  const edge = pdtOf((st.checked_through_msn || 0) + 1);
+  svg.append(el("rect", { x: 0, y: 30, width: W, height: 50, fill: "#c9d3e3" }));
+  if (edge) svg.append(el("rect", { x: x(edge), y: 30, width: W - x(edge), height: 50, fill: "#f5f6f8" }));
+  for (let t = Math.ceil(t0 / 30000) * 30000; t <= t1; t += 30000) {
+    svg.append(el("line", { x1: x(t), x2: x(t), y1: 82, y2: 88, stroke: "#8a94a6" }));
+    svg.append(el("text", { x: x(t) + 2, y: 98 }, new Date(t).toISOString().slice(11, 19)));
+  }
+  for (const e of st.entries || []) {
+    const r = e.record, p = e.pod;
+    const start = r.anchor_pdt_ms ?? pdtOf(r.anchor_msn);
+    if (start == null) continue;
+    const segs = r.cut_after != null ? Math.min(r.cut_after, r.segment_count) : r.segment_count;
+    const end = start + segs * (r.cadence_ms || cadence);
+    if (end < t0 || start > t1) continue;
+    const g = el("g", { class: "break", "data-id": r.id });
+    g.append(el("rect", { x: x(start), y: 30, width: Math.max(1, x(end) - x(start)), height: 50, fill: "#e7ebf3", stroke: "#8a94a6", "stroke-dasharray": "4 3" }));
+    let t = start;
+    for (const it of (p && p.items) || []) {
+      const w = Math.max(1, x(Math.min(end, t + it.duration_s * 1000)) - x(t));
+      g.append(el("rect", { class: "ad", x: x(t), y: 32, width: w, height: 46, fill: "#2f7de1", stroke: "#fff" }));
+      if (w > 40) g.append(el("text", { x: x(t) + 3, y: 60, style: "fill:#fff" }, it.ad_id));
+      t += it.duration_s * 1000;
+    }
+    if (p && t < end) g.append(el("rect", { class: "slate", x: x(t), y: 32, width: Math.max(1, x(end) - x(t)), height: 46, fill: "#f0a830" }));
+    g.append(el("text", { x: x(start) + 2, y: 24 }, `${r.id} · ${p ? p.source : "deciding…"}`));
+    svg.append(g);
+  }
+  if (edge) {
+    svg.append(el("line", { id: "edge", x1: x(edge), x2: x(edge), y1: 14, y2: 84, stroke: "#b3261e", "stroke-width": 2 }));
+    svg.append(el("text", { x: x(edge) + 3, y: 112 }, `live edge MSN ${st.checked_through_msn}`));
+  }
+  svg.append(el("line", { x1: x(now), x2: x(now), y1: 26, y2: 84, stroke: "#1d2330", "stroke-dasharray": "2 2" }));
+  svg.append(el("text", { x: x(now) + 3, y: 12 }, "now"));
+}
+// Sparklines of the last hour, one point a minute, for the selected channel.
+function spark(values, max, color) {
+  const W = 260, H = 36, n = values.length;
+  const svg = el("svg", { width: W, height: H, viewBox: `0 0 ${W} ${H}`, class: "sparkline" });
+  svg.append(el("line", { x1: 0, x2: W, y1: H - 1, y2: H - 1, stroke: "#e6e8ec" }));
+  let d = "", pen = false;
+  values.forEach((v, i) => {
+    if (v == null) { pen = false; return; }
+    const px = n > 1 ? (i / (n - 1)) * W : W / 2, py = H - 2 - (Math.min(v, max) / (max || 1)) * (H - 4);
+    d += `${pen ? "L" : "M"}${px.toFixed(1)},${py.toFixed(1)} `; pen = true;
+    svg.append(el("circle", { cx: px.toFixed(1), cy: py.toFixed(1), r: 1.5, fill: color }));
+  });
+  if (d) svg.append(el("path", { d, fill: "none", stroke: color, "stroke-width": 1.5 }));
+  return svg;
+}
+async function sparks(slug) {
+  $("#mx-ch").textContent = slug;
+  const m = await api(`/api/orgs/${org}/metrics?from=-60m&step=60&channel=${encodeURIComponent(slug)}`);
+  const t = m.totals, ser = m.series;
+  const pct = (v) => (v == null ? "—" : (v * 100).toFixed(1) + " %");
+  const ms = (q) => (q && q.count ? `p50 ${q.p50} · p95 ${q.p95} ms` : "—");
+  const rows = [
+    ["Fill rate", pct(t.fill_rate), ser.map((p) => p.fill_rate ?? null), 1, "#137333"],
+    ["Decision latency", ms(t.decision_latency_ms), ser.map((p) => p.decision_latency_ms.p95 ?? null), null, "#2f7de1"],
+    ["Detection latency", ms(t.detection_latency_ms), ser.map((p) => p.detection_latency_ms.p95 ?? null), null, "#8e44ad"],
+    ["Playlist requests", String(t.playlist_requests), ser.map((p) => p.playlist_requests), null, "#1d2330"],
+  ];
+  const box = $("#sparks");
+  box.replaceChildren();
+  for (const [label, now, vals, max, color] of rows) {
+    const row = document.createElement("div");
+    row.className = "spark";
+    row.innerHTML = `<span>${esc(label)}</span>`;
+    row.append(spark(vals, max ?? Math.max(1, ...vals.filter((v) => v != null)), color));
+    const b = document.createElement("b"); b.textContent = now; row.append(b);
+    box.append(row);
+  }
+  const kv = (o) => Object.entries(o || {}).map(([k, v]) => `${esc(k)} ${v}`).join(" · ") || "—";
+  const servers = Object.entries(t.ad_servers || {}).map(([h, a]) => `${esc(h)}: ${a.requests} req, ${a.timeouts} timeouts, ${a.errors} errors, ${ms(a.latency_ms)}`).join("<br>") || "—";
+  const b = t.beacons || {};
+  $("#mx tbody").innerHTML = [
+    ["Avails", `${t.avails} (${t.avail_s} s, ${t.filled_s} s filled, ${t.slate_s} s slate)`],
+    ["Ads by source", kv(t.ads)], ["Skips by reason", kv(t.skips)], ["Ad servers", servers],
+    ["Polls", `${t.polls} (${t.poll_errors} errors)`],
+    ["Beacons", `${b.sent} sent · ${b.retried} retried · ${b.dead_lettered} dead-lettered · success ${pct(b.success_rate)}`],
+    ["Origin errors", String(t.origin_errors)],
+  ].map(([k, v]) => `<tr><td>${k}</td><td>${v}</td></tr>`).join("");
 }
 function preview() {
   const url = `/${encodeURIComponent(org)}/${encodeURIComponent($("#ch").value)}/master.m3u8?mode=${$("#mode").value}`;
@@ -55,7 +160,7 @@ function preview() {
   } else { v.src = url; }
   v.play().catch(() => {});
 }
-$("#ch").onchange = preview; $("#mode").onchange = preview;
+$("#ch").onchange = () => { preview(); refresh(); }; $("#mode").onchange = preview;
 $("#cue").onclick = async () => {
   try { const r = await api("/cue", { method: "POST", body: JSON.stringify({ channel: `${org}/${$("#ch").value}`, type: "start", duration: 30 }) });
     $("#status").textContent = `break ${r.id} at MSN ${r.anchor_msn}`; } catch (e) { $("#status").textContent = "cue failed: " + e.message; }
