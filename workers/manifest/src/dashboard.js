@@ -67,7 +67,10 @@ async function timeline(slug, cfg) {
   const W = 1200, now = Date.now(), t0 = now - 150000, t1 = now + 30000;
   const x = (t) => Math.max(0, Math.min(W, ((t - t0) / (t1 - t0)) * W));
   const cadence = cfg.cadence_ms || 2000;
-  const mark = st.origin_mark; // [msn, pdt_ms] of a segment the sequencer saw
+  // A point of the origin timeline: the sequencer's mark, else the newest
+  // break's anchor (MSN and PDT of its first segment).
+  const anchored = (st.entries || []).filter((e) => e.record.anchor_pdt_ms != null).map((e) => [e.record.anchor_msn, e.record.anchor_pdt_ms]);
+  const mark = st.origin_mark || anchored[anchored.length - 1];
   const pdtOf = (msn) => (mark ? mark[1] + (msn - mark[0]) * cadence : null);
   const edge = pdtOf((st.checked_through_msn || 0) + 1);
   svg.append(el("rect", { x: 0, y: 30, width: W, height: 50, fill: "#c9d3e3" }));

@@ -19,7 +19,7 @@ const DASHBOARD_JS: &str = include_str!("dashboard.js");
 /// The dashboard's CSP: scripts only from this origin's fixed paths
 /// (`/dashboard.js`, hls.js under `/media/_static/`, which no org can
 /// write), no inline script, no plugins, no framing, no form posts.
-const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; media-src * blob:; connect-src *; worker-src blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+const DASHBOARD_CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; media-src * blob: data:; connect-src *; worker-src blob:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
 
 #[event(start)]
 fn start() {
