@@ -309,6 +309,17 @@ test("operator metrics: fill rate, ads by source, skip kinds and latencies match
   assert.match(text, /^cf_ssai_ad_server_requests_total\{org="demo",channel="m-slow",server="127\.0\.0\.1",outcome="timeout"\} 1$/m);
   assert.match(text, /^cf_ssai_decision_latency_ms_bucket\{org="demo",channel="m-slow",le="\+Inf"\} 1$/m);
   assert.match(text, /# EOF\n$/);
+  // Every skip, fallback and error is also a JSON log line with org,
+  // channel, break id and reason (what Workers Logs indexes).
+  const logs = s.wrangler.log.split("\n").filter((l) => l.includes('"event":')).map((l) => {
+    // wrangler dev decorates warnings and errors (ANSI colours, a prefix).
+    try { return JSON.parse(l.slice(l.indexOf("{"), l.lastIndexOf("}") + 1)); } catch { return null; }
+  }).filter(Boolean);
+  const find = (event, slug, kind) => logs.find((l) => l.event === event && l.channel === slug && (!kind || l.kind === kind));
+  const slowSkip = find("ad_skipped", "m-slow", "timeout");
+  assert.ok(slowSkip && slowSkip.org === ORG && slowSkip.break_id === pods["m-slow"].break_id && slowSkip.reason, `ad_skipped log line: ${JSON.stringify(logs.slice(-5))}`);
+  assert.ok(find("break_fallback_to_slate", "m-slate"), "slate fallback logged");
+  assert.ok(find("origin_error", "m-dead"), "origin error logged");
   // Bad ranges are refused with a reason.
   for (const q of ["from=yesterday", "from=-1h&to=-2h", "step=61", "from=-30d&step=60"]) {
     const r = await api(s.base, "GET", `/api/orgs/${ORG}/metrics?${q}`);

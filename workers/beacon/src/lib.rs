@@ -286,7 +286,16 @@ async fn fire(
         Ok(_) => Err(Fail::Retry),
         // A refused URL never becomes acceptable: logged, not retried.
         Err(worker_shared::FetchError::Refused(e)) => {
-            console_warn!("beacon URL refused: {e}");
+            worker_shared::metrics::log(
+                Level::Warn,
+                "beacon_url_refused",
+                &[
+                    ("org", &msg.org),
+                    ("channel", &msg.channel),
+                    ("break_id", &msg.break_id),
+                    ("reason", &e.to_string()),
+                ],
+            );
             Err(Fail::Refused)
         }
         Err(_) => Err(Fail::Retry),

@@ -135,7 +135,11 @@ impl DurableObject for ChannelDO {
         let next = match polled {
             Ok(next) => next,
             Err(e) => {
-                console_error!("poll failed: {e}");
+                worker_shared::metrics::log(
+                    Level::Error,
+                    "poll_step_failed",
+                    &[("reason", &e.to_string())],
+                );
                 // Back off on failure; the cron restarts a stopped poller.
                 Some(now_ms() + 10_000)
             }

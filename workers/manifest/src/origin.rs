@@ -68,12 +68,19 @@ pub async fn mark_health(env: &Env, c: &ChannelRef, ok: bool, detail: &str) {
     if !ok {
         args.push(detail.into());
     }
-    match db.prepare(sql).bind(&args) {
-        Ok(stmt) => {
-            if let Err(e) = stmt.run().await {
-                console_error!("channel health update failed: {e}");
-            }
-        }
-        Err(e) => console_error!("channel health update failed: {e}"),
+    let done = match db.prepare(sql).bind(&args) {
+        Ok(stmt) => stmt.run().await.map(|_| ()),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = done {
+        worker_shared::metrics::log(
+            worker_shared::metrics::Level::Error,
+            "health_update_failed",
+            &[
+                ("org", &c.org),
+                ("channel", &c.slug),
+                ("reason", &e.to_string()),
+            ],
+        );
     }
 }

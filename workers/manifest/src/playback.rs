@@ -183,7 +183,13 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
         },
     );
     if !out.report.reasons.is_empty() {
-        console_warn!("{}/{}: {:?}", ch.org, ch.slug, out.report.reasons);
+        for reason in &out.report.reasons {
+            worker_shared::metrics::log(
+                worker_shared::metrics::Level::Warn,
+                "splice_fallback",
+                &[("org", &ch.org), ("channel", &ch.slug), ("reason", reason)],
+            );
+        }
     }
     if let Some(key) = &shared_key {
         let age = cfg.max_age(target);
@@ -302,7 +308,15 @@ async fn ask_do(
             Some((b.entries, b.disc_base, "do"))
         }
         Err(e) => {
-            console_error!("channel DO unavailable: {e}");
+            worker_shared::metrics::log(
+                worker_shared::metrics::Level::Error,
+                "sequencer_unavailable",
+                &[
+                    ("org", &ch.org),
+                    ("channel", &ch.slug),
+                    ("reason", &e.to_string()),
+                ],
+            );
             worker_shared::count(env, &ch.org, "do_fallback_failures", 1).await;
             None
         }
@@ -465,7 +479,15 @@ fn mint_session(env: &Env, ch: &Channel) -> Option<String> {
     ) {
         Ok(t) => Some(t),
         Err(e) => {
-            console_error!("no viewer sessions: {e}");
+            worker_shared::metrics::log(
+                worker_shared::metrics::Level::Error,
+                "sessions_unavailable",
+                &[
+                    ("org", &ch.org),
+                    ("channel", &ch.slug),
+                    ("reason", &e.to_string()),
+                ],
+            );
             None
         }
     }
@@ -557,7 +579,11 @@ pub async fn ad_segment(
             ctx.wait_until(async move {
                 for chunk in chunks {
                     if let Err(e) = q.send_batch(chunk).await {
-                        console_error!("beacon enqueue failed: {e}");
+                        worker_shared::metrics::log(
+                            worker_shared::metrics::Level::Error,
+                            "beacon_enqueue_failed",
+                            &[("reason", &e.to_string())],
+                        );
                     }
                 }
             });

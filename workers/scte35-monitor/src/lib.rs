@@ -16,7 +16,11 @@ fn start() {
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
     if let Err(e) = cycle(&env).await {
-        console_error!("monitor cycle failed: {e}");
+        worker_shared::metrics::log(
+            worker_shared::metrics::Level::Error,
+            "monitor_cycle_failed",
+            &[("reason", &e.to_string())],
+        );
     }
 }
 
