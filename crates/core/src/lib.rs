@@ -22,6 +22,8 @@ pub mod ad_route;
 pub mod auth;
 pub mod beacon;
 pub mod channel;
+#[cfg(feature = "vast")]
+pub mod conditioning;
 pub mod config;
 pub mod cues;
 pub mod decision;

@@ -102,6 +102,15 @@ pub struct MediaFile {
     pub width: u32,
     pub height: u32,
     pub bitrate: u32,
+    /// `apiFramework` (VPAID, SIMID…): interactive, never stitched.
+    pub api_framework: String,
+    /// RFC 6381 codecs, when the ad server says (`codec`).
+    pub codec: String,
+    /// `fileSize` in bytes (VAST 4.1+), 0 when absent.
+    pub file_size: u64,
+    /// From `<Mezzanine>` (VAST 4): the raw file meant for server-side
+    /// conditioning, not for direct playback.
+    pub mezzanine: bool,
 }
 
 impl MediaFile {
@@ -133,6 +142,7 @@ enum Tag {
     VastAdTagUri,
     Duration,
     UniversalAdId,
+    Mezzanine,
     Other,
 }
 
@@ -148,6 +158,7 @@ impl Tag {
                 | Tag::Duration
                 | Tag::UniversalAdId
                 | Tag::MediaFile
+                | Tag::Mezzanine
                 | Tag::Tracking
         )
     }
@@ -167,6 +178,7 @@ impl Tag {
             b"VASTAdTagURI" => Tag::VastAdTagUri,
             b"Duration" => Tag::Duration,
             b"UniversalAdId" => Tag::UniversalAdId,
+            b"Mezzanine" => Tag::Mezzanine,
             _ => Tag::Other,
         }
     }
@@ -252,8 +264,11 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
                             c.linear = true;
                         }
                     }
-                    Tag::MediaFile => {
-                        let mut m = MediaFile::default();
+                    Tag::MediaFile | Tag::Mezzanine => {
+                        let mut m = MediaFile {
+                            mezzanine: tag == Tag::Mezzanine,
+                            ..MediaFile::default()
+                        };
                         let num = |v: &[u8]| attr_text(v).trim().parse().unwrap_or(0);
                         each_attr(&mut |k, v| match k {
                             b"type" => m.mime = attr_text(v),
@@ -261,6 +276,9 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
                             b"width" => m.width = num(v),
                             b"height" => m.height = num(v),
                             b"bitrate" => m.bitrate = num(v),
+                            b"apiFramework" => m.api_framework = attr_text(v),
+                            b"codec" => m.codec = attr_text(v),
+                            b"fileSize" => m.file_size = attr_text(v).trim().parse().unwrap_or(0),
                             _ => {}
                         });
                         media = Some(m);
@@ -379,7 +397,7 @@ fn close(
                 a.creatives.push(c);
             }
         }
-        Tag::MediaFile => {
+        Tag::MediaFile | Tag::Mezzanine => {
             if let (Some(m), Some(c)) = (media.take(), creative.as_mut()) {
                 if !m.url.is_empty() {
                     c.media_files.push(m);
@@ -422,7 +440,7 @@ fn text(
                 c.universal_ad_id = Some(v.to_string());
             }
         }
-        (Tag::MediaFile, Some(_)) => {
+        (Tag::MediaFile | Tag::Mezzanine, Some(_)) => {
             if let Some(m) = media.as_mut() {
                 m.url = v.to_string();
             }
@@ -509,7 +527,7 @@ pub fn ordered_inline_ads(doc: &VastDoc) -> Vec<&VastAd> {
 /// creative id / UniversalAdId; empty = not conditioned).
 pub fn pod_item(
     ad: &VastAd,
-    renditions_for: impl Fn(&Creative) -> Vec<crate::model::AdRendition>,
+    renditions_for: impl FnOnce(&Creative) -> Vec<crate::model::AdRendition>,
 ) -> Option<PodItem> {
     let renditions = renditions_for(ad.creatives.iter().find(|c| c.linear)?);
     let mut item = into_pod_item(ad.clone())?;

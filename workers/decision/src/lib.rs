@@ -50,7 +50,7 @@ fn start() {
 }
 
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
+async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     // Internal only: pods carry other orgs' ad and tracking URLs, and a
     // call spends frequency caps and the org's ad-server quota.
     if !worker_shared::internal_ok(&req, &env) {
@@ -67,13 +67,13 @@ async fn fetch(mut req: Request, env: Env, _ctx: Context) -> Result<Response> {
                 Ok(r) => r,
                 Err(e) => return error(400, format!("body: invalid JSON: {e}")),
             };
-            decide(r, &env).await
+            decide(r, &env, &ctx).await
         }
         _ => error(404, "no such route"),
     }
 }
 
-async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
+async fn decide(r: DecisionRequest, env: &Env, worker_ctx: &Context) -> Result<Response> {
     let Some(org) = r.org.filter(|s| !s.is_empty()) else {
         return error(400, "org: required");
     };
@@ -137,7 +137,7 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
         Ok(c) => c,
         Err(e) => {
             reasons.push(format!("ad library unavailable: {e}"));
-            Vec::new()
+            vast::Library::default()
         }
     };
     let now = worker_shared::now_ms();
@@ -188,7 +188,7 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
             }
             note_call(&mut calls, &cfg.decision_api_url, t0, reasons.get(n0..));
             if let Ok(resp) = resp {
-                let items = cf_ssai_core::decision::map_external(&resp, &lib, &mut reasons);
+                let items = cf_ssai_core::decision::map_external(&resp, &lib.items, &mut reasons);
                 if !items.is_empty() {
                     source = PodSource::Api;
                     candidates.extend(items);
@@ -248,9 +248,18 @@ async fn decide(r: DecisionRequest, env: &Env) -> Result<Response> {
             }
         }
     }
-    // 3. The ad library.
+    // 3. The ad library: house ads only (conditioned creatives belong to
+    // the ad server's campaigns and play only when it returns them).
+    let wanted = lib.wanted.take();
     if candidates.is_empty() {
-        candidates = lib;
+        candidates = lib
+            .items
+            .into_iter()
+            .filter(|i| !lib.sources.contains_key(&i.ad_id))
+            .collect();
+    }
+    if !wanted.is_empty() {
+        worker_ctx.wait_until(record_jobs(env.clone(), org.clone(), wanted));
     }
     let slate = match slate(env, &org, &slug, &cfg.slate_id).await {
         Ok(s) => s,
@@ -328,7 +337,7 @@ fn note_call(b: &mut Batch, url: &str, started_ms: i64, added: Option<&[String]>
 /// What every VAST resolution of one decision shares.
 struct VastCtx<'a> {
     env: &'a Env,
-    lib: &'a [cf_ssai_core::model::PodItem],
+    lib: &'a vast::Library,
     duration_s: f64,
     cadence_ms: u64,
     viewer: &'a Viewer,
@@ -502,32 +511,127 @@ struct AdRow {
     duration_s: f64,
     renditions: String,
     tracking: String,
+    #[serde(default)]
+    conditioned: i64,
+    #[serde(default)]
+    source_url: Option<String>,
+    #[serde(default)]
+    source_size: f64,
 }
 
 /// Library candidates for the channel (channel-specific and org-wide), in
-/// priority order.
-async fn library(env: &Env, org: &str, slug: &str) -> Result<Vec<PodItem>> {
-    let rows: Vec<AdRow> = env
-        .d1(bindings::DB)?
-        .prepare("SELECT id, creative_id, universal_ad_id, duration_s, renditions, tracking FROM ads WHERE org_id = ?1 AND active = 1 AND (channel_slug IS NULL OR channel_slug = ?2) ORDER BY priority DESC, id")
-        .bind(&[org.into(), slug.into()])?
-        .all()
+/// priority order, and the org's conditioning jobs that are not ready:
+/// one D1 round trip (a batch).
+async fn library(env: &Env, org: &str, slug: &str) -> Result<vast::Library> {
+    let db = env.d1(bindings::DB)?;
+    let mut res = db
+        .batch(vec![
+            db.prepare("SELECT id, creative_id, universal_ad_id, duration_s, renditions, tracking, conditioned, source_url, source_size FROM ads WHERE org_id = ?1 AND active = 1 AND (channel_slug IS NULL OR channel_slug = ?2) ORDER BY priority DESC, id")
+                .bind(&[org.into(), slug.into()])?,
+            // Not ready: queued, running, or failed (reported as such).
+            db.prepare("SELECT id, state, reason FROM conditioning_jobs WHERE org_id = ?1 AND state != 'ready' ORDER BY updated_ms DESC LIMIT 500")
+                .bind(&[org.into()])?,
+        ])
         .await?
-        .results()?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|a| {
-            Some(PodItem {
-                ad_id: a.id,
-                creative_id: a.creative_id,
-                universal_ad_id: a.universal_ad_id,
-                duration_s: a.duration_s,
-                renditions: serde_json::from_str::<Vec<AdRendition>>(&a.renditions).ok()?,
-                tracking: serde_json::from_str::<Tracking>(&a.tracking).unwrap_or_default(),
-            })
-        })
-        .collect())
+        .into_iter();
+    let rows: Vec<AdRow> = res
+        .next()
+        .map(|r| r.results())
+        .transpose()?
+        .unwrap_or_default();
+    let jobs: Vec<cf_ssai_core::conditioning::JobState> = res
+        .next()
+        .map(|r| r.results())
+        .transpose()?
+        .unwrap_or_default();
+    let mut lib = vast::Library {
+        jobs: jobs.into_iter().map(|j| (j.id.clone(), j)).collect(),
+        ..Default::default()
+    };
+    for a in rows {
+        let Ok(renditions) = serde_json::from_str::<Vec<AdRendition>>(&a.renditions) else {
+            continue;
+        };
+        if a.conditioned != 0 {
+            lib.sources.insert(
+                a.id.clone(),
+                (a.source_url.unwrap_or_default(), a.source_size as u64),
+            );
+        }
+        lib.items.push(PodItem {
+            ad_id: a.id,
+            creative_id: a.creative_id,
+            universal_ad_id: a.universal_ad_id,
+            duration_s: a.duration_s,
+            renditions,
+            tracking: serde_json::from_str::<Tracking>(&a.tracking).unwrap_or_default(),
+        });
+    }
+    Ok(lib)
 }
+
+/// Record the creatives this decision could not play for want of
+/// conditioned media (after the answer: the waterfall's budget is not
+/// spent on it). One job per identity; a job seen again is counted, a
+/// job whose source changed is queued again with the new source.
+async fn record_jobs(env: Env, org: String, jobs: Vec<cf_ssai_core::conditioning::JobRequest>) {
+    let Ok(db) = env.d1(bindings::DB) else { return };
+    let now = worker_shared::now_ms() as f64;
+    let mut seen = std::collections::HashSet::new();
+    let stmts: Vec<_> = jobs
+        .into_iter()
+        .filter(|j| seen.insert(j.id.clone()))
+        .filter_map(|j| {
+            let kind = serde_json::to_value(j.source.kind)
+                .ok()?
+                .as_str()?
+                .to_string();
+            db.prepare(UPSERT_JOB)
+                .bind(&[
+                    org.as_str().into(),
+                    j.id.as_str().into(),
+                    j.identity.as_str().into(),
+                    j.creative_id.as_str().into(),
+                    opt_str(j.universal_ad_id.as_deref()),
+                    j.ad_system.as_str().into(),
+                    j.duration_s.into(),
+                    j.source.url.as_str().into(),
+                    kind.into(),
+                    (j.source.file_size as f64).into(),
+                    serde_json::to_string(&j.source).ok()?.into(),
+                    now.into(),
+                ])
+                .ok()
+        })
+        .collect();
+    if stmts.is_empty() {
+        return;
+    }
+    if let Err(e) = db.batch(stmts).await {
+        worker_shared::metrics::log(
+            worker_shared::metrics::Level::Error,
+            "conditioning_job_record_failed",
+            &[("org", &org), ("reason", &e.to_string())],
+        );
+    }
+}
+
+fn opt_str(s: Option<&str>) -> wasm_bindgen::JsValue {
+    s.map_or(wasm_bindgen::JsValue::NULL, Into::into)
+}
+
+/// Insert a job, or merge into the existing one: `seen` counts sightings;
+/// a changed source (URL, or size when both are known: the same test as
+/// `conditioning::source_changed`) queues it again with no attempts used.
+const UPSERT_JOB: &str = "INSERT INTO conditioning_jobs (org_id, id, identity, creative_id, universal_ad_id, ad_system, duration_s, source_url, source_kind, source_size, source, state, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'queued', ?12, ?12) \
+ON CONFLICT(org_id, id) DO UPDATE SET seen = seen + 1, updated_ms = excluded.updated_ms, \
+state = CASE WHEN (source_url != excluded.source_url OR (source_size > 0 AND excluded.source_size > 0 AND source_size != excluded.source_size)) AND state IN ('ready', 'failed') THEN 'queued' ELSE state END, \
+attempts = CASE WHEN (source_url != excluded.source_url OR (source_size > 0 AND excluded.source_size > 0 AND source_size != excluded.source_size)) AND state IN ('ready', 'failed') THEN 0 ELSE attempts END, \
+reason = CASE WHEN (source_url != excluded.source_url OR (source_size > 0 AND excluded.source_size > 0 AND source_size != excluded.source_size)) AND state IN ('ready', 'failed') THEN 'source changed' ELSE reason END, \
+source = CASE WHEN state IN ('ready', 'failed') THEN excluded.source ELSE source END, \
+source_kind = CASE WHEN state IN ('ready', 'failed') THEN excluded.source_kind ELSE source_kind END, \
+source_size = CASE WHEN state IN ('ready', 'failed') THEN excluded.source_size ELSE source_size END, \
+source_url = CASE WHEN state IN ('ready', 'failed') THEN excluded.source_url ELSE source_url END";
 
 #[derive(Deserialize)]
 struct SlateRow {

@@ -5,6 +5,7 @@
 //! core's (`cf_ssai_core::vast`).
 
 use cf_ssai_core::beacon::{self, BeaconMessage, TrackingEvent};
+use cf_ssai_core::conditioning::{self, JobRequest, JobState};
 use cf_ssai_core::decision::{self as core_decision, TtlCache};
 use cf_ssai_core::model::{AdRendition, PodItem};
 use cf_ssai_core::vast::{self as core_vast, error_code, Creative, VastAd};
@@ -13,6 +14,22 @@ use worker::*;
 use worker_shared::{bindings, now_ms};
 
 pub const MAX_WRAPPER_DEPTH: usize = 5;
+
+/// The org's conditioned media and what is known about conditioning: what
+/// VAST creatives are mapped against, and where the decision notes the
+/// creatives that need a conditioner (recorded after the answer).
+#[derive(Default)]
+pub struct Library {
+    /// Every active ad of the channel (house ads and conditioned ones).
+    pub items: Vec<PodItem>,
+    /// Source (URL, size) of each conditioned ad, by ad id (every
+    /// conditioned ad is here; house ads are not).
+    pub sources: std::collections::HashMap<String, (String, u64)>,
+    /// Jobs not ready, by id (a failed one is reported as such).
+    pub jobs: std::collections::HashMap<String, JobState>,
+    /// Creatives seen without conditioned media (or with a changed source).
+    pub wanted: RefCell<Vec<JobRequest>>,
+}
 /// Variants of an HLS MediaFile master we read at most.
 const MAX_HLS_VARIANTS: usize = 4;
 
@@ -79,7 +96,7 @@ pub async fn fetch_cached(
 pub async fn resolve(
     env: &Env,
     src: TagSource<'_>,
-    library: &[PodItem],
+    library: &Library,
     cadence_ms: u64,
     budget_ms: u64,
     cache_s: u32,
@@ -111,7 +128,7 @@ pub async fn resolve(
         .cloned()
         .chain(unwrap_all(&doc, deadline, private_ok, cache_s, reasons, &mut errors).await)
     {
-        let hls = hls_renditions(&ad, library, deadline, private_ok, reasons).await;
+        let hls = hls_renditions(&ad, &library.items, deadline, private_ok, reasons).await;
         match map_ad(&ad, library, &hls, cadence_ms) {
             Ok(item) => items.push(item),
             Err((why, code)) => {
@@ -198,11 +215,33 @@ async fn unwrap_all(
 }
 
 fn library_match<'a>(c: &Creative, library: &'a [PodItem]) -> Option<&'a PodItem> {
-    library.iter().find(|l| {
+    library_match_at(c, library, 0)
+}
+
+/// The library entry of a creative; with a cadence, one conditioned to it
+/// first (a conditioner registers one ad per cadence the org uses).
+fn library_match_at<'a>(
+    c: &Creative,
+    library: &'a [PodItem],
+    cadence_ms: u64,
+) -> Option<&'a PodItem> {
+    let mut matches = library.iter().filter(|l| {
         (!c.id.is_empty() && l.creative_id == c.id)
             || (!c.ad_id.is_empty() && l.creative_id == c.ad_id)
             || (c.universal_ad_id.is_some() && l.universal_ad_id == c.universal_ad_id)
-    })
+    });
+    let first = matches.clone().next();
+    let fits = |l: &&PodItem| {
+        let segs =
+            cf_ssai_core::model::segments_for((l.duration_s * 1000.0).round() as u64, cadence_ms);
+        l.renditions
+            .iter()
+            .any(|r| cf_ssai_core::pod::fits_cadence(r, cadence_ms, segs as usize))
+    };
+    if cadence_ms == 0 {
+        return first;
+    }
+    matches.find(fits).or(first)
 }
 
 /// Renditions read straight from the creative's HLS MediaFile, when the ad
@@ -267,21 +306,51 @@ async fn hls_renditions(
 /// cadence. MP4-only creatives without either need a transcode (403).
 fn map_ad(
     ad: &VastAd,
-    library: &[PodItem],
+    library: &Library,
     hls: &[AdRendition],
     cadence_ms: u64,
 ) -> std::result::Result<PodItem, (String, u16)> {
+    let mut matched: Option<&PodItem> = None;
     let mut item = core_vast::pod_item(ad, |c| {
-        library_match(c, library)
+        matched = library_match_at(c, &library.items, cadence_ms);
+        matched
             .map(|l| l.renditions.clone())
             .unwrap_or_else(|| hls.to_vec())
     })
     .ok_or(("no linear creative".to_string(), error_code::LINEARITY))?;
+    let creative = ad.creatives.iter().find(|c| c.linear);
     if item.renditions.is_empty() {
-        return Err((
-            "no conditioned rendition (TRANSCODE needed)".into(),
-            error_code::MEDIA_UNSUPPORTED,
-        ));
+        // First sight of a creative without conditioned media: a job for
+        // the conditioner, and this decision goes on without it.
+        let Some(c) = creative else {
+            return Err(("no linear creative".into(), error_code::LINEARITY));
+        };
+        return Err(match conditioning::best_source(c) {
+            Ok(src) => {
+                let job = JobRequest::new(c, &ad.ad_system, src);
+                let why = conditioning::skip_reason(&job, library.jobs.get(&job.id));
+                library.wanted.borrow_mut().push(job);
+                (why, error_code::MEDIA_UNSUPPORTED)
+            }
+            Err(e) => (
+                format!("no conditioned rendition and nothing to condition: {e}"),
+                error_code::MEDIA_UNSUPPORTED,
+            ),
+        });
+    }
+    // Conditioned from a source the ad server has since replaced: play
+    // what we have, condition the new one.
+    if let (Some(l), Some(c)) = (matched, creative) {
+        if let (Some((url, size)), Ok(src)) =
+            (library.sources.get(&l.ad_id), conditioning::best_source(c))
+        {
+            if !url.is_empty() && conditioning::source_changed(url, *size, &src) {
+                library
+                    .wanted
+                    .borrow_mut()
+                    .push(JobRequest::new(c, &ad.ad_system, src));
+            }
+        }
     }
     if item.duration_s <= 0.0 {
         return Err(("no duration".into(), error_code::DURATION));

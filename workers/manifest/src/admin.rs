@@ -51,6 +51,16 @@ pub async fn route(mut req: Request, env: Env) -> Result<Response> {
             &serde_json::json!({"org": principal.org, "subject": principal.subject, "scopes": principal.scopes.names()}),
             200,
         ),
+        (Method::Post, ["api", "conditioning", "lease"]) => match principal.require_platform() {
+            Ok(()) => conditioning_lease(&mut req, &env).await,
+            Err(e) => worker_shared::auth_error(&e),
+        },
+        (Method::Post, ["api", "conditioning", "jobs", org, id, "complete"]) => {
+            match principal.require_platform() {
+                Ok(()) => conditioning_complete(&mut req, &env, org, id).await,
+                Err(e) => worker_shared::auth_error(&e),
+            }
+        }
         (Method::Get, ["api", "metrics"]) => match principal.require_platform() {
             // Every scope, platform-wide ones (beacon, decision) included.
             Ok(()) => {
@@ -189,6 +199,8 @@ async fn org_route(
             #[derive(Deserialize)]
             struct Org {
                 name: String,
+                #[serde(default)]
+                conditioning: Option<cf_ssai_core::conditioning::Settings>,
             }
             let o: Org = match body_json(req).await {
                 Ok(o) => o,
@@ -203,8 +215,15 @@ async fn org_route(
                     format!("org: {org:?} is reserved (a route or the platform's own prefix)"),
                 );
             }
-            db.prepare("INSERT INTO orgs (id, name, created_ms) VALUES (?1, ?2, ?3) ON CONFLICT(id) DO UPDATE SET name = excluded.name")
-                .bind(&[org.into(), o.name.into(), (now_ms() as f64).into()])?
+            if let Some(Err(e)) = o.conditioning.as_ref().map(|c| c.check()) {
+                return error(400, format!("conditioning.{e}"));
+            }
+            // Settings change only when given (a rename keeps them).
+            let given = o.conditioning.is_some();
+            let settings =
+                serde_json::json!({ "conditioning": o.conditioning.unwrap_or_default() });
+            db.prepare("INSERT INTO orgs (id, name, created_ms, settings) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(id) DO UPDATE SET name = excluded.name, settings = CASE WHEN ?5 = 1 THEN excluded.settings ELSE orgs.settings END")
+                .bind(&[org.into(), o.name.into(), (now_ms() as f64).into(), settings.to_string().into(), (given as i32 as f64).into()])?
                 .run()
                 .await?;
             json(&serde_json::json!({"id": org}), 200)
@@ -382,6 +401,14 @@ async fn org_route(
                 tracking: model::Tracking,
                 #[serde(default)]
                 priority: i64,
+                /// Made by a conditioner from an ad server's creative:
+                /// matched to VAST only, never a house ad.
+                #[serde(default)]
+                conditioned: bool,
+                #[serde(default)]
+                source_url: Option<String>,
+                #[serde(default)]
+                source_size: u64,
             }
             let ad: Ad = match body_json(req).await {
                 Ok(a) => a,
@@ -399,7 +426,7 @@ async fn org_route(
             if let Err(e) = check_renditions(&ad.renditions) {
                 return error(400, e);
             }
-            db.prepare("INSERT INTO ads (org_id, id, channel_slug, creative_id, universal_ad_id, duration_s, cadence_ms, renditions, tracking, priority, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11) ON CONFLICT(org_id, id) DO UPDATE SET channel_slug = excluded.channel_slug, creative_id = excluded.creative_id, universal_ad_id = excluded.universal_ad_id, duration_s = excluded.duration_s, cadence_ms = excluded.cadence_ms, renditions = excluded.renditions, tracking = excluded.tracking, priority = excluded.priority")
+            db.prepare("INSERT INTO ads (org_id, id, channel_slug, creative_id, universal_ad_id, duration_s, cadence_ms, renditions, tracking, priority, created_ms, conditioned, source_url, source_size) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT(org_id, id) DO UPDATE SET channel_slug = excluded.channel_slug, creative_id = excluded.creative_id, universal_ad_id = excluded.universal_ad_id, duration_s = excluded.duration_s, cadence_ms = excluded.cadence_ms, renditions = excluded.renditions, tracking = excluded.tracking, priority = excluded.priority, conditioned = excluded.conditioned, source_url = excluded.source_url, source_size = excluded.source_size")
                 .bind(&[
                     org.into(),
                     (*id).into(),
@@ -412,6 +439,9 @@ async fn org_route(
                     serde_json::to_string(&ad.tracking)?.into(),
                     (ad.priority as f64).into(),
                     (now_ms() as f64).into(),
+                    (ad.conditioned as i32 as f64).into(),
+                    opt(ad.source_url),
+                    (ad.source_size as f64).into(),
                 ])?
                 .run()
                 .await?;
@@ -419,7 +449,7 @@ async fn org_route(
         }
         (Method::Get, ["ads"]) => {
             let rows: Vec<serde_json::Value> = db
-                .prepare("SELECT id, channel_slug, creative_id, universal_ad_id, duration_s, cadence_ms, priority, active FROM ads WHERE org_id = ?1 ORDER BY priority DESC, id LIMIT 200")
+                .prepare("SELECT id, channel_slug, creative_id, universal_ad_id, duration_s, cadence_ms, priority, active, conditioned, source_url FROM ads WHERE org_id = ?1 ORDER BY priority DESC, id LIMIT 200")
                 .bind(&[org.into()])?
                 .all()
                 .await?
@@ -511,6 +541,15 @@ async fn org_route(
             json(&serde_json::json!({"revoked": id}), 200)
         }
         (Method::Get, ["metrics"]) => metrics_report(req, &db, org).await,
+        (Method::Get, ["conditioning", "jobs"]) => {
+            let rows: Vec<serde_json::Value> = db
+                .prepare("SELECT id, identity, creative_id, universal_ad_id, ad_system, duration_s, source_url, source_kind, source_size, state, reason, attempts, lease_owner, lease_until_ms, seen, created_ms, updated_ms, started_ms, finished_ms, ad_ids FROM conditioning_jobs WHERE org_id = ?1 ORDER BY created_ms DESC LIMIT 200")
+                .bind(&[org.into()])?
+                .all()
+                .await?
+                .results()?;
+            json(&serde_json::json!({"items": rows}), 200)
+        }
         (Method::Get, ["metrics", "openmetrics"]) => {
             // Running totals (counters since the channel's first metric):
             // what Prometheus scrapes, and rates come from its `rate()`.
@@ -548,6 +587,164 @@ async fn org_route(
         }
         _ => error(404, "no such route"),
     }
+}
+
+/// `POST /api/conditioning/lease {owner, lease_s?, org?}`: one job for a
+/// conditioner (platform admins: conditioners serve every org). One
+/// statement claims it (so two conditioners never get the same job): the
+/// oldest queued job, or a running one whose lease expired (its
+/// conditioner died), with attempts left. Jobs whose lease expired with no
+/// attempts left fail first. Answers the job with its org's conditioning
+/// settings and the cadences its channels use, or 204.
+async fn conditioning_lease(req: &mut Request, env: &Env) -> Result<Response> {
+    use cf_ssai_core::conditioning as c;
+    #[derive(Deserialize)]
+    struct Lease {
+        owner: String,
+        #[serde(default)]
+        lease_s: Option<u32>,
+        #[serde(default)]
+        org: Option<String>,
+    }
+    let l: Lease = match body_json(req).await {
+        Ok(l) => l,
+        Err(e) => return error(400, e),
+    };
+    if l.owner.is_empty() || l.owner.len() > 128 {
+        return error(400, "owner: 1-128 characters naming this conditioner");
+    }
+    let lease_ms = i64::from(l.lease_s.unwrap_or(c::DEFAULT_LEASE_S).clamp(5, 3600)) * 1000;
+    let now = now_ms();
+    let db = env.d1(bindings::DB)?;
+    let org = l.org.unwrap_or_default();
+    let mut res = db
+        .batch(vec![
+            db.prepare("UPDATE conditioning_jobs SET state = 'failed', reason = 'conditioner lost: the lease expired on each of ' || attempts || ' attempts', finished_ms = ?1, updated_ms = ?1, lease_owner = NULL WHERE state = 'running' AND lease_until_ms < ?1 AND attempts >= ?2")
+                .bind(&[(now as f64).into(), f64::from(c::MAX_ATTEMPTS).into()])?,
+            db.prepare("UPDATE conditioning_jobs SET state = 'running', lease_owner = ?2, lease_until_ms = ?3, attempts = attempts + 1, started_ms = COALESCE(started_ms, ?1), updated_ms = ?1 WHERE (org_id, id) = (SELECT org_id, id FROM conditioning_jobs WHERE (state = 'queued' OR (state = 'running' AND lease_until_ms < ?1)) AND attempts < ?4 AND (?5 = '' OR org_id = ?5) ORDER BY created_ms LIMIT 1) RETURNING org_id, id, identity, creative_id, universal_ad_id, duration_s, source, attempts, lease_until_ms")
+                .bind(&[
+                    (now as f64).into(),
+                    l.owner.as_str().into(),
+                    ((now + lease_ms) as f64).into(),
+                    f64::from(c::MAX_ATTEMPTS).into(),
+                    org.as_str().into(),
+                ])?,
+        ])
+        .await?
+        .into_iter();
+    let _expired = res.next();
+    let job: Option<serde_json::Value> = res
+        .next()
+        .map(|r| r.results::<serde_json::Value>())
+        .transpose()?
+        .and_then(|rows| rows.into_iter().next());
+    let Some(mut job) = job else {
+        return Ok(Response::empty()?.with_status(204));
+    };
+    let job_org = job["org_id"].as_str().unwrap_or_default().to_string();
+    #[derive(Deserialize)]
+    struct S {
+        settings: String,
+    }
+    let settings: c::Settings = db
+        .prepare("SELECT settings FROM orgs WHERE id = ?1")
+        .bind(&[job_org.as_str().into()])?
+        .first::<S>(None)
+        .await?
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s.settings).ok())
+        .and_then(|v| serde_json::from_value(v["conditioning"].clone()).ok())
+        .unwrap_or_default();
+    #[derive(Deserialize)]
+    struct Cad {
+        cadence: Option<f64>,
+    }
+    let mut cadences: Vec<u64> = db
+        .prepare("SELECT DISTINCT json_extract(config, '$.cadence_ms') AS cadence FROM channels WHERE org_id = ?1")
+        .bind(&[job_org.as_str().into()])?
+        .all()
+        .await?
+        .results::<Cad>()?
+        .into_iter()
+        .filter_map(|r| r.cadence.map(|c| c as u64))
+        .filter(|c| (200..=20_000).contains(c))
+        .collect();
+    cadences.sort_unstable();
+    cadences.dedup();
+    if cadences.is_empty() {
+        // Channels that learn their cadence from the origin: the common one.
+        cadences.push(2000);
+    }
+    if let Some(src) = job["source"]
+        .as_str()
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
+    {
+        job["source"] = src;
+    }
+    json(
+        &serde_json::json!({ "job": job, "settings": settings, "cadences": cadences }),
+        200,
+    )
+}
+
+/// `POST /api/conditioning/jobs/{org}/{id}/complete {owner, ok, reason?,
+/// permanent?, ad_ids?}`: the leaseholder reports. Success makes the job
+/// ready (its ads are already registered); a permanent failure (the
+/// source is missing, not video, too large) or a failure on the last
+/// attempt fails it with the reason; any other failure queues it again.
+/// 409 when the lease was lost (expired and taken by another conditioner).
+async fn conditioning_complete(
+    req: &mut Request,
+    env: &Env,
+    org: &str,
+    id: &str,
+) -> Result<Response> {
+    use cf_ssai_core::conditioning as c;
+    #[derive(Deserialize)]
+    struct Done {
+        owner: String,
+        ok: bool,
+        #[serde(default)]
+        reason: Option<String>,
+        #[serde(default)]
+        permanent: bool,
+        #[serde(default)]
+        ad_ids: Vec<String>,
+    }
+    let d: Done = match body_json(req).await {
+        Ok(d) => d,
+        Err(e) => return error(400, e),
+    };
+    let now: wasm_bindgen::JsValue = (now_ms() as f64).into();
+    let reason: String = d.reason.unwrap_or_default().chars().take(500).collect();
+    let db = env.d1(bindings::DB)?;
+    let stmt = if d.ok {
+        db.prepare("UPDATE conditioning_jobs SET state = 'ready', reason = NULL, finished_ms = ?4, updated_ms = ?4, lease_owner = NULL, ad_ids = ?5 WHERE org_id = ?1 AND id = ?2 AND lease_owner = ?3 AND state = 'running'")
+            .bind(&[org.into(), id.into(), d.owner.into(), now, serde_json::to_string(&d.ad_ids)?.into()])?
+    } else {
+        db.prepare("UPDATE conditioning_jobs SET state = CASE WHEN ?5 = 1 OR attempts >= ?6 THEN 'failed' ELSE 'queued' END, reason = ?7, finished_ms = CASE WHEN ?5 = 1 OR attempts >= ?6 THEN ?4 ELSE NULL END, updated_ms = ?4, lease_owner = NULL, lease_until_ms = NULL WHERE org_id = ?1 AND id = ?2 AND lease_owner = ?3 AND state = 'running'")
+            .bind(&[
+                org.into(),
+                id.into(),
+                d.owner.into(),
+                now,
+                (d.permanent as i32 as f64).into(),
+                f64::from(c::MAX_ATTEMPTS).into(),
+                reason.into(),
+            ])?
+    };
+    let changed = stmt
+        .run()
+        .await?
+        .meta()?
+        .and_then(|m| m.changes)
+        .unwrap_or(0);
+    if changed == 0 {
+        return error(
+            409,
+            format!("job {org}/{id}: not leased by this conditioner (lease expired?)"),
+        );
+    }
+    json(&serde_json::json!({ "id": id, "ok": d.ok }), 200)
 }
 
 /// `GET /api/orgs/{org}/metrics?from=&to=&channel=&step=`: the operator
