@@ -9,75 +9,20 @@ import { mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { chromium } from "playwright-core";
-import { startStack, http, ROOT, ORG } from "./stack.mjs";
+import { ARTIFACTS, launch, play } from "./browser.mjs";
+import { startStack, http, ORG } from "./stack.mjs";
 
-const ARTIFACTS = join(ROOT, "test-artifacts");
 let s, browser;
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
   // Short breaks close together so each playback crosses one quickly.
   s = await startStack({ firstBreak: 12, breakEvery: 24, breakLen: 8 });
-  browser = await chromium.launch({
-    executablePath: "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"],
-  });
+  browser = await launch();
 });
 after(async () => {
   if (browser) await browser.close();
   if (s) s.stop();
 });
-
-const PAGE = (src) => `<!doctype html><html><body style="margin:0;background:#000">
-<video id="v" muted playsinline style="width:960px;height:540px"></video>
-<script src="/media/_static/hls.min.js"></script>
-<script>
-  const log = window.playerLog = { frags: [], fatal: [], errors: [], events: [], stalls: [], maxStallMs: 0, started: false, progress: 0 };
-  const v = document.getElementById("v");
-  const hls = new Hls({ liveSyncDurationCount: 3, lowLatencyMode: false });
-  for (const e of ["INTERSTITIAL_STARTED", "INTERSTITIAL_ASSET_STARTED", "INTERSTITIAL_ASSET_ENDED", "INTERSTITIAL_ENDED", "INTERSTITIALS_PRIMARY_RESUMED"]) {
-    if (Hls.Events[e]) hls.on(Hls.Events[e], () => log.events.push({ e, t: Date.now() }));
-  }
-  hls.on(Hls.Events.FRAG_CHANGED, (_, d) => log.frags.push({ url: d.frag.url, t: Date.now() }));
-  hls.on(Hls.Events.ERROR, (_, d) => { (d.fatal ? log.fatal : log.errors).push(d.details); });
-  hls.loadSource(${JSON.stringify(src)});
-  hls.attachMedia(v);
-  v.play().catch(() => {});
-  let last = -1, lastMove = Date.now();
-  setInterval(() => {
-    const now = Date.now();
-    if (v.currentTime !== last) {
-      if (last >= 0) log.started = true;
-      last = v.currentTime; lastMove = now; log.progress++;
-    } else if (log.started && !v.paused) {
-      const gap = now - lastMove;
-      if (gap > log.maxStallMs) { log.maxStallMs = gap; log.maxStallAt = lastMove; log.maxStallTime = v.currentTime; }
-    }
-  }, 100);
-</script></body></html>`;
-
-async function play(src, seconds, { onTick, screenshotWhen } = {}) {
-  const page = await browser.newPage({ viewport: { width: 960, height: 540 } });
-  await page.goto(`${s.base}/healthz`);
-  await page.setContent(PAGE(src));
-  const supported = await page.evaluate(() => MediaSource.isTypeSupported('video/mp4; codecs="avc1.4d401f,mp4a.40.2"'));
-  assert.ok(supported, "this Chromium plays H.264/AAC");
-  let shot = false;
-  const end = Date.now() + seconds * 1000;
-  while (Date.now() < end) {
-    await new Promise((r) => setTimeout(r, 1000));
-    const log = await page.evaluate(() => window.playerLog);
-    if (onTick) await onTick(log);
-    if (!shot && screenshotWhen && screenshotWhen(log)) {
-      await page.screenshot({ path: join(ARTIFACTS, screenshotWhen.file) });
-      shot = true;
-    }
-  }
-  const log = await page.evaluate(() => window.playerLog);
-  await page.close();
-  return { log, shot };
-}
 
 const inAd = (log) => log.frags.length > 0 && /\/media\/demo\/(ads|slates)\//.test(log.frags[log.frags.length - 1].url);
 
@@ -85,8 +30,8 @@ test("SSAI in hls.js: a SCTE-35 break and a POST /cue break play through, ads th
   const newsShot = Object.assign((l) => inAd(l), { file: "player-ssai-mid-ad.png" });
   let cued = false;
   const [news, manual] = await Promise.all([
-    play(`${s.base}/${ORG}/news/master.m3u8?mode=ssai`, 52, { screenshotWhen: newsShot }),
-    play(`${s.base}/${ORG}/manual/master.m3u8?mode=ssai`, 52, {
+    play(browser, s.base, `${s.base}/${ORG}/news/master.m3u8?mode=ssai`, 52, { screenshotWhen: newsShot }),
+    play(browser, s.base, `${s.base}/${ORG}/manual/master.m3u8?mode=ssai`, 52, {
       onTick: async (log) => {
         if (!cued && log.started && log.progress > 30) {
           const r = await http(`${s.base}/cue`, { method: "POST", headers: { Authorization: `Bearer ${s.apiKey}` }, body: JSON.stringify({ channel: `${ORG}/manual`, type: "start", duration: 12 }) });
@@ -110,7 +55,7 @@ test("SSAI in hls.js: a SCTE-35 break and a POST /cue break play through, ads th
 });
 
 test("SGAI in hls.js: interstitial events fire and the player returns to content", async () => {
-  const { log } = await play(`${s.base}/${ORG}/news/master.m3u8?mode=sgai`, 50, {
+  const { log } = await play(browser, s.base, `${s.base}/${ORG}/news/master.m3u8?mode=sgai`, 50, {
     screenshotWhen: Object.assign((l) => l.events.some((e) => e.e === "INTERSTITIAL_ASSET_STARTED") && !l.events.some((e) => e.e === "INTERSTITIAL_ENDED"), { file: "player-sgai-mid-ad.png" }),
   });
   assert.deepEqual(log.fatal, [], "no fatal error");
@@ -124,7 +69,7 @@ test("SGAI in hls.js: interstitial events fire and the player returns to content
 });
 
 test("fMP4 (CMAF) channel: SSAI with fMP4 ads plays through in hls.js; every segment decodes with its init", async () => {
-  const { log } = await play(`${s.base}/${ORG}/news-fmp4/master.m3u8?mode=ssai`, 50, {
+  const { log } = await play(browser, s.base, `${s.base}/${ORG}/news-fmp4/master.m3u8?mode=ssai`, 50, {
     screenshotWhen: Object.assign((l) => inAd(l), { file: "player-fmp4-mid-ad.png" }),
   });
   assert.deepEqual(log.fatal, [], "no fatal error");

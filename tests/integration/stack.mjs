@@ -236,7 +236,26 @@ export async function startStack(opts = {}) {
   return stack;
 }
 
+/**
+ * Start a creative conditioner (`cf-ssai conditioner`) against the stack,
+ * as command 1 does: platform token, loopback sources allowed. Returns the
+ * child (its output in `.log`); stopped with the stack.
+ */
+export function startConditioner(stack, args = []) {
+  const child = spawnGroup(CLI, [
+    "conditioner", "--api", stack.base, "--token", adminToken("*", 7 * 86400),
+    "--allow-private", "127.0.0.1", "--poll-s", "1", ...args,
+  ], { echo: false });
+  (stack.conditioners ??= []).push(child);
+  return child;
+}
+
+export function stopConditioner(child) {
+  killGroup(child);
+}
+
 export function stopStack(stack) {
+  for (const c of stack.conditioners ?? []) killGroup(c);
   killGroup(stack.wrangler);
   killGroup(stack.origin);
   if (stack.ephemeral) setTimeout(() => rmSync(stack.stateDir, { recursive: true, force: true }), 2500).unref();
@@ -290,6 +309,8 @@ if (process.argv[1] && resolve(process.argv[1]) === resolve(new URL(import.meta.
   const stack = await startStack({ port, originPort, stateDir: join(ROOT, ".wrangler/state"), lifetimeS: 30 * 86400 });
   const b = stack.base;
   const token = adminToken(ORG, 7 * 86400);
+  // Creatives from ad servers are conditioned on first sight by this one.
+  startConditioner(stack, ["--exit-after-s", String(30 * 86400)]);
   console.log(`
 cf-ssai is running (all four workers in wrangler dev, live origin on ${stack.originBase}).
 
@@ -304,6 +325,8 @@ cf-ssai is running (all four workers in wrangler dev, live origin on ${stack.ori
          -H 'Content-Type: application/json' -d '{"channel":"${ORG}/news","type":"start","duration":30}'
 
   (a JWT works too: ${token.slice(0, 24)}... ; mint one with target/release/cf-ssai token)
+  A creative conditioner runs too: VAST creatives without conditioned media
+  are transcoded on first sight (GET ${b}/api/orgs/${ORG}/conditioning/jobs).
   Origin breaks come every ${(40 * CADENCE_MS) / 1000}s (SCTE-35 as EXT-X-CUE-OUT). Ctrl-C stops everything.
 `);
   // Cron: wrangler dev does not fire crons by itself; do it every minute.

@@ -23,19 +23,93 @@ pub fn run(args: &[String]) -> Result<(), String> {
         .first()
         .filter(|a| !a.starts_with("--"))
         .ok_or("ads ingest FILE required")?;
-    let org = flag(args, "--org").ok_or("--org required")?;
-    let id = flag(args, "--id").ok_or("--id required")?;
     let api = flag(args, "--api")
         .ok_or("--api required")?
         .trim_end_matches('/');
-    let token = flag(args, "--token").ok_or("--token required")?;
-    let public = flag(args, "--public-base")
-        .unwrap_or(api)
-        .trim_end_matches('/');
-    let cadence_ms: u64 = flag_or(args, "--cadence-ms", 1920)?;
-    let slate = args.iter().any(|a| a == "--slate");
-    let channel = flag(args, "--channel");
-    let ladder = parse_ladder(flag(args, "--ladder").unwrap_or("640x360:900000,960x540:1800000"))?;
+    let containers: Vec<String> = flag(args, "--containers")
+        .unwrap_or("ts,fmp4")
+        .split(',')
+        .map(|c| c.trim().to_string())
+        .collect();
+    let loudness = match flag(args, "--loudness-lufs") {
+        Some(v) => Some(Loudness {
+            lufs: v.parse().map_err(|_| format!("--loudness-lufs: {v:?}"))?,
+            true_peak: flag_or(args, "--true-peak-dbtp", -1.0)?,
+        }),
+        None => None,
+    };
+    let id = flag(args, "--id").ok_or("--id required")?;
+    let spec = Spec {
+        file,
+        org: flag(args, "--org").ok_or("--org required")?,
+        id,
+        api,
+        token: flag(args, "--token").ok_or("--token required")?,
+        public: flag(args, "--public-base")
+            .unwrap_or(api)
+            .trim_end_matches('/'),
+        cadence_ms: flag_or(args, "--cadence-ms", 1920)?,
+        slate: args.iter().any(|a| a == "--slate"),
+        channel: flag(args, "--channel"),
+        ladder: parse_ladder(flag(args, "--ladder").unwrap_or("640x360:900000,960x540:1800000"))?,
+        containers,
+        creative_id: flag(args, "--creative-id").unwrap_or(id),
+        universal_ad_id: flag(args, "--universal-ad-id"),
+        tracking: flag(args, "--tracking")
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok())
+            .unwrap_or(serde_json::json!({})),
+        loudness,
+        source: None,
+    };
+    println!("{}", ingest(&spec)?);
+    Ok(())
+}
+
+/// EBU R128 normalisation: integrated loudness target and true-peak
+/// ceiling (two-pass `loudnorm`: measure, then apply linearly).
+#[derive(Clone, Copy, Debug)]
+pub struct Loudness {
+    pub lufs: f64,
+    pub true_peak: f64,
+}
+
+/// One creative to condition and register.
+pub struct Spec<'a> {
+    pub file: &'a str,
+    pub org: &'a str,
+    pub id: &'a str,
+    pub api: &'a str,
+    pub token: &'a str,
+    pub public: &'a str,
+    pub cadence_ms: u64,
+    pub slate: bool,
+    pub channel: Option<&'a str>,
+    pub ladder: Vec<(String, u64)>,
+    pub containers: Vec<String>,
+    pub creative_id: &'a str,
+    pub universal_ad_id: Option<&'a str>,
+    pub tracking: serde_json::Value,
+    pub loudness: Option<Loudness>,
+    /// Set by the conditioner: the ad server's source (URL, size) it was
+    /// made from; the ad is then matched to VAST only, never a house ad.
+    pub source: Option<(String, u64)>,
+}
+
+/// Condition, upload and register one creative; the summary as JSON.
+pub fn ingest(spec: &Spec) -> Result<serde_json::Value, String> {
+    let Spec {
+        file,
+        org,
+        id,
+        api,
+        token,
+        public,
+        cadence_ms,
+        slate,
+        channel,
+        ..
+    } = *spec;
+    let ladder = &spec.ladder;
     let cadence = cadence_ms as f64 / 1000.0;
     let src_dur = probe_duration(file)?;
     // Whole segments only: the pod layout counts segments.
@@ -43,20 +117,30 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let dur = n as f64 * cadence;
     let work = std::env::temp_dir().join(format!("cf-ssai-ingest-{id}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
-    let containers: Vec<&str> = flag(args, "--containers")
-        .unwrap_or("ts,fmp4")
-        .split(',')
-        .map(str::trim)
-        .collect();
+    let containers: Vec<&str> = spec.containers.iter().map(String::as_str).collect();
     if let Some(bad) = containers.iter().find(|c| !matches!(**c, "ts" | "fmp4")) {
         return Err(format!("--containers: {bad:?} is not ts or fmp4"));
     }
+    let has_audio = probe_has(file, "a")?;
+    let audio_filter = match spec.loudness {
+        Some(l) if has_audio => Some(loudnorm_filter(file, dur, l)?),
+        _ => None,
+    };
     let mut renditions = Vec::new();
-    for (res, bw) in &ladder {
+    for (res, bw) in ladder {
         let dir = work.join(bw.to_string());
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let enc = dir.join("enc.mp4");
-        transcode(file, &enc, res, *bw, cadence, dur)?;
+        transcode(
+            file,
+            &enc,
+            res,
+            *bw,
+            cadence,
+            dur,
+            has_audio,
+            audio_filter.as_deref(),
+        )?;
         for c in &containers {
             let fmp4 = *c == "fmp4";
             segment(&enc, &dir, cadence, fmp4)?;
@@ -134,13 +218,16 @@ pub fn run(args: &[String]) -> Result<(), String> {
         (
             format!("{api}/api/orgs/{org}/ads/{id}"),
             serde_json::json!({
-                "creative_id": flag(args, "--creative-id").unwrap_or(id),
-                "universal_ad_id": flag(args, "--universal-ad-id"),
+                "creative_id": spec.creative_id,
+                "universal_ad_id": spec.universal_ad_id,
                 "channel": channel,
                 "duration_s": (dur * 1000.0).round() / 1000.0,
                 "cadence_ms": cadence_ms,
                 "renditions": renditions,
-                "tracking": flag(args, "--tracking").and_then(|t| serde_json::from_str::<serde_json::Value>(t).ok()).unwrap_or(serde_json::json!({})),
+                "tracking": spec.tracking,
+                "conditioned": spec.source.is_some(),
+                "source_url": spec.source.as_ref().map(|s| s.0.clone()),
+                "source_size": spec.source.as_ref().map_or(0, |s| s.1),
             }),
         )
     };
@@ -159,14 +246,84 @@ pub fn run(args: &[String]) -> Result<(), String> {
         token,
     )?;
     let _ = std::fs::remove_dir_all(&work);
-    println!(
-        "{}",
-        serde_json::json!({"id": id, "duration_s": dur, "segments": n, "renditions": renditions.len(), "slate": slate})
-    );
-    Ok(())
+    Ok(
+        serde_json::json!({"id": id, "duration_s": dur, "segments": n, "renditions": renditions.len(), "slate": slate, "loudness_filter": audio_filter}),
+    )
 }
 
-fn parse_ladder(s: &str) -> Result<Vec<(String, u64)>, String> {
+/// Two-pass EBU R128: measure the source's integrated loudness, true peak,
+/// range and threshold, then the `loudnorm` filter that brings it to the
+/// target linearly (one gain: no pumping), 48 kHz out.
+fn loudnorm_filter(file: &str, dur: f64, l: Loudness) -> Result<String, String> {
+    let target = format!("I={}:TP={}:LRA=11", l.lufs, l.true_peak);
+    let out = Command::new("ffmpeg")
+        .args([
+            "-hide_banner",
+            "-nostats",
+            "-i",
+            file,
+            "-t",
+            &format!("{dur:.3}"),
+        ])
+        .args([
+            "-vn",
+            "-af",
+            &format!("loudnorm={target}:print_format=json"),
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .map_err(|e| format!("ffmpeg: {e}"))?;
+    let err = String::from_utf8_lossy(&out.stderr);
+    let json = err
+        .rfind('{')
+        .and_then(|a| err[a..].find('}').map(|b| &err[a..=a + b]))
+        .ok_or("loudness measurement: no loudnorm report")?;
+    let m: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| format!("loudness measurement: {e}"))?;
+    let get = |k: &str| -> Result<f64, String> {
+        m[k].as_str()
+            .and_then(|v| v.parse::<f64>().ok())
+            .filter(|v| v.is_finite())
+            .ok_or(format!("loudness measurement: {k} missing (silent audio?)"))
+    };
+    Ok(format!(
+        "loudnorm={target}:measured_I={}:measured_TP={}:measured_LRA={}:measured_thresh={}:offset={}:linear=true,aresample=48000",
+        get("input_i")?,
+        get("input_tp")?,
+        get("input_lra")?,
+        get("input_thresh")?,
+        get("target_offset")?,
+    ))
+}
+
+/// Whether the file has a stream of this type (`v` video, `a` audio).
+pub fn probe_has(file: &str, kind: &str) -> Result<bool, String> {
+    let out = Command::new("ffprobe")
+        .args([
+            "-v",
+            "error",
+            "-select_streams",
+            kind,
+            "-show_entries",
+            "stream=codec_type",
+            "-of",
+            "csv=p=0",
+            file,
+        ])
+        .output()
+        .map_err(|e| format!("ffprobe: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "ffprobe could not read {file}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(!String::from_utf8_lossy(&out.stdout).trim().is_empty())
+}
+
+pub(crate) fn parse_ladder(s: &str) -> Result<Vec<(String, u64)>, String> {
     s.split(',')
         .map(|r| {
             let (res, bw) = r
@@ -201,6 +358,7 @@ fn probe_duration(file: &str) -> Result<f64, String> {
 }
 
 /// Encode once to an MP4 with keyframes exactly on segment boundaries.
+#[allow(clippy::too_many_arguments)]
 fn transcode(
     file: &str,
     out: &Path,
@@ -208,21 +366,27 @@ fn transcode(
     bw: u64,
     cadence: f64,
     dur: f64,
+    has_audio: bool,
+    audio_filter: Option<&str>,
 ) -> Result<(), String> {
     let (w, h) = res.split_once('x').ok_or("resolution must be WxH")?;
     let gop = (cadence * 25.0).round() as u64;
     let vbr = bw * 85 / 100 - 96_000;
-    let status = Command::new("ffmpeg")
-        .args([
-            "-hide_banner",
-            "-loglevel",
-            "error",
-            "-y",
-            "-i",
-            file,
-            "-t",
-            &format!("{dur:.3}"),
-        ])
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-loglevel", "error", "-y", "-i", file]);
+    if has_audio {
+        cmd.args(["-map", "0:v:0", "-map", "0:a:0"]);
+        if let Some(af) = audio_filter {
+            cmd.args(["-af", af]);
+        }
+    } else {
+        // Content is muxed with audio: an ad without any gets silence, so
+        // every rendition keeps the same tracks across the splice.
+        cmd.args(["-f", "lavfi", "-i", "anullsrc=r=48000:cl=stereo"])
+            .args(["-map", "0:v:0", "-map", "1:a:0"]);
+    }
+    let status = cmd
+        .args(["-t", &format!("{dur:.3}")])
         .args([
             "-vf",
             &format!("scale={w}:{h},fps=25"),

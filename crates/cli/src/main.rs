@@ -8,7 +8,9 @@
 //! cf-ssai origin [--port P] [--media DIR] ...   local live HLS origin
 //! cf-ssai validate < JSONL          live rules across reloads/viewers/nodes
 //! cf-ssai ads ingest FILE.mp4 ...   condition an ad (ffmpeg), upload, register
+//! cf-ssai conditioner --api URL --token T ...   condition ad servers' creatives (jobs)
 //! ```
+mod conditioner;
 mod ingest;
 mod origin;
 
@@ -27,11 +29,12 @@ fn main() -> ExitCode {
         Some("apikey-hash") => apikey_hash(rest),
         Some("origin") => origin::run(rest),
         Some("validate") => validate(),
+        Some("conditioner") => conditioner::run(rest),
         Some("ads") if rest.first().map(String::as_str) == Some("ingest") => {
             ingest::run(&rest[1..])
         }
         _ => {
-            eprintln!("usage: cf-ssai scte35 [--hex] | cues FILE | token --secret S --org O | apikey-hash --key K | origin [...] | ads ingest FILE [...]");
+            eprintln!("usage: cf-ssai scte35 [--hex] | cues FILE | token --secret S --org O | apikey-hash --key K | origin [...] | ads ingest FILE [...] | conditioner --api URL --token T [...]");
             return ExitCode::from(2);
         }
     };

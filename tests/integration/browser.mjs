@@ -1,0 +1,68 @@
+// hls.js in Debian's headless Chromium (playwright-core), shared by the
+// player tests: a page that logs fragments, interstitial events, errors and
+// stalls, and `play()` that watches it for a while (screenshot on demand).
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { ROOT } from "./stack.mjs";
+
+export const ARTIFACTS = join(ROOT, "test-artifacts");
+
+export function launch() {
+  return chromium.launch({
+    executablePath: "/usr/bin/chromium",
+    headless: true,
+    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--autoplay-policy=no-user-gesture-required"],
+  });
+}
+
+export const PAGE = (src) => `<!doctype html><html><body style="margin:0;background:#000">
+<video id="v" muted playsinline style="width:960px;height:540px"></video>
+<script src="/media/_static/hls.min.js"></script>
+<script>
+  const log = window.playerLog = { frags: [], fatal: [], errors: [], events: [], stalls: [], maxStallMs: 0, started: false, progress: 0 };
+  const v = document.getElementById("v");
+  const hls = new Hls({ liveSyncDurationCount: 3, lowLatencyMode: false });
+  for (const e of ["INTERSTITIAL_STARTED", "INTERSTITIAL_ASSET_STARTED", "INTERSTITIAL_ASSET_ENDED", "INTERSTITIAL_ENDED", "INTERSTITIALS_PRIMARY_RESUMED"]) {
+    if (Hls.Events[e]) hls.on(Hls.Events[e], () => log.events.push({ e, t: Date.now() }));
+  }
+  hls.on(Hls.Events.FRAG_CHANGED, (_, d) => log.frags.push({ url: d.frag.url, t: Date.now() }));
+  hls.on(Hls.Events.ERROR, (_, d) => { (d.fatal ? log.fatal : log.errors).push(d.details); });
+  hls.loadSource(${JSON.stringify(src)});
+  hls.attachMedia(v);
+  v.play().catch(() => {});
+  let last = -1, lastMove = Date.now();
+  setInterval(() => {
+    const now = Date.now();
+    if (v.currentTime !== last) {
+      if (last >= 0) log.started = true;
+      last = v.currentTime; lastMove = now; log.progress++;
+    } else if (log.started && !v.paused) {
+      const gap = now - lastMove;
+      if (gap > log.maxStallMs) { log.maxStallMs = gap; log.maxStallAt = lastMove; log.maxStallTime = v.currentTime; }
+    }
+  }, 100);
+</script></body></html>`;
+
+/** Play `src` for `seconds` in a new page of `browser` (our worker at `base` serves hls.js). */
+export async function play(browser, base, src, seconds, { onTick, screenshotWhen } = {}) {
+  const page = await browser.newPage({ viewport: { width: 960, height: 540 } });
+  await page.goto(`${base}/healthz`);
+  await page.setContent(PAGE(src));
+  const supported = await page.evaluate(() => MediaSource.isTypeSupported('video/mp4; codecs="avc1.4d401f,mp4a.40.2"'));
+  if (!supported) throw new Error("this Chromium does not play H.264/AAC");
+  let shot = false;
+  const end = Date.now() + seconds * 1000;
+  while (Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const log = await page.evaluate(() => window.playerLog);
+    if (onTick) await onTick(log);
+    if (!shot && screenshotWhen && screenshotWhen(log)) {
+      await page.screenshot({ path: join(ARTIFACTS, screenshotWhen.file) });
+      shot = true;
+    }
+  }
+  const log = await page.evaluate(() => window.playerLog);
+  await page.close();
+  return { log, shot };
+}
+
