@@ -288,3 +288,18 @@ test("a conditioner killed mid-job: the lease expires, the job is retried once, 
   const denied = await api(s.base, "POST", "/api/conditioning/lease", { owner: "x" }, s.apiKey);
   assert.equal(denied.status, 403);
 });
+
+test("the dashboard lists the conditioning jobs with their state and reasons", async () => {
+  const page = await browser.newPage({ viewport: { width: 1280, height: 1400 } });
+  const problems = [];
+  page.on("pageerror", (e) => problems.push(`pageerror: ${e.message}`));
+  page.on("console", (m) => { if (m.type() === "error") problems.push(`console: ${m.text()}`); });
+  await page.goto(`${s.base}/dashboard#key=${s.apiKey}`);
+  await page.waitForSelector("#jobs tr.job", { timeout: 20_000 });
+  const rows = await page.locator("#jobs tr.job").allTextContents();
+  assert.ok(rows.some((r) => r.includes("creative-15") && r.includes("ready")), rows.join("\n"));
+  assert.ok(rows.some((r) => r.includes("creative-404") && r.includes("failed") && r.includes("HTTP 404")), rows.join("\n"));
+  await page.locator("#jobs").screenshot({ path: join(ARTIFACTS, "dashboard-conditioning.png") });
+  assert.deepEqual(problems, []);
+  await page.close();
+});

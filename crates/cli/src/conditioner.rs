@@ -177,7 +177,11 @@ fn condition(opts: &Opts, lease: &serde_json::Value) -> Result<Vec<String>, Fail
         match ingest::probe_has(&path, "v") {
             Ok(true) => {}
             Ok(false) => return Err(permanent("source is not video: it has no video stream")),
-            Err(e) => return Err(permanent(format!("source is not video: {e}"))),
+            // ffprobe's last words, without our temporary path.
+            Err(e) => {
+                let why = e.rsplit(": ").next().unwrap_or(&e).to_string();
+                return Err(permanent(format!("source is not video: {why}")));
+            }
         }
         let ladder = crate::ingest::parse_ladder(&settings.ladder).map_err(permanent)?;
         let mut ads = Vec::new();

@@ -45,7 +45,16 @@ async function refresh() {
     <td>${esc(p.source)}: ${p.items.map((i) => esc(i.ad_id)).join(", ") || "slate"}${p.fill_s ? ` + ${p.fill_s}s slate` : ""}</td></tr>`; }).join("");
   const slug = sel.value;
   const cfg = (chans.find((c) => c.slug === slug) || {}).config || {};
-  await Promise.all([timeline(slug, cfg).catch((e) => status("timeline: " + e.message)), sparks(slug).catch((e) => status("metrics: " + e.message))]);
+  await Promise.all([timeline(slug, cfg).catch((e) => status("timeline: " + e.message)), sparks(slug).catch((e) => status("metrics: " + e.message)), conditioning().catch((e) => status("jobs: " + e.message))]);
+}
+// Creatives seen without conditioned media, and what the conditioners did.
+async function conditioning() {
+  const jobs = (await api(`/api/orgs/${org}/conditioning/jobs`)).items;
+  const cls = { ready: "ok", failed: "bad" };
+  const secs = (j) => (j.finished_ms && j.started_ms ? ((j.finished_ms - j.started_ms) / 1000).toFixed(1) + " s" : j.started_ms ? "running" : "waiting");
+  $("#jobs tbody").innerHTML = jobs.slice(0, 20).map((j) => `<tr class="job"><td>${esc(j.creative_id)}<br><code>${esc(j.identity)}</code></td>
+    <td>${esc(j.source_kind)} <code>${esc(j.source_url)}</code></td><td class="${cls[j.state] || ""}">${esc(j.state)}</td>
+    <td>${j.attempts}</td><td>${j.seen}</td><td>${secs(j)}</td><td>${esc(j.reason || (j.ad_ids ? JSON.parse(j.ad_ids).join(", ") : ""))}</td></tr>`).join("") || `<tr><td colspan="7">No creative has needed conditioning yet.</td></tr>`;
 }
 function status(t) { $("#status").textContent = t; }
 const SVG = "http://www.w3.org/2000/svg";
