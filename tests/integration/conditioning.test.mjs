@@ -74,9 +74,10 @@ before(async () => {
   creative(join(dir, "low15.mp4"), 15.36, "640x360");
   creative(join(dir, "mezz30.mp4"), 30.72, "1280x720");
   writeFileSync(join(dir, "notvideo.mp4"), "this is not a video file\n".repeat(100));
-  const files = { "/mezz15.mp4": "mezz15.mp4", "/low15.mp4": "low15.mp4", "/mezz30.mp4": "mezz30.mp4", "/notvideo.mp4": "notvideo.mp4" };
+  const files = { "/mezz15-v2.mp4": "mezz15.mp4", "/mezz15.mp4": "mezz15.mp4", "/low15.mp4": "low15.mp4", "/mezz30.mp4": "mezz30.mp4", "/notvideo.mp4": "notvideo.mp4" };
   const tags = {
     "/vast15": { id: "loud-15", creative: "creative-15", uaid: "LOUD0015000H", dur: "00:00:15.360", mezz: "/mezz15.mp4", mp4: "/low15.mp4" },
+    "/vast15v2": { id: "loud-15", creative: "creative-15", uaid: "LOUD0015000H", dur: "00:00:15.360", mezz: "/mezz15-v2.mp4", mp4: "/low15.mp4" },
     "/vast30": { id: "loud-30", creative: "creative-30", uaid: "LOUD0030000H", dur: "00:00:30.720", mezz: "/mezz30.mp4", mp4: "/mezz30.mp4" },
     "/vast404": { id: "gone", creative: "creative-404", uaid: "GONE0404000H", dur: "00:00:15.000", mezz: "/missing.mp4", mp4: "/missing.mp4" },
     "/vastnotvideo": { id: "nv", creative: "creative-nv", uaid: "NOTV0001000H", dur: "00:00:15.000", mezz: "/notvideo.mp4", mp4: "/notvideo.mp4" },
@@ -227,6 +228,19 @@ test("the conditioner makes it playable: hls.js plays the ad, every segment deco
   assert.ok(log.frags.some((f) => f.url.includes(`/ads/${ready.id}-1920/`)), `the conditioned ad played: ${log.frags.map((f) => f.url).join(" ")}`);
   assert.ok(log.maxStallMs <= 2000, `longest stall ${log.maxStallMs} ms`);
   assert.ok(shot, "screenshot of the ad taken");
+});
+
+test("a creative whose source changed plays its current media while it is conditioned again", async () => {
+  const before = await jobOf("creative-15");
+  const pod = await cue("cond-15v2");
+  assert.equal(pod.source, "vast", JSON.stringify(pod.reasons));
+  assert.ok(pod.items[0].renditions.every((r) => (r.playlist_url ?? "").includes(`/ads/${before.id}-1920/`)), "the current media plays");
+  const redone = await until("the job conditioned again from the new source", async () => {
+    const j = await jobOf("creative-15");
+    return j.source_url.endsWith("/mezz15-v2.mp4") && j.state === "ready" && j.finished_ms > before.finished_ms && j;
+  }, 120_000);
+  assert.equal(redone.id, before.id, "same creative, same job");
+  assert.equal(redone.attempts, 1, "attempts start again");
 });
 
 test("a 30 s creative: first sight to playable", async () => {

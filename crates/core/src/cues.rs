@@ -32,6 +32,10 @@ pub enum Dialect {
     Oatcls,
     Splicepoint,
     Scte35Tag,
+    /// In-band: an MPEG-TS SCTE-35 PID (see `inband`).
+    InbandTs,
+    /// In-band: CMAF `emsg` boxes (see `inband`).
+    InbandEmsg,
 }
 
 /// Which segmentation_type_ids open and close a break (per channel).
@@ -152,6 +156,8 @@ pub fn detect(m: &MediaPlaylist<'_>, policy: &SegmentationPolicy) -> Detection {
                 }
                 e
             }
+            // Never produced from a playlist line.
+            Dialect::InbandTs | Dialect::InbandEmsg => None,
         };
         if let Some(ev) = ev {
             push_merged(&mut det.events, ev);

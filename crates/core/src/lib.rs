@@ -29,6 +29,7 @@ pub mod cues;
 pub mod decision;
 pub mod edge;
 pub mod hls;
+pub mod inband;
 pub mod master;
 pub mod media;
 pub mod media_http;
