@@ -13,7 +13,9 @@ const BREAK_EVERY = 12;
 const BREAK_LEN = 6;
 // The origin's `daterange-ahead` dialect announces a break this many segments early.
 const SIGNAL_AHEAD = 3;
-const DIALECTS = ["cue-out", "daterange", "oatcls", "scte35-tag", "splicepoint"];
+// `inband`: SCTE-35 only in the TS (a PID); `inband-fmp4`: only in CMAF
+// `emsg` boxes (v0 and v1 alternately); no playlist marker at all.
+const DIALECTS = ["cue-out", "daterange", "oatcls", "scte35-tag", "splicepoint", "inband", "inband-fmp4"];
 let s;
 let t0;
 

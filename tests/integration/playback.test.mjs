@@ -10,11 +10,15 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startStack, http, api, CLI, ORG } from "./stack.mjs";
+import { startStack, http, api, channelConfig, CLI, ORG } from "./stack.mjs";
 
 let s;
 before(async () => {
   s = await startStack({ firstBreak: 14 });
+  // A channel whose SCTE-35 is only in the media (a TS PID, no playlist
+  // marker): the edge holds back segments its poller has not examined.
+  const r = await api(s.base, "PUT", `/api/orgs/${ORG}/channels/inband`, channelConfig(s.originBase, "inband", { cue_source: "inband" }));
+  assert.equal(r.status, 200, JSON.stringify(r.json));
 });
 after(() => s && s.stop());
 
@@ -33,11 +37,12 @@ const STREAMS = [
   ["news", "sgai"],
   ["daterange", "ssai"],
   ["manual", "ssai"],
+  ["inband", "ssai"],
 ];
 
 test("live rules hold across reloads, variants and a late joiner; ads and interstitials appear", async () => {
   const served = [];
-  const seen = { adSegments: new Set(), interstitials: new Map(), cueBreak: false };
+  const seen = { adSegments: new Set(), interstitials: new Map(), cueBreak: false, inband: false };
   let joinerStarted = false;
   let cuePosted = false;
   const end = Date.now() + 62_000;
@@ -56,6 +61,7 @@ test("live rules hold across reloads, variants and a late joiner; ads and inters
             if (line.includes("/media/demo/ads/")) {
               seen.adSegments.add(line);
               if (ch === "manual") seen.cueBreak = true;
+              if (ch === "inband") seen.inband = true;
               // Viewer B joins in the middle of the first break.
               joinerStarted = true;
             }
@@ -84,6 +90,7 @@ test("live rules hold across reloads, variants and a late joiner; ads and inters
   assert.equal(v.status, 0, `validator found violations (${file}):\n${v.stdout.slice(0, 4000)}`);
   assert.ok(seen.adSegments.size >= 10, `ad segments were spliced (${seen.adSegments.size})`);
   assert.ok(seen.cueBreak, "the POST /cue break was spliced");
+  assert.ok(seen.inband, "the in-band SCTE-35 break was spliced");
   assert.ok(seen.interstitials.size >= 1, "SGAI playlists carried an interstitial");
 
   // The asset list of each interstitial, and the ad playlists it names.

@@ -287,7 +287,9 @@ export async function seed(stack, opts = {}) {
   const dialects = opts.dialects ?? ["cue-out", "daterange", "oatcls", "scte35-tag", "splicepoint"];
   must(await api(base, "PUT", `/api/orgs/${ORG}/channels/news`, channelConfig(originBase, opts.dialect ?? "cue-out", { mode: "auto" })), "news");
   for (const d of dialects) {
-    must(await api(base, "PUT", `/api/orgs/${ORG}/channels/${d}`, channelConfig(originBase, d)), d);
+    // `inband*` origins carry SCTE-35 only in the media.
+    const extra = d.startsWith("inband") ? { cue_source: "inband" } : {};
+    must(await api(base, "PUT", `/api/orgs/${ORG}/channels/${d}`, channelConfig(originBase, d, extra)), d);
   }
   // The news channel again, packaged as fMP4 (CMAF segments, fMP4 ads).
   if (opts.fmp4 !== false) {

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cf-ssai scte35 [--hex]            one section per stdin line → one JSON line
-//! cf-ssai cues FILE.m3u8            ad markers as normalized JSON events
+//! cf-ssai cues FILE.m3u8|.ts|.m4s   ad markers (playlist or in-band) as normalized JSON events
 //! cf-ssai token --secret S --org O [--aud A] [--iss I] [--scope "cue read"] [--ttl SECS]   mint an HS256 JWT
 //! cf-ssai apikey-hash --key K       salt + hash for the api_keys table
 //! cf-ssai origin [--port P] [--media DIR] ...   local live HLS origin
@@ -99,8 +99,31 @@ fn scte35(args: &[String]) -> Result<(), String> {
 }
 
 fn cues_cmd(args: &[String]) -> Result<(), String> {
-    let path = args.first().ok_or("usage: cf-ssai cues FILE.m3u8")?;
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    let path = args
+        .first()
+        .ok_or("usage: cf-ssai cues FILE.m3u8|FILE.ts|FILE.m4s|FILE.mp4")?;
+    let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+    if !bytes.starts_with(b"#EXTM3U") {
+        // A media segment: its in-band SCTE-35 (TS PID or CMAF emsg), on
+        // MSN 0 at offsets from the segment's start (`pdt_ms`: ms into it).
+        let (events, warnings) = cf_ssai_core::inband::detect_segment(
+            &bytes,
+            0,
+            Some(0),
+            flag_or(args, "--cadence-ms", 0)?,
+            &Default::default(),
+        );
+        let stdout = io::stdout();
+        let mut out = stdout.lock();
+        for e in &events {
+            let _ = writeln!(out, "{}", serde_json::to_string(e).unwrap_or_default());
+        }
+        for w in &warnings {
+            let _ = writeln!(out, "{}", serde_json::json!({ "warning": w }));
+        }
+        return Ok(());
+    }
+    let text = String::from_utf8(bytes).map_err(|_| format!("{path}: not UTF-8"))?;
     let m = media::parse(&text).map_err(|e| format!("{path}: {e}"))?;
     let det = cues::detect(&m, &Default::default());
     let stdout = io::stdout();

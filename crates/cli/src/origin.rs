@@ -9,7 +9,9 @@
 //! DATERANGE announced 3 segments before its START-DATE), else
 //! `--dialect`; `--signal-ahead N` announces DATERANGE breaks N segments
 //! early on every channel. A `-fmp4` suffix serves the channel as fMP4
-//! (`init.mp4` + `seg{n}.m4s` from the same media directory).
+//! (`init.mp4` + `seg{n}.m4s` from the same media directory). `inband`
+//! (and `inband-fmp4`) carries its breaks only in the media: a SCTE-35 PID
+//! in the TS, `emsg` boxes in the fMP4, no playlist marker.
 //! `POST /ctl/{channel}/down?secs=N` makes a channel answer 503 for N
 //! seconds (the origin-dies test). Listens on 127.0.0.1 only.
 
@@ -196,7 +198,7 @@ fn respond(
                     Some(dir) => {
                         let name = segment_file(file, chan.loop_len);
                         match std::fs::read(dir.join(v).join(&name)) {
-                            Ok(b) => ("200 OK", ctype(&name), b),
+                            Ok(b) => ("200 OK", ctype(&name), inband(&chan, file, b)),
                             Err(_) => ("404 Not Found", "text/plain", b"no such segment".to_vec()),
                         }
                     }
@@ -232,6 +234,42 @@ fn channel(o: &Origin, name: &str) -> SimChannel {
     }
     c.dialect = SimDialect::parse(name).unwrap_or(o.default_dialect);
     c
+}
+
+/// An in-band channel's segment as a packager with in-band SCTE-35 writes
+/// it: TS with the SCTE-35 PID in every PMT and the splice_insert on the
+/// break's first segment; fMP4 with an `emsg` box (v0 on even breaks, v1
+/// on odd ones) before the first segment's `moof`.
+fn inband(chan: &SimChannel, file: &str, bytes: Vec<u8>) -> Vec<u8> {
+    use cf_ssai_core::inband::build;
+    if chan.dialect != SimDialect::Inband {
+        return bytes;
+    }
+    let Some((msn, ext)) = file
+        .strip_prefix("seg")
+        .and_then(|f| f.split_once('.'))
+        .and_then(|(n, ext)| n.parse::<u64>().ok().map(|n| (n, ext)))
+    else {
+        return bytes;
+    };
+    let section = chan.inband_section(msn);
+    match ext {
+        "ts" => build::with_scte35(&bytes, 0x1F0, section.as_deref(), msn as u8),
+        "m4s" => match section {
+            Some(sec) => {
+                let id = chan.break_at(msn).map_or(0, |(_, id)| id);
+                let emsg = if id.is_multiple_of(2) {
+                    build::emsg(0, 90_000, 0, id, &sec)
+                } else {
+                    let t = cf_ssai_core::inband::fragment_decode_time(&bytes).unwrap_or(0);
+                    build::emsg(1, 90_000, t, id, &sec)
+                };
+                [emsg, bytes].concat()
+            }
+            None => bytes,
+        },
+        _ => bytes,
+    }
 }
 
 /// `seg{msn}.ts` → the file of that position in the loop.

@@ -65,6 +65,25 @@ pub struct ChannelConfig {
     /// worker's environment allows it too).
     pub allow_private_origin: bool,
     pub active: bool,
+    /// Where SCTE-35 comes from: playlist markers (default), the media's
+    /// own in-band SCTE-35 (a TS PID or CMAF `emsg`), or both.
+    pub cue_source: CueSource,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CueSource {
+    #[default]
+    Playlist,
+    Inband,
+    Both,
+}
+
+impl CueSource {
+    /// Whether the media segments themselves must be examined.
+    pub fn inband(self) -> bool {
+        matches!(self, CueSource::Inband | CueSource::Both)
+    }
 }
 
 impl Default for ChannelConfig {
@@ -98,6 +117,7 @@ impl Default for ChannelConfig {
             proxy_ad_segments: false,
             allow_private_origin: false,
             active: true,
+            cue_source: CueSource::Playlist,
         }
     }
 }

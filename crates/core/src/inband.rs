@@ -270,6 +270,10 @@ fn boxes(data: &[u8]) -> impl Iterator<Item = (&[u8; 4], &[u8])> {
 }
 
 /// The fragment's baseMediaDecodeTime (`moof/traf/tfdt`), when present.
+pub fn fragment_decode_time(data: &[u8]) -> Option<u64> {
+    tfdt(data)
+}
+
 fn tfdt(data: &[u8]) -> Option<u64> {
     let (_, moof) = boxes(data).find(|(k, _)| *k == b"moof")?;
     let (_, traf) = boxes(moof).find(|(k, _)| *k == b"traf")?;
@@ -441,6 +445,54 @@ pub mod build {
         s
     }
 
+    /// A TS segment with SCTE-35 PID `pid` added to its PMT (stream_type
+    /// 0x86, CRC recomputed) and, when given, `section` carried on it right
+    /// after the PMT: what a packager with in-band SCTE-35 writes. The PMT
+    /// must fit one packet (it does for any A/V PMT).
+    pub fn with_scte35(segment: &[u8], pid: u16, section: Option<&[u8]>, cc: u8) -> Vec<u8> {
+        let mut out = Vec::with_capacity(segment.len() + 2 * TS_PACKET);
+        let mut pmt_pids: Vec<u16> = Vec::new();
+        let mut inserted = false;
+        for p in segment.chunks(TS_PACKET) {
+            let Some((ppid, pusi, payload)) = super::ts_packet(p) else {
+                out.extend_from_slice(p);
+                continue;
+            };
+            if ppid == 0 && pusi {
+                if let Some(sec) = payload.get(1 + usize::from(payload[0])..) {
+                    pmt_pids = super::pat_pmt_pids(sec);
+                }
+            }
+            if pusi && pmt_pids.contains(&ppid) && p.len() == TS_PACKET {
+                let ptr = usize::from(payload[0]);
+                let sec = &payload[1 + ptr..];
+                let len = usize::from(u16::from_be_bytes([sec[1], sec[2]]) & 0x0FFF);
+                let body = &sec[3..3 + len - 4]; // without the CRC
+                let mut new = vec![0x02];
+                let new_len = (len + 5) as u16;
+                new.extend_from_slice(&(0xB000 | new_len).to_be_bytes());
+                new.extend_from_slice(body);
+                new.extend_from_slice(&[0x86, 0xE0 | (pid >> 8) as u8, pid as u8, 0xF0, 0x00]);
+                let crc = scte35::crc32_mpeg2(&new);
+                new.extend_from_slice(&crc.to_be_bytes());
+                let mut payload = vec![0u8];
+                payload.extend_from_slice(&new);
+                let mut pkt = ts_packet(ppid, true, p[3] & 0x0F, &payload);
+                pkt[1] |= p[1] & 0x80; // keep the transport_error bit as it was
+                out.extend_from_slice(&pkt);
+                if let (Some(s), false) = (section, inserted) {
+                    for sp in section_packets(pid, cc, s) {
+                        out.extend_from_slice(&sp);
+                    }
+                    inserted = true;
+                }
+                continue;
+            }
+            out.extend_from_slice(p);
+        }
+        out
+    }
+
     /// An `emsg` box carrying `section` (version 0 or 1).
     pub fn emsg(version: u8, timescale: u32, time: u64, id: u32, section: &[u8]) -> Vec<u8> {
         let mut b = vec![version, 0, 0, 0];
@@ -603,6 +655,21 @@ mod tests {
         let at = other.windows(6).position(|w| w == b"scte35").unwrap();
         other[at + 5] = b'9';
         assert!(emsg_sections(&other).is_empty());
+    }
+
+    #[test]
+    fn a_segment_gains_the_pid_and_the_section() {
+        let plain = segment(0, &[]);
+        // (`segment` always lists 0x1F0; strip it by rebuilding the PMT
+        // without: the builder must add it back with a valid CRC.)
+        let sec = insert(42, None);
+        let with = with_scte35(&plain, 0x1F1, Some(&sec), 3);
+        let found = ts_sections(&with);
+        assert!(found.iter().any(|f| f.section == sec), "{found:?}");
+        let (ev, w) = detect_segment(&with, 7, Some(0), 2000, &SegmentationPolicy::default());
+        assert!(w.is_empty(), "{w:?}");
+        assert_eq!(ev.len(), 1);
+        assert_eq!(ev[0].break_id, "scte-42");
     }
 
     #[test]

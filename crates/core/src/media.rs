@@ -209,6 +209,24 @@ impl<'a> MediaPlaylist<'a> {
         self.segments.last().map(|s| s.msn)
     }
 
+    /// The playlist text up to and including segment `msn` (what follows
+    /// it — later segments, parts, preload hints — withheld). For in-band
+    /// SCTE-35 the edge serves no segment the sequencer has not examined:
+    /// a cue inside it would otherwise reach some viewers as content.
+    /// `None` when `msn` is not in the window or nothing would be cut.
+    pub fn text_through(&self, msn: u64) -> Option<String> {
+        if self.last_msn()? <= msn {
+            return None;
+        }
+        let seg = self.segments.iter().find(|s| s.msn == msn)?;
+        let mut out = String::new();
+        for line in self.tokens.lines.get(..=seg.uri_line)? {
+            out.push_str(line.raw());
+            out.push('\n');
+        }
+        Some(out)
+    }
+
     /// The MSN a PDT outside the window will have (or had), counted at the
     /// window's cadence from the nearest segment with a PDT: a DATERANGE
     /// signalled ahead of its splice point (SCTE 67 pre-roll) names a
@@ -258,6 +276,20 @@ impl MediaPlaylist<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_through_withholds_later_segments() {
+        let t = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:7\n#EXTINF:2,\na.ts\n#EXTINF:2,\nb.ts\n#EXT-X-CUE-OUT:30\n#EXTINF:2,\nc.ts\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"d.0.ts\"\n";
+        let m = parse(t).unwrap();
+        let cut = m.text_through(8).unwrap();
+        assert!(
+            cut.ends_with("b.ts\n") && !cut.contains("c.ts") && !cut.contains("PRELOAD"),
+            "{cut}"
+        );
+        assert_eq!(parse(&cut).unwrap().last_msn(), Some(8));
+        assert_eq!(m.text_through(9), None, "nothing to cut");
+        assert_eq!(m.text_through(3), None, "not in the window");
+    }
 
     #[test]
     fn segments_msn_pdt_map_key() {

@@ -18,6 +18,9 @@ pub enum SimDialect {
     Scte35Tag,
     Splicepoint,
     None,
+    /// No playlist marker: SCTE-35 only in the media (a TS PID or CMAF
+    /// `emsg`, written by the origin from [`SimChannel::inband_section`]).
+    Inband,
 }
 
 impl SimDialect {
@@ -29,6 +32,7 @@ impl SimDialect {
             "scte35-tag" => SimDialect::Scte35Tag,
             "splicepoint" => SimDialect::Splicepoint,
             "none" => SimDialect::None,
+            "inband" => SimDialect::Inband,
             _ => return None,
         })
     }
@@ -337,8 +341,28 @@ impl SimChannel {
             SimDialect::Splicepoint => {
                 let _ = writeln!(s, "#EXT-X-SPLICEPOINT-SCTE35:{}", scte35::to_base64(&inn));
             }
-            SimDialect::None => {}
+            SimDialect::None | SimDialect::Inband => {}
         }
+    }
+
+    /// The in-band splice_insert (immediate: it splices at the start of the
+    /// segment carrying it) of the break starting at `msn`, on an in-band
+    /// channel.
+    pub fn inband_section(&self, msn: u64) -> Option<Vec<u8>> {
+        if self.dialect != SimDialect::Inband {
+            return None;
+        }
+        let (anchor, id) = self.break_at(msn)?;
+        (anchor == msn).then(|| {
+            scte35::encode(&CueSpec::SpliceInsert {
+                event_id: id,
+                out_of_network: true,
+                pts_time: None,
+                duration: Some(self.break_len * self.cadence_ms * 90),
+                auto_return: true,
+                unique_program_id: 1,
+            })
+        })
     }
 }
 

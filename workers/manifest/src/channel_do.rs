@@ -4,7 +4,7 @@
 //! and runs the channel's poller on alarms at segment cadence.
 
 use cf_ssai_core::channel::{Channel, Effect, Input, Reply, Step};
-use cf_ssai_core::config::ChannelConfig;
+use cf_ssai_core::config::{ChannelConfig, CueSource};
 use cf_ssai_core::cues;
 use cf_ssai_core::media;
 use cf_ssai_core::metrics::{self as core_metrics, Batch, Pending};
@@ -53,10 +53,16 @@ pub struct ChannelDO {
     /// Decisions in flight, by break id: every caller waiting for a break's
     /// pod awaits the same one call.
     inflight: RefCell<HashMap<String, Shared<LocalBoxFuture<'static, Pod>>>>,
+    /// The newest MSN whose media this poller examined for in-band
+    /// SCTE-35 (`cue_source: inband | both`).
+    inband_seen: Cell<Option<u64>>,
     /// Poll metrics not yet written (flushed every [`METRICS_FLUSH_MS`]:
     /// a poll every 2 s must not be a D1 write every 2 s).
     metrics: RefCell<Pending>,
 }
+
+/// Segments a poll examines for in-band SCTE-35 at most.
+const INBAND_PER_POLL: usize = 3;
 
 /// How often a poller writes its accumulated metrics.
 const METRICS_FLUSH_MS: i64 = 10_000;
@@ -73,6 +79,7 @@ impl DurableObject for ChannelDO {
             served: RefCell::new(Default::default()),
             inflight: RefCell::new(HashMap::new()),
             metrics: RefCell::new(Pending::default()),
+            inband_seen: Cell::new(None),
         }
     }
 
@@ -371,6 +378,96 @@ impl ChannelDO {
 
     /// Exponential backoff after consecutive failed polls: cadence × 2^n,
     /// capped at 60 s (the cron restarts a stopped poller anyway).
+    /// In-band SCTE-35 of the window's unexamined segments, oldest first,
+    /// at most [`INBAND_PER_POLL`] per poll (a first poll catches up over
+    /// two or three). TS segments are read whole (a SCTE-35 packet can be
+    /// anywhere); fMP4 ones only their first 256 KiB (`emsg` boxes come
+    /// before the fragment's `moof`). Returns the events and the newest
+    /// MSN examined: a segment that cannot be read stops the walk, so the
+    /// watermark never passes a segment nobody looked into.
+    async fn inband(
+        &self,
+        c: &ChannelRef,
+        cfg: &ChannelConfig,
+        playlist_url: &str,
+        m: &media::MediaPlaylist<'_>,
+        cadence: u64,
+    ) -> (Vec<cues::CueEvent>, Option<u64>) {
+        let seen = self.inband_seen.get();
+        let mut events = Vec::new();
+        let mut through = seen.filter(|s| m.segments.first().is_some_and(|f| *s + 1 >= f.msn));
+        let Ok(base) = url::Url::parse(playlist_url) else {
+            return (events, through);
+        };
+        let private = worker_shared::private_policy(&self.env);
+        for seg in m
+            .segments
+            .iter()
+            .filter(|s| seen.is_none_or(|n| s.msn > n))
+            .take(INBAND_PER_POLL)
+        {
+            let uri = m
+                .tokens
+                .lines
+                .get(seg.uri_line)
+                .map(|l| l.raw().trim())
+                .unwrap_or_default();
+            let Ok(seg_url) = base.join(uri) else { break };
+            let fmp4 = seg.map.is_some();
+            let range = [("Range", "bytes=0-262143")];
+            let spec = worker_shared::FetchSpec {
+                headers: if fmp4 { &range } else { &[] },
+                max_bytes: 16 << 20,
+                ..worker_shared::FetchSpec::get(seg_url.as_str(), cfg.origin_timeout_ms, &private)
+            };
+            let got = match worker_shared::fetch(&spec).await {
+                Ok(f) if f.ok() => f,
+                Ok(f) => {
+                    worker_shared::metrics::log(
+                        Level::Warn,
+                        "inband_segment_failed",
+                        &[
+                            ("org", &c.org),
+                            ("channel", &c.slug),
+                            ("reason", &format!("{seg_url}: HTTP {}", f.status)),
+                        ],
+                    );
+                    break;
+                }
+                Err(e) => {
+                    worker_shared::metrics::log(
+                        Level::Warn,
+                        "inband_segment_failed",
+                        &[
+                            ("org", &c.org),
+                            ("channel", &c.slug),
+                            ("reason", &format!("{seg_url}: {e}")),
+                        ],
+                    );
+                    break;
+                }
+            };
+            let (evs, warnings) = cf_ssai_core::inband::detect_segment(
+                &got.body,
+                seg.msn,
+                seg.pdt_ms,
+                cadence,
+                &cfg.segmentation,
+            );
+            for w in warnings {
+                worker_shared::metrics::log(
+                    Level::Warn,
+                    "inband_section_refused",
+                    &[("org", &c.org), ("channel", &c.slug), ("reason", &w)],
+                );
+            }
+            events.extend(evs);
+            through = Some(seg.msn);
+            self.inband_seen.set(Some(seg.msn));
+        }
+        (events, through)
+    }
+
     /// Add to this channel's pending metrics; write them when due.
     async fn note(&self, c: &ChannelRef, f: impl FnOnce(&mut Batch)) {
         let now = now_ms();
@@ -499,12 +596,23 @@ impl ChannelDO {
         .map_err(|e| format!("origin {url}: {e}"))?;
         let m = media::parse(&text).map_err(|e| format!("origin {url}: {e}"))?;
         let cadence = crate::origin::cadence_ms(cfg, &m);
-        let det = cues::detect(&m, &cfg.segmentation);
+        let mut det = cues::detect(&m, &cfg.segmentation);
+        let mut examined = m.last_msn();
+        if cfg.cue_source.inband() {
+            // The media is the marker: examine the segments this poller has
+            // not seen; the watermark is the newest one examined.
+            let (events, through) = self.inband(c, cfg, &url, &m, cadence).await;
+            if cfg.cue_source == CueSource::Inband {
+                det.events.clear();
+            }
+            det.events.extend(events);
+            examined = through;
+        }
         let req = SyncRequest {
             channel: c.clone(),
             events: det.events.clone(),
             cadence_ms: cadence,
-            checked_through_msn: m.last_msn(),
+            checked_through_msn: examined,
             window: sequencer::OriginWindow::of(&m),
         };
         let (step, ch) = self

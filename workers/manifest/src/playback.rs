@@ -140,6 +140,29 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
         });
         return respond(req, cfg, out.unwrap_or(text), 2);
     }
+    // In-band SCTE-35: serve no segment the sequencer has not looked into
+    // (a cue inside it would reach some viewers as content first).
+    let inband = cfg.scte35_enabled && cfg.cue_source.inband();
+    let text = if inband {
+        let held = match media::parse(&text) {
+            Ok(m0) => match inband_watermark(
+                env,
+                &base,
+                &ChannelRef::new(&ch.org, &ch.slug),
+                &m0,
+                crate::origin::cadence_ms(cfg, &m0),
+            )
+            .await
+            {
+                Some(w) => m0.text_through(w),
+                None => None,
+            },
+            Err(_) => None,
+        };
+        held.unwrap_or_else(|| text.clone())
+    } else {
+        text
+    };
     let m = match media::parse(&text) {
         Ok(m) => m,
         // Bad upstream content fails open: the origin, unchanged.
@@ -154,7 +177,13 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
     };
     let chref = ChannelRef::new(&ch.org, &ch.slug);
     let ahead = u64::try_from(cfg.sgai_announce_ahead_segments.max(0)).unwrap_or(0);
-    let breaks = entries(env, &base, &chref, &events, cadence, &m, ahead).await;
+    let seen = Seen {
+        events: &events,
+        cadence_ms: cadence,
+        m: &m,
+        examined: !inband,
+    };
+    let breaks = entries(env, &base, &chref, &seen, ahead).await;
     let variant = Variant {
         bandwidth: q("bw").and_then(|b| b.parse().ok()),
         codecs: q("codecs"),
@@ -234,6 +263,17 @@ fn shared_playlist_key(
         enc(&q("k").unwrap_or_default()),
     )
 }
+/// What one playlist request saw of its window: the playlist's cues, the
+/// cadence, the window, and whether this request examined every cue of it
+/// (not so with in-band SCTE-35: only the poller looks into the media).
+#[derive(Clone, Copy)]
+struct Seen<'a> {
+    events: &'a [cues::CueEvent],
+    cadence_ms: u64,
+    m: &'a media::MediaPlaylist<'a>,
+    examined: bool,
+}
+
 /// The breaks a window needs and the running discontinuity count before
 /// them: from the KV view (and the pods it needs) when it can vouch for the
 /// window, else this location's copy of the DO's answer (≤ 1 s old), else
@@ -242,11 +282,15 @@ async fn entries(
     env: &Env,
     base: &str,
     ch: &ChannelRef,
-    events: &[cues::CueEvent],
-    cadence_ms: u64,
-    m: &media::MediaPlaylist<'_>,
+    seen: &Seen<'_>,
     ahead: u64,
 ) -> Option<(Vec<BreakEntry>, u64, &'static str)> {
+    let Seen {
+        events,
+        cadence_ms,
+        m,
+        ..
+    } = *seen;
     let w = edge::WindowFacts::of(m, cadence_ms);
     let view = kv_view(env, ch).await;
     if let Some(v) = view.as_ref().filter(|v| edge::view_serves(v, events, &w)) {
@@ -259,7 +303,7 @@ async fn entries(
                     pod: p,
                 }),
                 // A pod not visible here yet: the DO has it.
-                None => return ask_do(env, base, ch, events, m, cadence_ms, view.as_ref()).await,
+                None => return ask_do(env, base, ch, seen, view.as_ref()).await,
             }
         }
         return Some((out, disc_base, "view"));
@@ -269,7 +313,7 @@ async fn entries(
             return Some((b.entries, b.disc_base, "answer"));
         }
     }
-    ask_do(env, base, ch, events, m, cadence_ms, view.as_ref()).await
+    ask_do(env, base, ch, seen, view.as_ref()).await
 }
 
 /// The consistent path: this window's cues to the Channel DO, its answer
@@ -279,20 +323,25 @@ async fn ask_do(
     env: &Env,
     base: &str,
     ch: &ChannelRef,
-    events: &[cues::CueEvent],
-    m: &media::MediaPlaylist<'_>,
-    cadence_ms: u64,
+    seen: &Seen<'_>,
     view: Option<&ChannelView>,
 ) -> Option<(Vec<BreakEntry>, u64, &'static str)> {
+    let Seen {
+        events,
+        cadence_ms,
+        m,
+        examined,
+    } = *seen;
     // This request examined every cue of its window (all of them go to the
     // DO), so the window counts as checked: a channel nobody polls (SCTE-35
-    // off, /cue only) then serves from KV too.
+    // off, /cue only) then serves from KV too. Not with in-band SCTE-35:
+    // only the poller looks into the media.
     let window = sequencer::OriginWindow::of(m);
     let body = SyncRequest {
         channel: ch.clone(),
         events: events.to_vec(),
         cadence_ms,
-        checked_through_msn: window.as_ref().map(|w| w.last_msn),
+        checked_through_msn: window.as_ref().map(|w| w.last_msn).filter(|_| examined),
         window,
     };
     match ChannelClient::new(env, ch.clone()).sync(&body).await {
@@ -321,6 +370,46 @@ async fn ask_do(
             None
         }
     }
+}
+
+/// How far the sequencer has looked into this channel's media for in-band
+/// SCTE-35: the KV view's watermark when it lags the window by at most one
+/// segment (the poll cadence), else this location's copy of the DO's
+/// answer, else the DO itself (a sync that examined nothing). `None` when
+/// the sequencer is unreachable or behind the whole window (its poller is
+/// not running): then the window is served as it is.
+async fn inband_watermark(
+    env: &Env,
+    base: &str,
+    ch: &ChannelRef,
+    m: &media::MediaPlaylist<'_>,
+    cadence_ms: u64,
+) -> Option<u64> {
+    let last = m.last_msn()?;
+    let first = m.segments.first()?.msn;
+    let fresh = |w: u64| w.saturating_add(1) >= last;
+    if let Some(v) = kv_view(env, ch)
+        .await
+        .filter(|v| fresh(v.checked_through_msn))
+    {
+        return Some(v.checked_through_msn);
+    }
+    if let Some(b) = cached_answer(base, ch)
+        .await
+        .filter(|b| fresh(b.checked_through_msn))
+    {
+        return Some(b.checked_through_msn);
+    }
+    let body = SyncRequest {
+        channel: ch.clone(),
+        events: Vec::new(),
+        cadence_ms,
+        checked_through_msn: None,
+        window: sequencer::OriginWindow::of(m),
+    };
+    let b = ChannelClient::new(env, ch.clone()).sync(&body).await.ok()?;
+    put_answer(base, ch, &b).await;
+    Some(b.checked_through_msn).filter(|w| *w >= first)
 }
 
 /// The channel's published view as KV has it (possibly stale).
