@@ -4,8 +4,7 @@
 //! straight from a VAST creative's HLS MediaFile, and a small TTL cache
 //! (VAST/VMAP responses, per isolate).
 
-use crate::hls::{self, Line};
-use crate::media;
+use crate::hls;
 use crate::model::{AdRendition, AdSegment, PodItem, TrackKind, Tracking};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
@@ -167,45 +166,42 @@ impl CapState {
 
 // ------------------------------------------------------ HLS MediaFiles
 
-/// The variants of an HLS master: (absolute URL, BANDWIDTH, RESOLUTION,
-/// CODECS). Empty for a media playlist.
+/// The variants of an ad server's master playlist (HLS MediaFile): URI
+/// made absolute, BANDWIDTH, RESOLUTION, CODECS; I-frame playlists skipped.
+/// Parsed with `m3u8-rs`: these are third-party VOD playlists that we read,
+/// never rewrite, so a typed parser fits (the live path keeps its lossless
+/// tokenizer).
+#[cfg(feature = "vast")]
 pub fn master_variants(
     text: &str,
     base: &url::Url,
 ) -> Vec<(String, u64, Option<String>, Option<String>)> {
-    let Ok(p) = hls::tokenize(text) else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    let mut inf: Option<&str> = None;
-    for line in &p.lines {
-        match line {
-            Line::Tag {
-                name: "EXT-X-STREAM-INF",
-                value,
-                ..
-            } => inf = *value,
-            Line::Uri(raw) => {
-                if let Some(v) = inf.take() {
-                    out.push((
-                        hls::resolve(base, raw.trim()),
-                        hls::attr(v, "BANDWIDTH")
-                            .and_then(|b| b.parse().ok())
-                            .unwrap_or(0),
-                        hls::attr(v, "RESOLUTION").map(String::from),
-                        hls::attr(v, "CODECS").map(String::from),
-                    ));
-                }
-            }
-            _ => {}
-        }
+    match m3u8_rs::parse_playlist_res(text.as_bytes()) {
+        Ok(m3u8_rs::Playlist::MasterPlaylist(m)) => m
+            .variants
+            .iter()
+            .filter(|v| !v.is_i_frame)
+            .map(|v| {
+                (
+                    hls::resolve(base, v.uri.trim()),
+                    v.bandwidth,
+                    v.resolution.map(|r| r.to_string()),
+                    v.codecs.clone(),
+                )
+            })
+            .collect(),
+        _ => Vec::new(),
     }
-    out
 }
 
 /// An ad rendition from a VOD media playlist served by the ad server: every
 /// segment URI absolute, MAP and KEY kept. Errors say why it is unusable
 /// (live playlist, no segments, byte ranges we do not carry).
+///
+/// `m3u8-rs` keeps EXTINF as `f32`; durations are rounded back to the
+/// microsecond (1.92 would otherwise come back as 1.9199999570846558 and
+/// be written into our playlists).
+#[cfg(feature = "vast")]
 pub fn rendition_from_media(
     text: &str,
     url: &url::Url,
@@ -213,62 +209,77 @@ pub fn rendition_from_media(
     resolution: Option<String>,
     codecs: Option<String>,
 ) -> Result<AdRendition, String> {
-    let m = media::parse(text).map_err(|e| format!("ad playlist {url}: {e}"))?;
-    if !m.endlist {
+    let m = match m3u8_rs::parse_playlist_res(text.as_bytes()) {
+        Ok(m3u8_rs::Playlist::MediaPlaylist(m)) => m,
+        Ok(m3u8_rs::Playlist::MasterPlaylist(_)) => {
+            return Err(format!("ad playlist {url}: a master playlist, not a media one"))
+        }
+        Err(e) => {
+            let why = e.to_string();
+            let why: String = why.chars().take(120).collect();
+            return Err(format!("ad playlist {url}: not HLS ({why})"));
+        }
+    };
+    if !m.end_list {
         return Err(format!(
             "ad playlist {url}: not a VOD playlist (no EXT-X-ENDLIST)"
         ));
     }
-    if m.segments.is_empty() {
+    let Some(first) = m.segments.first() else {
         return Err(format!("ad playlist {url}: no segments"));
-    }
+    };
     let mut segments = Vec::with_capacity(m.segments.len());
     for s in &m.segments {
-        if m.tokens.lines[s.first_line..s.uri_line]
-            .iter()
-            .any(|l| l.is_tag("EXT-X-BYTERANGE"))
-        {
+        if s.byte_range.is_some() {
             return Err(format!("ad playlist {url}: byte-range segments"));
         }
+        let d = (f64::from(s.duration) * 1e6).round() / 1e6;
+        if !(d.is_finite() && d > 0.0) {
+            return Err(format!("ad playlist {url}: segment without a duration"));
+        }
         segments.push(AdSegment {
-            uri: hls::resolve(url, m.tokens.lines[s.uri_line].raw().trim()),
-            duration: s.duration,
+            uri: hls::resolve(url, s.uri.trim()),
+            duration: d,
             byterange: None,
         });
     }
-    let first = &m.segments[0];
-    // `map` and `keys` are whole tag lines.
-    let init_uri = first
-        .map
-        .and_then(|l| l.split_once(':'))
-        .and_then(|(_, v)| hls::attr(v, "URI"))
-        .map(|u| hls::resolve(url, u));
+    let init_uri = first.map.as_ref().map(|mp| hls::resolve(url, mp.uri.trim()));
     let key = first
-        .keys
+        .key
+        .as_ref()
+        .filter(|k| k.method != m3u8_rs::KeyMethod::None)
+        .map(|k| {
+            let mut a = format!("METHOD={}", k.method);
+            if let Some(u) = &k.uri {
+                a.push_str(&format!(",URI=\"{}\"", hls::resolve(url, u)));
+            }
+            if let Some(iv) = &k.iv {
+                a.push_str(&format!(",IV={iv}"));
+            }
+            if let Some(f) = &k.keyformat {
+                a.push_str(&format!(",KEYFORMAT=\"{f}\""));
+            }
+            if let Some(v) = &k.keyformatversions {
+                a.push_str(&format!(",KEYFORMATVERSIONS=\"{v}\""));
+            }
+            a
+        });
+    let cadence_ms = segments
         .iter()
-        .rev()
-        .filter_map(|l| l.split_once(':').map(|(_, v)| v))
-        .find(|k| hls::attr(k, "METHOD") != Some("NONE"))
-        .map(|k| absolutize_key(k, url));
+        .map(|s| (s.duration * 1000.0).round() as u64)
+        .max()
+        .unwrap_or(0);
     Ok(AdRendition {
         bandwidth,
         codecs,
         resolution,
         kind: TrackKind::Muxed,
         playlist_url: url.to_string(),
-        cadence_s: m.cadence_ms() as f64 / 1000.0,
+        cadence_s: cadence_ms as f64 / 1000.0,
         segments,
         init_uri,
         key,
     })
-}
-
-/// An EXT-X-KEY attribute list with its URI made absolute.
-fn absolutize_key(attrs: &str, base: &url::Url) -> String {
-    match hls::attr(attrs, "URI") {
-        Some(u) => attrs.replacen(u, &hls::resolve(base, u), 1),
-        None => attrs.to_string(),
-    }
 }
 
 // ------------------------------------------------------------ TTL cache
