@@ -137,6 +137,8 @@ test("master playlists come back through us, every attribute kept", async () => 
 });
 
 test("origin down → 502, then recovery; ads failing → content", async () => {
+  // Past the shared-playlist cache (half a target duration) of the last test.
+  await sleep(1100);
   const down = await http(`${s.originBase}/ctl/none/down?secs=3`, { method: "POST" });
   assert.equal(down.status, 200);
   const r = await get(`/${ORG}/manual/v360/index.m3u8?bw=900000`);

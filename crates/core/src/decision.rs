@@ -212,7 +212,9 @@ pub fn rendition_from_media(
     let m = match m3u8_rs::parse_playlist_res(text.as_bytes()) {
         Ok(m3u8_rs::Playlist::MediaPlaylist(m)) => m,
         Ok(m3u8_rs::Playlist::MasterPlaylist(_)) => {
-            return Err(format!("ad playlist {url}: a master playlist, not a media one"))
+            return Err(format!(
+                "ad playlist {url}: a master playlist, not a media one"
+            ))
         }
         Err(e) => {
             let why = e.to_string();
@@ -243,7 +245,10 @@ pub fn rendition_from_media(
             byterange: None,
         });
     }
-    let init_uri = first.map.as_ref().map(|mp| hls::resolve(url, mp.uri.trim()));
+    let init_uri = first
+        .map
+        .as_ref()
+        .map(|mp| hls::resolve(url, mp.uri.trim()));
     let key = first
         .key
         .as_ref()

@@ -209,6 +209,25 @@ impl<'a> MediaPlaylist<'a> {
         self.segments.last().map(|s| s.msn)
     }
 
+    /// The window the edge serves of an in-band SCTE-35 channel whose
+    /// sequencer has examined the media through `watermark`: the text
+    /// through it ([`Self::text_through`]), unless that would leave less
+    /// than three target durations (RFC 8216 §6.2.2: a live playlist never
+    /// gets that short): a sequencer that far behind is not keeping up, and
+    /// the window is served whole (`None`), as content.
+    pub fn held_back(&self, watermark: u64) -> Option<String> {
+        let kept: f64 = self
+            .segments
+            .iter()
+            .filter(|s| s.msn <= watermark)
+            .map(|s| s.duration)
+            .sum();
+        if kept < 3.0 * self.target_duration as f64 {
+            return None;
+        }
+        self.text_through(watermark)
+    }
+
     /// The playlist text up to and including segment `msn` (what follows
     /// it — later segments, parts, preload hints — withheld). For in-band
     /// SCTE-35 the edge serves no segment the sequencer has not examined:
@@ -289,6 +308,19 @@ mod tests {
         assert_eq!(parse(&cut).unwrap().last_msn(), Some(8));
         assert_eq!(m.text_through(9), None, "nothing to cut");
         assert_eq!(m.text_through(3), None, "not in the window");
+        // Held back only while three target durations remain.
+        assert_eq!(
+            m.held_back(8),
+            None,
+            "4 s left of a 2 s target: served whole"
+        );
+        let long = format!(
+            "{}#EXTINF:2,\nd.ts\n#EXTINF:2,\ne.ts\n",
+            t.replace("#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"d.0.ts\"\n", "")
+        );
+        let m = parse(&long).unwrap();
+        assert!(m.held_back(10).is_some_and(|c| c.ends_with("d.ts\n")));
+        assert_eq!(m.held_back(8), None);
     }
 
     #[test]

@@ -400,12 +400,19 @@ impl ChannelDO {
             return (events, through);
         };
         let private = worker_shared::private_policy(&self.env);
-        for seg in m
+        // A poller with no history starts at the newest segments (the older
+        // ones were served before it ran: nothing to protect any more).
+        let unseen: Vec<_> = m
             .segments
             .iter()
             .filter(|s| seen.is_none_or(|n| s.msn > n))
-            .take(INBAND_PER_POLL)
-        {
+            .collect();
+        let skip = if seen.is_none() {
+            unseen.len().saturating_sub(INBAND_PER_POLL)
+        } else {
+            0
+        };
+        for seg in unseen.into_iter().skip(skip).take(INBAND_PER_POLL) {
             let uri = m
                 .tokens
                 .lines

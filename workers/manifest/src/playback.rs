@@ -154,7 +154,27 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
             )
             .await
             {
-                Some(w) => m0.text_through(w),
+                Some(w) => {
+                    let held = m0.held_back(w);
+                    if held.is_none() && m0.last_msn().is_some_and(|l| l > w) {
+                        worker_shared::metrics::log(
+                            worker_shared::metrics::Level::Warn,
+                            "inband_watermark_behind",
+                            &[
+                                ("org", &ch.org),
+                                ("channel", &ch.slug),
+                                (
+                                    "reason",
+                                    &format!(
+                                        "examined through {w}, window ends at {}",
+                                        m0.last_msn().unwrap_or(0)
+                                    ),
+                                ),
+                            ],
+                        );
+                    }
+                    held
+                }
                 None => None,
             },
             Err(_) => None,

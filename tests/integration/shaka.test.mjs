@@ -1,0 +1,115 @@
+// A second real player: Shaka Player 5 (npm `shaka-player`) in the same
+// headless Chromium, with the same criteria as hls.js: no fatal error, no
+// stall over 2 s, the ad on screen (SSAI), interstitial events and a return
+// to content (SGAI). Screenshots in test-artifacts/.
+import { test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { ARTIFACTS, launch } from "./browser.mjs";
+import { startStack, ROOT, ORG } from "./stack.mjs";
+
+const SHAKA = readFileSync(join(ROOT, "node_modules/shaka-player/dist/shaka-player.compiled.js"), "utf8");
+let s, browser;
+before(async () => {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  s = await startStack({ firstBreak: 12, breakEvery: 24, breakLen: 8 });
+  browser = await launch();
+});
+after(async () => {
+  if (browser) await browser.close();
+  if (s) s.stop();
+});
+
+const PAGE = `<!doctype html><html><body style="margin:0;background:#000">
+<div id="box" style="position:relative;width:960px;height:540px"><video id="v" muted playsinline style="width:960px;height:540px"></video><div id="ads" style="position:absolute;inset:0"></div></div></body></html>`;
+
+// Runs in the page: load `src` with Shaka, log segments, ad events, errors
+// and stalls (the same stall measure as the hls.js page).
+function start(src, sgai) {
+  const log = (window.playerLog = { segs: [], fatal: [], errors: [], events: [], maxStallMs: 0, started: false, progress: 0 });
+  shaka.polyfill.installAll();
+  const v = document.getElementById("v");
+  const player = new shaka.Player();
+  player.configure({ streaming: { lowLatencyMode: false } });
+  player.getNetworkingEngine().registerResponseFilter((type, resp) => {
+    if (type === shaka.net.NetworkingEngine.RequestType.SEGMENT) log.segs.push({ url: resp.uri, t: Date.now() });
+  });
+  player.addEventListener("error", (e) => (e.detail.severity === 2 ? log.fatal : log.errors).push(String(e.detail.code)));
+  (async () => {
+    await player.attach(v);
+    if (sgai) {
+      const ads = player.getAdManager();
+      ads.initInterstitial(document.getElementById("ads"), player, v);
+      for (const e of ["AD_STARTED", "AD_COMPLETE", "AD_STOPPED", "ALL_ADS_COMPLETED"]) {
+        ads.addEventListener(shaka.ads.Utils[e], () => log.events.push({ e, t: Date.now() }));
+      }
+    }
+    await player.load(src);
+    v.play().catch(() => {});
+  })().catch((e) => log.fatal.push(String(e.code ?? e)));
+  let last = -1, lastMove = Date.now();
+  setInterval(() => {
+    const now = Date.now();
+    if (v.currentTime !== last) {
+      if (last >= 0) log.started = true;
+      last = v.currentTime; lastMove = now; log.progress++;
+    } else if (log.started && !v.paused) {
+      log.maxStallMs = Math.max(log.maxStallMs, now - lastMove);
+    }
+  }, 100);
+}
+
+async function play(src, seconds, { sgai = false, shotWhen, file } = {}) {
+  const page = await browser.newPage({ viewport: { width: 960, height: 540 } });
+  await page.goto(`${s.base}/healthz`);
+  await page.setContent(PAGE);
+  await page.addScriptTag({ content: SHAKA });
+  await page.evaluate(`(${start.toString()})(${JSON.stringify(src)}, ${sgai})`);
+  let shot = false;
+  const end = Date.now() + seconds * 1000;
+  while (Date.now() < end) {
+    await new Promise((r) => setTimeout(r, 1000));
+    const log = await page.evaluate(() => window.playerLog);
+    if (!shot && shotWhen && shotWhen(log)) {
+      await page.screenshot({ path: join(ARTIFACTS, file) });
+      shot = true;
+    }
+  }
+  const log = await page.evaluate(() => window.playerLog);
+  await page.close();
+  return { log, shot };
+}
+
+const isAd = (u) => /\/media\/demo\/(ads|slates)\//.test(u);
+
+test("SSAI in Shaka Player: a SCTE-35 break plays through, ads then content", async () => {
+  const { log, shot } = await play(`${s.base}/${ORG}/news/master.m3u8?mode=ssai`, 60, {
+    shotWhen: (l) => l.segs.length > 0 && isAd(l.segs[l.segs.length - 1].url),
+    file: "shaka-ssai-mid-ad.png",
+  });
+  assert.deepEqual(log.fatal, [], "no fatal error");
+  assert.ok(log.started && log.progress > 100, "playback started and advanced");
+  assert.ok(log.maxStallMs <= 2000, `longest stall ${log.maxStallMs} ms`);
+  const kinds = log.segs.map((x) => (isAd(x.url) ? "ad" : "content"));
+  const firstAd = kinds.indexOf("ad");
+  assert.ok(firstAd > 0, `content, then ad segments (${kinds.join(",")})`);
+  assert.ok(kinds.slice(firstAd).includes("content"), "back to content after the break");
+  assert.ok(shot, "screenshot taken mid-ad");
+});
+
+test("SGAI in Shaka Player: interstitial events fire and the player returns to content", async () => {
+  const { log } = await play(`${s.base}/${ORG}/news/master.m3u8?mode=sgai`, 60, {
+    sgai: true,
+    shotWhen: (l) => l.events.some((e) => e.e === "AD_STARTED") && !l.events.some((e) => e.e === "ALL_ADS_COMPLETED" || e.e === "AD_STOPPED"),
+    file: "shaka-sgai-mid-ad.png",
+  });
+  console.log(`# shaka sgai: events ${log.events.map((e) => e.e).join(",")}; longest stall ${log.maxStallMs} ms; errors ${log.errors.join(",")}`);
+  assert.deepEqual(log.fatal, [], "no fatal error");
+  const names = log.events.map((e) => e.e);
+  assert.ok(names.includes("AD_STARTED"), `ad started (${names.join(",")})`);
+  assert.ok(log.segs.some((x) => isAd(x.url)), "the interstitial's ad segments were fetched");
+  assert.ok(log.maxStallMs <= 2000, `longest stall ${log.maxStallMs} ms`);
+  const lastAd = Math.max(...log.segs.map((x, i) => (isAd(x.url) ? i : -1)));
+  assert.ok(log.segs.slice(lastAd + 1).some((x) => !isAd(x.url)), "content again after the ads");
+});
