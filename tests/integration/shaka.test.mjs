@@ -39,8 +39,9 @@ function start(src, sgai) {
   (async () => {
     await player.attach(v);
     if (sgai) {
+      // Shaka 5 reads HLS interstitials by itself once the ad manager is
+      // there (4.x needed initInterstitial, which 5 no longer exports).
       const ads = player.getAdManager();
-      ads.initInterstitial(document.getElementById("ads"), player, v);
       for (const e of ["AD_STARTED", "AD_COMPLETE", "AD_STOPPED", "ALL_ADS_COMPLETED"]) {
         ads.addEventListener(shaka.ads.Utils[e], () => log.events.push({ e, t: Date.now() }));
       }
