@@ -61,6 +61,7 @@ fuzz_target!(|data: &[u8]| {
             disc_before: disc,
             merged: if h[11] & 0x80 != 0 { vec![anchor] } else { vec![] },
             registered_ms: 0,
+            asset: Default::default(),
         };
         let seg_s = 0.5 + f64::from(h[12] % 16) * 0.5;
         let n = usize::from(h[13] % 9);

@@ -10,6 +10,7 @@ import { startStack, api, http, channelConfig, ORG } from "./stack.mjs";
 let s, ads, adsBase;
 const errorHits = [];
 const hits = {};
+const assetQueries = [];
 
 const inline = (base) => `<?xml version="1.0" encoding="UTF-8"?>
 <VAST version="4.2">
@@ -37,6 +38,7 @@ before(async () => {
     const send = (body, status = 200) => res.writeHead(status, { "Content-Type": "application/xml" }).end(body);
     const path = req.url.split("?")[0];
     hits[path] = (hits[path] ?? 0) + 1;
+    if (path === "/asset") assetQueries.push(req.url);
     if (path === "/api") {
       let body = "";
       req.on("data", (c) => (body += c));
@@ -50,7 +52,7 @@ before(async () => {
     }
     if (path === "/api-broken") return res.writeHead(200, { "Content-Type": "application/json" }).end("{\"ads\": 7}");
     if (path === "/vmap") return send(vmap(base));
-    if (path === "/counted") return send(inline(base));
+    if (path === "/counted" || path === "/asset") return send(inline(base));
     if (path === "/hls-only") return send(hlsOnly(base));
     if (path === "/hls/master.m3u8") return res.writeHead(200, { "Content-Type": "application/vnd.apple.mpegurl" }).end("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=900000,RESOLUTION=640x360\nlow.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=1800000,RESOLUTION=960x540\nhigh.m3u8\n");
     if (path === "/hls/low.m3u8" || path === "/hls/high.m3u8") {
@@ -325,4 +327,13 @@ test("operator metrics: fill rate, ads by source, skip kinds and latencies match
     const r = await api(s.base, "GET", `/api/orgs/${ORG}/metrics?${q}`);
     assert.equal(r.status, 400, `${q}: ${JSON.stringify(r.json)}`);
   }
+});
+
+test("EXT-X-ASSET metadata reaches the ad server as [asset.KEY] macros, encoded so it cannot inject", async () => {
+  const cfg = channelConfig(s.originBase, "none", { scte35_enabled: false, vast_urls: [`${adsBase}/asset?caid=[asset.CAID]&ep=[asset.EPISODE]&x=[asset.EVIL]&none=[asset.NONE]`], vast_cache_s: 0 });
+  assert.equal((await api(s.base, "PUT", `/api/orgs/${ORG}/channels/asseted`, cfg)).status, 200);
+  const pod = await decide("asseted", { asset: { CAID: "12345678", EPISODE: "Episode%20Name", EVIL: "x&admin=1" } });
+  assert.equal(pod.source, "vast", JSON.stringify(pod.reasons));
+  const q = assetQueries.at(-1);
+  assert.equal(q, "/asset?caid=12345678&ep=Episode%20Name&x=x%26admin%3D1&none=");
 });

@@ -214,6 +214,38 @@ pub fn for_delivery(
     out
 }
 
+/// Fill `[asset.KEY]` macros (MediaTailor's convention) from a break's
+/// `EXT-X-ASSET` attributes. Origins URL-encode the values; anything but
+/// unreserved characters and `%`-escapes is encoded again, so a value can
+/// never add a parameter or leave the URL. Unknown keys become empty.
+pub fn fill_asset_macros(url: &str, asset: &std::collections::BTreeMap<String, String>) -> String {
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some(i) = rest.find("[asset.") {
+        let (head, tail) = rest.split_at(i);
+        out.push_str(head);
+        let Some(end) = tail.find(']') else {
+            out.push_str(tail);
+            return out;
+        };
+        let key = tail.get(7..end).unwrap_or("");
+        let value = asset.get(key).map(String::as_str).unwrap_or("");
+        for c in value.chars() {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | '%') {
+                out.push(c);
+            } else {
+                let mut buf = [0u8; 4];
+                for b in c.encode_utf8(&mut buf).bytes() {
+                    out.push_str(&format!("%{b:02X}"));
+                }
+            }
+        }
+        rest = tail.get(end + 1..).unwrap_or("");
+    }
+    out.push_str(rest);
+    out
+}
+
 /// Fill the VAST 4 macros we know ([CACHEBUSTING], [TIMESTAMP],
 /// [ERRORCODE], [BREAKPOSITION]...); unknown macros are left as is.
 pub fn fill_macros(url: &str, now_ms: i64, cachebuster: u32, error_code: Option<u16>) -> String {
@@ -313,6 +345,20 @@ pub fn backoff_s(age_ms: i64, jitter: u32) -> u32 {
 mod tests {
     use super::*;
     use TrackingEvent::*;
+
+    #[test]
+    fn asset_macros_are_filled_and_cannot_inject() {
+        let mut a = std::collections::BTreeMap::new();
+        a.insert("CAID".to_string(), "12345678".to_string());
+        a.insert("EPISODE".to_string(), "Episode%20Name".to_string());
+        a.insert("EVIL".to_string(), "x&admin=1 #".to_string());
+        let u = fill_asset_macros("https://ads/stub?g=[asset.CAID]&e=[asset.EPISODE]&x=[asset.EVIL]&n=[asset.NONE]&cb=[CACHEBUSTING]", &a);
+        assert_eq!(u, "https://ads/stub?g=12345678&e=Episode%20Name&x=x%26admin%3D1%20%23&n=&cb=[CACHEBUSTING]");
+        assert_eq!(
+            fill_asset_macros("https://ads/[asset.CAID", &a),
+            "https://ads/[asset.CAID"
+        );
+    }
 
     #[test]
     fn quartiles_fire_once_each() {

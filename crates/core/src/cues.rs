@@ -74,6 +74,10 @@ pub struct CueEvent {
     pub segmentation_type_id: Option<u8>,
     /// The SCTE-35 section in hex, when present.
     pub scte35_hex: Option<String>,
+    /// `EXT-X-ASSET` attributes on the break's first segment (CAID, GENRE,
+    /// …): what the ad request may carry as `[asset.KEY]` macros.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub asset: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -92,6 +96,7 @@ pub struct Detection {
 pub fn detect(m: &MediaPlaylist<'_>, policy: &SegmentationPolicy) -> Detection {
     let mut det = Detection::default();
     let mut seg_idx = 0usize;
+    let mut assets: Vec<(u64, std::collections::BTreeMap<String, String>)> = Vec::new();
     for (i, line) in m.tokens.lines.iter().enumerate() {
         // The segment a marker line belongs to: the next URI at or after it.
         while seg_idx < m.segments.len() && m.segments[seg_idx].uri_line < i {
@@ -100,6 +105,18 @@ pub fn detect(m: &MediaPlaylist<'_>, policy: &SegmentationPolicy) -> Detection {
         let Line::Tag { name, value, .. } = *line else {
             continue;
         };
+        if name == "EXT-X-ASSET" {
+            // Metadata, not a marker: it joins the break that starts on
+            // the same segment (below); alone it marks nothing.
+            let msn = m.segments.get(seg_idx).map_or(m.media_sequence, |s| s.msn);
+            let map = hls::attrs(value.unwrap_or(""))
+                .filter(|(k, _)| !k.is_empty() && k.len() <= 64)
+                .take(32)
+                .map(|(k, v)| (k.to_string(), v.chars().take(256).collect()))
+                .collect();
+            assets.push((msn, map));
+            continue;
+        }
         let dialect = match name {
             "EXT-X-DATERANGE" => Dialect::Daterange,
             "EXT-X-CUE-OUT" => Dialect::CueOut,
@@ -161,6 +178,11 @@ pub fn detect(m: &MediaPlaylist<'_>, policy: &SegmentationPolicy) -> Detection {
         };
         if let Some(ev) = ev {
             push_merged(&mut det.events, ev);
+        }
+    }
+    for e in det.events.iter_mut().filter(|e| e.kind == CueKind::Out) {
+        if let Some((_, a)) = assets.iter().find(|(msn, _)| *msn == e.msn) {
+            e.asset = a.clone();
         }
     }
     // CONT and IN markers after an OUT in the same window belong to it,
@@ -231,6 +253,7 @@ fn base(kind: CueKind, msn: u64, pdt_ms: Option<i64>, dialect: Dialect) -> CueEv
         dialect,
         segmentation_type_id: None,
         scte35_hex: None,
+        asset: Default::default(),
     }
 }
 
@@ -451,6 +474,15 @@ mod tests {
         let text = format!("{HDR}{tail}");
         let m = media::parse(&text).unwrap();
         detect(&m, &SegmentationPolicy::default())
+    }
+
+    #[test]
+    fn ext_x_asset_joins_the_break_on_its_segment() {
+        let det = run("#EXT-X-ASSET:GENRE=CV,CAID=12345678,EPISODE=\"Episode%20Name\"\n#EXT-X-CUE-OUT:30\n#EXTINF:2.0,\nb.ts\n#EXT-X-ASSET:CAID=999\n#EXTINF:2.0,\nc.ts\n");
+        assert_eq!(det.events.len(), 1, "an ASSET alone marks no break");
+        let a = &det.events[0].asset;
+        assert_eq!(a.get("CAID").map(String::as_str), Some("12345678"));
+        assert_eq!(a.get("EPISODE").map(String::as_str), Some("Episode%20Name"));
     }
 
     #[test]

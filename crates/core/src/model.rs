@@ -46,6 +46,9 @@ pub struct BreakRecord {
     pub merged: Vec<u64>,
     /// When the sequencer registered it (epoch ms).
     pub registered_ms: i64,
+    /// `EXT-X-ASSET` metadata of the break (for `[asset.KEY]` macros).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub asset: std::collections::BTreeMap<String, String>,
 }
 
 impl BreakRecord {
@@ -641,6 +644,7 @@ mod tests {
             disc_before: 0,
             merged: vec![],
             registered_ms: 0,
+            asset: Default::default(),
         }
     }
 

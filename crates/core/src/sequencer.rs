@@ -89,6 +89,7 @@ pub fn record_from_cue(
         disc_before: 0,
         merged: Vec::new(),
         registered_ms: now_ms,
+        asset: cue.asset.clone(),
     })
 }
 
@@ -365,6 +366,7 @@ pub(crate) mod tests {
             dialect: Dialect::CueOut,
             segmentation_type_id: None,
             scte35_hex: None,
+            asset: Default::default(),
         }
     }
 

@@ -32,6 +32,9 @@ struct DecisionRequest {
     start_ms: Option<i64>,
     #[serde(default)]
     viewer: Viewer,
+    /// The break's `EXT-X-ASSET` attributes: `[asset.KEY]` macros.
+    #[serde(default)]
+    asset: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Default, Deserialize, serde::Serialize)]
@@ -205,6 +208,7 @@ async fn decide(r: DecisionRequest, env: &Env, worker_ctx: &Context) -> Result<R
         cadence_ms,
         viewer: &r.viewer,
         cache_s: cfg.vast_cache_s,
+        asset: &r.asset,
     };
     if candidates.is_empty()
         && !cfg.vmap_url.is_empty()
@@ -342,6 +346,7 @@ struct VastCtx<'a> {
     cadence_ms: u64,
     viewer: &'a Viewer,
     cache_s: u32,
+    asset: &'a std::collections::BTreeMap<String, String>,
 }
 
 impl VastCtx<'_> {
@@ -353,8 +358,17 @@ impl VastCtx<'_> {
         budget_ms: u64,
         reasons: &mut Vec<String>,
     ) -> Vec<cf_ssai_core::model::PodItem> {
-        let url = fill_tag(tag, self.duration_s, self.viewer, worker_shared::now_ms());
-        let key = format!("{tag}|{}", viewer_key(self.viewer));
+        let url = cf_ssai_core::beacon::fill_asset_macros(
+            &fill_tag(tag, self.duration_s, self.viewer, worker_shared::now_ms()),
+            self.asset,
+        );
+        // Cached per tag, viewer and (when the tag uses them) asset values.
+        let asset_key = if tag.contains("[asset.") {
+            cf_ssai_core::beacon::fill_asset_macros(tag, self.asset)
+        } else {
+            String::new()
+        };
+        let key = format!("{tag}|{}|{asset_key}", viewer_key(self.viewer));
         let src = vast::TagSource::Url {
             url: &url,
             cache_key: &key,

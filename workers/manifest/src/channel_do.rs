@@ -329,6 +329,7 @@ impl ChannelDO {
                 disc_before: 0,
                 merged: Vec::new(),
                 registered_ms: now_ms(),
+                asset: Default::default(),
             }),
         };
         let (step, ch) = self.run(&req.channel, input, &policy).await?;
@@ -681,6 +682,7 @@ async fn decide(env: Env, c: ChannelRef, r: BreakRecord) -> Pod {
             BreakSource::Scheduled => "scheduled",
         },
         "start_ms": r.anchor_pdt_ms,
+        "asset": r.asset,
     });
     let attempt = async {
         // The service keeps its own budget; this deadline is the
