@@ -4,8 +4,11 @@
 //! straight from a VAST creative's HLS MediaFile, and a small TTL cache
 //! (VAST/VMAP responses, per isolate).
 
+#[cfg(feature = "vast")]
 use crate::hls;
-use crate::model::{AdRendition, AdSegment, PodItem, TrackKind, Tracking};
+#[cfg(feature = "vast")]
+use crate::model::{AdRendition, AdSegment, TrackKind};
+use crate::model::{PodItem, Tracking};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, VecDeque};
 

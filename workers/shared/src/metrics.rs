@@ -73,8 +73,8 @@ pub async fn rollup(env: &Env, now_ms: i64) {
     let stmts = [
         db.prepare(
             "INSERT INTO metric_hours (org_id, channel, t_ms, series, value) \
-             SELECT org_id, channel, (t_ms / 3600000) * 3600000, series, SUM(value) \
-             FROM metric_minutes WHERE t_ms < ?1 GROUP BY org_id, channel, (t_ms / 3600000), series \
+             SELECT org_id, channel, CAST(t_ms / 3600000 AS INTEGER) * 3600000 AS hour, series, SUM(value) \
+             FROM metric_minutes WHERE t_ms < ?1 GROUP BY org_id, channel, hour, series \
              ON CONFLICT(org_id, t_ms, channel, series) DO UPDATE SET value = value + excluded.value",
         )
         .bind(&[(cutoff as f64).into()]),
