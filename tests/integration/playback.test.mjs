@@ -157,3 +157,22 @@ test("origin down → 502, then recovery; ads failing → content", async () => 
   assert.equal(b.status, 200);
   assert.ok(!b.text().includes("/media/"), "no ad or slate: content");
 });
+
+test("LL-HLS blocking reload: _HLS_msn reaches the origin, which holds the request until that segment exists", async () => {
+  const path = `/${ORG}/news/v360/index.m3u8?bw=900000&mode=ssai`;
+  const lastMsn = (text) => Number(text.match(/#EXT-X-MEDIA-SEQUENCE:(\d+)/)[1]) + (text.match(/#EXTINF/g) ?? []).length - 1;
+  const now = await get(path);
+  assert.equal(now.status, 200);
+  // Two segments ahead: at least one whole segment duration away.
+  const next = lastMsn(now.text) + 2;
+  const t0 = Date.now();
+  const held = await get(`${path}&_HLS_msn=${next}`);
+  const ms = Date.now() - t0;
+  assert.equal(held.status, 200, held.text);
+  assert.ok(lastMsn(held.text) >= next, `the playlist holds MSN ${next}: ${lastMsn(held.text)}`);
+  assert.ok(ms >= 1500, `held until the segment was published (${ms} ms), not answered from a cache`);
+  for (const bad of ["_HLS_part=1", "_HLS_msn=abc", "_HLS_msn=5&_HLS_skip=NO"]) {
+    const r = await get(`${path}&${bad}`);
+    assert.equal(r.status, 400, `${bad}: ${r.text}`);
+  }
+});

@@ -12,6 +12,7 @@
 //! (`init.mp4` + `seg{n}.m4s` from the same media directory). `inband`
 //! (and `inband-fmp4`) carries its breaks only in the media: a SCTE-35 PID
 //! in the TS, `emsg` boxes in the fMP4, no playlist marker.
+//! Media playlists honour LL-HLS blocking reloads (`_HLS_msn`).
 //! `POST /ctl/{channel}/down?secs=N` makes a channel answer 503 for N
 //! seconds (the origin-dies test). Listens on 127.0.0.1 only.
 
@@ -192,6 +193,34 @@ fn respond(
             match rest {
                 ["master.m3u8"] => text(chan.master()),
                 [v, "index.m3u8"] if chan.variants.iter().any(|x| x.name == *v) => {
+                    // LL-HLS blocking reload: hold the request until the
+                    // asked-for MSN is published (at most 3 target
+                    // durations), 400 for one too far ahead, 503 on timeout.
+                    let want = query
+                        .split('&')
+                        .find_map(|kv| kv.strip_prefix("_HLS_msn="))
+                        .and_then(|v| v.parse::<u64>().ok());
+                    if let Some(want) = want {
+                        let live = chan.live_msn(now_ms()).unwrap_or(0);
+                        if want > live + 2 {
+                            return (
+                                "400 Bad Request",
+                                "text/plain",
+                                b"_HLS_msn too far ahead".to_vec(),
+                            );
+                        }
+                        let until = now_ms() + 3 * chan.cadence_ms as i64;
+                        while chan.live_msn(now_ms()).is_none_or(|l| l < want) {
+                            if now_ms() > until {
+                                return (
+                                    "503 Service Unavailable",
+                                    "text/plain",
+                                    b"not yet".to_vec(),
+                                );
+                            }
+                            std::thread::sleep(Duration::from_millis(20));
+                        }
+                    }
                     text(chan.media(v, now_ms()))
                 }
                 [v, file] => match &o.media {

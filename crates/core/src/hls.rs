@@ -170,6 +170,50 @@ pub fn attr<'a>(list: &'a str, key: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
+/// The LL-HLS delivery directives of a playlist request (RFC 8216bis
+/// §6.2.5): `_HLS_msn` (with an optional `_HLS_part`) asks for a blocking
+/// reload, `_HLS_skip` (`YES` or `v2`) for a delta update. Passed through
+/// to the origin in this order; anything malformed is an error (the spec
+/// has the server answer 400), `_HLS_part` without `_HLS_msn` too.
+pub fn delivery_directives<'a>(
+    query: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<Vec<(&'static str, String)>, String> {
+    let (mut msn, mut part, mut skip) = (None, None, None);
+    for (k, v) in query {
+        match k {
+            "_HLS_msn" => {
+                msn = Some(
+                    v.parse::<u64>()
+                        .map_err(|_| format!("_HLS_msn: {v:?} is not an MSN"))?,
+                )
+            }
+            "_HLS_part" => {
+                part = Some(
+                    v.parse::<u32>()
+                        .map_err(|_| format!("_HLS_part: {v:?} is not a part index"))?,
+                )
+            }
+            "_HLS_skip" if v == "YES" || v == "v2" => skip = Some(v.to_string()),
+            "_HLS_skip" => return Err(format!("_HLS_skip: {v:?} is not YES or v2")),
+            _ => {}
+        }
+    }
+    if part.is_some() && msn.is_none() {
+        return Err("_HLS_part: only with _HLS_msn".into());
+    }
+    let mut out = Vec::new();
+    if let Some(m) = msn {
+        out.push(("_HLS_msn", m.to_string()));
+    }
+    if let Some(p) = part {
+        out.push(("_HLS_part", p.to_string()));
+    }
+    if let Some(s) = skip {
+        out.push(("_HLS_skip", s));
+    }
+    Ok(out)
+}
+
 /// Iterate `(key, value)` pairs of an attribute list, quotes stripped.
 pub fn attrs(list: &str) -> impl Iterator<Item = (&str, &str)> {
     AttrIter { s: list }
@@ -431,6 +475,28 @@ impl<'u> Resolver<'u> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ll_hls_delivery_directives() {
+        let q = |s: &'static str| s.split('&').filter_map(|kv| kv.split_once('='));
+        assert_eq!(
+            delivery_directives(q("mode=ssai&_HLS_part=2&_HLS_msn=100&_HLS_skip=YES")).unwrap(),
+            vec![
+                ("_HLS_msn", "100".to_string()),
+                ("_HLS_part", "2".to_string()),
+                ("_HLS_skip", "YES".to_string())
+            ]
+        );
+        assert!(delivery_directives(q("mode=ssai")).unwrap().is_empty());
+        for bad in [
+            "_HLS_msn=x",
+            "_HLS_part=1",
+            "_HLS_msn=1&_HLS_part=-1",
+            "_HLS_skip=NO",
+        ] {
+            assert!(delivery_directives(q(bad)).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn round_trips_byte_for_byte() {

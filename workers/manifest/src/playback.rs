@@ -60,10 +60,37 @@ pub fn count_playlist(env: &Env, ctx: &Context, ch: &Channel, status: u16) {
 
 pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Result<Response> {
     let cfg = &ch.config;
-    let Some(origin_url) = crate::origin::origin_url_for(cfg, rest) else {
+    let Some(mut origin_url) = crate::origin::origin_url_for(cfg, rest) else {
         return error(404, "not a playlist of this channel");
     };
     let url = req.url()?;
+    // LL-HLS delivery directives (blocking reload, delta update) go to the
+    // origin, which holds the request until it has what was asked for.
+    let pairs: Vec<(String, String)> = url
+        .query_pairs()
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    let directives =
+        match hls::delivery_directives(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+            Ok(d) => d,
+            Err(e) => return error(400, e),
+        };
+    let blocking = !directives.is_empty();
+    if blocking {
+        origin_url
+            .query_pairs_mut()
+            .extend_pairs(directives.iter().map(|(k, v)| (*k, v.as_str())));
+    }
+    // A blocking reload may be held up to three target durations.
+    let origin_timeout_ms = if blocking {
+        cfg.origin_timeout_ms.max(if cfg.cadence_ms > 0 {
+            cfg.cadence_ms * 3 + 1000
+        } else {
+            20_000
+        })
+    } else {
+        cfg.origin_timeout_ms
+    };
     let q = |k: &str| {
         url.query_pairs()
             .find(|(a, _)| a == k)
@@ -89,7 +116,9 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
         .headers()
         .get("Cache-Control")?
         .is_some_and(|c| c.contains("no-cache"));
-    if let Some(key) = shared_key.as_ref().filter(|_| !no_cache) {
+    // (A blocking reload never takes a cached playlist: it asked for a
+    // newer one.)
+    if let Some(key) = shared_key.as_ref().filter(|_| !no_cache && !blocking) {
         if let Ok(Some(mut hit)) = Cache::default().get(key.as_str(), false).await {
             if let Ok(body) = hit.text().await {
                 return respond(req, cfg, body, 0);
@@ -98,7 +127,7 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
     }
     let text = match worker_shared::get_text(
         origin_url.as_str(),
-        cfg.origin_timeout_ms,
+        origin_timeout_ms,
         &worker_shared::private_policy(env),
     )
     .await
@@ -107,7 +136,7 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
         Err(worker_shared::FetchError::Timeout) => {
             return error(
                 504,
-                format!("origin timed out after {} ms", cfg.origin_timeout_ms),
+                format!("origin timed out after {origin_timeout_ms} ms"),
             )
         }
         Err(e) => return error(502, format!("origin error: {e}")),
