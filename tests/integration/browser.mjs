@@ -15,6 +15,25 @@ export function launch() {
   });
 }
 
+/**
+ * Page-side script: the one stall measure every player test uses. Sampled
+ * every 100 ms: playback started once currentTime moved; a stall is the
+ * time currentTime stood still while the video was not paused.
+ */
+export const WATCH_STALLS = `function watchStalls(v, log) {
+  let last = -1, lastMove = Date.now();
+  setInterval(() => {
+    const now = Date.now();
+    if (v.currentTime !== last) {
+      if (last >= 0) log.started = true;
+      last = v.currentTime; lastMove = now; log.progress++;
+    } else if (log.started && !v.paused) {
+      const gap = now - lastMove;
+      if (gap > log.maxStallMs) { log.maxStallMs = gap; log.maxStallAt = lastMove; log.maxStallTime = v.currentTime; }
+    }
+  }, 100);
+}`;
+
 export const PAGE = (src) => `<!doctype html><html><body style="margin:0;background:#000">
 <video id="v" muted playsinline style="width:960px;height:540px"></video>
 <script src="/media/_static/hls.min.js"></script>
@@ -30,17 +49,8 @@ export const PAGE = (src) => `<!doctype html><html><body style="margin:0;backgro
   hls.loadSource(${JSON.stringify(src)});
   hls.attachMedia(v);
   v.play().catch(() => {});
-  let last = -1, lastMove = Date.now();
-  setInterval(() => {
-    const now = Date.now();
-    if (v.currentTime !== last) {
-      if (last >= 0) log.started = true;
-      last = v.currentTime; lastMove = now; log.progress++;
-    } else if (log.started && !v.paused) {
-      const gap = now - lastMove;
-      if (gap > log.maxStallMs) { log.maxStallMs = gap; log.maxStallAt = lastMove; log.maxStallTime = v.currentTime; }
-    }
-  }, 100);
+  ${WATCH_STALLS}
+  watchStalls(v, log);
 </script></body></html>`;
 
 /** Play `src` for `seconds` in a new page of `browser` (our worker at `base` serves hls.js). */

@@ -6,7 +6,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { ARTIFACTS, launch } from "./browser.mjs";
+import { ARTIFACTS, WATCH_STALLS, launch } from "./browser.mjs";
 import { startStack, ROOT, ORG } from "./stack.mjs";
 
 const SHAKA = readFileSync(join(ROOT, "node_modules/shaka-player/dist/shaka-player.compiled.js"), "utf8");
@@ -25,7 +25,7 @@ const PAGE = `<!doctype html><html><body style="margin:0;background:#000">
 <div id="box" style="position:relative;width:960px;height:540px"><video id="v" muted playsinline style="width:960px;height:540px"></video><div id="ads" style="position:absolute;inset:0"></div></div></body></html>`;
 
 // Runs in the page: load `src` with Shaka, log segments, ad events, errors
-// and stalls (the same stall measure as the hls.js page).
+// and stalls (`watchStalls`, the same measure as the hls.js page).
 function start(src, sgai) {
   const log = (window.playerLog = { segs: [], fatal: [], errors: [], events: [], maxStallMs: 0, started: false, progress: 0 });
   shaka.polyfill.installAll();
@@ -49,16 +49,7 @@ function start(src, sgai) {
     await player.load(src);
     v.play().catch(() => {});
   })().catch((e) => log.fatal.push(String(e.code ?? e)));
-  let last = -1, lastMove = Date.now();
-  setInterval(() => {
-    const now = Date.now();
-    if (v.currentTime !== last) {
-      if (last >= 0) log.started = true;
-      last = v.currentTime; lastMove = now; log.progress++;
-    } else if (log.started && !v.paused) {
-      log.maxStallMs = Math.max(log.maxStallMs, now - lastMove);
-    }
-  }, 100);
+  watchStalls(v, log); // browser.mjs's WATCH_STALLS, added to the page
 }
 
 async function play(src, seconds, { sgai = false, shotWhen, file } = {}) {
@@ -66,6 +57,7 @@ async function play(src, seconds, { sgai = false, shotWhen, file } = {}) {
   await page.goto(`${s.base}/healthz`);
   await page.setContent(PAGE);
   await page.addScriptTag({ content: SHAKA });
+  await page.addScriptTag({ content: WATCH_STALLS });
   await page.evaluate(`(${start.toString()})(${JSON.stringify(src)}, ${sgai})`);
   let shot = false;
   const end = Date.now() + seconds * 1000;

@@ -202,6 +202,20 @@ pub fn skip_kind(reason: &str) -> Option<&'static str> {
     })
 }
 
+/// The outcome of one ad-server call, from the reasons it added to the
+/// decision: `timeout` (timed out, budget spent), `error` (the server's
+/// error), else `ok` (an empty answer is the server's choice).
+pub fn call_outcome(added: &[String]) -> &'static str {
+    let kinds: Vec<&str> = added.iter().filter_map(|r| skip_kind(r)).collect();
+    if kinds.contains(&"timeout") {
+        "timeout"
+    } else if kinds.contains(&"ad_server_error") {
+        "error"
+    } else {
+        "ok"
+    }
+}
+
 fn source_label(s: PodSource) -> &'static str {
     match s {
         PodSource::Api => "api",
@@ -829,6 +843,18 @@ mod tests {
             summarize(&rows(&c, 0)).detection_latency_ms.p50,
             Some(30000.0)
         );
+    }
+
+    #[test]
+    fn call_outcomes() {
+        let r = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            call_outcome(&r(&["VAST http://x: timed out", "VAST http://x: HTTP 500"])),
+            "timeout"
+        );
+        assert_eq!(call_outcome(&r(&["VAST http://x: HTTP 500"])), "error");
+        assert_eq!(call_outcome(&r(&["VAST http://x: no ads"])), "ok");
+        assert_eq!(call_outcome(&[]), "ok");
     }
 
     #[test]

@@ -305,26 +305,14 @@ async fn decide(r: DecisionRequest, env: &Env, worker_ctx: &Context) -> Result<R
 }
 
 /// One ad server call (a decision API request, or a VAST/VMAP tag with its
-/// wrappers): latency and outcome under the server's host. The outcome is
-/// read from the reasons the call added: a timeout or budget spent, an
-/// error of the server's, or ok (an empty answer is the server's choice).
+/// wrappers): latency and outcome (`metrics::call_outcome`) under the
+/// server's host.
 fn note_call(b: &mut Batch, url: &str, started_ms: i64, added: Option<&[String]>) {
     let host = url::Url::parse(url)
         .ok()
         .and_then(|u| u.host_str().map(String::from))
         .unwrap_or_else(|| "invalid".into());
-    let kinds: Vec<&str> = added
-        .unwrap_or_default()
-        .iter()
-        .filter_map(|r| cf_ssai_core::metrics::skip_kind(r))
-        .collect();
-    let outcome = if kinds.contains(&"timeout") {
-        "timeout"
-    } else if kinds.contains(&"ad_server_error") {
-        "error"
-    } else {
-        "ok"
-    };
+    let outcome = cf_ssai_core::metrics::call_outcome(added.unwrap_or_default());
     let labels = [("server", host.as_str())];
     b.add(
         "ad_server_requests_total",
