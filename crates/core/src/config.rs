@@ -237,6 +237,7 @@ impl ChannelConfig {
             ad_dateranges: self.ad_dateranges,
             ad_proxy_prefix: None,
             session: None,
+            ..SpliceSettings::default()
         }
     }
 

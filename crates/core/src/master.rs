@@ -20,7 +20,18 @@ pub struct MasterInput<'a> {
 pub fn rewrite_master(input: &MasterInput<'_>) -> Result<String, HlsError> {
     let p = hls::tokenize(input.origin)?;
     let mut out = String::with_capacity(input.origin.len() * 2);
-    let mut pending_stream: Option<(Option<&str>, Option<&str>)> = None;
+    // Audio groups whose renditions have their own playlists: a variant
+    // naming one is video only (RFC 8216 §4.3.4.2.1), and takes the ads'
+    // video-only renditions.
+    let audio_groups: Vec<&str> = p
+        .lines
+        .iter()
+        .filter(|l| l.is_tag("EXT-X-MEDIA"))
+        .filter_map(|l| l.value())
+        .filter(|v| hls::attr(v, "TYPE") == Some("AUDIO") && hls::attr(v, "URI").is_some())
+        .filter_map(|v| hls::attr(v, "GROUP-ID"))
+        .collect();
+    let mut pending_stream: Option<[Option<&str>; 3]> = None;
     for line in &p.lines {
         match line {
             Line::Tag {
@@ -29,7 +40,12 @@ pub fn rewrite_master(input: &MasterInput<'_>) -> Result<String, HlsError> {
                 raw,
             } => {
                 let v = value.unwrap_or("");
-                pending_stream = Some((hls::attr(v, "BANDWIDTH"), hls::attr(v, "CODECS")));
+                let video_only = hls::attr(v, "AUDIO").is_some_and(|g| audio_groups.contains(&g));
+                pending_stream = Some([
+                    hls::attr(v, "BANDWIDTH"),
+                    hls::attr(v, "CODECS"),
+                    video_only.then_some("video"),
+                ]);
                 out.push_str(raw);
             }
             Line::Tag {
@@ -60,12 +76,11 @@ pub fn rewrite_master(input: &MasterInput<'_>) -> Result<String, HlsError> {
             Line::Uri(raw) => {
                 let u = raw.trim_end_matches('\r').trim();
                 let mut q = Vec::new();
-                if let Some((bw, codecs)) = pending_stream.take() {
-                    if let Some(bw) = bw {
-                        q.push(("bw", bw.to_string()));
-                    }
-                    if let Some(c) = codecs {
-                        q.push(("codecs", c.to_string()));
+                if let Some(attrs) = pending_stream.take() {
+                    for (k, v) in ["bw", "codecs", "k"].into_iter().zip(attrs) {
+                        if let Some(v) = v {
+                            q.push((k, v.to_string()));
+                        }
                     }
                 }
                 out.push_str(&map_uri(input, u, &q));
@@ -179,9 +194,9 @@ mod tests {
         .unwrap();
         assert!(
             out.contains(
-                "\n/o/c/low/index.m3u8?bw=800000&codecs=avc1.4d401f%2Cmp4a.40.2&mode=ssai\n"
+                "\n/o/c/low/index.m3u8?bw=800000&codecs=avc1.4d401f%2Cmp4a.40.2&k=video&mode=ssai\n"
             ),
-            "{out}"
+            "a variant whose audio group has playlists is video only: {out}"
         );
         assert!(
             out.contains("URI=\"/o/c/audio/en.m3u8?k=audio&mode=ssai\""),
@@ -191,5 +206,19 @@ mod tests {
         assert!(out.contains(
             "#EXT-X-STREAM-INF:BANDWIDTH=800000,CODECS=\"avc1.4d401f,mp4a.40.2\",AUDIO=\"a\"\n"
         ));
+    }
+
+    #[test]
+    fn a_group_without_playlists_leaves_the_variant_muxed() {
+        let origin = "#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",NAME=\"en\",DEFAULT=YES\n#EXT-X-STREAM-INF:BANDWIDTH=800000,AUDIO=\"a\"\nlow/index.m3u8\n";
+        let url = url::Url::parse("https://origin.test/live/ch1/master.m3u8").unwrap();
+        let out = rewrite_master(&MasterInput {
+            origin,
+            origin_url: &url,
+            self_prefix: "/o/c/",
+            carry: &[],
+        })
+        .unwrap();
+        assert!(out.contains("\n/o/c/low/index.m3u8?bw=800000\n"), "{out}");
     }
 }

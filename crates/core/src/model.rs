@@ -288,6 +288,10 @@ pub enum TrackKind {
     /// Video with muxed audio (or video only).
     #[default]
     Muxed,
+    /// Video only, its audio in an `EXT-X-MEDIA` audio group (a demuxed
+    /// channel's variant, or an ad's video-only rendition).
+    Video,
+    /// An `EXT-X-MEDIA` `TYPE=AUDIO` rendition, or an ad's audio-only one.
     Audio,
     Subtitles,
 }

@@ -58,24 +58,56 @@ pub fn asset_renditions(
 
 /// A multivariant playlist over an ad's (or the slate's) renditions; each
 /// variant URI is `variant_uri(rendition)` (the ad server's playlist, or
-/// ours when deliveries are counted server-side).
+/// ours when deliveries are counted server-side). For a `demuxed` primary
+/// (its audio in an audio group) an ad with video-only and audio-only
+/// renditions is offered in the same shape: video variants naming an
+/// audio group, so the player keeps its audio track layout across the
+/// interstitial; else the muxed renditions.
 pub fn ad_master(
     renditions: &[crate::model::AdRendition],
+    demuxed: bool,
     variant_uri: impl Fn(&crate::model::AdRendition) -> String,
 ) -> String {
     let mut s = String::from("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n");
-    for r in renditions.iter().filter(|r| r.kind == TrackKind::Muxed) {
-        let _ = write!(s, "#EXT-X-STREAM-INF:BANDWIDTH={}", r.bandwidth);
-        if let Some(c) = &r.codecs {
-            let _ = write!(s, ",CODECS=\"{c}\"");
+    let of = |k: TrackKind| renditions.iter().filter(move |r| r.kind == k);
+    let audio = of(TrackKind::Audio).max_by_key(|r| r.bandwidth);
+    let video: Vec<_> = of(TrackKind::Video).collect();
+    let (variants, audio) = match audio {
+        Some(a) if demuxed && !video.is_empty() => {
+            let _ = writeln!(
+                s,
+                "#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"{AD_AUDIO_GROUP}\",NAME=\"ad\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"{}\"",
+                variant_uri(a)
+            );
+            (video, Some(a))
+        }
+        _ => (of(TrackKind::Muxed).collect(), None),
+    };
+    for r in variants {
+        let bw = r.bandwidth + audio.map_or(0, |a| a.bandwidth);
+        let _ = write!(s, "#EXT-X-STREAM-INF:BANDWIDTH={bw}");
+        // RFC 8216 §4.3.4.2: CODECS names every codec of the variant,
+        // its audio rendition's too.
+        let codecs = [r.codecs.as_deref(), audio.and_then(|a| a.codecs.as_deref())]
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+            .join(",");
+        if !codecs.is_empty() {
+            let _ = write!(s, ",CODECS=\"{codecs}\"");
         }
         if let Some(res) = &r.resolution {
             let _ = write!(s, ",RESOLUTION={res}");
+        }
+        if audio.is_some() {
+            let _ = write!(s, ",AUDIO=\"{AD_AUDIO_GROUP}\"");
         }
         let _ = writeln!(s, "\n{}", variant_uri(r));
     }
     s
 }
+
+const AD_AUDIO_GROUP: &str = "ad-audio";
 
 /// An ad rendition as a VOD media playlist whose segment `pos` is at
 /// `segment_uri(pos, original)`: the proxy route that fires the beacons a
@@ -150,9 +182,53 @@ mod tests {
         let v = crate::media::parse(&m).unwrap();
         assert!(v.endlist && v.segments.len() == 3 && v.target_duration == 2);
         assert!(m.contains("\n/o/c/ad/b/0/900000/2.ts?sid=x\n"));
-        let master = ad_master(std::slice::from_ref(&r), |r| {
+        let master = ad_master(std::slice::from_ref(&r), false, |r| {
             format!("/o/c/ads/b/0/{}.m3u8?sid=x", r.bandwidth)
         });
         assert!(master.contains("BANDWIDTH=900000\n/o/c/ads/b/0/900000.m3u8?sid=x\n"));
+    }
+
+    fn r(kind: TrackKind, bw: u64, codecs: &str) -> AdRendition {
+        AdRendition {
+            bandwidth: bw,
+            codecs: Some(codecs.into()),
+            resolution: (kind != TrackKind::Audio).then(|| "640x360".into()),
+            kind,
+            playlist_url: format!("https://a/{bw}.m3u8"),
+            cadence_s: 1.92,
+            segments: vec![AdSegment {
+                uri: "https://a/s.ts".into(),
+                duration: 1.92,
+                byterange: None,
+            }],
+            init_uri: None,
+            key: None,
+        }
+    }
+
+    #[test]
+    fn demuxed_primary_gets_the_ads_demuxed_shape() {
+        let all = [
+            r(TrackKind::Muxed, 900_000, "avc1.4d401f,mp4a.40.2"),
+            r(TrackKind::Video, 772_000, "avc1.4d401f"),
+            r(TrackKind::Audio, 128_000, "mp4a.40.2"),
+        ];
+        let m = ad_master(&all, true, |r| r.playlist_url.clone());
+        assert!(m.contains("#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"ad-audio\",NAME=\"ad\",DEFAULT=YES,AUTOSELECT=YES,CHANNELS=\"2\",URI=\"https://a/128000.m3u8\"\n"), "{m}");
+        assert!(m.contains("#EXT-X-STREAM-INF:BANDWIDTH=900000,CODECS=\"avc1.4d401f,mp4a.40.2\",RESOLUTION=640x360,AUDIO=\"ad-audio\"\nhttps://a/772000.m3u8\n"), "{m}");
+        assert!(
+            !m.contains("https://a/900000.m3u8"),
+            "muxed not mixed in: {m}"
+        );
+        // A muxed primary, or an ad without demuxed renditions: muxed.
+        for m in [
+            ad_master(&all, false, |r| r.playlist_url.clone()),
+            ad_master(&all[..1], true, |r| r.playlist_url.clone()),
+        ] {
+            assert!(
+                !m.contains("EXT-X-MEDIA") && m.contains("https://a/900000.m3u8"),
+                "{m}"
+            );
+        }
     }
 }

@@ -5,6 +5,7 @@
 //! tests.
 
 use crate::hls;
+use crate::model::TrackKind;
 use crate::scte35::{self, CueSpec, SegmentationTypeId, UpidType};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
@@ -76,7 +77,56 @@ pub struct SimChannel {
     /// packager does with a splice_insert received with pre-roll.
     #[serde(default)]
     pub signal_ahead: u64,
+    /// Demuxed: the variants are video only, with an audio group in two
+    /// languages and a WebVTT subtitle group ([`ALTERNATES`]), every
+    /// rendition on the same segment timeline.
+    #[serde(default)]
+    pub demuxed: bool,
 }
+
+/// One `EXT-X-MEDIA` rendition of a demuxed channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SimAlternate {
+    /// Directory and playlist path (`{name}/index.m3u8`).
+    pub name: &'static str,
+    pub kind: TrackKind,
+    pub group: &'static str,
+    pub language: &'static str,
+    pub label: &'static str,
+    pub default: bool,
+}
+
+pub const AUDIO_GROUP: &str = "aud";
+pub const SUBTITLE_GROUP: &str = "subs";
+
+/// The audio (English, Spanish) and subtitle (English) renditions a
+/// demuxed channel offers.
+pub const ALTERNATES: [SimAlternate; 3] = [
+    SimAlternate {
+        name: "aud-en",
+        kind: TrackKind::Audio,
+        group: AUDIO_GROUP,
+        language: "en",
+        label: "English",
+        default: true,
+    },
+    SimAlternate {
+        name: "aud-es",
+        kind: TrackKind::Audio,
+        group: AUDIO_GROUP,
+        language: "es",
+        label: "Espanol",
+        default: false,
+    },
+    SimAlternate {
+        name: "sub-en",
+        kind: TrackKind::Subtitles,
+        group: SUBTITLE_GROUP,
+        language: "en",
+        label: "English",
+        default: true,
+    },
+];
 
 impl Default for SimChannel {
     fn default() -> Self {
@@ -108,6 +158,7 @@ impl Default for SimChannel {
             loop_len: 1_000_000,
             origin_disc_every: 0,
             signal_ahead: 0,
+            demuxed: false,
         }
     }
 }
@@ -137,8 +188,42 @@ impl SimChannel {
         self.epoch_ms + (msn * self.cadence_ms) as i64
     }
 
+    /// The alternate renditions (none unless demuxed).
+    pub fn alternates(&self) -> &'static [SimAlternate] {
+        if self.demuxed {
+            &ALTERNATES
+        } else {
+            &[]
+        }
+    }
+
+    /// The kind of the rendition named `name` (a variant or an alternate).
+    pub fn kind_of(&self, name: &str) -> TrackKind {
+        match self.alternates().iter().find(|a| a.name == name) {
+            Some(a) => a.kind,
+            None if self.demuxed => TrackKind::Video,
+            None => TrackKind::Muxed,
+        }
+    }
+
     pub fn master(&self) -> String {
         let mut s = String::from("#EXTM3U\n#EXT-X-VERSION:6\n#EXT-X-INDEPENDENT-SEGMENTS\n");
+        for a in self.alternates() {
+            let yes = |b: bool| if b { "YES" } else { "NO" };
+            let _ = write!(
+                s,
+                "#EXT-X-MEDIA:TYPE={},GROUP-ID=\"{}\",NAME=\"{}\",LANGUAGE=\"{}\",DEFAULT={},AUTOSELECT=YES",
+                if a.kind == TrackKind::Audio { "AUDIO" } else { "SUBTITLES" },
+                a.group,
+                a.label,
+                a.language,
+                yes(a.default),
+            );
+            if a.kind == TrackKind::Audio {
+                s.push_str(",CHANNELS=\"2\"");
+            }
+            let _ = writeln!(s, ",URI=\"{}/index.m3u8\"", a.name);
+        }
         for v in &self.variants {
             let _ = write!(
                 s,
@@ -148,13 +233,17 @@ impl SimChannel {
             if let Some(r) = &v.resolution {
                 let _ = write!(s, ",RESOLUTION={r}");
             }
+            if self.demuxed {
+                let _ = write!(s, ",AUDIO=\"{AUDIO_GROUP}\",SUBTITLES=\"{SUBTITLE_GROUP}\"");
+            }
             let _ = writeln!(s, "\n{}/index.m3u8", v.name);
         }
         s
     }
 
-    /// The variant's media playlist at `now_ms`.
-    pub fn media(&self, _variant: &str, now_ms: i64) -> String {
+    /// The variant's (or alternate rendition's) media playlist at `now_ms`.
+    pub fn media(&self, variant: &str, now_ms: i64) -> String {
+        let subtitles = self.kind_of(variant) == TrackKind::Subtitles;
         let mut s = String::with_capacity(1024);
         let td = self.cadence_ms.div_ceil(1000).max(1);
         let live = self.live_msn(now_ms);
@@ -169,7 +258,7 @@ impl SimChannel {
         let _ = write!(
             s,
             "#EXTM3U\n#EXT-X-VERSION:{}\n#EXT-X-TARGETDURATION:{td}\n#EXT-X-MEDIA-SEQUENCE:{first}\n",
-            if self.fmp4 { 7 } else { 3 }
+            if self.fmp4 && !subtitles { 7 } else { 3 }
         );
         if disc_seq > 0 {
             let _ = writeln!(s, "#EXT-X-DISCONTINUITY-SEQUENCE:{disc_seq}");
@@ -177,16 +266,20 @@ impl SimChannel {
         let Some(live) = live else {
             return s;
         };
-        let ext = if self.fmp4 { "m4s" } else { "ts" };
+        let ext = match (subtitles, self.fmp4) {
+            (true, _) => "vtt",
+            (false, true) => "m4s",
+            (false, false) => "ts",
+        };
         for msn in first..=live {
             if self.origin_disc_every > 0 && msn > 0 && msn % self.origin_disc_every == 0 {
                 s.push_str("#EXT-X-DISCONTINUITY\n");
             }
             if msn == first {
-                if self.fmp4 {
+                if self.fmp4 && !subtitles {
                     s.push_str("#EXT-X-MAP:URI=\"init.mp4\"\n");
                 }
-                if self.key {
+                if self.key && !subtitles {
                     s.push_str("#EXT-X-KEY:METHOD=AES-128,URI=\"key.bin\"\n");
                 }
             }

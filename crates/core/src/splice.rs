@@ -55,7 +55,17 @@ pub struct SpliceSettings {
     pub ad_proxy_prefix: Option<String>,
     /// The viewer session (from the master playlist's `sid`).
     pub session: Option<String>,
+    /// A WebVTT file without cues: the subtitle segments of an ad that has
+    /// no subtitles.
+    pub blank_subtitles_uri: String,
 }
+
+/// Where the manifest worker serves a WebVTT file without cues.
+pub const BLANK_SUBTITLES_PATH: &str = "/blank.vtt";
+
+/// The body served there (RFC 8216 §3.5: a WebVTT segment; no cues, so no
+/// `X-TIMESTAMP-MAP` is needed).
+pub const BLANK_SUBTITLES: &str = "WEBVTT\n\n";
 
 impl Default for SpliceSettings {
     fn default() -> Self {
@@ -68,6 +78,7 @@ impl Default for SpliceSettings {
             ad_dateranges: true,
             ad_proxy_prefix: None,
             session: None,
+            blank_subtitles_uri: BLANK_SUBTITLES_PATH.into(),
         }
     }
 }
@@ -229,8 +240,7 @@ fn ssai_segments(
     let target = m.target_duration;
     let content_is_fmp4 = m.segments.iter().any(|s| s.map.is_some());
     let mut prev_in_break = false;
-    type Choice<'e> = (Option<&'e AdRendition>, Option<usize>);
-    let mut chosen: Vec<((usize, u32), Choice<'_>)> = Vec::new();
+    let mut chosen: Vec<((usize, u32), Fill<'_>)> = Vec::new();
     for (k, seg) in m.segments.iter().enumerate() {
         let hit = plans.iter().find_map(|p| {
             let r = &p.entry.record;
@@ -274,7 +284,7 @@ fn ssai_segments(
                 let first_in_window = k == 0;
                 // One choice per slot (same answer for every segment of it).
                 let key = (plan as *const Plan<'_> as usize, slot.start);
-                let (rendition, item_idx) = match chosen.iter().find(|(k, _)| *k == key) {
+                let fill = match chosen.iter().find(|(k, _)| *k == key) {
                     Some((_, c)) => *c,
                     None => {
                         let c = choose_for_slot(
@@ -294,7 +304,8 @@ fn ssai_segments(
                 if first_of_slot || seg.discontinuity {
                     out.push_str("#EXT-X-DISCONTINUITY\n");
                 }
-                if first_of_slot || first_in_window || !prev_in_break {
+                let (rendition, item_idx) = (fill.rendition, fill.item);
+                if (first_of_slot || first_in_window || !prev_in_break) && !fill.blank {
                     if let Some(r) = rendition {
                         if let Some(init) = &r.init_uri {
                             let _ = writeln!(out, "#EXT-X-MAP:URI=\"{init}\"");
@@ -343,10 +354,11 @@ fn ssai_segments(
                         out.push_str("#EXTINF:");
                         write_secs(out, s.duration);
                         out.push_str(",\n");
-                        if let Some(br) = &s.byterange {
+                        if let Some(br) = s.byterange.as_ref().filter(|_| !fill.blank) {
                             let _ = writeln!(out, "#EXT-X-BYTERANGE:{br}");
                         }
                         match (&input.settings.ad_proxy_prefix, item_idx) {
+                            _ if fill.blank => out.push_str(&input.settings.blank_subtitles_uri),
                             (Some(prefix), Some(i)) => {
                                 crate::ad_route::AdSegmentRoute::new(&entry.record.id, i, r, pos)
                                     .write(prefix, input.settings.session.as_deref(), out);
@@ -399,9 +411,20 @@ fn content_return(
     }
 }
 
+/// What fills one slot of one variant.
+#[derive(Clone, Copy)]
+struct Fill<'e> {
+    /// The ad's (or the slate's) rendition; none = content keeps the slot.
+    rendition: Option<&'e AdRendition>,
+    /// The pod item, for ad slots actually filled by the ad.
+    item: Option<usize>,
+    /// Subtitles with no ad counterpart: blank WebVTT segments timed like
+    /// `rendition` (a video rendition of the same ad).
+    blank: bool,
+}
+
 /// The rendition that fills this slot for this variant: the ad's best fit,
-/// else the slate's, else none (content keeps the slot). Returns the item
-/// index for ad slots actually filled by the ad.
+/// else the slate's, else none (content keeps the slot).
 fn choose_for_slot<'e>(
     entry: &'e BreakEntry,
     slot: Slot,
@@ -409,11 +432,18 @@ fn choose_for_slot<'e>(
     target: u64,
     fmp4: bool,
     report: &mut SpliceReport,
-) -> (Option<&'e AdRendition>, Option<usize>) {
+) -> Fill<'e> {
     if let SlotKind::Ad(i) = slot.kind {
         let item = &entry.pod.items[i];
-        match choose_rendition(&item.renditions, variant, target, fmp4, Some(slot.len)) {
-            Ok(r) => return (Some(r), Some(i)),
+        let (v, blank) = timing_variant(variant, &item.renditions);
+        match choose_timed(&item.renditions, &v, target, fmp4, Some(slot.len), blank) {
+            Ok(r) => {
+                return Fill {
+                    rendition: Some(r),
+                    item: Some(i),
+                    blank,
+                }
+            }
             Err(why) => push_reason(
                 report,
                 format!(
@@ -423,16 +453,61 @@ fn choose_for_slot<'e>(
             ),
         }
     }
-    match choose_rendition(&entry.pod.slate.renditions, variant, target, fmp4, None) {
-        Ok(r) => (Some(r), None),
+    let (v, blank) = timing_variant(variant, &entry.pod.slate.renditions);
+    match choose_timed(&entry.pod.slate.renditions, &v, target, fmp4, None, blank) {
+        Ok(r) => Fill {
+            rendition: Some(r),
+            item: None,
+            blank,
+        },
         Err(why) => {
             push_reason(
                 report,
                 format!("break {} slate: {why}; content kept", entry.record.id),
             );
-            (None, None)
+            Fill {
+                rendition: None,
+                item: None,
+                blank: false,
+            }
         }
     }
+}
+
+/// [`choose_rendition`]; for blank subtitles (`blank`) only the timing
+/// matters, so either container will do.
+fn choose_timed<'r>(
+    renditions: &'r [AdRendition],
+    variant: &Variant,
+    target: u64,
+    fmp4: bool,
+    need_segments: Option<u32>,
+    blank: bool,
+) -> Result<&'r AdRendition, String> {
+    choose_rendition(renditions, variant, target, fmp4, need_segments).or_else(|e| {
+        if blank {
+            choose_rendition(renditions, variant, target, !fmp4, need_segments)
+        } else {
+            Err(e)
+        }
+    })
+}
+
+/// Ads rarely carry subtitles. A subtitle rendition whose ad has none
+/// gets blank WebVTT segments (no content subtitle over an ad) timed like
+/// the ad's video: the variant to time them by, and whether they are blank.
+fn timing_variant(variant: &Variant, renditions: &[AdRendition]) -> (Variant, bool) {
+    if variant.kind == TrackKind::Subtitles
+        && !renditions.iter().any(|r| r.kind == TrackKind::Subtitles)
+    {
+        let video = Variant {
+            bandwidth: None,
+            codecs: None,
+            kind: TrackKind::Video,
+        };
+        return (video, true);
+    }
+    (variant.clone(), false)
 }
 
 /// Seconds with three decimals, without float formatting (hot path).
@@ -489,6 +564,10 @@ fn push_reason(report: &mut SpliceReport, r: String) {
 /// cadence (every segment within TARGETDURATION, same container, enough
 /// segments), the highest not above the variant's BANDWIDTH with compatible
 /// codecs, else the lowest. Deterministic, so every reload agrees.
+///
+/// A demuxed variant (video only) takes the ad's video-only renditions,
+/// else its muxed ones (a player with an audio group ignores a variant's
+/// own audio); every other kind takes its own kind only.
 pub fn choose_rendition<'r>(
     renditions: &'r [AdRendition],
     variant: &Variant,
@@ -496,13 +575,27 @@ pub fn choose_rendition<'r>(
     fmp4: bool,
     need_segments: Option<u32>,
 ) -> Result<&'r AdRendition, String> {
+    let of = |kind| choose_of_kind(renditions, kind, variant, target, fmp4, need_segments);
+    match variant.kind {
+        TrackKind::Video => of(TrackKind::Video).or_else(|_| of(TrackKind::Muxed)),
+        k => of(k),
+    }
+}
+
+fn choose_of_kind<'r>(
+    renditions: &'r [AdRendition],
+    kind: TrackKind,
+    variant: &Variant,
+    target: u64,
+    fmp4: bool,
+    need_segments: Option<u32>,
+) -> Result<&'r AdRendition, String> {
     let mut fit: Vec<&AdRendition> = Vec::new();
+    if !renditions.iter().any(|r| r.kind == kind) {
+        return Err(format!("no {kind:?} rendition"));
+    }
     let mut why = String::from("no renditions");
-    for r in renditions {
-        if r.kind != variant.kind {
-            why = format!("no {:?} rendition", variant.kind);
-            continue;
-        }
+    for r in renditions.iter().filter(|r| r.kind == kind) {
         if r.segments.is_empty() {
             why = "rendition has no segments".into();
             continue;
@@ -614,7 +707,8 @@ fn sgai_segments(
             .anchor_msn
             .saturating_sub(first_msn)
             .min(m.segments.len().saturating_sub(1) as u64) as usize;
-        tags.push((idx, interstitial_tag(p.entry, pdt, input.settings)));
+        let demuxed = input.variant.kind != TrackKind::Muxed;
+        tags.push((idx, interstitial_tag(p.entry, pdt, input.settings, demuxed)));
     }
     for (k, seg) in m.segments.iter().enumerate() {
         for (_, t) in tags.iter().filter(|(i, _)| *i == k) {
@@ -634,7 +728,16 @@ fn sgai_segments(
 /// variant), so it never changes while in the window. With server-side
 /// beacons on, the asset list URL carries the session so the ad playlists
 /// and segments behind it can count deliveries.
-pub fn interstitial_tag(entry: &BreakEntry, pdt_ms: i64, s: &SpliceSettings) -> String {
+/// `demuxed`: the channel's audio is in an audio group (every playlist of
+/// a demuxed channel says so, so the tag is the same in each); its asset
+/// playlists then offer the ads' video-only renditions with an audio
+/// group, the shape of the primary.
+pub fn interstitial_tag(
+    entry: &BreakEntry,
+    pdt_ms: i64,
+    s: &SpliceSettings,
+    demuxed: bool,
+) -> String {
     let r = &entry.record;
     let mut t = format!(
         "#EXT-X-DATERANGE:ID=\"{}\",CLASS=\"com.apple.hls.interstitial\",START-DATE=\"{}\",DURATION={:.3},X-ASSET-LIST=\"{}{}.json",
@@ -644,8 +747,13 @@ pub fn interstitial_tag(entry: &BreakEntry, pdt_ms: i64, s: &SpliceSettings) -> 
         s.asset_list_prefix,
         attr_safe(&r.id),
     );
+    let mut sep = '?';
     if let (Some(_), Some(sid)) = (&s.ad_proxy_prefix, &s.session) {
         let _ = write!(t, "?sid={}", attr_safe(sid));
+        sep = '&';
+    }
+    if demuxed {
+        let _ = write!(t, "{sep}tracks=demuxed");
     }
     t.push('"');
     if !s.restrict.is_empty() {

@@ -114,11 +114,11 @@ fn serve(
         (seq.ch.breaks.entries.clone(), seq.ch.breaks.disc_base)
     };
     let url = url::Url::parse(&format!("https://origin.test/live/{variant}/index.m3u8")).unwrap();
-    let v = ch.variants.iter().find(|v| v.name == variant).unwrap();
+    let v = ch.variants.iter().find(|v| v.name == variant);
     let variant_info = Variant {
-        bandwidth: Some(v.bandwidth),
-        codecs: Some(v.codecs.clone()),
-        kind: TrackKind::Muxed,
+        bandwidth: v.map(|v| v.bandwidth),
+        codecs: v.map(|v| v.codecs.clone()),
+        kind: ch.kind_of(variant),
     };
     let settings = SpliceSettings {
         asset_list_prefix: "/o/c/interstitials/".into(),
@@ -156,25 +156,34 @@ fn shape(out: &str) -> Shape {
         snap.disc_sequence,
         snap.segments
             .iter()
-            .map(|(m, f)| (*m, f.uri.contains("ads.test"), f.discontinuity))
+            .map(|(m, f)| {
+                let ours = f.uri.contains("ads.test") || f.uri == splice::BLANK_SUBTITLES_PATH;
+                (*m, ours, f.discontinuity)
+            })
             .collect(),
     )
 }
 
 /// Run a channel for `secs`, reloading every `step` ms, with several nodes
-/// (KV lags) and viewers (one per node and variant, plus late joiners),
-/// validating everything, and comparing the variants with each other at
-/// every instant and node (same MSNs spliced, same discontinuities).
+/// (KV lags) and viewers (one per node and rendition, plus late joiners),
+/// validating everything, and comparing the renditions (variants, and a
+/// demuxed channel's audio and subtitles) with each other at every instant
+/// and node (same MSNs spliced, same discontinuities).
 fn run(ch: SimChannel, mode: Mode, secs: i64, step: i64) -> Served {
     let mut seq = Sequencer {
         ch: Channel::default(),
         history: vec![],
         fmp4: ch.fmp4,
     };
-    let mut regs: Vec<Registry> = ch.variants.iter().map(|_| Registry::default()).collect();
-    let lags = [0i64, 5_000, 61_000];
-    let mut viewers: Vec<Vec<Viewer>> = ch
+    let names: Vec<&str> = ch
         .variants
+        .iter()
+        .map(|v| v.name.as_str())
+        .chain(ch.alternates().iter().map(|a| a.name))
+        .collect();
+    let mut regs: Vec<Registry> = names.iter().map(|_| Registry::default()).collect();
+    let lags = [0i64, 5_000, 61_000];
+    let mut viewers: Vec<Vec<Viewer>> = names
         .iter()
         .map(|_| lags.iter().map(|_| Viewer::default()).collect())
         .collect();
@@ -185,9 +194,9 @@ fn run(ch: SimChannel, mode: Mode, secs: i64, step: i64) -> Served {
     while t < start + secs * 1000 {
         seq.poll(&ch, t);
         let mut shapes: Vec<Vec<Shape>> = vec![Vec::new(); lags.len()];
-        for (vi, v) in ch.variants.iter().enumerate() {
+        for (vi, name) in names.iter().enumerate() {
             for (li, lag) in lags.iter().enumerate() {
-                let out = serve(&ch, &mut seq, &v.name, t, *lag, mode);
+                let out = serve(&ch, &mut seq, name, t, *lag, mode);
                 served.ads += out
                     .lines()
                     .filter(|l| l.starts_with("https://ads.test/"))
@@ -197,13 +206,12 @@ fn run(ch: SimChannel, mode: Mode, secs: i64, step: i64) -> Served {
                 let errs = regs[vi].check(&mut viewers[vi][li], &out, ch.pdt);
                 assert!(
                     errs.is_empty(),
-                    "t={t} variant={} lag={lag}: {errs:?}\n{out}",
-                    v.name
+                    "t={t} rendition={name} lag={lag}: {errs:?}\n{out}"
                 );
             }
             // A late joiner at a pseudo-random instant: a fresh viewer.
             if k % 7 == 3 {
-                let out = serve(&ch, &mut seq, &v.name, t + 333, 30_000, mode);
+                let out = serve(&ch, &mut seq, name, t + 333, 30_000, mode);
                 let errs = regs[vi].check(&mut Viewer::default(), &out, ch.pdt);
                 assert!(errs.is_empty(), "late joiner t={t}: {errs:?}\n{out}");
             }
@@ -211,11 +219,11 @@ fn run(ch: SimChannel, mode: Mode, secs: i64, step: i64) -> Served {
         // Rule 5: every variant splices the same MSNs with the same
         // discontinuities (ABR switching inside a break).
         for (li, per_variant) in shapes.iter().enumerate() {
-            for other in per_variant.iter().skip(1) {
+            for (oi, other) in per_variant.iter().enumerate().skip(1) {
                 assert_eq!(
                     &per_variant[0], other,
-                    "t={t} lag={}: variants differ",
-                    lags[li]
+                    "t={t} lag={}: {} differs from {}",
+                    lags[li], names[oi], names[0]
                 );
             }
         }
@@ -345,6 +353,88 @@ fn ssai_replaces_exactly_the_break_and_returns_at_its_end() {
         "low variant gets the 700k rendition"
     );
     assert!(out.contains("https://ads.test/slate/500000/s0.ts"));
+}
+
+#[test]
+fn ssai_demuxed_audio_and_subtitles_stay_aligned_with_video() {
+    for fmp4 in [false, true] {
+        let ch = SimChannel {
+            demuxed: true,
+            fmp4,
+            cadence_ms: 1920,
+            ..Default::default()
+        };
+        assert!(run(ch, Mode::Ssai, 150, 1000).ads > 0);
+    }
+}
+
+#[test]
+fn sgai_demuxed_every_rendition_announces_the_same_interstitial() {
+    let ch = SimChannel {
+        demuxed: true,
+        ..Default::default()
+    };
+    let s = run(ch, Mode::Sgai, 120, 1000);
+    assert!(s.interstitials > 0 && s.ads == 0);
+}
+
+/// Inside a break, each rendition of a demuxed channel gets its kind: the
+/// video variant the ad's video-only rendition, each audio language the
+/// ad's audio, the subtitles blank WebVTT; the slate likewise.
+#[test]
+fn ssai_demuxed_each_rendition_gets_its_kind() {
+    let ch = SimChannel {
+        demuxed: true,
+        ..Default::default()
+    };
+    let mut seq = Sequencer {
+        ch: Channel::default(),
+        history: vec![],
+        fmp4: false,
+    };
+    for msn in 9..30u64 {
+        seq.poll(&ch, ch.pdt_of(msn + 1) + 10);
+    }
+    let wide = SimChannel {
+        window: 30,
+        ..ch.clone()
+    };
+    let at = ch.pdt_of(29) + 10;
+    let expect = [
+        (
+            "low",
+            "https://ads.test/adA/600000/s0.ts",
+            "https://ads.test/slate/400000/s0.ts",
+        ),
+        (
+            "aud-en",
+            "https://ads.test/adA/128000/s0.ts",
+            "https://ads.test/slate/96000/s0.ts",
+        ),
+        (
+            "aud-es",
+            "https://ads.test/adA/128000/s0.ts",
+            "https://ads.test/slate/96000/s0.ts",
+        ),
+    ];
+    for (name, ad, slate) in expect {
+        let out = serve(&wide, &mut seq, name, at, 0, Mode::Ssai);
+        assert!(out.contains(ad) && out.contains(slate), "{name}:\n{out}");
+        assert!(
+            !out.contains("/700000/") && !out.contains("/500000/"),
+            "{name}: muxed ad in a demuxed rendition\n{out}"
+        );
+    }
+    let subs = serve(&wide, &mut seq, "sub-en", at, 0, Mode::Ssai);
+    let snap = cf_ssai_core::validate::snapshot(&subs).unwrap();
+    for (msn, f) in &snap.segments {
+        let blank = f.uri == splice::BLANK_SUBTITLES_PATH;
+        assert_eq!(blank, (10..25).contains(msn), "MSN {msn}: {}", f.uri);
+        if !blank {
+            assert!(f.uri.ends_with(".vtt"), "{}", f.uri);
+        }
+    }
+    assert!(!subs.contains("EXT-X-MAP"), "{subs}");
 }
 
 #[test]

@@ -27,6 +27,18 @@ pub fn rendition(ad: &str, bw: u64, segs: usize, seg_dur: f64, fmp4: bool) -> Ad
     }
 }
 
+pub fn demuxed(mut r: AdRendition, kind: TrackKind) -> AdRendition {
+    r.kind = kind;
+    r.codecs = Some(
+        match kind {
+            TrackKind::Audio => "mp4a.40.2",
+            _ => "avc1.42c01e",
+        }
+        .into(),
+    );
+    r
+}
+
 pub fn pod(break_id: &str, cadence_s: f64, fmp4: bool) -> Pod {
     let n = (10.0 / cadence_s).round() as usize;
     let item = |id: &str| PodItem {
@@ -37,6 +49,10 @@ pub fn pod(break_id: &str, cadence_s: f64, fmp4: bool) -> Pod {
         renditions: vec![
             rendition(id, 700_000, n, cadence_s, fmp4),
             rendition(id, 2_000_000, n, cadence_s, fmp4),
+            // What ingest makes for demuxed channels: the same encode
+            // without audio, and its audio alone.
+            demuxed(rendition(id, 600_000, n, cadence_s, fmp4), TrackKind::Video),
+            demuxed(rendition(id, 128_000, n, cadence_s, fmp4), TrackKind::Audio),
         ],
         tracking: Tracking::default(),
     };
@@ -47,7 +63,17 @@ pub fn pod(break_id: &str, cadence_s: f64, fmp4: bool) -> Pod {
         items: vec![item("adA"), item("adB")],
         slate: Slate {
             slate_id: "slate".into(),
-            renditions: vec![rendition("slate", 500_000, 1, cadence_s, fmp4)],
+            renditions: vec![
+                rendition("slate", 500_000, 1, cadence_s, fmp4),
+                demuxed(
+                    rendition("slate", 400_000, 1, cadence_s, fmp4),
+                    TrackKind::Video,
+                ),
+                demuxed(
+                    rendition("slate", 96_000, 1, cadence_s, fmp4),
+                    TrackKind::Audio,
+                ),
+            ],
         },
         fill_s: 10.0,
         source: PodSource::Library,
