@@ -3,8 +3,10 @@
 # two renditions, each encoded once and segmented twice without re-encoding,
 # as MPEG-TS (seg{n}.ts) and as fMP4 (init.mp4 + seg{n}.m4s), in segments of
 # 1.92 s = 48 video frames at 25 fps = 90 AAC frames at 48 kHz, so audio and
-# video end together at every boundary; and source files for two ads and a
-# slate that look nothing alike.
+# video end together at every boundary; the same video without audio and
+# two audio languages as separate TS renditions (the demuxed channel; its
+# WebVTT subtitles are written by the origin); and source files for two ads
+# and a slate that look nothing alike.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 OUT="${1:-$ROOT/demo-media}"
@@ -12,7 +14,7 @@ LOOP="${DEMO_LOOP_SEGMENTS:-60}"
 CAD=1.92
 FONT=/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf
 # Bump the version when the encoding changes so old media is regenerated.
-stamp="$OUT/.done-v3-$LOOP"
+stamp="$OUT/.done-v4-$LOOP"
 [ -f "$stamp" ] && exit 0
 mkdir -p "$OUT/content" "$OUT/src"
 DUR=$(awk "BEGIN{print $LOOP*$CAD}")
@@ -31,7 +33,21 @@ for r in "v360 640x360 700k" "v540 960x540 1400k"; do
   ffmpeg -hide_banner -loglevel error -y -i "$OUT/content/$1/enc.mp4" -c copy \
     -f hls -hls_time $CAD -hls_playlist_type vod -hls_segment_type fmp4 -hls_fmp4_init_filename init.mp4 \
     -hls_segment_filename "$OUT/content/$1/seg%d.m4s" "$OUT/content/$1/vod-fmp4.m3u8"
+  # Demuxed: the same encode without audio (no re-encode, same timing).
+  mkdir -p "$OUT/content/$1-video"
+  ffmpeg -hide_banner -loglevel error -y -i "$OUT/content/$1/enc.mp4" -an -c copy \
+    -f hls -hls_time $CAD -hls_playlist_type vod -hls_segment_filename "$OUT/content/$1-video/seg%d.ts" "$OUT/content/$1-video/vod.m3u8"
+  [ "$1" = v360 ] && ffmpeg -hide_banner -loglevel error -y -i "$OUT/content/$1/enc.mp4" -vn -c copy "$OUT/content/aud-en.m4a"
   rm -f "$OUT/content/$1/enc.mp4"
+done
+# The second language: another tone, encoded like the first.
+ffmpeg -hide_banner -loglevel error -y -f lavfi -i "sine=frequency=660:sample_rate=48000" -t "$DUR" \
+  -c:a aac -ar 48000 -ac 2 -b:a 96k "$OUT/content/aud-es.m4a"
+for lang in en es; do
+  mkdir -p "$OUT/content/aud-$lang"
+  ffmpeg -hide_banner -loglevel error -y -i "$OUT/content/aud-$lang.m4a" -c copy \
+    -f hls -hls_time $CAD -hls_playlist_type vod -hls_segment_filename "$OUT/content/aud-$lang/seg%d.ts" "$OUT/content/aud-$lang/vod.m3u8"
+  rm -f "$OUT/content/aud-$lang.m4a"
 done
 src() { # name seconds video-source label color
   ffmpeg -hide_banner -loglevel error -y -f lavfi -i "$3" -f lavfi -i "sine=frequency=$5:sample_rate=48000" \

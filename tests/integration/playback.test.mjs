@@ -176,3 +176,132 @@ test("LL-HLS blocking reload: _HLS_msn reaches the origin, which holds the reque
     assert.equal(r.status, 400, `${bad}: ${r.text}`);
   }
 });
+
+/**
+ * Per MSN of a served playlist: its discontinuity number (the sequence at
+ * that segment) and whether it is ours (ad, slate, blank subtitles).
+ */
+function shape(text) {
+  let msn = Number(text.match(/#EXT-X-MEDIA-SEQUENCE:(\d+)/)?.[1] ?? 0);
+  let disc = Number(text.match(/#EXT-X-DISCONTINUITY-SEQUENCE:(\d+)/)?.[1] ?? 0);
+  const out = new Map();
+  let pendingDisc = false;
+  for (const line of text.split("\n")) {
+    if (line === "#EXT-X-DISCONTINUITY") pendingDisc = true;
+    else if (line && !line.startsWith("#")) {
+      if (pendingDisc) disc++;
+      out.set(msn, { disc, ours: /\/media\/demo\/(ads|slates)\/|\/blank\.vtt/.test(line), uri: line });
+      pendingDisc = false;
+      msn++;
+    }
+  }
+  return out;
+}
+
+/**
+ * SGAI on a demuxed channel mid-break: the interstitial is the same in
+ * every rendition, and its assets come in the primary's shape (video
+ * variants naming an audio group).
+ */
+async function checkSgai(renditions) {
+  const sgai = {};
+  const text = {};
+  for (const [name, path] of Object.entries(renditions)) {
+    text[name] = (await get(path.replace("mode=ssai", "mode=sgai"))).text;
+    sgai[name] = text[name].match(/#EXT-X-DATERANGE:[^\n]*com\.apple\.hls\.interstitial[^\n]*/g) ?? [];
+  }
+  // (A playlist of the last second may come from this location's cache.)
+  if (sgai.v360.length === 0) return false;
+  for (const name of Object.keys(renditions)) assert.deepEqual(sgai[name], sgai.v360, `${name}: same interstitials as v360`);
+  const asset = sgai.v360[0].match(/X-ASSET-LIST="([^"]+)"/)[1];
+  assert.match(asset, /tracks=demuxed/);
+  const doc = JSON.parse((await get(asset)).text);
+  assert.ok(doc.ASSETS.length > 0);
+  const adMaster = (await get(doc.ASSETS[0].URI)).text;
+  assert.match(adMaster, /#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="ad-audio"/, adMaster);
+  assert.match(adMaster, /#EXT-X-STREAM-INF:[^\n]*AUDIO="ad-audio"/, adMaster);
+  return true;
+}
+
+test("demuxed channel: video, both audio languages and subtitles keep the live rules and stay aligned through a break", async () => {
+  const master = await get(`/${ORG}/news-demuxed/master.m3u8?mode=ssai`);
+  assert.equal(master.status, 200, master.text);
+  const uri = (re) => {
+    const m = master.text.match(re);
+    assert.ok(m, `${re} in\n${master.text}`);
+    return m[1];
+  };
+  const renditions = {
+    v360: uri(/\n(\/demo\/news-demuxed\/v360\/index\.m3u8\?[^\n]+)/),
+    v540: uri(/\n(\/demo\/news-demuxed\/v540\/index\.m3u8\?[^\n]+)/),
+    "aud-en": uri(/URI="(\/demo\/news-demuxed\/aud-en\/index\.m3u8\?[^"]+)"/),
+    "aud-es": uri(/URI="(\/demo\/news-demuxed\/aud-es\/index\.m3u8\?[^"]+)"/),
+    "sub-en": uri(/URI="(\/demo\/news-demuxed\/sub-en\/index\.m3u8\?[^"]+)"/),
+  };
+  assert.match(renditions.v360, /[?&]k=video(&|$)/, "a variant with an audio group is video only");
+  assert.match(renditions["aud-es"], /[?&]k=audio(&|$)/);
+  assert.match(renditions["sub-en"], /[?&]k=subtitles(&|$)/);
+  const served = [];
+  const seen = {};
+  let sawBreak = false;
+  let returned = false;
+  let sgaiChecked = false;
+  const end = Date.now() + 150_000;
+  while (Date.now() < end && !returned) {
+    const tick = Date.now();
+    const shapes = {};
+    for (const [name, path] of Object.entries(renditions)) {
+      const r = await get(path);
+      assert.equal(r.status, 200, `${name}: ${r.text}`);
+      served.push({ group: `demuxed/${name}`, viewer: "A", playlist: r.text, pdt: true });
+      shapes[name] = shape(r.text);
+      for (const [, seg] of shapes[name]) if (seg.ours) (seen[name] ??= new Set()).add(seg.uri);
+    }
+    // Every rendition has the same MSNs spliced with the same
+    // discontinuity numbers (compared where their windows overlap: the
+    // requests of one tick may straddle a new segment).
+    for (const [name, sh] of Object.entries(shapes)) {
+      for (const [msn, seg] of sh) {
+        const v = shapes.v360.get(msn);
+        if (!v) continue;
+        assert.equal(seg.ours, v.ours, `MSN ${msn}: ${name} ${seg.uri} vs v360 ${v.uri}`);
+        assert.equal(seg.disc, v.disc, `MSN ${msn}: ${name} discontinuity ${seg.disc} vs v360 ${v.disc}`);
+      }
+    }
+    const inBreak = [...shapes.v360.values()].some((x) => x.ours);
+    sawBreak ||= inBreak;
+    if (inBreak && !sgaiChecked) sgaiChecked = await checkSgai(renditions);
+    returned = sawBreak && !inBreak && [...shapes.v360.values()].length > 0;
+    await sleep(Math.max(0, 1000 - (Date.now() - tick)));
+  }
+  assert.ok(sawBreak, "a break was spliced into the demuxed channel");
+  assert.ok(sgaiChecked, "the break was announced as an interstitial in SGAI");
+  assert.ok(returned, "and it ended in every rendition");
+  const v = spawnSync(CLI, ["validate"], { input: served.map((x) => JSON.stringify(x)).join("\n"), encoding: "utf8" });
+  assert.equal(v.status, 0, `validator found violations:\n${v.stdout.slice(0, 4000)}`);
+  // Each rendition got its kind of the ad: video only, audio only (one
+  // ad audio for both languages), blank WebVTT for the subtitles.
+  const dir = mkdtempSync(join(tmpdir(), "cf-ssai-demuxed-"));
+  const probe = async (u) => {
+    const r = await http(u.startsWith("http") ? u : s.base + u);
+    assert.equal(r.status, 200, u);
+    const f = join(dir, "seg");
+    writeFileSync(f, r.body);
+    const p = spawnSync("ffprobe", ["-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0", f], { encoding: "utf8" });
+    assert.equal(p.status, 0, `${u}: ${p.stderr}`);
+    // A TS lists its streams once more under its program.
+    return [...new Set(p.stdout.split("\n").filter(Boolean))].sort().join(",");
+  };
+  for (const name of ["v360", "v540"]) {
+    for (const u of [...seen[name]].slice(0, 3)) assert.equal(await probe(u), "video", `${name}: ${u}`);
+  }
+  for (const name of ["aud-en", "aud-es"]) {
+    for (const u of [...seen[name]].slice(0, 3)) assert.equal(await probe(u), "audio", `${name}: ${u}`);
+  }
+  assert.deepEqual([...seen["aud-en"]].sort(), [...seen["aud-es"]].sort(), "both languages get the ad's audio");
+  assert.deepEqual([...seen["sub-en"]], ["/blank.vtt"], "subtitles are blank during the ads");
+  const blank = await http(`${s.base}/blank.vtt`);
+  assert.equal(blank.status, 200);
+  assert.match(blank.headers["content-type"], /text\/vtt/);
+  assert.equal(blank.text().trim(), "WEBVTT");
+});

@@ -295,6 +295,11 @@ export async function seed(stack, opts = {}) {
   if (opts.fmp4 !== false) {
     must(await api(base, "PUT", `/api/orgs/${ORG}/channels/news-fmp4`, channelConfig(originBase, `${opts.dialect ?? "cue-out"}-fmp4`, { mode: "auto" })), "news-fmp4");
   }
+  // The news channel demuxed: video-only variants, an audio group in two
+  // languages and WebVTT subtitles (ads keep every rendition aligned).
+  if (opts.demuxed !== false) {
+    must(await api(base, "PUT", `/api/orgs/${ORG}/channels/news-demuxed`, channelConfig(originBase, `${opts.dialect ?? "cue-out"}-demuxed`, { mode: "auto" })), "news-demuxed");
+  }
   // A channel without origin markers, for POST /cue.
   must(await api(base, "PUT", `/api/orgs/${ORG}/channels/manual`, channelConfig(originBase, "none")), "manual");
   stack.apiKey = must(await api(base, "POST", `/api/orgs/${ORG}/api-keys`, {}), "api key").json.key;
@@ -319,6 +324,7 @@ cf-ssai is running (all four workers in wrangler dev, live origin on ${stack.ori
   Player, SSAI:   ${b}/${ORG}/news/master.m3u8?mode=ssai
   Player, SGAI:   ${b}/${ORG}/news/master.m3u8?mode=sgai
   Player, fMP4:   ${b}/${ORG}/news-fmp4/master.m3u8?mode=ssai   (same stream as CMAF/fMP4)
+  Demuxed:        ${b}/${ORG}/news-demuxed/master.m3u8?mode=ssai   (audio en/es + WebVTT; mode=sgai too)
   Dashboard:      ${b}/dashboard   (paste the API key below)
   API key (org ${ORG}): ${stack.apiKey}
 

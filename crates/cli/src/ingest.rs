@@ -127,7 +127,15 @@ pub fn ingest(spec: &Spec) -> Result<serde_json::Value, String> {
         _ => None,
     };
     let mut renditions = Vec::new();
-    for (res, bw) in ladder {
+    let kind = if slate { "slates" } else { "ads" };
+    let up = Upload {
+        api,
+        token,
+        public,
+        prefix: format!("{org}/{kind}/{id}"),
+        cadence,
+    };
+    for (i, (res, bw)) in ladder.iter().enumerate() {
         let dir = work.join(bw.to_string());
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let enc = dir.join("enc.mp4");
@@ -141,72 +149,26 @@ pub fn ingest(spec: &Spec) -> Result<serde_json::Value, String> {
             has_audio,
             audio_filter.as_deref(),
         )?;
-        for c in &containers {
-            let fmp4 = *c == "fmp4";
-            segment(&enc, &dir, cadence, fmp4)?;
-            let list = dir.join(if fmp4 { "fmp4.m3u8" } else { "ts.m3u8" });
-            let text = std::fs::read_to_string(&list).map_err(|e| e.to_string())?;
-            let m = media::parse(&text).map_err(|e| format!("ffmpeg output: {e}"))?;
-            let kind = if slate { "slates" } else { "ads" };
-            let prefix = format!("{org}/{kind}/{id}/{bw}{}", if fmp4 { "/fmp4" } else { "" });
-            let (ext, ctype) = if fmp4 {
-                ("m4s", "video/mp4")
-            } else {
-                ("ts", "video/mp2t")
-            };
-            let mut segs = Vec::new();
-            let mut pl = format!(
-                "#EXTM3U\n#EXT-X-VERSION:{}\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n",
-                if fmp4 { 7 } else { 3 },
-                cadence.ceil() as u64
-            );
-            let init_uri = if fmp4 {
-                upload(
-                    api,
-                    token,
-                    &format!("{prefix}/init.mp4"),
-                    &dir.join("init.mp4"),
-                    "video/mp4",
-                )?;
-                let u = format!("{public}/media/{prefix}/init.mp4");
-                pl.push_str(&format!("#EXT-X-MAP:URI=\"{u}\"\n"));
-                Some(u)
-            } else {
-                None
-            };
-            for (i, sg) in m.segments.iter().enumerate() {
-                let name = format!("seg{i}.{ext}");
-                let local = dir.join(m.tokens.lines[sg.uri_line].raw().trim());
-                upload(api, token, &format!("{prefix}/{name}"), &local, ctype)?;
-                let uri = format!("{public}/media/{prefix}/{name}");
-                pl.push_str(&format!("#EXTINF:{},\n{uri}\n", sg.duration_text));
-                segs.push(AdSegment {
-                    uri,
-                    duration: sg.duration,
-                    byterange: None,
-                });
+        // Muxed for muxed channels; for demuxed ones (audio in an audio
+        // group) the same encode without audio, and once its audio alone:
+        // remuxed, never re-encoded, so every track keeps the timing. The
+        // bandwidths differ (audio 128 kb/s, video-only the rung less
+        // that), so each rendition has its own routes.
+        let mut tracks = vec![(TrackKind::Muxed, *bw, Some(res.as_str()))];
+        tracks.push((
+            TrackKind::Video,
+            bw.saturating_sub(AUDIO_BANDWIDTH),
+            Some(res),
+        ));
+        if i == 0 {
+            tracks.push((TrackKind::Audio, AUDIO_BANDWIDTH, None));
+        }
+        for (kind, bandwidth, res) in tracks {
+            for c in &containers {
+                let out = dir.join(format!("{kind:?}-{c}"));
+                std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+                renditions.push(up.rendition(&enc, &out, kind, bandwidth, res, *c == "fmp4")?);
             }
-            pl.push_str("#EXT-X-ENDLIST\n");
-            let plf = dir.join("playlist.m3u8");
-            std::fs::write(&plf, pl).map_err(|e| e.to_string())?;
-            upload(
-                api,
-                token,
-                &format!("{prefix}/index.m3u8"),
-                &plf,
-                "application/vnd.apple.mpegurl",
-            )?;
-            renditions.push(AdRendition {
-                bandwidth: *bw,
-                codecs: Some("avc1.4d401f,mp4a.40.2".into()),
-                resolution: Some(res.clone()),
-                kind: TrackKind::Muxed,
-                playlist_url: format!("{public}/media/{prefix}/index.m3u8"),
-                cadence_s: cadence,
-                segments: segs,
-                init_uri,
-                key: None,
-            });
         }
     }
     let (path, body) = if slate {
@@ -434,12 +396,125 @@ fn transcode(
     Ok(())
 }
 
+/// Audio-only renditions' BANDWIDTH (96 kb/s AAC plus container).
+const AUDIO_BANDWIDTH: u64 = 128_000;
+
+/// Where and how renditions are uploaded.
+struct Upload<'a> {
+    api: &'a str,
+    token: &'a str,
+    public: &'a str,
+    /// `{org}/{ads|slates}/{id}`.
+    prefix: String,
+    cadence: f64,
+}
+
+impl Upload<'_> {
+    /// Segment one track selection of the encode into `dir`, upload its
+    /// segments and VOD playlist, and describe it.
+    fn rendition(
+        &self,
+        enc: &Path,
+        dir: &Path,
+        kind: TrackKind,
+        bw: u64,
+        res: Option<&str>,
+        fmp4: bool,
+    ) -> Result<AdRendition, String> {
+        let (api, token, public, cadence) = (self.api, self.token, self.public, self.cadence);
+        segment(enc, dir, cadence, fmp4, kind)?;
+        let list = dir.join(if fmp4 { "fmp4.m3u8" } else { "ts.m3u8" });
+        let text = std::fs::read_to_string(&list).map_err(|e| e.to_string())?;
+        let m = media::parse(&text).map_err(|e| format!("ffmpeg output: {e}"))?;
+        let prefix = format!("{}/{bw}{}", self.prefix, if fmp4 { "/fmp4" } else { "" });
+        let (ext, ctype) = match (fmp4, kind) {
+            (true, TrackKind::Audio) => ("m4s", "audio/mp4"),
+            (true, _) => ("m4s", "video/mp4"),
+            (false, _) => ("ts", "video/mp2t"),
+        };
+        let mut segs = Vec::new();
+        let mut pl = format!(
+            "#EXTM3U\n#EXT-X-VERSION:{}\n#EXT-X-TARGETDURATION:{}\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-PLAYLIST-TYPE:VOD\n",
+            if fmp4 { 7 } else { 3 },
+            cadence.ceil() as u64
+        );
+        let init_uri = if fmp4 {
+            upload(
+                api,
+                token,
+                &format!("{prefix}/init.mp4"),
+                &dir.join("init.mp4"),
+                ctype,
+            )?;
+            let u = format!("{public}/media/{prefix}/init.mp4");
+            pl.push_str(&format!("#EXT-X-MAP:URI=\"{u}\"\n"));
+            Some(u)
+        } else {
+            None
+        };
+        // Whole segments only (an audio remux may end with a few
+        // milliseconds of encoder priming as its own segment).
+        let whole = m.segments.iter().filter(|sg| sg.duration >= cadence / 2.0);
+        for (i, sg) in whole.enumerate() {
+            let name = format!("seg{i}.{ext}");
+            let local = dir.join(m.tokens.lines[sg.uri_line].raw().trim());
+            upload(api, token, &format!("{prefix}/{name}"), &local, ctype)?;
+            let uri = format!("{public}/media/{prefix}/{name}");
+            pl.push_str(&format!("#EXTINF:{},\n{uri}\n", sg.duration_text));
+            segs.push(AdSegment {
+                uri,
+                duration: sg.duration,
+                byterange: None,
+            });
+        }
+        pl.push_str("#EXT-X-ENDLIST\n");
+        let plf = dir.join("playlist.m3u8");
+        std::fs::write(&plf, pl).map_err(|e| e.to_string())?;
+        upload(
+            api,
+            token,
+            &format!("{prefix}/index.m3u8"),
+            &plf,
+            "application/vnd.apple.mpegurl",
+        )?;
+        Ok(AdRendition {
+            bandwidth: bw,
+            codecs: Some(
+                match kind {
+                    TrackKind::Audio => "mp4a.40.2",
+                    TrackKind::Video => "avc1.4d401f",
+                    _ => "avc1.4d401f,mp4a.40.2",
+                }
+                .into(),
+            ),
+            resolution: res.map(str::to_string),
+            kind,
+            playlist_url: format!("{public}/media/{prefix}/index.m3u8"),
+            cadence_s: cadence,
+            segments: segs,
+            init_uri,
+            key: None,
+        })
+    }
+}
+
 /// Cut the encode into HLS segments without re-encoding: MPEG-TS
 /// (`ts.m3u8`, `seg%d.ts`) or fMP4 (`fmp4.m3u8`, `init.mp4`, `seg%d.m4s`).
-fn segment(enc: &Path, dir: &Path, cadence: f64, fmp4: bool) -> Result<(), String> {
+fn segment(
+    enc: &Path,
+    dir: &Path,
+    cadence: f64,
+    fmp4: bool,
+    kind: TrackKind,
+) -> Result<(), String> {
     let mut cmd = Command::new("ffmpeg");
     cmd.args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
         .arg(enc)
+        .args(match kind {
+            TrackKind::Video => &["-an"][..],
+            TrackKind::Audio => &["-vn"][..],
+            _ => &[][..],
+        })
         .args([
             "-c",
             "copy",

@@ -11,7 +11,11 @@
 //! early on every channel. A `-fmp4` suffix serves the channel as fMP4
 //! (`init.mp4` + `seg{n}.m4s` from the same media directory). `inband`
 //! (and `inband-fmp4`) carries its breaks only in the media: a SCTE-35 PID
-//! in the TS, `emsg` boxes in the fMP4, no playlist marker.
+//! in the TS, `emsg` boxes in the fMP4, no playlist marker. A `-demuxed`
+//! suffix serves the channel demuxed (TS): video-only variants from
+//! `{variant}-video/`, an audio group in English and Spanish (`aud-en/`,
+//! `aud-es/`) and English WebVTT subtitles written here, one cue per
+//! segment naming its MSN.
 //! Media playlists honour LL-HLS blocking reloads (`_HLS_msn`).
 //! `POST /ctl/{channel}/down?secs=N` makes a channel answer 503 for N
 //! seconds (the origin-dies test). Listens on 127.0.0.1 only.
@@ -89,6 +93,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         loop_len,
         origin_disc_every: if loop_len < 1_000_000 { loop_len } else { 0 },
         signal_ahead: flag_or(args, "--signal-ahead", 0)?,
+        demuxed: false,
     };
     let origin = Arc::new(Origin {
         base,
@@ -192,7 +197,10 @@ fn respond(
             let chan = channel(o, ch);
             match rest {
                 ["master.m3u8"] => text(chan.master()),
-                [v, "index.m3u8"] if chan.variants.iter().any(|x| x.name == *v) => {
+                [v, "index.m3u8"]
+                    if chan.variants.iter().any(|x| x.name == *v)
+                        || chan.alternates().iter().any(|a| a.name == *v) =>
+                {
                     // LL-HLS blocking reload: hold the request until the
                     // asked-for MSN is published (at most 3 target
                     // durations), 400 for one too far ahead, 503 on timeout.
@@ -223,10 +231,19 @@ fn respond(
                     }
                     text(chan.media(v, now_ms()))
                 }
+                [v, file] if file.ends_with(".vtt") => match subtitles(&chan, file) {
+                    Some(body) => ("200 OK", "text/vtt", body.into_bytes()),
+                    None => ("404 Not Found", "text/plain", b"no such segment".to_vec()),
+                },
                 [v, file] => match &o.media {
                     Some(dir) => {
                         let name = segment_file(file, chan.loop_len);
-                        match std::fs::read(dir.join(v).join(&name)) {
+                        let v = if chan.demuxed && chan.variants.iter().any(|x| x.name == *v) {
+                            format!("{v}-video")
+                        } else {
+                            v.to_string()
+                        };
+                        match std::fs::read(dir.join(&v).join(&name)) {
                             Ok(b) => ("200 OK", ctype(&name), inband(&chan, file, b)),
                             Err(_) => ("404 Not Found", "text/plain", b"no such segment".to_vec()),
                         }
@@ -248,6 +265,14 @@ fn respond(
 fn channel(o: &Origin, name: &str) -> SimChannel {
     let mut c = o.base.clone();
     // `{dialect}-fmp4`: the same stream as fMP4 (init.mp4 + seg{n}.m4s).
+    // `{dialect}-demuxed`: video, audio languages and subtitles apart.
+    let name = match name.strip_suffix("-demuxed") {
+        Some(base) => {
+            c.demuxed = true;
+            base
+        }
+        None => name,
+    };
     let name = match name.strip_suffix("-fmp4") {
         Some(base) => {
             c.fmp4 = true;
@@ -299,6 +324,33 @@ fn inband(chan: &SimChannel, file: &str, bytes: Vec<u8>) -> Vec<u8> {
         },
         _ => bytes,
     }
+}
+
+/// Segment `seg{msn}.vtt` of the subtitles: one cue over the segment,
+/// timed against the media's MPEG-TS clock (the loop's media start at PTS
+/// 1.4 s = 126000 and advance one cadence per file).
+fn subtitles(chan: &SimChannel, file: &str) -> Option<String> {
+    let msn: u64 = file
+        .strip_prefix("seg")?
+        .strip_suffix(".vtt")?
+        .parse()
+        .ok()?;
+    let start = (msn % chan.loop_len.max(1)) * chan.cadence_ms;
+    let end = start + chan.cadence_ms;
+    let t = |ms: u64| {
+        format!(
+            "{:02}:{:02}:{:02}.{:03}",
+            ms / 3_600_000,
+            ms / 60_000 % 60,
+            ms / 1000 % 60,
+            ms % 1000
+        )
+    };
+    Some(format!(
+        "WEBVTT\nX-TIMESTAMP-MAP=MPEGTS:126000,LOCAL:00:00:00.000\n\n{} --> {}\nNews subtitles, segment {msn}\n",
+        t(start),
+        t(end)
+    ))
 }
 
 /// `seg{msn}.ts` → the file of that position in the loop.

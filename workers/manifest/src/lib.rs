@@ -70,6 +70,16 @@ async fn route(req: Request, env: Env, ctx: Context) -> Result<Response> {
             h.set("X-Content-Type-Options", "nosniff")?;
             Ok(r)
         }
+        (Method::Get | Method::Head, ["blank.vtt"]) => {
+            // The subtitle segments of an ad without subtitles (the splice
+            // names this path): a WebVTT file with no cues.
+            let mut r = Response::ok(cf_ssai_core::splice::BLANK_SUBTITLES)?;
+            let h = r.headers_mut();
+            h.set("Content-Type", "text/vtt; charset=utf-8")?;
+            h.set("Cache-Control", "public, max-age=86400")?;
+            h.set("Access-Control-Allow-Origin", "*")?;
+            Ok(r)
+        }
         (Method::Get | Method::Head, ["media", key @ ..]) => {
             media(&req, &env, &key.join("/")).await
         }

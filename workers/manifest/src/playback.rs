@@ -237,6 +237,7 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
         bandwidth: q("bw").and_then(|b| b.parse().ok()),
         codecs: q("codecs"),
         kind: match q("k").as_deref() {
+            Some("video") => TrackKind::Video,
             Some("audio") => TrackKind::Audio,
             Some("subtitles") => TrackKind::Subtitles,
             _ => TrackKind::Muxed,
@@ -560,15 +561,32 @@ pub async fn asset_list(
     let prefix = format!("/{}/{}/ads/{}/", ch.org, ch.slug, break_id);
     // Server-side beacons: the session rides on to the ad playlists.
     let sid = counted_session(req, env, ch)?;
-    let q = sid.map(|s| format!("?sid={s}")).unwrap_or_default();
+    // A demuxed primary's assets come in its shape (`sgai::ad_master`).
+    let demuxed = demuxed_tracks(&url);
+    let mut q: Vec<String> = sid.map(|s| format!("sid={s}")).into_iter().collect();
+    if demuxed {
+        q.push("tracks=demuxed".into());
+    }
+    let q = if q.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", q.join("&"))
+    };
+    let slate_q = if demuxed { "?tracks=demuxed" } else { "" };
     let doc = sgai::asset_list(&entry, offset, |i| match i {
         Some(i) => format!("{prefix}{i}.m3u8{q}"),
-        None => format!("{prefix}slate.m3u8"),
+        None => format!("{prefix}slate.m3u8{slate_q}"),
     });
     let mut r = Response::from_json(&doc)?;
     cors(req, &ch.config, r.headers_mut())?;
     r.headers_mut().set("Cache-Control", "max-age=2")?;
     Ok(r)
+}
+
+/// Did the interstitial (or asset list) ask for a demuxed primary's shape?
+fn demuxed_tracks(url: &Url) -> bool {
+    url.query_pairs()
+        .any(|(k, v)| k == "tracks" && v == "demuxed")
 }
 
 /// The viewer session of a request, when this channel counts ad
@@ -746,6 +764,7 @@ pub async fn ad_master(
         return error(404, format!("no break {break_id}"));
     };
     let sid = counted_session(req, env, ch)?;
+    let demuxed = demuxed_tracks(&req.url()?);
     let (renditions, idx) = match which {
         "slate" => (&entry.pod.slate.renditions, None),
         i => match i
@@ -763,13 +782,13 @@ pub async fn ad_master(
         .collect();
     let body = match (idx, sid) {
         // Counted: our media playlists, whose segments go through /ad/.
-        (Some(i), Some(sid)) => sgai::ad_master(&renditions, |r| {
+        (Some(i), Some(sid)) => sgai::ad_master(&renditions, demuxed, |r| {
             format!(
                 "/{}/{}/ads/{break_id}/{i}/{}.m3u8?sid={sid}",
                 ch.org, ch.slug, r.bandwidth
             )
         }),
-        _ => sgai::ad_master(&renditions, |r| r.playlist_url.clone()),
+        _ => sgai::ad_master(&renditions, demuxed, |r| r.playlist_url.clone()),
     };
     respond(req, &ch.config, body, 2)
 }
