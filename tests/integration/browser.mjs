@@ -38,13 +38,16 @@ export const PAGE = (src) => `<!doctype html><html><body style="margin:0;backgro
 <video id="v" muted playsinline style="width:960px;height:540px"></video>
 <script src="/media/_static/hls.min.js"></script>
 <script>
-  const log = window.playerLog = { frags: [], fatal: [], errors: [], events: [], stalls: [], maxStallMs: 0, started: false, progress: 0 };
+  const log = window.playerLog = { frags: [], alt: [], fatal: [], errors: [], events: [], stalls: [], maxStallMs: 0, started: false, progress: 0 };
   const v = document.getElementById("v");
-  const hls = new Hls({ liveSyncDurationCount: 3, lowLatencyMode: false });
+  const hls = window.hls = new Hls({ liveSyncDurationCount: 3, lowLatencyMode: false });
   for (const e of ["INTERSTITIAL_STARTED", "INTERSTITIAL_ASSET_STARTED", "INTERSTITIAL_ASSET_ENDED", "INTERSTITIAL_ENDED", "INTERSTITIALS_PRIMARY_RESUMED"]) {
     if (Hls.Events[e]) hls.on(Hls.Events[e], () => log.events.push({ e, t: Date.now() }));
   }
   hls.on(Hls.Events.FRAG_CHANGED, (_, d) => log.frags.push({ url: d.frag.url, t: Date.now() }));
+  // Audio and subtitle renditions of a demuxed stream.
+  hls.on(Hls.Events.FRAG_LOADED, (_, d) => d.frag.type !== "main" && log.alt.push({ type: d.frag.type, url: d.frag.url, t: Date.now() }));
+  hls.on(Hls.Events.AUDIO_TRACK_SWITCHED, (_, d) => log.events.push({ e: "AUDIO_TRACK_SWITCHED", id: d.id, t: Date.now() }));
   hls.on(Hls.Events.ERROR, (_, d) => { (d.fatal ? log.fatal : log.errors).push(d.details); });
   hls.loadSource(${JSON.stringify(src)});
   hls.attachMedia(v);
@@ -65,7 +68,7 @@ export async function play(browser, base, src, seconds, { onTick, screenshotWhen
   while (Date.now() < end) {
     await new Promise((r) => setTimeout(r, 1000));
     const log = await page.evaluate(() => window.playerLog);
-    if (onTick) await onTick(log);
+    if (onTick) await onTick(log, page);
     if (!shot && screenshotWhen && screenshotWhen(log)) {
       await page.screenshot({ path: join(ARTIFACTS, screenshotWhen.file) });
       shot = true;

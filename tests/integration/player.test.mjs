@@ -111,6 +111,40 @@ test("fMP4 (CMAF) channel: SSAI with fMP4 ads plays through in hls.js; every seg
   assert.ok(sawAd, "an fMP4 ad segment was probed");
 });
 
+test("demuxed channel in hls.js: SSAI through a break with the audio switched to Spanish mid-ad, subtitles blank during the ads", async () => {
+  let switched = null;
+  const isAdUrl = (u) => /\/media\/demo\/(ads|slates)\//.test(u);
+  const { log, shot } = await play(browser, s.base, `${s.base}/${ORG}/news-demuxed/master.m3u8?mode=ssai`, 75, {
+    onTick: async (l, page) => {
+      if (switched === null && inAd(l)) {
+        switched = Date.now();
+        await page.evaluate(() => {
+          window.hls.subtitleTrack = 0;
+          window.hls.audioTrack = window.hls.audioTracks.findIndex((t) => t.lang === "es");
+        });
+      }
+    },
+    screenshotWhen: Object.assign((l) => switched !== null && inAd(l) && l.events.some((e) => e.e === "AUDIO_TRACK_SWITCHED"), { file: "player-demuxed-mid-ad-es.png" }),
+  });
+  const trail = JSON.stringify(log.alt.map((f) => [f.type, f.t - (switched ?? 0), f.url.replace(/^https?:\/\/[^/]+/, "").slice(0, 60)]));
+  assert.deepEqual(log.fatal, [], `no fatal error ${JSON.stringify(log.errors)}`);
+  assert.ok(log.started && log.progress > 100, "playback started and advanced");
+  assert.ok(log.maxStallMs <= 2000, `longest stall ${log.maxStallMs} ms ${trail}`);
+  assert.ok(switched !== null, "an ad played (video)");
+  // Video-only ad renditions are the ladder's rungs less 128 kb/s of audio.
+  const adVideo = log.frags.filter((f) => isAdUrl(f.url)).map((f) => f.url.match(/\/(ads|slates)\/[^/]+\/(\d+)\//)[2]);
+  assert.ok(adVideo.length > 0 && adVideo.every((bw) => bw === "772000" || bw === "1672000"), `the video variants played the ads' video-only renditions (${adVideo})`);
+  assert.ok(log.events.some((e) => e.e === "AUDIO_TRACK_SWITCHED" && e.t >= switched), "the audio switch happened during the ad");
+  const audio = log.alt.filter((f) => f.type === "audio");
+  assert.ok(audio.some((f) => f.t < switched && /\/aud-en\//.test(f.url)), `English content audio before the switch ${trail}`);
+  assert.ok(audio.some((f) => isAdUrl(f.url) && /\/128000\//.test(f.url)), `the ad's audio played ${trail}`);
+  assert.ok(audio.some((f) => f.t > switched && /\/aud-es\//.test(f.url)), `Spanish content audio after the break ${trail}`);
+  const subs = log.alt.filter((f) => f.type === "subtitle");
+  assert.ok(subs.some((f) => /\/blank\.vtt/.test(f.url)), `blank subtitles during the ads ${trail}`);
+  assert.ok(subs.some((f) => /\/sub-en\/seg\d+\.vtt/.test(f.url)), `content subtitles ${trail}`);
+  assert.ok(shot, "screenshot taken mid-ad after the switch");
+});
+
 test("dashboard: the live timeline shows breaks with their ad slots, sparklines of the last hour, no console errors", async () => {
   const page = await browser.newPage({ viewport: { width: 1280, height: 1000 } });
   const problems = [];

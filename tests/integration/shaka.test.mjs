@@ -30,7 +30,7 @@ function start(src, sgai) {
   const log = (window.playerLog = { segs: [], fatal: [], errors: [], events: [], maxStallMs: 0, started: false, progress: 0 });
   shaka.polyfill.installAll();
   const v = document.getElementById("v");
-  const player = new shaka.Player();
+  const player = (window.player = new shaka.Player());
   player.configure({ streaming: { lowLatencyMode: false } });
   player.getNetworkingEngine().registerResponseFilter((type, resp) => {
     if (type === shaka.net.NetworkingEngine.RequestType.SEGMENT) log.segs.push({ url: resp.uri, t: Date.now() });
@@ -47,12 +47,15 @@ function start(src, sgai) {
       }
     }
     await player.load(src);
+    // Subtitles on (Shaka 5 streams the selected text track).
+    const text = player.getTextTracks()[0];
+    if (text) player.selectTextTrack(text);
     v.play().catch(() => {});
   })().catch((e) => log.fatal.push(String(e.code ?? e)));
   watchStalls(v, log); // browser.mjs's WATCH_STALLS, added to the page
 }
 
-async function play(src, seconds, { sgai = false, shotWhen, file } = {}) {
+async function play(src, seconds, { sgai = false, shotWhen, file, onTick } = {}) {
   const page = await browser.newPage({ viewport: { width: 960, height: 540 } });
   await page.goto(`${s.base}/healthz`);
   await page.setContent(PAGE);
@@ -64,6 +67,7 @@ async function play(src, seconds, { sgai = false, shotWhen, file } = {}) {
   while (Date.now() < end) {
     await new Promise((r) => setTimeout(r, 1000));
     const log = await page.evaluate(() => window.playerLog);
+    if (onTick) await onTick(log, page);
     if (!shot && shotWhen && shotWhen(log)) {
       await page.screenshot({ path: join(ARTIFACTS, file) });
       shot = true;
@@ -108,4 +112,37 @@ test("SGAI in Shaka Player: interstitial events fire and the player returns to c
   const done = log.events.find((e) => e.e === "AD_COMPLETE" || e.e === "AD_STOPPED");
   assert.ok(done, `the ad ended (${names.join(",")})`);
   assert.ok(log.segs.some((x) => x.t > done.t && !isAd(x.url)), "content segments again after the ad ended");
+});
+
+test("demuxed channel in Shaka Player: SSAI through a break with the audio switched to Spanish mid-ad, subtitles blank during the ads", async () => {
+  let switched = null;
+  const video = (l) => l.segs.filter((x) => /\/(v360|v540)\/|\/(772000|1672000)\//.test(x.url));
+  const inAd = (l) => {
+    const v = video(l);
+    return v.length > 0 && isAd(v[v.length - 1].url);
+  };
+  const { log, shot } = await play(`${s.base}/${ORG}/news-demuxed/master.m3u8?mode=ssai`, 75, {
+    onTick: async (l, page) => {
+      if (switched === null && inAd(l)) {
+        switched = Date.now();
+        await page.evaluate(() => window.player.selectAudioTrack(window.player.getAudioTracks().find((t) => t.language === "es")));
+      }
+    },
+    // Shaka fetches ahead of the playhead (about three segments, ~6 s).
+    shotWhen: () => switched !== null && Date.now() - switched > 6000,
+    file: "shaka-demuxed-mid-ad-es.png",
+  });
+  const trail = JSON.stringify(log.segs.map((x) => [x.t - (switched ?? 0), x.url.replace(/^https?:\/\/[^/]+/, "").slice(0, 60)]));
+  assert.deepEqual(log.fatal, [], `no fatal error ${log.errors}`);
+  assert.ok(log.started && log.progress > 100, "playback started and advanced");
+  assert.ok(log.maxStallMs <= 2000, `longest stall ${log.maxStallMs} ms`);
+  assert.ok(switched !== null, `an ad played ${trail}`);
+  const ad = log.segs.filter((x) => isAd(x.url)).map((x) => x.url.match(/\/(ads|slates)\/[^/]+\/(\d+)\//)[2]);
+  assert.ok(ad.every((bw) => ["772000", "1672000", "128000"].includes(bw)), `only the ads' video-only and audio-only renditions (${ad})`);
+  assert.ok(ad.includes("128000"), `the ad's audio played ${trail}`);
+  assert.ok(log.segs.some((x) => x.t < switched && /\/aud-en\//.test(x.url)), `English content audio before the switch ${trail}`);
+  assert.ok(log.segs.some((x) => x.t > switched && /\/aud-es\//.test(x.url)), `Spanish content audio after the break ${trail}`);
+  assert.ok(log.segs.some((x) => /\/blank\.vtt/.test(x.url)), `blank subtitles during the ads ${trail}`);
+  assert.ok(log.segs.some((x) => /\/sub-en\/seg\d+\.vtt/.test(x.url)), `content subtitles ${trail}`);
+  assert.ok(shot, "screenshot taken mid-ad after the switch");
 });
