@@ -172,13 +172,17 @@ pub fn attr<'a>(list: &'a str, key: &str) -> Option<&'a str> {
 
 /// The LL-HLS delivery directives of a playlist request (RFC 8216bis
 /// §6.2.5): `_HLS_msn` (with an optional `_HLS_part`) asks for a blocking
-/// reload, `_HLS_skip` (`YES` or `v2`) for a delta update. Passed through
-/// to the origin in this order; anything malformed is an error (the spec
+/// reload, `_HLS_skip` (`YES` or `v2`) for a delta update. The blocking
+/// directives are passed through to the origin in this order; `_HLS_skip`
+/// is checked and not passed on: a splice must see the whole window to
+/// number it, so we never offer delta updates (the splice removes
+/// `CAN-SKIP-UNTIL`) and answer with the full playlist, as RFC 8216bis
+/// §6.2.5.1 allows a server to. Anything malformed is an error (the spec
 /// has the server answer 400), `_HLS_part` without `_HLS_msn` too.
 pub fn delivery_directives<'a>(
     query: impl Iterator<Item = (&'a str, &'a str)>,
 ) -> Result<Vec<(&'static str, String)>, String> {
-    let (mut msn, mut part, mut skip) = (None, None, None);
+    let (mut msn, mut part) = (None, None);
     for (k, v) in query {
         match k {
             "_HLS_msn" => {
@@ -193,7 +197,7 @@ pub fn delivery_directives<'a>(
                         .map_err(|_| format!("_HLS_part: {v:?} is not a part index"))?,
                 )
             }
-            "_HLS_skip" if v == "YES" || v == "v2" => skip = Some(v.to_string()),
+            "_HLS_skip" if v == "YES" || v == "v2" => {}
             "_HLS_skip" => return Err(format!("_HLS_skip: {v:?} is not YES or v2")),
             _ => {}
         }
@@ -207,9 +211,6 @@ pub fn delivery_directives<'a>(
     }
     if let Some(p) = part {
         out.push(("_HLS_part", p.to_string()));
-    }
-    if let Some(s) = skip {
-        out.push(("_HLS_skip", s));
     }
     Ok(out)
 }
@@ -484,10 +485,11 @@ mod tests {
             vec![
                 ("_HLS_msn", "100".to_string()),
                 ("_HLS_part", "2".to_string()),
-                ("_HLS_skip", "YES".to_string())
-            ]
+            ],
+            "a delta update is never asked of the origin"
         );
         assert!(delivery_directives(q("mode=ssai")).unwrap().is_empty());
+        assert!(delivery_directives(q("_HLS_skip=v2")).unwrap().is_empty());
         for bad in [
             "_HLS_msn=x",
             "_HLS_part=1",

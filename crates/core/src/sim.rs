@@ -82,6 +82,12 @@ pub struct SimChannel {
     /// rendition on the same segment timeline.
     #[serde(default)]
     pub demuxed: bool,
+    /// LL-HLS: partial segments per segment (0 = none). The playlist then
+    /// has `EXT-X-PART-INF`, blocking-reload server control, the parts of
+    /// the segments in its last three target durations and of the segment
+    /// in progress, a preload hint and rendition reports.
+    #[serde(default)]
+    pub ll_parts: u64,
 }
 
 /// One `EXT-X-MEDIA` rendition of a demuxed channel.
@@ -159,6 +165,7 @@ impl Default for SimChannel {
             origin_disc_every: 0,
             signal_ahead: 0,
             demuxed: false,
+            ll_parts: 0,
         }
     }
 }
@@ -263,6 +270,14 @@ impl SimChannel {
         if disc_seq > 0 {
             let _ = writeln!(s, "#EXT-X-DISCONTINUITY-SEQUENCE:{disc_seq}");
         }
+        let part_s = self.part_ms() as f64 / 1000.0;
+        if self.ll_parts > 0 {
+            let _ = write!(
+                s,
+                "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK={:.3}\n#EXT-X-PART-INF:PART-TARGET={part_s:.3}\n",
+                3.0 * part_s
+            );
+        }
         let Some(live) = live else {
             return s;
         };
@@ -291,6 +306,10 @@ impl SimChannel {
                     hls::format_pdt_ms(self.pdt_of(msn))
                 );
             }
+            // Parts of the segments in the last three target durations.
+            if self.ll_parts > 0 && (live - msn + 1) * self.cadence_ms <= 3 * td * 1000 {
+                self.parts(msn, self.ll_parts, ext, &mut s);
+            }
             let _ = writeln!(
                 s,
                 "#EXTINF:{:.3},\nseg{}.{ext}",
@@ -298,7 +317,56 @@ impl SimChannel {
                 msn % self.loop_len
             );
         }
+        if self.ll_parts > 0 {
+            // The segment in progress: its markers, its parts so far, the
+            // next part's hint, where the other renditions are.
+            let next = live + 1;
+            let done = self.parts_done(next, now_ms);
+            self.markers(next, &mut s);
+            self.parts(next, done, ext, &mut s);
+            let _ = writeln!(
+                s,
+                "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"part{}.{done}.{ext}\"",
+                next % self.loop_len
+            );
+            for v in self.variants.iter().filter(|v| v.name != variant) {
+                let (msn, part) = match done {
+                    0 => (live, self.ll_parts - 1),
+                    d => (next, d - 1),
+                };
+                let _ = writeln!(
+                    s,
+                    "#EXT-X-RENDITION-REPORT:URI=\"../{}/index.m3u8\",LAST-MSN={msn},LAST-PART={part}",
+                    v.name
+                );
+            }
+        }
         s
+    }
+
+    /// LL-HLS part duration.
+    pub fn part_ms(&self) -> u64 {
+        self.cadence_ms / self.ll_parts.max(1)
+    }
+
+    /// Parts of segment `msn` complete at `now_ms` (all of them once the
+    /// segment is).
+    pub fn parts_done(&self, msn: u64, now_ms: i64) -> u64 {
+        let into = now_ms - self.pdt_of(msn);
+        (into.max(0) as u64 / self.part_ms().max(1)).min(self.ll_parts)
+    }
+
+    fn parts(&self, msn: u64, n: u64, ext: &str, s: &mut String) {
+        for i in 0..n {
+            // Every part starts with a key frame (the LL media has a GOP
+            // of one part).
+            let _ = writeln!(
+                s,
+                "#EXT-X-PART:DURATION={:.3},URI=\"part{}.{i}.{ext}\",INDEPENDENT=YES",
+                self.part_ms() as f64 / 1000.0,
+                msn % self.loop_len
+            );
+        }
     }
 
     fn markers(&self, msn: u64, s: &mut String) {

@@ -156,6 +156,11 @@ pub fn splice_media(m: &MediaPlaylist<'_>, input: &SpliceInput<'_>) -> SpliceOut
             wrote_disc_seq = true;
             continue;
         }
+        if line.is_tag("EXT-X-SERVER-CONTROL") {
+            out.push_str(&without_skip(line.raw()));
+            out.push('\n');
+            continue;
+        }
         push_line(&mut out, line, &res);
         let next_is_seq_tag = lines
             .get(i + 1)
@@ -181,18 +186,41 @@ pub fn splice_media(m: &MediaPlaylist<'_>, input: &SpliceInput<'_>) -> SpliceOut
         Mode::Sgai => sgai_segments(m, input, &res, &plans, &mut out, &mut report),
     }
 
-    // Trailer: lines after the last segment. Partial segments and preload
-    // hints of content that a break replaces are dropped.
+    // Trailer: lines after the last segment (LL-HLS: the parts of the
+    // segment in progress, its preload hint, rendition reports).
     let trailer_start = m.segments.last().map_or(m.header_end, |s| s.uri_line + 1);
-    let live_edge_in_break = input.mode == Mode::Ssai
-        && plans
-            .iter()
-            .any(|p| !p.slots.is_empty() && p.entry.record.contains(last_msn + 1));
-    for line in &lines[trailer_start.max(m.header_end)..] {
-        if live_edge_in_break && (line.is_tag("EXT-X-PART") || line.is_tag("EXT-X-PRELOAD-HINT")) {
+    let trailer = &lines[trailer_start.max(m.header_end)..];
+    let edge = live_edge(input.mode, &plans, last_msn, trailer);
+    let mut returned = false;
+    for line in trailer {
+        let part = line.is_tag("EXT-X-PART") || line.is_tag("EXT-X-PRELOAD-HINT");
+        if edge == LiveEdge::Withheld && part {
             continue;
         }
+        if edge == LiveEdge::Returning && part && !returned {
+            // Back to content in the segment in progress: its parts follow
+            // an ad segment, so the discontinuity (and the content's init
+            // segment, key and date) comes before them, as it will before
+            // the whole segment.
+            if let Some(seg) = m.segments.last() {
+                let keyed = plans.iter().any(|p| pod_has_keys(&p.entry.pod));
+                let next_pdt = seg
+                    .pdt_ms
+                    .map(|p| p + (seg.duration * 1000.0).round() as i64);
+                let next = Segment {
+                    pdt_ms: next_pdt,
+                    ..seg.clone()
+                };
+                content_return(&next, &[], keyed, &mut out, &res);
+            }
+            returned = true;
+        }
         if input.settings.strip_cues && is_cue_tag(line) {
+            continue;
+        }
+        if edge == LiveEdge::Withheld && line.is_tag("EXT-X-RENDITION-REPORT") {
+            out.push_str(&withheld_report(line.raw()));
+            out.push('\n');
             continue;
         }
         push_line(&mut out, line, &res);
@@ -209,6 +237,79 @@ pub fn splice_media(m: &MediaPlaylist<'_>, input: &SpliceInput<'_>) -> SpliceOut
 struct Plan<'a> {
     entry: &'a BreakEntry,
     slots: Vec<Slot>,
+}
+
+/// What SSAI does with the LL-HLS parts of the segment in progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LiveEdge {
+    /// Content: the parts pass through.
+    Content,
+    /// The segment in progress is (or may be) replaced by an ad: no part
+    /// of it is served, so no viewer plays content the whole segment will
+    /// contradict. A cue among its tags withholds it too, until the
+    /// sequencer has seen the break on a whole segment. Players then load
+    /// whole segments (blocking on `_HLS_msn` alone) until the break ends.
+    Withheld,
+    /// The first content segment after a break: parts pass through after
+    /// the discontinuity.
+    Returning,
+}
+
+fn live_edge(mode: Mode, plans: &[Plan<'_>], last_msn: u64, trailer: &[Line<'_>]) -> LiveEdge {
+    if mode != Mode::Ssai {
+        return LiveEdge::Content;
+    }
+    let next = last_msn + 1;
+    let spliced = plans.iter().filter(|p| !p.slots.is_empty());
+    let cue_ahead = trailer.iter().any(|l| is_cue_tag(l) && !is_return_cue(l));
+    if spliced.clone().any(|p| p.entry.record.contains(next)) || cue_ahead {
+        LiveEdge::Withheld
+    } else if spliced.clone().any(|p| p.entry.record.end_msn() == next) {
+        LiveEdge::Returning
+    } else {
+        LiveEdge::Content
+    }
+}
+
+/// `EXT-X-SERVER-CONTROL` without `CAN-SKIP-UNTIL`/`CAN-SKIP-DATERANGES`:
+/// we never ask the origin for a delta update (`_HLS_skip`), because a
+/// splice must see every segment of the window to number it (a delta
+/// playlist's `EXT-X-SKIP` hides the segments our counts start from), so
+/// clients are told not to ask us for one.
+fn without_skip(raw: &str) -> String {
+    let (head, attrs) = raw.split_once(':').unwrap_or((raw, ""));
+    let kept: Vec<String> = hls::attrs(attrs)
+        .filter(|(k, _)| !k.starts_with("CAN-SKIP-"))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    format!("{head}:{}", kept.join(","))
+}
+
+/// A cue that can only end a break (readable without decoding SCTE-35):
+/// parts after it are content whatever the sequencer knows.
+fn is_return_cue(l: &Line<'_>) -> bool {
+    let v = l.value().unwrap_or("");
+    l.is_tag("EXT-X-CUE-IN")
+        || (l.is_tag("EXT-X-DATERANGE") && v.contains("SCTE35-IN=") && !v.contains("SCTE35-OUT="))
+        || (l.is_tag("EXT-X-SCTE35") && v.contains("CUE-IN=YES"))
+}
+
+/// A rendition report while the parts of the segment in progress are
+/// withheld: every rendition serves the same, so its last whole segment
+/// is the one before the part the origin reports (RFC 8216bis 4.4.5.4:
+/// LAST-MSN is the part's segment when parts are listed).
+fn withheld_report(raw: &str) -> String {
+    let (head, attrs) = raw.split_once(':').unwrap_or((raw, ""));
+    let has_part = hls::attr(attrs, "LAST-PART").is_some();
+    let kept: Vec<String> = hls::attrs(attrs)
+        .filter(|(k, _)| *k != "LAST-PART")
+        .map(|(k, v)| match (k, v.parse::<u64>()) {
+            ("LAST-MSN", Ok(n)) if has_part => format!("LAST-MSN={}", n.saturating_sub(1)),
+            ("URI", _) => format!("URI=\"{v}\""),
+            _ => format!("{k}={v}"),
+        })
+        .collect();
+    format!("{head}:{}", kept.join(","))
 }
 
 /// Discontinuities our breaks put before `first_msn`: everything before the
@@ -866,5 +967,30 @@ pub(crate) fn rewrite_uri_attr(raw: &str, f: impl FnOnce(&str) -> Option<String>
     match f(&raw[vstart..vstart + len]) {
         Some(new) => format!("{}{}{}", &raw[..vstart], new, &raw[vstart + len..]),
         None => raw.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delta_updates_are_not_offered() {
+        assert_eq!(
+            without_skip("#EXT-X-SERVER-CONTROL:CAN-SKIP-UNTIL=12.0,CAN-SKIP-DATERANGES=YES,CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.0"),
+            "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.0"
+        );
+    }
+
+    #[test]
+    fn withheld_rendition_reports_name_whole_segments() {
+        assert_eq!(
+            withheld_report("#EXT-X-RENDITION-REPORT:URI=\"../b/i.m3u8\",LAST-MSN=21,LAST-PART=0"),
+            "#EXT-X-RENDITION-REPORT:URI=\"../b/i.m3u8\",LAST-MSN=20"
+        );
+        assert_eq!(
+            withheld_report("#EXT-X-RENDITION-REPORT:URI=\"../b/i.m3u8\",LAST-MSN=21"),
+            "#EXT-X-RENDITION-REPORT:URI=\"../b/i.m3u8\",LAST-MSN=21"
+        );
     }
 }

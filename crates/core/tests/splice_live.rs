@@ -143,6 +143,78 @@ fn serve(
 struct Served {
     ads: usize,
     interstitials: usize,
+    parts: usize,
+}
+
+/// LL-HLS rules of an SSAI playlist, and across every playlist served on
+/// any node: a part is content, so no segment whose parts were ever
+/// served may later be served as an ad (a low-latency viewer would have
+/// played the content the ad replaces), nor the other way round.
+#[derive(Default)]
+struct PartLedger {
+    /// MSN → (content parts served, served as ours).
+    seen: std::collections::HashMap<u64, (bool, bool)>,
+}
+
+impl PartLedger {
+    fn check(&mut self, out: &str) -> Vec<String> {
+        let mut errs = Vec::new();
+        let ours = |u: &str| u.contains("ads.test") || u == splice::BLANK_SUBTITLES_PATH;
+        if out.contains("CAN-SKIP-UNTIL") {
+            errs.push("CAN-SKIP-UNTIL offered: we never serve delta updates".into());
+        }
+        if out.contains("#EXT-X-PART:") && !out.contains("#EXT-X-PART-INF:") {
+            errs.push("EXT-X-PART without EXT-X-PART-INF".into());
+        }
+        let mut msn: u64 = out
+            .lines()
+            .find_map(|l| l.strip_prefix("#EXT-X-MEDIA-SEQUENCE:"))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let (mut parts, mut disc, mut last_ours) = (0usize, false, false);
+        let mut disc_before_parts = false;
+        for l in out.lines() {
+            if l == "#EXT-X-DISCONTINUITY" {
+                disc = true;
+            } else if l.starts_with("#EXT-X-PART:") {
+                if parts == 0 {
+                    disc_before_parts = disc;
+                }
+                parts += 1;
+            } else if !l.is_empty() && !l.starts_with('#') {
+                let is_ours = ours(l);
+                if is_ours && parts > 0 {
+                    errs.push(format!("MSN {msn}: content parts before an ad segment"));
+                }
+                let e = self.seen.entry(msn).or_default();
+                e.0 |= parts > 0;
+                e.1 |= is_ours;
+                if e.0 && e.1 {
+                    errs.push(format!("MSN {msn}: served as content parts and as an ad"));
+                }
+                last_ours = is_ours;
+                (parts, disc) = (0, false);
+                msn += 1;
+            }
+        }
+        // The segment in progress: parts or a hint for its next part say
+        // it is content.
+        let hint = out.contains("#EXT-X-PRELOAD-HINT");
+        if parts > 0 || hint {
+            let e = self.seen.entry(msn).or_default();
+            e.0 = true;
+            if e.1 {
+                errs.push(format!("MSN {msn}: content parts after it was an ad"));
+            }
+            let disc_first = if parts > 0 { disc_before_parts } else { disc };
+            if last_ours && !disc_first {
+                errs.push(format!(
+                    "MSN {msn}: parts after an ad without a discontinuity"
+                ));
+            }
+        }
+        errs
+    }
 }
 
 /// The splice shape of a served playlist: per MSN, whether it is ours (ad
@@ -188,6 +260,7 @@ fn run(ch: SimChannel, mode: Mode, secs: i64, step: i64) -> Served {
         .map(|_| lags.iter().map(|_| Viewer::default()).collect())
         .collect();
     let mut served = Served::default();
+    let mut parts = PartLedger::default();
     let start = ch.epoch_ms + ch.cadence_ms as i64 * (ch.window as i64 + 1);
     let mut t = start;
     let mut k = 0;
@@ -202,6 +275,14 @@ fn run(ch: SimChannel, mode: Mode, secs: i64, step: i64) -> Served {
                     .filter(|l| l.starts_with("https://ads.test/"))
                     .count();
                 served.interstitials += out.matches("com.apple.hls.interstitial").count();
+                if ch.ll_parts > 0 && mode == Mode::Ssai {
+                    let errs = parts.check(&out);
+                    assert!(
+                        errs.is_empty(),
+                        "t={t} rendition={name} lag={lag}: {errs:?}\n{out}"
+                    );
+                    served.parts += out.matches("#EXT-X-PART:").count();
+                }
                 shapes[li].push(shape(&out));
                 let errs = regs[vi].check(&mut viewers[vi][li], &out, ch.pdt);
                 assert!(
@@ -366,6 +447,41 @@ fn ssai_demuxed_audio_and_subtitles_stay_aligned_with_video() {
         };
         assert!(run(ch, Mode::Ssai, 150, 1000).ads > 0);
     }
+}
+
+#[test]
+fn ssai_ll_hls_parts_never_contradict_the_break() {
+    for d in [SimDialect::CueOut, SimDialect::Daterange] {
+        let ch = SimChannel {
+            dialect: d,
+            cadence_ms: 1920,
+            ll_parts: 2,
+            break_len: 5,
+            break_every: 12,
+            ..Default::default()
+        };
+        // Reloads every part (0.96 s) and off the part grid.
+        for step in [960, 700] {
+            let s = run(ch.clone(), Mode::Ssai, 90, step);
+            assert!(
+                s.ads > 0 && s.parts > 0,
+                "{d:?}: ads {} parts {}",
+                s.ads,
+                s.parts
+            );
+        }
+    }
+}
+
+#[test]
+fn sgai_ll_hls_keeps_every_part() {
+    let ch = SimChannel {
+        ll_parts: 2,
+        cadence_ms: 1920,
+        ..Default::default()
+    };
+    let s = run(ch, Mode::Sgai, 60, 960);
+    assert!(s.interstitials > 0);
 }
 
 #[test]
@@ -680,5 +796,58 @@ fn entries_from_another_origin_epoch_are_never_spliced() {
     assert_eq!(
         out.lines().filter(|l| l.ends_with(".ts")).count(),
         origin.lines().filter(|l| l.ends_with(".ts")).count()
+    );
+}
+
+/// The segment in progress carries a break's OUT cue the sequencer has not
+/// registered yet (its decision may still be pending): its parts and hint
+/// are withheld all the same, and the rendition reports name whole
+/// segments only. An IN cue withholds nothing.
+#[test]
+fn ll_hls_parts_of_a_cued_segment_are_withheld_before_the_break_is_known() {
+    let ch = SimChannel {
+        cadence_ms: 1920,
+        ll_parts: 2,
+        break_len: 5,
+        break_every: 12,
+        ..Default::default()
+    };
+    let url = url::Url::parse("https://origin.test/live/low/index.m3u8").unwrap();
+    let splice_at = |now: i64| {
+        let origin = ch.media("low", now);
+        let out = splice::splice(&SpliceInput {
+            origin: &origin,
+            playlist_url: &url,
+            breaks: &[],
+            disc_base: 0,
+            variant: &Variant::default(),
+            mode: Mode::Ssai,
+            settings: &SpliceSettings::default(),
+        })
+        .unwrap()
+        .playlist;
+        (origin, out)
+    };
+    let trailer = |s: &str| s[s.rfind(".ts\n").unwrap()..].to_string();
+    // One part into MSN 10, the break's first segment.
+    let (origin, out) = splice_at(ch.pdt_of(10) + 1000);
+    assert!(
+        trailer(&origin).contains("#EXT-X-CUE-OUT") && trailer(&origin).contains("#EXT-X-PART:")
+    );
+    let t = trailer(&out);
+    assert!(
+        !t.contains("#EXT-X-PART:") && !t.contains("PRELOAD-HINT"),
+        "{out}"
+    );
+    assert!(
+        t.contains("#EXT-X-RENDITION-REPORT:URI=\"../high/index.m3u8\",LAST-MSN=9\n"),
+        "{out}"
+    );
+    // One part into MSN 15, the first after the break (EXT-X-CUE-IN).
+    let (origin, out) = splice_at(ch.pdt_of(15) + 1000);
+    assert!(trailer(&origin).contains("#EXT-X-CUE-IN"));
+    assert!(
+        trailer(&out).contains("#EXT-X-PART:") && trailer(&out).contains("PRELOAD-HINT"),
+        "{out}"
     );
 }
