@@ -3,7 +3,9 @@
 # two renditions, each encoded once and segmented twice without re-encoding,
 # as MPEG-TS (seg{n}.ts) and as fMP4 (init.mp4 + seg{n}.m4s), in segments of
 # 1.92 s = 48 video frames at 25 fps = 90 AAC frames at 48 kHz, so audio and
-# video end together at every boundary; the same video without audio and
+# video end together at every boundary (key frames every 0.96 s, so the
+# same encode is also cut into LL-HLS parts of 0.96 s, part{n}.ts, each
+# starting with a key frame); the same video without audio and
 # two audio languages as separate TS renditions (the demuxed channel; its
 # WebVTT subtitles are written by the origin); and source files for two ads
 # and a slate that look nothing alike.
@@ -12,9 +14,10 @@ source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
 OUT="${1:-$ROOT/demo-media}"
 LOOP="${DEMO_LOOP_SEGMENTS:-60}"
 CAD=1.92
+PART=0.96
 FONT=/usr/share/fonts/truetype/dejavu/DejaVuSans-Bold.ttf
 # Bump the version when the encoding changes so old media is regenerated.
-stamp="$OUT/.done-v4-$LOOP"
+stamp="$OUT/.done-v5-$LOOP"
 [ -f "$stamp" ] && exit 0
 mkdir -p "$OUT/content" "$OUT/src"
 DUR=$(awk "BEGIN{print $LOOP*$CAD}")
@@ -26,13 +29,16 @@ for r in "v360 640x360 700k" "v540 960x540 1400k"; do
     -f lavfi -i "testsrc2=size=$2:rate=25" -f lavfi -i "sine=frequency=440:sample_rate=48000" \
     -t "$DUR" -vf "$(text 'cf-ssai LIVE CONTENT' 28 20),$(text '%{pts\:hms}' 36 h-60)" \
     -c:v libx264 -pix_fmt yuv420p -preset veryfast -profile:v main -bf 0 -b:v "$3" -maxrate "$3" -bufsize 2M \
-    -g 48 -keyint_min 48 -sc_threshold 0 -force_key_frames "expr:gte(t,n_forced*$CAD)" \
+    -g 24 -keyint_min 24 -sc_threshold 0 -force_key_frames "expr:gte(t,n_forced*$PART)" \
     -c:a aac -ar 48000 -ac 2 -b:a 96k "$OUT/content/$1/enc.mp4"
   ffmpeg -hide_banner -loglevel error -y -i "$OUT/content/$1/enc.mp4" -c copy \
     -f hls -hls_time $CAD -hls_playlist_type vod -hls_segment_filename "$OUT/content/$1/seg%d.ts" "$OUT/content/$1/vod.m3u8"
   ffmpeg -hide_banner -loglevel error -y -i "$OUT/content/$1/enc.mp4" -c copy \
     -f hls -hls_time $CAD -hls_playlist_type vod -hls_segment_type fmp4 -hls_fmp4_init_filename init.mp4 \
     -hls_segment_filename "$OUT/content/$1/seg%d.m4s" "$OUT/content/$1/vod-fmp4.m3u8"
+  # LL-HLS parts: the same encode in 0.96 s pieces (no re-encode).
+  ffmpeg -hide_banner -loglevel error -y -i "$OUT/content/$1/enc.mp4" -c copy \
+    -f hls -hls_time $PART -hls_playlist_type vod -hls_segment_filename "$OUT/content/$1/part%d.ts" "$OUT/content/$1/vod-parts.m3u8"
   # Demuxed: the same encode without audio (no re-encode, same timing).
   mkdir -p "$OUT/content/$1-video"
   ffmpeg -hide_banner -loglevel error -y -i "$OUT/content/$1/enc.mp4" -an -c copy \

@@ -305,3 +305,122 @@ test("demuxed channel: video, both audio languages and subtitles keep the live r
   assert.match(blank.headers["content-type"], /text\/vtt/);
   assert.equal(blank.text().trim(), "WEBVTT");
 });
+
+/**
+ * An LL-HLS playlist as a client reads it: whole segments (MSN, ours,
+ * parts before them, discontinuity before them), then the segment in
+ * progress (its parts, whether a discontinuity precedes them, a hint).
+ */
+function llRead(text) {
+  let msn = Number(text.match(/#EXT-X-MEDIA-SEQUENCE:(\d+)/)?.[1] ?? 0);
+  const segs = [];
+  let parts = [];
+  let disc = false;
+  let discBeforeParts = false;
+  for (const line of text.split("\n")) {
+    if (line === "#EXT-X-DISCONTINUITY") disc = true;
+    else if (line.startsWith("#EXT-X-PART:")) {
+      if (parts.length === 0) discBeforeParts = disc;
+      parts.push(line.match(/URI="([^"]+)"/)[1]);
+    } else if (line && !line.startsWith("#")) {
+      segs.push({ msn, ours: /\/media\/demo\/(ads|slates)\//.test(line), parts, disc });
+      parts = [];
+      disc = false;
+      msn++;
+    }
+  }
+  const hint = /#EXT-X-PRELOAD-HINT/.test(text);
+  return { segs, next: msn, parts, discFirst: parts.length ? discBeforeParts : disc, hint, lastMsn: msn - 1 };
+}
+
+test("LL-HLS channel: blocking part reloads keep the live rules; parts outside the break, whole ad segments inside, never a part an ad contradicts", async () => {
+  const master = await get(`/${ORG}/news-ll/master.m3u8?mode=ssai`);
+  assert.equal(master.status, 200, master.text);
+  const variants = [...master.text.matchAll(/\n(\/demo\/news-ll\/v\d+\/index\.m3u8\?[^\n]+)/g)].map((m) => m[1]);
+  assert.equal(variants.length, 2, master.text);
+  const served = [];
+  // MSN → { content: parts or a hint served, ours: served as an ad }.
+  const ledger = new Map();
+  const seen = { ours: 0, partsBefore: 0, partsAfter: 0, withheld: 0, held: [], missed: 0 };
+  const state = variants.map(() => ({ directive: "" }));
+  let sawBreak = false;
+  let returned = false;
+  const end = Date.now() + 150_000;
+  const check = (name, text) => {
+    assert.ok(!/CAN-SKIP-UNTIL/.test(text), `${name}: delta updates are never offered`);
+    if (/#EXT-X-PART:/.test(text)) assert.match(text, /#EXT-X-PART-INF:PART-TARGET=/);
+    const r = llRead(text);
+    let prevOurs = false;
+    for (const sg of r.segs) {
+      const e = ledger.get(sg.msn) ?? { content: false, ours: false };
+      if (sg.ours && sg.parts.length) assert.fail(`${name}: content parts before ad segment ${sg.msn}`);
+      e.content ||= sg.parts.length > 0;
+      e.ours ||= sg.ours;
+      assert.ok(!(e.content && e.ours), `${name}: MSN ${sg.msn} was served as content parts and as an ad\n${text}`);
+      ledger.set(sg.msn, e);
+      prevOurs = sg.ours;
+    }
+    if (r.parts.length || r.hint) {
+      const e = ledger.get(r.next) ?? { content: false, ours: false };
+      e.content = true;
+      assert.ok(!e.ours, `${name}: parts of MSN ${r.next} after it was an ad`);
+      ledger.set(r.next, e);
+      if (prevOurs) assert.ok(r.discFirst, `${name}: parts after an ad without a discontinuity\n${text}`);
+    }
+    return r;
+  };
+  while (Date.now() < end && !returned) {
+    // One LL client per variant: each asks for the next part (or, when the
+    // playlist lists no part, the next whole segment), as hls.js does.
+    const results = await Promise.all(
+      variants.map(async (path, i) => {
+        const t0 = Date.now();
+        const r = await get(path + state[i].directive);
+        return { i, r, ms: Date.now() - t0, asked: state[i].directive };
+      }),
+    );
+    let inBreak = false;
+    for (const { i, r, ms, asked } of results) {
+      assert.equal(r.status, 200, `${variants[i]}${asked}: ${r.text}`);
+      served.push({ group: `ll/${i}`, viewer: "blocking", playlist: r.text, pdt: true });
+      const x = check(variants[i], r.text);
+      if (asked) seen.held.push(ms);
+      const askedMsn = Number(asked.match(/_HLS_msn=(\d+)/)?.[1] ?? -1);
+      const askedPart = Number(asked.match(/_HLS_part=(\d+)/)?.[1] ?? -1);
+      if (askedMsn >= 0 && !(x.lastMsn >= askedMsn || (x.next === askedMsn && x.parts.length > askedPart))) seen.missed++;
+      const last = x.segs[x.segs.length - 1];
+      inBreak ||= x.segs.some((s) => s.ours);
+      if (last?.ours && !x.parts.length && !x.hint) seen.withheld++;
+      if (x.parts.length) (sawBreak ? seen.partsAfter++ : seen.partsBefore++);
+      seen.ours += x.segs.filter((s) => s.ours).length;
+      // The next request, as hls.js makes it: the part after the last part
+      // listed; the next whole segment when the playlist ends without parts.
+      const lastHadParts = last?.parts.length > 0;
+      state[i].directive = x.parts.length
+        ? `&_HLS_msn=${x.next}&_HLS_part=${x.parts.length}`
+        : lastHadParts
+          ? `&_HLS_msn=${x.next}&_HLS_part=0`
+          : `&_HLS_msn=${x.next}`;
+    }
+    // A plain reload (a non-LL client / late joiner) on the first variant.
+    const plain = await get(variants[0]);
+    served.push({ group: "ll/0", viewer: "plain", playlist: plain.text, pdt: true });
+    check("plain", plain.text);
+    sawBreak ||= inBreak;
+    returned = sawBreak && !inBreak && seen.partsAfter > 4;
+  }
+  const v = spawnSync(CLI, ["validate"], { input: served.map((x) => JSON.stringify(x)).join("\n"), encoding: "utf8" });
+  assert.equal(v.status, 0, `validator found violations:\n${v.stdout.slice(0, 4000)}`);
+  const held = seen.held.sort((a, b) => a - b);
+  console.log(`# LL-HLS: ${served.length} playlists, ${seen.ours} ad segment listings, parts before/after the break ${seen.partsBefore}/${seen.partsAfter}, withheld ${seen.withheld}, missed ${seen.missed}, blocking p50 ${held[held.length >> 1]} ms max ${held[held.length - 1]} ms`);
+  assert.ok(sawBreak && seen.ours > 0, "a break was spliced into the LL-HLS channel");
+  assert.ok(seen.partsBefore > 0 && seen.partsAfter > 0, "parts before and after the break");
+  assert.ok(seen.withheld > 0, "the live edge inside the break listed whole ad segments only");
+  assert.ok(returned, "back to parts after the break");
+  // Every blocking reload got what it asked for: a part the break withholds
+  // is answered with the whole (ad) segment, held until it is out, never
+  // at once with nothing new (the client would ask again at once).
+  assert.equal(seen.missed, 0, "blocking reloads answered without what they asked for");
+  // Blocking reloads wait for the next part (0.96 s), not a whole poll.
+  assert.ok(held[held.length >> 1] < 1500, `blocking reloads answered as parts appear (p50 ${held[held.length >> 1]} ms)`);
+});

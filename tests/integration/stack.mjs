@@ -300,6 +300,11 @@ export async function seed(stack, opts = {}) {
   if (opts.demuxed !== false) {
     must(await api(base, "PUT", `/api/orgs/${ORG}/channels/news-demuxed`, channelConfig(originBase, `${opts.dialect ?? "cue-out"}-demuxed`, { mode: "auto" })), "news-demuxed");
   }
+  // The news channel as LL-HLS (two 0.96 s parts per segment, blocking
+  // reloads): parts outside breaks, whole ad segments inside them.
+  if (opts.ll !== false) {
+    must(await api(base, "PUT", `/api/orgs/${ORG}/channels/news-ll`, channelConfig(originBase, `${opts.dialect ?? "cue-out"}-ll`, { mode: "auto" })), "news-ll");
+  }
   // A channel without origin markers, for POST /cue.
   must(await api(base, "PUT", `/api/orgs/${ORG}/channels/manual`, channelConfig(originBase, "none")), "manual");
   stack.apiKey = must(await api(base, "POST", `/api/orgs/${ORG}/api-keys`, {}), "api key").json.key;
@@ -325,6 +330,7 @@ cf-ssai is running (all four workers in wrangler dev, live origin on ${stack.ori
   Player, SGAI:   ${b}/${ORG}/news/master.m3u8?mode=sgai
   Player, fMP4:   ${b}/${ORG}/news-fmp4/master.m3u8?mode=ssai   (same stream as CMAF/fMP4)
   Demuxed:        ${b}/${ORG}/news-demuxed/master.m3u8?mode=ssai   (audio en/es + WebVTT; mode=sgai too)
+  LL-HLS:         ${b}/${ORG}/news-ll/master.m3u8?mode=ssai   (0.96 s parts; hls.js lowLatencyMode)
   Dashboard:      ${b}/dashboard   (paste the API key below)
   API key (org ${ORG}): ${stack.apiKey}
 

@@ -16,7 +16,10 @@
 //! `{variant}-video/`, an audio group in English and Spanish (`aud-en/`,
 //! `aud-es/`) and English WebVTT subtitles written here, one cue per
 //! segment naming its MSN.
-//! Media playlists honour LL-HLS blocking reloads (`_HLS_msn`).
+//! Media playlists honour LL-HLS blocking reloads (`_HLS_msn`, and
+//! `_HLS_part` on a `-ll` channel: LL-HLS with two 0.96 s parts per
+//! segment, `part{n}.{i}.ts` cut from the same encode as the segments,
+//! `--media DIR/{variant}/part{2n+i}.ts`).
 //! `POST /ctl/{channel}/down?secs=N` makes a channel answer 503 for N
 //! seconds (the origin-dies test). Listens on 127.0.0.1 only.
 
@@ -35,6 +38,10 @@ struct Origin {
     down_until: Mutex<HashMap<String, i64>>,
     stop_after: Option<i64>,
 }
+
+/// LL-HLS parts per segment on `-ll` channels (the demo media's parts are
+/// half a segment).
+const LL_PARTS: u64 = 2;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -94,6 +101,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         origin_disc_every: if loop_len < 1_000_000 { loop_len } else { 0 },
         signal_ahead: flag_or(args, "--signal-ahead", 0)?,
         demuxed: false,
+        ll_parts: 0,
     };
     let origin = Arc::new(Origin {
         base,
@@ -204,10 +212,22 @@ fn respond(
                     // LL-HLS blocking reload: hold the request until the
                     // asked-for MSN is published (at most 3 target
                     // durations), 400 for one too far ahead, 503 on timeout.
-                    let want = query
-                        .split('&')
-                        .find_map(|kv| kv.strip_prefix("_HLS_msn="))
-                        .and_then(|v| v.parse::<u64>().ok());
+                    let directive = |k: &str| {
+                        query
+                            .split('&')
+                            .find_map(|kv| kv.strip_prefix(k))
+                            .and_then(|v| v.parse::<u64>().ok())
+                    };
+                    let want = directive("_HLS_msn=");
+                    // With `_HLS_part` (LL-HLS): until that part of that
+                    // segment is published (a part index past the last
+                    // part means the whole segment).
+                    let part = directive("_HLS_part=").filter(|p| *p < chan.ll_parts);
+                    let published = |now: i64, want: u64| match (chan.live_msn(now), part) {
+                        (Some(l), _) if l >= want => true,
+                        (Some(l), Some(p)) => l + 1 == want && chan.parts_done(want, now) > p,
+                        _ => false,
+                    };
                     if let Some(want) = want {
                         let live = chan.live_msn(now_ms()).unwrap_or(0);
                         if want > live + 2 {
@@ -218,7 +238,7 @@ fn respond(
                             );
                         }
                         let until = now_ms() + 3 * chan.cadence_ms as i64;
-                        while chan.live_msn(now_ms()).is_none_or(|l| l < want) {
+                        while !published(now_ms(), want) {
                             if now_ms() > until {
                                 return (
                                     "503 Service Unavailable",
@@ -265,6 +285,14 @@ fn respond(
 fn channel(o: &Origin, name: &str) -> SimChannel {
     let mut c = o.base.clone();
     // `{dialect}-fmp4`: the same stream as fMP4 (init.mp4 + seg{n}.m4s).
+    // `{dialect}-ll`: LL-HLS, two parts per segment.
+    let name = match name.strip_suffix("-ll") {
+        Some(base) => {
+            c.ll_parts = LL_PARTS;
+            base
+        }
+        None => name,
+    };
     // `{dialect}-demuxed`: video, audio languages and subtitles apart.
     let name = match name.strip_suffix("-demuxed") {
         Some(base) => {
@@ -353,8 +381,19 @@ fn subtitles(chan: &SimChannel, file: &str) -> Option<String> {
     ))
 }
 
-/// `seg{msn}.ts` → the file of that position in the loop.
+/// `seg{msn}.ts` → the file of that position in the loop; LL-HLS
+/// `part{n}.{i}.ts` → `part{2n+i}.ts`.
 fn segment_file(file: &str, loop_len: u64) -> String {
+    if let Some((n, i, ext)) = file.strip_prefix("part").and_then(|f| {
+        let mut it = f.splitn(3, '.');
+        Some((
+            it.next()?.parse::<u64>().ok()?,
+            it.next()?.parse::<u64>().ok()?,
+            it.next()?,
+        ))
+    }) {
+        return format!("part{}.{ext}", (n % loop_len.max(1)) * LL_PARTS + i);
+    }
     if let Some(n) = file
         .strip_prefix("seg")
         .and_then(|f| f.split_once('.'))

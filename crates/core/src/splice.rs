@@ -107,6 +107,11 @@ pub struct SpliceReport {
 pub struct SpliceOutput {
     pub playlist: String,
     pub report: SpliceReport,
+    /// LL-HLS: the segment in progress whose parts were withheld (a break
+    /// replaces it). A blocking reload that asked for one of its parts is
+    /// better held until the whole segment is out than answered at once
+    /// with nothing new (the client would ask again at once).
+    pub withheld_msn: Option<u64>,
 }
 
 /// Splice one media playlist.
@@ -231,6 +236,11 @@ pub fn splice_media(m: &MediaPlaylist<'_>, input: &SpliceInput<'_>) -> SpliceOut
     SpliceOutput {
         playlist: out,
         report,
+        withheld_msn: (edge == LiveEdge::Withheld
+            && trailer
+                .iter()
+                .any(|l| l.is_tag("EXT-X-PART") || l.is_tag("EXT-X-PRELOAD-HINT")))
+        .then_some(last_msn + 1),
     }
 }
 

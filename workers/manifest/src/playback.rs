@@ -59,6 +59,18 @@ pub fn count_playlist(env: &Env, ctx: &Context, ch: &Channel, status: u16) {
 }
 
 pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Result<Response> {
+    playlist_with(req, env, ch, rest, None).await
+}
+
+/// `hold_for`: answer a blocking reload once segment `hold_for` is whole
+/// (see `SpliceOutput::withheld_msn`), whatever part it asked for.
+async fn playlist_with(
+    req: &Request,
+    env: &Env,
+    ch: &Channel,
+    rest: &str,
+    hold_for: Option<u64>,
+) -> Result<Response> {
     let cfg = &ch.config;
     let Some(mut origin_url) = crate::origin::origin_url_for(cfg, rest) else {
         return error(404, "not a playlist of this channel");
@@ -70,11 +82,19 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
         .query_pairs()
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let directives =
+    let mut directives =
         match hls::delivery_directives(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
             Ok(d) => d,
             Err(e) => return error(400, e),
         };
+    // The part asked for, as (MSN, part).
+    let asked_part = match directives.as_slice() {
+        [("_HLS_msn", m), ("_HLS_part", _)] => m.parse::<u64>().ok(),
+        _ => None,
+    };
+    if let Some(n) = hold_for {
+        directives = vec![("_HLS_msn", n.to_string())];
+    }
     let blocking = !directives.is_empty();
     if blocking {
         origin_url
@@ -261,6 +281,14 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
             settings: &settings,
         },
     );
+    // A blocking reload for a part of the segment whose parts a break
+    // withholds: once more, held until that segment is whole (else the
+    // client gets nothing new and asks again at once, in a loop).
+    if let (None, Some(n), Some(asked)) = (hold_for, out.withheld_msn, asked_part) {
+        if asked >= n {
+            return Box::pin(playlist_with(req, env, ch, rest, Some(n))).await;
+        }
+    }
     if !out.report.reasons.is_empty() {
         for reason in &out.report.reasons {
             worker_shared::metrics::log(
