@@ -34,19 +34,28 @@ export const WATCH_STALLS = `function watchStalls(v, log) {
   }, 100);
 }`;
 
-export const PAGE = (src) => `<!doctype html><html><body style="margin:0;background:#000">
+// hls.js config: three segments behind the edge, or (low-latency mode)
+// the playlist's PART-HOLD-BACK, which hls.js takes only when no
+// liveSync* setting is given.
+const hlsConfig = (config) => (config.lowLatencyMode ? config : { liveSyncDurationCount: 3, lowLatencyMode: false, ...config });
+
+export const PAGE = (src, config = {}) => `<!doctype html><html><body style="margin:0;background:#000">
 <video id="v" muted playsinline style="width:960px;height:540px"></video>
 <script src="/media/_static/hls.min.js"></script>
 <script>
   const log = window.playerLog = { frags: [], alt: [], fatal: [], errors: [], events: [], stalls: [], maxStallMs: 0, started: false, progress: 0 };
   const v = document.getElementById("v");
-  const hls = window.hls = new Hls({ liveSyncDurationCount: 3, lowLatencyMode: false });
+  const hls = window.hls = new Hls(${JSON.stringify(hlsConfig(config))});
   for (const e of ["INTERSTITIAL_STARTED", "INTERSTITIAL_ASSET_STARTED", "INTERSTITIAL_ASSET_ENDED", "INTERSTITIAL_ENDED", "INTERSTITIALS_PRIMARY_RESUMED"]) {
     if (Hls.Events[e]) hls.on(Hls.Events[e], () => log.events.push({ e, t: Date.now() }));
   }
   hls.on(Hls.Events.FRAG_CHANGED, (_, d) => log.frags.push({ url: d.frag.url, t: Date.now() }));
   // Audio and subtitle renditions of a demuxed stream.
   hls.on(Hls.Events.FRAG_LOADED, (_, d) => d.frag.type !== "main" && log.alt.push({ type: d.frag.type, url: d.frag.url, t: Date.now() }));
+  // LL-HLS: parts loaded (main), and the latency behind the live edge.
+  log.parts = 0; log.latency = [];
+  hls.on(Hls.Events.FRAG_LOADED, (_, d) => { if (d.part && d.frag.type === "main") log.parts++; });
+  setInterval(() => { if (log.started) log.latency.push({ t: Date.now(), s: hls.latency }); }, 1000);
   hls.on(Hls.Events.AUDIO_TRACK_SWITCHED, (_, d) => log.events.push({ e: "AUDIO_TRACK_SWITCHED", id: d.id, t: Date.now() }));
   hls.on(Hls.Events.ERROR, (_, d) => { (d.fatal ? log.fatal : log.errors).push(d.details); });
   hls.loadSource(${JSON.stringify(src)});
@@ -57,10 +66,10 @@ export const PAGE = (src) => `<!doctype html><html><body style="margin:0;backgro
 </script></body></html>`;
 
 /** Play `src` for `seconds` in a new page of `browser` (our worker at `base` serves hls.js). */
-export async function play(browser, base, src, seconds, { onTick, screenshotWhen } = {}) {
+export async function play(browser, base, src, seconds, { onTick, screenshotWhen, hlsConfig } = {}) {
   const page = await browser.newPage({ viewport: { width: 960, height: 540 } });
   await page.goto(`${base}/healthz`);
-  await page.setContent(PAGE(src));
+  await page.setContent(PAGE(src, hlsConfig));
   const supported = await page.evaluate(() => MediaSource.isTypeSupported('video/mp4; codecs="avc1.4d401f,mp4a.40.2"'));
   if (!supported) throw new Error("this Chromium does not play H.264/AAC");
   let shot = false;

@@ -360,6 +360,7 @@ test("LL-HLS channel: blocking part reloads keep the live rules; parts outside t
       ledger.set(sg.msn, e);
       prevOurs = sg.ours;
     }
+    if (prevOurs && !r.parts.length && !r.hint) assert.ok(!/#EXT-X-PART:/.test(text), `${name}: parts listed while the live edge is an ad\n${text}`);
     if (r.parts.length || r.hint) {
       const e = ledger.get(r.next) ?? { content: false, ours: false };
       e.content = true;

@@ -186,16 +186,26 @@ pub fn splice_media(m: &MediaPlaylist<'_>, input: &SpliceInput<'_>) -> SpliceOut
             .push("origin has no EXT-X-MEDIA-SEQUENCE; discontinuity sequence appended".into());
     }
 
-    match input.mode {
-        Mode::Ssai => ssai_segments(m, input, &res, &plans, &mut out, &mut report),
-        Mode::Sgai => sgai_segments(m, input, &res, &plans, &mut out, &mut report),
-    }
-
     // Trailer: lines after the last segment (LL-HLS: the parts of the
     // segment in progress, its preload hint, rendition reports).
     let trailer_start = m.segments.last().map_or(m.header_end, |s| s.uri_line + 1);
     let trailer = &lines[trailer_start.max(m.header_end)..];
     let edge = live_edge(input.mode, &plans, last_msn, trailer);
+
+    match input.mode {
+        Mode::Ssai => {
+            // While the live edge is an ad, no part is listed at all, not
+            // even the content's before the break: a playlist whose older
+            // segments have parts and whose newest have none leaves an LL
+            // client (hls.js 1.7) waiting for a next part that never comes
+            // (a 4 s stall at every break); without parts it loads whole
+            // segments until they return.
+            let drop_parts = edge == LiveEdge::Withheld;
+            ssai_segments(m, input, &res, &plans, drop_parts, &mut out, &mut report)
+        }
+        Mode::Sgai => sgai_segments(m, input, &res, &plans, &mut out, &mut report),
+    }
+
     let mut returned = false;
     for line in trailer {
         let part = line.is_tag("EXT-X-PART") || line.is_tag("EXT-X-PRELOAD-HINT");
@@ -344,6 +354,7 @@ fn ssai_segments(
     input: &SpliceInput<'_>,
     res: &Resolver<'_>,
     plans: &[Plan<'_>],
+    drop_parts: bool,
     out: &mut String,
     report: &mut SpliceReport,
 ) {
@@ -376,7 +387,9 @@ fn ssai_segments(
                     content_return(seg, seg_lines, keyed, out, res);
                 }
                 for line in seg_lines {
-                    if input.settings.strip_cues && is_cue_tag(line) {
+                    if (input.settings.strip_cues && is_cue_tag(line))
+                        || (drop_parts && line.is_tag("EXT-X-PART"))
+                    {
                         continue;
                     }
                     push_line(out, line, res);

@@ -200,6 +200,10 @@ impl PartLedger {
         // The segment in progress: parts or a hint for its next part say
         // it is content.
         let hint = out.contains("#EXT-X-PRELOAD-HINT");
+        if last_ours && parts == 0 && !hint && out.contains("#EXT-X-PART:") {
+            // The live edge is an ad: an LL client must not wait for parts.
+            errs.push("parts listed while the live edge is an ad".into());
+        }
         if parts > 0 || hint {
             let e = self.seen.entry(msn).or_default();
             e.0 = true;
