@@ -145,6 +145,20 @@ test("demuxed channel in hls.js: SSAI through a break with the audio switched to
   assert.ok(shot, "screenshot taken mid-ad after the switch");
 });
 
+test("demuxed channel SGAI in hls.js: the interstitial (its assets with an audio group, like the primary) plays and the primary resumes", async () => {
+  const { log } = await play(browser, s.base, `${s.base}/${ORG}/news-demuxed/master.m3u8?mode=sgai`, 50, {
+    screenshotWhen: Object.assign((l) => l.events.some((e) => e.e === "INTERSTITIAL_ASSET_STARTED") && !l.events.some((e) => e.e === "INTERSTITIAL_ENDED"), { file: "player-demuxed-sgai-mid-ad.png" }),
+  });
+  assert.deepEqual(log.fatal, [], "no fatal error");
+  const names = log.events.map((e) => e.e);
+  for (const e of ["INTERSTITIAL_STARTED", "INTERSTITIAL_ASSET_STARTED", "INTERSTITIAL_ENDED"]) {
+    assert.ok(names.includes(e), `${e} observed (${names.join(",")})`);
+  }
+  assert.ok(log.maxStallMs <= 2000, `longest stall ${log.maxStallMs} ms`);
+  const ended = log.events.find((e) => e.e === "INTERSTITIAL_ENDED").t;
+  assert.ok(log.alt.some((f) => f.t > ended && f.type === "audio" && /\/aud-en\//.test(f.url)), "the primary's audio rendition resumed after the interstitial");
+});
+
 test("LL-HLS channel in hls.js low-latency mode: parts before the break, whole ad segments in it, parts again after, no stall", async () => {
   const { log, shot } = await play(browser, s.base, `${s.base}/${ORG}/news-ll/master.m3u8?mode=ssai`, 75, {
     // Catching up after a break (where whole segments set the pace) is
