@@ -185,13 +185,16 @@ test("the conditioner makes it playable: hls.js plays the ad, every segment deco
   assert.ok(!pod.reasons.some((r) => r.includes("TRANSCODE")), JSON.stringify(pod.reasons));
   const item = pod.items[0];
   assert.ok(item.tracking.impression.some((u) => u.includes("/imp?ad=loud-15")), "the ad server's impression kept");
-  assert.equal(item.renditions.length, 4, "two rungs × TS and fMP4");
+  // Two rungs × (muxed, video only) × TS and fMP4, and the audio alone in
+  // each container (for demuxed channels).
+  assert.equal(item.renditions.length, 10, JSON.stringify(item.renditions.map((r) => [r.kind, r.bandwidth, !!r.init_uri])));
+  assert.deepEqual(item.renditions.filter((r) => r.kind === "audio").map((r) => r.bandwidth), [128000, 128000]);
   // Conditioned ads are never house ads: a channel whose ad server has
   // nothing still gets only the library's own ads.
   const lib = (await api(s.base, "POST", `/api/orgs/${ORG}/decision`, { channel: "cond-404", break_id: "house", duration_s: 30, cadence_ms: 1920 })).json;
   assert.ok(!lib.items.some((i) => i.creative_id === "creative-15"), JSON.stringify(lib.items.map((i) => i.creative_id)));
   // Every segment decodes (video and audio), and the loudness is on target.
-  const ts = item.renditions.find((r) => !r.init_uri);
+  const ts = item.renditions.find((r) => !r.init_uri && r.kind === "muxed");
   const segs = Array.isArray(ts.segments) ? ts.segments.map((x) => x.uri) : Array.from({ length: ts.segments.count }, (_, i) => ts.segments.template.replace("{i}", i));
   const parts = [];
   for (const [i, u] of segs.entries()) {

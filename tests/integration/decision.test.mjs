@@ -108,8 +108,9 @@ test("inline VAST pod: ads in <Ad sequence> order, mapped to conditioned library
   const { pod } = await cuePod("vast-inline");
   assert.equal(pod.source, "vast", JSON.stringify(pod.reasons));
   assert.deepEqual(pod.items.map((i) => i.ad_id), ["vast-a", "vast-b"]);
-  // Two rungs, each in TS and fMP4 (the ingest's default containers).
-  assert.ok(pod.items.every((i) => i.renditions.length === 4 && i.renditions.filter((r) => r.init_uri).length === 2 && i.renditions.every((r) => (Array.isArray(r.segments) ? r.segments.length : r.segments.count) > 0)), JSON.stringify(pod.items.map((i) => i.renditions.map((r) => [r.bandwidth, !!r.init_uri]))));
+  // Two rungs muxed and video only, and the audio alone, each in TS and
+  // fMP4 (the ingest's default containers).
+  assert.ok(pod.items.every((i) => i.renditions.length === 10 && i.renditions.filter((r) => r.init_uri).length === 5 && i.renditions.every((r) => (Array.isArray(r.segments) ? r.segments.length : r.segments.count) > 0)), JSON.stringify(pod.items.map((i) => i.renditions.map((r) => [r.bandwidth, !!r.init_uri]))));
   assert.ok(pod.items[1].tracking.impression[0].endsWith("/imp?ad=b&x=1"), "entities decoded");
   assert.ok(pod.items.reduce((a, i) => a + i.duration_s, 0) <= 30.0);
 });
