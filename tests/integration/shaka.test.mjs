@@ -121,9 +121,10 @@ test("demuxed channel in Shaka Player: SSAI through a break with the audio switc
     const v = video(l);
     return v.length > 0 && isAd(v[v.length - 1].url);
   };
-  const { log, shot } = await play(`${s.base}/${ORG}/news-demuxed/master.m3u8?mode=ssai`, 75, {
+  const { log, shot } = await play(`${s.base}/${ORG}/news-demuxed/master.m3u8?mode=ssai`, 85, {
     onTick: async (l, page) => {
-      if (switched === null && inAd(l)) {
+      // The first ad after English content (the player may join mid-break).
+      if (switched === null && inAd(l) && l.segs.some((x) => /\/aud-en\//.test(x.url))) {
         switched = Date.now();
         await page.evaluate(() => window.player.selectAudioTrack(window.player.getAudioTracks().find((t) => t.language === "es")));
       }
