@@ -208,7 +208,7 @@ pub fn splice_media(m: &MediaPlaylist<'_>, input: &SpliceInput<'_>) -> SpliceOut
 
     let mut returned = false;
     for line in trailer {
-        let part = line.is_tag("EXT-X-PART") || line.is_tag("EXT-X-PRELOAD-HINT");
+        let part = is_part_line(line);
         if edge == LiveEdge::Withheld && part {
             continue;
         }
@@ -246,17 +246,19 @@ pub fn splice_media(m: &MediaPlaylist<'_>, input: &SpliceInput<'_>) -> SpliceOut
     SpliceOutput {
         playlist: out,
         report,
-        withheld_msn: (edge == LiveEdge::Withheld
-            && trailer
-                .iter()
-                .any(|l| l.is_tag("EXT-X-PART") || l.is_tag("EXT-X-PRELOAD-HINT")))
-        .then_some(last_msn + 1),
+        withheld_msn: (edge == LiveEdge::Withheld && trailer.iter().any(is_part_line))
+            .then_some(last_msn + 1),
     }
 }
 
 struct Plan<'a> {
     entry: &'a BreakEntry,
     slots: Vec<Slot>,
+}
+
+/// An LL-HLS part of the segment in progress, or the hint of its next.
+fn is_part_line(l: &Line<'_>) -> bool {
+    l.is_tag("EXT-X-PART") || l.is_tag("EXT-X-PRELOAD-HINT")
 }
 
 /// What SSAI does with the LL-HLS parts of the segment in progress.

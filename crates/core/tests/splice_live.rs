@@ -24,6 +24,14 @@ struct Sequencer {
 }
 
 impl Sequencer {
+    fn new(fmp4: bool) -> Self {
+        Sequencer {
+            ch: Channel::default(),
+            history: vec![],
+            fmp4,
+        }
+    }
+
     /// Feed one input as the DO's driver does: carry out the effects,
     /// answer each decision, and record what was published to KV.
     fn feed(&mut self, input: Input, now: i64) {
@@ -246,11 +254,7 @@ fn shape(out: &str) -> Shape {
 /// demuxed channel's audio and subtitles) with each other at every instant
 /// and node (same MSNs spliced, same discontinuities).
 fn run(ch: SimChannel, mode: Mode, secs: i64, step: i64) -> Served {
-    let mut seq = Sequencer {
-        ch: Channel::default(),
-        history: vec![],
-        fmp4: ch.fmp4,
-    };
+    let mut seq = Sequencer::new(ch.fmp4);
     let names: Vec<&str> = ch
         .variants
         .iter()
@@ -405,11 +409,7 @@ fn sgai_interstitials_are_stable() {
 #[test]
 fn ssai_replaces_exactly_the_break_and_returns_at_its_end() {
     let ch = SimChannel::default();
-    let mut seq = Sequencer {
-        ch: Channel::default(),
-        history: vec![],
-        fmp4: false,
-    };
+    let mut seq = Sequencer::new(false);
     // Serve at every instant so the sequencer sees the OUT; then inspect a
     // window fully covering break 1 (MSN 10..25).
     for msn in 9..30u64 {
@@ -507,11 +507,7 @@ fn ssai_demuxed_each_rendition_gets_its_kind() {
         demuxed: true,
         ..Default::default()
     };
-    let mut seq = Sequencer {
-        ch: Channel::default(),
-        history: vec![],
-        fmp4: false,
-    };
+    let mut seq = Sequencer::new(false);
     for msn in 9..30u64 {
         seq.poll(&ch, ch.pdt_of(msn + 1) + 10);
     }
