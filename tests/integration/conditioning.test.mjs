@@ -262,20 +262,21 @@ test("a 30 s creative: first sight to playable", async () => {
   console.log(`# first sight → playable: 15 s creative ${((timings.playable15 - timings.first15) / 1000).toFixed(1)} s (conditioning ${(timings.work15 / 1000).toFixed(1)} s, ${timings.cpu15.toFixed(1)} CPU s); 30 s creative ${((t1 - t0) / 1000).toFixed(1)} s (conditioning ${((job.finished_ms - job.started_ms) / 1000).toFixed(1)} s, ${cpu30.toFixed(1)} CPU s)`);
 });
 
-test("failures: a 404 source, a source that is not video, one over the size limit fail at once with a reason", async () => {
+test("failures: a 404 source, a source that is not video, one over the size limit fail at once with a category and our reason", async () => {
   for (const slug of ["cond-404", "cond-notvideo", "cond-big"]) await cue(slug);
-  const want = { "creative-404": /source HTTP 404/, "creative-nv": /not video/, "creative-big": /over the 3000000-byte limit/ };
-  for (const [c, re] of Object.entries(want)) {
+  const want = { "creative-404": [/^source_gone: HTTP 404$/, "source_gone"], "creative-nv": [/^unsupported_source: not an MP4\/MOV, WebM\/Matroska or MPEG-TS file$/, "unsupported_source"], "creative-big": [/^source_too_large: over the 3000000-byte limit$/, "source_too_large"] };
+  for (const [c, [re, category]] of Object.entries(want)) {
     const j = await until(`${c} failed`, async () => {
       const j = await jobOf(c);
       return j && j.state === "failed" && j;
     }, 60_000);
     assert.match(j.reason, re, c);
+    assert.equal(j.failure_category, category, c);
     assert.equal(j.attempts, 1, `${c}: a permanent failure is not retried`);
   }
   // The next decision says why the creative is skipped.
   const p = await cue("cond-404b");
-  assert.ok(p.reasons.some((r) => /TRANSCODE_FAILED: source HTTP 404/.test(r)), JSON.stringify(p.reasons));
+  assert.ok(p.reasons.some((r) => /TRANSCODE_FAILED: source_gone: HTTP 404/.test(r)), JSON.stringify(p.reasons));
 });
 
 test("a conditioner killed mid-job: the lease expires, the job is retried once, then failed with a reason", async () => {
@@ -300,7 +301,8 @@ test("a conditioner killed mid-job: the lease expires, the job is retried once, 
   assert.equal(j.id, job.id);
   assert.equal(j.state, "failed", JSON.stringify(j));
   assert.equal(j.attempts, 2);
-  assert.match(j.reason, /lease expired/);
+  assert.match(j.reason, /^lease_expired: /);
+  assert.equal(j.failure_category, "lease_expired");
   // Leases are for platform admins only.
   const denied = await api(s.base, "POST", "/api/conditioning/lease", { owner: "x" }, s.apiKey);
   assert.equal(denied.status, 403);

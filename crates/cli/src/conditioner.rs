@@ -1,47 +1,46 @@
 //! `cf-ssai conditioner --api URL --token PLATFORM_TOKEN [--owner NAME]
 //!  [--lease-s 300] [--poll-s 2] [--max-bytes 536870912]
 //!  [--download-timeout-s 300] [--allow-private HOSTS] [--public-base URL]
-//!  [--once] [--exit-after-s N]`
+//!  [--once] [--exit-after-s N] [--exit-when-idle-s N]`
 //!
 //! The long-running worker that turns ad servers' creatives into
 //! conditioned renditions: leases a job through the admin API (a lease
 //! with an expiry, so two conditioners never do the same job and a crashed
 //! one's job is retried), downloads the source (URL checked hop by hop
-//! against the private-address policy, size and time limited), checks it
-//! is video, and conditions it with the ingest pipeline (ffmpeg: the org's
-//! ladder at every cadence its channels use, TS and fMP4, closed GOPs,
-//! 48 kHz audio, EBU R128 loudness normalisation to the org's target),
-//! uploads to R2, registers one ad per cadence, and reports. Runs on any
-//! machine with ffmpeg and curl; README command 1 starts one next to the
-//! local stack.
+//! against the private-address policy, size and time limited), sniffs and
+//! probes it, and conditions it with the ingest pipeline (any container
+//! and codec ffmpeg decodes to the org's ladder at every cadence its
+//! channels use, the channel's frame rate, TS and fMP4, closed GOPs,
+//! 48 kHz audio at the org's EBU R128 loudness, the tail padded so every
+//! frame plays), uploads to R2, registers one ad per cadence, and reports
+//! the outcome with a failure category and notes (source chosen, VAST
+//! Duration against the file, padding). Runs as a container (the
+//! repository's `Dockerfile`) or on any machine with ffmpeg and curl;
+//! README command 1 starts one next to the local stack.
+//!
+//! Exit codes: 0 stopped as asked (`--once`, `--exit-after-s`,
+//! `--exit-when-idle-s`, `--help`), 1 a fatal error (an answer from the API
+//! it cannot read), 2 a usage error.
 
-use crate::ingest::{self, Loudness, Spec};
+use crate::ingest::{self, Encode, Failure, Log, Loudness, Spec};
 use crate::{flag, flag_or};
-use cf_ssai_core::conditioning::{Settings, Source, DEFAULT_LEASE_S, DEFAULT_MAX_SOURCE_BYTES};
+use cf_ssai_core::conditioning::{
+    FailureCategory, Settings, Source, DEFAULT_LEASE_S, DEFAULT_MAX_SOURCE_BYTES,
+};
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A failure: permanent ones (the source is gone, not video, too large)
-/// fail the job at once; others are retried on the next lease.
-struct Failure {
-    reason: String,
-    permanent: bool,
+fn fail(category: FailureCategory, detail: impl Into<String>) -> Failure {
+    Failure::new(category, detail)
 }
 
-fn permanent(reason: impl Into<String>) -> Failure {
-    Failure {
-        reason: reason.into(),
-        permanent: true,
-    }
-}
-
-fn transient(reason: impl Into<String>) -> Failure {
-    Failure {
-        reason: reason.into(),
-        permanent: false,
-    }
-}
+pub const USAGE: &str =
+    "usage: cf-ssai conditioner --api URL --token PLATFORM_TOKEN [--owner NAME] \
+[--lease-s 300] [--poll-s 2] [--max-bytes 536870912] [--download-timeout-s 300] \
+[--allow-private HOSTS] [--public-base URL] [--once] [--exit-after-s N] [--exit-when-idle-s N]\n\
+Leases creative-conditioning jobs from the admin API and conditions them with ffmpeg.\n\
+Exit codes: 0 stopped as asked, 1 fatal error, 2 usage error. Logs are JSON lines on stderr.";
 
 struct Opts<'a> {
     api: &'a str,
@@ -54,6 +53,10 @@ struct Opts<'a> {
 }
 
 pub fn run(args: &[String]) -> Result<(), String> {
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{USAGE}");
+        return Ok(());
+    }
     let api = flag(args, "--api")
         .ok_or("--api required")?
         .trim_end_matches('/');
@@ -80,10 +83,23 @@ pub fn run(args: &[String]) -> Result<(), String> {
         })
         .transpose()?
         .map(Duration::from_secs);
+    let idle_exit = flag(args, "--exit-when-idle-s")
+        .map(|v| {
+            v.parse::<u64>()
+                .map_err(|_| format!("--exit-when-idle-s: {v:?}"))
+        })
+        .transpose()?
+        .map(Duration::from_secs);
     let started = Instant::now();
-    eprintln!("conditioner {} leasing from {api}", opts.owner);
+    let mut last_work = Instant::now();
+    eprintln!(
+        "{}",
+        serde_json::json!({"event": "conditioner_started", "owner": opts.owner, "api": api})
+    );
     loop {
-        if exit_after.is_some_and(|d| started.elapsed() > d) {
+        if exit_after.is_some_and(|d| started.elapsed() > d)
+            || idle_exit.is_some_and(|d| last_work.elapsed() > d)
+        {
             return Ok(());
         }
         let body = serde_json::json!({ "owner": opts.owner, "lease_s": lease_s }).to_string();
@@ -106,6 +122,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
                 let lease: serde_json::Value =
                     serde_json::from_str(&text).map_err(|e| format!("lease answer: {e}"))?;
                 work(&opts, &lease)?;
+                last_work = Instant::now();
             }
             204 => {
                 if once {
@@ -129,16 +146,20 @@ fn work(opts: &Opts, lease: &serde_json::Value) -> Result<(), String> {
     let t0 = Instant::now();
     let outcome = condition(opts, lease);
     let report = match &outcome {
-        Ok(ads) => serde_json::json!({ "owner": opts.owner, "ok": true, "ad_ids": ads }),
+        Ok((ads, notes)) => {
+            serde_json::json!({ "owner": opts.owner, "ok": true, "ad_ids": ads, "notes": notes })
+        }
         Err(f) => serde_json::json!({
-            "owner": opts.owner, "ok": false, "reason": f.reason, "permanent": f.permanent
+            "owner": opts.owner, "ok": false, "reason": f.reason(),
+            "category": f.category.as_str(), "permanent": !f.category.transient()
         }),
     };
     eprintln!(
         "{}",
         serde_json::json!({
             "event": "conditioning_done", "org": org, "job": id,
-            "ok": outcome.is_ok(), "reason": outcome.as_ref().err().map(|f| f.reason.clone()),
+            "ok": outcome.is_ok(), "category": outcome.as_ref().err().map(|f| f.category.as_str()),
+            "reason": outcome.as_ref().err().map(Failure::reason),
             "seconds": (t0.elapsed().as_secs_f64() * 10.0).round() / 10.0,
         })
     );
@@ -159,32 +180,39 @@ fn work(opts: &Opts, lease: &serde_json::Value) -> Result<(), String> {
     Ok(())
 }
 
-fn condition(opts: &Opts, lease: &serde_json::Value) -> Result<Vec<String>, Failure> {
+/// Condition a leased job: its ad ids and notes, or why not.
+fn condition(
+    opts: &Opts,
+    lease: &serde_json::Value,
+) -> Result<(Vec<String>, serde_json::Value), Failure> {
     let job = &lease["job"];
     let org = job["org_id"].as_str().unwrap_or_default();
     let id = job["id"].as_str().unwrap_or_default();
-    let source: Source = serde_json::from_value(job["source"].clone())
-        .map_err(|e| permanent(format!("job source: {e}")))?;
+    let source: Source = serde_json::from_value(job["source"].clone()).map_err(|e| {
+        fail(
+            FailureCategory::UnsupportedSource,
+            format!("job source unreadable: {e}"),
+        )
+    })?;
     let settings: Settings = serde_json::from_value(lease["settings"].clone()).unwrap_or_default();
     let cadences: Vec<u64> = serde_json::from_value(lease["cadences"].clone()).unwrap_or_default();
+    let vast_ms = cf_ssai_core::model::secs_to_ms(job["duration_s"].as_f64().unwrap_or(0.0));
     let work = std::env::temp_dir().join(format!("cf-ssai-cond-{id}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&work);
-    std::fs::create_dir_all(&work).map_err(|e| transient(e.to_string()))?;
+    std::fs::create_dir_all(&work)
+        .map_err(|e| fail(FailureCategory::EncodeFailed, format!("work dir: {e}")))?;
     let file = work.join("source");
+    let log = Log::new(id);
     let result = (|| {
+        log.stage("download", 0.0);
         download(opts, &source.url, &file)?;
+        log.stage("download", 1.0);
+        let ladder = settings
+            .rungs()
+            .map_err(|e| fail(FailureCategory::EncodeFailed, e))?;
         let path = file.display().to_string();
-        match ingest::probe_has(&path, "v") {
-            Ok(true) => {}
-            Ok(false) => return Err(permanent("source is not video: it has no video stream")),
-            // ffprobe's last words, without our temporary path.
-            Err(e) => {
-                let why = e.rsplit(": ").next().unwrap_or(&e).to_string();
-                return Err(permanent(format!("source is not video: {why}")));
-            }
-        }
-        let ladder = crate::ingest::parse_ladder(&settings.ladder).map_err(permanent)?;
         let mut ads = Vec::new();
+        let mut notes = serde_json::json!({ "source_choice": source.why });
         for cadence in cadences.iter().copied().filter(|c| *c > 0) {
             let ad_id = format!("{id}-{cadence}");
             let spec = Spec {
@@ -194,28 +222,39 @@ fn condition(opts: &Opts, lease: &serde_json::Value) -> Result<Vec<String>, Fail
                 api: opts.api,
                 token: opts.token,
                 public: opts.public,
-                cadence_ms: cadence,
                 slate: false,
                 channel: None,
-                ladder: ladder.clone(),
-                containers: vec!["ts".into(), "fmp4".into()],
+                encode: Encode {
+                    cadence_ms: cadence,
+                    fps: settings.fps,
+                    ladder: ladder.clone(),
+                    containers: vec![ingest::Container::Ts, ingest::Container::Fmp4],
+                    loudness: Some(Loudness {
+                        lufs: settings.loudness_lufs,
+                        true_peak: settings.true_peak_dbtp,
+                    }),
+                    one_pass: true,
+                },
                 creative_id: job["creative_id"].as_str().unwrap_or(id),
                 universal_ad_id: job["universal_ad_id"].as_str(),
                 tracking: serde_json::json!({}),
-                loudness: Some(Loudness {
-                    lufs: settings.loudness_lufs,
-                    true_peak: settings.true_peak_dbtp,
-                }),
                 source: Some((source.url.clone(), source.file_size)),
+                vast_duration_ms: vast_ms,
+                log: &log,
             };
-            ingest::ingest(&spec)
-                .map_err(|e| transient(format!("conditioning at {cadence} ms: {e}")))?;
+            let summary = ingest::ingest(&spec)?;
+            for k in ["source", "duration_s", "padding_s", "notes"] {
+                notes[k] = summary[k].clone();
+            }
             ads.push(ad_id);
         }
         if ads.is_empty() {
-            return Err(permanent("the org has no channel cadence to condition for"));
+            return Err(fail(
+                FailureCategory::NoCadence,
+                "the org has no channel cadence to condition for",
+            ));
         }
-        Ok(ads)
+        Ok((ads, notes))
     })();
     let _ = std::fs::remove_dir_all(&work);
     result
@@ -227,34 +266,59 @@ fn condition(opts: &Opts, lease: &serde_json::Value) -> Result<Vec<String>, Fail
 fn download(opts: &Opts, url: &str, out: &Path) -> Result<(), Failure> {
     let deadline = Instant::now() + Duration::from_secs(opts.download_timeout_s);
     let mut url = url.to_string();
+    let too_large = || {
+        fail(
+            FailureCategory::SourceTooLarge,
+            format!("over the {}-byte limit", opts.max_bytes),
+        )
+    };
     for _hop in 0..=5 {
         cf_ssai_core::config::check_url_allowing(&url, opts.allow_private)
-            .map_err(|e| permanent(format!("source URL refused: {e}")))?;
+            .map_err(|e| fail(FailureCategory::SourceRefused, e.to_string()))?;
         let left = deadline
             .saturating_duration_since(Instant::now())
             .as_secs()
             .max(1);
         let o = Command::new("curl")
-            .args(["-sS", "--proto", "=http,https", "--max-redirs", "0"])
+            .args([
+                "-sS",
+                "--globoff",
+                "--proto",
+                "=http,https",
+                "--max-redirs",
+                "0",
+            ])
             .args(["--max-filesize", &opts.max_bytes.to_string()])
             .args(["--max-time", &left.to_string()])
             .args(["-o"])
             .arg(out)
             .args(["-w", "%{http_code} %{redirect_url}", &url])
             .output()
-            .map_err(|e| transient(format!("curl: {e}")))?;
+            .map_err(|e| fail(FailureCategory::SourceUnreachable, format!("curl: {e}")))?;
         let w = String::from_utf8_lossy(&o.stdout).to_string();
-        let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+        // The transport's words stay in our log: an org reads a category.
+        if !o.status.success() {
+            eprintln!(
+                "{}",
+                serde_json::json!({"event": "conditioning_download_error", "url": url,
+                    "exit": o.status.code(), "stderr": String::from_utf8_lossy(&o.stderr).trim()})
+            );
+        }
         match o.status.code() {
             Some(0) => {}
-            Some(63) => {
-                return Err(permanent(format!(
-                    "source is over the {}-byte limit",
-                    opts.max_bytes
-                )))
+            Some(63) => return Err(too_large()),
+            Some(28) => {
+                return Err(fail(
+                    FailureCategory::SourceUnreachable,
+                    "the download timed out",
+                ))
             }
-            Some(28) => return Err(transient(format!("source download timed out: {err}"))),
-            _ => return Err(transient(format!("source download failed: {err}"))),
+            _ => {
+                return Err(fail(
+                    FailureCategory::SourceUnreachable,
+                    "the source did not answer",
+                ))
+            }
         }
         let (code, next) = w.split_once(' ').unwrap_or((w.as_str(), ""));
         let code: u16 = code.trim().parse().unwrap_or(0);
@@ -263,22 +327,25 @@ fn download(opts: &Opts, url: &str, out: &Path) -> Result<(), Failure> {
                 // Without a Content-Length curl cannot refuse up front.
                 let size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
                 if size > opts.max_bytes {
-                    return Err(permanent(format!(
-                        "source is over the {}-byte limit",
-                        opts.max_bytes
-                    )));
+                    return Err(too_large());
                 }
                 return Ok(());
             }
             301 | 302 | 303 | 307 | 308 if !next.trim().is_empty() => {
                 url = next.trim().to_string();
             }
-            404 | 410 => return Err(permanent(format!("source HTTP {code}"))),
-            c if (400..500).contains(&c) => return Err(permanent(format!("source HTTP {c}"))),
-            c => return Err(transient(format!("source HTTP {c}"))),
+            c if (400..500).contains(&c) => {
+                return Err(fail(FailureCategory::SourceGone, format!("HTTP {c}")))
+            }
+            c => {
+                return Err(fail(
+                    FailureCategory::SourceUnreachable,
+                    format!("HTTP {c}"),
+                ))
+            }
         }
     }
-    Err(permanent("source: more than 5 redirects"))
+    Err(fail(FailureCategory::SourceGone, "more than 5 redirects"))
 }
 
 /// One API call through curl: (status, body).

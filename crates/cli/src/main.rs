@@ -7,7 +7,8 @@
 //! cf-ssai apikey-hash --key K       salt + hash for the api_keys table
 //! cf-ssai origin [--port P] [--media DIR] ...   local live HLS origin
 //! cf-ssai validate < JSONL          live rules across reloads/viewers/nodes
-//! cf-ssai ads ingest FILE.mp4 ...   condition an ad (ffmpeg), upload, register
+//! cf-ssai ads ingest FILE ...       condition an ad (ffmpeg), upload, register
+//! cf-ssai ads condition FILE --out DIR ...   condition an ad locally (nothing uploaded)
 //! cf-ssai conditioner --api URL --token T ...   condition ad servers' creatives (jobs)
 //! ```
 mod conditioner;
@@ -33,8 +34,15 @@ fn main() -> ExitCode {
         Some("ads") if rest.first().map(String::as_str) == Some("ingest") => {
             ingest::run(&rest[1..])
         }
+        Some("ads") if rest.first().map(String::as_str) == Some("condition") => {
+            ingest::run_condition(&rest[1..])
+        }
+        Some("--help" | "-h" | "help") => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         _ => {
-            eprintln!("usage: cf-ssai scte35 [--hex] | cues FILE | token --secret S --org O | apikey-hash --key K | origin [...] | ads ingest FILE [...] | conditioner --api URL --token T [...]");
+            eprintln!("{USAGE}");
             return ExitCode::from(2);
         }
     };
@@ -46,6 +54,8 @@ fn main() -> ExitCode {
         }
     }
 }
+
+const USAGE: &str = "usage: cf-ssai scte35 [--hex] | cues FILE | token --secret S --org O | apikey-hash --key K | origin [...] | validate | ads ingest FILE [...] | ads condition FILE --out DIR [...] | conditioner --api URL --token T [...] (conditioner --help)";
 
 /// `--name value` flags.
 pub(crate) fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {

@@ -96,35 +96,63 @@ impl BeaconMessage {
     }
 }
 
-/// The events crossed when a session receives ad segment `index` (0-based)
-/// of `count`: impression+start at the first, each quartile when the
-/// segment's end crosses 25/50/75 %, complete at the last.
-pub fn events_for_segment(index: u32, count: u32) -> Vec<TrackingEvent> {
+/// The events crossed when a session receives the ad segment that spans
+/// `[start_ms, end_ms)` of an ad whose creative lasts `duration_ms`:
+/// impression and start with the first segment, each quartile with the
+/// segment holding that quarter of the *creative* (not of the padded ad:
+/// a 15 s spot in eight 1.92 s segments has its midpoint at 7.5 s, in the
+/// fourth), complete with the segment holding the creative's end. An ad
+/// cut short by an early return never reaches the segments it lost, so it
+/// fires no complete.
+pub fn events_for_span(start_ms: u64, end_ms: u64, duration_ms: u64) -> Vec<TrackingEvent> {
     let mut ev = Vec::new();
-    if count == 0 || index >= count {
+    if end_ms <= start_ms || start_ms >= duration_ms {
         return ev;
     }
-    if index == 0 {
+    if start_ms == 0 {
         ev.push(TrackingEvent::Impression);
         ev.push(TrackingEvent::Start);
     }
-    let before = index as u64 * 4;
-    let after = (index as u64 + 1) * 4;
-    let c = count as u64;
+    // The span holds q/4 of the creative: start < q·d/4 <= end (×4, exact).
+    let (s4, e4) = (start_ms.saturating_mul(4), end_ms.saturating_mul(4));
     for (q, e) in [
         (1, TrackingEvent::FirstQuartile),
         (2, TrackingEvent::Midpoint),
         (3, TrackingEvent::ThirdQuartile),
     ] {
-        // Segment end crosses q/4 of the ad: before < q*c/4 <= after (×4).
-        if before < q * c && q * c <= after {
+        let at = duration_ms.saturating_mul(q);
+        if s4 < at && at <= e4 {
             ev.push(e);
         }
     }
-    if index + 1 == count {
+    if duration_ms <= end_ms {
         ev.push(TrackingEvent::Complete);
     }
     ev
+}
+
+/// Where segment `pos` of a rendition lies in the ad (ms from its start to
+/// its end), and the creative's length the events are timed on: the ad's
+/// own duration, or the rendition's whole length when that is shorter
+/// (an ad registered with a longer duration than its media still
+/// completes on its last segment).
+pub fn segment_span(
+    item: &crate::model::PodItem,
+    r: &crate::model::AdRendition,
+    pos: u32,
+) -> Option<(u64, u64, u64)> {
+    let ms = |d: f64| crate::model::secs_to_ms(d);
+    let seg = r.segments.get(pos as usize)?;
+    let start: u64 = r
+        .segments
+        .iter()
+        .take(pos as usize)
+        .map(|s| ms(s.duration))
+        .sum();
+    let total: u64 = r.segments.iter().map(|s| ms(s.duration)).sum();
+    let own = ms(item.duration_s);
+    let duration = if own == 0 { total } else { own.min(total) };
+    Some((start, start.saturating_add(ms(seg.duration)), duration))
 }
 
 /// `beacon:{session}:{break}:{ad}:{event}:{hash of the URL template}`.
@@ -169,20 +197,23 @@ impl Device {
     }
 }
 
-/// The beacons a session's delivery of ad segment `pos` (of `count`) of
+/// The beacons a session's delivery of segment `pos` of rendition `r` of
 /// `item` fires: one message per tracking URL of each event crossed.
 pub fn for_delivery(
     break_id: &str,
     item: &crate::model::PodItem,
+    r: &crate::model::AdRendition,
     pos: u32,
-    count: u32,
     session: &str,
     device: &Device,
     now_ms: i64,
 ) -> Vec<BeaconMessage> {
     let t = &item.tracking;
     let mut out = Vec::new();
-    for ev in events_for_segment(pos, count) {
+    let Some((start, end, duration)) = segment_span(item, r, pos) else {
+        return out;
+    };
+    for ev in events_for_span(start, end, duration) {
         let urls = match ev {
             TrackingEvent::Impression => &t.impression,
             TrackingEvent::Start => &t.start,
@@ -358,6 +389,68 @@ mod tests {
             fill_asset_macros("https://ads/[asset.CAID", &a),
             "https://ads/[asset.CAID"
         );
+    }
+
+    /// Segment `i` of `n` equal segments of an ad that fills them exactly.
+    fn events_for_segment(i: u32, n: u32) -> Vec<TrackingEvent> {
+        events_for_span(u64::from(i), u64::from(i) + 1, u64::from(n))
+    }
+
+    #[test]
+    fn quartiles_are_timed_on_the_creative_not_the_padding() {
+        // A 15 s spot in eight 1.92 s segments (0.36 s of padding): the
+        // quarters fall at 3.75, 7.5 and 11.25 s, in segments 1, 3 and 5
+        // (the padded 15.36 s would put the midpoint at 7.68 s, in 4);
+        // complete with the eighth, which holds 15 s.
+        let at = |q: TrackingEvent| {
+            (0..8u64).find(|i| events_for_span(i * 1920, (i + 1) * 1920, 15_000).contains(&q))
+        };
+        assert_eq!(at(Impression), Some(0));
+        assert_eq!(at(FirstQuartile), Some(1));
+        assert_eq!(at(Midpoint), Some(3));
+        assert_eq!(at(ThirdQuartile), Some(5));
+        assert_eq!(at(Complete), Some(7));
+        // A 30 s spot in sixteen: its midpoint at 15 s is in segment 7.
+        assert!(events_for_span(7 * 1920, 8 * 1920, 30_000).contains(&Midpoint));
+        // Cut after five segments: no complete was ever fired.
+        assert!((0..5u64)
+            .all(|i| !events_for_span(i * 1920, (i + 1) * 1920, 15_000).contains(&Complete)));
+        // Past the creative (a segment of padding only): nothing.
+        assert!(events_for_span(15_360, 17_280, 15_000).is_empty());
+    }
+
+    #[test]
+    fn delivery_spans_come_from_the_rendition() {
+        let r = crate::model::AdRendition {
+            bandwidth: 1,
+            codecs: None,
+            resolution: None,
+            kind: crate::model::TrackKind::Muxed,
+            playlist_url: "p".into(),
+            cadence_s: 1.92,
+            segments: (0..8)
+                .map(|i| crate::model::AdSegment {
+                    uri: format!("s{i}"),
+                    duration: 1.92,
+                    byterange: None,
+                })
+                .collect(),
+            init_uri: None,
+            key: None,
+        };
+        let mut item = crate::model::PodItem {
+            ad_id: "a".into(),
+            creative_id: "c".into(),
+            universal_ad_id: None,
+            duration_s: 15.015,
+            renditions: vec![],
+            tracking: Default::default(),
+        };
+        assert_eq!(segment_span(&item, &r, 3), Some((5760, 7680, 15_015)));
+        assert_eq!(segment_span(&item, &r, 8), None);
+        // Registered longer than its media: completes on the last segment.
+        item.duration_s = 16.0;
+        assert_eq!(segment_span(&item, &r, 7), Some((13_440, 15_360, 15_360)));
     }
 
     #[test]

@@ -54,14 +54,18 @@ pub fn job_id(identity: &str) -> String {
     format!("cj-{hex}")
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SourceKind {
     Mezzanine,
-    Mp4,
+    /// A progressive file of any decodable container (jobs recorded before
+    /// WebM/MOV sources were taken say `mp4`).
+    #[default]
+    #[serde(alias = "mp4")]
+    Progressive,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Source {
     pub url: String,
     pub kind: SourceKind,
@@ -73,6 +77,15 @@ pub struct Source {
     pub bitrate: u32,
     #[serde(default)]
     pub file_size: u64,
+    /// The MediaFile's `type` and `codec` as the ad server wrote them:
+    /// hints, never trusted (ffprobe on the downloaded file decides).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mime: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub codec: String,
+    /// Why this file was chosen, for the job's reader.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub why: String,
 }
 
 /// Interactive or non-video files are never a source.
@@ -84,55 +97,265 @@ fn interactive(m: &MediaFile) -> bool {
         || mime.contains("vpaid")
 }
 
-/// Progressive H.264 (with AAC when the codecs say) MP4.
-fn progressive_h264(m: &MediaFile) -> bool {
-    let mime = m.mime.to_ascii_lowercase();
-    let codec = m.codec.to_ascii_lowercase();
-    !m.mezzanine
-        && !m.is_hls()
-        && (m.delivery.is_empty() || m.delivery.eq_ignore_ascii_case("progressive"))
-        && mime == "video/mp4"
-        && (codec.is_empty() || codec.contains("avc1") || codec.contains("avc3"))
+/// The containers a conditioner decodes (its input-format allow-list:
+/// MP4/MOV, WebM/Matroska, MPEG-TS), by MIME type or, when the ad server
+/// gave none, by the URL's extension.
+fn decodable_container(m: &MediaFile) -> bool {
+    let mime = m.mime.trim().to_ascii_lowercase();
+    let mime = mime.split(';').next().unwrap_or("").trim();
+    if !mime.is_empty() {
+        return matches!(
+            mime,
+            "video/mp4"
+                | "video/quicktime"
+                | "video/x-m4v"
+                | "video/webm"
+                | "video/x-matroska"
+                | "video/matroska"
+                | "video/mp2t"
+                | "video/mpeg2"
+                | "application/octet-stream"
+        );
+    }
+    let path = m
+        .url
+        .split(['?', '#'])
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    [".mp4", ".m4v", ".mov", ".webm", ".mkv", ".ts", ".mxf"]
+        .iter()
+        .any(|e| path.ends_with(e))
 }
 
-fn quality(m: &MediaFile) -> (u64, u32) {
+/// How the `codec` hint ranks sources of equal size and bitrate: the
+/// spellings ad servers use (`H.264`, `avc1.64001f`, `h264`, `0`, `VP9`,
+/// `vp09.00.10.08`, `hvc1…`, `ProRes`, `apch`…). Unknown or odd spellings
+/// are still sources (rank 0): the hint is not a contract.
+fn codec_rank(codec: &str) -> u8 {
+    let c = codec.trim().to_ascii_lowercase();
+    let any = |keys: &[&str]| keys.iter().any(|k| c.contains(k));
+    if any(&[
+        "prores", "apch", "apcn", "apcs", "ap4h", "ap4x", "dnxh", "avdn",
+    ]) {
+        6 // a mezzanine codec: the least loss
+    } else if any(&["avc", "h.264", "h264", "x264"]) {
+        5
+    } else if any(&[
+        "hvc1", "hev1", "hevc", "h.265", "h265", "av01", "av1", "vp09", "vp9",
+    ]) {
+        4
+    } else if any(&["mpeg2", "mp2v", "mpeg-2", "mpgv"]) {
+        2
+    } else if any(&["vp8", "vp08"]) {
+        1
+    } else {
+        0
+    }
+}
+
+/// A file that is neither interactive nor a streaming manifest and whose
+/// container the conditioner decodes.
+fn conditionable(m: &MediaFile) -> bool {
+    let mime = m.mime.to_ascii_lowercase();
+    !interactive(m)
+        && !m.is_hls()
+        && !mime.contains("dash")
+        && (m.mezzanine || m.delivery.is_empty() || m.delivery.eq_ignore_ascii_case("progressive"))
+        && decodable_container(m)
+}
+
+/// Ranking of candidate sources: within the size limit first, then a
+/// resolution at or above the ladder's top rung (else the larger), then
+/// bitrate, then codec.
+fn rank(m: &MediaFile, top: (u32, u32)) -> (bool, bool, u64, u32, u8) {
+    let fits_size = m.file_size == 0 || m.file_size <= DEFAULT_MAX_SOURCE_BYTES;
+    let covers = m.width >= top.0 && m.height >= top.1 && m.height > 0;
+    let pixels = u64::from(m.width).saturating_mul(u64::from(m.height));
     (
-        u64::from(m.width).saturating_mul(u64::from(m.height)),
+        fits_size,
+        covers,
+        if covers { 0 } else { pixels },
         m.bitrate,
+        codec_rank(&m.codec),
     )
 }
 
 /// The best file to condition: the Mezzanine when there is one (made for
-/// this), else the highest-quality progressive H.264 MP4; never VPAID or
-/// other interactive files.
-pub fn best_source(c: &Creative) -> Result<Source, String> {
-    let usable = c.media_files.iter().filter(|m| !interactive(m));
-    let pick = usable
-        .clone()
-        .filter(|m| m.mezzanine)
-        .max_by_key(|m| quality(m))
-        .or_else(|| {
-            usable
-                .filter(|m| progressive_h264(m))
-                .max_by_key(|m| quality(m))
-        });
-    let Some(m) = pick else {
-        return Err(
-            "no Mezzanine and no progressive H.264 MP4 MediaFile (interactive files are never conditioned)"
-                .into(),
-        );
+/// this), else the best progressive file of any container the conditioner
+/// decodes ([`rank`]); never VPAID or other interactive files. The choice
+/// and why are on the source.
+pub fn best_source(c: &Creative, top_rung: (u32, u32)) -> Result<Source, String> {
+    let usable: Vec<&MediaFile> = c.media_files.iter().filter(|m| conditionable(m)).collect();
+    let mezz = usable.iter().filter(|m| m.mezzanine).count();
+    let pool = usable.iter().filter(|m| m.mezzanine == (mezz > 0));
+    let Some(m) = pool.clone().max_by_key(|m| rank(m, top_rung)) else {
+        let skipped = c.media_files.len();
+        return Err(format!(
+            "no Mezzanine and no progressive MediaFile in a container the conditioner decodes \
+             (MP4/MOV, WebM/Matroska, MPEG-TS) among {skipped}; interactive files and \
+             streaming manifests are never conditioned"
+        ));
     };
+    let (w, h) = top_rung;
+    let why = format!(
+        "{} {} {}x{}{}{}: best of {} {} (ranked: within the size limit, >= the {w}x{h} top rung, bitrate, codec)",
+        if m.mezzanine { "Mezzanine" } else { "progressive" },
+        if m.mime.is_empty() { "(no type)" } else { m.mime.as_str() },
+        m.width,
+        m.height,
+        if m.bitrate > 0 { format!(" at {} kb/s", m.bitrate) } else { String::new() },
+        if m.codec.is_empty() { String::new() } else { format!(", codec {:?}", m.codec) },
+        pool.count(),
+        if m.mezzanine { "Mezzanine files" } else { "progressive files" },
+    );
     Ok(Source {
         url: m.url.clone(),
         kind: if m.mezzanine {
             SourceKind::Mezzanine
         } else {
-            SourceKind::Mp4
+            SourceKind::Progressive
         },
         width: m.width,
         height: m.height,
         bitrate: m.bitrate,
         file_size: m.file_size,
+        mime: m.mime.clone(),
+        codec: m.codec.clone(),
+        why,
+    })
+}
+
+/// Why a conditioning job failed: a stable category, what metrics count
+/// and what the org reads with the job. Never a transport's or a tool's
+/// raw text (a conditioner that showed curl's or ffmpeg's words would tell
+/// an org what answers on the conditioner's network).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCategory {
+    /// No answer, a timeout, a 5xx (retried).
+    SourceUnreachable,
+    /// The ad server said no (4xx), or too many redirects.
+    SourceGone,
+    /// The URL (or an address it resolved to) is not allowed.
+    SourceRefused,
+    SourceTooLarge,
+    /// Not a container the conditioner decodes (a playlist, a concat
+    /// list, HTML…) or no video stream in it.
+    UnsupportedSource,
+    /// A container it decodes, but truncated or damaged.
+    CorruptSource,
+    SourceTooShort,
+    SourceTooLong,
+    /// ffmpeg failed on a source it had probed (retried).
+    EncodeFailed,
+    /// The admin API refused or lost an upload (retried).
+    UploadFailed,
+    /// The org has no channel cadence to condition for.
+    NoCadence,
+    /// The org's quota of queued or running jobs is used.
+    QuotaExceeded,
+    /// A conditioner died holding the lease on every attempt.
+    LeaseExpired,
+}
+
+impl FailureCategory {
+    pub const ALL: [FailureCategory; 13] = [
+        FailureCategory::SourceUnreachable,
+        FailureCategory::SourceGone,
+        FailureCategory::SourceRefused,
+        FailureCategory::SourceTooLarge,
+        FailureCategory::UnsupportedSource,
+        FailureCategory::CorruptSource,
+        FailureCategory::SourceTooShort,
+        FailureCategory::SourceTooLong,
+        FailureCategory::EncodeFailed,
+        FailureCategory::UploadFailed,
+        FailureCategory::NoCadence,
+        FailureCategory::QuotaExceeded,
+        FailureCategory::LeaseExpired,
+    ];
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCategory::SourceUnreachable => "source_unreachable",
+            FailureCategory::SourceGone => "source_gone",
+            FailureCategory::SourceRefused => "source_refused",
+            FailureCategory::SourceTooLarge => "source_too_large",
+            FailureCategory::UnsupportedSource => "unsupported_source",
+            FailureCategory::CorruptSource => "corrupt_source",
+            FailureCategory::SourceTooShort => "source_too_short",
+            FailureCategory::SourceTooLong => "source_too_long",
+            FailureCategory::EncodeFailed => "encode_failed",
+            FailureCategory::UploadFailed => "upload_failed",
+            FailureCategory::NoCadence => "no_cadence",
+            FailureCategory::QuotaExceeded => "quota_exceeded",
+            FailureCategory::LeaseExpired => "lease_expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<FailureCategory> {
+        FailureCategory::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// Whether a retry can help (the source or our side may recover).
+    pub fn transient(self) -> bool {
+        matches!(
+            self,
+            FailureCategory::SourceUnreachable
+                | FailureCategory::EncodeFailed
+                | FailureCategory::UploadFailed
+        )
+    }
+}
+
+/// Shortest and longest creative conditioned: an ad is 1 s to 120 s in
+/// practice; a few seconds either side are allowed, longer is a mistake
+/// (or an attack on the conditioner's time).
+pub const MIN_SOURCE_MS: u64 = 500;
+pub const MAX_SOURCE_MS: u64 = 180_000;
+
+/// How a creative of a measured length fits a cadence: whole segments,
+/// the tail padded (by holding its last frame, and silence) by less than
+/// one segment; nothing of the creative is cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fit {
+    pub segments: u32,
+    /// The creative's own length (what beacons are timed on).
+    pub duration_ms: u64,
+    pub padding_ms: u64,
+    /// `segments × cadence`: the conditioned length.
+    pub total_ms: u64,
+}
+
+pub fn fit(duration_ms: u64, cadence_ms: u64) -> Result<Fit, FailureCategory> {
+    if duration_ms < MIN_SOURCE_MS {
+        return Err(FailureCategory::SourceTooShort);
+    }
+    if duration_ms > MAX_SOURCE_MS {
+        return Err(FailureCategory::SourceTooLong);
+    }
+    let segments = crate::model::ad_segments(duration_ms, cadence_ms);
+    Ok(Fit {
+        segments,
+        duration_ms,
+        padding_ms: crate::model::ad_padding_ms(duration_ms, cadence_ms),
+        total_ms: u64::from(segments).saturating_mul(cadence_ms),
+    })
+}
+
+/// The note a job carries when the VAST `<Duration>` and the source's
+/// measured length differ by more than a second (the ad server's metadata
+/// is wrong, or the file is not the one it describes): the measured one
+/// plays.
+pub fn duration_mismatch(vast_ms: u64, source_ms: u64) -> Option<String> {
+    (vast_ms > 0 && vast_ms.abs_diff(source_ms) > 1000).then(|| {
+        format!(
+            "VAST Duration {:.3} s but the source lasts {:.3} s: the source's length plays and beacons are timed on it",
+            vast_ms as f64 / 1000.0,
+            source_ms as f64 / 1000.0
+        )
     })
 }
 
@@ -195,7 +418,7 @@ pub fn skip_reason(job: &JobRequest, known: Option<&JobState>) -> String {
             job.id,
             match job.source.kind {
                 SourceKind::Mezzanine => "mezzanine",
-                SourceKind::Mp4 => "mp4",
+                SourceKind::Progressive => "progressive",
             }
         ),
     }
@@ -215,7 +438,26 @@ pub struct Settings {
     pub ladder: String,
     pub loudness_lufs: f64,
     pub true_peak_dbtp: f64,
+    /// The content's frame rate: every ad is converted to it (23.976 to
+    /// 59.94 in, this out), so the splice never changes the frame rate.
+    pub fps: f64,
 }
+
+/// Rungs a ladder may have, and the pixels of its largest: conditioning
+/// work grows with both, and one org's ladder must not monopolise it.
+pub const MAX_LADDER_RUNGS: usize = 6;
+pub const MAX_RUNG_PIXELS: u64 = 1920 * 1080;
+/// Frame rates a channel's content may have.
+pub const FRAME_RATES: [f64; 8] = [
+    24000.0 / 1001.0,
+    24.0,
+    25.0,
+    30000.0 / 1001.0,
+    30.0,
+    50.0,
+    60000.0 / 1001.0,
+    60.0,
+];
 
 impl Default for Settings {
     fn default() -> Self {
@@ -223,6 +465,7 @@ impl Default for Settings {
             ladder: "640x360:900000,960x540:1800000".into(),
             loudness_lufs: DEFAULT_LOUDNESS_LUFS,
             true_peak_dbtp: DEFAULT_TRUE_PEAK_DBTP,
+            fps: 25.0,
         }
     }
 }
@@ -235,20 +478,62 @@ impl Settings {
         if !(-9.0..=0.0).contains(&self.true_peak_dbtp) {
             return Err("true_peak_dbtp: between -9 and 0 dBTP".into());
         }
-        for rung in self.ladder.split(',') {
-            let ok = rung.split_once(':').is_some_and(|(res, bw)| {
-                res.split_once('x').is_some_and(|(w, h)| {
-                    w.parse::<u32>().is_ok_and(|w| (16..=7680).contains(&w))
-                        && h.parse::<u32>().is_ok_and(|h| (16..=4320).contains(&h))
-                }) && bw
-                    .parse::<u64>()
-                    .is_ok_and(|b| (150_000..=50_000_000).contains(&b))
-            });
-            if !ok {
-                return Err(format!("ladder: {rung:?} is not WxH:bandwidth"));
-            }
+        if !FRAME_RATES.iter().any(|f| (f - self.fps).abs() < 0.01) {
+            return Err("fps: one of 23.976, 24, 25, 29.97, 30, 50, 59.94, 60".into());
+        }
+        let rungs = self.rungs()?;
+        if rungs.len() > MAX_LADDER_RUNGS {
+            return Err(format!("ladder: at most {MAX_LADDER_RUNGS} rungs"));
+        }
+        if let Some((w, h, _)) = rungs
+            .iter()
+            .find(|(w, h, _)| u64::from(*w).saturating_mul(u64::from(*h)) > MAX_RUNG_PIXELS)
+        {
+            return Err(format!("ladder: {w}x{h} is over 1920x1080 pixels"));
         }
         Ok(())
+    }
+
+    /// The ladder's rungs: (width, height, bandwidth), even sizes.
+    pub fn rungs(&self) -> Result<Vec<(u32, u32, u64)>, String> {
+        self.ladder
+            .split(',')
+            .map(|rung| {
+                let parsed = rung.trim().split_once(':').and_then(|(res, bw)| {
+                    let (w, h) = res.split_once('x')?;
+                    Some((
+                        w.parse::<u32>().ok()?,
+                        h.parse::<u32>().ok()?,
+                        bw.parse::<u64>().ok()?,
+                    ))
+                });
+                match parsed {
+                    Some((w, h, b))
+                        if (16..=7680).contains(&w)
+                            && (16..=4320).contains(&h)
+                            && w % 2 == 0
+                            && h % 2 == 0
+                            && (150_000..=50_000_000).contains(&b) =>
+                    {
+                        Ok((w, h, b))
+                    }
+                    _ => Err(format!(
+                        "ladder: {rung:?} is not WxH:bandwidth (even sizes)"
+                    )),
+                }
+            })
+            .collect()
+    }
+
+    /// The largest rung (the resolution a source should cover).
+    pub fn top_rung(&self) -> (u32, u32) {
+        self.rungs()
+            .ok()
+            .and_then(|r| {
+                r.into_iter()
+                    .max_by_key(|(w, h, _)| u64::from(*w).saturating_mul(u64::from(*h)))
+            })
+            .map_or((960, 540), |(w, h, _)| (w, h))
     }
 }
 
@@ -277,35 +562,122 @@ mod tests {
         }
     }
 
+    const TOP: (u32, u32) = (960, 540);
+
     #[test]
-    fn mezzanine_first_then_the_best_h264_mp4_never_vpaid() {
+    fn mezzanine_first_then_the_best_progressive_file_never_vpaid() {
         let mut mezz = mf("http://a/mezz.mov", "video/quicktime", 1920, 1080);
         mezz.mezzanine = true;
         let mut vpaid = mf("http://a/vpaid.js", "application/javascript", 0, 0);
         vpaid.api_framework = "VPAID".into();
         let low = mf("http://a/low.mp4", "video/mp4", 640, 360);
-        let high = mf("http://a/high.mp4", "video/mp4", 1280, 720);
+        let mut high = mf("http://a/high.mp4", "video/mp4", 1280, 720);
+        high.bitrate = 2000;
         let mut hevc = mf("http://a/hevc.mp4", "video/mp4", 3840, 2160);
         hevc.codec = "hvc1.1.6.L150.90".into();
-        let webm = mf("http://a/x.webm", "video/webm", 3840, 2160);
+        hevc.bitrate = 1500;
         let c = creative(vec![
             vpaid.clone(),
             low.clone(),
             mezz,
             high.clone(),
             hevc.clone(),
-            webm.clone(),
         ]);
-        let s = best_source(&c).unwrap();
+        let s = best_source(&c, TOP).unwrap();
         assert_eq!(
             (s.url.as_str(), s.kind),
             ("http://a/mezz.mov", SourceKind::Mezzanine)
         );
-        let c = creative(vec![vpaid.clone(), low, high, hevc, webm]);
-        assert_eq!(best_source(&c).unwrap().url, "http://a/high.mp4");
+        assert!(
+            s.why.starts_with("Mezzanine video/quicktime 1920x1080"),
+            "{}",
+            s.why
+        );
+        // Both cover the 960x540 top rung: the higher bitrate wins,
+        // whatever the codec.
+        let c = creative(vec![vpaid.clone(), low.clone(), high.clone(), hevc]);
+        assert_eq!(best_source(&c, TOP).unwrap().url, "http://a/high.mp4");
+        // Below the top rung: the larger.
+        let c = creative(vec![low, mf("http://a/mid.mp4", "video/mp4", 854, 480)]);
+        assert_eq!(best_source(&c, TOP).unwrap().url, "http://a/mid.mp4");
         let mut vpaid_mp4 = mf("http://a/v.mp4", "video/mp4", 1920, 1080);
         vpaid_mp4.api_framework = "VPAID".into();
-        assert!(best_source(&creative(vec![vpaid, vpaid_mp4])).is_err());
+        assert!(best_source(&creative(vec![vpaid, vpaid_mp4]), TOP).is_err());
+    }
+
+    #[test]
+    fn the_codec_attribute_is_a_hint_in_any_spelling() {
+        // As the IAB's own samples write it, and as some ad servers do.
+        for codec in [
+            "H.264",
+            "h264",
+            "0",
+            "avc1.64001f,mp4a.40.2",
+            "",
+            "whatever",
+        ] {
+            let mut m = mf("http://a/x.mp4", "video/mp4", 1280, 720);
+            m.codec = codec.into();
+            let s = best_source(&creative(vec![m]), TOP);
+            assert_eq!(
+                s.map(|s| s.url).as_deref(),
+                Ok("http://a/x.mp4"),
+                "{codec:?}"
+            );
+        }
+        // Equal otherwise: H.264 before VP8.
+        let mut vp8 = mf("http://a/x.webm", "video/webm", 1280, 720);
+        vp8.codec = "vp8".into();
+        let mut avc = mf("http://a/x.mp4", "video/mp4", 1280, 720);
+        avc.codec = "H.264".into();
+        assert_eq!(
+            best_source(&creative(vec![vp8, avc]), TOP).unwrap().url,
+            "http://a/x.mp4"
+        );
+    }
+
+    #[test]
+    fn webm_mov_and_ts_sources_manifests_never() {
+        let webm = mf("http://a/x.webm", "video/webm", 1920, 1080);
+        assert_eq!(
+            best_source(&creative(vec![webm]), TOP).unwrap().kind,
+            SourceKind::Progressive
+        );
+        let mut prores = mf("http://a/m.mov", "video/quicktime", 1920, 1080);
+        prores.codec = "ProRes 422 HQ".into();
+        prores.mezzanine = true;
+        prores.delivery = String::new();
+        assert_eq!(
+            best_source(&creative(vec![prores]), TOP).unwrap().kind,
+            SourceKind::Mezzanine
+        );
+        for (url, mime) in [
+            ("http://a/x.ts", "video/MP2T"),
+            ("http://a/x.mkv", ""),
+            ("http://a/x.mov?sig=1", ""),
+        ] {
+            assert!(
+                best_source(&creative(vec![mf(url, mime, 1280, 720)]), TOP).is_ok(),
+                "{url}"
+            );
+        }
+        let mut hls = mf("http://a/x.m3u8", "application/x-mpegURL", 1920, 1080);
+        hls.delivery = "streaming".into();
+        let dash = mf("http://a/x.mpd", "application/dash+xml", 1920, 1080);
+        let flv = mf("http://a/x.flv", "video/x-flv", 1920, 1080);
+        let mut streamed = mf("http://a/x.mp4", "video/mp4", 1920, 1080);
+        streamed.delivery = "streaming".into();
+        let e = best_source(&creative(vec![hls, dash, flv, streamed]), TOP).unwrap_err();
+        assert!(e.contains("MP4/MOV, WebM/Matroska, MPEG-TS"), "{e}");
+        // A file over the size limit only when nothing else is there.
+        let mut huge = mf("http://a/huge.mp4", "video/mp4", 3840, 2160);
+        huge.file_size = DEFAULT_MAX_SOURCE_BYTES + 1;
+        huge.bitrate = 90_000;
+        let ok = mf("http://a/ok.mp4", "video/mp4", 1920, 1080);
+        assert_eq!(
+            best_source(&creative(vec![huge, ok]), TOP).unwrap().url,
+            "http://a/ok.mp4"
+        );
     }
 
     #[test]
@@ -333,11 +705,7 @@ mod tests {
     fn best_source_or(urls: &[&str]) -> Source {
         Source {
             url: urls.first().copied().unwrap_or("http://a/x.mp4").into(),
-            kind: SourceKind::Mp4,
-            width: 0,
-            height: 0,
-            bitrate: 0,
-            file_size: 0,
+            ..Source::default()
         }
     }
 
@@ -360,8 +728,44 @@ mod tests {
     }
 
     #[test]
+    fn every_length_fits_whole_segments_padded_under_one() {
+        for (ms, segs, pad) in [(5_000, 3, 760), (15_015, 8, 345), (30_000, 16, 720)] {
+            let f = fit(ms, 1920).unwrap();
+            assert_eq!(
+                (f.segments, f.padding_ms, f.total_ms),
+                (segs, pad, segs as u64 * 1920)
+            );
+        }
+        for ms in (1_000..=120_000).step_by(7) {
+            let f = fit(ms, 1920).unwrap();
+            assert!(
+                f.total_ms + crate::model::AD_TAIL_TOLERANCE_MS >= ms && f.padding_ms < 1920,
+                "{ms}"
+            );
+        }
+        assert_eq!(fit(100, 1920), Err(FailureCategory::SourceTooShort));
+        assert_eq!(fit(600_000, 1920), Err(FailureCategory::SourceTooLong));
+        assert!(duration_mismatch(15_000, 15_015).is_none());
+        assert!(duration_mismatch(0, 15_015).is_none());
+        assert!(duration_mismatch(15_000, 30_000)
+            .unwrap()
+            .contains("30.000 s"));
+        for c in FailureCategory::ALL {
+            assert_eq!(FailureCategory::parse(c.as_str()), Some(c));
+        }
+    }
+
+    #[test]
     fn settings_are_checked() {
         assert!(Settings::default().check().is_ok());
+        assert_eq!(Settings::default().top_rung(), (960, 540));
+        let ntsc = Settings {
+            fps: 29.97,
+            ladder: "1280x720:3000000,640x360:900000".into(),
+            ..Settings::default()
+        };
+        assert!(ntsc.check().is_ok());
+        assert_eq!(ntsc.top_rung(), (1280, 720));
         for bad in [
             Settings {
                 loudness_lufs: 0.0,
@@ -377,6 +781,22 @@ mod tests {
             },
             Settings {
                 ladder: "640x360:9;rm -rf /".into(),
+                ..Settings::default()
+            },
+            Settings {
+                ladder: "641x360:900000".into(),
+                ..Settings::default()
+            },
+            Settings {
+                ladder: "3840x2160:20000000".into(),
+                ..Settings::default()
+            },
+            Settings {
+                ladder: ["640x360:900000"; 7].join(","),
+                ..Settings::default()
+            },
+            Settings {
+                fps: 12.0,
                 ..Settings::default()
             },
         ] {

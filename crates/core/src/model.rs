@@ -75,6 +75,50 @@ pub fn segments_for(duration_ms: u64, cadence_ms: u64) -> u32 {
     (((duration_ms + cadence_ms / 2) / cadence_ms).max(1)).min(u32::MAX as u64) as u32
 }
 
+/// How far past whole segments a creative may run and still take no further
+/// segment: half a frame at 25 fps. The conditioner's frame-rate conversion
+/// drops anything shorter than half an output frame anyway, so no frame of
+/// the creative is lost below it; an audio track a few ms longer than the
+/// video (AAC priming) does not cost the ad a whole padded segment.
+pub const AD_TAIL_TOLERANCE_MS: u64 = 20;
+
+/// Segments an ad of this length takes at a cadence: every frame plays, so
+/// it is rounded *up* (a 15 s spot at 1.92 s is 8 segments, its last one
+/// padded by 0.36 s), at least one. The one rule the conditioner cuts by,
+/// the decision checks renditions by, the pod packs by and the splice lays
+/// out by. Breaks are not ads: their length is [`segments_for`].
+pub fn ad_segments(duration_ms: u64, cadence_ms: u64) -> u32 {
+    if cadence_ms == 0 {
+        return 1;
+    }
+    let over = duration_ms.saturating_sub(AD_TAIL_TOLERANCE_MS);
+    over.div_ceil(cadence_ms).clamp(1, u32::MAX as u64) as u32
+}
+
+/// The padding an ad of this length carries at a cadence (ms): what its
+/// last segment holds beyond the creative, under one segment.
+pub fn ad_padding_ms(duration_ms: u64, cadence_ms: u64) -> u64 {
+    (u64::from(ad_segments(duration_ms, cadence_ms)).saturating_mul(cadence_ms))
+        .saturating_sub(duration_ms)
+}
+
+impl PodItem {
+    /// The ad's length in whole segments at a cadence ([`ad_segments`]).
+    pub fn segments_at(&self, cadence_ms: u64) -> u32 {
+        ad_segments(secs_to_ms(self.duration_s), cadence_ms)
+    }
+}
+
+/// Seconds (as VAST and the library carry them) to whole milliseconds;
+/// negative or non-finite values are 0.
+pub fn secs_to_ms(s: f64) -> u64 {
+    if s.is_finite() && s > 0.0 {
+        (s * 1000.0).round() as u64
+    } else {
+        0
+    }
+}
+
 /// A break record with its decision: the unit KV and the DO carry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BreakEntry {
@@ -483,7 +527,7 @@ pub fn layout(record: &BreakRecord, pod: &Pod) -> Vec<Slot> {
     let mut slots = Vec::with_capacity(pod.items.len() + 1);
     let mut cursor = 0u32;
     for (i, item) in pod.items.iter().enumerate() {
-        let k = segments_for((item.duration_s * 1000.0).round() as u64, record.cadence_ms);
+        let k = item.segments_at(record.cadence_ms);
         if cursor + k <= planned {
             slots.push(Slot {
                 start: cursor,
@@ -707,6 +751,25 @@ mod tests {
         assert_eq!(segments_for(29_970, 2000), 15);
         assert_eq!(segments_for(30_000, 1920), 16);
         assert_eq!(segments_for(100, 2000), 1);
+        // Ads round up: every frame plays, the tail is padded.
+        for (ms, n, pad) in [
+            (15_000, 8, 360),
+            (15_015, 8, 345),
+            (30_000, 16, 720),
+            (30_030, 16, 690),
+            (5_000, 3, 760),
+            (15_360, 8, 0),
+            (15_375, 8, 0), // within the tolerance: a priming tail
+            (15_400, 9, 1_880),
+            (1_000, 1, 920),
+            (120_000, 63, 960),
+        ] {
+            assert_eq!(ad_segments(ms, 1920), n, "{ms} ms");
+            assert_eq!(ad_padding_ms(ms, 1920), pad, "{ms} ms");
+            assert!(ad_padding_ms(ms, 1920) < 1920);
+        }
+        assert_eq!(ad_segments(0, 1920), 1);
+        assert_eq!(ad_segments(10_000, 0), 1);
     }
 }
 

@@ -42,10 +42,7 @@ pub fn build_pod(
             reasons.push(format!("ad {} dropped: frequency cap reached", c.ad_id));
             continue;
         }
-        let w = segments_for(
-            (c.duration_s * 1000.0).round() as u64,
-            req.cadence_ms.max(1),
-        ) as usize;
+        let w = c.segments_at(req.cadence_ms.max(1)) as usize;
         if !c
             .renditions
             .iter()
@@ -110,8 +107,9 @@ fn finish(
     }
 }
 
-/// A rendition fits when it has the ad's segment count and every segment is
-/// within the cadence (rounded, as TARGETDURATION is).
+/// A rendition fits when it has the ad's segment count ([`crate::model::ad_segments`]
+/// of its duration: the conditioner pads the tail to whole segments) and
+/// every segment is within the cadence (rounded, as TARGETDURATION is).
 pub fn fits_cadence(r: &crate::model::AdRendition, cadence_ms: u64, segments: usize) -> bool {
     let limit = (cadence_ms as f64 / 1000.0).ceil();
     !r.segments.is_empty()

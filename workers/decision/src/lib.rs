@@ -533,6 +533,7 @@ async fn library(env: &Env, org: &str, slug: &str) -> Result<vast::Library> {
             // Not ready: queued, running, or failed (reported as such).
             db.prepare("SELECT id, state, reason FROM conditioning_jobs WHERE org_id = ?1 AND state != 'ready' ORDER BY updated_ms DESC LIMIT 500")
                 .bind(&[org.into()])?,
+            db.prepare("SELECT settings FROM orgs WHERE id = ?1").bind(&[org.into()])?,
         ])
         .await?
         .into_iter();
@@ -546,8 +547,20 @@ async fn library(env: &Env, org: &str, slug: &str) -> Result<vast::Library> {
         .map(|r| r.results())
         .transpose()?
         .unwrap_or_default();
+    #[derive(Deserialize)]
+    struct OrgSettings {
+        settings: String,
+    }
+    let settings = res
+        .next()
+        .and_then(|r| r.results::<OrgSettings>().ok())
+        .and_then(|rows| rows.into_iter().next())
+        .and_then(|o| serde_json::from_str::<serde_json::Value>(&o.settings).ok())
+        .and_then(|v| serde_json::from_value(v["conditioning"].clone()).ok())
+        .unwrap_or_default();
     let mut lib = vast::Library {
         jobs: jobs.into_iter().map(|j| (j.id.clone(), j)).collect(),
+        settings,
         ..Default::default()
     };
     for a in rows {

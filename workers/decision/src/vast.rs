@@ -29,6 +29,8 @@ pub struct Library {
     pub jobs: std::collections::HashMap<String, JobState>,
     /// Creatives seen without conditioned media (or with a changed source).
     pub wanted: RefCell<Vec<JobRequest>>,
+    /// The org's conditioning settings (the ladder's top rung ranks sources).
+    pub settings: conditioning::Settings,
 }
 /// Variants of an HLS MediaFile master we read at most.
 const MAX_HLS_VARIANTS: usize = 4;
@@ -232,11 +234,10 @@ fn library_match_at<'a>(
     });
     let first = matches.clone().next();
     let fits = |l: &&PodItem| {
-        let segs =
-            cf_ssai_core::model::segments_for((l.duration_s * 1000.0).round() as u64, cadence_ms);
+        let segs = l.segments_at(cadence_ms) as usize;
         l.renditions
             .iter()
-            .any(|r| cf_ssai_core::pod::fits_cadence(r, cadence_ms, segs as usize))
+            .any(|r| cf_ssai_core::pod::fits_cadence(r, cadence_ms, segs))
     };
     if cadence_ms == 0 {
         return first;
@@ -325,25 +326,28 @@ fn map_ad(
         let Some(c) = creative else {
             return Err(("no linear creative".into(), error_code::LINEARITY));
         };
-        return Err(match conditioning::best_source(c) {
-            Ok(src) => {
-                let job = JobRequest::new(c, &ad.ad_system, src);
-                let why = conditioning::skip_reason(&job, library.jobs.get(&job.id));
-                library.wanted.borrow_mut().push(job);
-                (why, error_code::MEDIA_UNSUPPORTED)
-            }
-            Err(e) => (
-                format!("no conditioned rendition and nothing to condition: {e}"),
-                error_code::MEDIA_UNSUPPORTED,
-            ),
-        });
+        return Err(
+            match conditioning::best_source(c, library.settings.top_rung()) {
+                Ok(src) => {
+                    let job = JobRequest::new(c, &ad.ad_system, src);
+                    let why = conditioning::skip_reason(&job, library.jobs.get(&job.id));
+                    library.wanted.borrow_mut().push(job);
+                    (why, error_code::MEDIA_UNSUPPORTED)
+                }
+                Err(e) => (
+                    format!("no conditioned rendition and nothing to condition: {e}"),
+                    error_code::MEDIA_UNSUPPORTED,
+                ),
+            },
+        );
     }
     // Conditioned from a source the ad server has since replaced: play
     // what we have, condition the new one.
     if let (Some(l), Some(c)) = (matched, creative) {
-        if let (Some((url, size)), Ok(src)) =
-            (library.sources.get(&l.ad_id), conditioning::best_source(c))
-        {
+        if let (Some((url, size)), Ok(src)) = (
+            library.sources.get(&l.ad_id),
+            conditioning::best_source(c, library.settings.top_rung()),
+        ) {
             if !url.is_empty() && conditioning::source_changed(url, *size, &src) {
                 library
                     .wanted
@@ -352,14 +356,21 @@ fn map_ad(
             }
         }
     }
+    // A conditioned (or registered) ad's own length is the one its
+    // renditions were cut to: the source's, measured. The VAST
+    // `<Duration>` is the ad server's rounding of it (00:00:15 for a
+    // 15.015 s file); when they straddle a segment boundary only the
+    // measured one matches the segments, and beacons are timed on it.
+    if let Some(l) = matched.filter(|l| l.duration_s > 0.0) {
+        item.duration_s = l.duration_s;
+    }
     if item.duration_s <= 0.0 {
         return Err(("no duration".into(), error_code::DURATION));
     }
-    let segs =
-        cf_ssai_core::model::segments_for((item.duration_s * 1000.0).round() as u64, cadence_ms);
+    let segs = item.segments_at(cadence_ms) as usize;
     // Only renditions cut to the channel's cadence can be spliced.
     item.renditions
-        .retain(|r| cf_ssai_core::pod::fits_cadence(r, cadence_ms, segs as usize));
+        .retain(|r| cf_ssai_core::pod::fits_cadence(r, cadence_ms, segs));
     if item.renditions.is_empty() {
         return Err((
             "renditions do not fit the cadence".into(),

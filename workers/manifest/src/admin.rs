@@ -409,6 +409,10 @@ async fn org_route(
                 source_url: Option<String>,
                 #[serde(default)]
                 source_size: u64,
+                /// What the last segment holds beyond the creative (the
+                /// conditioner holds the last frame to whole segments).
+                #[serde(default)]
+                padding_s: f64,
             }
             let ad: Ad = match body_json(req).await {
                 Ok(a) => a,
@@ -420,13 +424,16 @@ async fn org_route(
             if !(ad.duration_s > 0.0 && ad.duration_s <= 600.0) {
                 return error(400, "duration_s: must be in (0, 600]");
             }
+            if !(0.0..=20.0).contains(&ad.padding_s) {
+                return error(400, "padding_s: must be in [0, 20]");
+            }
             if ad.renditions.is_empty() {
                 return error(400, "renditions: at least one is required");
             }
             if let Err(e) = check_renditions(&ad.renditions) {
                 return error(400, e);
             }
-            db.prepare("INSERT INTO ads (org_id, id, channel_slug, creative_id, universal_ad_id, duration_s, cadence_ms, renditions, tracking, priority, created_ms, conditioned, source_url, source_size) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) ON CONFLICT(org_id, id) DO UPDATE SET channel_slug = excluded.channel_slug, creative_id = excluded.creative_id, universal_ad_id = excluded.universal_ad_id, duration_s = excluded.duration_s, cadence_ms = excluded.cadence_ms, renditions = excluded.renditions, tracking = excluded.tracking, priority = excluded.priority, conditioned = excluded.conditioned, source_url = excluded.source_url, source_size = excluded.source_size")
+            db.prepare("INSERT INTO ads (org_id, id, channel_slug, creative_id, universal_ad_id, duration_s, cadence_ms, renditions, tracking, priority, created_ms, conditioned, source_url, source_size, padding_s) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) ON CONFLICT(org_id, id) DO UPDATE SET channel_slug = excluded.channel_slug, creative_id = excluded.creative_id, universal_ad_id = excluded.universal_ad_id, duration_s = excluded.duration_s, cadence_ms = excluded.cadence_ms, renditions = excluded.renditions, tracking = excluded.tracking, priority = excluded.priority, conditioned = excluded.conditioned, source_url = excluded.source_url, source_size = excluded.source_size, padding_s = excluded.padding_s")
                 .bind(&[
                     org.into(),
                     (*id).into(),
@@ -442,6 +449,7 @@ async fn org_route(
                     (ad.conditioned as i32 as f64).into(),
                     opt(ad.source_url),
                     (ad.source_size as f64).into(),
+                    ad.padding_s.into(),
                 ])?
                 .run()
                 .await?;
@@ -543,7 +551,7 @@ async fn org_route(
         (Method::Get, ["metrics"]) => metrics_report(req, &db, org).await,
         (Method::Get, ["conditioning", "jobs"]) => {
             let rows: Vec<serde_json::Value> = db
-                .prepare("SELECT id, identity, creative_id, universal_ad_id, ad_system, duration_s, source_url, source_kind, source_size, state, reason, attempts, lease_owner, lease_until_ms, seen, created_ms, updated_ms, started_ms, finished_ms, ad_ids FROM conditioning_jobs WHERE org_id = ?1 ORDER BY created_ms DESC LIMIT 200")
+                .prepare("SELECT id, identity, creative_id, universal_ad_id, ad_system, duration_s, source_url, source_kind, source_size, source, state, reason, failure_category, notes, attempts, lease_owner, lease_until_ms, seen, created_ms, updated_ms, started_ms, finished_ms, ad_ids FROM conditioning_jobs WHERE org_id = ?1 ORDER BY created_ms DESC LIMIT 200")
                 .bind(&[org.into()])?
                 .all()
                 .await?
@@ -619,7 +627,7 @@ async fn conditioning_lease(req: &mut Request, env: &Env) -> Result<Response> {
     let org = l.org.unwrap_or_default();
     let mut res = db
         .batch(vec![
-            db.prepare("UPDATE conditioning_jobs SET state = 'failed', reason = 'conditioner lost: the lease expired on each of ' || attempts || ' attempts', finished_ms = ?1, updated_ms = ?1, lease_owner = NULL WHERE state = 'running' AND lease_until_ms < ?1 AND attempts >= ?2")
+            db.prepare("UPDATE conditioning_jobs SET state = 'failed', failure_category = 'lease_expired', reason = 'lease_expired: the conditioner was lost on each of ' || attempts || ' attempts', finished_ms = ?1, updated_ms = ?1, lease_owner = NULL WHERE state = 'running' AND lease_until_ms < ?1 AND attempts >= ?2")
                 .bind(&[(now as f64).into(), f64::from(c::MAX_ATTEMPTS).into()])?,
             db.prepare("UPDATE conditioning_jobs SET state = 'running', lease_owner = ?2, lease_until_ms = ?3, attempts = attempts + 1, started_ms = COALESCE(started_ms, ?1), updated_ms = ?1 WHERE (org_id, id) = (SELECT org_id, id FROM conditioning_jobs WHERE (state = 'queued' OR (state = 'running' AND lease_until_ms < ?1)) AND attempts < ?4 AND (?5 = '' OR org_id = ?5) ORDER BY created_ms LIMIT 1) RETURNING org_id, id, identity, creative_id, universal_ad_id, duration_s, source, attempts, lease_until_ms")
                 .bind(&[
@@ -709,6 +717,11 @@ async fn conditioning_complete(
         permanent: bool,
         #[serde(default)]
         ad_ids: Vec<String>,
+        /// A `FailureCategory` label (unknown labels are not stored).
+        #[serde(default)]
+        category: Option<String>,
+        #[serde(default)]
+        notes: Option<serde_json::Value>,
     }
     let d: Done = match body_json(req).await {
         Ok(d) => d,
@@ -716,12 +729,23 @@ async fn conditioning_complete(
     };
     let now: wasm_bindgen::JsValue = (now_ms() as f64).into();
     let reason: String = d.reason.unwrap_or_default().chars().take(500).collect();
+    let category = d
+        .category
+        .as_deref()
+        .and_then(c::FailureCategory::parse)
+        .map_or(wasm_bindgen::JsValue::NULL, |c| c.as_str().into());
+    // Notes are the conditioner's summary: bounded, stored as JSON.
+    let notes = d
+        .notes
+        .map(|n| n.to_string())
+        .filter(|n| n.len() <= 8192)
+        .map_or(wasm_bindgen::JsValue::NULL, Into::into);
     let db = env.d1(bindings::DB)?;
     let stmt = if d.ok {
-        db.prepare("UPDATE conditioning_jobs SET state = 'ready', reason = NULL, finished_ms = ?4, updated_ms = ?4, lease_owner = NULL, ad_ids = ?5 WHERE org_id = ?1 AND id = ?2 AND lease_owner = ?3 AND state = 'running'")
-            .bind(&[org.into(), id.into(), d.owner.into(), now, serde_json::to_string(&d.ad_ids)?.into()])?
+        db.prepare("UPDATE conditioning_jobs SET state = 'ready', reason = NULL, failure_category = NULL, notes = ?6, finished_ms = ?4, updated_ms = ?4, lease_owner = NULL, ad_ids = ?5 WHERE org_id = ?1 AND id = ?2 AND lease_owner = ?3 AND state = 'running'")
+            .bind(&[org.into(), id.into(), d.owner.into(), now, serde_json::to_string(&d.ad_ids)?.into(), notes])?
     } else {
-        db.prepare("UPDATE conditioning_jobs SET state = CASE WHEN ?5 = 1 OR attempts >= ?6 THEN 'failed' ELSE 'queued' END, reason = ?7, finished_ms = CASE WHEN ?5 = 1 OR attempts >= ?6 THEN ?4 ELSE NULL END, updated_ms = ?4, lease_owner = NULL, lease_until_ms = NULL WHERE org_id = ?1 AND id = ?2 AND lease_owner = ?3 AND state = 'running'")
+        db.prepare("UPDATE conditioning_jobs SET state = CASE WHEN ?5 = 1 OR attempts >= ?6 THEN 'failed' ELSE 'queued' END, reason = ?7, failure_category = ?8, finished_ms = CASE WHEN ?5 = 1 OR attempts >= ?6 THEN ?4 ELSE NULL END, updated_ms = ?4, lease_owner = NULL, lease_until_ms = NULL WHERE org_id = ?1 AND id = ?2 AND lease_owner = ?3 AND state = 'running'")
             .bind(&[
                 org.into(),
                 id.into(),
@@ -730,6 +754,7 @@ async fn conditioning_complete(
                 (d.permanent as i32 as f64).into(),
                 f64::from(c::MAX_ATTEMPTS).into(),
                 reason.into(),
+                category,
             ])?
     };
     let changed = stmt

@@ -712,10 +712,6 @@ pub async fn ad_segment(
     if let Err(e) = cf_ssai_core::model::safe_uri(&seg.uri) {
         return error(502, format!("ad segment URI refused: {e}"));
     }
-    let count = cf_ssai_core::model::layout(&entry.record, &entry.pod)
-        .iter()
-        .find(|s| s.kind == cf_ssai_core::model::SlotKind::Ad(item_idx))
-        .map_or(r.segments.len() as u32, |s| s.len);
     let url = req.url()?;
     let sid = url
         .query_pairs()
@@ -741,8 +737,8 @@ pub async fn ad_segment(
         let mut msgs = cf_ssai_core::beacon::for_delivery(
             &entry.record.id,
             it,
+            r,
             pos,
-            count,
             &sid,
             &device,
             worker_shared::now_ms(),
