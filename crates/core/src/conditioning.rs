@@ -359,6 +359,175 @@ pub fn duration_mismatch(vast_ms: u64, source_ms: u64) -> Option<String> {
     })
 }
 
+/// One job as the conditioning metrics read it (a row of
+/// `conditioning_jobs`).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct JobStat {
+    pub state: String,
+    #[serde(default)]
+    pub failure_category: Option<String>,
+    pub created_ms: i64,
+    #[serde(default)]
+    pub started_ms: Option<i64>,
+    #[serde(default)]
+    pub finished_ms: Option<i64>,
+}
+
+/// The conditioner's health for an org: queue depth, how long a creative
+/// waits from first sight to playable and how long the work takes (p50 and
+/// p95 over the jobs finished in the window), failures by category.
+#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+pub struct Stats {
+    pub queued: u64,
+    pub running: u64,
+    /// Age of the oldest queued job, s (0 when none).
+    pub oldest_queued_s: f64,
+    pub window_s: u64,
+    /// Jobs that became ready in the window.
+    pub ready: u64,
+    /// First sight → ready, s.
+    pub latency_p50_s: f64,
+    pub latency_p95_s: f64,
+    /// Lease → ready (the conditioner's own time), s.
+    pub work_p50_s: f64,
+    pub work_p95_s: f64,
+    /// Jobs failed in the window, by category label.
+    pub failures: std::collections::BTreeMap<String, u64>,
+}
+
+/// Nearest-rank quantile of sorted values (0 for none).
+fn quantile(sorted: &[f64], q: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = (q * sorted.len() as f64).ceil().max(1.0) as usize;
+    sorted
+        .get(rank.saturating_sub(1).min(sorted.len().saturating_sub(1)))
+        .copied()
+        .unwrap_or(0.0)
+}
+
+pub fn stats(jobs: &[JobStat], now_ms: i64, window_ms: i64) -> Stats {
+    let since = now_ms.saturating_sub(window_ms);
+    let secs = |ms: i64| (ms.max(0) as f64 / 100.0).round() / 10.0;
+    let mut st = Stats {
+        window_s: (window_ms.max(0) / 1000) as u64,
+        ..Stats::default()
+    };
+    let (mut latency, mut work) = (Vec::new(), Vec::new());
+    for j in jobs {
+        match j.state.as_str() {
+            "queued" => {
+                st.queued = st.queued.saturating_add(1);
+                st.oldest_queued_s = st
+                    .oldest_queued_s
+                    .max(secs(now_ms.saturating_sub(j.created_ms)));
+            }
+            "running" => st.running = st.running.saturating_add(1),
+            "ready" => {
+                if let Some(f) = j.finished_ms.filter(|f| *f >= since) {
+                    st.ready = st.ready.saturating_add(1);
+                    latency.push(secs(f.saturating_sub(j.created_ms)));
+                    if let Some(s) = j.started_ms {
+                        work.push(secs(f.saturating_sub(s)));
+                    }
+                }
+            }
+            "failed" if j.finished_ms.is_some_and(|f| f >= since) => {
+                let c = j
+                    .failure_category
+                    .as_deref()
+                    .and_then(FailureCategory::parse)
+                    .map_or("uncategorised", FailureCategory::as_str);
+                let n = st.failures.entry(c.to_string()).or_default();
+                *n = n.saturating_add(1);
+            }
+            _ => {}
+        }
+    }
+    latency.sort_by(f64::total_cmp);
+    work.sort_by(f64::total_cmp);
+    st.latency_p50_s = quantile(&latency, 0.5);
+    st.latency_p95_s = quantile(&latency, 0.95);
+    st.work_p50_s = quantile(&work, 0.5);
+    st.work_p95_s = quantile(&work, 0.95);
+    st
+}
+
+impl Stats {
+    /// The OpenMetrics families (gauges: a snapshot of D1 at scrape time).
+    pub fn openmetrics(&self, org: &str) -> String {
+        let o = crate::metrics::label_value(org);
+        let mut out = String::new();
+        let mut fam = |name: &str, help: &str, lines: Vec<(String, f64)>| {
+            out.push_str(&format!(
+                "# TYPE cf_ssai_{name} gauge\n# HELP cf_ssai_{name} {help}\n"
+            ));
+            for (labels, v) in lines {
+                out.push_str(&format!("cf_ssai_{name}{{org=\"{o}\"{labels}}} {v}\n"));
+            }
+        };
+        fam(
+            "conditioning_jobs",
+            "Conditioning jobs waiting or leased, by state.",
+            vec![
+                (",state=\"queued\"".into(), self.queued as f64),
+                (",state=\"running\"".into(), self.running as f64),
+            ],
+        );
+        fam(
+            "conditioning_oldest_queued_seconds",
+            "Age of the oldest queued conditioning job.",
+            vec![(String::new(), self.oldest_queued_s)],
+        );
+        let w = self.window_s;
+        fam(
+            "conditioning_latency_seconds",
+            "First sight to playable, over the jobs ready in the window.",
+            vec![
+                (
+                    format!(",quantile=\"0.5\",window_s=\"{w}\""),
+                    self.latency_p50_s,
+                ),
+                (
+                    format!(",quantile=\"0.95\",window_s=\"{w}\""),
+                    self.latency_p95_s,
+                ),
+            ],
+        );
+        fam(
+            "conditioning_work_seconds",
+            "Lease to playable (the conditioner's time), over the jobs ready in the window.",
+            vec![
+                (
+                    format!(",quantile=\"0.5\",window_s=\"{w}\""),
+                    self.work_p50_s,
+                ),
+                (
+                    format!(",quantile=\"0.95\",window_s=\"{w}\""),
+                    self.work_p95_s,
+                ),
+            ],
+        );
+        fam(
+            "conditioning_failures",
+            "Conditioning jobs failed in the window, by category.",
+            FailureCategory::ALL
+                .iter()
+                .map(|c| c.as_str())
+                .chain(["uncategorised"])
+                .map(|c| {
+                    (
+                        format!(",category=\"{c}\",window_s=\"{w}\""),
+                        self.failures.get(c).copied().unwrap_or(0) as f64,
+                    )
+                })
+                .collect(),
+        );
+        out
+    }
+}
+
 /// What a decision records for a creative it had to skip: merged with any
 /// job of the same id (a creative seen again only bumps `seen`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -753,6 +922,72 @@ mod tests {
         for c in FailureCategory::ALL {
             assert_eq!(FailureCategory::parse(c.as_str()), Some(c));
         }
+    }
+
+    #[test]
+    fn stats_count_the_queue_latencies_and_failures() {
+        let now = 10_000_000;
+        let job = |state: &str,
+                   created: i64,
+                   started: Option<i64>,
+                   finished: Option<i64>,
+                   cat: Option<&str>| JobStat {
+            state: state.into(),
+            failure_category: cat.map(String::from),
+            created_ms: created,
+            started_ms: started,
+            finished_ms: finished,
+        };
+        let mut jobs = vec![
+            job("queued", now - 30_000, None, None, None),
+            job("queued", now - 5_000, None, None, None),
+            job("running", now - 8_000, Some(now - 4_000), None, None),
+            job(
+                "failed",
+                now - 9_000,
+                Some(now - 8_000),
+                Some(now - 7_000),
+                Some("source_gone"),
+            ),
+            job("failed", now - 9_000, None, Some(now - 7_000), None),
+            // Outside the hour: not counted.
+            job("failed", 0, None, Some(1), Some("corrupt_source")),
+            job("ready", 0, Some(1), Some(2), None),
+        ];
+        for i in 1..=20 {
+            jobs.push(job(
+                "ready",
+                now - 100_000,
+                Some(now - 100_000 + 1000),
+                Some(now - 100_000 + i * 1000),
+                None,
+            ));
+        }
+        let s = stats(&jobs, now, 3_600_000);
+        assert_eq!((s.queued, s.running, s.ready), (2, 1, 20));
+        assert_eq!(s.oldest_queued_s, 30.0);
+        assert_eq!((s.latency_p50_s, s.latency_p95_s), (10.0, 19.0));
+        assert_eq!((s.work_p50_s, s.work_p95_s), (9.0, 18.0));
+        assert_eq!(s.failures.get("source_gone"), Some(&1));
+        assert_eq!(s.failures.get("uncategorised"), Some(&1));
+        assert_eq!(s.failures.get("corrupt_source"), None);
+        let text = s.openmetrics("o\"1");
+        assert!(
+            text.contains("cf_ssai_conditioning_jobs{org=\"o_1\",state=\"queued\"} 2\n"),
+            "{text}"
+        );
+        assert!(text.contains("cf_ssai_conditioning_latency_seconds{org=\"o_1\",quantile=\"0.95\",window_s=\"3600\"} 19\n"), "{text}");
+        assert!(
+            text.contains("category=\"source_gone\",window_s=\"3600\"} 1\n"),
+            "{text}"
+        );
+        assert_eq!(
+            stats(&[], now, 1000),
+            Stats {
+                window_s: 1,
+                ..Stats::default()
+            }
+        );
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub const HOUR_MS: i64 = 3_600_000;
 
 /// Label values are host names, reason kinds and sources: anything else
 /// is replaced so a key always parses back.
-fn label_value(v: &str) -> String {
+pub fn label_value(v: &str) -> String {
     v.chars()
         .take(100)
         .map(|c| {

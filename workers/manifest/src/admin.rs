@@ -549,6 +549,7 @@ async fn org_route(
             json(&serde_json::json!({"revoked": id}), 200)
         }
         (Method::Get, ["metrics"]) => metrics_report(req, &db, org).await,
+        (Method::Get, ["conditioning", "stats"]) => json(&conditioning_stats(&db, org).await?, 200),
         (Method::Get, ["conditioning", "jobs"]) => {
             let rows: Vec<serde_json::Value> = db
                 .prepare("SELECT id, identity, creative_id, universal_ad_id, ad_system, duration_s, source_url, source_kind, source_size, source, state, reason, failure_category, notes, attempts, lease_owner, lease_until_ms, seen, created_ms, updated_ms, started_ms, finished_ms, ad_ids FROM conditioning_jobs WHERE org_id = ?1 ORDER BY created_ms DESC LIMIT 200")
@@ -577,7 +578,14 @@ async fn org_route(
                 .into_iter()
                 .map(|t| (t.channel, t.series, t.value))
                 .collect();
-            let mut r = Response::ok(cf_ssai_core::metrics::openmetrics(org, &totals))?;
+            // The conditioner's queue, latency and failures: a snapshot of
+            // D1 at scrape time (gauges), before the closing `# EOF`.
+            let mut text = cf_ssai_core::metrics::openmetrics(org, &totals);
+            let cond = conditioning_stats(&db, org).await?.openmetrics(org);
+            if let Some(body) = text.strip_suffix("# EOF\n") {
+                text = format!("{body}{cond}# EOF\n");
+            }
+            let mut r = Response::ok(text)?;
             r.headers_mut().set(
                 "Content-Type",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -595,6 +603,24 @@ async fn org_route(
         }
         _ => error(404, "no such route"),
     }
+}
+
+/// The org's conditioning figures over the last hour (queued and running
+/// jobs whenever they started).
+async fn conditioning_stats(
+    db: &D1Database,
+    org: &str,
+) -> Result<cf_ssai_core::conditioning::Stats> {
+    use cf_ssai_core::conditioning as c;
+    const WINDOW_MS: i64 = 3_600_000;
+    let now = now_ms();
+    let rows: Vec<c::JobStat> = db
+        .prepare("SELECT state, failure_category, created_ms, started_ms, finished_ms FROM conditioning_jobs WHERE org_id = ?1 AND (state IN ('queued', 'running') OR finished_ms >= ?2)")
+        .bind(&[org.into(), ((now - WINDOW_MS) as f64).into()])?
+        .all()
+        .await?
+        .results()?;
+    Ok(c::stats(&rows, now, WINDOW_MS))
 }
 
 /// `POST /api/conditioning/lease {owner, lease_s?, org?}`: one job for a

@@ -49,12 +49,25 @@ async function refresh() {
 }
 // Creatives seen without conditioned media, and what the conditioners did.
 async function conditioning() {
-  const jobs = (await api(`/api/orgs/${org}/conditioning/jobs`)).items;
+  const [jobs, st] = await Promise.all([api(`/api/orgs/${org}/conditioning/jobs`).then((r) => r.items), api(`/api/orgs/${org}/conditioning/stats`)]);
+  const fails = Object.entries(st.failures).map(([k, v]) => `${esc(k)} ${v}`).join(", ") || "none";
+  $("#jobstats").textContent = "";
+  $("#jobstats").insertAdjacentHTML("beforeend", `<span>queued <b>${st.queued}</b> (oldest ${st.oldest_queued_s} s)</span> <span>running <b>${st.running}</b></span> <span>ready in the last hour <b>${st.ready}</b>: first sight → playable p50 <b>${st.latency_p50_s} s</b>, p95 <b>${st.latency_p95_s} s</b>; work p50 ${st.work_p50_s} s, p95 ${st.work_p95_s} s</span> <span>failures: ${fails}</span>`);
   const cls = { ready: "ok", failed: "bad" };
   const secs = (j) => (j.finished_ms && j.started_ms ? ((j.finished_ms - j.started_ms) / 1000).toFixed(1) + " s" : j.started_ms ? "running" : "waiting");
   $("#jobs tbody").innerHTML = jobs.slice(0, 20).map((j) => `<tr class="job"><td>${esc(j.creative_id)}<br><code>${esc(j.identity)}</code></td>
     <td>${esc(j.source_kind)} <code>${esc(j.source_url)}</code></td><td class="${cls[j.state] || ""}">${esc(j.state)}</td>
-    <td>${j.attempts}</td><td>${j.seen}</td><td>${secs(j)}</td><td>${esc(j.reason || (j.ad_ids ? JSON.parse(j.ad_ids).join(", ") : ""))}</td></tr>`).join("") || `<tr><td colspan="7">No creative has needed conditioning yet.</td></tr>`;
+    <td>${j.attempts}</td><td>${j.seen}</td><td>${secs(j)}</td><td>${esc(j.reason || (j.ad_ids ? JSON.parse(j.ad_ids).join(", ") : ""))}${notes(j)}</td></tr>`).join("") || `<tr><td colspan="7">No creative has needed conditioning yet.</td></tr>`;
+}
+// The conditioner's notes on a job: the source it chose and why, the
+// creative's length and padding, a VAST Duration that disagrees.
+function notes(j) {
+  let n;
+  try { n = j.notes ? JSON.parse(j.notes) : null; } catch { n = null; }
+  if (!n) return "";
+  const src = n.source ? `${n.source.video_codec} ${n.source.width}x${n.source.height} ${n.source.container}` : "";
+  const len = n.duration_s != null ? `${n.duration_s} s + ${n.padding_s} s held` : "";
+  return `<br><small>${esc([src, len, ...(n.notes || []).filter((x) => x.startsWith("VAST"))].filter(Boolean).join(" · "))}</small>`;
 }
 function status(t) { $("#status").textContent = t; }
 const SVG = "http://www.w3.org/2000/svg";
