@@ -28,7 +28,6 @@ use cf_ssai_core::conditioning::{
     FailureCategory, Settings, Source, DEFAULT_LEASE_S, DEFAULT_MAX_SOURCE_BYTES,
 };
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn fail(category: FailureCategory, detail: impl Into<String>) -> Failure {
@@ -260,112 +259,19 @@ fn condition(
     result
 }
 
-/// Download with limits: each hop's URL checked against the private-address
-/// policy (redirects followed by hand, at most 5), a size cap enforced
-/// while transferring, one deadline.
+/// Download with limits (`net::fetch_source`: addresses vetted after
+/// resolution, redirects checked hop by hop, one deadline, one size cap).
 fn download(opts: &Opts, url: &str, out: &Path) -> Result<(), Failure> {
-    let deadline = Instant::now() + Duration::from_secs(opts.download_timeout_s);
-    let mut url = url.to_string();
-    let too_large = || {
-        fail(
-            FailureCategory::SourceTooLarge,
-            format!("over the {}-byte limit", opts.max_bytes),
-        )
-    };
-    for _hop in 0..=5 {
-        cf_ssai_core::config::check_url_allowing(&url, opts.allow_private)
-            .map_err(|e| fail(FailureCategory::SourceRefused, e.to_string()))?;
-        let left = deadline
-            .saturating_duration_since(Instant::now())
-            .as_secs()
-            .max(1);
-        let o = Command::new("curl")
-            .args([
-                "-sS",
-                "--globoff",
-                "--proto",
-                "=http,https",
-                "--max-redirs",
-                "0",
-            ])
-            .args(["--max-filesize", &opts.max_bytes.to_string()])
-            .args(["--max-time", &left.to_string()])
-            .args(["-o"])
-            .arg(out)
-            .args(["-w", "%{http_code} %{redirect_url}", &url])
-            .output()
-            .map_err(|e| fail(FailureCategory::SourceUnreachable, format!("curl: {e}")))?;
-        let w = String::from_utf8_lossy(&o.stdout).to_string();
-        // The transport's words stay in our log: an org reads a category.
-        if !o.status.success() {
-            eprintln!(
-                "{}",
-                serde_json::json!({"event": "conditioning_download_error", "url": url,
-                    "exit": o.status.code(), "stderr": String::from_utf8_lossy(&o.stderr).trim()})
-            );
-        }
-        match o.status.code() {
-            Some(0) => {}
-            Some(63) => return Err(too_large()),
-            Some(28) => {
-                return Err(fail(
-                    FailureCategory::SourceUnreachable,
-                    "the download timed out",
-                ))
-            }
-            _ => {
-                return Err(fail(
-                    FailureCategory::SourceUnreachable,
-                    "the source did not answer",
-                ))
-            }
-        }
-        let (code, next) = w.split_once(' ').unwrap_or((w.as_str(), ""));
-        let code: u16 = code.trim().parse().unwrap_or(0);
-        match code {
-            200 => {
-                // Without a Content-Length curl cannot refuse up front.
-                let size = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
-                if size > opts.max_bytes {
-                    return Err(too_large());
-                }
-                return Ok(());
-            }
-            301 | 302 | 303 | 307 | 308 if !next.trim().is_empty() => {
-                url = next.trim().to_string();
-            }
-            c if (400..500).contains(&c) => {
-                return Err(fail(FailureCategory::SourceGone, format!("HTTP {c}")))
-            }
-            c => {
-                return Err(fail(
-                    FailureCategory::SourceUnreachable,
-                    format!("HTTP {c}"),
-                ))
-            }
-        }
-    }
-    Err(fail(FailureCategory::SourceGone, "more than 5 redirects"))
+    crate::net::fetch_source(
+        url,
+        out,
+        opts.max_bytes,
+        Duration::from_secs(opts.download_timeout_s),
+        opts.allow_private,
+    )
 }
 
-/// One API call through curl: (status, body).
+/// One admin API call: (status, body).
 fn http(method: &str, url: &str, token: &str, body: Option<&str>) -> Result<(u16, String), String> {
-    let mut cmd = Command::new("curl");
-    cmd.args(["-sS", "-X", method, "--max-time", "30"])
-        .args(["-H", &format!("Authorization: Bearer {token}")])
-        .args(["-H", "Content-Type: application/json"])
-        .args(["-w", "\n%{http_code}"]);
-    if let Some(b) = body {
-        cmd.args(["--data-binary", b]);
-    }
-    let o = cmd.arg(url).output().map_err(|e| format!("curl: {e}"))?;
-    if !o.status.success() {
-        return Err(format!(
-            "{url}: {}",
-            String::from_utf8_lossy(&o.stderr).trim()
-        ));
-    }
-    let text = String::from_utf8_lossy(&o.stdout);
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", &text));
-    Ok((code.trim().parse().unwrap_or(0), body.to_string()))
+    crate::net::Api::new(token).call(method, url, body)
 }

@@ -22,7 +22,7 @@
 //! decode (a split filter graph); muxed, video-only and audio-only
 //! renditions in MPEG-TS and fMP4 (one encode, segmented without
 //! re-encoding). Upload to R2 and registration go through the admin API
-//! (`curl`: no TLS stack compiled into the CLI).
+//! (`net::Api`).
 
 use crate::{flag, flag_or};
 use cf_ssai_core::conditioning::{self as cond, FailureCategory, Fit};
@@ -247,8 +247,8 @@ pub fn ingest(spec: &Spec) -> Result<serde_json::Value, Failure> {
 fn register(spec: &Spec, c: &Conditioned) -> Result<(), Failure> {
     let kind = if spec.slate { "slates" } else { "ads" };
     let up = Upload {
-        api: spec.api,
-        token: spec.token,
+        api: crate::net::Api::new(spec.token),
+        base: spec.api,
         public: spec.public,
         prefix: format!("{}/{kind}/{}", spec.org, spec.id),
         cadence: c.cadence_ms as f64 / 1000.0,
@@ -287,19 +287,9 @@ fn register(spec: &Spec, c: &Conditioned) -> Result<(), Failure> {
     let bodyf = c.dir.join("register.json");
     std::fs::write(&bodyf, body.to_string())
         .map_err(|e| Failure::new(FailureCategory::UploadFailed, e.to_string()))?;
-    curl(
-        &[
-            "-X",
-            "PUT",
-            "-H",
-            "Content-Type: application/json",
-            "--data-binary",
-            &format!("@{}", bodyf.display()),
-            &path,
-        ],
-        spec.token,
-    )
-    .map_err(|e| Failure::new(FailureCategory::UploadFailed, e))
+    up.api
+        .put_file(&path, &bodyf, "application/json")
+        .map_err(|e| Failure::new(FailureCategory::UploadFailed, e))
 }
 
 // ---------------------------------------------------------------------
@@ -1226,8 +1216,9 @@ fn vod_playlist(r: &LocalRendition, cadence: f64, uri: impl Fn(&Path) -> String)
 
 /// Where and how renditions are uploaded.
 struct Upload<'a> {
-    api: &'a str,
-    token: &'a str,
+    api: crate::net::Api,
+    /// The admin API's base URL.
+    base: &'a str,
     public: &'a str,
     /// `{org}/{ads|slates}/{id}`.
     prefix: String,
@@ -1250,14 +1241,13 @@ impl Upload<'_> {
             (false, _) => "video/mp2t",
         };
         let up = |local: &Path, name: &str, ctype: &str| -> Result<String, Failure> {
-            upload(
-                self.api,
-                self.token,
-                &format!("{prefix}/{name}"),
-                local,
-                ctype,
-            )
-            .map_err(|e| Failure::new(FailureCategory::UploadFailed, e))?;
+            self.api
+                .put_file(
+                    &format!("{}/api/media/{prefix}/{name}", self.base),
+                    local,
+                    ctype,
+                )
+                .map_err(|e| Failure::new(FailureCategory::UploadFailed, e))?;
             Ok(format!("{}/media/{prefix}/{name}", self.public))
         };
         let init_uri = match &r.init {
@@ -1299,44 +1289,6 @@ impl Upload<'_> {
             key: None,
         })
     }
-}
-
-fn upload(api: &str, token: &str, key: &str, file: &Path, ctype: &str) -> Result<(), String> {
-    curl(
-        &[
-            "-X",
-            "PUT",
-            "-H",
-            &format!("Content-Type: {ctype}"),
-            "--data-binary",
-            &format!("@{}", file.display()),
-            &format!("{api}/api/media/{key}"),
-        ],
-        token,
-    )
-}
-
-fn curl(args: &[&str], token: &str) -> Result<(), String> {
-    let out = Command::new("curl")
-        .args([
-            "-sS",
-            "--globoff",
-            "--fail-with-body",
-            "-H",
-            &format!("Authorization: Bearer {token}"),
-        ])
-        .args(args)
-        .output()
-        .map_err(|e| format!("curl: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "{} failed: {}{}",
-            args.last().unwrap_or(&""),
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@
 //! ```
 mod conditioner;
 mod ingest;
+mod net;
 mod origin;
 
 use cf_ssai_core::scte35_json::{line_to_json, InputEncoding};

@@ -284,7 +284,7 @@ pub fn check_url_allowing(u: &str, allow: &str) -> Result<url::Url, String> {
     Ok(url)
 }
 
-fn private_host_allowed(allow: &str, host: &str) -> bool {
+pub fn private_host_allowed(allow: &str, host: &str) -> bool {
     match allow.trim() {
         "true" => true,
         "" | "false" => false,
