@@ -1,8 +1,10 @@
 // The deployment path without an account (scripts/deploy.sh): generated
 // configs are a pure function of (env, account, ids), so a second run
 // changes nothing; internal workers stay off public URLs; no local
-// placeholder survives; and a dry run bundles all four workers within the
-// Workers size limits.
+// placeholder survives; a dry run bundles all four workers within the
+// Workers size limits; and the fifth component, the conditioner, is listed
+// and configured as a Cloudflare Container in the generated manifest config
+// only (the local one stays Docker-free).
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -40,9 +42,46 @@ test("generated deployment config: idempotent, internal workers private, nothing
   assert.notEqual(p.match(/^id = "([0-9a-f]+)"$/m)[1], before[2].match(/^id = "([0-9a-f]+)"$/m)[1]);
 });
 
+test("the conditioner: a Cloudflare Container in the generated manifest config, never in the local one", () => {
+  const out = mkdtempSync(join(tmpdir(), "cf-ssai-deploy-"));
+  const r = deploy("--config-only", "--env", "production", "--account-id", "f00dfeed", "--out", out,
+    "--conditioner-max-instances", "3", "--public-url", "https://ssai.example.com");
+  assert.equal(r.status, 0, r.stderr);
+  const m = readFileSync(join(out, "wrangler-manifest.toml"), "utf8");
+  const containers = m.match(/^\[\[containers\]\]\n((?:[a-z_]+ = .*\n)+)/m);
+  assert.ok(containers, "a [[containers]] entry");
+  assert.match(containers[1], /^class_name = "ConditionerContainer"$/m);
+  assert.match(containers[1], /^image = "[^"]*\/Dockerfile"$/m);
+  assert.match(containers[1], /^max_instances = 3$/m);
+  assert.match(containers[1], /^instance_type = "standard-2"$/m);
+  assert.match(m, /^\[\[durable_objects\.bindings\]\]\nname = "CONDITIONER"\nclass_name = "ConditionerContainer"$/m, "the DO binding");
+  assert.match(m, /^\[\[migrations\]\]\ntag = "conditioner-v1"\nnew_sqlite_classes = \["ConditionerContainer"\]$/m, "the migration");
+  // After v1: migrations added later keep their order after it.
+  assert.ok(m.indexOf('tag = "v1"') < m.indexOf('tag = "conditioner-v1"'));
+  assert.match(m, /^\[triggers\]\ncrons = \["\* \* \* \* \*"\]$/m, "the cron that wakes it");
+  assert.match(m, /^CONDITIONER_INSTANCES = "3"$/m);
+  assert.match(m, /^CONDITIONER_API = "https:\/\/ssai\.example\.com"$/m);
+  // Other workers: untouched by it.
+  for (const w of ["decision", "beacon", "scte35-monitor"]) {
+    assert.doesNotMatch(readFileSync(join(out, `wrangler-${w}.toml`), "utf8"), /Conditioner|CONDITIONER|\[\[containers\]\]/, w);
+  }
+  // The local config: no container, no binding, no cron (wrangler dev needs no Docker).
+  const local = readFileSync(join(ROOT, "wrangler-manifest.toml"), "utf8").replace(/#.*$/gm, "");
+  assert.doesNotMatch(local, /\[\[containers\]\]|ConditionerContainer|CONDITIONER|^\[triggers\]/m);
+  // --conditioner image: no container or cron, the migration kept.
+  const img = deploy("--config-only", "--env", "production", "--account-id", "f00dfeed", "--out", join(out, "image"), "--conditioner", "image");
+  assert.equal(img.status, 0, img.stderr);
+  const mi = readFileSync(join(out, "image", "wrangler-manifest.toml"), "utf8");
+  assert.doesNotMatch(mi, /\[\[containers\]\]|^\[triggers\]|name = "CONDITIONER"/m);
+  assert.match(mi, /^tag = "conditioner-v1"$/m);
+  assert.notEqual(deploy("--config-only", "--out", join(out, "bad"), "--conditioner", "kubernetes").status, 0);
+});
+
 test("dry run: every worker bundles and fits the Workers size limits, offline", () => {
   const r = deploy("--dry-run", "--env", "production", "--out", mkdtempSync(join(tmpdir(), "cf-ssai-dry-")));
   assert.equal(r.status, 0, r.stdout + r.stderr);
   assert.equal((r.stdout.match(/gzip: fits the free plan/g) ?? []).length, 4, r.stdout);
   assert.match(r.stdout, /4 workers bundled, nothing deployed/);
+  // The fifth component: listed, built only when a Docker engine answers.
+  assert.match(r.stdout, /^conditioner: Cloudflare Container ConditionerContainer \(image \.\/Dockerfile, max_instances 1, standard-2\) — (image built by wrangler's dry run|not built here: no Docker engine)/m, r.stdout);
 });

@@ -5,11 +5,13 @@
 
 mod admin;
 mod channel_do;
+mod conditioner_do;
 mod origin;
 mod playback;
 
 use cf_ssai_core::media_http;
 pub use channel_do::ChannelDO;
+pub use conditioner_do::ConditionerContainer;
 use worker::*;
 use worker_shared::{bindings, error};
 
@@ -118,10 +120,15 @@ async fn route(req: Request, env: Env, ctx: Context) -> Result<Response> {
 /// Local dev: `wrangler dev` exposes only this (primary) worker to
 /// `/cdn-cgi/handler/scheduled`, so the cron event is handed to the
 /// monitor's cycle (the same function its own `scheduled` runs) through
-/// the MONITOR service binding. Production: this worker has no cron
-/// trigger; the monitor's fires directly.
+/// the MONITOR service binding. Production: the monitor's own cron fires
+/// it; this worker's cron (only with the conditioner container) wakes that.
 #[event(scheduled)]
 async fn scheduled(_event: ScheduledEvent, env: Env, _ctx: ScheduleContext) {
+    // Production with the conditioner container (generated config only):
+    // this cron wakes it; the monitor's own cron runs the monitor.
+    if env.durable_object(conditioner_do::BINDING).is_ok() {
+        return conditioner_do::wake(&env).await;
+    }
     let forward = async {
         worker_shared::call_internal(
             &env,
