@@ -64,6 +64,11 @@ before(async () => {
       return send("ok");
     }
     if (path === "/inline") return send(inline(base));
+    if (path === "/many-imps") {
+      // One ad with 1,000 impression URLs: 1,000 requests per viewer unless limited.
+      const imps = Array.from({ length: 1000 }, (_, i) => `<Impression>${base}/imp/${i}</Impression>`).join("");
+      return send(`<VAST version="4.2"><Ad id="many"><InLine><AdSystem>t</AdSystem>${imps}<Creatives><Creative id="ad1"><Linear><Duration>00:00:09.600</Duration><MediaFiles><MediaFile delivery="progressive" type="video/mp4">${base}/ad1.mp4</MediaFile></MediaFiles></Linear></Creative></Creatives></InLine></Ad></VAST>`);
+    }
     if (path === "/w1") return send(wrapper(`${base}/w2`, base, 1));
     if (path === "/w2") return send(wrapper(`${base}/w3`, base, 2));
     if (path === "/w3") return send(wrapper(`${base}/inline`, base, 3));
@@ -121,6 +126,25 @@ test("3-deep wrapper chain resolves, wrapper impressions merged", async () => {
   assert.ok(pod.items.length >= 1);
   const imps = pod.items.flatMap((i) => i.tracking.impression);
   for (const n of [1, 2, 3]) assert.ok(imps.some((u) => u.endsWith(`/wimp?n=${n}`)), `wrapper ${n} impression merged: ${imps}`);
+});
+
+test("tracking fan-out is bounded: a VAST ad with 1,000 impressions keeps 64 (or the channel's limit), and the pod says so", async () => {
+  const cfg = (extra) => channelConfig(s.originBase, "none", { scte35_enabled: false, vast_urls: [`${adsBase}/many-imps`], vast_cache_s: 0, decision_cache_s: 0, ...extra });
+  assert.equal((await api(s.base, "PUT", `/api/orgs/${ORG}/channels/vast-many`, cfg({}))).status, 200);
+  const pod = await decide("vast-many");
+  assert.equal(pod.source, "vast", JSON.stringify(pod.reasons));
+  const imps = pod.items[0].tracking.impression;
+  assert.equal(imps.length, 64);
+  assert.ok(imps.every((u, i) => u.endsWith(`/imp/${i}`)), "the first 64, in order");
+  assert.ok(pod.reasons.includes("ad many: 936 impression URLs over the limit of 64 dropped"), JSON.stringify(pod.reasons));
+  // The channel may set its own limits, within bounds.
+  assert.equal((await api(s.base, "PUT", `/api/orgs/${ORG}/channels/vast-many`, cfg({ tracking_limits: { per_event: 10 } }))).status, 200);
+  const ten = await decide("vast-many");
+  assert.equal(ten.items[0].tracking.impression.length, 10);
+  assert.ok(ten.reasons.includes("ad many: 990 impression URLs over the limit of 10 dropped"), JSON.stringify(ten.reasons));
+  const bad = await api(s.base, "PUT", `/api/orgs/${ORG}/channels/vast-many`, cfg({ tracking_limits: { per_event: 100000 } }));
+  assert.equal(bad.status, 400);
+  assert.ok(JSON.stringify(bad.json).includes("tracking_limits.per_event"), JSON.stringify(bad.json));
 });
 
 test("slow, failing, looping and empty tags fall through to the library within the budget", async () => {

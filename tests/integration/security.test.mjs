@@ -66,7 +66,8 @@ before(async () => {
     complete: [`${trackerBase}/complete?ad=${ad}`],
   });
   s = await startStack({ dialects: ["daterange"], fmp4: false, tracking: { ad1: t(1), ad2: t(2) } });
-  const cfg = channelConfig(s.originBase, "none", { proxy_ad_segments: true, scte35_enabled: false });
+  // Past the default 64 URLs per event: this channel allows 150.
+  const cfg = channelConfig(s.originBase, "none", { proxy_ad_segments: true, scte35_enabled: false, tracking_limits: { per_event: 150 } });
   assert.equal((await api(s.base, "PUT", `/api/orgs/${ORG}/channels/tracked`, cfg)).status, 200);
   assert.equal((await api(s.base, "PUT", `/api/orgs/${ORG}/channels/other`, cfg)).status, 200);
 });

@@ -68,6 +68,9 @@ pub struct ChannelConfig {
     /// Where SCTE-35 comes from: playlist markers (default), the media's
     /// own in-band SCTE-35 (a TS PID or CMAF `emsg`), or both.
     pub cue_source: CueSource,
+    /// Tracking URLs a pod keeps, per ad and event kind and in all: each
+    /// is one request per viewer (see `pod::TrackingLimits`).
+    pub tracking_limits: crate::pod::TrackingLimits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -118,6 +121,7 @@ impl Default for ChannelConfig {
             allow_private_origin: false,
             active: true,
             cue_source: CueSource::Playlist,
+            tracking_limits: crate::pod::TrackingLimits::default(),
         }
     }
 }
@@ -206,6 +210,22 @@ impl ChannelConfig {
                 f(
                     "segmentation",
                     "0x00 (not indicated) cannot open or close a break".into(),
+                );
+            }
+        }
+        {
+            use crate::pod::{TRACKING_URLS_PER_EVENT_CEILING, TRACKING_URLS_PER_POD_CEILING};
+            let t = self.tracking_limits;
+            if !(1..=TRACKING_URLS_PER_EVENT_CEILING).contains(&t.per_event) {
+                f(
+                    "tracking_limits.per_event",
+                    format!("must be 1..={TRACKING_URLS_PER_EVENT_CEILING}"),
+                );
+            }
+            if !(1..=TRACKING_URLS_PER_POD_CEILING).contains(&t.per_pod) {
+                f(
+                    "tracking_limits.per_pod",
+                    format!("must be 1..={TRACKING_URLS_PER_POD_CEILING}"),
                 );
             }
         }
@@ -489,6 +509,42 @@ mod tests {
             "allow_private_origin not set"
         );
         assert!(fields.contains(&"cadence_ms"));
+    }
+
+    #[test]
+    fn tracking_limits_default_and_bounds() {
+        let c: ChannelConfig =
+            serde_json::from_str(r#"{"origin_url": "https://o.example/m.m3u8"}"#).unwrap();
+        assert_eq!(
+            (c.tracking_limits.per_event, c.tracking_limits.per_pod),
+            (64, 512)
+        );
+        assert!(c.validate(false).is_empty());
+        let c: ChannelConfig = serde_json::from_str(
+            r#"{"origin_url": "https://o.example/m.m3u8", "tracking_limits": {"per_event": 8}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (c.tracking_limits.per_event, c.tracking_limits.per_pod),
+            (8, 512)
+        );
+        for (json, field) in [
+            (r#"{"per_event": 0}"#, "tracking_limits.per_event"),
+            (r#"{"per_event": 257}"#, "tracking_limits.per_event"),
+            (r#"{"per_pod": 4096}"#, "tracking_limits.per_pod"),
+        ] {
+            let c: ChannelConfig = serde_json::from_str(&format!(
+                r#"{{"origin_url": "https://o.example/m.m3u8", "tracking_limits": {json}}}"#
+            ))
+            .unwrap();
+            let e = c.validate(false);
+            assert_eq!(e.len(), 1, "{json}: {e:?}");
+            assert_eq!(e[0].field, field);
+        }
+        assert!(serde_json::from_str::<ChannelConfig>(
+            r#"{"origin_url": "x", "tracking_limits": {"per_ad": 1}}"#
+        )
+        .is_err());
     }
 
     #[test]

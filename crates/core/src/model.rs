@@ -318,6 +318,23 @@ pub struct Tracking {
     pub error: Vec<String>,
 }
 
+impl Tracking {
+    /// Every event kind's URL list, impressions first: when a budget runs
+    /// out, what is paid for keeps its URLs longest.
+    pub fn lists_mut(&mut self) -> [(crate::beacon::TrackingEvent, &mut Vec<String>); 7] {
+        use crate::beacon::TrackingEvent as E;
+        [
+            (E::Impression, &mut self.impression),
+            (E::Start, &mut self.start),
+            (E::FirstQuartile, &mut self.first_quartile),
+            (E::Midpoint, &mut self.midpoint),
+            (E::ThirdQuartile, &mut self.third_quartile),
+            (E::Complete, &mut self.complete),
+            (E::Error, &mut self.error),
+        ]
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AdSegment {
     pub uri: String,

@@ -1,9 +1,42 @@
 //! Building a pod that fits a break: whole ads only, never over the
 //! duration, the fullest pod the candidates allow (earlier candidates
 //! preferred on ties), slate for the rest, and a reason for every
-//! candidate dropped.
+//! candidate dropped. Every pod's tracking is bounded here too (see
+//! [`TrackingLimits`]): every ad source (decision API, VAST, the library)
+//! reaches a pod through [`build_pod`].
 
 use crate::model::{segments_for, Pod, PodItem, PodSource, Slate};
+use serde::{Deserialize, Serialize};
+
+/// Tracking URLs one ad keeps per event kind, unless the channel says
+/// otherwise: each URL is one outgoing request per viewer, so a VAST with
+/// 1,000 `<Impression>`s would otherwise make every viewer send 1,000.
+pub const MAX_TRACKING_URLS_PER_EVENT: u32 = 64;
+/// Tracking URLs one pod keeps in all (every ad and event kind).
+pub const MAX_TRACKING_URLS_PER_POD: u32 = 512;
+/// The most a channel may raise the two limits to.
+pub const TRACKING_URLS_PER_EVENT_CEILING: u32 = 256;
+pub const TRACKING_URLS_PER_POD_CEILING: u32 = 2048;
+
+/// A channel's bounds on tracking fan-out (`tracking_limits` in its
+/// config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrackingLimits {
+    /// URLs per ad and event kind.
+    pub per_event: u32,
+    /// URLs per pod, all ads and event kinds together.
+    pub per_pod: u32,
+}
+
+impl Default for TrackingLimits {
+    fn default() -> Self {
+        TrackingLimits {
+            per_event: MAX_TRACKING_URLS_PER_EVENT,
+            per_pod: MAX_TRACKING_URLS_PER_POD,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PodRequest<'a> {
@@ -16,6 +49,8 @@ pub struct PodRequest<'a> {
     /// Creative ids over their frequency cap for this channel window.
     pub capped: &'a [String],
     pub source: PodSource,
+    /// Bounds on the pod's tracking URLs.
+    pub tracking: TrackingLimits,
 }
 
 /// Build the pod from candidates in priority order.
@@ -64,7 +99,7 @@ pub fn build_pod(
         usable.push((c, w));
     }
     let chosen = best_fill(&usable, capacity);
-    let mut items = Vec::with_capacity(chosen.len());
+    let mut items: Vec<PodItem> = Vec::with_capacity(chosen.len());
     let mut taken = vec![false; usable.len()];
     for &i in &chosen {
         taken[i] = true;
@@ -79,12 +114,80 @@ pub fn build_pod(
             ));
         }
     }
+    limit_tracking(&mut items, req.tracking, &mut reasons);
     let source = if items.is_empty() {
         PodSource::Slate
     } else {
         req.source
     };
     finish(req, items, slate, reasons, source)
+}
+
+/// Bound the pod's tracking: each ad keeps its first `per_event` URLs of
+/// each event kind, then the pod keeps `per_pod` in all, shared out
+/// round-robin (every ad's first impression before any ad's second URL of
+/// anything), so no ad of the pod loses all its tracking to a greedy one
+/// before it. Each list cut gets a reason naming the ad, the event and
+/// the number dropped. Lists under the limits are untouched (order kept).
+pub fn limit_tracking(items: &mut [PodItem], limits: TrackingLimits, reasons: &mut Vec<String>) {
+    let per_event = limits.per_event as usize;
+    for item in items.iter_mut() {
+        for (ev, list) in item.tracking.lists_mut() {
+            if list.len() > per_event {
+                reasons.push(format!(
+                    "ad {}: {} {} URLs over the limit of {} dropped",
+                    item.ad_id,
+                    list.len() - per_event,
+                    ev.as_str(),
+                    per_event
+                ));
+                list.truncate(per_event);
+            }
+        }
+    }
+    let total: usize = items
+        .iter_mut()
+        .flat_map(|i| i.tracking.lists_mut().map(|(_, l)| l.len()))
+        .sum();
+    let per_pod = limits.per_pod as usize;
+    if total <= per_pod {
+        return;
+    }
+    // keep[i][e]: how many of ad i's event-e URLs the pod keeps. Each
+    // round gives every non-exhausted list one more URL, in pod order and
+    // impressions first, until the budget is spent.
+    let lens: Vec<[usize; 7]> = items
+        .iter_mut()
+        .map(|i| i.tracking.lists_mut().map(|(_, l)| l.len()))
+        .collect();
+    let mut keep = vec![[0usize; 7]; items.len()];
+    let mut budget = per_pod;
+    'rounds: for round in 0..per_event {
+        for (k, len) in keep.iter_mut().zip(&lens) {
+            for (kept, n) in k.iter_mut().zip(len) {
+                if budget == 0 {
+                    break 'rounds;
+                }
+                if *n > round {
+                    *kept += 1;
+                    budget -= 1;
+                }
+            }
+        }
+    }
+    for (item, k) in items.iter_mut().zip(&keep) {
+        let id = item.ad_id.clone();
+        for ((ev, list), kept) in item.tracking.lists_mut().into_iter().zip(k) {
+            if list.len() > *kept {
+                reasons.push(format!(
+                    "ad {id}: {} {} URLs over the pod's limit of {per_pod} dropped",
+                    list.len() - kept,
+                    ev.as_str()
+                ));
+                list.truncate(*kept);
+            }
+        }
+    }
 }
 
 fn finish(
@@ -104,6 +207,43 @@ fn finish(
         fill_s: ((req.duration_s - used).max(0.0) * 1000.0).round() / 1000.0,
         source,
         reasons,
+    }
+}
+
+/// The first `per_event` URLs of one list outside a pod (the `<Error>`
+/// URLs a decision reports for an ad or wrapper it rejected), with a
+/// reason when some are cut.
+pub fn first_urls<'a>(
+    who: &str,
+    event: crate::beacon::TrackingEvent,
+    list: &'a [String],
+    limits: TrackingLimits,
+    reasons: &mut Vec<String>,
+) -> &'a [String] {
+    let n = limits.per_event as usize;
+    match list.get(..n).filter(|_| list.len() > n) {
+        Some(kept) => {
+            reasons.push(format!(
+                "{who}: {} {} URLs over the limit of {n} dropped",
+                list.len() - n,
+                event.as_str()
+            ));
+            kept
+        }
+        None => list,
+    }
+}
+
+/// All the error reports of one decision: at most `per_pod`, a reason for
+/// the rest.
+pub fn limit_reports<T>(reports: &mut Vec<T>, limits: TrackingLimits, reasons: &mut Vec<String>) {
+    let n = limits.per_pod as usize;
+    if reports.len() > n {
+        reasons.push(format!(
+            "{} error reports over the decision's limit of {n} dropped",
+            reports.len() - n
+        ));
+        reports.truncate(n);
     }
 }
 
@@ -186,6 +326,7 @@ mod tests {
             personalization_threshold_s: 0.0,
             capped: &[],
             source: PodSource::Library,
+            tracking: TrackingLimits::default(),
         }
     }
 
@@ -215,6 +356,111 @@ mod tests {
         r.capped = &capped;
         let p = build_pod(&r, vec![ad("a", 10)], Slate::default(), vec![]);
         assert!(p.items.is_empty() && p.reasons[0].contains("frequency cap"));
+    }
+
+    fn urls(kind: &str, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| format!("https://t.example/{kind}/{i}"))
+            .collect()
+    }
+
+    #[test]
+    fn tracking_is_limited_per_ad_and_event() {
+        let mut a = ad("a", 10);
+        a.tracking.impression = urls("imp", 1000);
+        a.tracking.start = urls("start", 64);
+        a.tracking.complete = urls("done", 65);
+        let p = build_pod(&req(30.0), vec![a, ad("b", 10)], Slate::default(), vec![]);
+        let t = &p.items[0].tracking;
+        assert_eq!(t.impression, urls("imp", 64), "the first 64, in order");
+        assert_eq!(t.start.len(), 64, "at the limit: untouched");
+        assert_eq!(t.complete.len(), 64);
+        assert!(
+            p.reasons
+                .contains(&"ad a: 936 impression URLs over the limit of 64 dropped".to_string()),
+            "{:?}",
+            p.reasons
+        );
+        assert!(p
+            .reasons
+            .contains(&"ad a: 1 complete URLs over the limit of 64 dropped".to_string()));
+        assert_eq!(p.reasons.len(), 2, "{:?}", p.reasons);
+        // A channel's own limit.
+        let mut r = req(30.0);
+        r.tracking.per_event = 3;
+        let mut a = ad("a", 10);
+        a.tracking.midpoint = urls("mid", 5);
+        let p = build_pod(&r, vec![a], Slate::default(), vec![]);
+        assert_eq!(p.items[0].tracking.midpoint, urls("mid", 3));
+        assert_eq!(
+            p.reasons,
+            vec!["ad a: 2 midpoint URLs over the limit of 3 dropped"]
+        );
+    }
+
+    #[test]
+    fn tracking_is_limited_per_pod_and_shared_out() {
+        // Ten 2 s ads, each with 64 impressions and 64 starts: 1,280 URLs.
+        let cands: Vec<_> = (0..10)
+            .map(|i| {
+                let mut a = ad(&format!("a{i}"), 2);
+                a.tracking.impression = urls(&format!("imp{i}"), 64);
+                a.tracking.start = urls(&format!("start{i}"), 64);
+                a
+            })
+            .collect();
+        let p = build_pod(&req(20.0), cands, Slate::default(), vec![]);
+        assert_eq!(p.items.len(), 10);
+        let total: usize = p
+            .items
+            .iter()
+            .map(|i| i.tracking.impression.len() + i.tracking.start.len())
+            .sum();
+        assert_eq!(total, MAX_TRACKING_URLS_PER_POD as usize);
+        // Round-robin: every ad keeps 25 or 26 of each, the earlier ads the
+        // extra one; the lists keep their first URLs.
+        for (i, it) in p.items.iter().enumerate() {
+            let want = if i < 6 { 26 } else { 25 };
+            assert_eq!(it.tracking.impression, urls(&format!("imp{i}"), want));
+            assert_eq!(it.tracking.start.len(), want);
+        }
+        assert!(p.reasons.contains(
+            &"ad a9: 39 impression URLs over the pod's limit of 512 dropped".to_string()
+        ));
+        // A pod under both limits is untouched, with no reason.
+        let mut a = ad("a", 10);
+        a.tracking.error = urls("err", 7);
+        let p = build_pod(&req(10.0), vec![a.clone()], Slate::default(), vec![]);
+        assert_eq!(p.items, vec![a]);
+        assert!(p.reasons.is_empty());
+    }
+
+    #[test]
+    fn error_reports_are_limited() {
+        use crate::beacon::TrackingEvent::Error;
+        let l = TrackingLimits {
+            per_event: 2,
+            per_pod: 3,
+        };
+        let mut why = Vec::new();
+        assert_eq!(first_urls("x", Error, &urls("e", 2), l, &mut why).len(), 2);
+        assert!(why.is_empty());
+        let list = urls("e", 5);
+        assert_eq!(
+            first_urls("VAST ad x", Error, &list, l, &mut why),
+            &list[..2]
+        );
+        assert_eq!(
+            why,
+            vec!["VAST ad x: 3 error URLs over the limit of 2 dropped"]
+        );
+        let mut all = urls("e", 5);
+        limit_reports(&mut all, l, &mut why);
+        assert_eq!(all, urls("e", 3));
+        assert_eq!(
+            why[1],
+            "2 error reports over the decision's limit of 3 dropped"
+        );
     }
 
     proptest! {

@@ -490,7 +490,11 @@ pub fn parse_duration(s: &str) -> Option<f64> {
 }
 
 /// Fold a wrapper's impressions, errors and tracking into the ad it
-/// resolved to (VAST 4.3 §2.4.3.4: wrapper tracking fires too).
+/// resolved to (VAST 4.3 §2.4.3.4: wrapper tracking fires too). The lists
+/// are concatenated here, so a chain of documents each under the limits
+/// may make an ad over them: the limits are applied to the merged ad, when
+/// its pod is built ([`crate::pod::limit_tracking`]), which also counts
+/// what it drops for the pod's reasons.
 pub fn merge_wrapper(inline: &mut VastAd, wrapper: &VastAd) {
     inline
         .impressions
@@ -575,6 +579,7 @@ pub fn pod_from_vast(
             personalization_threshold_s: threshold_s,
             capped: &[],
             source: PodSource::Vast,
+            tracking: crate::pod::TrackingLimits::default(),
         },
         items,
         Slate::default(),
@@ -635,6 +640,32 @@ mod tests {
         merge_wrapper(&mut inline, &w.ads[0]);
         assert_eq!(inline.impressions.len(), 3);
         assert_eq!(inline.creatives[0].tracking.start.len(), 2);
+    }
+
+    #[test]
+    fn merged_wrapper_tracking_is_limited_in_the_pod() {
+        // Inline and wrapper each under the limit; together over it.
+        let imps = |host: &str| -> String {
+            (0..40)
+                .map(|i| format!("<Impression>https://{host}/imp/{i}</Impression>"))
+                .collect()
+        };
+        let w = parse(&format!(r#"<VAST version="3.0"><Ad id="w"><Wrapper><VASTAdTagURI>https://next.example/vast</VASTAdTagURI>{}</Wrapper></Ad></VAST>"#, imps("w.example"))).unwrap();
+        let mut inline = parse(&format!(r#"<VAST version="4.0"><Ad id="a1"><InLine>{}<Creatives><Creative id="c1"><Linear><Duration>00:00:10</Duration></Linear></Creative></Creatives></InLine></Ad></VAST>"#, imps("t.example"))).unwrap().ads.remove(0);
+        merge_wrapper(&mut inline, &w.ads[0]);
+        assert_eq!(inline.impressions.len(), 80);
+        let mut items = vec![into_pod_item(inline).unwrap()];
+        let mut reasons = Vec::new();
+        crate::pod::limit_tracking(&mut items, Default::default(), &mut reasons);
+        let kept = &items[0].tracking.impression;
+        assert_eq!(kept.len(), 64);
+        assert!(kept[..40]
+            .iter()
+            .all(|u| u.starts_with("https://t.example/")));
+        assert_eq!(
+            reasons,
+            vec!["ad a1: 16 impression URLs over the limit of 64 dropped"]
+        );
     }
 
     #[test]

@@ -209,6 +209,7 @@ async fn decide(r: DecisionRequest, env: &Env, worker_ctx: &Context) -> Result<R
         viewer: &r.viewer,
         cache_s: cfg.vast_cache_s,
         asset: &r.asset,
+        limits: cfg.tracking_limits,
     };
     if candidates.is_empty()
         && !cfg.vmap_url.is_empty()
@@ -280,6 +281,7 @@ async fn decide(r: DecisionRequest, env: &Env, worker_ctx: &Context) -> Result<R
             personalization_threshold_s: cfg.personalization_threshold_s,
             capped: &capped,
             source,
+            tracking: cfg.tracking_limits,
         },
         candidates,
         slate,
@@ -335,6 +337,9 @@ struct VastCtx<'a> {
     viewer: &'a Viewer,
     cache_s: u32,
     asset: &'a std::collections::BTreeMap<String, String>,
+    /// Bounds on tracking fan-out: the pod's, and the `<Error>` reports
+    /// this decision sends for the ads it rejects.
+    limits: cf_ssai_core::pod::TrackingLimits,
 }
 
 impl VastCtx<'_> {
@@ -377,6 +382,7 @@ impl VastCtx<'_> {
             self.cadence_ms,
             budget_ms,
             self.cache_s,
+            self.limits,
             reasons,
         )
         .await
@@ -615,6 +621,7 @@ async fn record_jobs(env: Env, org: String, jobs: Vec<cf_ssai_core::conditioning
                     (j.source.file_size as f64).into(),
                     serde_json::to_string(&j.source).ok()?.into(),
                     now.into(),
+                    f64::from(cf_ssai_core::conditioning::MAX_QUEUED_PER_ORG).into(),
                 ])
                 .ok()
         })
@@ -638,7 +645,10 @@ fn opt_str(s: Option<&str>) -> wasm_bindgen::JsValue {
 /// Insert a job, or merge into the existing one: `seen` counts sightings;
 /// a changed source (URL, or size when both are known: the same test as
 /// `conditioning::source_changed`) queues it again with no attempts used.
-const UPSERT_JOB: &str = "INSERT INTO conditioning_jobs (org_id, id, identity, creative_id, universal_ad_id, ad_system, duration_s, source_url, source_kind, source_size, source, state, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'queued', ?12, ?12) \
+/// An org at its queued quota (`MAX_QUEUED_PER_ORG`) records no new job:
+/// the creative is seen again on a later decision.
+const UPSERT_JOB: &str = "INSERT INTO conditioning_jobs (org_id, id, identity, creative_id, universal_ad_id, ad_system, duration_s, source_url, source_kind, source_size, source, state, created_ms, updated_ms) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'queued', ?12, ?12 \
+WHERE (SELECT count(*) FROM conditioning_jobs WHERE org_id = ?1 AND state = 'queued') < ?13 OR EXISTS (SELECT 1 FROM conditioning_jobs WHERE org_id = ?1 AND id = ?2) \
 ON CONFLICT(org_id, id) DO UPDATE SET seen = seen + 1, updated_ms = excluded.updated_ms, \
 state = CASE WHEN (source_url != excluded.source_url OR (source_size > 0 AND excluded.source_size > 0 AND source_size != excluded.source_size)) AND state IN ('ready', 'failed') THEN 'queued' ELSE state END, \
 attempts = CASE WHEN (source_url != excluded.source_url OR (source_size > 0 AND excluded.source_size > 0 AND source_size != excluded.source_size)) AND state IN ('ready', 'failed') THEN 0 ELSE attempts END, \

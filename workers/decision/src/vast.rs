@@ -4,10 +4,11 @@
 //! `<Error>` URLs through the beacon queue. Parsing and merging are the
 //! core's (`cf_ssai_core::vast`).
 
-use cf_ssai_core::beacon::{self, BeaconMessage, TrackingEvent};
+use cf_ssai_core::beacon::{self, BeaconMessage, TrackingEvent, TrackingEvent::Error};
 use cf_ssai_core::conditioning::{self, JobRequest, JobState};
 use cf_ssai_core::decision::{self as core_decision, TtlCache};
 use cf_ssai_core::model::{AdRendition, PodItem};
+use cf_ssai_core::pod::{self as core_pod, TrackingLimits};
 use cf_ssai_core::vast::{self as core_vast, error_code, Creative, VastAd};
 use std::cell::RefCell;
 use worker::*;
@@ -94,7 +95,10 @@ pub async fn fetch_cached(
     Ok(text)
 }
 
-/// The usable pod items of one VAST tag, in play order.
+/// The usable pod items of one VAST tag, in play order (their tracking is
+/// bounded when the pod is built); the `<Error>` URLs of what it rejects
+/// are reported within `limits`.
+#[allow(clippy::too_many_arguments)]
 pub async fn resolve(
     env: &Env,
     src: TagSource<'_>,
@@ -102,6 +106,7 @@ pub async fn resolve(
     cadence_ms: u64,
     budget_ms: u64,
     cache_s: u32,
+    limits: TrackingLimits,
     reasons: &mut Vec<String>,
 ) -> Vec<PodItem> {
     let deadline = now_ms() + budget_ms as i64;
@@ -128,21 +133,37 @@ pub async fn resolve(
     for ad in core_vast::ordered_inline_ads(&doc)
         .into_iter()
         .cloned()
-        .chain(unwrap_all(&doc, deadline, private_ok, cache_s, reasons, &mut errors).await)
+        .chain(
+            unwrap_all(
+                &doc,
+                deadline,
+                private_ok,
+                cache_s,
+                limits,
+                reasons,
+                &mut errors,
+            )
+            .await,
+        )
     {
         let hls = hls_renditions(&ad, &library.items, deadline, private_ok, reasons).await;
         match map_ad(&ad, library, &hls, cadence_ms) {
             Ok(item) => items.push(item),
             Err((why, code)) => {
                 reasons.push(format!("VAST ad {}: {why}", ad.id));
-                errors.extend(ad.errors.iter().map(|u| (u.clone(), code)));
+                let who = format!("VAST ad {}", ad.id);
+                let urls = core_pod::first_urls(&who, Error, &ad.errors, limits, reasons);
+                errors.extend(urls.iter().map(|u| (u.clone(), code)));
             }
         }
     }
     if doc.ads.is_empty() {
         reasons.push(format!("VAST {url}: no ads"));
-        errors.extend(doc.errors.iter().map(|u| (u.clone(), 303)));
+        let who = format!("VAST {url}");
+        let urls = core_pod::first_urls(&who, Error, &doc.errors, limits, reasons);
+        errors.extend(urls.iter().map(|u| (u.clone(), 303)));
     }
+    core_pod::limit_reports(&mut errors, limits, reasons);
     report_errors(env, errors).await;
     items
 }
@@ -154,10 +175,23 @@ async fn unwrap_all(
     deadline: i64,
     private_ok: &str,
     cache_s: u32,
+    limits: TrackingLimits,
     reasons: &mut Vec<String>,
     errors: &mut Vec<(String, u16)>,
 ) -> Vec<VastAd> {
     let mut out = Vec::new();
+    // Every wrapper of a failed chain reports to its own `<Error>` URLs,
+    // each list within the per-event limit.
+    let report = |chain: &[VastAd],
+                  code: u16,
+                  reasons: &mut Vec<String>,
+                  errors: &mut Vec<(String, u16)>| {
+        for a in chain {
+            let who = format!("VAST wrapper {}", a.id);
+            let urls = core_pod::first_urls(&who, Error, &a.errors, limits, reasons);
+            errors.extend(urls.iter().map(|e| (e.clone(), code)));
+        }
+    };
     for w in doc.ads.iter().filter(|a| a.is_wrapper) {
         let mut chain: Vec<VastAd> = vec![w.clone()];
         let mut seen: Vec<String> = Vec::new();
@@ -166,11 +200,7 @@ async fn unwrap_all(
         while let Some(u) = next.take() {
             if chain.len() > MAX_WRAPPER_DEPTH || seen.contains(&u) {
                 reasons.push(format!("VAST wrapper {}: depth or loop limit at {u}", w.id));
-                errors.extend(chain.iter().flat_map(|a| {
-                    a.errors
-                        .iter()
-                        .map(|e| (e.clone(), error_code::WRAPPER_LIMIT))
-                }));
+                report(&chain, error_code::WRAPPER_LIMIT, reasons, errors);
                 break;
             }
             seen.push(u.clone());
@@ -186,20 +216,12 @@ async fn unwrap_all(
                     Some(a) => resolved = Some(a),
                     None => {
                         reasons.push(format!("VAST wrapper {}: no ads after {u}", w.id));
-                        errors.extend(chain.iter().flat_map(|a| {
-                            a.errors
-                                .iter()
-                                .map(|e| (e.clone(), error_code::NO_ADS_AFTER_WRAPPER))
-                        }));
+                        report(&chain, error_code::NO_ADS_AFTER_WRAPPER, reasons, errors);
                     }
                 },
                 Err(e) => {
                     reasons.push(format!("VAST wrapper {}: {u}: {e}", w.id));
-                    errors.extend(chain.iter().flat_map(|a| {
-                        a.errors
-                            .iter()
-                            .map(|x| (x.clone(), error_code::WRAPPER_TIMEOUT))
-                    }));
+                    report(&chain, error_code::WRAPPER_TIMEOUT, reasons, errors);
                 }
             }
         }
