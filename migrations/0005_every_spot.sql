@@ -9,3 +9,8 @@ ALTER TABLE ads ADD COLUMN padding_s REAL NOT NULL DEFAULT 0;
 -- Duration against the file, padding) as JSON.
 ALTER TABLE conditioning_jobs ADD COLUMN failure_category TEXT;
 ALTER TABLE conditioning_jobs ADD COLUMN notes TEXT;
+
+-- Fair leasing between orgs: when each org was last served (the lease
+-- goes to the org served longest ago, within its running quota).
+ALTER TABLE conditioning_jobs ADD COLUMN leased_ms INTEGER;
+CREATE INDEX conditioning_jobs_org_state ON conditioning_jobs (org_id, state);

@@ -189,9 +189,28 @@ pub struct Principal {
     pub org: String,
     pub subject: String,
     pub scopes: Scopes,
+    /// Authenticated by an API key (its subject is `key:{id}`), not a JWT.
+    pub api_key: bool,
 }
 
+/// The subject prefix of an API key principal.
+pub const API_KEY_SUBJECT: &str = "key:";
+
 impl Principal {
+    /// The key the control plane's rate limits count under: the API key's
+    /// id for an API key (`key:{id}`, one bucket per key), else the org the
+    /// token is bound to. Never the JWT `sub`: whoever mints tokens picks
+    /// it (the CLI writes `operator` by default, so all operators of a
+    /// platform shared one bucket, and rotating it escaped the limit); the
+    /// `org` claim is what the token is authorised for and cannot be
+    /// rotated without losing that.
+    pub fn rate_key(&self) -> String {
+        match self.subject.strip_prefix(API_KEY_SUBJECT) {
+            Some(id) if self.api_key => format!("key:{id}"),
+            _ => format!("org:{}", self.org),
+        }
+    }
+
     /// Does this credential carry `need`?
     pub fn require(&self, need: Scope) -> Result<(), AuthError> {
         if self.scopes.allows(need) {
@@ -352,6 +371,7 @@ fn claims_principal(
         org,
         subject: claims.sub.unwrap_or_else(|| "jwt".into()),
         scopes,
+        api_key: false,
     })
 }
 
@@ -432,6 +452,32 @@ mod tests {
     }
 
     const S: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn rate_limits_count_by_key_or_org_never_by_sub() {
+        let v = Validation {
+            audience: "cf-ssai",
+            issuer: None,
+            max_lifetime_s: 3600,
+        };
+        let mut c = claims(1000, "cf-ssai", "demo");
+        let a = verify_hs256(&sign_hs256(&c, S), S, v, 900).unwrap();
+        // Rotating `sub` (or naming an API key in it) changes nothing.
+        for sub in ["someone-else", "key:k1", "operator"] {
+            c.sub = Some(sub.into());
+            let b = verify_hs256(&sign_hs256(&c, S), S, v, 900).unwrap();
+            assert_eq!(a.rate_key(), b.rate_key(), "{sub}");
+        }
+        assert_eq!(a.rate_key(), "org:demo");
+        let key = Principal {
+            org: "demo".into(),
+            subject: "key:k1".into(),
+            scopes: Scopes::ADMIN,
+            api_key: true,
+        };
+        assert_eq!(key.rate_key(), "key:k1");
+        assert_ne!(key.rate_key(), a.rate_key());
+    }
 
     #[test]
     fn issuer_lifetime_scopes_and_secret_length() {

@@ -24,6 +24,14 @@ pub const DEFAULT_LEASE_S: u32 = 300;
 /// Source files larger than this are refused (a mezzanine of a 30 s ad is
 /// tens to a few hundred MB; larger is a mistake or an attack).
 pub const DEFAULT_MAX_SOURCE_BYTES: u64 = 512 << 20;
+/// Quotas: one org cannot monopolise conditioning. Jobs an org may have
+/// queued (a creative seen beyond it is not recorded, and is seen again on
+/// a later decision), jobs of one org leased at once (the rest of the
+/// conditioners serve other orgs), and the cadences conditioned per job
+/// (each is a full encode).
+pub const MAX_QUEUED_PER_ORG: u32 = 100;
+pub const MAX_RUNNING_PER_ORG: u32 = 2;
+pub const MAX_CADENCES_PER_JOB: usize = 3;
 /// EBU R128: integrated loudness target and the true-peak ceiling.
 pub const DEFAULT_LOUDNESS_LUFS: f64 = -23.0;
 pub const DEFAULT_TRUE_PEAK_DBTP: f64 = -1.0;

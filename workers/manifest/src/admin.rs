@@ -28,7 +28,7 @@ pub async fn route(mut req: Request, env: Env) -> Result<Response> {
         (Method::Post, "/cue") => (bindings::CUE_LIMITER, "cues per credential"),
         _ => (bindings::API_LIMITER, "API calls per credential"),
     };
-    if !worker_shared::within_limit(&env, limiter, &principal.subject).await {
+    if !worker_shared::within_limit(&env, limiter, &principal.rate_key()).await {
         return worker_shared::too_many(what);
     }
     let path = req.path();
@@ -154,27 +154,50 @@ async fn put_media(req: &Request, env: &Env, p: &Principal, key: &str) -> Result
 async fn body_json<T: serde::de::DeserializeOwned>(
     req: &mut Request,
 ) -> std::result::Result<T, String> {
-    // Refused before reading when the declared length is already too much.
+    body_json_within(req, MAX_BODY).await
+}
+
+/// The decision preview's body: a decision request is a few hundred bytes.
+const MAX_PREVIEW_BODY: usize = 64 * 1024;
+
+/// Read at most `limit` bytes of body: refused before reading when the
+/// declared length is already too much, and while streaming when a body
+/// without one (chunked) runs past it, so a client never makes the worker
+/// buffer more than the limit.
+async fn read_within(req: &mut Request, limit: usize) -> std::result::Result<Vec<u8>, String> {
+    use futures::StreamExt;
     let declared: Option<usize> = req
         .headers()
         .get("Content-Length")
         .ok()
         .flatten()
         .and_then(|l| l.parse().ok());
-    if declared.is_some_and(|n| n > MAX_BODY) {
-        return Err(format!("body is over the {MAX_BODY}-byte limit"));
+    if declared.is_some_and(|n| n > limit) {
+        return Err(format!("body is over the {limit}-byte limit"));
     }
-    let mut bytes = req.bytes().await.map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    let Ok(mut stream) = req.stream() else {
+        return Ok(out);
+    };
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| e.to_string())?;
+        if out.len() + chunk.len() > limit {
+            return Err(format!("body is over the {limit}-byte limit"));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
+}
+
+async fn body_json_within<T: serde::de::DeserializeOwned>(
+    req: &mut Request,
+    limit: usize,
+) -> std::result::Result<T, String> {
+    let mut bytes = read_within(req, limit).await?;
     if bytes.is_empty() {
         // No body reads as JSON null: fine for optional bodies, a clear
         // type error for required ones.
         bytes = b"null".to_vec();
-    }
-    if bytes.len() > MAX_BODY {
-        return Err(format!(
-            "body is {} bytes, over the {MAX_BODY}-byte limit",
-            bytes.len()
-        ));
     }
     serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON body: {e}"))
 }
@@ -323,10 +346,10 @@ async fn org_route(
         (Method::Post, ["decision"]) => {
             // Preview a decision (operators, dashboard, load test): the
             // body is the decision service's, with the org from the path.
-            let body = req.bytes().await?;
-            let mut v: serde_json::Value = match serde_json::from_slice(&body) {
+            let mut v: serde_json::Value = match body_json_within(req, MAX_PREVIEW_BODY).await {
                 Ok(v @ serde_json::Value::Object(_)) => v,
-                _ => return error(400, "body: a JSON object"),
+                Ok(_) => return error(400, "body: a JSON object"),
+                Err(e) => return error(413, e),
             };
             v["org"] = serde_json::Value::String(org.to_string());
             worker_shared::call_internal(
@@ -655,13 +678,17 @@ async fn conditioning_lease(req: &mut Request, env: &Env) -> Result<Response> {
         .batch(vec![
             db.prepare("UPDATE conditioning_jobs SET state = 'failed', failure_category = 'lease_expired', reason = 'lease_expired: the conditioner was lost on each of ' || attempts || ' attempts', finished_ms = ?1, updated_ms = ?1, lease_owner = NULL WHERE state = 'running' AND lease_until_ms < ?1 AND attempts >= ?2")
                 .bind(&[(now as f64).into(), f64::from(c::MAX_ATTEMPTS).into()])?,
-            db.prepare("UPDATE conditioning_jobs SET state = 'running', lease_owner = ?2, lease_until_ms = ?3, attempts = attempts + 1, started_ms = COALESCE(started_ms, ?1), updated_ms = ?1 WHERE (org_id, id) = (SELECT org_id, id FROM conditioning_jobs WHERE (state = 'queued' OR (state = 'running' AND lease_until_ms < ?1)) AND attempts < ?4 AND (?5 = '' OR org_id = ?5) ORDER BY created_ms LIMIT 1) RETURNING org_id, id, identity, creative_id, universal_ad_id, duration_s, source, attempts, lease_until_ms")
+            // Fair between orgs: the org served longest ago first (then
+            // its oldest job), and no org beyond its running quota, so
+            // one org's hundred creatives never hold back another's one.
+            db.prepare("UPDATE conditioning_jobs SET state = 'running', lease_owner = ?2, lease_until_ms = ?3, attempts = attempts + 1, started_ms = COALESCE(started_ms, ?1), leased_ms = ?1, updated_ms = ?1 WHERE (org_id, id) = (WITH orgs AS (SELECT org_id, MAX(COALESCE(leased_ms, 0)) AS last, SUM(state = 'running' AND lease_until_ms >= ?1) AS running FROM conditioning_jobs GROUP BY org_id) SELECT j.org_id, j.id FROM conditioning_jobs j JOIN orgs o ON o.org_id = j.org_id WHERE (j.state = 'queued' OR (j.state = 'running' AND j.lease_until_ms < ?1)) AND j.attempts < ?4 AND (?5 = '' OR j.org_id = ?5) AND o.running < ?6 ORDER BY o.last, j.created_ms LIMIT 1) RETURNING org_id, id, identity, creative_id, universal_ad_id, duration_s, source, attempts, lease_until_ms")
                 .bind(&[
                     (now as f64).into(),
                     l.owner.as_str().into(),
                     ((now + lease_ms) as f64).into(),
                     f64::from(c::MAX_ATTEMPTS).into(),
                     org.as_str().into(),
+                    f64::from(c::MAX_RUNNING_PER_ORG).into(),
                 ])?,
         ])
         .await?
@@ -704,6 +731,8 @@ async fn conditioning_lease(req: &mut Request, env: &Env) -> Result<Response> {
         .collect();
     cadences.sort_unstable();
     cadences.dedup();
+    // Each cadence is a full encode: a few per job at most.
+    cadences.truncate(c::MAX_CADENCES_PER_JOB);
     if cadences.is_empty() {
         // Channels that learn their cadence from the origin: the common one.
         cadences.push(2000);

@@ -282,8 +282,9 @@ pub async fn authenticate(req: &Request, env: &Env) -> std::result::Result<Princ
             .map_err(|_| AuthError::UnknownKey)?;
         return Ok(Principal {
             org: r.org_id,
-            subject: format!("key:{id}"),
+            subject: format!("{}{id}", auth::API_KEY_SUBJECT),
             scopes,
+            api_key: true,
         });
     }
     let aud = var_or(env, bindings::JWT_AUDIENCE, "cf-ssai");
