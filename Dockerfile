@@ -26,7 +26,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
     cargo build --release --locked -p cf-ssai \
     && install -D -m 0755 target/release/cf-ssai /out/cf-ssai
 
-# Stage 2: Debian's ffmpeg at a pinned version, curl, CA certificates.
+# Stage 2: Debian's ffmpeg at a pinned version and CA certificates (the
+# CLI's HTTP client is built in: no curl).
 FROM debian:bookworm-slim
 # Debian bookworm's ffmpeg (bookworm-security). Debian drops superseded
 # versions from its mirrors: when this no longer installs, bump it to
@@ -34,7 +35,7 @@ FROM debian:bookworm-slim
 ARG FFMPEG_VERSION=7:5.1.9-0+deb12u1
 RUN apt-get update \
     && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-       "ffmpeg=${FFMPEG_VERSION}" curl ca-certificates \
+       "ffmpeg=${FFMPEG_VERSION}" ca-certificates \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 conditioner \
     && useradd --system --uid 10001 --gid 10001 --no-create-home \

@@ -5,7 +5,7 @@
 #                                               when a Docker engine answers (`docker info`);
 #                                               otherwise says so and runs --check
 #   scripts/conditioner-image.sh --check        the image's steps outside a container: the release
-#                                               binary, this machine's ffmpeg/ffprobe/curl against
+#                                               binary, this machine's ffmpeg/ffprobe against
 #                                               scripts/conditioner-needs.txt, `cf-ssai conditioner --help`,
 #                                               and a start configured by the environment alone
 #   scripts/conditioner-image.sh --needs-only   only the needs check (the Dockerfile runs it inside
@@ -93,9 +93,9 @@ tag=${tag:-cf-ssai-conditioner:$(git rev-parse --short HEAD 2>/dev/null || echo 
 
 run_check() {
   local failed=0
-  say "1/4 release binary: cargo build --release --locked -p cf-ssai (the Dockerfile's build stage)"
+  say "1/5 release binary: cargo build --release --locked -p cf-ssai (the Dockerfile's build stage)"
   cargo build --release --locked -p cf-ssai
-  say "2/4 ffmpeg, ffprobe, curl and what the conditioner needs from them"
+  say "2/5 ffmpeg, ffprobe and what the conditioner needs from them"
   local pin pkg=""
   pin=$(sed -n 's/^ARG FFMPEG_VERSION=//p' Dockerfile)
   command -v dpkg-query >/dev/null && pkg=$(dpkg-query -W -f='${Version}' ffmpeg 2>/dev/null || true)
@@ -103,7 +103,7 @@ run_check() {
   if [ -n "$pkg" ] && [ "$pkg" != "$pin" ]; then
     say "note: the image pins ffmpeg=$pin; this machine has $pkg (checked here: $pkg)"
   fi
-  say "3/4 target/release/cf-ssai conditioner --help (what the image's ENTRYPOINT runs)"
+  say "3/5 target/release/cf-ssai conditioner --help (what the image's ENTRYPOINT runs)"
   local rc=0 out
   out=$(target/release/cf-ssai conditioner --help 2>&1) || rc=$?
   if [ "$rc" -eq 0 ]; then
@@ -116,7 +116,7 @@ run_check() {
   # As the Cloudflare Container starts it: no arguments but the image's
   # default ones, the API and the token in the environment. The API here is
   # a closed loopback port: leases fail, it goes idle and must exit 0.
-  say "4/4 configured by CF_SSAI_API / CF_SSAI_TOKEN alone, --exit-when-idle-s 1 (as the Container starts it)"
+  say "4/5 configured by CF_SSAI_API / CF_SSAI_TOKEN alone, --exit-when-idle-s 1 (as the Container starts it)"
   rc=0
   out=$(CF_SSAI_API=http://127.0.0.1:9 CF_SSAI_TOKEN=cfssai_check timeout 60 \
     target/release/cf-ssai conditioner --exit-when-idle-s 1 2>&1) || rc=$?
@@ -127,6 +127,21 @@ run_check() {
     printf '%s\n' "$out" | head -5 | sed 's/^/  /'
     failed=1
   fi
+  say "5/5 conditions one creative (15 s at 29.97 fps, codec H.264) as the image would: cf-ssai ads condition"
+  work=$(mktemp -d)
+  rc=0
+  ffmpeg -hide_banner -loglevel error -y -f lavfi -i "testsrc2=size=1280x720:rate=30000/1001:duration=15" \
+    -f lavfi -i "sine=frequency=660:sample_rate=48000:duration=15" -c:v libx264 -preset ultrafast \
+    -pix_fmt yuv420p -c:a aac -shortest "$work/spot.mp4" || rc=$?
+  [ "$rc" -eq 0 ] && { out=$(target/release/cf-ssai ads condition "$work/spot.mp4" --out "$work/out" \
+    --loudness-lufs -23 --containers ts 2>/dev/null) || rc=$?; }
+  if [ "$rc" -eq 0 ] && printf '%s' "$out" | grep -q '"segments":8'; then
+    say "  8 segments of 1.92 s (15 s + 0.36 s of the last frame held)"
+  else
+    say "FAILED: conditioning exited $rc: $(printf '%s' "${out:-}" | head -c 300)"
+    failed=1
+  fi
+  rm -rf "$work"
   if [ "$failed" -ne 0 ]; then
     say "check FAILED"
     return 1

@@ -35,7 +35,7 @@ fn fail(category: FailureCategory, detail: impl Into<String>) -> Failure {
 }
 
 pub const USAGE: &str =
-    "usage: cf-ssai conditioner --api URL --token PLATFORM_TOKEN [--owner NAME] \
+    "usage: cf-ssai conditioner --api URL --token PLATFORM_TOKEN (or CF_SSAI_API, CF_SSAI_TOKEN) [--owner NAME] \
 [--lease-s 300] [--poll-s 2] [--max-bytes 536870912] [--download-timeout-s 300] \
 [--allow-private HOSTS] [--public-base URL] [--once] [--exit-after-s N] [--exit-when-idle-s N]\n\
 Leases creative-conditioning jobs from the admin API and conditions them with ffmpeg.\n\
@@ -56,12 +56,33 @@ pub fn run(args: &[String]) -> Result<(), String> {
         println!("{USAGE}");
         return Ok(());
     }
-    let api = flag(args, "--api")
-        .ok_or("--api required")?
-        .trim_end_matches('/');
+    // Flags, else the environment (a container is configured by its
+    // environment: the token never appears in a process listing).
+    let env_api = std::env::var("CF_SSAI_API").ok();
+    let env_token = std::env::var("CF_SSAI_TOKEN").ok();
+    let (Some(api), Some(token)) = (
+        flag(args, "--api").or(env_api.as_deref()),
+        flag(args, "--token").or(env_token.as_deref()),
+    ) else {
+        eprintln!("cf-ssai conditioner: --api and --token (or CF_SSAI_API and CF_SSAI_TOKEN) are required\n{USAGE}");
+        std::process::exit(2);
+    };
+    let api = api.trim_end_matches('/');
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    {
+        // First signal: finish the job in hand, then exit 0 (its lease is
+        // reported, not left to expire). A second: exit at once.
+        let stop = stop.clone();
+        let _ = ctrlc::set_handler(move || {
+            if stop.swap(true, std::sync::atomic::Ordering::SeqCst) {
+                std::process::exit(143);
+            }
+            eprintln!("{}", serde_json::json!({"event": "conditioner_stopping"}));
+        });
+    }
     let opts = Opts {
         api,
-        token: flag(args, "--token").ok_or("--token required (a platform admin token)")?,
+        token,
         owner: flag(args, "--owner")
             .map(String::from)
             .unwrap_or_else(|| format!("conditioner-{}", std::process::id())),
@@ -96,7 +117,8 @@ pub fn run(args: &[String]) -> Result<(), String> {
         serde_json::json!({"event": "conditioner_started", "owner": opts.owner, "api": api})
     );
     loop {
-        if exit_after.is_some_and(|d| started.elapsed() > d)
+        if stop.load(std::sync::atomic::Ordering::SeqCst)
+            || exit_after.is_some_and(|d| started.elapsed() > d)
             || idle_exit.is_some_and(|d| last_work.elapsed() > d)
         {
             return Ok(());
