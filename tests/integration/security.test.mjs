@@ -231,6 +231,45 @@ test("sessions: forged, wrong-key, expired and foreign sids fire nothing; beacon
   assert.ok(v.every((b) => b.ip === "127.0.0.1"), "X-Device-IP is the runtime's CF-Connecting-IP");
 });
 
+test("sessions: one spelling per sid; the same session re-spelled (upper case, leading zero, sign) fires nothing", async () => {
+  const cue = await http(`${s.base}/cue`, { method: "POST", headers: { Authorization: `Bearer ${s.apiKey}` }, body: JSON.stringify({ channel: `${ORG}/other`, type: "start", duration: 30 }) });
+  assert.equal(cue.status, 201, cue.text());
+  const master = (await http(`${s.base}/${ORG}/other/master.m3u8`)).text();
+  const variant = master.split("\n").find((l) => l.startsWith(`/${ORG}/other/v360/`));
+  let adLine;
+  for (let i = 0; i < 30 && !adLine; i++) {
+    const pl = (await http(s.base + variant)).text();
+    adLine = pl.split("\n").find((l) => /\/ad\/[^/]+\/0\/\d+\/0\.ts/.test(l));
+    if (!adLine) await sleep(1000);
+  }
+  assert.ok(adLine, "the break's first ad segment appeared");
+  const get = (token, ua) => http(s.base + adLine.replace(/\?.*$/, `?sid=${encodeURIComponent(token)}`), { headers: { "User-Agent": ua } });
+  // Issued a few seconds back if need be, so its hex time has a letter.
+  let issuedS = Math.floor(Date.now() / 1000);
+  while (!/[a-f]/.test(issuedS.toString(16))) issuedS--;
+  const sid = session(`${ORG}/other`, issuedS);
+  const [, issued, nonce, mac] = sid.split("-");
+  const letter = mac.search(/[a-f]/);
+  const respelled = {
+    "upper-time": `s1-${issued.toUpperCase()}-${nonce}-${mac}`,
+    "zero-time": `s1-0${issued}-${nonce}-${mac}`,
+    "plus-time": `s1-+${issued}-${nonce}-${mac}`,
+    "upper-mac": `s1-${issued}-${nonce}-${mac.toUpperCase()}`,
+    "one-upper-mac": `s1-${issued}-${nonce}-${mac.slice(0, letter)}${mac[letter].toUpperCase()}${mac.slice(letter + 1)}`,
+  };
+  // The session itself counts once; each other spelling of it is no session.
+  assert.equal((await get(sid, "spelled-canonical")).status, 302);
+  for (const [ua, token] of Object.entries(respelled)) {
+    assert.notEqual(token, sid);
+    assert.equal((await get(token, `spelled-${ua}`)).status, 302, `${ua}: the viewer still gets the segment`);
+  }
+  const of = (ua) => beacons.filter((b) => b.ua === ua);
+  for (let i = 0; i < 40 && of("spelled-canonical").filter((b) => b.path.startsWith("/imp/")).length < 150; i++) await sleep(1000);
+  await sleep(8000);
+  assert.equal(of("spelled-canonical").filter((b) => b.path.startsWith("/imp/")).length, 150, "the session's impressions, once each");
+  for (const ua of Object.keys(respelled)) assert.deepEqual(of(`spelled-${ua}`).map((b) => b.path), [], `${ua} fired nothing`);
+});
+
 test("fetch: a slow-body ad server is cut at the decision budget; redirects to loopback are refused hop by hop", async () => {
   const decide = async (slug, tag) => {
     const cfg = channelConfig(s.originBase, "none", { scte35_enabled: false, vast_urls: [`${adsBase}${tag}`], decision_timeout_ms: 1000 });

@@ -156,6 +156,9 @@ pub fn segment_span(
 }
 
 /// `beacon:{session}:{break}:{ad}:{event}:{hash of the URL template}`.
+/// `session` is a verified `sid`, which has one spelling only
+/// ([`crate::session::verify`] refuses the others): keyed on the raw
+/// string, every spelling of one session would be counted again.
 pub fn dedupe_key(
     session: &str,
     break_id: &str,

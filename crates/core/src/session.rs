@@ -9,6 +9,13 @@
 //! names another channel, or is older than its lifetime. Only hex digits and
 //! `-` appear, so the token is safe in a URL query, a KV key and a log line.
 //! Pure: the clock and the randomness are parameters.
+//!
+//! One spelling per session: the hex is lower-case and the issue time has
+//! no leading zero or sign, exactly as [`mint`] writes it. The MAC covers
+//! the decoded values, so `6553F100`, `06553f100` and `+6553f100` (or an
+//! upper-case MAC) would verify as the same session under other names;
+//! beacon dedupe keys on the token, so each would be counted again.
+//! [`verify`] refuses every spelling but the canonical one.
 #![cfg_attr(
     not(test),
     deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
@@ -111,8 +118,17 @@ pub fn verify(
     ) else {
         return Err(SessionError::Malformed);
     };
-    let hexy = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if issued.is_empty() || issued.len() > 12 || !hexy(nonce, 16) || !hexy(tag, 32) {
+    // Lower-case hex only (`from_str_radix` and `decode_hex` would also
+    // take upper case, and the former a sign).
+    let lower_hex = |s: &str| s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    let hexy = |s: &str, n: usize| s.len() == n && lower_hex(s);
+    if issued.is_empty()
+        || issued.len() > 12
+        || !lower_hex(issued)
+        || (issued.len() > 1 && issued.starts_with('0'))
+        || !hexy(nonce, 16)
+        || !hexy(tag, 32)
+    {
         return Err(SessionError::Malformed);
     }
     let issued_s = i64::from_str_radix(issued, 16).map_err(|_| SessionError::Malformed)?;
@@ -192,5 +208,43 @@ mod tests {
             mint(b"short", "demo/news", 0, [0; 8]),
             Err(SessionError::WeakSecret)
         );
+    }
+
+    /// Every other spelling of a valid token decodes to the same MAC input
+    /// and the same tag bytes: each must be refused, or one session could
+    /// be counted once per spelling.
+    #[test]
+    fn only_the_canonical_spelling_verifies() {
+        let t = mint(K, "demo/news", 1_700_000_000, [0xab; 8]).unwrap();
+        let ok = |s: &str| verify(K, s, "demo/news", 1_700_000_100, DEFAULT_TTL_S);
+        assert!(ok(&t).is_ok());
+        let [_, issued, nonce, tag] = t.split('-').collect::<Vec<_>>()[..] else {
+            panic!("{t}")
+        };
+        assert_eq!((issued, nonce), ("6553f100", "abababababababab"));
+        // The MAC with only its first letter in upper case.
+        let one_upper = |tag: &str| {
+            let i = tag.find(|c: char| c.is_ascii_alphabetic()).unwrap();
+            let (head, rest) = tag.split_at(i);
+            let (c, tail) = rest.split_at(1);
+            format!("s1-{issued}-{nonce}-{head}{}{tail}", c.to_ascii_uppercase())
+        };
+        for other in [
+            format!("s1-{}-{nonce}-{tag}", issued.to_ascii_uppercase()),
+            format!("s1-0{issued}-{nonce}-{tag}"),
+            format!("s1-00{issued}-{nonce}-{tag}"),
+            format!("s1-+{issued}-{nonce}-{tag}"),
+            format!("s1-{issued}-{nonce}-{}", tag.to_ascii_uppercase()),
+            one_upper(tag),
+            format!("s1-{issued}-{}-{tag}", nonce.to_ascii_uppercase()),
+            format!("S1-{issued}-{nonce}-{tag}"),
+        ] {
+            assert_ne!(other, t);
+            assert_eq!(ok(&other), Err(SessionError::Malformed), "{other}");
+        }
+        // An issue time of zero is written "0", and that verifies.
+        let z = mint(K, "demo/news", 0, [1; 8]).unwrap();
+        assert!(z.starts_with("s1-0-"));
+        assert!(verify(K, &z, "demo/news", 0, DEFAULT_TTL_S).is_ok());
     }
 }
