@@ -18,6 +18,10 @@ const T = `http://127.0.0.1:${tracker.address().port}`;
 const tracking = { impression: [`${T}/imp`], start: [`${T}/start`] };
 const s = await startStack({ firstBreak: 2, breakEvery: 40, breakLen: 30, tracking: { ad1: tracking, ad2: tracking } });
 await api(s.base, "PUT", `/api/orgs/${ORG}/channels/tracked`, channelConfig(s.originBase, "cue-out", { proxy_ad_segments: true }));
+// The news and manual channels again without the location's playlist cache
+// (`cache_max_age_s: 0`; a client cannot skip it): the uncached rows.
+await api(s.base, "PUT", `/api/orgs/${ORG}/channels/news-nocache`, channelConfig(s.originBase, "cue-out", { mode: "auto", cache_max_age_s: 0 }));
+await api(s.base, "PUT", `/api/orgs/${ORG}/channels/manual-nocache`, channelConfig(s.originBase, "none", { cache_max_age_s: 0 }));
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 // wrk runs asynchronously: the loopback ad server and tracking endpoint
 // live in this process and must keep answering while it runs.
@@ -27,25 +31,25 @@ const wrk = (args) => new Promise((resolve) => {
   p.stdout.on("data", (d) => (stdout += d));
   p.on("close", () => resolve({ stdout }));
 });
-// Wait until the news channel is inside its break.
+// Wait until the news channel (both copies) is inside its break.
 for (let i = 0; i < 60; i++) {
-  const t = (await http(`${s.base}/${ORG}/news/v360/index.m3u8?bw=900000&mode=ssai`)).text();
-  if (t.includes("/media/demo/ads/")) break;
+  const inBreak = async (slug) => (await http(`${s.base}/${ORG}/${slug}/v360/index.m3u8?bw=900000&mode=ssai`)).text().includes("/media/demo/ads/");
+  if ((await inBreak("news")) && (await inBreak("news-nocache"))) break;
   await sleep(1000);
 }
 const rows = [];
 // Each twice: as players get it (the location's shared-playlist cache, ≤
 // half a target duration), and with the cache bypassed (every request
 // fetches the origin, reads KV and splices).
-for (const [name, path, bypass] of [
-  ["SSAI, 6 segments, inside a break", `/${ORG}/news/v360/index.m3u8?bw=900000&mode=ssai`, false],
-  ["SGAI, same window", `/${ORG}/news/v360/index.m3u8?bw=900000&mode=sgai`, false],
-  ["pass-through (no break)", `/${ORG}/manual/v360/index.m3u8?bw=900000`, false],
-  ["SSAI, inside a break, cache bypassed", `/${ORG}/news/v360/index.m3u8?bw=900000&mode=ssai`, true],
-  ["SGAI, cache bypassed", `/${ORG}/news/v360/index.m3u8?bw=900000&mode=sgai`, true],
-  ["pass-through, cache bypassed", `/${ORG}/manual/v360/index.m3u8?bw=900000`, true],
+for (const [name, path] of [
+  ["SSAI, 6 segments, inside a break", `/${ORG}/news/v360/index.m3u8?bw=900000&mode=ssai`],
+  ["SGAI, same window", `/${ORG}/news/v360/index.m3u8?bw=900000&mode=sgai`],
+  ["pass-through (no break)", `/${ORG}/manual/v360/index.m3u8?bw=900000`],
+  ["SSAI, inside a break, cache bypassed", `/${ORG}/news-nocache/v360/index.m3u8?bw=900000&mode=ssai`],
+  ["SGAI, cache bypassed", `/${ORG}/news-nocache/v360/index.m3u8?bw=900000&mode=sgai`],
+  ["pass-through, cache bypassed", `/${ORG}/manual-nocache/v360/index.m3u8?bw=900000`],
 ]) {
-  const r = await wrk(["-t1", "-c8", "-d10s", "--latency", ...(bypass ? ["-H", "Cache-Control: no-cache"] : []), s.base + path]);
+  const r = await wrk(["-t1", "-c8", "-d10s", "--latency", s.base + path]);
   const out = r.stdout;
   const p = (q) => (out.match(new RegExp(`\\s${q}%\\s+([\\d.]+\\w+)`)) || [])[1];
   const rps = (out.match(/Requests\/sec:\s+([\d.]+)/) || [])[1];

@@ -294,6 +294,62 @@ test("fetch: a slow-body ad server is cut at the decision budget; redirects to l
   assert.equal(adHits["/inline"], before + 1, JSON.stringify(ok.pod.reasons));
 });
 
+test("playlist cache: no-cache headers, re-spelled or extra bw/codecs/k/sid values and path escapes share one entry; values no master writes get 400", async () => {
+  const cfg = channelConfig(s.originBase, "none", { scte35_enabled: false });
+  assert.equal((await api(s.base, "PUT", `/api/orgs/${ORG}/channels/cachetest`, cfg)).status, 200);
+  assert.equal((await api(s.base, "PUT", `/api/orgs/${ORG}/channels/cacheproxy`, { ...cfg, proxy_ad_segments: true })).status, 200);
+  const master = (await http(`${s.base}/${ORG}/cachetest/master.m3u8`)).text();
+  const variant = master.split("\n").find((l) => l.startsWith(`/${ORG}/cachetest/v360/`));
+  assert.match(variant, /\?bw=900000&codecs=avc1[^&]*&mode=ssai&sid=s1-/);
+  // A request that spliced (a cache miss) says where its breaks came from;
+  // one served from the location's cache does not.
+  const spliced = (r) => r.headers["x-cf-ssai-breaks"] !== undefined;
+  // `other` right after `canonical` filled the entry (≤ 1 s old).
+  const afterFill = async (canonical, other, headers = {}) => {
+    for (let i = 0; i < 20; i++) {
+      const a = await http(s.base + canonical);
+      assert.equal(a.status, 200, a.text());
+      if (spliced(a)) return { a, b: await http(s.base + other, { headers }) };
+      await sleep(250);
+    }
+    assert.fail(`${canonical} never filled the cache`);
+  };
+  const path = variant.split("?")[0];
+  const query = new URLSearchParams(variant.split("?")[1]);
+  const with_ = (changes) => {
+    const q = new URLSearchParams(query);
+    for (const [k, v] of Object.entries(changes)) q.set(k, v);
+    return `${path}?${q}`;
+  };
+  const same = {
+    "Cache-Control: no-cache": [variant, { "Cache-Control": "no-cache" }],
+    "Pragma: no-cache": [variant, { Pragma: "no-cache" }],
+    "Cache-Control: no-store, max-age=0": [variant, { "Cache-Control": "no-store, max-age=0" }],
+    "bw with a leading zero": [with_({ bw: "0900000" })],
+    "codecs re-cased and reordered": [with_({ codecs: "mp4a.40.5,AVC1.64001f" })],
+    "k=muxed": [with_({ k: "muxed" })],
+    "an extra parameter": [`${variant}&x=${Math.random()}`],
+    "a made-up sid": [with_({ sid: "made-up" })],
+    "an escaped path": [`${path.replace("index", "%69ndex")}?${query}`],
+  };
+  for (const [name, [other, headers]] of Object.entries(same)) {
+    const { a, b } = await afterFill(variant, other, headers);
+    assert.equal(b.status, 200, `${name}: ${b.text()}`);
+    assert.ok(!spliced(b), `${name}: served from the cached entry, not spliced again (${b.headers["x-cf-ssai-breaks"]})`);
+    assert.equal(b.text(), a.text(), name);
+  }
+  // A channel counting sessions: only a session we signed makes a playlist
+  // per viewer; a made-up one shares the cache.
+  const proxied = `/${ORG}/cacheproxy/v360/index.m3u8?bw=900000`;
+  const { b } = await afterFill(proxied, `${proxied}&sid=s1-1-0000000000000000-00000000000000000000000000000000`);
+  assert.ok(b.status === 200 && !spliced(b), "a made-up sid is no session: shared entry");
+  for (const [bad, field] of [["k=bogus", "k:"], ["bw=abc", "bw:"], ["bw=%2B900000", "bw:"], ["bw=1&bw=2", "bw:"], ["codecs=%3Cscript%3E", "codecs:"]]) {
+    const r = await http(`${s.base}${path}?${bad}`);
+    assert.equal(r.status, 400, `${bad}: ${r.text()}`);
+    assert.ok(JSON.parse(r.text()).error.startsWith(field), `${bad}: ${r.text()}`);
+  }
+});
+
 test("unknown break ids and channels: 1,000 requests cause no Channel DO call", async () => {
   const stats = async () => (await api(s.base, "GET", `/api/orgs/${ORG}/channels/news/monitor`)).json.requests ?? {};
   // A playlist request first, so the DO exists and has served /sync or not.

@@ -61,6 +61,42 @@ pub enum Source {
     AskDo,
 }
 
+/// An origin playlist URL as a cache key part, one spelling per resource:
+/// the `url` crate has already resolved `.` segments and lower-cased the
+/// scheme and host; this adds the rest of RFC 3986 §6.2.2's normalisation
+/// (percent-escapes of unreserved characters decoded, other escapes in
+/// upper case). Else `v360/%69ndex.m3u8` would be another cache entry for
+/// the same playlist, and one client could make every request a miss.
+pub fn cache_url(u: &url::Url) -> String {
+    let s = u.as_str().as_bytes();
+    let mut out = String::with_capacity(s.len());
+    let hex = |b: u8| char::from(b).to_digit(16);
+    let mut i = 0;
+    while let Some(&b) = s.get(i) {
+        let esc = match (s.get(i.wrapping_add(1)), s.get(i.wrapping_add(2))) {
+            (Some(&h), Some(&l)) if b == b'%' => hex(h)
+                .zip(hex(l))
+                .and_then(|(h, l)| h.checked_mul(16)?.checked_add(l)),
+            _ => None,
+        };
+        match esc.and_then(|v| u8::try_from(v).ok()) {
+            Some(v) if v.is_ascii_alphanumeric() || matches!(v, b'-' | b'.' | b'_' | b'~') => {
+                out.push(char::from(v));
+                i = i.saturating_add(3);
+            }
+            Some(v) => {
+                out.push_str(&format!("%{v:02X}"));
+                i = i.saturating_add(3);
+            }
+            None => {
+                out.push(char::from(b));
+                i = i.saturating_add(1);
+            }
+        }
+    }
+    out
+}
+
 pub fn choose(
     view: Option<&ChannelView>,
     cached_answer: Option<&ChannelBreaks>,
@@ -73,5 +109,34 @@ pub fn choose(
         Source::CachedAnswer
     } else {
         Source::AskDo
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_urls_have_one_spelling() {
+        let key = |rest: &str| {
+            let base = url::Url::parse("https://Origin.Example/live/ch1/master.m3u8").unwrap();
+            cache_url(&base.join(rest).unwrap())
+        };
+        let canon = key("v360/index.m3u8");
+        assert_eq!(canon, "https://origin.example/live/ch1/v360/index.m3u8");
+        for same in [
+            "./v360/index.m3u8",
+            "v360/./index.m3u8",
+            "v360/%69ndex.m3u8",
+            "%76360/index%2Em3u8",
+        ] {
+            assert_eq!(key(same), canon, "{same}");
+        }
+        // Reserved characters stay escaped (one case); bad escapes stay.
+        assert_eq!(key("a%2fb.m3u8"), key("a%2Fb.m3u8"));
+        assert_ne!(key("a%2Fb.m3u8"), key("a/b.m3u8"));
+        assert!(key("x%zz.m3u8").ends_with("/x%zz.m3u8"));
+        assert!(key("x%4.m3u8").ends_with("/x%4.m3u8"));
+        assert!(key("x%").ends_with("/x%"));
     }
 }

@@ -5,7 +5,8 @@
 //! URLs (never a path that would make us fetch an arbitrary URL).
 
 use crate::hls::{self, HlsError, Line};
-use crate::splice::{is_absolute, rewrite_uri_attr};
+use crate::model::TrackKind;
+use crate::splice::{is_absolute, rewrite_uri_attr, Variant};
 
 pub struct MasterInput<'a> {
     pub origin: &'a str,
@@ -144,6 +145,135 @@ fn encode_query(v: &str) -> String {
     url::form_urlencoded::byte_serialize(v.as_bytes()).collect()
 }
 
+/// The longest `codecs` value read (a CODECS attribute lists a handful of
+/// RFC 6381 entries).
+const MAX_CODECS_LEN: usize = 512;
+
+/// The variant a media playlist request names: the `bw`, `codecs` and `k`
+/// query values [`rewrite_master`] writes, normalised to exactly what the
+/// splice reads of them, or an error naming the value no master rewrite
+/// would write (the worker answers 400).
+///
+/// Why: the location's shared-playlist cache is keyed by the variant. Were
+/// the raw values the key, every made-up spelling (`bw=0900000`, `k=x`, a
+/// codec string in another case) would be a miss, and one client could
+/// send all of a channel's requests to the origin, KV and the Channel DO.
+/// So the key and the splice both use this one normal form, and a playlist
+/// is a function of its key:
+/// - `bw`: decimal digits only (BANDWIDTH is a decimal-integer), as a u64;
+///   `0900000` is `900000`.
+/// - `codecs`: the splice compares codec *families* only (the part before
+///   the first `.`, case-insensitive, `hev1` = `hvc1`), so the value is
+///   its sorted, distinct, lower-case families (`mp4a.40.2,AVC1.4d401f` →
+///   `avc1,mp4a`); entries must look like RFC 6381 ones. Empty = absent.
+/// - `k`: `video`, `audio`, `subtitles` or `muxed` (= absent).
+///
+/// Each may appear once; other parameters are not part of the variant.
+pub fn variant_query<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+) -> Result<Variant, String> {
+    let (mut bw, mut codecs, mut kind) = (None, None, None);
+    for (k, v) in pairs {
+        let slot = match k {
+            "bw" => &mut bw,
+            "codecs" => &mut codecs,
+            "k" => &mut kind,
+            _ => continue,
+        };
+        if slot.replace(v).is_some() {
+            return Err(format!("{k}: given more than once"));
+        }
+    }
+    let bandwidth = match bw {
+        None => None,
+        Some(b) if !b.is_empty() && b.len() <= 20 && b.bytes().all(|c| c.is_ascii_digit()) => Some(
+            b.parse::<u64>()
+                .map_err(|_| format!("bw: {b} is too large"))?,
+        ),
+        Some(b) => {
+            return Err(format!(
+                "bw: {:?} is not a variant BANDWIDTH (decimal bits per second)",
+                clip(b)
+            ))
+        }
+    };
+    let codecs = match codecs {
+        None | Some("") => None,
+        Some(c) => Some(codec_families(c)?),
+    };
+    let kind = match kind {
+        None | Some("muxed") => TrackKind::Muxed,
+        Some("video") => TrackKind::Video,
+        Some("audio") => TrackKind::Audio,
+        Some("subtitles") => TrackKind::Subtitles,
+        Some(other) => {
+            return Err(format!(
+                "k: {:?} is not one of video, audio, subtitles, muxed",
+                clip(other)
+            ))
+        }
+    };
+    Ok(Variant {
+        bandwidth,
+        codecs,
+        kind,
+    })
+}
+
+/// The sorted, distinct, lower-case codec families of a CODECS value
+/// (`hev1` written `hvc1`: the splice treats them as one).
+fn codec_families(c: &str) -> Result<String, String> {
+    if c.len() > MAX_CODECS_LEN {
+        return Err(format!("codecs: over {MAX_CODECS_LEN} bytes"));
+    }
+    let mut fams: Vec<String> = Vec::new();
+    for entry in c.split(',').map(str::trim) {
+        let ok = entry
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_alphanumeric())
+            && entry
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
+        if !ok {
+            return Err(format!(
+                "codecs: {:?} is not an RFC 6381 codec list",
+                clip(c)
+            ));
+        }
+        let fam = entry
+            .split('.')
+            .next()
+            .unwrap_or(entry)
+            .to_ascii_lowercase();
+        fams.push(if fam == "hev1" { "hvc1".into() } else { fam });
+    }
+    fams.sort();
+    fams.dedup();
+    Ok(fams.join(","))
+}
+
+/// A value quoted in an error message, cut short.
+fn clip(v: &str) -> String {
+    v.chars().take(40).collect()
+}
+
+/// The variant part of a shared-playlist cache key: from the normalised
+/// variant only, so every spelling of one variant shares one entry.
+pub fn variant_key(v: &Variant) -> String {
+    let k = match v.kind {
+        TrackKind::Muxed => "muxed",
+        TrackKind::Video => "video",
+        TrackKind::Audio => "audio",
+        TrackKind::Subtitles => "subtitles",
+    };
+    format!(
+        "bw={}&codecs={}&k={k}",
+        v.bandwidth.map_or(String::new(), |b| b.to_string()),
+        encode_query(v.codecs.as_deref().unwrap_or(""))
+    )
+}
+
 /// The variant URI a poller should read: the one whose URI contains
 /// `prefer` (when given), else the lowest BANDWIDTH.
 pub fn poll_variant<'a>(master: &'a str, prefer: &str) -> Option<&'a str> {
@@ -206,6 +336,81 @@ mod tests {
         assert!(out.contains(
             "#EXT-X-STREAM-INF:BANDWIDTH=800000,CODECS=\"avc1.4d401f,mp4a.40.2\",AUDIO=\"a\"\n"
         ));
+    }
+
+    /// Every query the rewrite writes parses; each spelling of one variant
+    /// gives one key; anything the rewrite would never write is refused.
+    #[test]
+    fn variant_queries_are_normalised_or_refused() {
+        let q = |s: &'static str| {
+            variant_query(
+                s.split('&')
+                    .filter(|p| !p.is_empty())
+                    .map(|p| p.split_once('=').unwrap_or((p, ""))),
+            )
+        };
+        let key = |s: &'static str| variant_key(&q(s).unwrap());
+        let canon = key("bw=800000&codecs=avc1.4d401f,mp4a.40.2&k=video");
+        assert_eq!(canon, "bw=800000&codecs=avc1%2Cmp4a&k=video");
+        for same in [
+            "bw=0800000&codecs=avc1.4d401f,mp4a.40.2&k=video",
+            "k=video&codecs=mp4a.40.5,AVC1.640028&bw=800000",
+            "bw=800000&codecs= avc1.4d401f , mp4a.40.2,mp4a.40.5&k=video&x=1&sid=s1-x",
+        ] {
+            assert_eq!(key(same), canon, "{same}");
+        }
+        assert_eq!(key(""), key("k=muxed"));
+        assert_eq!(key("codecs="), key(""));
+        assert_eq!(key("codecs=hev1.1.6.L93.B0"), key("codecs=hvc1.2.4.L120"));
+        assert_ne!(key("bw=800000"), key("bw=900000"));
+        assert_ne!(key("k=audio"), key("k=subtitles"));
+        // The splice sees the same normal form, with the same meaning.
+        let v = q("bw=0900000&codecs=mp4a.40.2,avc1.42c01e&k=audio").unwrap();
+        assert_eq!(v.bandwidth, Some(900_000));
+        assert_eq!(v.codecs.as_deref(), Some("avc1,mp4a"));
+        assert_eq!(v.kind, TrackKind::Audio);
+        for (bad, field) in [
+            ("bw=abc", "bw:"),
+            ("bw=-1", "bw:"),
+            ("bw=+900000", "bw:"),
+            ("bw=1e6", "bw:"),
+            ("bw=", "bw:"),
+            ("bw=99999999999999999999", "bw:"),
+            ("bw=1&bw=2", "bw:"),
+            ("k=bogus", "k:"),
+            ("k=VIDEO", "k:"),
+            ("k=video&k=audio", "k:"),
+            ("codecs=<script>", "codecs:"),
+            ("codecs=avc1,,mp4a", "codecs:"),
+            ("codecs=.avc1", "codecs:"),
+            ("codecs=a&codecs=b", "codecs:"),
+        ] {
+            let e = q(bad).unwrap_err();
+            assert!(e.starts_with(field), "{bad}: {e}");
+        }
+        let long = "avc1.4d401f,".repeat(50);
+        assert!(variant_query([("codecs", long.as_str())])
+            .unwrap_err()
+            .starts_with("codecs:"));
+        // What the rewrite writes for a real master parses as itself.
+        let origin = "#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",NAME=\"en\",URI=\"en.m3u8\"\n#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"s\",NAME=\"en\",URI=\"subs.m3u8\"\n#EXT-X-STREAM-INF:BANDWIDTH=800000,CODECS=\"avc1.4d401f,mp4a.40.2\",AUDIO=\"a\"\nlow.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=3000000\nhigh.m3u8\n";
+        let url = url::Url::parse("https://origin.test/live/master.m3u8").unwrap();
+        let out = rewrite_master(&MasterInput {
+            origin,
+            origin_url: &url,
+            self_prefix: "/o/c/",
+            carry: &[("mode", "ssai".into())],
+        })
+        .unwrap();
+        let mut n = 0;
+        for u in out.split(['\n', '"']).filter(|l| l.starts_with("/o/c/")) {
+            let full = url::Url::parse(&format!("https://x{u}")).unwrap();
+            let pairs: Vec<(String, String)> = full.query_pairs().into_owned().collect();
+            let v = variant_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+            assert!(v.is_ok(), "{u}: {v:?}");
+            n += 1;
+        }
+        assert_eq!(n, 4, "{out}");
     }
 
     #[test]

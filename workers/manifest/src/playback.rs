@@ -4,7 +4,7 @@
 use cf_ssai_core::ad_route::AdSegmentRoute;
 use cf_ssai_core::config::choose_mode;
 use cf_ssai_core::edge;
-use cf_ssai_core::model::{BreakEntry, ChannelBreaks, ChannelView, Pod, TrackKind};
+use cf_ssai_core::model::{BreakEntry, ChannelBreaks, ChannelView, Pod};
 use cf_ssai_core::splice::{self, Mode, SpliceInput, Variant};
 use cf_ssai_core::{cues, hls, master, media, sequencer, session, sgai};
 use worker::*;
@@ -75,6 +75,8 @@ async fn playlist_with(
     let Some(mut origin_url) = crate::origin::origin_url_for(cfg, rest) else {
         return error(404, "not a playlist of this channel");
     };
+    // Which playlist this is, one spelling per playlist (the cache key).
+    let playlist_id = edge::cache_url(&origin_url);
     let url = req.url()?;
     // LL-HLS delivery directives (blocking reload, delta update) go to the
     // origin, which holds the request until it has what was asked for.
@@ -122,23 +124,31 @@ async fn playlist_with(
         req.headers().get("X-Interstitials")?.as_deref(),
         req.headers().get("User-Agent")?.as_deref(),
     );
+    // The variant, in the one form both the cache key and the splice use;
+    // a value no master rewrite writes is refused (`master::variant_query`).
+    let variant = match master::variant_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
+        Ok(v) => v,
+        Err(e) => return error(400, e),
+    };
+    // Server-side beacons: a session we signed (a made-up `sid` is none,
+    // and must not make the playlist per viewer: that would skip the cache).
+    let session = if cfg.proxy_ad_segments {
+        q("sid").filter(|s| verify_session(env, ch, s))
+    } else {
+        None
+    };
     // A media playlist without per-viewer URIs is the same for every viewer
     // of this location: served from the location's cache for at most half
-    // a target duration, keyed by channel, path, variant and the mode
-    // actually chosen (SSAI and SGAI never share an entry).
+    // a target duration, keyed by channel, path, normalised variant and the
+    // mode actually chosen (SSAI and SGAI never share an entry). Nothing a
+    // client sends skips it (`Cache-Control`/`Pragma: no-cache` are not
+    // read); an operator turns it off per channel with `cache_max_age_s: 0`.
     let base = cache_base(req)?;
-    let per_viewer = cfg.proxy_ad_segments && q("sid").is_some();
-    let shared = !(rest.ends_with("master.m3u8") || per_viewer);
-    let shared_key = shared.then(|| shared_playlist_key(&base, ch, rest, mode, &q));
-    // `Cache-Control: no-cache` (a debugging client, the load benchmark)
-    // skips the lookup; the fresh playlist still refreshes the entry.
-    let no_cache = req
-        .headers()
-        .get("Cache-Control")?
-        .is_some_and(|c| c.contains("no-cache"));
+    let shared = !(rest.ends_with("master.m3u8") || session.is_some()) && cfg.cache_max_age_s > 0;
+    let shared_key = shared.then(|| shared_playlist_key(&base, ch, &playlist_id, mode, &variant));
     // (A blocking reload never takes a cached playlist: it asked for a
     // newer one.)
-    if let Some(key) = shared_key.as_ref().filter(|_| !no_cache && !blocking) {
+    if let Some(key) = shared_key.as_ref().filter(|_| !blocking) {
         if let Ok(Some(mut hit)) = Cache::default().get(key.as_str(), false).await {
             if let Ok(body) = hit.text().await {
                 return respond(req, cfg, body, 0);
@@ -253,20 +263,10 @@ async fn playlist_with(
         examined: !inband,
     };
     let breaks = entries(env, &base, &chref, &seen, ahead).await;
-    let variant = Variant {
-        bandwidth: q("bw").and_then(|b| b.parse().ok()),
-        codecs: q("codecs"),
-        kind: match q("k").as_deref() {
-            Some("video") => TrackKind::Video,
-            Some("audio") => TrackKind::Audio,
-            Some("subtitles") => TrackKind::Subtitles,
-            _ => TrackKind::Muxed,
-        },
-    };
     let mut settings = cfg.splice_settings(format!("{prefix}interstitials/"));
     if cfg.proxy_ad_segments {
         settings.ad_proxy_prefix = Some(format!("{prefix}ad/"));
-        settings.session = q("sid").filter(|s| verify_session(env, ch, s));
+        settings.session = session;
     }
     // Parsed once: the same view served cue detection above.
     let out = splice::splice_media(
@@ -318,27 +318,27 @@ async fn playlist_with(
     Ok(r)
 }
 
-/// The location cache key of a shared media playlist.
+/// The location cache key of a shared media playlist: only normalised
+/// values (the origin playlist from `edge::cache_url`, the variant from
+/// `master::variant_query`).
 fn shared_playlist_key(
     base: &str,
     ch: &Channel,
-    rest: &str,
+    playlist: &str,
     mode: Mode,
-    q: &dyn Fn(&str) -> Option<String>,
+    variant: &Variant,
 ) -> String {
     let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
     format!(
-        "{base}/__cf-ssai/playlist/{}/{}/{}?mode={}&bw={}&codecs={}&k={}",
+        "{base}/__cf-ssai/playlist/{}/{}/{}?mode={}&{}",
         enc(&ch.org),
         enc(&ch.slug),
-        rest,
+        enc(playlist),
         match mode {
             Mode::Ssai => "ssai",
             Mode::Sgai => "sgai",
         },
-        enc(&q("bw").unwrap_or_default()),
-        enc(&q("codecs").unwrap_or_default()),
-        enc(&q("k").unwrap_or_default()),
+        master::variant_key(variant),
     )
 }
 /// What one playlist request saw of its window: the playlist's cues, the
