@@ -12,6 +12,7 @@ import { createServer } from "node:http";
 import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { startStack, api, http, jwt, adminToken, sessionToken, channelConfig, devVars, freePort, ORG, ROOT } from "./stack.mjs";
+import { launch } from "./browser.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 let s, tracker, trackerBase, ads, adsBase;
@@ -102,6 +103,61 @@ test("media: an HTML upload is served as an attachment, never inline; nosniff ev
   assert.doesNotMatch(csp, /script-src[^;]*unsafe-inline/);
   assert.doesNotMatch(dash.text(), /<script>(?!<\/script>)/, "no inline script in the dashboard");
   assert.equal((await http(`${s.base}/dashboard.js`)).status, 200);
+});
+
+test("dashboard: a #key= link never replaces the stored key unasked; the prompt names the link's org; dismissed it keeps the key, accepted it replaces it", async () => {
+  // Someone else's org and an admin key of it: the phishing link's.
+  assert.equal((await api(s.base, "PUT", "/api/orgs/evil", { name: "Evil" })).status, 200);
+  const made = await api(s.base, "POST", "/api/orgs/evil/api-keys", { scopes: "admin", label: "phish" });
+  assert.equal(made.status, 201, JSON.stringify(made.json));
+  const evilKey = made.json.key;
+  const browser = await launch();
+  try {
+    const page = await browser.newPage();
+    const problems = [];
+    page.on("pageerror", (e) => problems.push(e.message));
+    const dialogs = [];
+    let answer = false;
+    page.on("dialog", async (d) => {
+      dialogs.push({ type: d.type(), message: d.message() });
+      await (answer ? d.accept() : d.dismiss());
+    });
+    const who = (org) => page.waitForFunction((o) => document.querySelector("#who")?.textContent === `org ${o}`, org, { timeout: 15_000 });
+    const open = async (hash) => {
+      await page.goto("about:blank");
+      await page.goto(`${s.base}/dashboard${hash}`);
+    };
+    // The operator signs in to their org with a link (no key stored yet:
+    // no question).
+    await open(`#key=${encodeURIComponent(s.apiKey)}`);
+    await who(ORG);
+    assert.equal(dialogs.length, 0);
+    // The phishing link, dismissed: the stored key stays, the fragment goes.
+    await open(`#key=${encodeURIComponent(evilKey)}`);
+    await who(ORG);
+    assert.equal(dialogs.length, 1, JSON.stringify(dialogs));
+    assert.equal(dialogs[0].type, "confirm");
+    assert.match(dialogs[0].message, /org evil/);
+    assert.match(dialogs[0].message, new RegExp(`org ${ORG}\\b`));
+    assert.equal(await page.evaluate(() => localStorage.getItem("cfssai.key")), s.apiKey);
+    assert.equal(await page.evaluate(() => location.hash), "");
+    // The same key again asks nothing; a key that does not work replaces nothing.
+    await open(`#key=${encodeURIComponent(s.apiKey)}`);
+    await who(ORG);
+    await open("#key=cfssai_not-a-key");
+    await who(ORG);
+    assert.equal(dialogs.length, 1, JSON.stringify(dialogs));
+    assert.equal(await page.evaluate(() => localStorage.getItem("cfssai.key")), s.apiKey);
+    // Accepted: replaced.
+    answer = true;
+    await open(`#key=${encodeURIComponent(evilKey)}`);
+    await who("evil");
+    assert.equal(dialogs.length, 2, JSON.stringify(dialogs));
+    assert.equal(await page.evaluate(() => localStorage.getItem("cfssai.key")), evilKey);
+    assert.deepEqual(problems, []);
+  } finally {
+    await browser.close();
+  }
 });
 
 test("reserved org ids: _static, api, media, dashboard cannot be created; an org key cannot write _static/", async () => {

@@ -1,8 +1,35 @@
 "use strict";
 const $ = (s) => document.querySelector(s);
 const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
-if (location.hash.startsWith("#key=")) { localStorage.setItem("cfssai.key", decodeURIComponent(location.hash.slice(5))); history.replaceState(null, "", location.pathname); }
-let key = localStorage.getItem("cfssai.key");
+// A `#key=` link signs in, but never replaces a stored key unasked: a link
+// someone sent would otherwise quietly sign the operator into their org,
+// where what the operator then does and uploads is theirs. With a key
+// stored, the operator is told which org the link's key belongs to (from
+// /api/whoami) and confirms; declining, or a key that does not work, keeps
+// the stored one. The fragment is cleared either way.
+async function whoami(k) {
+  const r = await fetch("/api/whoami", { headers: { Authorization: "Bearer " + k } });
+  if (!r.ok) throw new Error(r.status);
+  return r.json();
+}
+async function keyFromLink() {
+  if (!location.hash.startsWith("#key=")) return;
+  let linked = "";
+  try { linked = decodeURIComponent(location.hash.slice(5)).trim(); } catch {}
+  history.replaceState(null, "", location.pathname + location.search);
+  const stored = localStorage.getItem("cfssai.key");
+  if (!linked || linked === stored) return;
+  if (stored) {
+    const org = (w) => (w.org === "*" ? "* (every org: platform admin)" : w.org);
+    const next = await whoami(linked).catch(() => null);
+    if (!next) return;
+    const now = await whoami(stored).catch(() => null);
+    const msg = `This link signs you in to org ${org(next)}` + (now ? `, replacing your key for org ${org(now)}.` : ", replacing your stored key.") + " Only continue if you asked for this link.";
+    if (!window.confirm(msg)) return;
+  }
+  localStorage.setItem("cfssai.key", linked);
+}
+let key = null;
 let org = null, hls = null;
 async function api(path, opts = {}) {
   const r = await fetch(path, { ...opts, headers: { Authorization: "Bearer " + key, "Content-Type": "application/json", ...(opts.headers || {}) } });
@@ -190,4 +217,4 @@ $("#cue").onclick = async () => {
   try { const r = await api("/cue", { method: "POST", body: JSON.stringify({ channel: `${org}/${$("#ch").value}`, type: "start", duration: 30 }) });
     $("#status").textContent = `break ${r.id} at MSN ${r.anchor_msn}`; } catch (e) { $("#status").textContent = "cue failed: " + e.message; }
 };
-start();
+keyFromLink().finally(() => { key = localStorage.getItem("cfssai.key"); start(); });
