@@ -195,7 +195,7 @@ export async function startStack(opts = {}) {
   if (mig.status !== 0) throw new Error(`D1 migrations failed:\n${mig.stdout}\n${mig.stderr}`);
   const originArgs = [
     "origin", "--port", String(originPort), "--media", join(media, "content"), "--loop", "60",
-    "--cadence-ms", String(opts.cadenceMs ?? CADENCE_MS), "--window", "6",
+    "--cadence-ms", String(opts.cadenceMs ?? CADENCE_MS), "--window", String(opts.window ?? 6),
     "--break-every", String(opts.breakEvery ?? 40), "--break-len", String(opts.breakLen ?? 16),
     "--first-break", String(opts.firstBreak ?? 6), "--exit-after-s", String(opts.lifetimeS ?? 7200),
   ];
@@ -208,12 +208,17 @@ export async function startStack(opts = {}) {
   const wrangler = await startRuntime();
   const stack = { port, originPort, base, originBase, stateDir, origin, wrangler, ephemeral: !opts.stateDir };
   stack.stop = () => stopStack(stack);
-  /** Restart the whole local runtime (all four workers) on the same state; the origin keeps running. */
-  stack.restartRuntime = async () => {
+  /**
+   * Restart the whole local runtime (all four workers) on the same state;
+   * the origin keeps running. `whileDown` (async) runs between the stop and
+   * the start: every Durable Object is evicted, its storage kept.
+   */
+  stack.restartRuntime = async (whileDown) => {
     const old = stack.wrangler;
     killGroup(old);
     while (old.exitCode === null && old.signalCode === null) await new Promise((r) => setTimeout(r, 100));
     await new Promise((r) => setTimeout(r, 1000));
+    if (whileDown) await whileDown();
     stack.wrangler = await startRuntime();
     await waitFor(`${base}/healthz`, 90000, stack.wrangler);
   };

@@ -522,10 +522,37 @@ pub mod build {
     }
 }
 
+/// Where a fresh poller resumes examining in-band SCTE-35: the persisted
+/// watermark, or the start of the origin's window when the window has
+/// moved past it (what left it is gone; what is in it can still be read).
+/// None (start at the newest segments) when nothing was persisted, or an
+/// origin restart put the watermark ahead of the window.
+pub fn resume_watermark(
+    persisted: Option<u64>,
+    first_msn: Option<u64>,
+    last_msn: Option<u64>,
+) -> Option<u64> {
+    let (w, first, last) = (persisted?, first_msn?, last_msn?);
+    (w > 0 && w <= last).then(|| w.max(first.saturating_sub(1)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::build::*;
     use super::*;
+
+    #[test]
+    fn a_fresh_poller_resumes_from_the_persisted_watermark() {
+        // Evicted after examining 101; the window is now 100..=110.
+        assert_eq!(resume_watermark(Some(101), Some(100), Some(110)), Some(101));
+        // The window moved past it: from the window's start.
+        assert_eq!(resume_watermark(Some(90), Some(100), Some(110)), Some(99));
+        // Nothing persisted, or an origin restart put it ahead: newest.
+        assert_eq!(resume_watermark(None, Some(100), Some(110)), None);
+        assert_eq!(resume_watermark(Some(0), Some(100), Some(110)), None);
+        assert_eq!(resume_watermark(Some(5_000), Some(3), Some(9)), None);
+        assert_eq!(resume_watermark(Some(5), None, None), None);
+    }
     use crate::cues::CueKind;
     use crate::scte35::{encode, CueSpec};
 

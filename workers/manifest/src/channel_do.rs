@@ -394,7 +394,37 @@ impl ChannelDO {
         m: &media::MediaPlaylist<'_>,
         cadence: u64,
     ) -> (Vec<cues::CueEvent>, Option<u64>) {
-        let seen = self.inband_seen.get();
+        // A fresh instance (first poll, or after an eviction) resumes from
+        // the watermark the machine persisted, not from the newest
+        // segments: a cue in a segment examined by nobody, which the edge
+        // holds back as unread, must still be found.
+        let seen = match self.inband_seen.get() {
+            Some(s) => Some(s),
+            None => {
+                let persisted = self
+                    .load()
+                    .await
+                    .ok()
+                    .map(|ch| ch.breaks.checked_through_msn);
+                let w = cf_ssai_core::inband::resume_watermark(
+                    persisted,
+                    m.segments.first().map(|s| s.msn),
+                    m.last_msn(),
+                );
+                self.inband_seen.set(w);
+                worker_shared::metrics::log(
+                    Level::Info,
+                    "inband_resume",
+                    &[
+                        ("org", &c.org),
+                        ("channel", &c.slug),
+                        ("persisted", &format!("{persisted:?}")),
+                        ("from", &format!("{w:?}")),
+                    ],
+                );
+                w
+            }
+        };
         let mut events = Vec::new();
         let mut through = seen.filter(|s| m.segments.first().is_some_and(|f| *s + 1 >= f.msn));
         let Ok(base) = url::Url::parse(playlist_url) else {
@@ -467,6 +497,18 @@ impl ChannelDO {
                     Level::Warn,
                     "inband_section_refused",
                     &[("org", &c.org), ("channel", &c.slug), ("reason", &w)],
+                );
+            }
+            for e in &evs {
+                worker_shared::metrics::log(
+                    Level::Info,
+                    "inband_cue",
+                    &[
+                        ("org", &c.org),
+                        ("channel", &c.slug),
+                        ("break_id", &e.break_id),
+                        ("msn", &e.msn.to_string()),
+                    ],
                 );
             }
             events.extend(evs);
