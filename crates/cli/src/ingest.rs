@@ -425,6 +425,8 @@ pub struct Probe {
     /// `pq` or `hlg` when the transfer is HDR.
     pub hdr: Option<&'static str>,
     pub rotation: i32,
+    /// Sample (pixel) aspect ratio: 8:9 for 4:3 SD, 4:3 for HDV.
+    pub sar: f64,
     pub audio: Option<(String, u32)>,
     pub duration_ms: u64,
 }
@@ -436,6 +438,7 @@ impl Probe {
             "video_codec": self.video_codec, "width": self.width, "height": self.height,
             "pix_fmt": self.pix_fmt, "fps": (self.fps * 1000.0).round() / 1000.0,
             "interlaced": self.interlaced, "hdr": self.hdr, "rotation": self.rotation,
+            "sar": (self.sar * 1000.0).round() / 1000.0,
             "audio_codec": self.audio.as_ref().map(|a| a.0.clone()),
             "audio_channels": self.audio.as_ref().map(|a| a.1),
             "duration_s": self.duration_ms as f64 / 1000.0,
@@ -474,6 +477,8 @@ struct FfStream {
     #[serde(default)]
     field_order: String,
     #[serde(default)]
+    sample_aspect_ratio: String,
+    #[serde(default)]
     color_transfer: String,
     #[serde(default)]
     avg_frame_rate: String,
@@ -492,7 +497,7 @@ struct FfStream {
 }
 
 fn rate(r: &str) -> f64 {
-    match r.split_once('/') {
+    match r.split_once(['/', ':']) {
         Some((n, d)) => match (n.parse::<f64>(), d.parse::<f64>()) {
             (Ok(n), Ok(d)) if d > 0.0 => n / d,
             _ => 0.0,
@@ -602,6 +607,10 @@ fn from_ffprobe(pinned: Pinned, p: FfProbe) -> Result<Probe, Failure> {
             _ => None,
         },
         rotation,
+        sar: match rate(&video.sample_aspect_ratio) {
+            r if r > 0.1 && r < 10.0 => r,
+            _ => 1.0,
+        },
         audio: audio.map(|a| (a.codec_name.clone(), a.channels)),
         duration_ms: (duration * 1000.0).round() as u64,
     })
@@ -712,7 +721,7 @@ pub fn condition(
     let loudness_filter = match enc.loudness {
         Some(l) if probe.audio.is_some() => {
             log.stage("loudness", 0.0);
-            let f = loudnorm_filter(file, &probe, l)?;
+            let f = loudnorm_filter(file, &probe, l, fit.total_ms)?;
             if f.is_none() {
                 notes.push("silent audio: not normalised".into());
             }
@@ -805,21 +814,36 @@ pub fn condition(
 
 /// The pre-processing every audio path shares (measurement and encode):
 /// 48 kHz stereo (5.1 and other layouts downmixed).
-const AUDIO_IN: &str = "aresample=48000,aformat=sample_rates=48000:channel_layouts=stereo";
+const AUDIO_IN: &str =
+    "aresample=48000:ocl=stereo,aformat=sample_rates=48000:channel_layouts=stereo";
 
-/// Two-pass EBU R128: measure the source's integrated loudness, true peak,
-/// range and threshold, then the `loudnorm` filter that brings it to the
-/// target linearly (one gain: no pumping), 48 kHz out. `None` for a silent
-/// track (nothing to normalise).
-fn loudnorm_filter(file: &Path, probe: &Probe, l: Loudness) -> Result<Option<String>, Failure> {
-    let target = format!("I={}:TP={}:LRA=11", l.lufs, l.true_peak);
+/// EBU R128 in two passes: measure the source's integrated loudness and
+/// true peak as it will play (downmixed to stereo 48 kHz and padded with
+/// silence to whole segments: R128's gate keeps the 400 ms blocks that
+/// straddle the end of the sound, which on a 1 s spot are ~1 LU of the
+/// result), with ffmpeg's `ebur128` (the reference meter), then the filter
+/// that brings it to the target: one gain (`volume`) when that keeps the
+/// true peak under the ceiling, the usual case, else `loudnorm`, which
+/// limits the peaks. `None` for a silent track (nothing to normalise).
+/// (`loudnorm`'s own first pass was not used to measure: on a 5.1 PCM
+/// mezzanine it read 7.8 LU below what `ebur128` reads on the same chain,
+/// and its linear second pass needs 3 s of look-ahead a 1 s spot lacks.)
+fn loudnorm_filter(
+    file: &Path,
+    probe: &Probe,
+    l: Loudness,
+    total_ms: u64,
+) -> Result<Option<String>, Failure> {
+    let total = total_ms as f64 / 1000.0;
     let out = Command::new("ffmpeg")
         .args(["-hide_banner", "-nostats"])
         .args(input_args(probe.pinned, file))
         .args([
             "-vn",
             "-af",
-            &format!("{AUDIO_IN},loudnorm={target}:print_format=json"),
+            &format!(
+                "{AUDIO_IN},apad=whole_dur={total:.3},atrim=duration={total:.3},ebur128=peak=true"
+            ),
             "-f",
             "null",
             "-",
@@ -827,39 +851,45 @@ fn loudnorm_filter(file: &Path, probe: &Probe, l: Loudness) -> Result<Option<Str
         .output()
         .map_err(|e| Failure::new(FailureCategory::EncodeFailed, format!("ffmpeg: {e}")))?;
     let err = String::from_utf8_lossy(&out.stderr);
-    let json = err
-        .rfind('{')
-        .and_then(|a| err[a..].find('}').map(|b| &err[a..=a + b]));
-    let Some(json) = json.filter(|_| out.status.success()) else {
+    let Some((i, tp)) = ebur128_summary(&err).filter(|_| out.status.success()) else {
         log_tool("ffmpeg loudness", &out.stderr);
         return Err(Failure::new(
             FailureCategory::CorruptSource,
             "the audio could not be decoded to measure its loudness",
         ));
     };
-    let m: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
-    let get = |k: &str| -> Option<f64> {
-        m[k].as_str()
-            .and_then(|v| v.parse::<f64>().ok())
+    // Silence (or near it): below the meter's absolute gate.
+    if i <= -69.0 {
+        return Ok(None);
+    }
+    let gain = l.lufs - i;
+    if tp + gain <= l.true_peak {
+        return Ok(Some(format!("volume={gain:.2}dB")));
+    }
+    Ok(Some(format!(
+        "loudnorm=I={}:TP={}:LRA=11,aresample=48000",
+        l.lufs, l.true_peak
+    )))
+}
+
+/// (integrated loudness LUFS, true peak dBFS) from `ebur128`'s summary.
+fn ebur128_summary(log: &str) -> Option<(f64, f64)> {
+    let summary = &log[log.rfind("Summary:")?..];
+    let value = |section: &str, key: &str| -> Option<f64> {
+        let at = summary.find(section)?;
+        let rest = &summary[at..];
+        let k = rest.find(key)?;
+        rest[k + key.len()..]
+            .split_whitespace()
+            .next()?
+            .parse::<f64>()
+            .ok()
             .filter(|v| v.is_finite())
     };
-    // Silence (or near it): -inf, or below the gate loudnorm can lift.
-    match get("input_i") {
-        Some(i) if i > -70.0 => {}
-        _ => return Ok(None),
-    }
-    let (Some(i), Some(tp), Some(lra), Some(th), Some(off)) = (
-        get("input_i"),
-        get("input_tp"),
-        get("input_lra"),
-        get("input_thresh"),
-        get("target_offset"),
-    ) else {
-        return Ok(None);
-    };
-    Ok(Some(format!(
-        "loudnorm={target}:measured_I={i}:measured_TP={tp}:measured_LRA={lra}:measured_thresh={th}:offset={off}:linear=true,aresample=48000"
-    )))
+    Some((
+        value("Integrated loudness:", "I:")?,
+        value("True peak:", "Peak:").unwrap_or(0.0),
+    ))
 }
 
 /// Everything one ffmpeg encode needs.
@@ -896,6 +926,12 @@ impl Plan<'_> {
             v.push(format!(
                 "zscale=tin={tin}:min=bt2020nc:pin=bt2020:t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,tonemap=tonemap=hable:desat=0,zscale=t=bt709:m=bt709:r=tv"
             ));
+        }
+        if (p.sar - 1.0).abs() > 0.001 {
+            // Anamorphic (4:3 SD at 720x480, HDV at 1440x1080): square
+            // the pixels first, so each rung boxes the picture at the shape
+            // it is shown at, not the shape it is stored at.
+            v.push("scale=w=trunc(iw*sar/2)*2:h=ih,setsar=1".into());
         }
         v.push(format!("fps={}", fps_expr(self.enc.fps)));
         // Hold the last frame past the end, then cut at whole segments.
@@ -1296,6 +1332,15 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_ebur128_summary_is_read() {
+        let log = "[Parsed_ebur128_4 @ 0x5] t: 1 M: -20\n[Parsed_ebur128_4 @ 0x55] Summary:\n\n  Integrated loudness:\n    I:         -15.8 LUFS\n    Threshold: -25.8 LUFS\n\n  Loudness range:\n    LRA:         1.4 LU\n\n  True peak:\n    Peak:      -10.8 dBFS\n";
+        assert_eq!(ebur128_summary(log), Some((-15.8, -10.8)));
+        assert_eq!(ebur128_summary("no summary"), None);
+        let silent = "Summary:\n  Integrated loudness:\n    I:         -70.0 LUFS\n  True peak:\n    Peak:       -inf dBFS\n";
+        assert_eq!(ebur128_summary(silent), Some((-70.0, 0.0)));
+    }
+
+    #[test]
     fn sniff_pins_only_the_allowed_containers() {
         let mut mp4 = vec![0, 0, 0, 0x20];
         mp4.extend_from_slice(b"ftypisom");
@@ -1330,7 +1375,7 @@ mod tests {
         let p = probe_of(serde_json::json!({
             "streams": [
                 {"codec_type": "video", "codec_name": "mjpeg", "width": 300, "height": 300, "disposition": {"attached_pic": 1}},
-                {"codec_type": "video", "codec_name": "prores", "width": 1920, "height": 1080, "pix_fmt": "yuv422p10le",
+                {"codec_type": "video", "codec_name": "prores", "width": 1920, "height": 1080, "pix_fmt": "yuv422p10le", "sample_aspect_ratio": "4:3",
                  "field_order": "tt", "color_transfer": "smpte2084", "avg_frame_rate": "30000/1001", "duration": "15.015000",
                  "side_data_list": [{"side_data_type": "Display Matrix", "rotation": -90}]},
                 {"codec_type": "audio", "codec_name": "pcm_s24le", "channels": 6}
@@ -1345,6 +1390,7 @@ mod tests {
             (Some("pq"), -90, 15_015)
         );
         assert!((p.fps - 29.97).abs() < 0.01);
+        assert!((p.sar - 4.0 / 3.0).abs() < 1e-9);
         assert_eq!(p.audio, Some(("pcm_s24le".into(), 6)));
         // WebM: the duration from the Matroska tag, else the format's.
         let p = probe_of(serde_json::json!({
@@ -1379,6 +1425,7 @@ mod tests {
             interlaced: true,
             hdr: Some("hlg"),
             rotation: 0,
+            sar: 8.0 / 9.0,
             audio: None,
             duration_ms: 15_015,
         };
@@ -1399,6 +1446,10 @@ mod tests {
         let g = plan.filter_graph(&[0, 1]);
         assert!(g.contains("bwdif="), "{g}");
         assert!(g.contains("tonemap=tonemap=hable"), "{g}");
+        assert!(
+            g.contains("scale=w=trunc(iw*sar/2)*2:h=ih,setsar=1,fps=25"),
+            "{g}"
+        );
         assert!(g.contains("fps=25,tpad=stop_mode=clone:stop_duration=1.345,trim=duration=15.360,split=2[vs0][vs1]"), "{g}");
         assert!(
             g.contains("[vs1]scale=w=960:h=540:force_original_aspect_ratio=decrease"),
