@@ -44,6 +44,8 @@ Exit codes: 0 stopped as asked, 1 fatal error, 2 usage error. Logs are JSON line
 struct Opts<'a> {
     api: &'a str,
     token: &'a str,
+    /// One client (and its connections) for every admin API call.
+    client: crate::net::Api,
     owner: String,
     public: &'a str,
     max_bytes: u64,
@@ -83,6 +85,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let opts = Opts {
         api,
         token,
+        client: crate::net::Api::new(token),
         owner: flag(args, "--owner")
             .map(String::from)
             .unwrap_or_else(|| format!("conditioner-{}", std::process::id())),
@@ -96,20 +99,14 @@ pub fn run(args: &[String]) -> Result<(), String> {
     let lease_s: u32 = flag_or(args, "--lease-s", DEFAULT_LEASE_S)?;
     let poll = Duration::from_secs_f64(flag_or(args, "--poll-s", 2.0)?);
     let once = args.iter().any(|a| a == "--once");
-    let exit_after = flag(args, "--exit-after-s")
-        .map(|v| {
-            v.parse::<u64>()
-                .map_err(|_| format!("--exit-after-s: {v:?}"))
-        })
-        .transpose()?
-        .map(Duration::from_secs);
-    let idle_exit = flag(args, "--exit-when-idle-s")
-        .map(|v| {
-            v.parse::<u64>()
-                .map_err(|_| format!("--exit-when-idle-s: {v:?}"))
-        })
-        .transpose()?
-        .map(Duration::from_secs);
+    let secs = |name: &str| -> Result<Option<Duration>, String> {
+        flag(args, name)
+            .map(|v| v.parse::<u64>().map_err(|_| format!("{name}: {v:?}")))
+            .transpose()
+            .map(|s| s.map(Duration::from_secs))
+    };
+    let exit_after = secs("--exit-after-s")?;
+    let idle_exit = secs("--exit-when-idle-s")?;
     let started = Instant::now();
     let mut last_work = Instant::now();
     eprintln!(
@@ -124,10 +121,9 @@ pub fn run(args: &[String]) -> Result<(), String> {
             return Ok(());
         }
         let body = serde_json::json!({ "owner": opts.owner, "lease_s": lease_s }).to_string();
-        let (status, text) = match http(
+        let (status, text) = match opts.client.call(
             "POST",
             &format!("{api}/api/conditioning/lease"),
-            opts.token,
             Some(&body),
         ) {
             Ok(r) => r,
@@ -186,10 +182,9 @@ fn work(opts: &Opts, lease: &serde_json::Value) -> Result<(), String> {
     );
     // A report that cannot be made leaves the lease to expire: the job
     // is then retried (or failed after its last attempt).
-    match http(
+    match opts.client.call(
         "POST",
         &format!("{}/api/conditioning/jobs/{org}/{id}/complete", opts.api),
-        opts.token,
         Some(&report.to_string()),
     ) {
         Ok((200, _)) => {}
@@ -291,9 +286,4 @@ fn download(opts: &Opts, url: &str, out: &Path) -> Result<(), Failure> {
         Duration::from_secs(opts.download_timeout_s),
         opts.allow_private,
     )
-}
-
-/// One admin API call: (status, body).
-fn http(method: &str, url: &str, token: &str, body: Option<&str>) -> Result<(u16, String), String> {
-    crate::net::Api::new(token).call(method, url, body)
 }

@@ -114,13 +114,11 @@ impl Encode {
             fps: flag_or(args, "--fps", 25.0)?,
             ..cond::Settings::default()
         };
+        // The same bounds as an org's settings (rungs, sizes, frame rates).
+        settings
+            .check()
+            .map_err(|e| format!("--ladder/--fps: {e}"))?;
         let ladder = settings.rungs()?;
-        if !cond::FRAME_RATES
-            .iter()
-            .any(|f| (f - settings.fps).abs() < 0.01)
-        {
-            return Err("--fps: one of 23.976, 24, 25, 29.97, 30, 50, 59.94, 60".into());
-        }
         Ok(Encode {
             cadence_ms: flag_or(args, "--cadence-ms", 1920)?,
             fps: settings.fps,
@@ -300,7 +298,8 @@ fn register(spec: &Spec, c: &Conditioned) -> Result<(), Failure> {
 pub struct Log {
     label: String,
     tty: bool,
-    last: std::cell::Cell<(u8, i32)>,
+    /// The stage and percentage last shown.
+    last: std::cell::RefCell<(String, i32)>,
     started: Instant,
 }
 
@@ -309,7 +308,7 @@ impl Log {
         Log {
             label: label.to_string(),
             tty: std::io::stderr().is_terminal(),
-            last: std::cell::Cell::new((u8::MAX, -1)),
+            last: std::cell::RefCell::new((String::new(), -1)),
             started: Instant::now(),
         }
     }
@@ -318,10 +317,10 @@ impl Log {
     /// `done` in 0..=1.
     pub fn stage(&self, stage: &str, done: f64) {
         let pct = (done.clamp(0.0, 1.0) * 100.0).round() as i32;
-        let code = stage.bytes().fold(0u8, |a, b| a.wrapping_add(b));
-        let (last_code, last_pct) = self.last.get();
+        let same_stage = self.last.borrow().0 == stage;
+        let last_pct = self.last.borrow().1;
         if self.tty {
-            if (code, pct) == (last_code, last_pct) {
+            if same_stage && pct == last_pct {
                 return;
             }
             let filled = (pct / 5) as usize;
@@ -337,7 +336,7 @@ impl Log {
             }
             let _ = std::io::stderr().flush();
         } else {
-            if code == last_code && pct / 10 == last_pct / 10 {
+            if same_stage && pct / 10 == last_pct / 10 {
                 return;
             }
             eprintln!(
@@ -347,7 +346,7 @@ impl Log {
                     "seconds": (self.started.elapsed().as_secs_f64() * 10.0).round() / 10.0})
             );
         }
-        self.last.set((code, pct));
+        *self.last.borrow_mut() = (stage.to_string(), pct);
     }
 }
 
@@ -721,7 +720,7 @@ pub fn condition(
     let loudness_filter = match enc.loudness {
         Some(l) if probe.audio.is_some() => {
             log.stage("loudness", 0.0);
-            let f = loudnorm_filter(file, &probe, l, fit.total_ms)?;
+            let f = loudness_filter(file, &probe, l, fit.total_ms)?;
             if f.is_none() {
                 notes.push("silent audio: not normalised".into());
             }
@@ -828,7 +827,7 @@ const AUDIO_IN: &str =
 /// (`loudnorm`'s own first pass was not used to measure: on a 5.1 PCM
 /// mezzanine it read 7.8 LU below what `ebur128` reads on the same chain,
 /// and its linear second pass needs 3 s of look-ahead a 1 s spot lacks.)
-fn loudnorm_filter(
+fn loudness_filter(
     file: &Path,
     probe: &Probe,
     l: Loudness,

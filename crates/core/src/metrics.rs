@@ -603,8 +603,10 @@ fn family(name: &str) -> (&'static str, &'static str) {
 }
 
 /// Running totals `(channel, key, value)` in the OpenMetrics text format,
-/// with `org` and `channel` labels; histogram buckets made cumulative.
-pub fn openmetrics(org: &str, totals: &[(String, String, f64)]) -> String {
+/// with `org` and `channel` labels; histogram buckets made cumulative;
+/// `extra` (whole families, e.g. the conditioner's gauges) before the
+/// closing `# EOF`.
+pub fn openmetrics(org: &str, totals: &[(String, String, f64)], extra: &str) -> String {
     // family → series (labels text, value), buckets accumulated per series.
     let mut fams: BTreeMap<String, Vec<(String, f64)>> = BTreeMap::new();
     let mut hist: BTreeMap<(String, String), BTreeMap<u64, f64>> = BTreeMap::new();
@@ -664,6 +666,7 @@ pub fn openmetrics(org: &str, totals: &[(String, String, f64)]) -> String {
             out.push_str(&format!("cf_ssai_{k} {}\n", fmt_num(v)));
         }
     }
+    out.push_str(extra);
     out.push_str("# EOF\n");
     out
 }
@@ -909,7 +912,7 @@ mod tests {
             .iter()
             .map(|(k, v)| ("news".to_string(), k.clone(), *v))
             .collect();
-        let out = openmetrics("demo", &totals);
+        let out = openmetrics("demo", &totals, "");
         assert!(out.contains("# TYPE cf_ssai_avails counter"), "{out}");
         assert!(
             out.contains("cf_ssai_avails_total{org=\"demo\",channel=\"news\"} 2\n"),

@@ -603,12 +603,8 @@ async fn org_route(
                 .collect();
             // The conditioner's queue, latency and failures: a snapshot of
             // D1 at scrape time (gauges), before the closing `# EOF`.
-            let mut text = cf_ssai_core::metrics::openmetrics(org, &totals);
             let cond = conditioning_stats(&db, org).await?.openmetrics(org);
-            if let Some(body) = text.strip_suffix("# EOF\n") {
-                text = format!("{body}{cond}# EOF\n");
-            }
-            let mut r = Response::ok(text)?;
+            let mut r = Response::ok(cf_ssai_core::metrics::openmetrics(org, &totals, &cond))?;
             r.headers_mut().set(
                 "Content-Type",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
