@@ -178,11 +178,11 @@ export function channelConfig(originBase, dialect, extra = {}) {
  * (origin only), vars, tracking, lifetimeS.
  */
 export async function startStack(opts = {}) {
-  const port = opts.port ?? (await freePort());
+  let port = opts.port ?? (await freePort());
   const originPort = opts.originPort ?? (await freePort());
   const stateDir = opts.stateDir ?? mkdtempSync(join(tmpdir(), "cf-ssai-state-"));
   const media = opts.media ?? join(ROOT, "demo-media");
-  const base = `http://127.0.0.1:${port}`;
+  let base = `http://127.0.0.1:${port}`;
   const originBase = `http://127.0.0.1:${originPort}`;
   for (const f of [CLI, join(ROOT, "workers/manifest/build/index.js")]) {
     if (!existsSync(f)) throw new Error(`${f} missing: run scripts/build.sh first`);
@@ -205,7 +205,24 @@ export async function startStack(opts = {}) {
     "--ip", "127.0.0.1", "--port", String(port), "--persist-to", stateDir, "--inspector-port", String(await freePort()),
     ...Object.entries(opts.vars ?? {}).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
   ], { echo: opts.echo });
-  const wrangler = await startRuntime();
+  // A port found free can be taken before workerd binds it (another
+  // process's ephemeral port): start again on fresh ports, up to 3 times.
+  let wrangler;
+  for (let attempt = 1; ; attempt++) {
+    wrangler = await startRuntime();
+    try {
+      await waitFor(`${base}/healthz`, 90000, wrangler);
+      break;
+    } catch (e) {
+      killGroup(wrangler);
+      if (attempt >= 3 || opts.port || !/Address already in use/.test(e.message)) {
+        killGroup(origin);
+        throw e;
+      }
+      port = await freePort();
+      base = `http://127.0.0.1:${port}`;
+    }
+  }
   const stack = { port, originPort, base, originBase, stateDir, origin, wrangler, ephemeral: !opts.stateDir };
   stack.stop = () => stopStack(stack);
   /**
