@@ -39,7 +39,7 @@ export function jwt(claims, secret = devVars().JWT_SECRET) {
 }
 
 /**
- * A viewer session token in the core's format (crates/core/src/session.rs):
+ * A viewer session token in the core's format (crates/core/src/control/session.rs):
  * `s1-{issued hex}-{nonce}-{HMAC-SHA-256 truncated to 128 bits}`.
  */
 export function sessionToken(channel, issuedS = Math.floor(Date.now() / 1000), secret = devVars().SESSION_SECRET) {

@@ -11,10 +11,10 @@
 //!
 //! Exports a tiny C ABI (no wasm-bindgen): `alloc`, `run_new`, `run_old`.
 
-use cf_ssai_core::cues::{self, SegmentationPolicy};
-use cf_ssai_core::edge::{self, WindowFacts};
-use cf_ssai_core::media;
+use cf_ssai_core::hls::media;
 use cf_ssai_core::model::{BreakEntry, ChannelBreaks, ChannelView, Pod};
+use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
+use cf_ssai_core::splice::edge::{self, WindowFacts};
 use cf_ssai_core::splice::{self, Mode, SpliceInput, SpliceSettings, Variant};
 
 const CADENCE_MS: u64 = 1920;

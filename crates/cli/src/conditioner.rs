@@ -24,7 +24,7 @@
 
 use crate::ingest::{self, Encode, Failure, Log, Loudness, Spec};
 use crate::{flag, flag_or};
-use cf_ssai_core::conditioning::{
+use cf_ssai_core::ads::conditioning::{
     FailureCategory, Settings, Source, DEFAULT_LEASE_S, DEFAULT_MAX_SOURCE_BYTES,
 };
 use std::path::Path;

@@ -25,8 +25,8 @@
 //! (`net::Api`).
 
 use crate::{flag, flag_or};
-use cf_ssai_core::conditioning::{self as cond, FailureCategory, Fit};
-use cf_ssai_core::media;
+use cf_ssai_core::ads::conditioning::{self as cond, FailureCategory, Fit};
+use cf_ssai_core::hls::media;
 use cf_ssai_core::model::{AdRendition, AdSegment, TrackKind};
 use serde::Deserialize;
 use std::io::{BufRead, BufReader, IsTerminal, Read, Write};

@@ -16,8 +16,10 @@ mod ingest;
 mod net;
 mod origin;
 
-use cf_ssai_core::scte35_json::{line_to_json, InputEncoding};
-use cf_ssai_core::{auth, cues, media};
+use cf_ssai_core::control::auth;
+use cf_ssai_core::hls::media;
+use cf_ssai_core::scte35::cues;
+use cf_ssai_core::scte35::json::{line_to_json, InputEncoding};
 use std::io::{self, BufRead, BufWriter, Write};
 use std::process::ExitCode;
 
@@ -117,7 +119,7 @@ fn cues_cmd(args: &[String]) -> Result<(), String> {
     if !bytes.starts_with(b"#EXTM3U") {
         // A media segment: its in-band SCTE-35 (TS PID or CMAF emsg), on
         // MSN 0 at offsets from the segment's start (`pdt_ms`: ms into it).
-        let (events, warnings) = cf_ssai_core::inband::detect_segment(
+        let (events, warnings) = cf_ssai_core::scte35::inband::detect_segment(
             &bytes,
             0,
             Some(0),
@@ -192,7 +194,7 @@ fn apikey_hash(args: &[String]) -> Result<(), String> {
 /// nodes of a variant), one sequence check per viewer. Prints every
 /// violation; exits non-zero if there is any.
 fn validate() -> Result<(), String> {
-    use cf_ssai_core::validate::{Registry, Viewer};
+    use cf_ssai_testkit::validate::{Registry, Viewer};
     use std::collections::HashMap;
     let mut regs: HashMap<String, Registry> = HashMap::new();
     let mut viewers: HashMap<(String, String), Viewer> = HashMap::new();

@@ -16,7 +16,7 @@
 //!   size cap hold for the whole transfer; failures are categories.
 
 use crate::ingest::Failure;
-use cf_ssai_core::conditioning::FailureCategory;
+use cf_ssai_core::ads::conditioning::FailureCategory;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
@@ -59,9 +59,9 @@ impl ureq::Resolver for Vetting {
 /// (by address, or by the host name) in the deployer's allow-list
 /// (`true`: any; local dev allows `127.0.0.1`).
 pub fn address_allowed(ip: std::net::IpAddr, host: &str, allow: &str) -> bool {
-    !cf_ssai_core::config::is_private_ip(ip)
-        || cf_ssai_core::config::private_host_allowed(allow, &ip.to_string())
-        || cf_ssai_core::config::private_host_allowed(allow, host)
+    !cf_ssai_core::control::config::is_private_ip(ip)
+        || cf_ssai_core::control::config::private_host_allowed(allow, &ip.to_string())
+        || cf_ssai_core::control::config::private_host_allowed(allow, host)
 }
 
 fn fail(category: FailureCategory, detail: impl Into<String>) -> Failure {
@@ -96,7 +96,7 @@ pub fn fetch_source(
             format!("over the {max_bytes}-byte limit"),
         )
     };
-    let mut url = cf_ssai_core::config::check_url_allowing(url, allow_private)
+    let mut url = cf_ssai_core::control::config::check_url_allowing(url, allow_private)
         .map_err(|e| fail(FailureCategory::SourceRefused, e))?;
     for _hop in 0..=5 {
         let left = deadline.saturating_duration_since(Instant::now());
@@ -144,8 +144,9 @@ pub fn fetch_source(
                     .ok_or_else(|| {
                         fail(FailureCategory::SourceGone, "a redirect without a Location")
                     })?;
-                url = cf_ssai_core::config::check_url_allowing(next.as_str(), allow_private)
-                    .map_err(|e| fail(FailureCategory::SourceRefused, e))?;
+                url =
+                    cf_ssai_core::control::config::check_url_allowing(next.as_str(), allow_private)
+                        .map_err(|e| fail(FailureCategory::SourceRefused, e))?;
                 continue;
             }
             code => {
@@ -352,11 +353,13 @@ mod tests {
         if addrs.is_empty()
             || addrs
                 .iter()
-                .any(|a| !cf_ssai_core::config::is_private_ip(a.ip()))
+                .any(|a| !cf_ssai_core::control::config::is_private_ip(a.ip()))
         {
             return;
         }
-        if cf_ssai_core::config::check_url_allowing(&format!("http://{name}/"), "").is_err() {
+        if cf_ssai_core::control::config::check_url_allowing(&format!("http://{name}/"), "")
+            .is_err()
+        {
             return;
         }
         let (port, h) = serve(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", 1);

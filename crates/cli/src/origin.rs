@@ -24,7 +24,7 @@
 //! seconds (the origin-dies test). Listens on 127.0.0.1 only.
 
 use crate::{flag, flag_or};
-use cf_ssai_core::sim::{SimChannel, SimDialect, SimVariant};
+use cf_ssai_testkit::sim::{SimChannel, SimDialect, SimVariant};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -323,7 +323,7 @@ fn channel(o: &Origin, name: &str) -> SimChannel {
 /// break's first segment; fMP4 with an `emsg` box (v0 on even breaks, v1
 /// on odd ones) before the first segment's `moof`.
 fn inband(chan: &SimChannel, file: &str, bytes: Vec<u8>) -> Vec<u8> {
-    use cf_ssai_core::inband::build;
+    use cf_ssai_core::scte35::inband::build;
     if chan.dialect != SimDialect::Inband {
         return bytes;
     }
@@ -343,7 +343,7 @@ fn inband(chan: &SimChannel, file: &str, bytes: Vec<u8>) -> Vec<u8> {
                 let emsg = if id.is_multiple_of(2) {
                     build::emsg(0, 90_000, 0, id, &sec)
                 } else {
-                    let t = cf_ssai_core::inband::fragment_decode_time(&bytes).unwrap_or(0);
+                    let t = cf_ssai_core::scte35::inband::fragment_decode_time(&bytes).unwrap_or(0);
                     build::emsg(1, 90_000, t, id, &sec)
                 };
                 [emsg, bytes].concat()

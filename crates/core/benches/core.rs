@@ -4,13 +4,13 @@
 //!
 //! Run: `cargo bench -p cf-ssai-core --bench core`
 
-use cf_ssai_core::cues::{self, SegmentationPolicy};
-use cf_ssai_core::master::{rewrite_master, MasterInput};
+use cf_ssai_core::channel::sequencer::{self, Action, BreakPolicy};
 use cf_ssai_core::model::*;
-use cf_ssai_core::sequencer::{self, Action, BreakPolicy};
-use cf_ssai_core::sim::{SimChannel, SimDialect};
+use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
+use cf_ssai_core::splice::master::{rewrite_master, MasterInput};
 use cf_ssai_core::splice::{splice_media, Mode, SpliceInput, SpliceSettings, Variant};
-use cf_ssai_core::{media, scte35};
+use cf_ssai_core::{hls::media, scte35};
+use cf_ssai_testkit::sim::{SimChannel, SimDialect};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use std::path::PathBuf;
 
@@ -256,14 +256,14 @@ fn vast_benches(c: &mut Criterion, dir: &std::path::Path) {
     ] {
         let text = std::fs::read_to_string(dir.join(format!("{name}.xml"))).expect("peer input");
         g.bench_function(format!("{name}_parse"), |b| {
-            b.iter(|| cf_ssai_core::vast::parse(black_box(&text)).map(|d| d.ads.len()))
+            b.iter(|| cf_ssai_core::ads::vast::parse(black_box(&text)).map(|d| d.ads.len()))
         });
     }
     let text = std::fs::read_to_string(dir.join("vast_inline_3ads_3mf.xml")).expect("peer input");
     g.bench_function("vast_inline_3ads_3mf_parse_and_pod", |b| {
         b.iter(|| {
-            let doc = cf_ssai_core::vast::parse(black_box(&text)).expect("parses");
-            cf_ssai_core::vast::pod_from_vast(doc, "b1", 30.0, 2000, 0.0)
+            let doc = cf_ssai_core::ads::vast::parse(black_box(&text)).expect("parses");
+            cf_ssai_core::ads::vast::pod_from_vast(doc, "b1", 30.0, 2000, 0.0)
                 .items
                 .len()
         })

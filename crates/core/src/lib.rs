@@ -18,34 +18,16 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
-pub mod ad_route;
-pub mod auth;
-pub mod beacon;
-pub mod channel;
-#[cfg(feature = "vast")]
-pub mod conditioning;
-pub mod config;
-pub mod cues;
-pub mod decision;
-pub mod edge;
-pub mod hls;
-pub mod inband;
-pub mod master;
-pub mod media;
-pub mod media_http;
-pub mod metrics;
 pub mod model;
-pub mod monitor;
-pub mod pod;
+
+pub mod hls;
+
 pub mod scte35;
-pub mod scte35_json;
-pub mod sequencer;
-pub mod session;
-pub mod sgai;
-pub mod sim;
+
+pub mod ads;
+
+pub mod channel;
+
 pub mod splice;
-pub mod validate;
-#[cfg(feature = "vast")]
-pub mod vast;
-#[cfg(feature = "vast")]
-pub mod vmap;
+
+pub mod control;

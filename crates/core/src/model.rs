@@ -321,8 +321,8 @@ pub struct Tracking {
 impl Tracking {
     /// Every event kind's URL list, impressions first: when a budget runs
     /// out, what is paid for keeps its URLs longest.
-    pub fn lists_mut(&mut self) -> [(crate::beacon::TrackingEvent, &mut Vec<String>); 7] {
-        use crate::beacon::TrackingEvent as E;
+    pub fn lists_mut(&mut self) -> [(crate::ads::beacon::TrackingEvent, &mut Vec<String>); 7] {
+        use crate::ads::beacon::TrackingEvent as E;
         [
             (E::Impression, &mut self.impression),
             (E::Start, &mut self.start),

@@ -15,15 +15,15 @@
 
 mod common;
 
+use cf_ssai_core::channel::sequencer::BreakPolicy;
 use cf_ssai_core::channel::{Channel, Effect, Input};
-use cf_ssai_core::cues::{self, SegmentationPolicy};
-use cf_ssai_core::edge::{self, Source, WindowFacts};
-use cf_ssai_core::media;
+use cf_ssai_core::hls::media;
 use cf_ssai_core::model::{BreakEntry, ChannelBreaks, ChannelView};
-use cf_ssai_core::sequencer::BreakPolicy;
-use cf_ssai_core::sim::SimChannel;
+use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
+use cf_ssai_core::splice::edge::{self, Source, WindowFacts};
 use cf_ssai_core::splice::{self, Mode, SpliceInput, SpliceSettings, Variant};
-use cf_ssai_core::validate::{Registry, Viewer};
+use cf_ssai_testkit::sim::SimChannel;
+use cf_ssai_testkit::validate::{Registry, Viewer};
 
 /// The Channel DO: the machine, decisions answered at once, and every
 /// published view and pod kept with the instant it was written.

@@ -3,11 +3,11 @@
 //! outputs (`*.ssai.expected.m3u8`, `*.sgai.expected.m3u8`; regenerate with
 //! UPDATE_GOLDEN=1 and review the diff by eye).
 
-use cf_ssai_core::cues::{detect, CueKind};
+use cf_ssai_core::channel::sequencer::{self, Action, BreakPolicy};
+use cf_ssai_core::hls::{self, media};
 use cf_ssai_core::model::*;
-use cf_ssai_core::sequencer::{self, Action, BreakPolicy};
+use cf_ssai_core::scte35::cues::{detect, CueKind};
 use cf_ssai_core::splice::{splice, Mode, SpliceInput, SpliceSettings, Variant};
-use cf_ssai_core::{hls, media};
 use std::path::PathBuf;
 
 fn dir() -> PathBuf {

@@ -2,15 +2,15 @@
 //! windows; "nodes" with different KV lag serve "viewers" who reload and
 //! join late; the validator checks every rule across all of them.
 
+use cf_ssai_core::channel::sequencer::{self, Action, BreakPolicy};
 use cf_ssai_core::channel::{Channel, Effect, Input};
-use cf_ssai_core::cues::{self, SegmentationPolicy};
-use cf_ssai_core::edge::{self, WindowFacts};
-use cf_ssai_core::media;
+use cf_ssai_core::hls::media;
 use cf_ssai_core::model::*;
-use cf_ssai_core::sequencer::{self, Action, BreakPolicy};
-use cf_ssai_core::sim::{SimChannel, SimDialect};
+use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
+use cf_ssai_core::splice::edge::{self, WindowFacts};
 use cf_ssai_core::splice::{self, Mode, SpliceInput, SpliceSettings, Variant};
-use cf_ssai_core::validate::{Registry, Viewer};
+use cf_ssai_testkit::sim::{SimChannel, SimDialect};
+use cf_ssai_testkit::validate::{Registry, Viewer};
 
 mod common;
 use common::pod;
@@ -235,7 +235,7 @@ impl PartLedger {
 type Shape = (u64, Vec<(u64, bool, bool)>);
 
 fn shape(out: &str) -> Shape {
-    let snap = cf_ssai_core::validate::snapshot(out).unwrap();
+    let snap = cf_ssai_testkit::validate::snapshot(out).unwrap();
     (
         snap.disc_sequence,
         snap.segments
@@ -421,7 +421,7 @@ fn ssai_replaces_exactly_the_break_and_returns_at_its_end() {
         ..ch.clone()
     };
     let out = serve(&ch_wide, &mut seq, "low", ch.pdt_of(29) + 10, 0, Mode::Ssai);
-    let snap = cf_ssai_core::validate::snapshot(&out).unwrap();
+    let snap = cf_ssai_testkit::validate::snapshot(&out).unwrap();
     for (msn, f) in &snap.segments {
         let in_break = (10..25).contains(msn);
         assert_eq!(
@@ -542,7 +542,7 @@ fn ssai_demuxed_each_rendition_gets_its_kind() {
         );
     }
     let subs = serve(&wide, &mut seq, "sub-en", at, 0, Mode::Ssai);
-    let snap = cf_ssai_core::validate::snapshot(&subs).unwrap();
+    let snap = cf_ssai_testkit::validate::snapshot(&subs).unwrap();
     for (msn, f) in &snap.segments {
         let blank = f.uri == splice::BLANK_SUBTITLES_PATH;
         assert_eq!(blank, (10..25).contains(msn), "MSN {msn}: {}", f.uri);
@@ -688,7 +688,7 @@ fn cue_out_without_duration_runs_until_the_cue_in() {
         settings: &SpliceSettings::default(),
     })
     .unwrap();
-    let snap = cf_ssai_core::validate::snapshot(&out.playlist).unwrap();
+    let snap = cf_ssai_testkit::validate::snapshot(&out.playlist).unwrap();
     let ads: Vec<u64> = snap
         .segments
         .iter()

@@ -7,12 +7,12 @@
 //!
 //! `bench-inputs HOURS OUT_DIR`
 
+use cf_ssai_core::channel::sequencer::BreakPolicy;
 use cf_ssai_core::channel::{Channel, Effect, Input};
-use cf_ssai_core::cues::{self, SegmentationPolicy};
-use cf_ssai_core::media;
+use cf_ssai_core::hls::media;
 use cf_ssai_core::model::*;
-use cf_ssai_core::sequencer::BreakPolicy;
-use cf_ssai_core::sim::SimChannel;
+use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
+use cf_ssai_testkit::sim::SimChannel;
 
 /// Serialized size of anything we write.
 mod erased {

@@ -157,7 +157,7 @@ pub fn segment_span(
 
 /// `beacon:{session}:{break}:{ad}:{event}:{hash of the URL template}`.
 /// `session` is a verified `sid`, which has one spelling only
-/// ([`crate::session::verify`] refuses the others): keyed on the raw
+/// ([`crate::control::session::verify`] refuses the others): keyed on the raw
 /// string, every spelling of one session would be counted again.
 pub fn dedupe_key(
     session: &str,
@@ -295,7 +295,7 @@ pub fn fill_macros(url: &str, now_ms: i64, cachebuster: u32, error_code: Option<
 
 /// Only http(s) URLs; no loopback/private targets unless allowed (dev).
 pub fn check_url(u: &str, private_ok: bool) -> Result<(), String> {
-    crate::config::check_origin_url(u, private_ok).map(|_| ())
+    crate::control::config::check_origin_url(u, private_ok).map(|_| ())
 }
 
 /// Where an event sits in an ad's playback: impression and start 0,

@@ -12,8 +12,13 @@
 //! break whose attributes depend only on the record, so the tag is the same
 //! byte for byte on every reload and node.
 
+pub mod ad_route;
+pub mod edge;
+pub mod master;
+pub mod sgai;
+
+use crate::hls::media::{self, MediaPlaylist, Segment};
 use crate::hls::{self, HlsError, Line, Resolver};
-use crate::media::{self, MediaPlaylist, Segment};
 use crate::model::{self, AdRendition, BreakEntry, Slot, SlotKind, TrackKind};
 use std::fmt::Write;
 
@@ -486,8 +491,17 @@ fn ssai_segments(
                         match (&input.settings.ad_proxy_prefix, item_idx) {
                             _ if fill.blank => out.push_str(&input.settings.blank_subtitles_uri),
                             (Some(prefix), Some(i)) => {
-                                crate::ad_route::AdSegmentRoute::new(&entry.record.id, i, r, pos)
-                                    .write(prefix, input.settings.session.as_deref(), out);
+                                crate::splice::ad_route::AdSegmentRoute::new(
+                                    &entry.record.id,
+                                    i,
+                                    r,
+                                    pos,
+                                )
+                                .write(
+                                    prefix,
+                                    input.settings.session.as_deref(),
+                                    out,
+                                );
                             }
                             _ => out.push_str(&s.uri),
                         }

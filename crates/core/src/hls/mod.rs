@@ -6,6 +6,8 @@
 //! not act on are never re-serialized. Attribute lists are parsed on demand
 //! with [`attr`], without allocation.
 
+pub mod media;
+
 use thiserror::Error;
 
 /// Playlists larger than this are refused (a live playlist is a few KB; a

@@ -3,11 +3,11 @@
 //! discontinuity count, applying early ends, pruning. The DO adds storage,
 //! the decision call and the KV write around these.
 
-use crate::cues::{CueEvent, CueKind};
 use crate::model::{
     inserted_discontinuities, segments_for, BreakEntry, BreakRecord, BreakSource, ChannelBreaks,
     Pod,
 };
+use crate::scte35::cues::{CueEvent, CueKind};
 use serde::{Deserialize, Serialize};
 
 /// Per-channel limits for turning cues into records.
@@ -205,7 +205,7 @@ pub struct OriginWindow {
 }
 
 impl OriginWindow {
-    pub fn of(m: &crate::media::MediaPlaylist<'_>) -> Option<OriginWindow> {
+    pub fn of(m: &crate::hls::media::MediaPlaylist<'_>) -> Option<OriginWindow> {
         let discontinuities: Vec<u64> = m
             .segments
             .iter()
@@ -302,8 +302,8 @@ fn renumber(state: &mut ChannelBreaks, from: usize) {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::cues::Dialect;
     use crate::model::Slate;
+    use crate::scte35::cues::Dialect;
 
     #[test]
     fn origin_discontinuities_on_our_boundaries_are_counted_once() {

@@ -179,7 +179,7 @@ mod tests {
             key: None,
         };
         let m = ad_media(&r, |i, _| format!("/o/c/ad/b/0/900000/{i}.ts?sid=x"));
-        let v = crate::media::parse(&m).unwrap();
+        let v = crate::hls::media::parse(&m).unwrap();
         assert!(v.endlist && v.segments.len() == 3 && v.target_duration == 2);
         assert!(m.contains("\n/o/c/ad/b/0/900000/2.ts?sid=x\n"));
         let master = ad_master(std::slice::from_ref(&r), false, |r| {

@@ -2,8 +2,8 @@
 //! validation (per-field errors), origin URL safety (no open proxy), and the
 //! documented rule that picks SSAI or SGAI for `mode: auto`.
 
-use crate::cues::SegmentationPolicy;
-use crate::sequencer::BreakPolicy;
+use crate::channel::sequencer::BreakPolicy;
+use crate::scte35::cues::SegmentationPolicy;
 use crate::splice::{Mode, SpliceSettings};
 use serde::{Deserialize, Serialize};
 use std::net::{IpAddr, Ipv4Addr};
@@ -40,7 +40,7 @@ pub struct ChannelConfig {
     /// VMAP 1.0 schedule for scheduled (`/cue schedule`) breaks; empty = off.
     pub vmap_url: String,
     /// Plays of one creative per channel window (0 = no cap).
-    pub frequency_cap: crate::decision::FrequencyCap,
+    pub frequency_cap: crate::ads::decision::FrequencyCap,
     /// Decision cache in KV, seconds (0 = off; KV's minimum TTL is 60).
     pub decision_cache_s: u32,
     /// VAST/VMAP response cache per isolate, seconds (0 = off).
@@ -70,7 +70,7 @@ pub struct ChannelConfig {
     pub cue_source: CueSource,
     /// Tracking URLs a pod keeps, per ad and event kind and in all: each
     /// is one request per viewer (see `pod::TrackingLimits`).
-    pub tracking_limits: crate::pod::TrackingLimits,
+    pub tracking_limits: crate::ads::pod::TrackingLimits,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -121,7 +121,7 @@ impl Default for ChannelConfig {
             allow_private_origin: false,
             active: true,
             cue_source: CueSource::Playlist,
-            tracking_limits: crate::pod::TrackingLimits::default(),
+            tracking_limits: crate::ads::pod::TrackingLimits::default(),
         }
     }
 }
@@ -214,7 +214,7 @@ impl ChannelConfig {
             }
         }
         {
-            use crate::pod::{TRACKING_URLS_PER_EVENT_CEILING, TRACKING_URLS_PER_POD_CEILING};
+            use crate::ads::pod::{TRACKING_URLS_PER_EVENT_CEILING, TRACKING_URLS_PER_POD_CEILING};
             let t = self.tracking_limits;
             if !(1..=TRACKING_URLS_PER_EVENT_CEILING).contains(&t.per_event) {
                 f(

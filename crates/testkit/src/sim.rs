@@ -4,9 +4,9 @@
 //! `cf-ssai origin`, the local live origin of the demo and the integration
 //! tests.
 
-use crate::hls;
-use crate::model::TrackKind;
-use crate::scte35::{self, CueSpec, SegmentationTypeId, UpidType};
+use cf_ssai_core::hls;
+use cf_ssai_core::model::TrackKind;
+use cf_ssai_core::scte35::{self, CueSpec, SegmentationTypeId, UpidType};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write;
 
@@ -530,7 +530,7 @@ impl SimChannel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{cues, media};
+    use cf_ssai_core::{hls::media, scte35::cues};
 
     #[test]
     fn every_dialect_is_detected_with_a_stable_id() {

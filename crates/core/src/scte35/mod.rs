@@ -9,6 +9,10 @@
 //! Deliberately not done here: policy (which segmentation types open a break
 //! lives in `cues`), JSON (see `scte35_json`), logging.
 
+pub mod cues;
+pub mod inband;
+pub mod json;
+
 use thiserror::Error;
 
 /// 2^33: PTS values are 33-bit and wrap (SCTE 35 §9.6, ISO 13818-1).

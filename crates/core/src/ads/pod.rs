@@ -215,7 +215,7 @@ fn finish(
 /// reason when some are cut.
 pub fn first_urls<'a>(
     who: &str,
-    event: crate::beacon::TrackingEvent,
+    event: crate::ads::beacon::TrackingEvent,
     list: &'a [String],
     limits: TrackingLimits,
     reasons: &mut Vec<String>,
@@ -437,7 +437,7 @@ mod tests {
 
     #[test]
     fn error_reports_are_limited() {
-        use crate::beacon::TrackingEvent::Error;
+        use crate::ads::beacon::TrackingEvent::Error;
         let l = TrackingLimits {
             per_event: 2,
             per_pod: 3,

@@ -8,8 +8,8 @@
 //! A break's id is stable across polls: from splice_event_id /
 //! segmentation_event_id, else from the anchor PDT, else the anchor MSN.
 
+use crate::hls::media::MediaPlaylist;
 use crate::hls::{self, attr, Line};
-use crate::media::MediaPlaylist;
 use crate::scte35::{self, SegmentationTypeId, SpliceCommand, SpliceInfoSection};
 use serde::{Deserialize, Serialize};
 
@@ -466,7 +466,7 @@ fn sanitize(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media;
+    use crate::hls::media;
 
     const HDR: &str = "#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:10\n#EXT-X-PROGRAM-DATE-TIME:2025-01-01T00:00:00.000Z\n#EXTINF:2.0,\na.ts\n";
 

@@ -12,14 +12,19 @@
 //! is neither published nor served until its one decision arrives, and the
 //! published watermark (`checked_through_msn`) never passes a pending
 //! break, so no edge node trusts a view that lacks it.
+
 #![cfg_attr(
     not(test),
     deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
 )]
 
-use crate::cues::CueEvent;
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // until converted
+pub mod monitor;
+#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // until converted
+pub mod sequencer;
 use crate::model::{BreakEntry, BreakRecord, BreakSource, ChannelBreaks, Pod};
-use crate::sequencer::{self, Action, BreakPolicy, OriginWindow};
+use crate::scte35::cues::CueEvent;
+use sequencer::{Action, BreakPolicy, OriginWindow};
 use serde::{Deserialize, Serialize};
 
 /// A pending break is asked for again after this long without an answer
@@ -105,7 +110,7 @@ pub enum Input {
 impl Input {
     /// The input for an origin window examined in full (all its cues).
     pub fn examined(
-        m: &crate::media::MediaPlaylist<'_>,
+        m: &crate::hls::media::MediaPlaylist<'_>,
         events: Vec<CueEvent>,
         cadence_ms: u64,
     ) -> Input {
@@ -437,9 +442,9 @@ impl Channel {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cues::CueKind;
+    use crate::channel::sequencer::tests::cue;
     use crate::model::Slate;
-    use crate::sequencer::tests::cue;
+    use crate::scte35::cues::CueKind;
 
     fn window(events: Vec<CueEvent>, last: u64) -> Input {
         Input::Window {
@@ -730,6 +735,7 @@ mod tests {
 
         proptest! {
             #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
             /// Any interleaving of windows, cues, decisions (late, repeated,
             /// out of order) and alarms: each break is registered once and
             /// decided once, is never both pending and decided, every

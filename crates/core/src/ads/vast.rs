@@ -8,8 +8,8 @@
 //! Limits: body size, ads per document, element depth — each with its own
 //! error; never a panic on malformed XML.
 
+use crate::ads::pod::{build_pod, PodRequest};
 use crate::model::{Pod, PodItem, PodSource, Slate, Tracking};
-use crate::pod::{build_pod, PodRequest};
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
@@ -493,7 +493,7 @@ pub fn parse_duration(s: &str) -> Option<f64> {
 /// resolved to (VAST 4.3 §2.4.3.4: wrapper tracking fires too). The lists
 /// are concatenated here, so a chain of documents each under the limits
 /// may make an ad over them: the limits are applied to the merged ad, when
-/// its pod is built ([`crate::pod::limit_tracking`]), which also counts
+/// its pod is built ([`crate::ads::pod::limit_tracking`]), which also counts
 /// what it drops for the pod's reasons.
 pub fn merge_wrapper(inline: &mut VastAd, wrapper: &VastAd) {
     inline
@@ -579,7 +579,7 @@ pub fn pod_from_vast(
             personalization_threshold_s: threshold_s,
             capped: &[],
             source: PodSource::Vast,
-            tracking: crate::pod::TrackingLimits::default(),
+            tracking: crate::ads::pod::TrackingLimits::default(),
         },
         items,
         Slate::default(),
@@ -656,7 +656,7 @@ mod tests {
         assert_eq!(inline.impressions.len(), 80);
         let mut items = vec![into_pod_item(inline).unwrap()];
         let mut reasons = Vec::new();
-        crate::pod::limit_tracking(&mut items, Default::default(), &mut reasons);
+        crate::ads::pod::limit_tracking(&mut items, Default::default(), &mut reasons);
         let kept = &items[0].tracking.impression;
         assert_eq!(kept.len(), 64);
         assert!(kept[..40]

@@ -24,8 +24,8 @@
     deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
 )]
 
-use crate::cues::{self, CueEvent, Dialect, SegmentationPolicy};
 use crate::scte35;
+use crate::scte35::cues::{self, CueEvent, Dialect, SegmentationPolicy};
 
 const TS_PACKET: usize = 188;
 const SCTE35_STREAM_TYPE: u8 = 0x86;
@@ -553,7 +553,7 @@ mod tests {
         assert_eq!(resume_watermark(Some(5_000), Some(3), Some(9)), None);
         assert_eq!(resume_watermark(Some(5), None, None), None);
     }
-    use crate::cues::CueKind;
+    use crate::scte35::cues::CueKind;
     use crate::scte35::{encode, CueSpec};
 
     fn insert(event_id: u32, pts: Option<u64>) -> Vec<u8> {

@@ -7,7 +7,7 @@
 //! pre-roll. Percent and position offsets describe VOD content and never
 //! match a live break.
 
-use crate::vast::VastError;
+use crate::ads::vast::VastError;
 use quick_xml::events::Event;
 use quick_xml::name::QName;
 use quick_xml::Reader;
@@ -56,12 +56,13 @@ pub fn parse_time_offset(s: &str) -> Option<TimeOffset> {
     if let Some(n) = s.strip_prefix('#') {
         return n.parse().ok().map(TimeOffset::Position);
     }
-    crate::vast::parse_duration(s).map(|secs| TimeOffset::Clock((secs * 1000.0).round() as i64))
+    crate::ads::vast::parse_duration(s)
+        .map(|secs| TimeOffset::Clock((secs * 1000.0).round() as i64))
 }
 
 /// Parse a VMAP document (any namespace prefix).
 pub fn parse(xml: &str) -> Result<Vec<AdBreak>, VastError> {
-    if xml.len() > crate::vast::MAX_VAST_BYTES {
+    if xml.len() > crate::ads::vast::MAX_VAST_BYTES {
         return Err(VastError::TooLarge { len: xml.len() });
     }
     let mut r = Reader::from_str(xml);
@@ -269,7 +270,7 @@ mod tests {
         match &b[1].source {
             Some(AdSource::VastData(v)) => {
                 assert!(v.starts_with("<VAST version=\"3.0\">") && v.ends_with("</VAST>"));
-                assert_eq!(crate::vast::parse(v).unwrap().ads[0].id, "n");
+                assert_eq!(crate::ads::vast::parse(v).unwrap().ads[0].id, "n");
             }
             other => panic!("{other:?}"),
         }

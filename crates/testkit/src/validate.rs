@@ -9,7 +9,7 @@
 //! (MEDIA-SEQUENCE / DISCONTINUITY-SEQUENCE never go back, TARGETDURATION
 //! never changes, window at least three target durations).
 
-use crate::hls::{self, Line};
+use cf_ssai_core::hls::{self, Line};
 use std::collections::HashMap;
 
 #[derive(Debug, Clone, PartialEq)]

@@ -8,10 +8,10 @@
     deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
 )]
 
-use crate::cues::CueEvent;
-use crate::media::MediaPlaylist;
+use crate::channel::sequencer;
+use crate::hls::media::MediaPlaylist;
 use crate::model::{ChannelBreaks, ChannelView};
-use crate::sequencer;
+use crate::scte35::cues::CueEvent;
 
 /// How long a location keeps the DO's answer: fan-in to the channel's one
 /// object is then about one call per location per second, whatever the

@@ -1,0 +1,12 @@
+//! Test support for cf-ssai, kept out of the product crate: nothing here
+//! runs in a worker.
+//!
+//! - [`sim`]: a live origin as a pure function of `now` (variant playlists
+//!   with SCTE-35 breaks in a chosen dialect), served by `cf-ssai origin`
+//!   and stepped over time by the scenario tests.
+//! - [`validate`]: the RFC 8216 live-playlist rules a stateless splice must
+//!   keep across reloads, nodes and viewers, used by the scenario tests and
+//!   by `cf-ssai validate`.
+
+pub mod sim;
+pub mod validate;
