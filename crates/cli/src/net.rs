@@ -97,7 +97,7 @@ pub fn fetch_source(
         )
     };
     let mut url = cf_ssai_core::control::config::check_url_allowing(url, allow_private)
-        .map_err(|e| fail(FailureCategory::SourceRefused, e))?;
+        .map_err(|e| fail(FailureCategory::SourceRefused, e.to_string()))?;
     for _hop in 0..=5 {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -146,7 +146,7 @@ pub fn fetch_source(
                     })?;
                 url =
                     cf_ssai_core::control::config::check_url_allowing(next.as_str(), allow_private)
-                        .map_err(|e| fail(FailureCategory::SourceRefused, e))?;
+                        .map_err(|e| fail(FailureCategory::SourceRefused, e.to_string()))?;
                 continue;
             }
             code => {

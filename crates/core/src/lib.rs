@@ -20,6 +20,10 @@
 
 pub mod model;
 
+pub mod net;
+
+pub mod openmetrics;
+
 pub mod hls;
 
 pub mod scte35;

@@ -300,6 +300,33 @@ impl ChannelView {
     }
 }
 
+/// A VAST tracking event kind (what a beacon reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "camelCase")]
+pub enum TrackingEvent {
+    Impression,
+    Start,
+    FirstQuartile,
+    Midpoint,
+    ThirdQuartile,
+    Complete,
+    Error,
+}
+
+impl TrackingEvent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TrackingEvent::Impression => "impression",
+            TrackingEvent::Start => "start",
+            TrackingEvent::FirstQuartile => "firstQuartile",
+            TrackingEvent::Midpoint => "midpoint",
+            TrackingEvent::ThirdQuartile => "thirdQuartile",
+            TrackingEvent::Complete => "complete",
+            TrackingEvent::Error => "error",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Tracking {
     #[serde(default)]
@@ -321,8 +348,8 @@ pub struct Tracking {
 impl Tracking {
     /// Every event kind's URL list, impressions first: when a budget runs
     /// out, what is paid for keeps its URLs longest.
-    pub fn lists_mut(&mut self) -> [(crate::ads::beacon::TrackingEvent, &mut Vec<String>); 7] {
-        use crate::ads::beacon::TrackingEvent as E;
+    pub fn lists_mut(&mut self) -> [(TrackingEvent, &mut Vec<String>); 7] {
+        use TrackingEvent as E;
         [
             (E::Impression, &mut self.impression),
             (E::Start, &mut self.start),

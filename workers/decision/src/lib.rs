@@ -6,46 +6,17 @@
 //! core (`pod`, `vast`, `vmap`, `decision`); this worker does the I/O and
 //! caches.
 
-use cf_ssai_core::decision::CapState;
-use cf_ssai_core::metrics::Batch;
+use cf_ssai_core::ads::decision::CapState;
+use cf_ssai_core::ads::pod::{build_pod, PodRequest};
+use cf_ssai_core::ads::request::{BreakKind, DecisionRequest, Viewer};
+use cf_ssai_core::ads::vmap::AdSource;
+use cf_ssai_core::control::metrics::Batch;
 use cf_ssai_core::model::{AdRendition, PodItem, PodSource, Slate, Tracking};
-use cf_ssai_core::pod::{build_pod, PodRequest};
-use cf_ssai_core::vmap::AdSource;
 use serde::Deserialize;
 use worker::*;
 use worker_shared::{bindings, error, json};
 
 mod vast;
-
-#[derive(Debug, Deserialize)]
-struct DecisionRequest {
-    org: Option<String>,
-    channel: Option<String>,
-    break_id: Option<String>,
-    duration_s: Option<f64>,
-    cadence_ms: Option<u64>,
-    /// What opened the break: scte35 (default), cue, scheduled, preroll.
-    #[serde(default)]
-    kind: Option<String>,
-    /// The break's start (epoch ms), for VMAP clock offsets.
-    #[serde(default)]
-    start_ms: Option<i64>,
-    #[serde(default)]
-    viewer: Viewer,
-    /// The break's `EXT-X-ASSET` attributes: `[asset.KEY]` macros.
-    #[serde(default)]
-    asset: std::collections::BTreeMap<String, String>,
-}
-
-#[derive(Debug, Default, Deserialize, serde::Serialize)]
-struct Viewer {
-    #[serde(default)]
-    geo: String,
-    #[serde(default)]
-    consent: String,
-    #[serde(default)]
-    bucket: String,
-}
 
 #[event(start)]
 fn start() {
@@ -62,55 +33,29 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     match (req.method(), req.path().as_str()) {
         (Method::Get, "/healthz") => Response::ok("decision ok"),
         (Method::Post, "/decision") => {
-            let body = req.bytes().await?;
-            if body.len() > 64 * 1024 {
-                return error(400, "body: over the 64 KiB limit");
+            match DecisionRequest::parse(&req.bytes().await?) {
+                Ok(r) => decide(r, &env, &ctx).await,
+                Err(e) => error(400, e),
             }
-            let r: DecisionRequest = match serde_json::from_slice(&body) {
-                Ok(r) => r,
-                Err(e) => return error(400, format!("body: invalid JSON: {e}")),
-            };
-            decide(r, &env, &ctx).await
         }
         _ => error(404, "no such route"),
     }
 }
 
 async fn decide(r: DecisionRequest, env: &Env, worker_ctx: &Context) -> Result<Response> {
-    let Some(org) = r.org.filter(|s| !s.is_empty()) else {
-        return error(400, "org: required");
-    };
-    let Some(slug) = r.channel.filter(|s| !s.is_empty()) else {
-        return error(400, "channel: required");
-    };
-    let Some(break_id) = r.break_id.filter(|s| !s.is_empty() && s.len() <= 128) else {
-        return error(400, "break_id: required (at most 128 characters)");
-    };
-    let duration_s = match r.duration_s {
-        Some(d) if d.is_finite() && d > 0.0 && d <= 3600.0 => d,
-        _ => {
-            return error(
-                400,
-                "duration_s: required, a number of seconds in (0, 3600]",
-            )
-        }
-    };
-    let kind = match r.kind.as_deref() {
-        None | Some("scte35") => "scte35",
-        Some(k @ ("cue" | "scheduled" | "preroll")) => k,
-        Some(other) => {
-            return error(
-                400,
-                format!("kind: {other:?} is not one of scte35, cue, scheduled, preroll"),
-            )
-        }
-    };
+    let DecisionRequest {
+        org,
+        channel: slug,
+        break_id,
+        duration_s,
+        kind,
+        ..
+    } = r.clone();
     let Some(ch) = worker_shared::load_channel(env, &org, &slug).await? else {
         return error(404, format!("channel {org}/{slug} not found"));
     };
     let cadence_ms = r
-        .cadence_ms
-        .filter(|c| (200..=20_000).contains(c))
+        .cadence_in_range()
         .or((ch.config.cadence_ms > 0).then_some(ch.config.cadence_ms))
         .unwrap_or(2000);
     let kv = env.kv(bindings::KV)?;
@@ -119,7 +64,7 @@ async fn decide(r: DecisionRequest, env: &Env, worker_ctx: &Context) -> Result<R
     // Cached pods would ignore frequency caps and VMAP's per-break
     // schedule: cache only decisions that depend on the request alone.
     let cacheable =
-        cfg.decision_cache_s > 0 && !cap.enabled() && kind != "scheduled" && kind != "preroll";
+        cfg.decision_cache_s > 0 && !cap.enabled() && !kind.follows_schedule();
     let cache_key = format!(
         "decision:{org}:{slug}:{cadence_ms}:{}:{}:{}:{}",
         (duration_s * 1000.0).round() as u64,
@@ -191,7 +136,8 @@ async fn decide(r: DecisionRequest, env: &Env, worker_ctx: &Context) -> Result<R
             }
             note_call(&mut calls, &cfg.decision_api_url, t0, reasons.get(n0..));
             if let Ok(resp) = resp {
-                let items = cf_ssai_core::decision::map_external(&resp, &lib.items, &mut reasons);
+                let items =
+                    cf_ssai_core::ads::decision::map_external(&resp, &lib.items, &mut reasons);
                 if !items.is_empty() {
                     source = PodSource::Api;
                     candidates.extend(items);
@@ -211,10 +157,7 @@ async fn decide(r: DecisionRequest, env: &Env, worker_ctx: &Context) -> Result<R
         asset: &r.asset,
         limits: cfg.tracking_limits,
     };
-    if candidates.is_empty()
-        && !cfg.vmap_url.is_empty()
-        && (kind == "scheduled" || kind == "preroll")
-    {
+    if candidates.is_empty() && !cfg.vmap_url.is_empty() && kind.follows_schedule() {
         if let Some(l) = left(&mut reasons, "VMAP") {
             let (t0, n0, f0) = (worker_shared::now_ms(), reasons.len(), vast::fetches());
             let items = vmap_step(
@@ -314,7 +257,7 @@ fn note_call(b: &mut Batch, url: &str, started_ms: i64, added: Option<&[String]>
         .ok()
         .and_then(|u| u.host_str().map(String::from))
         .unwrap_or_else(|| "invalid".into());
-    let outcome = cf_ssai_core::metrics::call_outcome(added.unwrap_or_default());
+    let outcome = cf_ssai_core::control::metrics::call_outcome(added.unwrap_or_default());
     let labels = [("server", host.as_str())];
     b.add(
         "ad_server_requests_total",
@@ -339,7 +282,7 @@ struct VastCtx<'a> {
     asset: &'a std::collections::BTreeMap<String, String>,
     /// Bounds on tracking fan-out: the pod's, and the `<Error>` reports
     /// this decision sends for the ads it rejects.
-    limits: cf_ssai_core::pod::TrackingLimits,
+    limits: cf_ssai_core::ads::pod::TrackingLimits,
 }
 
 impl VastCtx<'_> {
@@ -351,13 +294,13 @@ impl VastCtx<'_> {
         budget_ms: u64,
         reasons: &mut Vec<String>,
     ) -> Vec<cf_ssai_core::model::PodItem> {
-        let url = cf_ssai_core::beacon::fill_asset_macros(
+        let url = cf_ssai_core::ads::beacon::fill_asset_macros(
             &fill_tag(tag, self.duration_s, self.viewer, worker_shared::now_ms()),
             self.asset,
         );
         // Cached per tag, viewer and (when the tag uses them) asset values.
         let asset_key = if tag.contains("[asset.") {
-            cf_ssai_core::beacon::fill_asset_macros(tag, self.asset)
+            cf_ssai_core::ads::beacon::fill_asset_macros(tag, self.asset)
         } else {
             String::new()
         };
@@ -395,7 +338,7 @@ async fn vmap_step(
     ctx: &VastCtx<'_>,
     vmap_url: &str,
     break_id: &str,
-    kind: &str,
+    kind: BreakKind,
     start_ms: Option<i64>,
     budget_ms: u64,
     reasons: &mut Vec<String>,
@@ -404,7 +347,7 @@ async fn vmap_step(
     let private_ok = &worker_shared::private_policy(ctx.env);
     let breaks = match vast::fetch_cached(vmap_url, vmap_url, ctx.cache_s, deadline, private_ok)
         .await
-        .and_then(|t| cf_ssai_core::vmap::parse(&t).map_err(|e| e.to_string()))
+        .and_then(|t| cf_ssai_core::ads::vmap::parse(&t).map_err(|e| e.to_string()))
     {
         Ok(b) => b,
         Err(e) => {
@@ -415,7 +358,8 @@ async fn vmap_step(
     let tolerance = ((ctx.duration_s * 500.0) as i64).max(ctx.cadence_ms as i64);
     // `/cue` names breaks "cue-{event_id}"; VMAP names the event.
     let id = break_id.strip_prefix("cue-").unwrap_or(break_id);
-    let Some(b) = cf_ssai_core::vmap::select(&breaks, id, kind == "preroll", start_ms, tolerance)
+    let Some(b) =
+        cf_ssai_core::ads::vmap::select(&breaks, id, kind == BreakKind::Preroll, start_ms, tolerance)
     else {
         reasons.push("VMAP: no break matches".into());
         return Vec::new();
@@ -463,8 +407,8 @@ async fn external(
     duration_s: f64,
     v: &Viewer,
     timeout_ms: u64,
-) -> std::result::Result<cf_ssai_core::decision::ExternalResponse, String> {
-    let body = serde_json::to_string(&cf_ssai_core::decision::ExternalRequest {
+) -> std::result::Result<cf_ssai_core::ads::decision::ExternalResponse, String> {
+    let body = serde_json::to_string(&cf_ssai_core::ads::decision::ExternalRequest {
         channel,
         break_id,
         duration_s,
@@ -489,7 +433,7 @@ async fn external(
         return Err(format!("HTTP {}", resp.status));
     }
     let text = resp.text().map_err(|e| e.to_string())?;
-    cf_ssai_core::decision::parse_external(&text)
+    cf_ssai_core::ads::decision::parse_external(&text)
 }
 
 /// Fill the tag's macros (VAST 4.3 §6): cache buster, timestamp, break
@@ -497,7 +441,7 @@ async fn external(
 fn fill_tag(tag: &str, duration_s: f64, v: &Viewer, now_ms: i64) -> String {
     let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
     let cb = (now_ms as u32).wrapping_mul(2_654_435_761) % 100_000_000;
-    cf_ssai_core::beacon::fill_macros(tag, now_ms, cb, None)
+    cf_ssai_core::ads::beacon::fill_macros(tag, now_ms, cb, None)
         .replace(
             "[BREAKMAXDURATION]",
             &format!("{}", (duration_s * 1000.0).round() as u64),
@@ -548,7 +492,7 @@ async fn library(env: &Env, org: &str, slug: &str) -> Result<vast::Library> {
         .map(|r| r.results())
         .transpose()?
         .unwrap_or_default();
-    let jobs: Vec<cf_ssai_core::conditioning::JobState> = res
+    let jobs: Vec<cf_ssai_core::ads::conditioning::JobState> = res
         .next()
         .map(|r| r.results())
         .transpose()?
@@ -595,7 +539,11 @@ async fn library(env: &Env, org: &str, slug: &str) -> Result<vast::Library> {
 /// conditioned media (after the answer: the waterfall's budget is not
 /// spent on it). One job per identity; a job seen again is counted, a
 /// job whose source changed is queued again with the new source.
-async fn record_jobs(env: Env, org: String, jobs: Vec<cf_ssai_core::conditioning::JobRequest>) {
+async fn record_jobs(
+    env: Env,
+    org: String,
+    jobs: Vec<cf_ssai_core::ads::conditioning::JobRequest>,
+) {
     let Ok(db) = env.d1(bindings::DB) else { return };
     let now = worker_shared::now_ms() as f64;
     let mut seen = std::collections::HashSet::new();
@@ -621,7 +569,7 @@ async fn record_jobs(env: Env, org: String, jobs: Vec<cf_ssai_core::conditioning
                     (j.source.file_size as f64).into(),
                     serde_json::to_string(&j.source).ok()?.into(),
                     now.into(),
-                    f64::from(cf_ssai_core::conditioning::MAX_QUEUED_PER_ORG).into(),
+                    f64::from(cf_ssai_core::ads::conditioning::MAX_QUEUED_PER_ORG).into(),
                 ])
                 .ok()
         })

@@ -712,21 +712,24 @@ impl ChannelDO {
 /// One decision for a break, from the decision service; slate-only (an
 /// empty slate keeps the content) when it fails or times out.
 async fn decide(env: Env, c: ChannelRef, r: BreakRecord) -> Pod {
-    let body = serde_json::json!({
-        "org": c.org,
-        "channel": c.slug,
-        "break_id": r.id,
-        "duration_s": r.duration_ms as f64 / 1000.0,
-        "cadence_ms": r.cadence_ms,
-        "kind": match r.source {
-            BreakSource::Scte35 => "scte35",
-            BreakSource::Manual => "cue",
-            BreakSource::Scheduled => "scheduled",
+    use cf_ssai_core::ads::request::{BreakKind, DecisionRequest, Viewer};
+    let request = DecisionRequest {
+        org: c.org.clone(),
+        channel: c.slug.clone(),
+        break_id: r.id.clone(),
+        duration_s: r.duration_ms as f64 / 1000.0,
+        cadence_ms: Some(r.cadence_ms),
+        kind: match r.source {
+            BreakSource::Scte35 => BreakKind::Scte35,
+            BreakSource::Manual => BreakKind::Cue,
+            BreakSource::Scheduled => BreakKind::Scheduled,
         },
-        "start_ms": r.anchor_pdt_ms,
-        "asset": r.asset,
-    });
+        start_ms: r.anchor_pdt_ms,
+        viewer: Viewer::default(),
+        asset: r.asset.clone(),
+    };
     let attempt = async {
+        let body = serde_json::to_string(&request)?;
         // The service keeps its own budget; this deadline is the
         // poller's guarantee that a stuck call cannot stall it.
         let mut resp = worker_shared::call_internal(

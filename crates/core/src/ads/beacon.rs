@@ -5,31 +5,9 @@
 
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
-#[serde(rename_all = "camelCase")]
-pub enum TrackingEvent {
-    Impression,
-    Start,
-    FirstQuartile,
-    Midpoint,
-    ThirdQuartile,
-    Complete,
-    Error,
-}
-
-impl TrackingEvent {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TrackingEvent::Impression => "impression",
-            TrackingEvent::Start => "start",
-            TrackingEvent::FirstQuartile => "firstQuartile",
-            TrackingEvent::Midpoint => "midpoint",
-            TrackingEvent::ThirdQuartile => "thirdQuartile",
-            TrackingEvent::Complete => "complete",
-            TrackingEvent::Error => "error",
-        }
-    }
-}
+/// The VAST tracking event kinds; defined with the pod's records in
+/// [`crate::model`] (its `Tracking` lists them) and re-exported here.
+pub use crate::model::TrackingEvent;
 
 /// One beacon to fire: a queue message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -294,8 +272,8 @@ pub fn fill_macros(url: &str, now_ms: i64, cachebuster: u32, error_code: Option<
 }
 
 /// Only http(s) URLs; no loopback/private targets unless allowed (dev).
-pub fn check_url(u: &str, private_ok: bool) -> Result<(), String> {
-    crate::control::config::check_origin_url(u, private_ok).map(|_| ())
+pub fn check_url(u: &str, private_ok: bool) -> Result<(), crate::net::UrlRefused> {
+    crate::net::check_origin_url(u, private_ok).map(|_| ())
 }
 
 /// Where an event sits in an ad's playback: impression and start 0,

@@ -465,7 +465,7 @@ pub fn stats(jobs: &[JobStat], now_ms: i64, window_ms: i64) -> Stats {
 impl Stats {
     /// The OpenMetrics families (gauges: a snapshot of D1 at scrape time).
     pub fn openmetrics(&self, org: &str) -> String {
-        let o = crate::control::metrics::label_value(org);
+        let o = crate::openmetrics::label_value(org);
         let mut out = String::new();
         let mut fam = |name: &str, help: &str, lines: Vec<(String, f64)>| {
             out.push_str(&format!(

@@ -34,20 +34,8 @@ pub const HOUR_RETENTION_MS: i64 = 90 * 24 * 3_600_000;
 pub const MINUTE_MS: i64 = 60_000;
 pub const HOUR_MS: i64 = 3_600_000;
 
-/// Label values are host names, reason kinds and sources: anything else
-/// is replaced so a key always parses back.
-pub fn label_value(v: &str) -> String {
-    v.chars()
-        .take(100)
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '+') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
+/// Label escaping lives in the bottom layer (ads use it too).
+pub use crate::openmetrics::label_value;
 
 /// The series key of `name` with `labels`, in Prometheus text syntax.
 pub fn series_key(name: &str, labels: &[(&str, &str)]) -> String {
