@@ -32,12 +32,10 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     }
     match (req.method(), req.path().as_str()) {
         (Method::Get, "/healthz") => Response::ok("decision ok"),
-        (Method::Post, "/decision") => {
-            match DecisionRequest::parse(&req.bytes().await?) {
-                Ok(r) => decide(r, &env, &ctx).await,
-                Err(e) => error(400, e),
-            }
-        }
+        (Method::Post, "/decision") => match DecisionRequest::parse(&req.bytes().await?) {
+            Ok(r) => decide(r, &env, &ctx).await,
+            Err(e) => error(400, e),
+        },
         _ => error(404, "no such route"),
     }
 }
@@ -63,8 +61,7 @@ async fn decide(r: DecisionRequest, env: &Env, worker_ctx: &Context) -> Result<R
     let cap = cfg.frequency_cap;
     // Cached pods would ignore frequency caps and VMAP's per-break
     // schedule: cache only decisions that depend on the request alone.
-    let cacheable =
-        cfg.decision_cache_s > 0 && !cap.enabled() && !kind.follows_schedule();
+    let cacheable = cfg.decision_cache_s > 0 && !cap.enabled() && !kind.follows_schedule();
     let cache_key = format!(
         "decision:{org}:{slug}:{cadence_ms}:{}:{}:{}:{}",
         (duration_s * 1000.0).round() as u64,
@@ -358,9 +355,13 @@ async fn vmap_step(
     let tolerance = ((ctx.duration_s * 500.0) as i64).max(ctx.cadence_ms as i64);
     // `/cue` names breaks "cue-{event_id}"; VMAP names the event.
     let id = break_id.strip_prefix("cue-").unwrap_or(break_id);
-    let Some(b) =
-        cf_ssai_core::ads::vmap::select(&breaks, id, kind == BreakKind::Preroll, start_ms, tolerance)
-    else {
+    let Some(b) = cf_ssai_core::ads::vmap::select(
+        &breaks,
+        id,
+        kind == BreakKind::Preroll,
+        start_ms,
+        tolerance,
+    ) else {
         reasons.push("VMAP: no break matches".into());
         return Vec::new();
     };
