@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod cue;
 pub mod media_http;
 pub mod metrics;
 pub mod session;
