@@ -4,8 +4,8 @@
 //! backoff (never `ack_all` over failures), and lets the queue dead-letter
 //! what keeps failing.
 
-use cf_ssai_core::beacon::{self, BeaconMessage};
-use cf_ssai_core::metrics::Batch;
+use cf_ssai_core::ads::beacon::{self, BeaconMessage};
+use cf_ssai_core::control::metrics::Batch;
 use futures::future::join_all;
 use std::collections::HashMap;
 use worker::*;

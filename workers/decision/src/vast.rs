@@ -2,14 +2,14 @@
 //! to a depth of 5, map creatives to conditioned media from the ad library
 //! (by creative id or UniversalAdId), and report rejected ads to their
 //! `<Error>` URLs through the beacon queue. Parsing and merging are the
-//! core's (`cf_ssai_core::vast`).
+//! core's (`cf_ssai_core::ads::vast`).
 
-use cf_ssai_core::beacon::{self, BeaconMessage, TrackingEvent, TrackingEvent::Error};
-use cf_ssai_core::conditioning::{self, JobRequest, JobState};
-use cf_ssai_core::decision::{self as core_decision, TtlCache};
+use cf_ssai_core::ads::beacon::{self, BeaconMessage, TrackingEvent, TrackingEvent::Error};
+use cf_ssai_core::ads::conditioning::{self, JobRequest, JobState};
+use cf_ssai_core::ads::decision::{self as core_decision, TtlCache};
 use cf_ssai_core::model::{AdRendition, PodItem};
-use cf_ssai_core::pod::{self as core_pod, TrackingLimits};
-use cf_ssai_core::vast::{self as core_vast, error_code, Creative, VastAd};
+use cf_ssai_core::ads::pod::{self as core_pod, TrackingLimits};
+use cf_ssai_core::ads::vast::{self as core_vast, error_code, Creative, VastAd};
 use std::cell::RefCell;
 use worker::*;
 use worker_shared::{bindings, now_ms};
@@ -67,7 +67,7 @@ pub async fn fetch_cached(
     deadline: i64,
     private_ok: &str,
 ) -> std::result::Result<String, String> {
-    cf_ssai_core::config::check_url_allowing(url, private_ok)?;
+    cf_ssai_core::control::config::check_url_allowing(url, private_ok)?;
     let now = now_ms();
     if ttl_s > 0 {
         if let Some(hit) = CACHE.with(|c| c.borrow().get(cache_key, now).map(String::from)) {
@@ -259,7 +259,7 @@ fn library_match_at<'a>(
         let segs = l.segments_at(cadence_ms) as usize;
         l.renditions
             .iter()
-            .any(|r| cf_ssai_core::pod::fits_cadence(r, cadence_ms, segs))
+            .any(|r| cf_ssai_core::ads::pod::fits_cadence(r, cadence_ms, segs))
     };
     if cadence_ms == 0 {
         return first;
@@ -392,7 +392,7 @@ fn map_ad(
     let segs = item.segments_at(cadence_ms) as usize;
     // Only renditions cut to the channel's cadence can be spliced.
     item.renditions
-        .retain(|r| cf_ssai_core::pod::fits_cadence(r, cadence_ms, segs));
+        .retain(|r| cf_ssai_core::ads::pod::fits_cadence(r, cadence_ms, segs));
     if item.renditions.is_empty() {
         return Err((
             "renditions do not fit the cadence".into(),

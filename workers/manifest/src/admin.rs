@@ -2,9 +2,11 @@
 //! bindings smoke check. Every route here is authenticated (JWT or API key)
 //! and scoped to the principal's org.
 
-use cf_ssai_core::auth::{self, Principal, Scope};
-use cf_ssai_core::config::ChannelConfig;
-use cf_ssai_core::{media, media_http, model};
+use cf_ssai_core::control::auth::{self, Principal, Scope};
+use cf_ssai_core::control::config::ChannelConfig;
+use cf_ssai_core::control::media_http;
+use cf_ssai_core::hls::media;
+use cf_ssai_core::model;
 use serde::Deserialize;
 use worker::*;
 use worker_shared::channel_client::{ChannelClient, ChannelRef, CueCommand, CueRequest};
@@ -223,7 +225,7 @@ async fn org_route(
             struct Org {
                 name: String,
                 #[serde(default)]
-                conditioning: Option<cf_ssai_core::conditioning::Settings>,
+                conditioning: Option<cf_ssai_core::ads::conditioning::Settings>,
             }
             let o: Org = match body_json(req).await {
                 Ok(o) => o,
@@ -604,7 +606,7 @@ async fn org_route(
             // The conditioner's queue, latency and failures: a snapshot of
             // D1 at scrape time (gauges), before the closing `# EOF`.
             let cond = conditioning_stats(&db, org).await?.openmetrics(org);
-            let mut r = Response::ok(cf_ssai_core::metrics::openmetrics(org, &totals, &cond))?;
+            let mut r = Response::ok(cf_ssai_core::control::metrics::openmetrics(org, &totals, &cond))?;
             r.headers_mut().set(
                 "Content-Type",
                 "application/openmetrics-text; version=1.0.0; charset=utf-8",
@@ -629,8 +631,8 @@ async fn org_route(
 async fn conditioning_stats(
     db: &D1Database,
     org: &str,
-) -> Result<cf_ssai_core::conditioning::Stats> {
-    use cf_ssai_core::conditioning as c;
+) -> Result<cf_ssai_core::ads::conditioning::Stats> {
+    use cf_ssai_core::ads::conditioning as c;
     const WINDOW_MS: i64 = 3_600_000;
     let now = now_ms();
     let rows: Vec<c::JobStat> = db
@@ -650,7 +652,7 @@ async fn conditioning_stats(
 /// attempts left fail first. Answers the job with its org's conditioning
 /// settings and the cadences its channels use, or 204.
 async fn conditioning_lease(req: &mut Request, env: &Env) -> Result<Response> {
-    use cf_ssai_core::conditioning as c;
+    use cf_ssai_core::ads::conditioning as c;
     #[derive(Deserialize)]
     struct Lease {
         owner: String,
@@ -757,7 +759,7 @@ async fn conditioning_complete(
     org: &str,
     id: &str,
 ) -> Result<Response> {
-    use cf_ssai_core::conditioning as c;
+    use cf_ssai_core::ads::conditioning as c;
     #[derive(Deserialize)]
     struct Done {
         owner: String,
@@ -829,7 +831,7 @@ async fn conditioning_complete(
 /// `step` in seconds (default: about 120 points, whole hours once the
 /// range reaches rolled-up data).
 async fn metrics_report(req: &Request, db: &D1Database, org: &str) -> Result<Response> {
-    use cf_ssai_core::metrics as m;
+    use cf_ssai_core::control::metrics as m;
     let url = req.url()?;
     let q = |k: &str| {
         url.query_pairs()

@@ -4,13 +4,13 @@
 //! and runs the channel's poller on alarms at segment cadence.
 
 use cf_ssai_core::channel::{Channel, Effect, Input, Reply, Step};
-use cf_ssai_core::config::{ChannelConfig, CueSource};
-use cf_ssai_core::cues;
-use cf_ssai_core::media;
-use cf_ssai_core::metrics::{self as core_metrics, Batch, Pending};
+use cf_ssai_core::control::config::{ChannelConfig, CueSource};
+use cf_ssai_core::scte35::cues;
+use cf_ssai_core::hls::media;
+use cf_ssai_core::control::metrics::{self as core_metrics, Batch, Pending};
 use cf_ssai_core::model::{BreakRecord, BreakSource, Pod, Slate};
-use cf_ssai_core::monitor::{self, PollStats};
-use cf_ssai_core::sequencer::{self, BreakPolicy};
+use cf_ssai_core::channel::monitor::{self, PollStats};
+use cf_ssai_core::channel::sequencer::{self, BreakPolicy};
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -406,7 +406,7 @@ impl ChannelDO {
                     .await
                     .ok()
                     .map(|ch| ch.breaks.checked_through_msn);
-                let w = cf_ssai_core::inband::resume_watermark(
+                let w = cf_ssai_core::scte35::inband::resume_watermark(
                     persisted,
                     m.segments.first().map(|s| s.msn),
                     m.last_msn(),
@@ -485,7 +485,7 @@ impl ChannelDO {
                     break;
                 }
             };
-            let (evs, warnings) = cf_ssai_core::inband::detect_segment(
+            let (evs, warnings) = cf_ssai_core::scte35::inband::detect_segment(
                 &got.body,
                 seg.msn,
                 seg.pdt_ms,

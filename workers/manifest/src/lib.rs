@@ -9,7 +9,7 @@ mod conditioner_do;
 mod origin;
 mod playback;
 
-use cf_ssai_core::media_http;
+use cf_ssai_core::control::media_http;
 pub use channel_do::ChannelDO;
 pub use conditioner_do::ConditionerContainer;
 use worker::*;

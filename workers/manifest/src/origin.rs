@@ -2,8 +2,9 @@
 //! an open proxy: only paths under the channel's origin directory), the
 //! polled variant, cadence, and channel health in D1.
 
-use cf_ssai_core::config::ChannelConfig;
-use cf_ssai_core::{hls, master, media::MediaPlaylist};
+use cf_ssai_core::control::config::ChannelConfig;
+use cf_ssai_core::hls::{self, media::MediaPlaylist};
+use cf_ssai_core::splice::master;
 use worker::*;
 use worker_shared::channel_client::ChannelRef;
 use worker_shared::{bindings, now_ms};

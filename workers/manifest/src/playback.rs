@@ -1,12 +1,16 @@
 //! The playback path: origin → cues → break entries (KV, else the Channel
 //! DO) → splice. Stateless; every failure about ads serves the content.
 
-use cf_ssai_core::ad_route::AdSegmentRoute;
-use cf_ssai_core::config::choose_mode;
-use cf_ssai_core::edge;
+use cf_ssai_core::splice::ad_route::AdSegmentRoute;
+use cf_ssai_core::control::config::choose_mode;
+use cf_ssai_core::splice::edge;
 use cf_ssai_core::model::{BreakEntry, ChannelBreaks, ChannelView, Pod};
 use cf_ssai_core::splice::{self, Mode, SpliceInput, Variant};
-use cf_ssai_core::{cues, hls, master, media, sequencer, session, sgai};
+use cf_ssai_core::channel::sequencer;
+use cf_ssai_core::control::session;
+use cf_ssai_core::hls::{self, media};
+use cf_ssai_core::scte35::cues;
+use cf_ssai_core::splice::{master, sgai};
 use worker::*;
 use worker_shared::channel_client::{ChannelClient, ChannelRef, SyncRequest};
 use worker_shared::{bindings, error, Channel};
@@ -19,7 +23,7 @@ thread_local! {
     /// Playlist requests not yet written, per channel: an isolate serving
     /// thousands of requests writes its counts at most every
     /// [`PLAYLIST_METRICS_FLUSH_MS`], off the response path.
-    static PLAYLIST_METRICS: std::cell::RefCell<cf_ssai_core::metrics::Pending> =
+    static PLAYLIST_METRICS: std::cell::RefCell<cf_ssai_core::control::metrics::Pending> =
         Default::default();
 }
 const PLAYLIST_METRICS_FLUSH_MS: i64 = 10_000;
@@ -733,8 +737,8 @@ pub async fn ad_segment(
     }
     if let Some(sid) = sid.filter(|_| !limited) {
         let h = req.headers();
-        let device = cf_ssai_core::beacon::Device::from_headers(|name| h.get(name).ok().flatten());
-        let mut msgs = cf_ssai_core::beacon::for_delivery(
+        let device = cf_ssai_core::ads::beacon::Device::from_headers(|name| h.get(name).ok().flatten());
+        let mut msgs = cf_ssai_core::ads::beacon::for_delivery(
             &entry.record.id,
             it,
             r,
@@ -751,10 +755,10 @@ pub async fn ad_segment(
             let q = env.queue(bindings::BEACONS)?;
             // Off the response path: the redirect does not wait for the queue.
             // Chunked to sendBatch's limits: one oversized batch loses all.
-            let chunks = cf_ssai_core::beacon::batches(
+            let chunks = cf_ssai_core::ads::beacon::batches(
                 msgs,
-                cf_ssai_core::beacon::MAX_BATCH_MESSAGES,
-                cf_ssai_core::beacon::MAX_BATCH_BYTES,
+                cf_ssai_core::ads::beacon::MAX_BATCH_MESSAGES,
+                cf_ssai_core::ads::beacon::MAX_BATCH_BYTES,
             );
             ctx.wait_until(async move {
                 for chunk in chunks {
@@ -926,7 +930,7 @@ async fn cache_entry(base: &str, ch: &ChannelRef, e: &cf_ssai_core::model::Break
 
 fn respond(
     req: &Request,
-    cfg: &cf_ssai_core::config::ChannelConfig,
+    cfg: &cf_ssai_core::control::config::ChannelConfig,
     body: String,
     target: u64,
 ) -> Result<Response> {
@@ -942,7 +946,7 @@ fn respond(
 
 pub fn cors(
     req: &Request,
-    cfg: &cf_ssai_core::config::ChannelConfig,
+    cfg: &cf_ssai_core::control::config::ChannelConfig,
     h: &mut Headers,
 ) -> Result<()> {
     let origin = req.headers().get("Origin")?;

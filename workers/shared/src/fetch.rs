@@ -40,7 +40,7 @@ pub struct FetchSpec<'a> {
     pub body: Option<&'a str>,
     pub timeout_ms: u64,
     pub max_bytes: usize,
-    /// `ALLOW_PRIVATE_ORIGINS` (see `cf_ssai_core::config::check_url_allowing`).
+    /// `ALLOW_PRIVATE_ORIGINS` (see `cf_ssai_core::control::config::check_url_allowing`).
     pub allow_private: &'a str,
 }
 
@@ -97,7 +97,7 @@ async fn follow(
     signal: &AbortSignal,
 ) -> std::result::Result<Fetched, FetchError> {
     let check = |u: &str| {
-        cf_ssai_core::config::check_url_allowing(u, spec.allow_private).map_err(FetchError::Refused)
+        cf_ssai_core::control::config::check_url_allowing(u, spec.allow_private).map_err(FetchError::Refused)
     };
     let mut url = check(spec.url)?;
     let mut method = spec.method.clone();

@@ -4,7 +4,7 @@
 //! type (RSA for RS256, EC P-256 for ES256) and a JWK's own `alg`, when
 //! present, must match: no algorithm confusion.
 
-use cf_ssai_core::auth::{AuthError, UnverifiedJwt};
+use cf_ssai_core::control::auth::{AuthError, UnverifiedJwt};
 use js_sys::{Object, Reflect, Uint8Array};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;

@@ -3,8 +3,8 @@
 //! JSON responses, and fetch with a timeout. No domain logic: that is in
 //! `cf-ssai-core`.
 
-use cf_ssai_core::auth::{self, AuthError, Principal};
-use cf_ssai_core::config::ChannelConfig;
+use cf_ssai_core::control::auth::{self, AuthError, Principal};
+use cf_ssai_core::control::config::ChannelConfig;
 use serde::{Deserialize, Serialize};
 use worker::*;
 

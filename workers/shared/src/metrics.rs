@@ -1,4 +1,4 @@
-//! Operator metrics in D1 (see `cf_ssai_core::metrics` for what is
+//! Operator metrics in D1 (see `cf_ssai_core::control::metrics` for what is
 //! measured), and structured log lines.
 //!
 //! Why D1 and not Workers Analytics Engine: the figures must be readable
@@ -8,10 +8,10 @@
 //! samples at high volume, and has no local implementation, so it would
 //! need a second path for everything we show. D1 is exact and local, and
 //! its write rate is kept bounded by the writers: pollers and isolates
-//! accumulate in memory ([`cf_ssai_core::metrics::Pending`]) and flush at
+//! accumulate in memory ([`cf_ssai_core::control::metrics::Pending`]) and flush at
 //! most every few seconds; a decision writes once per break.
 
-use cf_ssai_core::metrics::{Batch, HOUR_MS, HOUR_RETENTION_MS, MINUTE_MS, MINUTE_RETENTION_MS};
+use cf_ssai_core::control::metrics::{Batch, HOUR_MS, HOUR_RETENTION_MS, MINUTE_MS, MINUTE_RETENTION_MS};
 use worker::{console_error, console_log, console_warn, Env};
 
 const ADD_MINUTE: &str = "INSERT INTO metric_minutes (org_id, channel, t_ms, series, value) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(org_id, t_ms, channel, series) DO UPDATE SET value = value + excluded.value";
