@@ -5,95 +5,99 @@
 //!
 //! KV values decoded (the channel view, and the pod of each break the
 //! window touches) → origin playlist parsed → cues detected → the view's
-//! vouching checked (`core::edge`) → the breaks the window needs → splice
-//! and render. [`request_old`] is the same with the pre-view KV value (the
+//! vouching checked → the breaks the window needs → splice and render, all
+//! by `core::splice::edge::playlist`, the function the worker drives.
+//! [`request_old`] is the same with the pre-view KV value (the
 //! whole `ChannelBreaks`, every pod inline), for the before/after figure.
 //!
 //! Exports a tiny C ABI (no wasm-bindgen): `alloc`, `run_new`, `run_old`.
 
 use cf_ssai_core::hls::media;
-use cf_ssai_core::model::{BreakEntry, ChannelBreaks, ChannelView, Pod};
+use cf_ssai_core::model::{ChannelBreaks, ChannelView, Pod};
 use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
-use cf_ssai_core::splice::edge::{self, WindowFacts};
-use cf_ssai_core::splice::{self, Mode, SpliceInput, SpliceSettings, Variant};
+use cf_ssai_core::splice::edge::{self, Need, Reads, Source, Step};
+use cf_ssai_core::splice::{Mode, SpliceSettings, Variant};
 
 const CADENCE_MS: u64 = 1920;
 
-fn splice_out(
-    m: &media::MediaPlaylist<'_>,
-    origin: &str,
-    entries: &[BreakEntry],
-    base: u64,
-) -> usize {
+/// The request the manifest worker builds for a demo-rate channel's 360p
+/// variant, and the core's edge driven as the worker drives it
+/// (`splice::edge::playlist`), each read answered by `read` (KV values
+/// decoded): the output's length, 0 when the reads cannot serve the window
+/// without the DO (which the inputs are made to avoid).
+fn serve(origin: &str, read: impl Fn(&Need, &mut Reads) -> bool) -> usize {
     let Ok(url) = url::Url::parse("https://origin.example/live/news/v360/index.m3u8") else {
         return 0;
     };
+    let Ok(m) = media::parse(origin) else {
+        return 0;
+    };
+    let events = cues::detect(&m, &SegmentationPolicy::default()).events;
     let settings = SpliceSettings {
         asset_list_prefix: "/demo/news/interstitials/".into(),
         ..Default::default()
     };
-    splice::splice_media(
-        m,
-        &SpliceInput {
-            origin,
-            playlist_url: &url,
-            breaks: entries,
-            disc_base: base,
-            variant: &Variant {
-                bandwidth: Some(900_000),
-                codecs: Some("avc1.42c01e,mp4a.40.2".into()),
-                kind: Default::default(),
-            },
-            mode: Mode::Ssai,
-            settings: &settings,
-        },
-    )
-    .playlist
-    .len()
+    let variant = Variant {
+        bandwidth: Some(900_000),
+        codecs: Some("avc1.42c01e,mp4a.40.2".into()),
+        kind: Default::default(),
+    };
+    let req = edge::MediaRequest {
+        origin,
+        m: &m,
+        events: &events,
+        cadence_ms: CADENCE_MS,
+        examined: true,
+        ahead: 0,
+        playlist_url: &url,
+        variant: &variant,
+        mode: Mode::Ssai,
+        settings: &settings,
+    };
+    let mut reads = Reads::default();
+    loop {
+        match edge::playlist(&req, &reads) {
+            Step::Done(s) if s.source != Source::Unavailable => return s.output.playlist.len(),
+            Step::Need(n) if read(&n, &mut reads) => {}
+            _ => return 0,
+        }
+    }
 }
 
-/// One request with the bounded view: returns the output's length (0 when
-/// the view cannot vouch, which the inputs are made to avoid).
+/// One request with the bounded view: the view and the pod of each break
+/// the window needs decoded from their KV values as the edge asks for them.
 pub fn request(view_json: &str, pod_json: &str, origin: &str) -> usize {
-    let Ok(view) = serde_json::from_str::<ChannelView>(view_json) else {
-        return 0;
-    };
-    let Ok(m) = media::parse(origin) else {
-        return 0;
-    };
-    let events = cues::detect(&m, &SegmentationPolicy::default()).events;
-    let w = WindowFacts::of(&m, CADENCE_MS);
-    if !edge::view_serves(&view, &events, &w) {
-        return 0;
-    }
-    let (needed, base) = view.needed(w.first_msn, w.last_msn, 0);
-    let mut entries = Vec::with_capacity(needed.len());
-    for r in needed {
-        let Ok(pod) = serde_json::from_str::<Pod>(pod_json) else {
-            return 0;
-        };
-        entries.push(BreakEntry {
-            record: r.clone(),
-            pod,
-        });
-    }
-    splice_out(&m, origin, &entries, base)
+    serve(origin, |need, reads| match need {
+        Need::View => {
+            reads.view = Some(serde_json::from_str::<ChannelView>(view_json).ok());
+            true
+        }
+        Need::Pods(ids) => {
+            for id in ids {
+                let pod = serde_json::from_str::<Pod>(pod_json).ok();
+                reads.pods.insert(id.clone(), pod);
+            }
+            true
+        }
+        // The inputs are made so that the view serves.
+        Need::CachedAnswer | Need::Do(_) => false,
+    })
 }
 
-/// One request as before the bounded view: the whole `ChannelBreaks`.
+/// One request as before the bounded view: the whole `ChannelBreaks`
+/// (every pod inline), served as a location's cached DO answer is.
 pub fn request_old(full_json: &str, origin: &str) -> usize {
-    let Ok(b) = serde_json::from_str::<ChannelBreaks>(full_json) else {
-        return 0;
-    };
-    let Ok(m) = media::parse(origin) else {
-        return 0;
-    };
-    let events = cues::detect(&m, &SegmentationPolicy::default()).events;
-    let w = WindowFacts::of(&m, CADENCE_MS);
-    if !edge::answer_serves(&b, &events, &w) {
-        return 0;
-    }
-    splice_out(&m, origin, &b.entries, b.disc_base)
+    serve(origin, |need, reads| match need {
+        Need::View => {
+            reads.view = Some(None);
+            true
+        }
+        Need::CachedAnswer => {
+            reads.cached_answer = Some(serde_json::from_str::<ChannelBreaks>(full_json).ok());
+            true
+        }
+        Need::Pods(_) | Need::Do(_) => false,
+    })
 }
 
 fn slice<'a>(ptr: *const u8, len: usize) -> &'a str {

@@ -1,7 +1,7 @@
 //! Fan-in at edge scale, simulated with the real playback logic: L
 //! locations, V viewers spread over them reloading every target duration,
 //! each location's KV copy lagging by 0–60 s, a break every minute. Each
-//! request goes through what the manifest worker does (`core::edge`): the
+//! request goes through the manifest worker's own rules (`core::splice::edge::playlist`): the
 //! location's shared-playlist cache (≤ half a target duration), else the KV
 //! view if it vouches for the window, else the location's copy of the DO's
 //! answer (≤ 1 s), else the Channel DO (counted), which is the real channel
@@ -18,10 +18,11 @@ mod common;
 use cf_ssai_core::channel::sequencer::BreakPolicy;
 use cf_ssai_core::channel::{Channel, Effect, Input};
 use cf_ssai_core::hls::media;
-use cf_ssai_core::model::{BreakEntry, ChannelBreaks, ChannelView};
+use cf_ssai_core::model::{ChannelBreaks, ChannelView, Pod};
 use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
-use cf_ssai_core::splice::edge::{self, Source, WindowFacts};
-use cf_ssai_core::splice::{self, Mode, SpliceInput, SpliceSettings, Variant};
+use cf_ssai_core::splice::edge::{self, DoQuery, Source};
+use cf_ssai_core::splice::{Mode, SpliceSettings, Variant};
+use cf_ssai_testkit::edge::EdgeIo;
 use cf_ssai_testkit::sim::SimChannel;
 use cf_ssai_testkit::validate::{Registry, Viewer};
 
@@ -91,6 +92,38 @@ struct Location {
     /// (written at, answer) — the DO-answer cache.
     answer: Option<(i64, ChannelBreaks)>,
     viewer: Viewer,
+}
+
+/// One location serving one request: its lagged KV, its DO-answer cache,
+/// the one Channel DO.
+struct Node<'a> {
+    dobj: &'a mut Do,
+    loc: &'a mut Location,
+    now: i64,
+}
+
+impl EdgeIo for Node<'_> {
+    fn view(&mut self) -> Option<ChannelView> {
+        self.dobj.kv_view(self.now, self.loc.lag_ms).cloned()
+    }
+    fn pod(&mut self, id: &str) -> Option<Pod> {
+        self.dobj.kv_pod(self.now, self.loc.lag_ms, id).cloned()
+    }
+    fn cached_answer(&mut self) -> Option<ChannelBreaks> {
+        let ttl = i64::from(edge::DO_ANSWER_TTL_S) * 1000;
+        self.loc
+            .answer
+            .as_ref()
+            .filter(|(at, _)| self.now - at < ttl)
+            .map(|(_, b)| b.clone())
+    }
+    fn ask_do(&mut self, q: &DoQuery) -> Option<ChannelBreaks> {
+        self.dobj.calls += 1;
+        self.dobj.feed(q.input(), self.now);
+        let b = self.dobj.ch.breaks.clone();
+        self.loc.answer = Some((self.now, b.clone()));
+        Some(b)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -184,65 +217,36 @@ fn simulate(locations: usize, viewers: u64, secs: i64, seed: u64) -> Figures {
             let origin = ch.media(&variant.name, t);
             let m = media::parse(&origin).unwrap();
             let events = cues::detect(&m, &SegmentationPolicy::default()).events;
-            let w = WindowFacts::of(&m, td as u64);
-            let view = dobj.kv_view(t, loc.lag_ms).cloned();
-            let answer = loc
-                .answer
-                .as_ref()
-                .filter(|(at, _)| t - at < edge::DO_ANSWER_TTL_S as i64 * 1000)
-                .map(|(_, b)| b.clone());
-            let mut source = edge::choose(view.as_ref(), answer.as_ref(), &events, &w);
-            let mut entries: Vec<BreakEntry> = Vec::new();
-            let mut disc_base = 0;
-            if source == Source::View {
-                let v = view.as_ref().unwrap();
-                let (needed, base) = v.needed(w.first_msn, w.last_msn, 0);
-                disc_base = base;
-                for r in needed {
-                    match dobj.kv_pod(t, loc.lag_ms, &r.id) {
-                        Some(p) => entries.push(BreakEntry {
-                            record: r.clone(),
-                            pod: p.clone(),
-                        }),
-                        None => source = Source::AskDo,
-                    }
-                }
-            }
-            match source {
+            let variant_info = Variant {
+                bandwidth: Some(variant.bandwidth),
+                codecs: Some(variant.codecs.clone()),
+                kind: Default::default(),
+            };
+            let req = edge::MediaRequest {
+                origin: &origin,
+                m: &m,
+                events: &events,
+                cadence_ms: td as u64,
+                examined: true,
+                ahead: 0,
+                playlist_url: &url,
+                variant: &variant_info,
+                mode: Mode::Ssai,
+                settings: &settings,
+            };
+            let mut node = Node {
+                dobj: &mut dobj,
+                loc: &mut *loc,
+                now: t,
+            };
+            let served = cf_ssai_testkit::edge::serve(&mut node, &req);
+            match served.source {
                 Source::View => f.from_view += 1,
-                Source::CachedAnswer => {
-                    f.from_answer += 1;
-                    let b = answer.unwrap();
-                    disc_base = b.disc_base;
-                    entries = b.entries;
-                }
-                Source::AskDo => {
-                    f.do_calls += 1;
-                    dobj.calls += 1;
-                    dobj.window(&m, td as u64, t);
-                    let b = dobj.ch.breaks.clone();
-                    disc_base = b.disc_base;
-                    entries = b.entries.clone();
-                    loc.answer = Some((t, b));
-                }
+                Source::CachedAnswer => f.from_answer += 1,
+                Source::Do => f.do_calls += 1,
+                Source::Unavailable => unreachable!("the simulated DO always answers"),
             }
-            let out = splice::splice_media(
-                &m,
-                &SpliceInput {
-                    origin: &origin,
-                    playlist_url: &url,
-                    breaks: &entries,
-                    disc_base,
-                    variant: &Variant {
-                        bandwidth: Some(variant.bandwidth),
-                        codecs: Some(variant.codecs.clone()),
-                        kind: Default::default(),
-                    },
-                    mode: Mode::Ssai,
-                    settings: &settings,
-                },
-            )
-            .playlist;
+            let out = served.output.playlist;
             f.ad_segments += out
                 .lines()
                 .filter(|l| l.starts_with("https://ads.test/"))

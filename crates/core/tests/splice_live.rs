@@ -7,8 +7,9 @@ use cf_ssai_core::channel::{Channel, Effect, Input};
 use cf_ssai_core::hls::media;
 use cf_ssai_core::model::*;
 use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
-use cf_ssai_core::splice::edge::{self, WindowFacts};
+use cf_ssai_core::splice::edge::{self, DoQuery};
 use cf_ssai_core::splice::{self, Mode, SpliceInput, SpliceSettings, Variant};
+use cf_ssai_testkit::edge::EdgeIo;
 use cf_ssai_testkit::sim::{SimChannel, SimDialect};
 use cf_ssai_testkit::validate::{Registry, Viewer};
 
@@ -82,7 +83,36 @@ impl Sequencer {
     }
 }
 
-/// The manifest worker's playback path, in process.
+/// An edge node reading a lagged KV and the in-process DO (no location
+/// answer cache here: each miss asks the DO, the strictest case).
+struct Node<'a> {
+    seq: &'a mut Sequencer,
+    kv: ChannelBreaks,
+    now: i64,
+}
+
+impl EdgeIo for Node<'_> {
+    fn view(&mut self) -> Option<ChannelView> {
+        Some(self.kv.view())
+    }
+    fn pod(&mut self, id: &str) -> Option<Pod> {
+        self.kv
+            .entries
+            .iter()
+            .find(|e| e.record.id == id)
+            .map(|e| e.pod.clone())
+    }
+    fn cached_answer(&mut self) -> Option<ChannelBreaks> {
+        None
+    }
+    fn ask_do(&mut self, q: &DoQuery) -> Option<ChannelBreaks> {
+        self.seq.feed(q.input(), self.now);
+        Some(self.seq.ch.breaks.clone())
+    }
+}
+
+/// The manifest worker's playback path, in process: the core's edge
+/// (`splice::edge::playlist`) driven over a node whose KV lags by `lag`.
 fn serve(
     ch: &SimChannel,
     seq: &mut Sequencer,
@@ -94,33 +124,6 @@ fn serve(
     let origin = ch.media(variant, now);
     let m = media::parse(&origin).unwrap();
     let det = cues::detect(&m, &SegmentationPolicy::default());
-    // What the manifest worker does (`core::edge`): the lagged KV view
-    // (records only) and the pods of the breaks the window needs, when the
-    // view vouches for the window and knows its cues; else the DO.
-    let kv = seq.kv_view(now, lag);
-    let view = kv.view();
-    let w = WindowFacts::of(&m, ch.cadence_ms);
-    let (entries, disc_base) = if edge::view_serves(&view, &det.events, &w) {
-        let (needed, base) = view.needed(w.first_msn, w.last_msn, 0);
-        let entries = needed
-            .iter()
-            .map(|r| BreakEntry {
-                record: (*r).clone(),
-                pod: kv
-                    .entries
-                    .iter()
-                    .find(|e| e.record.id == r.id)
-                    .map(|e| e.pod.clone())
-                    .unwrap(),
-            })
-            .collect();
-        (entries, base)
-    } else {
-        // KV cannot vouch (a break may have begun and ended unseen) or
-        // misses a cue of this window: ask the DO, use its answer.
-        seq.examine(&m, ch.cadence_ms, now);
-        (seq.ch.breaks.entries.clone(), seq.ch.breaks.disc_base)
-    };
     let url = url::Url::parse(&format!("https://origin.test/live/{variant}/index.m3u8")).unwrap();
     let v = ch.variants.iter().find(|v| v.name == variant);
     let variant_info = Variant {
@@ -132,17 +135,23 @@ fn serve(
         asset_list_prefix: "/o/c/interstitials/".into(),
         ..Default::default()
     };
-    let out = splice::splice(&SpliceInput {
+    let req = edge::MediaRequest {
         origin: &origin,
+        m: &m,
+        events: &det.events,
+        cadence_ms: ch.cadence_ms,
+        examined: true,
+        ahead: 0,
         playlist_url: &url,
-        breaks: &entries,
-        disc_base,
         variant: &variant_info,
         mode,
         settings: &settings,
-    })
-    .unwrap();
-    out.playlist
+    };
+    let kv = seq.kv_view(now, lag);
+    let mut node = Node { seq, kv, now };
+    cf_ssai_testkit::edge::serve(&mut node, &req)
+        .output
+        .playlist
 }
 
 /// What a run served: ad segments (SSAI) and interstitial tags (SGAI)

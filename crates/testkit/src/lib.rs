@@ -1,6 +1,8 @@
 //! Test support for cf-ssai, kept out of the product crate: nothing here
 //! runs in a worker.
 //!
+//! - [`edge`]: the manifest worker's read loop around the core's sans-IO
+//!   edge, synchronous, for the scenario tests and the fan-in simulation.
 //! - [`sim`]: a live origin as a pure function of `now` (variant playlists
 //!   with SCTE-35 breaks in a chosen dialect), served by `cf-ssai origin`
 //!   and stepped over time by the scenario tests.
@@ -8,5 +10,6 @@
 //!   keep across reloads, nodes and viewers, used by the scenario tests and
 //!   by `cf-ssai validate`.
 
+pub mod edge;
 pub mod sim;
 pub mod validate;

@@ -1,17 +1,38 @@
-//! What a playlist request may splice with, decided the same way by the
-//! manifest worker and by the fan-in simulation (`tests/fanin.rs`): the
-//! channel's KV view when it can vouch for the window, else this
-//! location's cached copy of the Channel DO's answer (at most a second
-//! old) when that can, else the DO itself.
+//! One playlist request at the edge, sans-IO: what it must read, and the
+//! playlist it serves. The manifest worker, the scenario tests, the fan-in
+//! simulation and the wasm benchmark all drive [`playlist`] (and, for
+//! in-band SCTE-35, [`inband_watermark`]); none of them decides for itself
+//! where a request gets its breaks.
+//!
+//! The driver keeps a [`Reads`] (what it has read so far) and calls the
+//! function again after each read it is asked for, like rustls'
+//! `process_new_packets` loop: [`Step::Need`] names the next read, a
+//! [`Step::Done`] is the answer. The rules, in order:
+//!
+//! 1. the channel's KV view, when it vouches for the window (examined
+//!    through its start, same origin timeline) and knows every cue in it,
+//!    with the pods of the breaks the window needs (immutable, so any copy
+//!    is good);
+//! 2. else this location's copy of the Channel DO's answer (at most
+//!    [`DO_ANSWER_TTL_S`] old), when it vouches and knows every cue;
+//! 3. else the DO itself, asked once with this window's cues;
+//! 4. else (the DO is unreachable) the content, unspliced.
+//!
+//! Each function is idempotent in its reads: a read it was given is never
+//! asked for again, so a driver loop always ends (at most four reads).
 #![cfg_attr(
     not(test),
     deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
 )]
 
-use crate::channel::sequencer;
+use crate::channel::sequencer::{self, OriginWindow};
+use crate::channel::Input;
 use crate::hls::media::MediaPlaylist;
-use crate::model::{ChannelBreaks, ChannelView};
+use crate::model::{BreakEntry, ChannelBreaks, ChannelView, Pod};
 use crate::scte35::cues::CueEvent;
+use crate::splice::{splice_media, Mode, SpliceInput, SpliceOutput, SpliceSettings, Variant};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// How long a location keeps the DO's answer: fan-in to the channel's one
 /// object is then about one call per location per second, whatever the
@@ -53,14 +74,6 @@ pub fn answer_serves(b: &ChannelBreaks, events: &[CueEvent], w: &WindowFacts) ->
         && sequencer::reconcile(events, &b.entries).is_empty()
 }
 
-/// Where a request gets its breaks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    View,
-    CachedAnswer,
-    AskDo,
-}
-
 /// An origin playlist URL as a cache key part, one spelling per resource:
 /// the `url` crate has already resolved `.` segments and lower-cased the
 /// scheme and host; this adds the rest of RFC 3986 §6.2.2's normalisation
@@ -97,18 +110,304 @@ pub fn cache_url(u: &url::Url) -> String {
     out
 }
 
-pub fn choose(
-    view: Option<&ChannelView>,
-    cached_answer: Option<&ChannelBreaks>,
-    events: &[CueEvent],
-    w: &WindowFacts,
-) -> Source {
-    if view.is_some_and(|v| view_serves(v, events, w)) {
-        Source::View
-    } else if cached_answer.is_some_and(|b| answer_serves(b, events, w)) {
-        Source::CachedAnswer
+/// Where a request's breaks came from (the `X-CF-SSAI-Breaks` header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The KV view and the pods it names.
+    View,
+    /// This location's copy of the DO's answer.
+    CachedAnswer,
+    /// The Channel DO, asked by this request.
+    Do,
+    /// Nothing could be read: the content, unspliced.
+    Unavailable,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::View => "view",
+            Source::CachedAnswer => "answer",
+            Source::Do => "do",
+            Source::Unavailable => "none",
+        }
+    }
+}
+
+/// A sync the Channel DO is asked for: the window's cues (and, when the
+/// request examined all of them, the watermark they vouch for). The same
+/// query is never asked twice within one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DoQuery {
+    pub events: Vec<CueEvent>,
+    pub cadence_ms: u64,
+    /// The window's last MSN when the caller examined every cue in it.
+    pub checked_through_msn: Option<u64>,
+    /// The window (discontinuities, last PDT: merges and epochs).
+    pub window: Option<OriginWindow>,
+}
+
+impl DoQuery {
+    /// The channel machine's input for this query (what the DO feeds it).
+    pub fn input(&self) -> Input {
+        Input::Window {
+            events: self.events.clone(),
+            cadence_ms: self.cadence_ms,
+            examined_through: self.checked_through_msn,
+            window: self.window.clone(),
+        }
+    }
+}
+
+/// A read the driver must do before the request can be answered.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Need {
+    /// The channel's KV view ([`Reads::view`]).
+    View,
+    /// These breaks' pods from KV ([`Reads::pods`]).
+    Pods(Vec<String>),
+    /// This location's copy of the DO's answer ([`Reads::cached_answer`]).
+    CachedAnswer,
+    /// Ask the Channel DO ([`Reads::do_answers`]); cache its answer at the
+    /// location for [`DO_ANSWER_TTL_S`].
+    Do(DoQuery),
+}
+
+/// What the driver has read for one request. `None`: not read yet;
+/// `Some(None)`: read, and there was nothing (or the read failed).
+#[derive(Debug, Clone, Default)]
+pub struct Reads {
+    pub view: Option<Option<ChannelView>>,
+    pub pods: BTreeMap<String, Option<Pod>>,
+    pub cached_answer: Option<Option<ChannelBreaks>>,
+    /// Each DO query asked, with its answer (`None`: the DO failed).
+    pub do_answers: Vec<(DoQuery, Option<ChannelBreaks>)>,
+}
+
+impl Reads {
+    fn do_answer(&self, q: &DoQuery) -> Option<Option<&ChannelBreaks>> {
+        self.do_answers
+            .iter()
+            .find(|(asked, _)| asked == q)
+            .map(|(_, a)| a.as_ref())
+    }
+}
+
+/// The next read, or the answer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Step<T> {
+    Need(Need),
+    Done(T),
+}
+
+/// The breaks a window is spliced with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Breaks {
+    pub entries: Vec<BreakEntry>,
+    /// Discontinuities our breaks put before the first entry.
+    pub disc_base: u64,
+    pub source: Source,
+}
+
+/// One media playlist request, as parsed once by the driver.
+pub struct MediaRequest<'a> {
+    /// The origin playlist text (after any in-band hold-back) and its parse.
+    pub origin: &'a str,
+    pub m: &'a MediaPlaylist<'a>,
+    /// The cues detected in it (empty when SCTE-35 is off).
+    pub events: &'a [CueEvent],
+    pub cadence_ms: u64,
+    /// Whether this request saw every cue of its window. Not so with
+    /// in-band SCTE-35: only the poller looks into the media.
+    pub examined: bool,
+    /// SGAI: breaks announced this many segments ahead of the window.
+    pub ahead: u64,
+    pub playlist_url: &'a url::Url,
+    pub variant: &'a Variant,
+    pub mode: Mode,
+    pub settings: &'a SpliceSettings,
+}
+
+impl MediaRequest<'_> {
+    fn facts(&self) -> WindowFacts {
+        WindowFacts::of(self.m, self.cadence_ms)
+    }
+
+    /// The DO query this window sends. It examined every cue of its window
+    /// (all of them go to the DO), so the window counts as checked: a
+    /// channel nobody polls (SCTE-35 off, `/cue` only) then serves from KV
+    /// too.
+    pub fn do_query(&self) -> DoQuery {
+        let window = OriginWindow::of(self.m);
+        DoQuery {
+            events: self.events.to_vec(),
+            cadence_ms: self.cadence_ms,
+            checked_through_msn: window
+                .as_ref()
+                .map(|w| w.last_msn)
+                .filter(|_| self.examined),
+            window,
+        }
+    }
+}
+
+/// The breaks this window is spliced with, by the rules in the module
+/// documentation.
+pub fn breaks(req: &MediaRequest<'_>, reads: &Reads) -> Step<Breaks> {
+    let w = req.facts();
+    let Some(view) = &reads.view else {
+        return Step::Need(Need::View);
+    };
+    if let Some(v) = view.as_ref().filter(|v| view_serves(v, req.events, &w)) {
+        let (needed, disc_base) = v.needed(w.first_msn, w.last_msn, req.ahead);
+        let unread: Vec<String> = needed
+            .iter()
+            .filter(|r| !reads.pods.contains_key(&r.id))
+            .map(|r| r.id.clone())
+            .collect();
+        if !unread.is_empty() {
+            return Step::Need(Need::Pods(unread));
+        }
+        let entries: Option<Vec<BreakEntry>> = needed
+            .into_iter()
+            .map(|r| {
+                let pod = reads.pods.get(&r.id)?.clone()?;
+                Some(BreakEntry {
+                    record: r.clone(),
+                    pod,
+                })
+            })
+            .collect();
+        // A pod not visible at this location yet: the DO has it.
+        if let Some(entries) = entries {
+            return Step::Done(Breaks {
+                entries,
+                disc_base,
+                source: Source::View,
+            });
+        }
     } else {
-        Source::AskDo
+        let Some(answer) = &reads.cached_answer else {
+            return Step::Need(Need::CachedAnswer);
+        };
+        if let Some(b) = answer.as_ref().filter(|b| answer_serves(b, req.events, &w)) {
+            return Step::Done(Breaks {
+                entries: b.entries.clone(),
+                disc_base: b.disc_base,
+                source: Source::CachedAnswer,
+            });
+        }
+    }
+    // An answer the DO gave this request for another query (the in-band
+    // watermark's) is fresher than any cached copy.
+    if let Some(b) = reads
+        .do_answers
+        .iter()
+        .filter_map(|(_, a)| a.as_ref())
+        .find(|b| answer_serves(b, req.events, &w))
+    {
+        return Step::Done(Breaks {
+            entries: b.entries.clone(),
+            disc_base: b.disc_base,
+            source: Source::Do,
+        });
+    }
+    let q = req.do_query();
+    match reads.do_answer(&q) {
+        None => Step::Need(Need::Do(q)),
+        Some(Some(b)) => Step::Done(Breaks {
+            entries: b.entries.clone(),
+            disc_base: b.disc_base,
+            source: Source::Do,
+        }),
+        Some(None) => Step::Done(Breaks {
+            entries: Vec::new(),
+            disc_base: 0,
+            source: Source::Unavailable,
+        }),
+    }
+}
+
+/// A served media playlist and where its breaks came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Served {
+    pub output: SpliceOutput,
+    pub source: Source,
+}
+
+/// The playlist a media request gets: [`breaks`], then the splice.
+pub fn playlist(req: &MediaRequest<'_>, reads: &Reads) -> Step<Served> {
+    match breaks(req, reads) {
+        Step::Need(n) => Step::Need(n),
+        Step::Done(b) => Step::Done(Served {
+            output: splice_media(
+                req.m,
+                &SpliceInput {
+                    origin: req.origin,
+                    playlist_url: req.playlist_url,
+                    breaks: &b.entries,
+                    disc_base: b.disc_base,
+                    variant: req.variant,
+                    mode: req.mode,
+                    settings: req.settings,
+                },
+            ),
+            source: b.source,
+        }),
+    }
+}
+
+/// The entries of a DO answer worth caching at the location for the SGAI
+/// and ad routes: those the KV view does not know yet.
+pub fn entries_to_cache<'b>(
+    answer: &'b ChannelBreaks,
+    view: Option<&ChannelView>,
+) -> Vec<&'b BreakEntry> {
+    answer
+        .entries
+        .iter()
+        .filter(|e| view.is_none_or(|v| v.find(&e.record.id).is_none()))
+        .collect()
+}
+
+/// In-band SCTE-35: how far the sequencer has looked into the media, so
+/// that no segment it has not examined is served (a cue inside it would
+/// reach some viewers as content first). The KV view's watermark when it
+/// lags the window by at most one segment (the poll cadence), else this
+/// location's copy of the DO's answer, else the DO itself (a sync that
+/// examined nothing). `Done(None)`: the sequencer is unreachable or behind
+/// the whole window (its poller is not running): the window is served as
+/// it is.
+pub fn inband_watermark(
+    m: &MediaPlaylist<'_>,
+    cadence_ms: u64,
+    reads: &Reads,
+) -> Step<Option<u64>> {
+    let (Some(last), Some(first)) = (m.last_msn(), m.segments.first().map(|s| s.msn)) else {
+        return Step::Done(None);
+    };
+    let fresh = |w: u64| w.saturating_add(1) >= last;
+    let Some(view) = &reads.view else {
+        return Step::Need(Need::View);
+    };
+    if let Some(v) = view.as_ref().filter(|v| fresh(v.checked_through_msn)) {
+        return Step::Done(Some(v.checked_through_msn));
+    }
+    let Some(answer) = &reads.cached_answer else {
+        return Step::Need(Need::CachedAnswer);
+    };
+    if let Some(b) = answer.as_ref().filter(|b| fresh(b.checked_through_msn)) {
+        return Step::Done(Some(b.checked_through_msn));
+    }
+    let q = DoQuery {
+        events: Vec::new(),
+        cadence_ms,
+        checked_through_msn: None,
+        window: OriginWindow::of(m),
+    };
+    match reads.do_answer(&q) {
+        None => Step::Need(Need::Do(q)),
+        Some(b) => Step::Done(b.map(|b| b.checked_through_msn).filter(|w| *w >= first)),
     }
 }
 

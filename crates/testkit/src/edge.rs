@@ -1,0 +1,56 @@
+//! A synchronous driver of the core's sans-IO edge
+//! (`cf_ssai_core::splice::edge`) for tests and simulations: the same loop
+//! the manifest worker runs, with the reads answered by an [`EdgeIo`] (a
+//! simulated KV with lag, a location's answer cache, an in-process Channel
+//! machine).
+
+use cf_ssai_core::model::{ChannelBreaks, ChannelView, Pod};
+use cf_ssai_core::splice::edge::{self, DoQuery, MediaRequest, Need, Reads, Served, Step};
+
+/// Where a simulated edge node reads from.
+pub trait EdgeIo {
+    /// The channel's KV view as this node sees it.
+    fn view(&mut self) -> Option<ChannelView>;
+    /// A break's pod from KV as this node sees it.
+    fn pod(&mut self, id: &str) -> Option<Pod>;
+    /// This location's copy of the DO's answer (≤ `DO_ANSWER_TTL_S` old).
+    fn cached_answer(&mut self) -> Option<ChannelBreaks>;
+    /// Ask the Channel DO; `None` when it is unreachable. A driver that
+    /// models the location cache keeps the answer for the next requests.
+    fn ask_do(&mut self, q: &DoQuery) -> Option<ChannelBreaks>;
+}
+
+/// Does one read the edge asked for.
+pub fn read(io: &mut impl EdgeIo, need: Need, reads: &mut Reads) {
+    match need {
+        Need::View => reads.view = Some(io.view()),
+        Need::Pods(ids) => {
+            for id in ids {
+                let p = io.pod(&id);
+                reads.pods.insert(id, p);
+            }
+        }
+        Need::CachedAnswer => reads.cached_answer = Some(io.cached_answer()),
+        Need::Do(q) => {
+            let a = io.ask_do(&q);
+            reads.do_answers.push((q, a));
+        }
+    }
+}
+
+/// Runs `step` to its answer. The edge never asks for a read twice, so
+/// this ends; a bound guards the tests against a regression that would.
+pub fn drive<T>(io: &mut impl EdgeIo, reads: &mut Reads, step: impl Fn(&Reads) -> Step<T>) -> T {
+    for _ in 0..64 {
+        match step(reads) {
+            Step::Done(t) => return t,
+            Step::Need(n) => read(io, n, reads),
+        }
+    }
+    panic!("the edge asked for more than 64 reads: it must never ask for one twice");
+}
+
+/// One media playlist request served as the manifest worker serves it.
+pub fn serve(io: &mut impl EdgeIo, req: &MediaRequest<'_>) -> Served {
+    drive(io, &mut Reads::default(), |r| edge::playlist(req, r))
+}
