@@ -1,16 +1,15 @@
 //! The playback path: origin → cues → break entries (KV, else the Channel
 //! DO) → splice. Stateless; every failure about ads serves the content.
 
-use cf_ssai_core::splice::ad_route::AdSegmentRoute;
 use cf_ssai_core::control::config::choose_mode;
-use cf_ssai_core::splice::edge;
-use cf_ssai_core::model::{BreakEntry, ChannelBreaks, ChannelView, Pod};
-use cf_ssai_core::splice::{self, Mode, SpliceInput, Variant};
-use cf_ssai_core::channel::sequencer;
 use cf_ssai_core::control::session;
 use cf_ssai_core::hls::{self, media};
+use cf_ssai_core::model::{BreakEntry, ChannelBreaks, ChannelView, Pod};
 use cf_ssai_core::scte35::cues;
+use cf_ssai_core::splice::ad_route::AdSegmentRoute;
+use cf_ssai_core::splice::edge;
 use cf_ssai_core::splice::{master, sgai};
+use cf_ssai_core::splice::{Mode, Variant};
 use worker::*;
 use worker_shared::channel_client::{ChannelClient, ChannelRef, SyncRequest};
 use worker_shared::{bindings, error, Channel};
@@ -66,34 +65,54 @@ pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Res
     playlist_with(req, env, ch, rest, None).await
 }
 
-/// `hold_for`: answer a blocking reload once segment `hold_for` is whole
-/// (see `SpliceOutput::withheld_msn`), whatever part it asked for.
-async fn playlist_with(
+/// What a playlist request asked for, read from its URL and headers once.
+struct Asked {
+    url: Url,
+    origin_url: Url,
+    /// Which playlist this is, one spelling per playlist (the cache key).
+    playlist_id: String,
+    /// LL-HLS delivery directives (blocking reload, delta update), passed
+    /// to the origin, which holds the request until it has what was asked.
+    blocking: bool,
+    /// The part asked for, as its MSN.
+    asked_part: Option<u64>,
+    origin_timeout_ms: u64,
+    mode: Mode,
+    /// The variant, in the one form both the cache key and the splice use.
+    variant: Variant,
+}
+
+impl Asked {
+    fn q(&self, k: &str) -> Option<String> {
+        self.url
+            .query_pairs()
+            .find(|(a, _)| a == k)
+            .map(|(_, v)| v.into_owned())
+    }
+}
+
+/// Reads a playlist request; `Err` is the response refusing it.
+fn asked(
     req: &Request,
-    env: &Env,
     ch: &Channel,
     rest: &str,
     hold_for: Option<u64>,
-) -> Result<Response> {
+) -> Result<std::result::Result<Asked, Response>> {
     let cfg = &ch.config;
     let Some(mut origin_url) = crate::origin::origin_url_for(cfg, rest) else {
-        return error(404, "not a playlist of this channel");
+        return error(404, "not a playlist of this channel").map(Err);
     };
-    // Which playlist this is, one spelling per playlist (the cache key).
     let playlist_id = edge::cache_url(&origin_url);
     let url = req.url()?;
-    // LL-HLS delivery directives (blocking reload, delta update) go to the
-    // origin, which holds the request until it has what was asked for.
     let pairs: Vec<(String, String)> = url
         .query_pairs()
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    let mut directives =
-        match hls::delivery_directives(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
-            Ok(d) => d,
-            Err(e) => return error(400, e),
-        };
-    // The part asked for, as (MSN, part).
+    let pairs = || pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()));
+    let mut directives = match hls::delivery_directives(pairs()) {
+        Ok(d) => d,
+        Err(e) => return error(400, e).map(Err),
+    };
     let asked_part = match directives.as_slice() {
         [("_HLS_msn", m), ("_HLS_part", _)] => m.parse::<u64>().ok(),
         _ => None,
@@ -110,34 +129,58 @@ async fn playlist_with(
     // A blocking reload may be held up to three target durations.
     let origin_timeout_ms = if blocking {
         cfg.origin_timeout_ms.max(if cfg.cadence_ms > 0 {
-            cfg.cadence_ms * 3 + 1000
+            cfg.cadence_ms.saturating_mul(3).saturating_add(1000)
         } else {
             20_000
         })
     } else {
         cfg.origin_timeout_ms
     };
-    let q = |k: &str| {
-        url.query_pairs()
-            .find(|(a, _)| a == k)
-            .map(|(_, v)| v.into_owned())
+    // A value no master rewrite writes is refused (`master::variant_query`).
+    let variant = match master::variant_query(pairs()) {
+        Ok(v) => v,
+        Err(e) => return error(400, e).map(Err),
     };
+    let mode_q = url
+        .query_pairs()
+        .find(|(a, _)| a == "mode")
+        .map(|(_, v)| v.into_owned());
     let mode = choose_mode(
         cfg.mode,
-        q("mode").as_deref(),
+        mode_q.as_deref(),
         req.headers().get("X-Interstitials")?.as_deref(),
         req.headers().get("User-Agent")?.as_deref(),
     );
-    // The variant, in the one form both the cache key and the splice use;
-    // a value no master rewrite writes is refused (`master::variant_query`).
-    let variant = match master::variant_query(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()))) {
-        Ok(v) => v,
-        Err(e) => return error(400, e),
+    Ok(Ok(Asked {
+        url,
+        origin_url,
+        playlist_id,
+        blocking,
+        asked_part,
+        origin_timeout_ms,
+        mode,
+        variant,
+    }))
+}
+
+/// `hold_for`: answer a blocking reload once segment `hold_for` is whole
+/// (see `SpliceOutput::withheld_msn`), whatever part it asked for.
+async fn playlist_with(
+    req: &Request,
+    env: &Env,
+    ch: &Channel,
+    rest: &str,
+    hold_for: Option<u64>,
+) -> Result<Response> {
+    let cfg = &ch.config;
+    let a = match asked(req, ch, rest, hold_for)? {
+        Ok(a) => a,
+        Err(refused) => return Ok(refused),
     };
     // Server-side beacons: a session we signed (a made-up `sid` is none,
     // and must not make the playlist per viewer: that would skip the cache).
     let session = if cfg.proxy_ad_segments {
-        q("sid").filter(|s| verify_session(env, ch, s))
+        a.q("sid").filter(|s| verify_session(env, ch, s))
     } else {
         None
     };
@@ -149,10 +192,11 @@ async fn playlist_with(
     // read); an operator turns it off per channel with `cache_max_age_s: 0`.
     let base = cache_base(req)?;
     let shared = !(rest.ends_with("master.m3u8") || session.is_some()) && cfg.cache_max_age_s > 0;
-    let shared_key = shared.then(|| shared_playlist_key(&base, ch, &playlist_id, mode, &variant));
+    let shared_key =
+        shared.then(|| shared_playlist_key(&base, ch, &a.playlist_id, a.mode, &a.variant));
     // (A blocking reload never takes a cached playlist: it asked for a
     // newer one.)
-    if let Some(key) = shared_key.as_ref().filter(|_| !blocking) {
+    if let Some(key) = shared_key.as_ref().filter(|_| !a.blocking) {
         if let Ok(Some(mut hit)) = Cache::default().get(key.as_str(), false).await {
             if let Ok(body) = hit.text().await {
                 return respond(req, cfg, body, 0);
@@ -160,8 +204,8 @@ async fn playlist_with(
         }
     }
     let text = match worker_shared::get_text(
-        origin_url.as_str(),
-        origin_timeout_ms,
+        a.origin_url.as_str(),
+        a.origin_timeout_ms,
         &worker_shared::private_policy(env),
     )
     .await
@@ -170,7 +214,7 @@ async fn playlist_with(
         Err(worker_shared::FetchError::Timeout) => {
             return error(
                 504,
-                format!("origin timed out after {origin_timeout_ms} ms"),
+                format!("origin timed out after {} ms", a.origin_timeout_ms),
             )
         }
         Err(e) => return error(502, format!("origin error: {e}")),
@@ -179,147 +223,163 @@ async fn playlist_with(
         Ok(t) => t,
         Err(e) => return error(502, format!("origin playlist is not HLS: {e}")),
     };
-    let prefix = format!("/{}/{}/", ch.org, ch.slug);
     if hls::is_master(&tokens) {
-        let mode_s = match mode {
-            Mode::Ssai => "ssai",
-            Mode::Sgai => "sgai",
-        };
-        // A session is ours only if we signed it for this channel; any
-        // other `sid` is replaced. Without a session secret there are no
-        // sessions (and no server-side beacons): fail closed.
-        let sid = q("sid")
-            .filter(|s| verify_session(env, ch, s))
-            .or_else(|| mint_session(env, ch));
-        let mut carry = vec![("mode", mode_s.to_string())];
-        if let Some(sid) = sid {
-            carry.push(("sid", sid));
-        }
-        let out = master::rewrite_master(&master::MasterInput {
-            origin: &text,
-            origin_url: &origin_url,
-            self_prefix: &prefix,
-            carry: &carry,
-        });
-        return respond(req, cfg, out.unwrap_or(text), 2);
+        return serve_master(req, env, ch, &a, text);
     }
-    // In-band SCTE-35: serve no segment the sequencer has not looked into
-    // (a cue inside it would reach some viewers as content first).
-    let inband = cfg.scte35_enabled && cfg.cue_source.inband();
-    let text = if inband {
-        let held = match media::parse(&text) {
-            Ok(m0) => match inband_watermark(
-                env,
-                &base,
-                &ChannelRef::new(&ch.org, &ch.slug),
-                &m0,
-                crate::origin::cadence_ms(cfg, &m0),
-            )
-            .await
-            {
-                Some(w) => {
-                    let held = m0.held_back(w);
-                    if held.is_none() && m0.last_msn().is_some_and(|l| l > w) {
-                        worker_shared::metrics::log(
-                            worker_shared::metrics::Level::Warn,
-                            "inband_watermark_behind",
-                            &[
-                                ("org", &ch.org),
-                                ("channel", &ch.slug),
-                                (
-                                    "reason",
-                                    &format!(
-                                        "examined through {w}, window ends at {}",
-                                        m0.last_msn().unwrap_or(0)
-                                    ),
-                                ),
-                            ],
-                        );
-                    }
-                    held
-                }
-                None => None,
-            },
-            Err(_) => None,
-        };
-        held.unwrap_or_else(|| text.clone())
-    } else {
-        text
-    };
+    let chref = ChannelRef::new(&ch.org, &ch.slug);
+    let mut reads = edge::Reads::default();
+    let text = hold_back_inband(env, &base, ch, &chref, text, &mut reads).await;
     let m = match media::parse(&text) {
         Ok(m) => m,
         // Bad upstream content fails open: the origin, unchanged.
         Err(_) => return respond(req, cfg, text.clone(), 2),
     };
-    let target = m.target_duration;
-    let cadence = crate::origin::cadence_ms(cfg, &m);
     let events = if cfg.scte35_enabled {
         cues::detect(&m, &cfg.segmentation).events
     } else {
         Vec::new()
     };
-    let chref = ChannelRef::new(&ch.org, &ch.slug);
-    let ahead = u64::try_from(cfg.sgai_announce_ahead_segments.max(0)).unwrap_or(0);
-    let seen = Seen {
-        events: &events,
-        cadence_ms: cadence,
-        m: &m,
-        examined: !inband,
-    };
-    let breaks = entries(env, &base, &chref, &seen, ahead).await;
+    let prefix = format!("/{}/{}/", ch.org, ch.slug);
     let mut settings = cfg.splice_settings(format!("{prefix}interstitials/"));
     if cfg.proxy_ad_segments {
         settings.ad_proxy_prefix = Some(format!("{prefix}ad/"));
         settings.session = session;
     }
-    // Parsed once: the same view served cue detection above.
-    let out = splice::splice_media(
-        &m,
-        &SpliceInput {
-            origin: &text,
-            playlist_url: &origin_url,
-            breaks: breaks.as_ref().map_or(&[][..], |b| &b.0[..]),
-            disc_base: breaks.as_ref().map_or(0, |b| b.1),
-            variant: &variant,
-            mode,
-            settings: &settings,
-        },
-    );
+    let mreq = edge::MediaRequest {
+        origin: &text,
+        m: &m,
+        events: &events,
+        cadence_ms: crate::origin::cadence_ms(cfg, &m),
+        examined: !inband(cfg),
+        ahead: u64::try_from(cfg.sgai_announce_ahead_segments.max(0)).unwrap_or(0),
+        playlist_url: &a.origin_url,
+        variant: &a.variant,
+        mode: a.mode,
+        settings: &settings,
+    };
+    let served = drive(env, &base, &chref, &mut reads, |r| edge::playlist(&mreq, r)).await;
     // A blocking reload for a part of the segment whose parts a break
     // withholds: once more, held until that segment is whole (else the
     // client gets nothing new and asks again at once, in a loop).
-    if let (None, Some(n), Some(asked)) = (hold_for, out.withheld_msn, asked_part) {
+    if let (None, Some(n), Some(asked)) = (hold_for, served.output.withheld_msn, a.asked_part) {
         if asked >= n {
             return Box::pin(playlist_with(req, env, ch, rest, Some(n))).await;
         }
     }
-    if !out.report.reasons.is_empty() {
-        for reason in &out.report.reasons {
-            worker_shared::metrics::log(
-                worker_shared::metrics::Level::Warn,
-                "splice_fallback",
-                &[("org", &ch.org), ("channel", &ch.slug), ("reason", reason)],
-            );
-        }
+    for reason in &served.output.report.reasons {
+        worker_shared::metrics::log(
+            worker_shared::metrics::Level::Warn,
+            "splice_fallback",
+            &[("org", &ch.org), ("channel", &ch.slug), ("reason", reason)],
+        );
     }
     if let Some(key) = &shared_key {
-        let age = cfg.max_age(target);
-        if let Ok(mut copy) = Response::ok(out.playlist.clone()) {
-            if copy
-                .headers_mut()
-                .set("Cache-Control", &format!("max-age={age}"))
-                .is_ok()
-            {
-                let _ = Cache::default().put(key.as_str(), copy).await;
-            }
-        }
+        put_shared(key, cfg.max_age(m.target_duration), &served.output.playlist).await;
     }
-    let mut r = respond(req, cfg, out.playlist, target)?;
+    let mut r = respond(req, cfg, served.output.playlist, m.target_duration)?;
     // Where this playlist's breaks came from (operators, tests): the KV
     // view, this location's copy of the DO's answer, or the DO.
     r.headers_mut()
-        .set("X-CF-SSAI-Breaks", breaks.as_ref().map_or("none", |b| b.2))?;
+        .set("X-CF-SSAI-Breaks", served.source.as_str())?;
     Ok(r)
+}
+
+/// In-band SCTE-35 is on for this channel: only the poller looks into
+/// the media, so viewers get no segment it has not examined.
+fn inband(cfg: &cf_ssai_core::control::config::ChannelConfig) -> bool {
+    cfg.scte35_enabled && cfg.cue_source.inband()
+}
+
+/// The master playlist: every variant through us, with the mode and the
+/// viewer's session carried on each URI.
+fn serve_master(
+    req: &Request,
+    env: &Env,
+    ch: &Channel,
+    a: &Asked,
+    text: String,
+) -> Result<Response> {
+    let mode_s = match a.mode {
+        Mode::Ssai => "ssai",
+        Mode::Sgai => "sgai",
+    };
+    // A session is ours only if we signed it for this channel; any
+    // other `sid` is replaced. Without a session secret there are no
+    // sessions (and no server-side beacons): fail closed.
+    let sid = a
+        .q("sid")
+        .filter(|s| verify_session(env, ch, s))
+        .or_else(|| mint_session(env, ch));
+    let mut carry = vec![("mode", mode_s.to_string())];
+    if let Some(sid) = sid {
+        carry.push(("sid", sid));
+    }
+    let prefix = format!("/{}/{}/", ch.org, ch.slug);
+    let out = master::rewrite_master(&master::MasterInput {
+        origin: &text,
+        origin_url: &a.origin_url,
+        self_prefix: &prefix,
+        carry: &carry,
+    });
+    respond(req, &ch.config, out.unwrap_or(text), 2)
+}
+
+/// In-band SCTE-35: the origin window cut back to what the sequencer has
+/// examined (`core::splice::edge::inband_watermark`); unchanged otherwise.
+async fn hold_back_inband(
+    env: &Env,
+    base: &str,
+    ch: &Channel,
+    chref: &ChannelRef,
+    text: String,
+    reads: &mut edge::Reads,
+) -> String {
+    if !inband(&ch.config) {
+        return text;
+    }
+    let Ok(m0) = media::parse(&text) else {
+        return text;
+    };
+    let cadence = crate::origin::cadence_ms(&ch.config, &m0);
+    let Some(w) = drive(env, base, chref, reads, |r| {
+        edge::inband_watermark(&m0, cadence, r)
+    })
+    .await
+    else {
+        return text;
+    };
+    let held = m0.held_back(w);
+    if held.is_none() && m0.last_msn().is_some_and(|l| l > w) {
+        worker_shared::metrics::log(
+            worker_shared::metrics::Level::Warn,
+            "inband_watermark_behind",
+            &[
+                ("org", &ch.org),
+                ("channel", &ch.slug),
+                (
+                    "reason",
+                    &format!(
+                        "examined through {w}, window ends at {}",
+                        m0.last_msn().unwrap_or(0)
+                    ),
+                ),
+            ],
+        );
+    }
+    held.unwrap_or(text)
+}
+
+/// Keep a shared media playlist at this location for `age` seconds.
+async fn put_shared(key: &str, age: u32, body: &str) {
+    if let Ok(mut copy) = Response::ok(body) {
+        if copy
+            .headers_mut()
+            .set("Cache-Control", &format!("max-age={age}"))
+            .is_ok()
+        {
+            let _ = Cache::default().put(key, copy).await;
+        }
+    }
 }
 
 /// The location cache key of a shared media playlist: only normalised
@@ -345,57 +405,45 @@ fn shared_playlist_key(
         master::variant_key(variant),
     )
 }
-/// What one playlist request saw of its window: the playlist's cues, the
-/// cadence, the window, and whether this request examined every cue of it
-/// (not so with in-band SCTE-35: only the poller looks into the media).
-#[derive(Clone, Copy)]
-struct Seen<'a> {
-    events: &'a [cues::CueEvent],
-    cadence_ms: u64,
-    m: &'a media::MediaPlaylist<'a>,
-    examined: bool,
-}
 
-/// The breaks a window needs and the running discontinuity count before
-/// them: from the KV view (and the pods it needs) when it can vouch for the
-/// window, else this location's copy of the DO's answer (≤ 1 s old), else
-/// the DO (`core::edge::choose`). `None` when all fail: content.
-async fn entries(
+/// Runs one of the core's edge functions to its answer, doing each read it
+/// asks for (`core::splice::edge`: the rules live there, the I/O here).
+async fn drive<T>(
     env: &Env,
     base: &str,
     ch: &ChannelRef,
-    seen: &Seen<'_>,
-    ahead: u64,
-) -> Option<(Vec<BreakEntry>, u64, &'static str)> {
-    let Seen {
-        events,
-        cadence_ms,
-        m,
-        ..
-    } = *seen;
-    let w = edge::WindowFacts::of(m, cadence_ms);
-    let view = kv_view(env, ch).await;
-    if let Some(v) = view.as_ref().filter(|v| edge::view_serves(v, events, &w)) {
-        let (needed, disc_base) = v.needed(w.first_msn, w.last_msn, ahead);
-        let mut out = Vec::with_capacity(needed.len());
-        for r in needed {
-            match pod(env, ch, &r.id).await {
-                Some(p) => out.push(BreakEntry {
-                    record: r.clone(),
-                    pod: p,
-                }),
-                // A pod not visible here yet: the DO has it.
-                None => return ask_do(env, base, ch, seen, view.as_ref()).await,
-            }
-        }
-        return Some((out, disc_base, "view"));
-    }
-    if let Some(b) = cached_answer(base, ch).await {
-        if edge::answer_serves(&b, events, &w) {
-            return Some((b.entries, b.disc_base, "answer"));
+    reads: &mut edge::Reads,
+    step: impl Fn(&edge::Reads) -> edge::Step<T>,
+) -> T {
+    loop {
+        match step(reads) {
+            edge::Step::Done(t) => return t,
+            edge::Step::Need(need) => read(env, base, ch, need, reads).await,
         }
     }
-    ask_do(env, base, ch, seen, view.as_ref()).await
+}
+
+/// One read the edge asked for, its result recorded in `reads`.
+async fn read(env: &Env, base: &str, ch: &ChannelRef, need: edge::Need, reads: &mut edge::Reads) {
+    match need {
+        edge::Need::View => reads.view = Some(kv_view(env, ch).await),
+        edge::Need::Pods(ids) => {
+            let got = futures::future::join_all(ids.iter().map(|id| pod(env, ch, id))).await;
+            reads.pods.extend(ids.into_iter().zip(got));
+        }
+        edge::Need::CachedAnswer => reads.cached_answer = Some(cached_answer(base, ch).await),
+        edge::Need::Do(q) => {
+            let answer = ask_do(
+                env,
+                base,
+                ch,
+                &q,
+                reads.view.as_ref().and_then(|v| v.as_ref()),
+            )
+            .await;
+            reads.do_answers.push((q, answer));
+        }
+    }
 }
 
 /// The consistent path: this window's cues to the Channel DO, its answer
@@ -405,38 +453,23 @@ async fn ask_do(
     env: &Env,
     base: &str,
     ch: &ChannelRef,
-    seen: &Seen<'_>,
+    q: &edge::DoQuery,
     view: Option<&ChannelView>,
-) -> Option<(Vec<BreakEntry>, u64, &'static str)> {
-    let Seen {
-        events,
-        cadence_ms,
-        m,
-        examined,
-    } = *seen;
-    // This request examined every cue of its window (all of them go to the
-    // DO), so the window counts as checked: a channel nobody polls (SCTE-35
-    // off, /cue only) then serves from KV too. Not with in-band SCTE-35:
-    // only the poller looks into the media.
-    let window = sequencer::OriginWindow::of(m);
+) -> Option<ChannelBreaks> {
     let body = SyncRequest {
         channel: ch.clone(),
-        events: events.to_vec(),
-        cadence_ms,
-        checked_through_msn: window.as_ref().map(|w| w.last_msn).filter(|_| examined),
-        window,
+        events: q.events.clone(),
+        cadence_ms: q.cadence_ms,
+        checked_through_msn: q.checked_through_msn,
+        window: q.window.clone(),
     };
     match ChannelClient::new(env, ch.clone()).sync(&body).await {
         Ok(b) => {
             put_answer(base, ch, &b).await;
-            for e in b
-                .entries
-                .iter()
-                .filter(|e| view.is_none_or(|v| v.find(&e.record.id).is_none()))
-            {
+            for e in edge::entries_to_cache(&b, view) {
                 cache_entry(base, ch, e).await;
             }
-            Some((b.entries, b.disc_base, "do"))
+            Some(b)
         }
         Err(e) => {
             worker_shared::metrics::log(
@@ -452,46 +485,6 @@ async fn ask_do(
             None
         }
     }
-}
-
-/// How far the sequencer has looked into this channel's media for in-band
-/// SCTE-35: the KV view's watermark when it lags the window by at most one
-/// segment (the poll cadence), else this location's copy of the DO's
-/// answer, else the DO itself (a sync that examined nothing). `None` when
-/// the sequencer is unreachable or behind the whole window (its poller is
-/// not running): then the window is served as it is.
-async fn inband_watermark(
-    env: &Env,
-    base: &str,
-    ch: &ChannelRef,
-    m: &media::MediaPlaylist<'_>,
-    cadence_ms: u64,
-) -> Option<u64> {
-    let last = m.last_msn()?;
-    let first = m.segments.first()?.msn;
-    let fresh = |w: u64| w.saturating_add(1) >= last;
-    if let Some(v) = kv_view(env, ch)
-        .await
-        .filter(|v| fresh(v.checked_through_msn))
-    {
-        return Some(v.checked_through_msn);
-    }
-    if let Some(b) = cached_answer(base, ch)
-        .await
-        .filter(|b| fresh(b.checked_through_msn))
-    {
-        return Some(b.checked_through_msn);
-    }
-    let body = SyncRequest {
-        channel: ch.clone(),
-        events: Vec::new(),
-        cadence_ms,
-        checked_through_msn: None,
-        window: sequencer::OriginWindow::of(m),
-    };
-    let b = ChannelClient::new(env, ch.clone()).sync(&body).await.ok()?;
-    put_answer(base, ch, &b).await;
-    Some(b.checked_through_msn).filter(|w| *w >= first)
 }
 
 /// The channel's published view as KV has it (possibly stale).
@@ -737,7 +730,8 @@ pub async fn ad_segment(
     }
     if let Some(sid) = sid.filter(|_| !limited) {
         let h = req.headers();
-        let device = cf_ssai_core::ads::beacon::Device::from_headers(|name| h.get(name).ok().flatten());
+        let device =
+            cf_ssai_core::ads::beacon::Device::from_headers(|name| h.get(name).ok().flatten());
         let mut msgs = cf_ssai_core::ads::beacon::for_delivery(
             &entry.record.id,
             it,
