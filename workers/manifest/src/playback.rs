@@ -197,34 +197,18 @@ async fn playlist_with(
     // (A blocking reload never takes a cached playlist: it asked for a
     // newer one.)
     if let Some(key) = shared_key.as_ref().filter(|_| !a.blocking) {
-        if let Ok(Some(mut hit)) = Cache::default().get(key.as_str(), false).await {
-            if let Ok(body) = hit.text().await {
-                return respond(req, cfg, body, 0);
-            }
+        if let Some(body) = get_shared(key).await {
+            return respond(req, cfg, body, 0);
         }
     }
-    let text = match worker_shared::get_text(
-        a.origin_url.as_str(),
-        a.origin_timeout_ms,
-        &worker_shared::private_policy(env),
-    )
-    .await
-    {
+    let text = match fetch_origin(env, &a).await? {
         Ok(t) => t,
-        Err(worker_shared::FetchError::Timeout) => {
-            return error(
-                504,
-                format!("origin timed out after {} ms", a.origin_timeout_ms),
-            )
-        }
-        Err(e) => return error(502, format!("origin error: {e}")),
+        Err(failed) => return Ok(failed),
     };
-    let tokens = match hls::tokenize(&text) {
-        Ok(t) => t,
+    match hls::tokenize(&text) {
         Err(e) => return error(502, format!("origin playlist is not HLS: {e}")),
-    };
-    if hls::is_master(&tokens) {
-        return serve_master(req, env, ch, &a, text);
+        Ok(t) if hls::is_master(&t) => return serve_master(req, env, ch, &a, text),
+        Ok(_) => {}
     }
     let chref = ChannelRef::new(&ch.org, &ch.slug);
     let mut reads = edge::Reads::default();
@@ -239,12 +223,7 @@ async fn playlist_with(
     } else {
         Vec::new()
     };
-    let prefix = format!("/{}/{}/", ch.org, ch.slug);
-    let mut settings = cfg.splice_settings(format!("{prefix}interstitials/"));
-    if cfg.proxy_ad_segments {
-        settings.ad_proxy_prefix = Some(format!("{prefix}ad/"));
-        settings.session = session;
-    }
+    let settings = splice_settings(ch, session);
     let mreq = edge::MediaRequest {
         origin: &text,
         m: &m,
@@ -266,6 +245,20 @@ async fn playlist_with(
             return Box::pin(playlist_with(req, env, ch, rest, Some(n))).await;
         }
     }
+    if let Some(key) = &shared_key {
+        put_shared(key, cfg.max_age(m.target_duration), &served.output.playlist).await;
+    }
+    media_response(req, ch, served, m.target_duration)
+}
+
+/// The spliced media playlist as the viewer gets it, saying where its
+/// breaks came from; what the splice could not do is logged.
+fn media_response(
+    req: &Request,
+    ch: &Channel,
+    served: edge::Served,
+    target: u64,
+) -> Result<Response> {
     for reason in &served.output.report.reasons {
         worker_shared::metrics::log(
             worker_shared::metrics::Level::Warn,
@@ -273,15 +266,50 @@ async fn playlist_with(
             &[("org", &ch.org), ("channel", &ch.slug), ("reason", reason)],
         );
     }
-    if let Some(key) = &shared_key {
-        put_shared(key, cfg.max_age(m.target_duration), &served.output.playlist).await;
-    }
-    let mut r = respond(req, cfg, served.output.playlist, m.target_duration)?;
+    let mut r = respond(req, &ch.config, served.output.playlist, target)?;
     // Where this playlist's breaks came from (operators, tests): the KV
     // view, this location's copy of the DO's answer, or the DO.
     r.headers_mut()
         .set("X-CF-SSAI-Breaks", served.source.as_str())?;
     Ok(r)
+}
+
+/// The origin playlist (a blocking reload held as the origin holds it);
+/// `Err` is the 502/504 the viewer gets.
+async fn fetch_origin(env: &Env, a: &Asked) -> Result<std::result::Result<String, Response>> {
+    let failed = match worker_shared::get_text(
+        a.origin_url.as_str(),
+        a.origin_timeout_ms,
+        &worker_shared::private_policy(env),
+    )
+    .await
+    {
+        Ok(t) => return Ok(Ok(t)),
+        Err(worker_shared::FetchError::Timeout) => error(
+            504,
+            format!("origin timed out after {} ms", a.origin_timeout_ms),
+        ),
+        Err(e) => error(502, format!("origin error: {e}")),
+    };
+    failed.map(Err)
+}
+
+/// The channel's splice settings for this request: our interstitial and
+/// ad routes, and the viewer's session when ad segments are proxied.
+fn splice_settings(ch: &Channel, session: Option<String>) -> cf_ssai_core::splice::SpliceSettings {
+    let prefix = format!("/{}/{}/", ch.org, ch.slug);
+    let mut settings = ch.config.splice_settings(format!("{prefix}interstitials/"));
+    if ch.config.proxy_ad_segments {
+        settings.ad_proxy_prefix = Some(format!("{prefix}ad/"));
+        settings.session = session;
+    }
+    settings
+}
+
+/// A shared media playlist this location keeps.
+async fn get_shared(key: &str) -> Option<String> {
+    let mut hit = Cache::default().get(key, false).await.ok()??;
+    hit.text().await.ok()
 }
 
 /// In-band SCTE-35 is on for this channel: only the poller looks into
@@ -709,69 +737,90 @@ pub async fn ad_segment(
     if let Err(e) = cf_ssai_core::model::safe_uri(&seg.uri) {
         return error(502, format!("ad segment URI refused: {e}"));
     }
-    let url = req.url()?;
-    let sid = url
-        .query_pairs()
-        .find(|(k, _)| k == "sid")
-        .map(|(_, v)| v.into_owned())
-        .filter(|s| verify_session(env, ch, s));
-    // Beacons per client address are limited: past it the viewer still
-    // gets the segment, and nothing is fired.
-    let ip = worker_shared::client_ip(req);
-    let limited = sid.is_some()
-        && !worker_shared::within_limit(
-            env,
-            bindings::BEACON_LIMITER,
-            &format!("{}|{}/{}", ip.as_deref().unwrap_or(""), ch.org, ch.slug),
-        )
-        .await;
-    if limited {
-        worker_shared::count(env, &ch.org, "beacons_rate_limited", 1).await;
-    }
-    if let Some(sid) = sid.filter(|_| !limited) {
-        let h = req.headers();
-        let device =
-            cf_ssai_core::ads::beacon::Device::from_headers(|name| h.get(name).ok().flatten());
-        let mut msgs = cf_ssai_core::ads::beacon::for_delivery(
-            &entry.record.id,
-            it,
-            r,
-            pos,
-            &sid,
-            &device,
-            worker_shared::now_ms(),
-        );
-        for m in &mut msgs {
-            m.org.clone_from(&ch.org);
-            m.channel.clone_from(&ch.slug);
-        }
-        if !msgs.is_empty() {
-            let q = env.queue(bindings::BEACONS)?;
-            // Off the response path: the redirect does not wait for the queue.
-            // Chunked to sendBatch's limits: one oversized batch loses all.
-            let chunks = cf_ssai_core::ads::beacon::batches(
-                msgs,
-                cf_ssai_core::ads::beacon::MAX_BATCH_MESSAGES,
-                cf_ssai_core::ads::beacon::MAX_BATCH_BYTES,
+    let msgs = match beacon_session(req, env, ch).await? {
+        Some(sid) => {
+            let h = req.headers();
+            let device =
+                cf_ssai_core::ads::beacon::Device::from_headers(|name| h.get(name).ok().flatten());
+            let mut msgs = cf_ssai_core::ads::beacon::for_delivery(
+                &entry.record.id,
+                it,
+                r,
+                pos,
+                &sid,
+                &device,
+                worker_shared::now_ms(),
             );
-            ctx.wait_until(async move {
-                for chunk in chunks {
-                    if let Err(e) = q.send_batch(chunk).await {
-                        worker_shared::metrics::log(
-                            worker_shared::metrics::Level::Error,
-                            "beacon_enqueue_failed",
-                            &[("reason", &e.to_string())],
-                        );
-                    }
-                }
-            });
+            for m in &mut msgs {
+                m.org.clone_from(&ch.org);
+                m.channel.clone_from(&ch.slug);
+            }
+            msgs
         }
-    }
+        None => Vec::new(),
+    };
+    enqueue_beacons(env, ctx, msgs)?;
     let mut resp = Response::empty()?.with_status(302);
     resp.headers_mut().set("Location", &seg.uri)?;
     resp.headers_mut().set("Cache-Control", "no-store")?;
     cors(req, &ch.config, resp.headers_mut())?;
     Ok(resp)
+}
+
+/// The viewer's session when this delivery may fire beacons: a session we
+/// signed, from a client address within its beacon limit (past it the
+/// viewer still gets the segment, and nothing is fired).
+async fn beacon_session(req: &Request, env: &Env, ch: &Channel) -> Result<Option<String>> {
+    let url = req.url()?;
+    let Some(sid) = url
+        .query_pairs()
+        .find(|(k, _)| k == "sid")
+        .map(|(_, v)| v.into_owned())
+        .filter(|s| verify_session(env, ch, s))
+    else {
+        return Ok(None);
+    };
+    let ip = worker_shared::client_ip(req);
+    let within = worker_shared::within_limit(
+        env,
+        bindings::BEACON_LIMITER,
+        &format!("{}|{}/{}", ip.as_deref().unwrap_or(""), ch.org, ch.slug),
+    )
+    .await;
+    if !within {
+        worker_shared::count(env, &ch.org, "beacons_rate_limited", 1).await;
+    }
+    Ok(Some(sid).filter(|_| within))
+}
+
+/// Beacons onto the queue, off the response path (the redirect does not
+/// wait), chunked to sendBatch's limits: one oversized batch loses all.
+fn enqueue_beacons(
+    env: &Env,
+    ctx: &Context,
+    msgs: Vec<cf_ssai_core::ads::beacon::BeaconMessage>,
+) -> Result<()> {
+    if msgs.is_empty() {
+        return Ok(());
+    }
+    let q = env.queue(bindings::BEACONS)?;
+    let chunks = cf_ssai_core::ads::beacon::batches(
+        msgs,
+        cf_ssai_core::ads::beacon::MAX_BATCH_MESSAGES,
+        cf_ssai_core::ads::beacon::MAX_BATCH_BYTES,
+    );
+    ctx.wait_until(async move {
+        for chunk in chunks {
+            if let Err(e) = q.send_batch(chunk).await {
+                worker_shared::metrics::log(
+                    worker_shared::metrics::Level::Error,
+                    "beacon_enqueue_failed",
+                    &[("reason", &e.to_string())],
+                );
+            }
+        }
+    });
+    Ok(())
 }
 
 /// `GET /{org}/{channel}/ads/{break}/{i|slate}.m3u8`: an ad's renditions.

@@ -12,6 +12,11 @@
 //! break whose attributes depend only on the record, so the tag is the same
 //! byte for byte on every reload and node.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
+
 pub mod ad_route;
 pub mod edge;
 pub mod master;
@@ -131,7 +136,12 @@ pub fn splice(input: &SpliceInput<'_>) -> Result<SpliceOutput, HlsError> {
 pub fn splice_media(m: &MediaPlaylist<'_>, input: &SpliceInput<'_>) -> SpliceOutput {
     let res = Resolver::new(input.playlist_url);
     let mut report = SpliceReport::default();
-    let mut out = String::with_capacity(input.origin.len() + 512 * input.breaks.len().max(1));
+    let mut out = String::with_capacity(
+        input
+            .origin
+            .len()
+            .saturating_add(input.breaks.len().max(1).saturating_mul(512)),
+    );
     let first_msn = m.segments.first().map_or(m.media_sequence, |s| s.msn);
     let last_msn = m.last_msn().unwrap_or(first_msn);
 
@@ -152,39 +162,15 @@ pub fn splice_media(m: &MediaPlaylist<'_>, input: &SpliceInput<'_>) -> SpliceOut
         .collect();
     let disc_seq = match input.mode {
         Mode::Ssai => {
-            m.discontinuity_sequence + inserted_before(&plans, first_msn, input.disc_base)
+            m.discontinuity_sequence
+                .saturating_add(inserted_before(&plans, first_msn, input.disc_base))
         }
         Mode::Sgai => m.discontinuity_sequence,
     };
 
-    // Header.
     let lines = &m.tokens.lines;
-    let mut wrote_disc_seq = false;
-    for (i, line) in lines[..m.header_end].iter().enumerate() {
-        if line.is_tag("EXT-X-DISCONTINUITY-SEQUENCE") {
-            let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{disc_seq}");
-            wrote_disc_seq = true;
-            continue;
-        }
-        if line.is_tag("EXT-X-SERVER-CONTROL") {
-            out.push_str(&without_skip(line.raw()));
-            out.push('\n');
-            continue;
-        }
-        push_line(&mut out, line, &res);
-        let next_is_seq_tag = lines
-            .get(i + 1)
-            .is_some_and(|l| l.is_tag("EXT-X-DISCONTINUITY-SEQUENCE"));
-        if line.is_tag("EXT-X-MEDIA-SEQUENCE") && !next_is_seq_tag && disc_seq > 0 {
-            let has = lines[..m.header_end]
-                .iter()
-                .any(|l| l.is_tag("EXT-X-DISCONTINUITY-SEQUENCE"));
-            if !has {
-                let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{disc_seq}");
-                wrote_disc_seq = true;
-            }
-        }
-    }
+    let header = lines.get(..m.header_end).unwrap_or_default();
+    let wrote_disc_seq = write_header(header, disc_seq, &res, &mut out);
     if !wrote_disc_seq && disc_seq > 0 && input.mode == Mode::Ssai {
         report
             .reasons
@@ -193,8 +179,13 @@ pub fn splice_media(m: &MediaPlaylist<'_>, input: &SpliceInput<'_>) -> SpliceOut
 
     // Trailer: lines after the last segment (LL-HLS: the parts of the
     // segment in progress, its preload hint, rendition reports).
-    let trailer_start = m.segments.last().map_or(m.header_end, |s| s.uri_line + 1);
-    let trailer = &lines[trailer_start.max(m.header_end)..];
+    let trailer_start = m
+        .segments
+        .last()
+        .map_or(m.header_end, |s| s.uri_line.saturating_add(1));
+    let trailer = lines
+        .get(trailer_start.max(m.header_end)..)
+        .unwrap_or_default();
     let edge = live_edge(input.mode, &plans, last_msn, trailer);
 
     match input.mode {
@@ -211,6 +202,57 @@ pub fn splice_media(m: &MediaPlaylist<'_>, input: &SpliceInput<'_>) -> SpliceOut
         Mode::Sgai => sgai_segments(m, input, &res, &plans, &mut out, &mut report),
     }
 
+    write_trailer(m, input, &res, &plans, edge, trailer, &mut out);
+    if !m.tokens.trailing_newline && out.ends_with('\n') {
+        out.pop();
+    }
+    SpliceOutput {
+        playlist: out,
+        report,
+        withheld_msn: (edge == LiveEdge::Withheld && trailer.iter().any(is_part_line))
+            .then_some(last_msn.saturating_add(1)),
+    }
+}
+
+/// The origin's header with our discontinuity sequence (added after
+/// `EXT-X-MEDIA-SEQUENCE` when the origin has none) and without delta
+/// updates; whether the sequence was written.
+fn write_header(header: &[Line<'_>], disc_seq: u64, res: &Resolver<'_>, out: &mut String) -> bool {
+    let has_disc_seq = header
+        .iter()
+        .any(|l| l.is_tag("EXT-X-DISCONTINUITY-SEQUENCE"));
+    let mut wrote = false;
+    for line in header {
+        if line.is_tag("EXT-X-DISCONTINUITY-SEQUENCE") {
+            let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{disc_seq}");
+            wrote = true;
+            continue;
+        }
+        if line.is_tag("EXT-X-SERVER-CONTROL") {
+            out.push_str(&without_skip(line.raw()));
+            out.push('\n');
+            continue;
+        }
+        push_line(out, line, res);
+        if line.is_tag("EXT-X-MEDIA-SEQUENCE") && !has_disc_seq && disc_seq > 0 {
+            let _ = writeln!(out, "#EXT-X-DISCONTINUITY-SEQUENCE:{disc_seq}");
+            wrote = true;
+        }
+    }
+    wrote
+}
+
+/// The lines after the last segment (LL-HLS: the parts of the segment in
+/// progress, its preload hint, rendition reports), as the live edge allows.
+fn write_trailer(
+    m: &MediaPlaylist<'_>,
+    input: &SpliceInput<'_>,
+    res: &Resolver<'_>,
+    plans: &[Plan<'_>],
+    edge: LiveEdge,
+    trailer: &[Line<'_>],
+    out: &mut String,
+) {
     let mut returned = false;
     for line in trailer {
         let part = is_part_line(line);
@@ -224,14 +266,13 @@ pub fn splice_media(m: &MediaPlaylist<'_>, input: &SpliceInput<'_>) -> SpliceOut
             // the whole segment.
             if let Some(seg) = m.segments.last() {
                 let keyed = plans.iter().any(|p| pod_has_keys(&p.entry.pod));
-                let next_pdt = seg
-                    .pdt_ms
-                    .map(|p| p + (seg.duration * 1000.0).round() as i64);
                 let next = Segment {
-                    pdt_ms: next_pdt,
+                    pdt_ms: seg
+                        .pdt_ms
+                        .map(|p| p.saturating_add((seg.duration * 1000.0).round() as i64)),
                     ..seg.clone()
                 };
-                content_return(&next, &[], keyed, &mut out, &res);
+                content_return(&next, &[], keyed, out, res);
             }
             returned = true;
         }
@@ -243,16 +284,7 @@ pub fn splice_media(m: &MediaPlaylist<'_>, input: &SpliceInput<'_>) -> SpliceOut
             out.push('\n');
             continue;
         }
-        push_line(&mut out, line, &res);
-    }
-    if !m.tokens.trailing_newline && out.ends_with('\n') {
-        out.pop();
-    }
-    SpliceOutput {
-        playlist: out,
-        report,
-        withheld_msn: (edge == LiveEdge::Withheld && trailer.iter().any(is_part_line))
-            .then_some(last_msn + 1),
+        push_line(out, line, res);
     }
 }
 
@@ -286,7 +318,7 @@ fn live_edge(mode: Mode, plans: &[Plan<'_>], last_msn: u64, trailer: &[Line<'_>]
     if mode != Mode::Ssai {
         return LiveEdge::Content;
     }
-    let next = last_msn + 1;
+    let next = last_msn.saturating_add(1);
     let spliced = plans.iter().filter(|p| !p.slots.is_empty());
     let cue_ahead = trailer.iter().any(|l| is_cue_tag(l) && !is_return_cue(l));
     if spliced.clone().any(|p| p.entry.record.contains(next)) || cue_ahead {
@@ -346,14 +378,55 @@ fn inserted_before(plans: &[Plan<'_>], first_msn: u64, disc_base: u64) -> u64 {
         .iter()
         .min_by_key(|p| p.entry.record.anchor_msn)
         .map_or(disc_base, |p| p.entry.record.disc_before);
-    base + plans
+    plans
         .iter()
         .map(|p| {
             model::discontinuity_msns(&p.entry.record, &p.slots)
                 .filter(|&msn| msn < first_msn && !p.entry.record.merged.contains(&msn))
                 .count() as u64
         })
-        .sum::<u64>()
+        .fold(base, u64::saturating_add)
+}
+
+/// The slot of a break covering `msn`: its plan, the slot, and the
+/// segment's position in it.
+fn slot_at<'p, 'e>(plans: &'p [Plan<'e>], msn: u64) -> Option<(&'p Plan<'e>, Slot, u32)> {
+    plans.iter().find_map(|p| {
+        let r = &p.entry.record;
+        if !r.contains(msn) {
+            return None;
+        }
+        let j = u32::try_from(msn.checked_sub(r.anchor_msn)?).ok()?;
+        p.slots
+            .iter()
+            .find(|s| j >= s.start && j < s.start.saturating_add(s.len))
+            .map(|s| (p, *s, j.saturating_sub(s.start)))
+    })
+}
+
+/// What the segments of one SSAI splice share.
+struct Ssai<'a> {
+    m: &'a MediaPlaylist<'a>,
+    input: &'a SpliceInput<'a>,
+    res: &'a Resolver<'a>,
+    /// LL-HLS parts are dropped while the live edge is withheld.
+    drop_parts: bool,
+    /// Any pod in view is encrypted: content after it restates its key.
+    keyed: bool,
+}
+
+/// One origin segment replaced by a segment of a slot.
+struct AdSegment<'a, 'e> {
+    seg: &'a Segment<'a>,
+    seg_lines: &'a [Line<'a>],
+    entry: &'e BreakEntry,
+    slot: Slot,
+    /// The segment's position in its slot.
+    pos: u32,
+    fill: Fill<'e>,
+    /// The segment before it in the window was also in a break (else it
+    /// restates the ad's init segment and key).
+    continues: bool,
 }
 
 fn ssai_segments(
@@ -365,163 +438,206 @@ fn ssai_segments(
     out: &mut String,
     report: &mut SpliceReport,
 ) {
-    let lines = &m.tokens.lines;
-    let target = m.target_duration;
+    let s = Ssai {
+        m,
+        input,
+        res,
+        drop_parts,
+        keyed: plans.iter().any(|p| pod_has_keys(&p.entry.pod)),
+    };
     let content_is_fmp4 = m.segments.iter().any(|s| s.map.is_some());
     let mut prev_in_break = false;
+    // One choice per slot (the same answer for every segment of it).
     let mut chosen: Vec<((usize, u32), Fill<'_>)> = Vec::new();
-    for (k, seg) in m.segments.iter().enumerate() {
-        let hit = plans.iter().find_map(|p| {
-            let r = &p.entry.record;
-            if !r.contains(seg.msn) {
-                return None;
-            }
-            let j = (seg.msn - r.anchor_msn) as u32;
-            p.slots
-                .iter()
-                .find(|s| j >= s.start && j < s.start + s.len)
-                .map(|s| (p, *s, j - s.start))
-        });
-        let seg_lines = &lines[seg.first_line.max(m.header_end)..=seg.uri_line];
-        match hit {
+    for seg in &m.segments {
+        let seg_lines = m
+            .tokens
+            .lines
+            .get(seg.first_line.max(m.header_end)..=seg.uri_line)
+            .unwrap_or_default();
+        let Some((plan, slot, pos)) = slot_at(plans, seg.msn) else {
+            let returning = prev_in_break
+                || plans
+                    .iter()
+                    .any(|p| !p.slots.is_empty() && p.entry.record.end_msn() == seg.msn);
+            content_segment(&s, seg, seg_lines, returning, out);
+            prev_in_break = false;
+            continue;
+        };
+        let key = (plan as *const Plan<'_> as usize, slot.start);
+        let fill = match chosen.iter().find(|(k, _)| *k == key) {
+            Some((_, c)) => *c,
             None => {
-                let returning = prev_in_break
-                    || plans
-                        .iter()
-                        .any(|p| !p.slots.is_empty() && p.entry.record.end_msn() == seg.msn);
-                if returning {
-                    let keyed = plans.iter().any(|p| pod_has_keys(&p.entry.pod));
-                    content_return(seg, seg_lines, keyed, out, res);
-                }
-                for line in seg_lines {
-                    if (input.settings.strip_cues && is_cue_tag(line))
-                        || (drop_parts && line.is_tag("EXT-X-PART"))
-                    {
-                        continue;
-                    }
-                    push_line(out, line, res);
-                }
-                prev_in_break = false;
+                let c = choose_for_slot(
+                    plan.entry,
+                    slot,
+                    input.variant,
+                    m.target_duration,
+                    content_is_fmp4,
+                    report,
+                );
+                chosen.push((key, c));
+                c
             }
-            Some((plan, slot, pos)) => {
-                let entry = plan.entry;
-                // Origin tags we do not own stay in place.
-                for line in seg_lines {
-                    if keep_in_break(line, input.settings.strip_cues) {
-                        push_line(out, line, res);
-                    }
-                }
-                let first_of_slot = pos == 0;
-                let first_in_window = k == 0;
-                // One choice per slot (same answer for every segment of it).
-                let key = (plan as *const Plan<'_> as usize, slot.start);
-                let fill = match chosen.iter().find(|(k, _)| *k == key) {
-                    Some((_, c)) => *c,
-                    None => {
-                        let c = choose_for_slot(
-                            entry,
-                            slot,
-                            input.variant,
-                            target,
-                            content_is_fmp4,
-                            report,
-                        );
-                        chosen.push((key, c));
-                        c
-                    }
-                };
-                // An origin discontinuity inside the break is carried onto
-                // the ad segment so the counts stay exact.
-                if first_of_slot || seg.discontinuity {
-                    out.push_str("#EXT-X-DISCONTINUITY\n");
-                }
-                let (rendition, item_idx) = (fill.rendition, fill.item);
-                if (first_of_slot || first_in_window || !prev_in_break) && !fill.blank {
-                    if let Some(r) = rendition {
-                        if let Some(init) = &r.init_uri {
-                            let _ = writeln!(out, "#EXT-X-MAP:URI=\"{init}\"");
-                        }
-                        match &r.key {
-                            Some(k) => {
-                                let _ = writeln!(out, "#EXT-X-KEY:{k}");
-                            }
-                            None if !seg.keys.is_empty() || pod_has_keys(&entry.pod) => {
-                                out.push_str("#EXT-X-KEY:METHOD=NONE\n")
-                            }
-                            None => {}
-                        }
-                    }
-                }
-                if first_of_slot && input.settings.ad_dateranges {
-                    if let (Some(pdt), SlotKind::Ad(i)) = (seg.pdt_ms, slot.kind) {
-                        let item = &entry.pod.items[i];
-                        let _ = write!(
-                            out,
-                            "#EXT-X-DATERANGE:ID=\"{}-ad{}\",CLASS=\"com.cf-ssai.ad\",START-DATE=\"",
-                            entry.record.id, slot.start
-                        );
-                        hls::write_pdt_ms(out, pdt);
-                        out.push_str("\",DURATION=");
-                        write_secs(
-                            out,
-                            slot.len as f64 * entry.record.cadence_ms as f64 / 1000.0,
-                        );
-                        let _ = writeln!(
-                            out,
-                            ",X-AD-ID=\"{}\",X-CREATIVE-ID=\"{}\"",
-                            attr_safe(&item.ad_id),
-                            attr_safe(&item.creative_id)
-                        );
-                    }
-                }
-                if let Some(pdt) = seg.pdt_ms {
-                    out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
-                    hls::write_pdt_ms(out, pdt);
-                    out.push('\n');
-                }
-                match rendition {
-                    Some(r) if !r.segments.is_empty() => {
-                        let s = &r.segments[pos as usize % r.segments.len()];
-                        out.push_str("#EXTINF:");
-                        write_secs(out, s.duration);
-                        out.push_str(",\n");
-                        if let Some(br) = s.byterange.as_ref().filter(|_| !fill.blank) {
-                            let _ = writeln!(out, "#EXT-X-BYTERANGE:{br}");
-                        }
-                        match (&input.settings.ad_proxy_prefix, item_idx) {
-                            _ if fill.blank => out.push_str(&input.settings.blank_subtitles_uri),
-                            (Some(prefix), Some(i)) => {
-                                crate::splice::ad_route::AdSegmentRoute::new(
-                                    &entry.record.id,
-                                    i,
-                                    r,
-                                    pos,
-                                )
-                                .write(
-                                    prefix,
-                                    input.settings.session.as_deref(),
-                                    out,
-                                );
-                            }
-                            _ => out.push_str(&s.uri),
-                        }
-                        out.push('\n');
-                    }
-                    _ => {
-                        // Nothing fits this variant: the content segment
-                        // keeps the slot (the viewer gets content, never a
-                        // broken playlist), inside the same discontinuities.
-                        if first_of_slot || !prev_in_break {
-                            push_content_state(out, seg, true, true, res);
-                        }
-                        let _ = writeln!(out, "#EXTINF:{},", seg.duration_text);
-                        push_line(out, &lines[seg.uri_line], res);
-                    }
-                }
-                prev_in_break = true;
+        };
+        let a = AdSegment {
+            seg,
+            seg_lines,
+            entry: plan.entry,
+            slot,
+            pos,
+            fill,
+            continues: prev_in_break,
+        };
+        ad_segment(&s, &a, out);
+        prev_in_break = true;
+    }
+}
+
+/// A content segment, after a discontinuity (and the content's init
+/// segment and key) when it returns from a break.
+fn content_segment(
+    s: &Ssai<'_>,
+    seg: &Segment<'_>,
+    seg_lines: &[Line<'_>],
+    returning: bool,
+    out: &mut String,
+) {
+    if returning {
+        content_return(seg, seg_lines, s.keyed, out, s.res);
+    }
+    for line in seg_lines {
+        if (s.input.settings.strip_cues && is_cue_tag(line))
+            || (s.drop_parts && line.is_tag("EXT-X-PART"))
+        {
+            continue;
+        }
+        push_line(out, line, s.res);
+    }
+}
+
+/// An origin segment inside a break: the origin tags we do not own, the
+/// discontinuity at a slot's start, the ad's state and date range, then
+/// its segment (or, when nothing fits the variant, the content's).
+fn ad_segment(s: &Ssai<'_>, a: &AdSegment<'_, '_>, out: &mut String) {
+    for line in a.seg_lines {
+        if keep_in_break(line, s.input.settings.strip_cues) {
+            push_line(out, line, s.res);
+        }
+    }
+    let first_of_slot = a.pos == 0;
+    // An origin discontinuity inside the break is carried onto the ad
+    // segment so the counts stay exact.
+    if first_of_slot || a.seg.discontinuity {
+        out.push_str("#EXT-X-DISCONTINUITY\n");
+    }
+    if (first_of_slot || !a.continues) && !a.fill.blank {
+        if let Some(r) = a.fill.rendition {
+            ad_state(r, !a.seg.keys.is_empty() || pod_has_keys(&a.entry.pod), out);
+        }
+    }
+    if first_of_slot && s.input.settings.ad_dateranges {
+        ad_daterange(a, out);
+    }
+    if let Some(pdt) = a.seg.pdt_ms {
+        out.push_str("#EXT-X-PROGRAM-DATE-TIME:");
+        hls::write_pdt_ms(out, pdt);
+        out.push('\n');
+    }
+    let ad = a.fill.rendition.and_then(|r| {
+        let n = u32::try_from(r.segments.len()).ok().filter(|n| *n > 0)?;
+        let i = usize::try_from(a.pos.checked_rem(n)?).ok()?;
+        Some((r, r.segments.get(i)?))
+    });
+    match ad {
+        Some((r, seg)) => ad_uri(s, a, r, seg, out),
+        None => {
+            // Nothing fits this variant: the content segment keeps the
+            // slot (the viewer gets content, never a broken playlist),
+            // inside the same discontinuities.
+            if first_of_slot || !a.continues {
+                push_content_state(out, a.seg, true, true, s.res);
+            }
+            let _ = writeln!(out, "#EXTINF:{},", a.seg.duration_text);
+            if let Some(uri) = s.m.tokens.lines.get(a.seg.uri_line) {
+                push_line(out, uri, s.res);
             }
         }
     }
+}
+
+/// The ad's init segment and key, restated where its segments start (or
+/// `METHOD=NONE` when the content or the pod is keyed and the ad is not).
+fn ad_state(r: &AdRendition, keys_in_effect: bool, out: &mut String) {
+    if let Some(init) = &r.init_uri {
+        let _ = writeln!(out, "#EXT-X-MAP:URI=\"{init}\"");
+    }
+    match &r.key {
+        Some(k) => {
+            let _ = writeln!(out, "#EXT-X-KEY:{k}");
+        }
+        None if keys_in_effect => out.push_str("#EXT-X-KEY:METHOD=NONE\n"),
+        None => {}
+    }
+}
+
+/// The ad's `EXT-X-DATERANGE` (`CLASS="com.cf-ssai.ad"`) at its first
+/// segment, for players and QoE tools that show ad positions.
+fn ad_daterange(a: &AdSegment<'_, '_>, out: &mut String) {
+    let (Some(pdt), SlotKind::Ad(i)) = (a.seg.pdt_ms, a.slot.kind) else {
+        return;
+    };
+    let Some(item) = a.entry.pod.items.get(i) else {
+        return;
+    };
+    let _ = write!(
+        out,
+        "#EXT-X-DATERANGE:ID=\"{}-ad{}\",CLASS=\"com.cf-ssai.ad\",START-DATE=\"",
+        a.entry.record.id, a.slot.start
+    );
+    hls::write_pdt_ms(out, pdt);
+    out.push_str("\",DURATION=");
+    write_secs(
+        out,
+        f64::from(a.slot.len) * a.entry.record.cadence_ms as f64 / 1000.0,
+    );
+    let _ = writeln!(
+        out,
+        ",X-AD-ID=\"{}\",X-CREATIVE-ID=\"{}\"",
+        attr_safe(&item.ad_id),
+        attr_safe(&item.creative_id)
+    );
+}
+
+/// The ad segment itself: its duration, byte range and URI (through our
+/// `/ad/` route when the channel proxies ad segments, a blank WebVTT
+/// segment for subtitles the ad lacks).
+fn ad_uri(
+    s: &Ssai<'_>,
+    a: &AdSegment<'_, '_>,
+    r: &AdRendition,
+    seg: &model::AdSegment,
+    out: &mut String,
+) {
+    out.push_str("#EXTINF:");
+    write_secs(out, seg.duration);
+    out.push_str(",\n");
+    if let Some(br) = seg.byterange.as_ref().filter(|_| !a.fill.blank) {
+        let _ = writeln!(out, "#EXT-X-BYTERANGE:{br}");
+    }
+    let settings = s.input.settings;
+    match (&settings.ad_proxy_prefix, a.fill.item) {
+        _ if a.fill.blank => out.push_str(&settings.blank_subtitles_uri),
+        (Some(prefix), Some(i)) => {
+            crate::splice::ad_route::AdSegmentRoute::new(&a.entry.record.id, i, r, a.pos).write(
+                prefix,
+                settings.session.as_deref(),
+                out,
+            );
+        }
+        _ => out.push_str(&seg.uri),
+    }
+    out.push('\n');
 }
 
 /// Back to content after a break: discontinuity, the content's init
@@ -573,8 +689,10 @@ fn choose_for_slot<'e>(
     fmp4: bool,
     report: &mut SpliceReport,
 ) -> Fill<'e> {
-    if let SlotKind::Ad(i) = slot.kind {
-        let item = &entry.pod.items[i];
+    if let Some((i, item)) = match slot.kind {
+        SlotKind::Ad(i) => entry.pod.items.get(i).map(|it| (i, it)),
+        _ => None,
+    } {
         let (v, blank) = timing_variant(variant, &item.renditions);
         match choose_timed(&item.renditions, &v, target, fmp4, Some(slot.len), blank) {
             Ok(r) => {
@@ -654,10 +772,11 @@ fn timing_variant(variant: &Variant, renditions: &[AdRendition]) -> (Variant, bo
 fn write_secs(out: &mut String, secs: f64) {
     let ms = (secs.max(0.0) * 1000.0).round() as u64;
     let _ = write!(out, "{}.", ms / 1000);
+    // Three digits, zero-padded: `{:03}` without the formatter's cost.
     let frac = ms % 1000;
-    out.push((b'0' + (frac / 100) as u8) as char);
-    out.push((b'0' + (frac / 10 % 10) as u8) as char);
-    out.push((b'0' + (frac % 10) as u8) as char);
+    for d in [frac / 100, frac / 10 % 10, frac % 10] {
+        out.push(char::from_digit(d as u32, 10).unwrap_or('0'));
+    }
 }
 
 /// Re-emit the content's EXT-X-MAP and EXT-X-KEY lines in effect for
@@ -825,14 +944,14 @@ fn sgai_segments(
     let lines = &m.tokens.lines;
     let first_msn = m.segments.first().map_or(0, |s| s.msn);
     let last_msn = m.last_msn().unwrap_or(first_msn);
-    let ahead = input.settings.announce_ahead_segments as i64;
+    let ahead = i64::from(input.settings.announce_ahead_segments);
     // Which tag goes before which segment index.
     let mut tags: Vec<(usize, String)> = Vec::new();
     for p in plans {
         let r = &p.entry.record;
         if p.slots.is_empty()
             || r.end_msn() <= first_msn
-            || r.anchor_msn as i64 > last_msn as i64 + ahead
+            || r.anchor_msn > last_msn.saturating_add_signed(ahead)
         {
             continue;
         }
@@ -854,7 +973,10 @@ fn sgai_segments(
         for (_, t) in tags.iter().filter(|(i, _)| *i == k) {
             out.push_str(t);
         }
-        for line in &lines[seg.first_line.max(m.header_end)..=seg.uri_line] {
+        let seg_lines = lines
+            .get(seg.first_line.max(m.header_end)..=seg.uri_line)
+            .unwrap_or_default();
+        for line in seg_lines {
             if input.settings.strip_cues && is_cue_tag(line) {
                 continue;
             }
@@ -996,15 +1118,19 @@ pub(crate) fn rewrite_uri_attr(raw: &str, f: impl FnOnce(&str) -> Option<String>
         return raw.to_string();
     };
     // Must be the attribute URI, not e.g. KEYFORMATURI.
-    if start > 0 && !matches!(raw.as_bytes()[start - 1], b':' | b',') {
+    let before = raw.get(..start).and_then(|h| h.bytes().last());
+    if before.is_some_and(|b| !matches!(b, b':' | b',')) {
         return raw.to_string();
     }
-    let vstart = start + 5;
-    let Some(len) = raw[vstart..].find('"') else {
+    let vstart = start.saturating_add("URI=\"".len());
+    let Some((head, rest)) = raw.split_at_checked(vstart) else {
         return raw.to_string();
     };
-    match f(&raw[vstart..vstart + len]) {
-        Some(new) => format!("{}{}{}", &raw[..vstart], new, &raw[vstart + len..]),
+    let Some((value, tail)) = rest.split_once('"') else {
+        return raw.to_string();
+    };
+    match f(value) {
+        Some(new) => format!("{head}{new}\"{tail}"),
         None => raw.to_string(),
     }
 }
