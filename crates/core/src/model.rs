@@ -517,24 +517,32 @@ pub enum PodSource {
     Api,
 }
 
-/// The decision for one break: made once, never changed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// The decision for one break: made once, never changed. On the wire (the
+/// decision service's answer, KV) `reasons` stays the list of messages
+/// people and older readers know, and `reason_codes` carries each one's
+/// code in the same order.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "PodWire")]
 pub struct Pod {
     pub pod_id: String,
     pub break_id: String,
     pub duration_s: f64,
     pub items: Vec<PodItem>,
-    #[serde(default)]
     pub slate: Slate,
     pub fill_s: f64,
     pub source: PodSource,
-    #[serde(default)]
-    pub reasons: Vec<String>,
+    /// Why ads were skipped or the break fell back (`ads::reason`).
+    pub reasons: Vec<PodReason>,
 }
 
 impl Pod {
     /// A pod of slate only: what a break gets when every ad source failed.
-    pub fn slate_only(break_id: &str, duration_s: f64, slate: Slate, reason: String) -> Pod {
+    pub fn slate_only(
+        break_id: &str,
+        duration_s: f64,
+        slate: Slate,
+        reason: impl Into<PodReason>,
+    ) -> Pod {
         Pod {
             pod_id: format!("slate-{break_id}"),
             break_id: break_id.to_string(),
@@ -543,8 +551,130 @@ impl Pod {
             slate,
             fill_s: duration_s,
             source: PodSource::Slate,
-            reasons: vec![reason],
+            reasons: vec![reason.into()],
         }
+    }
+}
+
+/// One reason of a pod as stored: the stable code metrics count (an
+/// `ads::reason::Reason`'s) and the message people read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodReason {
+    pub code: String,
+    pub message: String,
+}
+
+impl PodReason {
+    /// The code of a reason stored without one: a pod written before
+    /// reasons had codes (the decision cache, a stored break).
+    pub const UNKNOWN: &'static str = "unknown";
+}
+
+/// A reason from before codes: its text, with code [`PodReason::UNKNOWN`].
+impl From<String> for PodReason {
+    fn from(message: String) -> PodReason {
+        PodReason {
+            code: PodReason::UNKNOWN.to_string(),
+            message,
+        }
+    }
+}
+
+impl std::fmt::Display for PodReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// [`Pod`] as read: messages and codes apart; a pod without codes (or
+/// with fewer codes than messages) reads as [`PodReason::UNKNOWN`].
+#[derive(Deserialize)]
+struct PodWire {
+    pod_id: String,
+    break_id: String,
+    duration_s: f64,
+    items: Vec<PodItem>,
+    #[serde(default)]
+    slate: Slate,
+    fill_s: f64,
+    source: PodSource,
+    #[serde(default)]
+    reasons: Vec<String>,
+    #[serde(default)]
+    reason_codes: Vec<String>,
+}
+
+impl From<PodWire> for Pod {
+    fn from(w: PodWire) -> Pod {
+        let mut codes = w.reason_codes.into_iter();
+        let reasons = w
+            .reasons
+            .into_iter()
+            .map(|message| PodReason {
+                code: codes
+                    .next()
+                    .unwrap_or_else(|| PodReason::UNKNOWN.to_string()),
+                message,
+            })
+            .collect();
+        Pod {
+            pod_id: w.pod_id,
+            break_id: w.break_id,
+            duration_s: w.duration_s,
+            items: w.items,
+            slate: w.slate,
+            fill_s: w.fill_s,
+            source: w.source,
+            reasons,
+        }
+    }
+}
+
+/// Written borrowed (pods are written often, e.g. with the channel's
+/// state), in [`PodWire`]'s shape.
+impl Serialize for Pod {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        struct Each<'a>(&'a [PodReason], fn(&PodReason) -> &str);
+        impl Serialize for Each<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_seq(self.0.iter().map(self.1))
+            }
+        }
+        #[derive(Serialize)]
+        struct Out<'a> {
+            pod_id: &'a str,
+            break_id: &'a str,
+            duration_s: f64,
+            items: &'a [PodItem],
+            slate: &'a Slate,
+            fill_s: f64,
+            source: PodSource,
+            reasons: Each<'a>,
+            reason_codes: Each<'a>,
+        }
+        // Every field named: a field added to `Pod` fails to compile here.
+        let Pod {
+            pod_id,
+            break_id,
+            duration_s,
+            items,
+            slate,
+            fill_s,
+            source,
+            reasons,
+        } = self;
+        Out {
+            pod_id,
+            break_id,
+            duration_s: *duration_s,
+            items,
+            slate,
+            fill_s: *fill_s,
+            source: *source,
+            reasons: Each(reasons, |r| &r.message),
+            reason_codes: Each(reasons, |r| &r.code),
+        }
+        .serialize(s)
     }
 }
 

@@ -8,6 +8,7 @@
 
 use cf_ssai_core::ads::decision::CapState;
 use cf_ssai_core::ads::pod::{build_pod, PodRequest};
+use cf_ssai_core::ads::reason::{CallError, Reason};
 use cf_ssai_core::ads::request::{BreakKind, DecisionRequest, Viewer};
 use cf_ssai_core::ads::vmap::AdSource;
 use cf_ssai_core::control::metrics::Batch;
@@ -81,7 +82,10 @@ async fn decide(r: DecisionRequest, env: &Env, worker_ctx: &Context) -> Result<R
     let lib = match library(env, &org, &slug).await {
         Ok(c) => c,
         Err(e) => {
-            reasons.push(format!("ad library unavailable: {e}"));
+            reasons.push(Reason::Unavailable {
+                what: "ad library",
+                error: e.to_string(),
+            });
             vast::Library::default()
         }
     };
@@ -100,10 +104,10 @@ async fn decide(r: DecisionRequest, env: &Env, worker_ctx: &Context) -> Result<R
     let capped = caps.capped(&cap, now);
     let started = now;
     let budget = cfg.decision_timeout_ms as i64;
-    let left = |reasons: &mut Vec<String>, step: &str| -> Option<u64> {
+    let left = |reasons: &mut Vec<Reason>, step: &str| -> Option<u64> {
         let l = budget - (worker_shared::now_ms() - started);
         if l <= 50 {
-            reasons.push(format!("{step}: time budget spent"));
+            reasons.push(Reason::call_failed(step, CallError::BudgetSpent));
             None
         } else {
             Some(l as u64)
@@ -129,7 +133,7 @@ async fn decide(r: DecisionRequest, env: &Env, worker_ctx: &Context) -> Result<R
             )
             .await;
             if let Err(e) = &resp {
-                reasons.push(format!("decision API: {e}"));
+                reasons.push(Reason::call_failed("decision API", e.clone()));
             }
             note_call(&mut calls, &cfg.decision_api_url, t0, reasons.get(n0..));
             if let Ok(resp) = resp {
@@ -209,7 +213,10 @@ async fn decide(r: DecisionRequest, env: &Env, worker_ctx: &Context) -> Result<R
     let slate = match slate(env, &org, &slug, &cfg.slate_id).await {
         Ok(s) => s,
         Err(e) => {
-            reasons.push(format!("slate unavailable: {e}"));
+            reasons.push(Reason::Unavailable {
+                what: "slate",
+                error: e.to_string(),
+            });
             Slate::default()
         }
     };
@@ -249,7 +256,7 @@ async fn decide(r: DecisionRequest, env: &Env, worker_ctx: &Context) -> Result<R
 /// One ad server call (a decision API request, or a VAST/VMAP tag with its
 /// wrappers): latency and outcome (`metrics::call_outcome`) under the
 /// server's host.
-fn note_call(b: &mut Batch, url: &str, started_ms: i64, added: Option<&[String]>) {
+fn note_call(b: &mut Batch, url: &str, started_ms: i64, added: Option<&[Reason]>) {
     let host = url::Url::parse(url)
         .ok()
         .and_then(|u| u.host_str().map(String::from))
@@ -289,7 +296,7 @@ impl VastCtx<'_> {
         &self,
         tag: &str,
         budget_ms: u64,
-        reasons: &mut Vec<String>,
+        reasons: &mut Vec<Reason>,
     ) -> Vec<cf_ssai_core::model::PodItem> {
         let url = cf_ssai_core::ads::beacon::fill_asset_macros(
             &fill_tag(tag, self.duration_s, self.viewer, worker_shared::now_ms()),
@@ -313,7 +320,7 @@ impl VastCtx<'_> {
         &self,
         src: vast::TagSource<'_>,
         budget_ms: u64,
-        reasons: &mut Vec<String>,
+        reasons: &mut Vec<Reason>,
     ) -> Vec<cf_ssai_core::model::PodItem> {
         vast::resolve(
             self.env,
@@ -338,17 +345,18 @@ async fn vmap_step(
     kind: BreakKind,
     start_ms: Option<i64>,
     budget_ms: u64,
-    reasons: &mut Vec<String>,
+    reasons: &mut Vec<Reason>,
 ) -> Vec<cf_ssai_core::model::PodItem> {
     let deadline = worker_shared::now_ms() + budget_ms as i64;
     let private_ok = &worker_shared::private_policy(ctx.env);
     let breaks = match vast::fetch_cached(vmap_url, vmap_url, ctx.cache_s, deadline, private_ok)
         .await
-        .and_then(|t| cf_ssai_core::ads::vmap::parse(&t).map_err(|e| e.to_string()))
-    {
+        .and_then(|t| {
+            cf_ssai_core::ads::vmap::parse(&t).map_err(|e| CallError::Failed(e.to_string()))
+        }) {
         Ok(b) => b,
         Err(e) => {
-            reasons.push(format!("VMAP {vmap_url}: {e}"));
+            reasons.push(Reason::call_failed(format!("VMAP {vmap_url}"), e));
             return Vec::new();
         }
     };
@@ -362,7 +370,10 @@ async fn vmap_step(
         start_ms,
         tolerance,
     ) else {
-        reasons.push("VMAP: no break matches".into());
+        reasons.push(Reason::NoFill {
+            at: "VMAP".into(),
+            detail: "no break matches".into(),
+        });
         return Vec::new();
     };
     let left = (deadline - worker_shared::now_ms()).max(0) as u64;
@@ -371,7 +382,10 @@ async fn vmap_step(
         Some(AdSource::VastData(x)) => ctx.resolve(vast::TagSource::Inline(x), left, reasons).await,
         None => Vec::new(),
     };
-    reasons.push(format!("VMAP break {:?}: {} ads", b.break_id, items.len()));
+    reasons.push(Reason::VmapBreak {
+        break_id: b.break_id.clone(),
+        ads: items.len(),
+    });
     items
 }
 
@@ -408,7 +422,7 @@ async fn external(
     duration_s: f64,
     v: &Viewer,
     timeout_ms: u64,
-) -> std::result::Result<cf_ssai_core::ads::decision::ExternalResponse, String> {
+) -> std::result::Result<cf_ssai_core::ads::decision::ExternalResponse, CallError> {
     let body = serde_json::to_string(&cf_ssai_core::ads::decision::ExternalRequest {
         channel,
         break_id,
@@ -417,7 +431,7 @@ async fn external(
         consent: &v.consent,
         bucket: &v.bucket,
     })
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| CallError::Failed(e.to_string()))?;
     let allow = worker_shared::private_policy(env);
     let resp = worker_shared::fetch(&worker_shared::FetchSpec {
         url,
@@ -429,12 +443,12 @@ async fn external(
         allow_private: &allow,
     })
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(vast::call_error)?;
     if !resp.ok() {
-        return Err(format!("HTTP {}", resp.status));
+        return Err(CallError::Failed(format!("HTTP {}", resp.status)));
     }
-    let text = resp.text().map_err(|e| e.to_string())?;
-    cf_ssai_core::ads::decision::parse_external(&text)
+    let text = resp.text().map_err(vast::call_error)?;
+    cf_ssai_core::ads::decision::parse_external(&text).map_err(CallError::Failed)
 }
 
 /// Fill the tag's macros (VAST 4.3 §6): cache buster, timestamp, break

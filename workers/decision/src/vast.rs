@@ -7,9 +7,10 @@
 use cf_ssai_core::ads::beacon::{self, BeaconMessage, TrackingEvent, TrackingEvent::Error};
 use cf_ssai_core::ads::conditioning::{self, JobRequest, JobState};
 use cf_ssai_core::ads::decision::{self as core_decision, TtlCache};
-use cf_ssai_core::model::{AdRendition, PodItem};
 use cf_ssai_core::ads::pod::{self as core_pod, TrackingLimits};
+use cf_ssai_core::ads::reason::{CallError, Reason};
 use cf_ssai_core::ads::vast::{self as core_vast, error_code, Creative, VastAd};
+use cf_ssai_core::model::{AdRendition, PodItem};
 use std::cell::RefCell;
 use worker::*;
 use worker_shared::{bindings, now_ms};
@@ -66,8 +67,9 @@ pub async fn fetch_cached(
     ttl_s: u32,
     deadline: i64,
     private_ok: &str,
-) -> std::result::Result<String, String> {
-    cf_ssai_core::control::config::check_url_allowing(url, private_ok)?;
+) -> std::result::Result<String, CallError> {
+    cf_ssai_core::control::config::check_url_allowing(url, private_ok)
+        .map_err(|e| CallError::Refused(e.to_string()))?;
     let now = now_ms();
     if ttl_s > 0 {
         if let Some(hit) = CACHE.with(|c| c.borrow().get(cache_key, now).map(String::from)) {
@@ -76,12 +78,12 @@ pub async fn fetch_cached(
     }
     let left = deadline - now;
     if left <= 0 {
-        return Err("time budget spent".into());
+        return Err(CallError::BudgetSpent);
     }
     FETCHES.with(|f| f.set(f.get() + 1));
     let text = worker_shared::get_text(url, left as u64, private_ok)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(call_error)?;
     if ttl_s > 0 {
         CACHE.with(|c| {
             c.borrow_mut().put(
@@ -107,7 +109,7 @@ pub async fn resolve(
     budget_ms: u64,
     cache_s: u32,
     limits: TrackingLimits,
-    reasons: &mut Vec<String>,
+    reasons: &mut Vec<Reason>,
 ) -> Vec<PodItem> {
     let deadline = now_ms() + budget_ms as i64;
     let private_ok = &worker_shared::private_policy(env);
@@ -124,7 +126,7 @@ pub async fn resolve(
     let doc = match doc {
         Ok(d) => d,
         Err(e) => {
-            reasons.push(format!("VAST {url}: {e}"));
+            reasons.push(Reason::call_failed(format!("VAST {url}"), e));
             return Vec::new();
         }
     };
@@ -150,7 +152,7 @@ pub async fn resolve(
         match map_ad(&ad, library, &hls, cadence_ms) {
             Ok(item) => items.push(item),
             Err((why, code)) => {
-                reasons.push(format!("VAST ad {}: {why}", ad.id));
+                reasons.push(why);
                 let who = format!("VAST ad {}", ad.id);
                 let urls = core_pod::first_urls(&who, Error, &ad.errors, limits, reasons);
                 errors.extend(urls.iter().map(|u| (u.clone(), code)));
@@ -158,7 +160,10 @@ pub async fn resolve(
         }
     }
     if doc.ads.is_empty() {
-        reasons.push(format!("VAST {url}: no ads"));
+        reasons.push(Reason::NoFill {
+            at: format!("VAST {url}"),
+            detail: "no ads".into(),
+        });
         let who = format!("VAST {url}");
         let urls = core_pod::first_urls(&who, Error, &doc.errors, limits, reasons);
         errors.extend(urls.iter().map(|u| (u.clone(), 303)));
@@ -176,7 +181,7 @@ async fn unwrap_all(
     private_ok: &str,
     cache_s: u32,
     limits: TrackingLimits,
-    reasons: &mut Vec<String>,
+    reasons: &mut Vec<Reason>,
     errors: &mut Vec<(String, u16)>,
 ) -> Vec<VastAd> {
     let mut out = Vec::new();
@@ -184,7 +189,7 @@ async fn unwrap_all(
     // each list within the per-event limit.
     let report = |chain: &[VastAd],
                   code: u16,
-                  reasons: &mut Vec<String>,
+                  reasons: &mut Vec<Reason>,
                   errors: &mut Vec<(String, u16)>| {
         for a in chain {
             let who = format!("VAST wrapper {}", a.id);
@@ -199,7 +204,10 @@ async fn unwrap_all(
         let mut resolved = None;
         while let Some(u) = next.take() {
             if chain.len() > MAX_WRAPPER_DEPTH || seen.contains(&u) {
-                reasons.push(format!("VAST wrapper {}: depth or loop limit at {u}", w.id));
+                reasons.push(Reason::WrapperLimit {
+                    wrapper: w.id.clone(),
+                    url: u.clone(),
+                });
                 report(&chain, error_code::WRAPPER_LIMIT, reasons, errors);
                 break;
             }
@@ -215,12 +223,18 @@ async fn unwrap_all(
                     }
                     Some(a) => resolved = Some(a),
                     None => {
-                        reasons.push(format!("VAST wrapper {}: no ads after {u}", w.id));
+                        reasons.push(Reason::NoFill {
+                            at: format!("VAST wrapper {}", w.id),
+                            detail: format!("no ads after {u}"),
+                        });
                         report(&chain, error_code::NO_ADS_AFTER_WRAPPER, reasons, errors);
                     }
                 },
                 Err(e) => {
-                    reasons.push(format!("VAST wrapper {}: {u}: {e}", w.id));
+                    reasons.push(Reason::call_failed(
+                        format!("VAST wrapper {}: {u}", w.id),
+                        e,
+                    ));
                     report(&chain, error_code::WRAPPER_TIMEOUT, reasons, errors);
                 }
             }
@@ -275,7 +289,7 @@ async fn hls_renditions(
     library: &[PodItem],
     deadline: i64,
     private_ok: &str,
-    reasons: &mut Vec<String>,
+    reasons: &mut Vec<Reason>,
 ) -> Vec<AdRendition> {
     let Some(c) = ad.creatives.iter().find(|c| c.linear) else {
         return Vec::new();
@@ -287,29 +301,40 @@ async fn hls_renditions(
         return Vec::new();
     };
     let mut out = Vec::new();
-    let result: std::result::Result<(), String> = async {
-        let base = url::Url::parse(&mf.url).map_err(|e| format!("{}: {e}", mf.url))?;
+    let result: std::result::Result<(), CallError> = async {
+        let base =
+            url::Url::parse(&mf.url).map_err(|e| CallError::Failed(format!("{}: {e}", mf.url)))?;
         let text = fetch_cached(&mf.url, &mf.url, 0, deadline, private_ok).await?;
         let variants = core_decision::master_variants(&text, &base);
         if variants.is_empty() {
             let bw = (mf.bitrate as u64) * 1000;
-            out.push(core_decision::rendition_from_media(
-                &text, &base, bw, None, None,
-            )?);
+            out.push(
+                core_decision::rendition_from_media(&text, &base, bw, None, None)
+                    .map_err(CallError::Failed)?,
+            );
             return Ok(());
         }
         for (u, bw, res, codecs) in variants.into_iter().take(MAX_HLS_VARIANTS) {
-            let vurl = url::Url::parse(&u).map_err(|e| format!("{u}: {e}"))?;
+            let vurl = url::Url::parse(&u).map_err(|e| CallError::Failed(format!("{u}: {e}")))?;
             let t = fetch_cached(&u, &u, 0, deadline, private_ok).await?;
-            out.push(core_decision::rendition_from_media(
-                &t, &vurl, bw, res, codecs,
-            )?);
+            out.push(
+                core_decision::rendition_from_media(&t, &vurl, bw, res, codecs)
+                    .map_err(CallError::Failed)?,
+            );
         }
         Ok(())
     }
     .await;
     if let Err(e) = result {
-        reasons.push(format!("VAST ad {}: HLS MediaFile unusable: {e}", ad.id));
+        reasons.push(match e {
+            CallError::BudgetSpent | CallError::TimedOut => {
+                Reason::call_failed(format!("VAST ad {}: HLS MediaFile unusable", ad.id), e)
+            }
+            e => Reason::UnusableMedia {
+                at: format!("VAST ad {}", ad.id),
+                detail: format!("HLS MediaFile unusable: {e}"),
+            },
+        });
         out.clear();
     }
     // A third party's playlist lands in ours: unsafe URIs or attributes
@@ -317,7 +342,10 @@ async fn hls_renditions(
     out.retain(|r| match r.check() {
         Ok(()) => true,
         Err(e) => {
-            reasons.push(format!("VAST ad {}: HLS rendition refused: {e}", ad.id));
+            reasons.push(Reason::UnusableMedia {
+                at: format!("VAST ad {}", ad.id),
+                detail: format!("HLS rendition refused: {e}"),
+            });
             false
         }
     });
@@ -327,12 +355,15 @@ async fn hls_renditions(
 /// Conditioned media for a VAST creative: the library entry with the same
 /// creative id or UniversalAdId, else its HLS MediaFile when that fits the
 /// cadence. MP4-only creatives without either need a transcode (403).
+/// A rejection is the reason and the VAST error code it reports.
 fn map_ad(
     ad: &VastAd,
     library: &Library,
     hls: &[AdRendition],
     cadence_ms: u64,
-) -> std::result::Result<PodItem, (String, u16)> {
+) -> std::result::Result<PodItem, (Reason, u16)> {
+    let at = || format!("VAST ad {}", ad.id);
+    let unusable = |detail: String| Reason::UnusableMedia { at: at(), detail };
     let mut matched: Option<&PodItem> = None;
     let mut item = core_vast::pod_item(ad, |c| {
         matched = library_match_at(c, &library.items, cadence_ms);
@@ -340,24 +371,32 @@ fn map_ad(
             .map(|l| l.renditions.clone())
             .unwrap_or_else(|| hls.to_vec())
     })
-    .ok_or(("no linear creative".to_string(), error_code::LINEARITY))?;
+    .ok_or_else(|| (unusable("no linear creative".into()), error_code::LINEARITY))?;
     let creative = ad.creatives.iter().find(|c| c.linear);
     if item.renditions.is_empty() {
         // First sight of a creative without conditioned media: a job for
         // the conditioner, and this decision goes on without it.
         let Some(c) = creative else {
-            return Err(("no linear creative".into(), error_code::LINEARITY));
+            return Err((unusable("no linear creative".into()), error_code::LINEARITY));
         };
         return Err(
             match conditioning::best_source(c, library.settings.top_rung()) {
                 Ok(src) => {
                     let job = JobRequest::new(c, &ad.ad_system, src);
-                    let why = conditioning::skip_reason(&job, library.jobs.get(&job.id));
+                    let known = library.jobs.get(&job.id);
+                    let detail = conditioning::skip_reason(&job, known);
+                    let why = if known.is_some_and(|s| s.state == "failed") {
+                        Reason::TranscodeFailed { at: at(), detail }
+                    } else {
+                        Reason::TranscodePending { at: at(), detail }
+                    };
                     library.wanted.borrow_mut().push(job);
                     (why, error_code::MEDIA_UNSUPPORTED)
                 }
                 Err(e) => (
-                    format!("no conditioned rendition and nothing to condition: {e}"),
+                    unusable(format!(
+                        "no conditioned rendition and nothing to condition: {e}"
+                    )),
                     error_code::MEDIA_UNSUPPORTED,
                 ),
             },
@@ -387,7 +426,7 @@ fn map_ad(
         item.duration_s = l.duration_s;
     }
     if item.duration_s <= 0.0 {
-        return Err(("no duration".into(), error_code::DURATION));
+        return Err((unusable("no duration".into()), error_code::DURATION));
     }
     let segs = item.segments_at(cadence_ms) as usize;
     // Only renditions cut to the channel's cadence can be spliced.
@@ -395,7 +434,7 @@ fn map_ad(
         .retain(|r| cf_ssai_core::ads::pod::fits_cadence(r, cadence_ms, segs));
     if item.renditions.is_empty() {
         return Err((
-            "renditions do not fit the cadence".into(),
+            unusable("renditions do not fit the cadence".into()),
             error_code::MEDIA_UNSUPPORTED,
         ));
     }
@@ -407,8 +446,17 @@ fn map_ad(
     Ok(item)
 }
 
-fn parse_doc(text: &str) -> std::result::Result<core_vast::VastDoc, String> {
-    core_vast::parse(text).map_err(|e| format!("{e} (VAST error {})", e.code()))
+fn parse_doc(text: &str) -> std::result::Result<core_vast::VastDoc, CallError> {
+    core_vast::parse(text).map_err(|e| CallError::Failed(format!("{e} (VAST error {})", e.code())))
+}
+
+/// A fetch's failure as a call's (the text kept as it reads).
+pub fn call_error(e: worker_shared::FetchError) -> CallError {
+    match e {
+        worker_shared::FetchError::Timeout => CallError::TimedOut,
+        e @ worker_shared::FetchError::Refused(_) => CallError::Refused(e.to_string()),
+        e => CallError::Failed(e.to_string()),
+    }
 }
 
 /// `[ERRORCODE]` error URLs go out through the beacon queue.

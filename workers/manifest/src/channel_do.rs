@@ -7,7 +7,7 @@ use cf_ssai_core::channel::{Channel, Effect, Input, Reply, Step};
 use cf_ssai_core::control::config::{ChannelConfig, CueSource};
 use cf_ssai_core::scte35::cues;
 use cf_ssai_core::hls::media;
-use cf_ssai_core::control::metrics::{self as core_metrics, Batch, Pending};
+use cf_ssai_core::control::metrics::{self as core_metrics, Batch, PendingBatches};
 use cf_ssai_core::model::{BreakRecord, BreakSource, Pod, Slate};
 use cf_ssai_core::channel::monitor::{self, PollStats};
 use cf_ssai_core::channel::sequencer::{self, BreakPolicy};
@@ -58,7 +58,7 @@ pub struct ChannelDO {
     inband_seen: Cell<Option<u64>>,
     /// Poll metrics not yet written (flushed every [`METRICS_FLUSH_MS`]:
     /// a poll every 2 s must not be a D1 write every 2 s).
-    metrics: RefCell<Pending>,
+    metrics: RefCell<PendingBatches>,
 }
 
 /// Segments a poll examines for in-band SCTE-35 at most.
@@ -78,7 +78,7 @@ impl DurableObject for ChannelDO {
             polling: Cell::new(false),
             served: RefCell::new(Default::default()),
             inflight: RefCell::new(HashMap::new()),
-            metrics: RefCell::new(Pending::default()),
+            metrics: RefCell::new(PendingBatches::default()),
             inband_seen: Cell::new(None),
         }
     }
@@ -712,6 +712,7 @@ impl ChannelDO {
 /// One decision for a break, from the decision service; slate-only (an
 /// empty slate keeps the content) when it fails or times out.
 async fn decide(env: Env, c: ChannelRef, r: BreakRecord) -> Pod {
+    use cf_ssai_core::ads::reason::Reason;
     use cf_ssai_core::ads::request::{BreakKind, DecisionRequest, Viewer};
     let request = DecisionRequest {
         org: c.org.clone(),
@@ -758,13 +759,17 @@ async fn decide(env: Env, c: ChannelRef, r: BreakRecord) -> Pod {
             &r.id,
             r.duration_ms as f64 / 1000.0,
             p.slate,
-            "decision answered for another break".into(),
+            Reason::DecisionFailed {
+                detail: "decision answered for another break".into(),
+            },
         ),
         Err(e) => Pod::slate_only(
             &r.id,
             r.duration_ms as f64 / 1000.0,
             Slate::default(),
-            format!("decision failed: {e}"),
+            Reason::DecisionFailed {
+                detail: format!("decision failed: {e}"),
+            },
         ),
     };
     // One metrics write per break: the avail, its fill, the decision's
@@ -779,20 +784,19 @@ async fn decide(env: Env, c: ChannelRef, r: BreakRecord) -> Pod {
 
 /// A JSON log line per skip reason, and one for a break left to slate.
 fn log_pod(c: &ChannelRef, pod: &Pod) {
-    for reason in &pod.reasons {
-        if let Some(kind) = core_metrics::skip_kind(reason) {
-            worker_shared::metrics::log(
-                Level::Info,
-                "ad_skipped",
-                &[
-                    ("org", &c.org),
-                    ("channel", &c.slug),
-                    ("break_id", &pod.break_id),
-                    ("kind", kind),
-                    ("reason", reason),
-                ],
-            );
-        }
+    use cf_ssai_core::ads::reason;
+    for reason in pod.reasons.iter().filter(|r| reason::is_skip(&r.code)) {
+        worker_shared::metrics::log(
+            Level::Info,
+            "ad_skipped",
+            &[
+                ("org", &c.org),
+                ("channel", &c.slug),
+                ("break_id", &pod.break_id),
+                ("kind", &reason.code),
+                ("reason", &reason.message),
+            ],
+        );
     }
     if pod.items.is_empty() {
         worker_shared::metrics::log(
@@ -802,7 +806,7 @@ fn log_pod(c: &ChannelRef, pod: &Pod) {
                 ("org", &c.org),
                 ("channel", &c.slug),
                 ("break_id", &pod.break_id),
-                ("reason", pod.reasons.last().map_or("", |r| r.as_str())),
+                ("reason", pod.reasons.last().map_or("", |r| &r.message)),
             ],
         );
     }

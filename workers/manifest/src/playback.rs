@@ -22,7 +22,7 @@ thread_local! {
     /// Playlist requests not yet written, per channel: an isolate serving
     /// thousands of requests writes its counts at most every
     /// [`PLAYLIST_METRICS_FLUSH_MS`], off the response path.
-    static PLAYLIST_METRICS: std::cell::RefCell<cf_ssai_core::control::metrics::Pending> =
+    static PLAYLIST_METRICS: std::cell::RefCell<cf_ssai_core::control::metrics::PendingBatches> =
         Default::default();
 }
 const PLAYLIST_METRICS_FLUSH_MS: i64 = 10_000;

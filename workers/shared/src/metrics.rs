@@ -8,7 +8,7 @@
 //! samples at high volume, and has no local implementation, so it would
 //! need a second path for everything we show. D1 is exact and local, and
 //! its write rate is kept bounded by the writers: pollers and isolates
-//! accumulate in memory ([`cf_ssai_core::control::metrics::Pending`]) and flush at
+//! accumulate in memory ([`cf_ssai_core::control::metrics::PendingBatches`]) and flush at
 //! most every few seconds; a decision writes once per break.
 
 use cf_ssai_core::control::metrics::{Batch, HOUR_MS, HOUR_RETENTION_MS, MINUTE_MS, MINUTE_RETENTION_MS};

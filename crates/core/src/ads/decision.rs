@@ -4,6 +4,7 @@
 //! straight from a VAST creative's HLS MediaFile, and a small TTL cache
 //! (VAST/VMAP responses, per isolate).
 
+use crate::ads::reason::Reason;
 #[cfg(feature = "vast")]
 use crate::hls;
 #[cfg(feature = "vast")]
@@ -62,7 +63,7 @@ pub fn parse_external(body: &str) -> Result<ExternalResponse, String> {
 pub fn map_external(
     resp: &ExternalResponse,
     library: &[PodItem],
-    reasons: &mut Vec<String>,
+    reasons: &mut Vec<Reason>,
 ) -> Vec<PodItem> {
     let mut out = Vec::new();
     for (i, a) in resp.ads.iter().enumerate() {
@@ -79,13 +80,15 @@ pub fn map_external(
                 merge_tracking(&mut item.tracking, &a.tracking);
                 out.push(item);
             }
-            None => reasons.push(format!(
-                "decision API ad #{i} ({}): not in the ad library (TRANSCODE needed)",
-                a.creative_id
+            None => reasons.push(Reason::NotInLibrary {
+                index: i,
+                creative: a
+                    .creative_id
                     .as_deref()
                     .or(a.universal_ad_id.as_deref())
                     .unwrap_or("no creative id")
-            )),
+                    .to_string(),
+            }),
         }
     }
     out
@@ -380,7 +383,10 @@ mod tests {
             vec!["https://lib/imp", "https://dsp/imp"]
         );
         assert_eq!(items[1].creative_id, "c2");
-        assert!(reasons[0].contains("nope") && reasons[0].contains("TRANSCODE"));
+        assert_eq!(reasons[0].code(), "not_in_library");
+        assert!(
+            reasons[0].to_string().contains("nope") && reasons[0].to_string().contains("TRANSCODE")
+        );
         assert_eq!(r.vast_urls, vec!["https://ads/vast"]);
         assert!(parse_external(r#"{"ads":"x"}"#)
             .unwrap_err()

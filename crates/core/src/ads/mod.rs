@@ -8,6 +8,7 @@ pub mod beacon;
 pub mod conditioning;
 pub mod decision;
 pub mod pod;
+pub mod reason;
 pub mod request;
 #[cfg(feature = "vast")]
 pub mod vast;

@@ -5,6 +5,7 @@
 //! [`TrackingLimits`]): every ad source (decision API, VAST, the library)
 //! reaches a pod through [`build_pod`].
 
+use crate::ads::reason::Reason;
 use crate::model::{segments_for, Pod, PodItem, PodSource, Slate};
 use serde::{Deserialize, Serialize};
 
@@ -58,23 +59,23 @@ pub fn build_pod(
     req: &PodRequest<'_>,
     candidates: Vec<PodItem>,
     slate: Slate,
-    mut reasons: Vec<String>,
+    mut reasons: Vec<Reason>,
 ) -> Pod {
     let capacity = segments_for(
         (req.duration_s * 1000.0).round() as u64,
         req.cadence_ms.max(1),
     ) as usize;
     if req.duration_s < req.personalization_threshold_s {
-        reasons.push(format!(
-            "break {:.3}s is below the personalization threshold {:.3}s",
-            req.duration_s, req.personalization_threshold_s
-        ));
+        reasons.push(Reason::BelowThreshold {
+            duration_s: req.duration_s,
+            threshold_s: req.personalization_threshold_s,
+        });
         return finish(req, Vec::new(), slate, reasons, PodSource::Slate);
     }
     let mut usable: Vec<(PodItem, usize)> = Vec::new();
     for c in candidates {
         if req.capped.contains(&c.creative_id) {
-            reasons.push(format!("ad {} dropped: frequency cap reached", c.ad_id));
+            reasons.push(Reason::FrequencyCap { ad_id: c.ad_id });
             continue;
         }
         let w = c.segments_at(req.cadence_ms.max(1)) as usize;
@@ -83,17 +84,18 @@ pub fn build_pod(
             .iter()
             .any(|r| fits_cadence(r, req.cadence_ms, w))
         {
-            reasons.push(format!(
-                "ad {} dropped: no rendition conditioned to the {} ms cadence (needs TRANSCODE)",
-                c.ad_id, req.cadence_ms
-            ));
+            reasons.push(Reason::NotConditioned {
+                ad_id: c.ad_id,
+                cadence_ms: req.cadence_ms,
+            });
             continue;
         }
         if w > capacity {
-            reasons.push(format!(
-                "ad {} dropped: {:.3}s does not fit the {:.3}s break",
-                c.ad_id, c.duration_s, req.duration_s
-            ));
+            reasons.push(Reason::DoesNotFit {
+                ad_id: c.ad_id,
+                ad_s: c.duration_s,
+                break_s: req.duration_s,
+            });
             continue;
         }
         usable.push((c, w));
@@ -102,16 +104,15 @@ pub fn build_pod(
     let mut items: Vec<PodItem> = Vec::with_capacity(chosen.len());
     let mut taken = vec![false; usable.len()];
     for &i in &chosen {
-        taken[i] = true;
+        if let Some(t) = taken.get_mut(i) {
+            *t = true;
+        }
     }
-    for (i, (c, _)) in usable.into_iter().enumerate() {
-        if taken[i] {
+    for ((c, _), taken) in usable.into_iter().zip(taken) {
+        if taken {
             items.push(c);
         } else {
-            reasons.push(format!(
-                "ad {} dropped: a fuller pod fits without it",
-                c.ad_id
-            ));
+            reasons.push(Reason::PodPacking { ad_id: c.ad_id });
         }
     }
     limit_tracking(&mut items, req.tracking, &mut reasons);
@@ -129,18 +130,18 @@ pub fn build_pod(
 /// anything), so no ad of the pod loses all its tracking to a greedy one
 /// before it. Each list cut gets a reason naming the ad, the event and
 /// the number dropped. Lists under the limits are untouched (order kept).
-pub fn limit_tracking(items: &mut [PodItem], limits: TrackingLimits, reasons: &mut Vec<String>) {
+pub fn limit_tracking(items: &mut [PodItem], limits: TrackingLimits, reasons: &mut Vec<Reason>) {
     let per_event = limits.per_event as usize;
     for item in items.iter_mut() {
         for (ev, list) in item.tracking.lists_mut() {
             if list.len() > per_event {
-                reasons.push(format!(
-                    "ad {}: {} {} URLs over the limit of {} dropped",
-                    item.ad_id,
-                    list.len() - per_event,
-                    ev.as_str(),
-                    per_event
-                ));
+                reasons.push(Reason::TrackingLimit {
+                    at: format!("ad {}", item.ad_id),
+                    dropped: list.len().saturating_sub(per_event),
+                    event: ev,
+                    limit: per_event,
+                    per_pod: false,
+                });
                 list.truncate(per_event);
             }
         }
@@ -169,21 +170,24 @@ pub fn limit_tracking(items: &mut [PodItem], limits: TrackingLimits, reasons: &m
                     break 'rounds;
                 }
                 if *n > round {
-                    *kept += 1;
-                    budget -= 1;
+                    // kept ≤ round < n, and budget > 0 here: neither saturates.
+                    *kept = kept.saturating_add(1);
+                    budget = budget.saturating_sub(1);
                 }
             }
         }
     }
     for (item, k) in items.iter_mut().zip(&keep) {
-        let id = item.ad_id.clone();
+        let at = format!("ad {}", item.ad_id);
         for ((ev, list), kept) in item.tracking.lists_mut().into_iter().zip(k) {
             if list.len() > *kept {
-                reasons.push(format!(
-                    "ad {id}: {} {} URLs over the pod's limit of {per_pod} dropped",
-                    list.len() - kept,
-                    ev.as_str()
-                ));
+                reasons.push(Reason::TrackingLimit {
+                    at: at.clone(),
+                    dropped: list.len().saturating_sub(*kept),
+                    event: ev,
+                    limit: per_pod,
+                    per_pod: true,
+                });
                 list.truncate(*kept);
             }
         }
@@ -194,7 +198,7 @@ fn finish(
     req: &PodRequest<'_>,
     items: Vec<PodItem>,
     slate: Slate,
-    reasons: Vec<String>,
+    reasons: Vec<Reason>,
     source: PodSource,
 ) -> Pod {
     let used: f64 = items.iter().map(|i| i.duration_s).sum();
@@ -206,7 +210,7 @@ fn finish(
         slate,
         fill_s: ((req.duration_s - used).max(0.0) * 1000.0).round() / 1000.0,
         source,
-        reasons,
+        reasons: reasons.into_iter().map(Into::into).collect(),
     }
 }
 
@@ -218,16 +222,18 @@ pub fn first_urls<'a>(
     event: crate::ads::beacon::TrackingEvent,
     list: &'a [String],
     limits: TrackingLimits,
-    reasons: &mut Vec<String>,
+    reasons: &mut Vec<Reason>,
 ) -> &'a [String] {
     let n = limits.per_event as usize;
     match list.get(..n).filter(|_| list.len() > n) {
         Some(kept) => {
-            reasons.push(format!(
-                "{who}: {} {} URLs over the limit of {n} dropped",
-                list.len() - n,
-                event.as_str()
-            ));
+            reasons.push(Reason::TrackingLimit {
+                at: who.to_string(),
+                dropped: list.len().saturating_sub(n),
+                event,
+                limit: n,
+                per_pod: false,
+            });
             kept
         }
         None => list,
@@ -236,13 +242,13 @@ pub fn first_urls<'a>(
 
 /// All the error reports of one decision: at most `per_pod`, a reason for
 /// the rest.
-pub fn limit_reports<T>(reports: &mut Vec<T>, limits: TrackingLimits, reasons: &mut Vec<String>) {
+pub fn limit_reports<T>(reports: &mut Vec<T>, limits: TrackingLimits, reasons: &mut Vec<Reason>) {
     let n = limits.per_pod as usize;
     if reports.len() > n {
-        reasons.push(format!(
-            "{} error reports over the decision's limit of {n} dropped",
-            reports.len() - n
-        ));
+        reasons.push(Reason::ErrorReportLimit {
+            dropped: reports.len().saturating_sub(n),
+            limit: n,
+        });
         reports.truncate(n);
     }
 }
@@ -260,26 +266,34 @@ pub fn fits_cadence(r: &crate::model::AdRendition, cadence_ms: u64, segments: us
 /// Subset (indices, in order) with the largest total weight ≤ capacity;
 /// among equals, the one using earlier candidates. O(n · capacity).
 fn best_fill(items: &[(PodItem, usize)], capacity: usize) -> Vec<usize> {
-    let n = items.len();
-    // reach[i][c]: capacity c reachable using items i.. exactly.
-    let mut reach = vec![vec![false; capacity + 1]; n + 1];
-    reach[n][0] = true;
-    for i in (0..n).rev() {
-        let w = items[i].1;
-        for c in 0..=capacity {
-            reach[i][c] = reach[i + 1][c] || (c >= w && reach[i + 1][c - w]);
-        }
+    let at = |row: &[bool], c: usize| row.get(c).copied().unwrap_or(false);
+    // reach[i][c]: capacity c reachable using items i.. exactly. Built from
+    // the end (past the last item only 0 is reachable), then put in order.
+    let mut end = vec![false; capacity.saturating_add(1)];
+    if let Some(zero) = end.first_mut() {
+        *zero = true;
     }
-    let Some(mut c) = (0..=capacity).rev().find(|&c| reach[0][c]) else {
+    let mut reach = vec![end];
+    for (_, w) in items.iter().rev() {
+        let row = match reach.last() {
+            Some(next) => (0..=capacity)
+                .map(|c| at(next, c) || c.checked_sub(*w).is_some_and(|r| at(next, r)))
+                .collect(),
+            None => Vec::new(),
+        };
+        reach.push(row);
+    }
+    reach.reverse();
+    let first = reach.first().map(Vec::as_slice).unwrap_or(&[]);
+    let Some(mut c) = (0..=capacity).rev().find(|&c| at(first, c)) else {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for (i, item) in items.iter().enumerate() {
-        let w = item.1;
+    for (i, ((_, w), rest)) in items.iter().zip(reach.iter().skip(1)).enumerate() {
         // Prefer taking the earlier candidate when the rest can still make c.
-        if c >= w && reach[i + 1][c - w] {
+        if let Some(left) = c.checked_sub(*w).filter(|&left| at(rest, left)) {
             out.push(i);
-            c -= w;
+            c = left;
         }
     }
     out
@@ -318,6 +332,10 @@ mod tests {
         }
     }
 
+    fn texts(p: &Pod) -> Vec<String> {
+        p.reasons.iter().map(|r| r.message.clone()).collect()
+    }
+
     fn req(d: f64) -> PodRequest<'static> {
         PodRequest {
             break_id: "b",
@@ -341,7 +359,8 @@ mod tests {
         let ids: Vec<_> = p.items.iter().map(|i| i.ad_id.as_str()).collect();
         assert_eq!(ids, vec!["b", "c"]);
         assert_eq!(p.fill_s, 0.0);
-        assert!(p.reasons.iter().any(|r| r.contains("ad a dropped")));
+        assert!(texts(&p).iter().any(|r| r.contains("ad a dropped")));
+        assert!(p.reasons.iter().any(|r| r.code == "pod_packing"));
     }
 
     #[test]
@@ -355,7 +374,8 @@ mod tests {
         let mut r = req(30.0);
         r.capped = &capped;
         let p = build_pod(&r, vec![ad("a", 10)], Slate::default(), vec![]);
-        assert!(p.items.is_empty() && p.reasons[0].contains("frequency cap"));
+        assert!(p.items.is_empty() && texts(&p)[0].contains("frequency cap"));
+        assert_eq!(p.reasons[0].code, "frequency_cap");
     }
 
     fn urls(kind: &str, n: usize) -> Vec<String> {
@@ -376,14 +396,15 @@ mod tests {
         assert_eq!(t.start.len(), 64, "at the limit: untouched");
         assert_eq!(t.complete.len(), 64);
         assert!(
-            p.reasons
+            texts(&p)
                 .contains(&"ad a: 936 impression URLs over the limit of 64 dropped".to_string()),
             "{:?}",
             p.reasons
         );
-        assert!(p
-            .reasons
-            .contains(&"ad a: 1 complete URLs over the limit of 64 dropped".to_string()));
+        assert!(
+            texts(&p).contains(&"ad a: 1 complete URLs over the limit of 64 dropped".to_string())
+        );
+        assert!(p.reasons.iter().all(|r| r.code == "tracking_limit"));
         assert_eq!(p.reasons.len(), 2, "{:?}", p.reasons);
         // A channel's own limit.
         let mut r = req(30.0);
@@ -393,7 +414,7 @@ mod tests {
         let p = build_pod(&r, vec![a], Slate::default(), vec![]);
         assert_eq!(p.items[0].tracking.midpoint, urls("mid", 3));
         assert_eq!(
-            p.reasons,
+            texts(&p),
             vec!["ad a: 2 midpoint URLs over the limit of 3 dropped"]
         );
     }
@@ -424,7 +445,7 @@ mod tests {
             assert_eq!(it.tracking.impression, urls(&format!("imp{i}"), want));
             assert_eq!(it.tracking.start.len(), want);
         }
-        assert!(p.reasons.contains(
+        assert!(texts(&p).contains(
             &"ad a9: 39 impression URLs over the pod's limit of 512 dropped".to_string()
         ));
         // A pod under both limits is untouched, with no reason.
@@ -451,16 +472,17 @@ mod tests {
             &list[..2]
         );
         assert_eq!(
-            why,
-            vec!["VAST ad x: 3 error URLs over the limit of 2 dropped"]
+            why[0].to_string(),
+            "VAST ad x: 3 error URLs over the limit of 2 dropped"
         );
         let mut all = urls("e", 5);
         limit_reports(&mut all, l, &mut why);
         assert_eq!(all, urls("e", 3));
         assert_eq!(
-            why[1],
+            why[1].to_string(),
             "2 error reports over the decision's limit of 3 dropped"
         );
+        assert_eq!(why[1].code(), "error_report_limit");
     }
 
     proptest! {

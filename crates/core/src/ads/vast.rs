@@ -663,7 +663,7 @@ mod tests {
             .iter()
             .all(|u| u.starts_with("https://t.example/")));
         assert_eq!(
-            reasons,
+            reasons.iter().map(ToString::to_string).collect::<Vec<_>>(),
             vec!["ad a1: 16 impression URLs over the limit of 64 dropped"]
         );
     }

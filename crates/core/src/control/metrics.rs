@@ -14,6 +14,7 @@
 //! parses it back, and the OpenMetrics endpoint prints it as is.
 #![cfg_attr(not(test), deny(clippy::indexing_slicing))]
 
+use crate::ads::reason::{self, Reason};
 use crate::model::{Pod, PodSource};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -112,12 +113,12 @@ impl Batch {
 /// its store writes are bounded by time, not by traffic. Each event lands
 /// in the minute it happened whenever it is flushed.
 #[derive(Debug, Default)]
-pub struct Pending {
+pub struct PendingBatches {
     batches: BTreeMap<(String, String, i64), Batch>,
     last_flush_ms: Option<i64>,
 }
 
-impl Pending {
+impl PendingBatches {
     pub fn batch(&mut self, org: &str, channel: &str, now_ms: i64) -> &mut Batch {
         let minute = now_ms.div_euclid(MINUTE_MS).saturating_mul(MINUTE_MS);
         self.last_flush_ms.get_or_insert(now_ms);
@@ -150,54 +151,16 @@ impl Pending {
     }
 }
 
-/// What kind of skip (or fallback) a decision reason reports; `None` for a
-/// reason that reports no skip (e.g. "VMAP break …: 2 ads").
-pub fn skip_kind(reason: &str) -> Option<&'static str> {
-    let r = reason.to_ascii_lowercase();
-    let has = |s: &str| r.contains(s);
-    Some(if has("transcode_pending") {
-        "transcode_pending"
-    } else if has("transcode_failed") {
-        "transcode_failed"
-    } else if has("transcode") || has("no rendition conditioned") {
-        "not_conditioned"
-    } else if has("frequency cap") {
-        "frequency_cap"
-    } else if has("personalization threshold") {
-        "below_threshold"
-    } else if has("does not fit") {
-        "does_not_fit"
-    } else if has("fuller pod") {
-        "pod_packing"
-    } else if has("timed out") || has("time budget") {
-        "timeout"
-    } else if has("depth or loop limit") {
-        "wrapper_limit"
-    } else if has("decision failed") || has("decision answered for another") {
-        "decision_failed"
-    } else if has("no ads") || has("no break matches") {
-        "no_fill"
-    } else if has("unusable") || has("refused") || has("not allowed") {
-        "unusable_media"
-    } else if has("unavailable") {
-        "unavailable"
-    } else if r.starts_with("vmap break ") {
-        return None;
-    } else if has("vast") || has("decision api") || has("vmap") || has("http") {
-        "ad_server_error"
-    } else {
-        "other"
-    })
-}
-
 /// The outcome of one ad-server call, from the reasons it added to the
 /// decision: `timeout` (timed out, budget spent), `error` (the server's
 /// error), else `ok` (an empty answer is the server's choice).
-pub fn call_outcome(added: &[String]) -> &'static str {
-    let kinds: Vec<&str> = added.iter().filter_map(|r| skip_kind(r)).collect();
-    if kinds.contains(&"timeout") {
+pub fn call_outcome(added: &[Reason]) -> &'static str {
+    if added.iter().any(|r| matches!(r, Reason::Timeout { .. })) {
         "timeout"
-    } else if kinds.contains(&"ad_server_error") {
+    } else if added
+        .iter()
+        .any(|r| matches!(r, Reason::AdServerError { .. }))
+    {
         "error"
     } else {
         "ok"
@@ -227,10 +190,8 @@ pub fn record_pod(b: &mut Batch, avail_ms: u64, pod: &Pod) {
         b.add("ads_total", &[("source", "slate")], 1.0);
         b.add("slate_ms_total", &[], pod.fill_s * 1000.0);
     }
-    for r in &pod.reasons {
-        if let Some(kind) = skip_kind(r) {
-            b.add("skips_total", &[("kind", kind)], 1.0);
-        }
+    for r in pod.reasons.iter().filter(|r| reason::is_skip(&r.code)) {
+        b.add("skips_total", &[("kind", &r.code)], 1.0);
     }
 }
 
@@ -670,6 +631,7 @@ fn fmt_num(v: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ads::reason::CallError;
     use crate::model::{PodItem, Slate};
 
     fn item(id: &str, s: f64) -> PodItem {
@@ -692,7 +654,7 @@ mod tests {
 
     #[test]
     fn pending_flushes_by_time_into_the_minute_of_each_event() {
-        let mut p = Pending::default();
+        let mut p = PendingBatches::default();
         p.batch("o", "c", 59_000).add("polls_total", &[], 1.0);
         p.batch("o", "c", 61_000).add("polls_total", &[], 1.0);
         assert!(p.take_due(65_000, 10_000, false).is_empty(), "not due yet");
@@ -744,17 +706,34 @@ mod tests {
         vast.source = PodSource::Vast;
         vast.items = vec![item("x", 15.0), item("y", 10.0)];
         vast.fill_s = 5.0;
-        vast.reasons = vec![
-            "ad z dropped: frequency cap reached".into(),
-            "VAST http://ads/x: timed out".into(),
-            "VMAP break \"b1\": 2 ads".into(),
-        ];
+        let at = || "VAST http://ads/x".to_string();
+        vast.reasons = [
+            Reason::FrequencyCap { ad_id: "z".into() },
+            Reason::call_failed(at(), CallError::TimedOut),
+            Reason::VmapBreak {
+                break_id: "b1".into(),
+                ads: 2,
+            },
+            // Counted by code: a reworded message moves no counter.
+            Reason::AdServerError {
+                at: at(),
+                error: "timed out (reworded)".into(),
+            },
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        // A pod from before codes: counted as unknown.
+        vast.reasons
+            .push("ad q dropped: frequency cap reached".to_string().into());
         record_pod(&mut b, 30_000, &vast);
         let slate = Pod::slate_only(
             "b",
             30.0,
             Slate::default(),
-            "decision failed: HTTP 500".into(),
+            Reason::DecisionFailed {
+                detail: "decision failed: HTTP 500".into(),
+            },
         );
         record_pod(&mut b, 30_000, &slate);
         let s = summarize(&rows(&b, 0));
@@ -767,44 +746,9 @@ mod tests {
         assert_eq!(s.skips.get("frequency_cap"), Some(&1));
         assert_eq!(s.skips.get("timeout"), Some(&1));
         assert_eq!(s.skips.get("decision_failed"), Some(&1));
-        assert_eq!(s.skips.values().sum::<u64>(), 3, "the VMAP note is no skip");
-    }
-
-    #[test]
-    fn every_reason_the_decision_writes_has_a_kind() {
-        for (r, k) in [
-            (
-                "break 4.000s is below the personalization threshold 6.000s",
-                "below_threshold",
-            ),
-            (
-                "ad a dropped: no rendition conditioned to the 2000 ms cadence (needs TRANSCODE)",
-                "not_conditioned",
-            ),
-            (
-                "decision API ad #0 (x): not in the ad library (TRANSCODE needed)",
-                "not_conditioned",
-            ),
-            (
-                "ad a dropped: 31.000s does not fit the 30.000s break",
-                "does_not_fit",
-            ),
-            ("ad a dropped: a fuller pod fits without it", "pod_packing"),
-            ("VAST: time budget spent", "timeout"),
-            (
-                "VAST wrapper w: depth or loop limit at http://x",
-                "wrapper_limit",
-            ),
-            ("VAST http://x: no ads", "no_fill"),
-            ("VMAP: no break matches", "no_fill"),
-            ("VAST ad 1: HLS rendition refused: bad", "unusable_media"),
-            ("ad library unavailable: D1", "unavailable"),
-            ("VAST http://x: HTTP 500", "ad_server_error"),
-            ("decision API: HTTP 503", "ad_server_error"),
-            ("VAST ad a: TRANSCODE_PENDING (job j1)", "transcode_pending"),
-        ] {
-            assert_eq!(skip_kind(r), Some(k), "{r}");
-        }
+        assert_eq!(s.skips.get("ad_server_error"), Some(&1));
+        assert_eq!(s.skips.get("unknown"), Some(&1));
+        assert_eq!(s.skips.values().sum::<u64>(), 5, "the VMAP note is no skip");
     }
 
     #[test]
@@ -838,13 +782,19 @@ mod tests {
 
     #[test]
     fn call_outcomes() {
-        let r = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let failed = |e| Reason::call_failed("VAST http://x", e);
+        let http = || failed(CallError::Failed("HTTP 500".into()));
         assert_eq!(
-            call_outcome(&r(&["VAST http://x: timed out", "VAST http://x: HTTP 500"])),
+            call_outcome(&[failed(CallError::TimedOut), http()]),
             "timeout"
         );
-        assert_eq!(call_outcome(&r(&["VAST http://x: HTTP 500"])), "error");
-        assert_eq!(call_outcome(&r(&["VAST http://x: no ads"])), "ok");
+        assert_eq!(call_outcome(&[failed(CallError::BudgetSpent)]), "timeout");
+        assert_eq!(call_outcome(&[http()]), "error");
+        let empty = Reason::NoFill {
+            at: "VAST http://x".into(),
+            detail: "no ads".into(),
+        };
+        assert_eq!(call_outcome(&[empty]), "ok");
         assert_eq!(call_outcome(&[]), "ok");
     }
 
