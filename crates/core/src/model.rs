@@ -8,6 +8,11 @@
 //! discontinuity sequence counts what left the window, and ABR switching
 //! inside a break works (the README's "The stateless splice").
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
+
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,7 +64,7 @@ impl BreakRecord {
     }
     /// MSN of the first content segment after the break.
     pub fn end_msn(&self) -> u64 {
-        self.anchor_msn + self.covered() as u64
+        self.anchor_msn.saturating_add(u64::from(self.covered()))
     }
     pub fn contains(&self, msn: u64) -> bool {
         msn >= self.anchor_msn && msn < self.end_msn()
@@ -69,10 +74,11 @@ impl BreakRecord {
 /// Segments a planned duration covers at a cadence: rounded to the nearest
 /// whole segment (encoders' durations are 29.97 for 30), at least one.
 pub fn segments_for(duration_ms: u64, cadence_ms: u64) -> u32 {
-    if cadence_ms == 0 {
-        return 1;
-    }
-    (((duration_ms + cadence_ms / 2) / cadence_ms).max(1)).min(u32::MAX as u64) as u32
+    let rounded = duration_ms
+        .saturating_add(cadence_ms / 2)
+        .checked_div(cadence_ms)
+        .unwrap_or(1);
+    u32::try_from(rounded.max(1)).unwrap_or(u32::MAX)
 }
 
 /// How far past whole segments a creative may run and still take no further
@@ -176,10 +182,13 @@ impl BreakRecord {
 /// Do two (MSN, PDT) points lie on one timeline at `cadence_ms` per
 /// segment (within [`PDT_TOLERANCE_MS`] + 1 % of the distance)?
 pub fn mapping_agrees(msn_a: u64, pdt_a: i64, msn_b: u64, pdt_b: i64, cadence_ms: u64) -> bool {
-    let steps = i128::from(msn_b) - i128::from(msn_a);
-    let span = steps * i128::from(cadence_ms.max(1));
-    let expected = i128::from(pdt_a) + span;
-    (expected - i128::from(pdt_b)).abs() <= i128::from(PDT_TOLERANCE_MS) + span.abs() / 100
+    // In i128 a step count (< 2^64) times a cadence (< 2^64) can still
+    // reach 2^128: saturating keeps such a mapping disagreeing, as it is.
+    let steps = i128::from(msn_b).saturating_sub(i128::from(msn_a));
+    let span = steps.saturating_mul(i128::from(cadence_ms.max(1)));
+    let expected = i128::from(pdt_a).saturating_add(span);
+    expected.saturating_sub(i128::from(pdt_b)).saturating_abs()
+        <= i128::from(PDT_TOLERANCE_MS).saturating_add(span.saturating_abs() / 100)
 }
 
 /// Whether a view examined through `checked_through_msn` on the origin
@@ -698,30 +707,31 @@ pub struct Slot {
 /// slate for what is left, cut at an early end.
 pub fn layout(record: &BreakRecord, pod: &Pod) -> Vec<Slot> {
     let planned = record.segment_count;
-    let mut slots = Vec::with_capacity(pod.items.len() + 1);
+    let mut slots = Vec::with_capacity(pod.items.len().saturating_add(1));
     let mut cursor = 0u32;
     for (i, item) in pod.items.iter().enumerate() {
         let k = item.segments_at(record.cadence_ms);
-        if cursor + k <= planned {
+        if let Some(end) = cursor.checked_add(k).filter(|&e| e <= planned) {
             slots.push(Slot {
                 start: cursor,
                 len: k,
                 kind: SlotKind::Ad(i),
             });
-            cursor += k;
+            cursor = end;
         }
     }
-    if cursor < planned {
+    if let Some(rest) = planned.checked_sub(cursor).filter(|&r| r > 0) {
         slots.push(Slot {
             start: cursor,
-            len: planned - cursor,
+            len: rest,
             kind: SlotKind::Slate,
         });
     }
     let n = record.covered();
     slots.retain(|s| s.start < n);
     if let Some(last) = slots.last_mut() {
-        last.len = last.len.min(n - last.start);
+        // retain kept only slots starting before n.
+        last.len = last.len.min(n.saturating_sub(last.start));
     }
     slots
 }
@@ -743,7 +753,7 @@ pub fn discontinuity_msns<'a>(
     let ret = (!slots.is_empty()).then(|| record.end_msn());
     slots
         .iter()
-        .map(move |s| record.anchor_msn + s.start as u64)
+        .map(move |s| record.anchor_msn.saturating_add(u64::from(s.start)))
         .chain(ret)
 }
 

@@ -6,13 +6,14 @@
 //! core (`pod`, `vast`, `vmap`, `decision`); this worker does the I/O and
 //! caches.
 
-use cf_ssai_core::ads::decision::CapState;
+use cf_ssai_core::ads::decision::{CapState, FrequencyCap};
 use cf_ssai_core::ads::pod::{build_pod, PodRequest};
 use cf_ssai_core::ads::reason::{CallError, Reason};
 use cf_ssai_core::ads::request::{BreakKind, DecisionRequest, Viewer};
 use cf_ssai_core::ads::vmap::AdSource;
+use cf_ssai_core::control::config::ChannelConfig;
 use cf_ssai_core::control::metrics::Batch;
-use cf_ssai_core::model::{AdRendition, PodItem, PodSource, Slate, Tracking};
+use cf_ssai_core::model::{AdRendition, Pod, PodItem, PodSource, Slate, Tracking};
 use serde::Deserialize;
 use worker::*;
 use worker_shared::{bindings, error, json};
@@ -41,45 +42,58 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     }
 }
 
+/// One decision: the channel's cached answer when it may have one, else
+/// the waterfall's ads (or the house ads) fitted into a pod with slate for
+/// the rest; caps, cache and metrics written after.
 async fn decide(r: DecisionRequest, env: &Env, worker_ctx: &Context) -> Result<Response> {
-    let DecisionRequest {
-        org,
-        channel: slug,
-        break_id,
-        duration_s,
-        kind,
-        ..
-    } = r.clone();
-    let Some(ch) = worker_shared::load_channel(env, &org, &slug).await? else {
-        return error(404, format!("channel {org}/{slug} not found"));
+    let Some(ch) = worker_shared::load_channel(env, &r.org, &r.channel).await? else {
+        return error(404, format!("channel {}/{} not found", r.org, r.channel));
     };
+    let cfg = &ch.config;
     let cadence_ms = r
         .cadence_in_range()
-        .or((ch.config.cadence_ms > 0).then_some(ch.config.cadence_ms))
+        .or((cfg.cadence_ms > 0).then_some(cfg.cadence_ms))
         .unwrap_or(2000);
     let kv = env.kv(bindings::KV)?;
-    let cfg = &ch.config;
-    let cap = cfg.frequency_cap;
     // Cached pods would ignore frequency caps and VMAP's per-break
     // schedule: cache only decisions that depend on the request alone.
-    let cacheable = cfg.decision_cache_s > 0 && !cap.enabled() && !kind.follows_schedule();
-    let cache_key = format!(
-        "decision:{org}:{slug}:{cadence_ms}:{}:{}:{}:{}",
-        (duration_s * 1000.0).round() as u64,
-        enc(&r.viewer.geo),
-        short_hash(&r.viewer.consent),
-        enc(&r.viewer.bucket)
-    );
-    if cacheable {
-        if let Ok(Some(mut pod)) = kv.get(&cache_key).json::<cf_ssai_core::model::Pod>().await {
-            pod.break_id = break_id.clone();
-            pod.pod_id = format!("pod-{break_id}");
+    let cache =
+        (cfg.decision_cache_s > 0 && !cfg.frequency_cap.enabled() && !r.kind.follows_schedule())
+            .then(|| cache_key(&r, cadence_ms));
+    if let Some(key) = &cache {
+        if let Some(pod) = cached_pod(&kv, key, &r.break_id).await {
             worker_shared::count(env, "decision", "cache_hits", 1).await;
             return json(&pod, 200);
         }
     }
+    let (pod, calls) = waterfall_pod(env, worker_ctx, &kv, &r, cfg, cadence_ms).await?;
+    if let Some(key) = &cache {
+        if let Ok(put) = kv.put(key, serde_json::to_string(&pod)?) {
+            let _ = put
+                .expiration_ttl(cfg.decision_cache_s as u64)
+                .execute()
+                .await;
+        }
+    }
+    worker_shared::count(env, "decision", "decisions", 1).await;
+    worker_shared::metrics::record(env, &r.org, &r.channel, worker_shared::now_ms(), &calls).await;
+    json(&pod, 200)
+}
+
+/// A decision made afresh: the library and caps read, the waterfall's
+/// ads (else the house ads) fitted into a pod, the caps counted; the
+/// creatives that want conditioning recorded after the answer. Returns the
+/// pod and the ad-server calls made.
+async fn waterfall_pod(
+    env: &Env,
+    worker_ctx: &Context,
+    kv: &kv::KvStore,
+    r: &DecisionRequest,
+    cfg: &ChannelConfig,
+    cadence_ms: u64,
+) -> Result<(Pod, Batch)> {
     let mut reasons = Vec::new();
-    let lib = match library(env, &org, &slug).await {
+    let lib = match library(env, &r.org, &r.channel).await {
         Ok(c) => c,
         Err(e) => {
             reasons.push(Reason::Unavailable {
@@ -90,127 +104,92 @@ async fn decide(r: DecisionRequest, env: &Env, worker_ctx: &Context) -> Result<R
         }
     };
     let now = worker_shared::now_ms();
-    let cap_key = format!("fcap:{org}:{slug}");
-    let mut caps: CapState = if cap.enabled() {
-        kv.get(&cap_key)
-            .json()
-            .await
-            .ok()
-            .flatten()
-            .unwrap_or_default()
-    } else {
-        CapState::default()
+    let caps = Caps::load(kv, r, cfg.frequency_cap).await;
+    let budget = Budget {
+        started_ms: now,
+        total_ms: cfg.decision_timeout_ms as i64,
     };
-    let capped = caps.capped(&cap, now);
-    let started = now;
-    let budget = cfg.decision_timeout_ms as i64;
-    let left = |reasons: &mut Vec<Reason>, step: &str| -> Option<u64> {
-        let l = budget - (worker_shared::now_ms() - started);
-        if l <= 50 {
-            reasons.push(Reason::call_failed(step, CallError::BudgetSpent));
-            None
-        } else {
-            Some(l as u64)
-        }
-    };
-    let mut source = PodSource::Library;
-    let mut candidates = Vec::new();
-    // Per ad server: requests by outcome and latency (written once below).
-    let mut calls = Batch::default();
-    let mut tags: Vec<String> = cfg.vast_urls.clone();
-    // 1. External decision API.
-    if !cfg.decision_api_url.is_empty() {
-        if let Some(l) = left(&mut reasons, "decision API") {
-            let (t0, n0) = (worker_shared::now_ms(), reasons.len());
-            let resp = external(
-                env,
-                &cfg.decision_api_url,
-                &slug,
-                &break_id,
-                duration_s,
-                &r.viewer,
-                l,
-            )
-            .await;
-            if let Err(e) = &resp {
-                reasons.push(Reason::call_failed("decision API", e.clone()));
-            }
-            note_call(&mut calls, &cfg.decision_api_url, t0, reasons.get(n0..));
-            if let Ok(resp) = resp {
-                let items =
-                    cf_ssai_core::ads::decision::map_external(&resp, &lib.items, &mut reasons);
-                if !items.is_empty() {
-                    source = PodSource::Api;
-                    candidates.extend(items);
-                }
-                tags.splice(0..0, resp.vast_urls);
-            }
-        }
-    }
-    // 2. VAST: the VMAP break for scheduled/pre-roll breaks, then the tags.
-    let ctx = VastCtx {
+    let mut w = Waterfall {
         env,
-        lib: &lib,
-        duration_s,
+        r,
+        cfg,
+        lib,
         cadence_ms,
-        viewer: &r.viewer,
-        cache_s: cfg.vast_cache_s,
-        asset: &r.asset,
-        limits: cfg.tracking_limits,
+        budget,
+        reasons,
+        calls: Batch::default(),
     };
-    if candidates.is_empty() && !cfg.vmap_url.is_empty() && kind.follows_schedule() {
-        if let Some(l) = left(&mut reasons, "VMAP") {
-            let (t0, n0, f0) = (worker_shared::now_ms(), reasons.len(), vast::fetches());
-            let items = vmap_step(
-                &ctx,
-                &cfg.vmap_url,
-                &break_id,
-                kind,
-                r.start_ms,
-                l,
-                &mut reasons,
-            )
-            .await;
-            if vast::fetches() > f0 {
-                note_call(&mut calls, &cfg.vmap_url, t0, reasons.get(n0..));
-            }
-            if !items.is_empty() {
-                source = PodSource::Vast;
-                candidates.extend(items);
-            }
-        }
-    }
-    if candidates.is_empty() {
-        for tag in &tags {
-            let Some(l) = left(&mut reasons, "VAST") else {
-                break;
-            };
-            let (t0, n0, f0) = (worker_shared::now_ms(), reasons.len(), vast::fetches());
-            let items = ctx.tag(tag, l, &mut reasons).await;
-            if vast::fetches() > f0 {
-                note_call(&mut calls, tag, t0, reasons.get(n0..));
-            }
-            if !items.is_empty() {
-                source = PodSource::Vast;
-                candidates.extend(items);
-                break;
-            }
-        }
-    }
-    // 3. The ad library: house ads only (conditioned creatives belong to
-    // the ad server's campaigns and play only when it returns them).
+    let (source, candidates) = w.ads().await;
+    let Waterfall {
+        lib,
+        reasons,
+        calls,
+        ..
+    } = w;
     let wanted = lib.wanted.take();
-    if candidates.is_empty() {
-        candidates = lib
-            .items
-            .into_iter()
-            .filter(|i| !lib.sources.contains_key(&i.ad_id))
-            .collect();
-    }
+    let candidates = if candidates.is_empty() {
+        house_ads(lib)
+    } else {
+        candidates
+    };
     if !wanted.is_empty() {
-        worker_ctx.wait_until(record_jobs(env.clone(), org.clone(), wanted));
+        worker_ctx.wait_until(record_jobs(env.clone(), r.org.clone(), wanted));
     }
-    let slate = match slate(env, &org, &slug, &cfg.slate_id).await {
+    let capped = caps.capped(now);
+    let pod = assemble(
+        env, r, cfg, cadence_ms, &capped, source, candidates, reasons,
+    )
+    .await;
+    caps.record(kv, &pod, now).await?;
+    Ok((pod, calls))
+}
+
+/// The cache key of a decision that depends on the request alone: the
+/// channel, cadence, duration and the viewer's dimensions.
+fn cache_key(r: &DecisionRequest, cadence_ms: u64) -> String {
+    format!(
+        "decision:{}:{}:{cadence_ms}:{}:{}:{}:{}",
+        r.org,
+        r.channel,
+        (r.duration_s * 1000.0).round() as u64,
+        enc(&r.viewer.geo),
+        short_hash(&r.viewer.consent),
+        enc(&r.viewer.bucket)
+    )
+}
+
+/// A cached pod, renamed for this break.
+async fn cached_pod(kv: &kv::KvStore, key: &str, break_id: &str) -> Option<Pod> {
+    let mut pod = kv.get(key).json::<Pod>().await.ok().flatten()?;
+    pod.break_id = break_id.to_string();
+    pod.pod_id = format!("pod-{break_id}");
+    Some(pod)
+}
+
+/// The house ads of the library: what a break gets when no ad server
+/// answered (conditioned creatives belong to the ad server's campaigns and
+/// play only when it returns them).
+fn house_ads(lib: vast::Library) -> Vec<PodItem> {
+    lib.items
+        .into_iter()
+        .filter(|i| !lib.sources.contains_key(&i.ad_id))
+        .collect()
+}
+
+/// The pod: the candidates that fit, slate (the channel's, else the
+/// org's) for the rest.
+#[allow(clippy::too_many_arguments)]
+async fn assemble(
+    env: &Env,
+    r: &DecisionRequest,
+    cfg: &ChannelConfig,
+    cadence_ms: u64,
+    capped: &[String],
+    source: PodSource,
+    candidates: Vec<PodItem>,
+    mut reasons: Vec<Reason>,
+) -> Pod {
+    let slate = match slate(env, &r.org, &r.channel, &cfg.slate_id).await {
         Ok(s) => s,
         Err(e) => {
             reasons.push(Reason::Unavailable {
@@ -220,37 +199,196 @@ async fn decide(r: DecisionRequest, env: &Env, worker_ctx: &Context) -> Result<R
             Slate::default()
         }
     };
-    let pod = build_pod(
+    build_pod(
         &PodRequest {
-            break_id: &break_id,
-            duration_s,
+            break_id: &r.break_id,
+            duration_s: r.duration_s,
             cadence_ms,
             personalization_threshold_s: cfg.personalization_threshold_s,
-            capped: &capped,
+            capped,
             source,
             tracking: cfg.tracking_limits,
         },
         candidates,
         slate,
         reasons,
-    );
-    if cap.enabled() && !pod.items.is_empty() {
-        caps.record(pod.items.iter().map(|i| i.creative_id.as_str()), &cap, now);
-        if let Ok(put) = kv.put(&cap_key, serde_json::to_string(&caps)?) {
-            let _ = put.expiration_ttl(cap.window_s.max(60)).execute().await;
-        }
+    )
+}
+
+/// The channel's frequency caps: plays per creative (KV), read before the
+/// decision and counted after it.
+struct Caps {
+    cap: FrequencyCap,
+    key: String,
+    state: CapState,
+}
+
+impl Caps {
+    async fn load(kv: &kv::KvStore, r: &DecisionRequest, cap: FrequencyCap) -> Caps {
+        let key = format!("fcap:{}:{}", r.org, r.channel);
+        let state = if cap.enabled() {
+            kv.get(&key).json().await.ok().flatten().unwrap_or_default()
+        } else {
+            CapState::default()
+        };
+        Caps { cap, key, state }
     }
-    if cacheable {
-        if let Ok(put) = kv.put(&cache_key, serde_json::to_string(&pod)?) {
+
+    fn capped(&self, now_ms: i64) -> Vec<String> {
+        self.state.capped(&self.cap, now_ms)
+    }
+
+    /// Count the pod's creatives (a pod of slate plays none).
+    async fn record(mut self, kv: &kv::KvStore, pod: &Pod, now_ms: i64) -> Result<()> {
+        if !self.cap.enabled() || pod.items.is_empty() {
+            return Ok(());
+        }
+        let creatives = pod.items.iter().map(|i| i.creative_id.as_str());
+        self.state.record(creatives, &self.cap, now_ms);
+        if let Ok(put) = kv.put(&self.key, serde_json::to_string(&self.state)?) {
             let _ = put
-                .expiration_ttl(cfg.decision_cache_s as u64)
+                .expiration_ttl(self.cap.window_s.max(60))
                 .execute()
                 .await;
         }
+        Ok(())
     }
-    worker_shared::count(env, "decision", "decisions", 1).await;
-    worker_shared::metrics::record(env, &org, &slug, worker_shared::now_ms(), &calls).await;
-    json(&pod, 200)
+}
+
+/// The decision's time budget, from when the waterfall started.
+#[derive(Clone, Copy)]
+struct Budget {
+    started_ms: i64,
+    total_ms: i64,
+}
+
+impl Budget {
+    /// What is left for `step` (ms), or a reason when it is spent (the
+    /// last 50 ms are kept for the answer).
+    fn left(&self, reasons: &mut Vec<Reason>, step: &str) -> Option<u64> {
+        let l = self.total_ms - (worker_shared::now_ms() - self.started_ms);
+        if l <= 50 {
+            reasons.push(Reason::call_failed(step, CallError::BudgetSpent));
+            None
+        } else {
+            Some(l as u64)
+        }
+    }
+}
+
+/// The ad sources of one decision, tried in order within its budget: the
+/// decision API, then VAST (the VMAP break for scheduled breaks and
+/// pre-rolls, then the tags). Gathers the reasons and, per ad server, the
+/// calls' outcomes and latencies.
+struct Waterfall<'a> {
+    env: &'a Env,
+    r: &'a DecisionRequest,
+    cfg: &'a ChannelConfig,
+    lib: vast::Library,
+    cadence_ms: u64,
+    budget: Budget,
+    reasons: Vec<Reason>,
+    calls: Batch,
+}
+
+impl Waterfall<'_> {
+    /// The first source's ads and which source it was (none: `Library`,
+    /// the house ads' source).
+    async fn ads(&mut self) -> (PodSource, Vec<PodItem>) {
+        let mut tags: Vec<String> = self.cfg.vast_urls.clone();
+        if let Some(resp) = self.ask_api().await {
+            let items = cf_ssai_core::ads::decision::map_external(
+                &resp,
+                &self.lib.items,
+                &mut self.reasons,
+            );
+            tags.splice(0..0, resp.vast_urls);
+            if !items.is_empty() {
+                return (PodSource::Api, items);
+            }
+        }
+        let items = self.ask_vmap().await;
+        if !items.is_empty() {
+            return (PodSource::Vast, items);
+        }
+        let items = self.ask_tags(&tags).await;
+        let source = if items.is_empty() {
+            PodSource::Library
+        } else {
+            PodSource::Vast
+        };
+        (source, items)
+    }
+
+    /// Step 1: the external decision API, when the channel has one.
+    async fn ask_api(&mut self) -> Option<cf_ssai_core::ads::decision::ExternalResponse> {
+        let url = &self.cfg.decision_api_url;
+        if url.is_empty() {
+            return None;
+        }
+        let l = self.budget.left(&mut self.reasons, "decision API")?;
+        let (t0, n0) = (worker_shared::now_ms(), self.reasons.len());
+        let resp = external(self.env, url, self.r, l).await;
+        if let Err(e) = &resp {
+            self.reasons
+                .push(Reason::call_failed("decision API", e.clone()));
+        }
+        note_call(&mut self.calls, url, t0, self.reasons.get(n0..));
+        resp.ok()
+    }
+
+    /// What every VAST resolution of this decision shares.
+    fn vast_ctx(&self) -> VastCtx<'_> {
+        VastCtx {
+            env: self.env,
+            lib: &self.lib,
+            duration_s: self.r.duration_s,
+            cadence_ms: self.cadence_ms,
+            viewer: &self.r.viewer,
+            cache_s: self.cfg.vast_cache_s,
+            asset: &self.r.asset,
+            limits: self.cfg.tracking_limits,
+        }
+    }
+
+    /// Step 2a: the VMAP break, for scheduled breaks and pre-rolls.
+    async fn ask_vmap(&mut self) -> Vec<PodItem> {
+        let url = &self.cfg.vmap_url;
+        if url.is_empty() || !self.r.kind.follows_schedule() {
+            return Vec::new();
+        }
+        let Some(l) = self.budget.left(&mut self.reasons, "VMAP") else {
+            return Vec::new();
+        };
+        let (t0, f0) = (worker_shared::now_ms(), vast::fetches());
+        let mut added = Vec::new();
+        let items = vmap_step(&self.vast_ctx(), url, self.r, l, &mut added).await;
+        if vast::fetches() > f0 {
+            note_call(&mut self.calls, url, t0, Some(&added));
+        }
+        self.reasons.extend(added);
+        items
+    }
+
+    /// Step 2b: the VAST tags in order, up to the first with ads.
+    async fn ask_tags(&mut self, tags: &[String]) -> Vec<PodItem> {
+        for tag in tags {
+            let Some(l) = self.budget.left(&mut self.reasons, "VAST") else {
+                break;
+            };
+            let (t0, f0) = (worker_shared::now_ms(), vast::fetches());
+            let mut added = Vec::new();
+            let items = self.vast_ctx().tag(tag, l, &mut added).await;
+            if vast::fetches() > f0 {
+                note_call(&mut self.calls, tag, t0, Some(&added));
+            }
+            self.reasons.extend(added);
+            if !items.is_empty() {
+                return items;
+            }
+        }
+        Vec::new()
+    }
 }
 
 /// One ad server call (a decision API request, or a VAST/VMAP tag with its
@@ -341,9 +479,7 @@ impl VastCtx<'_> {
 async fn vmap_step(
     ctx: &VastCtx<'_>,
     vmap_url: &str,
-    break_id: &str,
-    kind: BreakKind,
-    start_ms: Option<i64>,
+    r: &DecisionRequest,
     budget_ms: u64,
     reasons: &mut Vec<Reason>,
 ) -> Vec<cf_ssai_core::model::PodItem> {
@@ -362,12 +498,12 @@ async fn vmap_step(
     };
     let tolerance = ((ctx.duration_s * 500.0) as i64).max(ctx.cadence_ms as i64);
     // `/cue` names breaks "cue-{event_id}"; VMAP names the event.
-    let id = break_id.strip_prefix("cue-").unwrap_or(break_id);
+    let id = r.break_id.strip_prefix("cue-").unwrap_or(&r.break_id);
     let Some(b) = cf_ssai_core::ads::vmap::select(
         &breaks,
         id,
-        kind == BreakKind::Preroll,
-        start_ms,
+        r.kind == BreakKind::Preroll,
+        r.start_ms,
         tolerance,
     ) else {
         reasons.push(Reason::NoFill {
@@ -417,19 +553,16 @@ fn viewer_key(v: &Viewer) -> String {
 async fn external(
     env: &Env,
     url: &str,
-    channel: &str,
-    break_id: &str,
-    duration_s: f64,
-    v: &Viewer,
+    r: &DecisionRequest,
     timeout_ms: u64,
 ) -> std::result::Result<cf_ssai_core::ads::decision::ExternalResponse, CallError> {
     let body = serde_json::to_string(&cf_ssai_core::ads::decision::ExternalRequest {
-        channel,
-        break_id,
-        duration_s,
-        geo: &v.geo,
-        consent: &v.consent,
-        bucket: &v.bucket,
+        channel: &r.channel,
+        break_id: &r.break_id,
+        duration_s: r.duration_s,
+        geo: &r.viewer.geo,
+        consent: &r.viewer.consent,
+        bucket: &r.viewer.bucket,
     })
     .map_err(|e| CallError::Failed(e.to_string()))?;
     let allow = worker_shared::private_policy(env);

@@ -379,28 +379,7 @@ fn map_ad(
         let Some(c) = creative else {
             return Err((unusable("no linear creative".into()), error_code::LINEARITY));
         };
-        return Err(
-            match conditioning::best_source(c, library.settings.top_rung()) {
-                Ok(src) => {
-                    let job = JobRequest::new(c, &ad.ad_system, src);
-                    let known = library.jobs.get(&job.id);
-                    let detail = conditioning::skip_reason(&job, known);
-                    let why = if known.is_some_and(|s| s.state == "failed") {
-                        Reason::TranscodeFailed { at: at(), detail }
-                    } else {
-                        Reason::TranscodePending { at: at(), detail }
-                    };
-                    library.wanted.borrow_mut().push(job);
-                    (why, error_code::MEDIA_UNSUPPORTED)
-                }
-                Err(e) => (
-                    unusable(format!(
-                        "no conditioned rendition and nothing to condition: {e}"
-                    )),
-                    error_code::MEDIA_UNSUPPORTED,
-                ),
-            },
-        );
+        return Err(want_conditioning(ad, c, library));
     }
     // Conditioned from a source the ad server has since replaced: play
     // what we have, condition the new one.
@@ -444,6 +423,33 @@ fn map_ad(
         ad.id.clone()
     };
     Ok(item)
+}
+
+/// A creative without conditioned media: a job for the conditioner (the
+/// reason says whether one is pending or failed), or why none can be made.
+fn want_conditioning(ad: &VastAd, c: &Creative, library: &Library) -> (Reason, u16) {
+    let at = format!("VAST ad {}", ad.id);
+    match conditioning::best_source(c, library.settings.top_rung()) {
+        Ok(src) => {
+            let job = JobRequest::new(c, &ad.ad_system, src);
+            let known = library.jobs.get(&job.id);
+            let detail = conditioning::skip_reason(&job, known);
+            let why = if known.is_some_and(|s| s.state == "failed") {
+                Reason::TranscodeFailed { at, detail }
+            } else {
+                Reason::TranscodePending { at, detail }
+            };
+            library.wanted.borrow_mut().push(job);
+            (why, error_code::MEDIA_UNSUPPORTED)
+        }
+        Err(e) => (
+            Reason::UnusableMedia {
+                at,
+                detail: format!("no conditioned rendition and nothing to condition: {e}"),
+            },
+            error_code::MEDIA_UNSUPPORTED,
+        ),
+    }
 }
 
 fn parse_doc(text: &str) -> std::result::Result<core_vast::VastDoc, CallError> {

@@ -3,6 +3,11 @@
 //! backoff. The beacon worker carries these out; the manifest worker
 //! produces them on ad-segment delivery.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
+
 use serde::{Deserialize, Serialize};
 
 /// The VAST tracking event kinds; defined with the pod's records in
@@ -236,11 +241,11 @@ pub fn fill_asset_macros(url: &str, asset: &std::collections::BTreeMap<String, S
     while let Some(i) = rest.find("[asset.") {
         let (head, tail) = rest.split_at(i);
         out.push_str(head);
-        let Some(end) = tail.find(']') else {
+        let Some((mac, after)) = tail.split_once(']') else {
             out.push_str(tail);
             return out;
         };
-        let key = tail.get(7..end).unwrap_or("");
+        let key = mac.strip_prefix("[asset.").unwrap_or("");
         let value = asset.get(key).map(String::as_str).unwrap_or("");
         for c in value.chars() {
             if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | '%') {
@@ -252,7 +257,7 @@ pub fn fill_asset_macros(url: &str, asset: &std::collections::BTreeMap<String, S
                 }
             }
         }
-        rest = tail.get(end + 1..).unwrap_or("");
+        rest = after;
     }
     out.push_str(rest);
     out
@@ -332,12 +337,16 @@ pub fn batches<T: Serialize>(msgs: Vec<T>, max_n: usize, max_bytes: usize) -> Ve
     let mut cur: Vec<T> = Vec::new();
     let mut bytes = 0usize;
     for m in msgs {
-        let size = serde_json::to_vec(&m).map_or(0, |v| v.len()) + ENVELOPE;
-        if !cur.is_empty() && (cur.len() >= max_n.max(1) || bytes + size > max_bytes) {
+        // Sizes of messages in memory: the sums cannot reach usize::MAX.
+        let size = serde_json::to_vec(&m)
+            .map_or(0, |v| v.len())
+            .saturating_add(ENVELOPE);
+        if !cur.is_empty() && (cur.len() >= max_n.max(1) || bytes.saturating_add(size) > max_bytes)
+        {
             out.push(std::mem::take(&mut cur));
             bytes = 0;
         }
-        bytes += size;
+        bytes = bytes.saturating_add(size);
         cur.push(m);
     }
     if !cur.is_empty() {
@@ -350,7 +359,7 @@ pub fn batches<T: Serialize>(msgs: Vec<T>, max_n: usize, max_bytes: usize) -> Ve
 /// attempt (age grows by the previous delay), with jitter, capped.
 pub fn backoff_s(age_ms: i64, jitter: u32) -> u32 {
     let age_s = (age_ms.max(0) / 1000) as u32;
-    (age_s.saturating_mul(2).max(1) + jitter % 3).min(600)
+    (age_s.saturating_mul(2).max(1).saturating_add(jitter % 3)).min(600)
 }
 
 #[cfg(test)]

@@ -8,6 +8,11 @@
 //! Limits: body size, ads per document, element depth — each with its own
 //! error; never a panic on malformed XML.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
+
 use crate::ads::pod::{build_pod, PodRequest};
 use crate::model::{Pod, PodItem, PodSource, Slate, Tracking};
 use quick_xml::events::Event;
@@ -423,7 +428,7 @@ fn text(
     let Some(&leaf) = path.last() else {
         return;
     };
-    let parent = path.len().checked_sub(2).map(|i| path[i]);
+    let parent = path.len().checked_sub(2).and_then(|i| path.get(i).copied());
     match (leaf, ad.as_mut()) {
         (Tag::Error, None) => doc.errors.push(v.to_string()),
         (Tag::Error, Some(a)) if parent != Some(Tag::Tracking) => a.errors.push(v.to_string()),

@@ -7,6 +7,11 @@
 //! pre-roll. Percent and position offsets describe VOD content and never
 //! match a live break.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
+
 use crate::ads::vast::VastError;
 use quick_xml::events::Event;
 use quick_xml::name::QName;
@@ -79,8 +84,10 @@ pub fn parse(xml: &str) -> Result<Vec<AdBreak>, VastError> {
     let mut depth = 0usize;
     loop {
         let ev = r.read_event().map_err(|e| err(&r, e))?;
+        // quick-xml refuses an end tag without its start, so depth never
+        // goes below 0 nor near usize::MAX: saturating is only the spelling.
         if matches!(ev, Event::Start(_)) {
-            depth += 1;
+            depth = depth.saturating_add(1);
         }
         match ev {
             Event::Start(ref e) | Event::Empty(ref e) => {
@@ -122,7 +129,7 @@ pub fn parse(xml: &str) -> Result<Vec<AdBreak>, VastError> {
                         // Keep the inner VAST verbatim for the VAST parser.
                         let qname = e.name().as_ref().to_vec();
                         let span = r.read_to_end(QName(&qname)).map_err(|e| err(&r, e))?;
-                        depth -= 1;
+                        depth = depth.saturating_sub(1);
                         let inner = xml
                             .get(span.start as usize..span.end as usize)
                             .unwrap_or("")
@@ -163,17 +170,17 @@ pub fn parse(xml: &str) -> Result<Vec<AdBreak>, VastError> {
                     })
                 }
                 b"AdTagURI" => {
-                    depth -= 1;
+                    depth = depth.saturating_sub(1);
                     in_tag_uri = false;
                     if let Some(b) = current.as_mut() {
                         b.source = Some(AdSource::TagUri(text.trim().to_string()));
                     }
                 }
                 b"AdBreak" => {
-                    depth -= 1;
+                    depth = depth.saturating_sub(1);
                     out.extend(current.take());
                 }
-                _ => depth -= 1,
+                _ => depth = depth.saturating_sub(1),
             },
             Event::Eof if depth > 0 => {
                 return Err(VastError::Xml {
@@ -225,8 +232,9 @@ pub fn select<'a>(
         .filter(usable)
         .filter_map(|b| match b.time_offset {
             TimeOffset::Clock(ms) => {
-                let d = (ms.rem_euclid(DAY) - tod).abs();
-                Some((d.min(DAY - d), b))
+                // Both times of day are in 0..DAY: no overflow.
+                let d = ms.rem_euclid(DAY).saturating_sub(tod).saturating_abs();
+                Some((d.min(DAY.saturating_sub(d)), b))
             }
             _ => None,
         })

@@ -8,6 +8,11 @@
 //! algorithm is bound to its own key type, which closes algorithm
 //! confusion.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
+
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
@@ -263,10 +268,12 @@ pub fn split(token: &str) -> Result<UnverifiedJwt<'_>, AuthError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(AuthError::Malformed("token too long"));
     }
-    let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(sig), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+    // header.payload is what was signed; exactly three parts.
+    let three = token
+        .rsplit_once('.')
+        .and_then(|(input, sig)| Some((input, input.split_once('.')?, sig)))
+        .filter(|(_, (_, p), _)| !p.contains('.'));
+    let Some((signing_input, (h, p), sig)) = three else {
         return Err(AuthError::Malformed("expected three dot-separated parts"));
     };
     let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -285,7 +292,7 @@ pub fn split(token: &str) -> Result<UnverifiedJwt<'_>, AuthError> {
     Ok(UnverifiedJwt {
         alg: alg.to_string(),
         kid: header.get("kid").and_then(|k| k.as_str()).map(String::from),
-        signing_input: &token[..h.len() + 1 + p.len()],
+        signing_input,
         signature,
         payload_b64: p,
     })
@@ -344,10 +351,14 @@ fn claims_principal(
             return Err(AuthError::Issuer);
         }
     }
-    if now_s > exp + LEEWAY_S {
+    // A far-future exp was refused above (lifetime); saturating is exact.
+    if now_s > exp.saturating_add(LEEWAY_S) {
         return Err(AuthError::Expired);
     }
-    if claims.nbf.is_some_and(|n| now_s + LEEWAY_S < n) {
+    if claims
+        .nbf
+        .is_some_and(|n| now_s.saturating_add(LEEWAY_S) < n)
+    {
         return Err(AuthError::NotYetValid);
     }
     let aud_ok = match &claims.aud {

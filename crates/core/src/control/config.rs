@@ -2,6 +2,11 @@
 //! validation (per-field errors), origin URL safety (no open proxy), and the
 //! documented rule that picks SSAI or SGAI for `mode: auto`.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
+
 use crate::channel::sequencer::BreakPolicy;
 use crate::scte35::cues::SegmentationPolicy;
 use crate::splice::{Mode, SpliceSettings};
@@ -321,10 +326,9 @@ pub fn choose_mode(
 }
 
 fn hlsjs_at_least_1_6(ua: &str) -> bool {
-    let Some(i) = ua.find("hls.js/") else {
+    let Some((_, v)) = ua.split_once("hls.js/") else {
         return false;
     };
-    let v = &ua[i + 7..];
     let mut it = v.split(|c: char| !c.is_ascii_digit());
     let major: u32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);
     let minor: u32 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0);

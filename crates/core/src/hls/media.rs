@@ -2,6 +2,11 @@
 //! which belong to each segment, each segment's MSN, duration, PDT, and the
 //! EXT-X-MAP / EXT-X-KEY in effect (RFC 8216bis §4.4).
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
+
 use crate::hls::{self, HlsError, Line, Playlist};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -138,11 +143,11 @@ pub fn parse(text: &str) -> Result<MediaPlaylist<'_>, HlsError> {
                     header_end = Some(i);
                 }
                 let pdt = explicit_pdt.take().or(next_pdt);
-                next_pdt = pdt.map(|p| p + (dsecs * 1000.0).round() as i64);
+                next_pdt = pdt.map(|p| p.saturating_add((dsecs * 1000.0).round() as i64));
                 segments.push(Segment {
                     first_line: seg_start.take().unwrap_or(i),
                     uri_line: i,
-                    msn: media_sequence + msn_offset,
+                    msn: media_sequence.saturating_add(msn_offset),
                     duration_text: dtext,
                     duration: dsecs,
                     pdt_ms: pdt,
@@ -150,7 +155,7 @@ pub fn parse(text: &str) -> Result<MediaPlaylist<'_>, HlsError> {
                     map,
                     keys: keys.clone(),
                 });
-                msn_offset += 1;
+                msn_offset = msn_offset.saturating_add(1);
             }
             Line::Comment(_) | Line::Blank(_) => {}
         }
@@ -158,10 +163,11 @@ pub fn parse(text: &str) -> Result<MediaPlaylist<'_>, HlsError> {
     let header_end = header_end.unwrap_or(tokens.lines.len());
     // Back-fill PDTs before the first explicit one (§4.4.4.6 lets a player
     // derive them from durations).
-    if let Some(k) = segments.iter().position(|s| s.pdt_ms.is_some()) {
-        let mut t = segments[k].pdt_ms.unwrap_or(0);
-        for s in segments[..k].iter_mut().rev() {
-            t -= (s.duration * 1000.0).round() as i64;
+    let first_pdt = segments.iter().position(|s| s.pdt_ms.is_some());
+    if let Some((before, from)) = first_pdt.and_then(|k| segments.split_at_mut_checked(k)) {
+        let mut t = from.first().and_then(|s| s.pdt_ms).unwrap_or(0);
+        for s in before.iter_mut().rev() {
+            t = t.saturating_sub((s.duration * 1000.0).round() as i64);
             s.pdt_ms = Some(t);
         }
     }
@@ -179,7 +185,7 @@ pub fn parse(text: &str) -> Result<MediaPlaylist<'_>, HlsError> {
 fn bad(tag: &str, line: usize, v: &str) -> HlsError {
     HlsError::BadTag {
         tag: static_tag(tag),
-        line: line + 1,
+        line: line.saturating_add(1),
         what: format!("cannot read value {v:?}"),
     }
 }
@@ -201,7 +207,8 @@ impl<'a> MediaPlaylist<'a> {
         self.segments.iter().position(|s| {
             s.pdt_ms.is_some_and(|p| {
                 let half = (s.duration * 500.0) as i64;
-                pdt_ms >= p - half && pdt_ms < p + (s.duration * 1000.0) as i64 - half
+                let end = p.saturating_add((s.duration * 1000.0) as i64);
+                pdt_ms >= p.saturating_sub(half) && pdt_ms < end.saturating_sub(half)
             })
         })
     }
@@ -251,7 +258,7 @@ impl<'a> MediaPlaylist<'a> {
     /// signalled ahead of its splice point (SCTE 67 pre-roll) names a
     /// segment not yet published. `None` without PDTs or before MSN 0.
     pub fn project_msn(&self, pdt_ms: i64) -> Option<u64> {
-        let cadence = self.cadence_ms().max(1) as i64;
+        let cadence = i64::try_from(self.cadence_ms().max(1)).unwrap_or(i64::MAX);
         let (msn, at) = if pdt_ms >= self.segments.last()?.pdt_ms? {
             let s = self.segments.iter().rev().find(|s| s.pdt_ms.is_some())?;
             (s.msn as i64, s.pdt_ms?)
@@ -259,9 +266,12 @@ impl<'a> MediaPlaylist<'a> {
             let s = self.segments.iter().find(|s| s.pdt_ms.is_some())?;
             (s.msn as i64, s.pdt_ms?)
         };
-        let delta = pdt_ms - at;
-        let steps = (delta + delta.signum() * cadence / 2) / cadence;
-        u64::try_from(msn + steps).ok()
+        // Rounded to the nearest step, half away from zero.
+        let delta = pdt_ms.saturating_sub(at);
+        let steps = delta
+            .saturating_add(delta.signum().saturating_mul(cadence / 2))
+            .checked_div(cadence)?;
+        u64::try_from(msn.checked_add(steps)?).ok()
     }
 }
 
@@ -288,7 +298,7 @@ impl MediaPlaylist<'_> {
         }
         best.map(|(_, d)| d)
             .filter(|d| *d > 0)
-            .unwrap_or(self.target_duration.max(1) * 1000)
+            .unwrap_or(self.target_duration.max(1).saturating_mul(1000))
     }
 }
 

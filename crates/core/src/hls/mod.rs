@@ -6,8 +6,14 @@
 //! not act on are never re-serialized. Attribute lists are parsed on demand
 //! with [`attr`], without allocation.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
+
 pub mod media;
 
+use std::num::Saturating as S;
 use thiserror::Error;
 
 /// Playlists larger than this are refused (a live playlist is a few KB; a
@@ -82,11 +88,9 @@ pub fn tokenize(text: &str) -> Result<Playlist<'_>, HlsError> {
     if !body.trim_start().starts_with("#EXTM3U") {
         return Err(HlsError::NotM3u);
     }
-    let trailing_newline = text.ends_with('\n');
-    let content = if trailing_newline {
-        &text[..text.len() - 1]
-    } else {
-        text
+    let (content, trailing_newline) = match text.strip_suffix('\n') {
+        Some(content) => (content, true),
+        None => (text, false),
     };
     let lines = LineSplit {
         rest: Some(content),
@@ -101,7 +105,12 @@ pub fn tokenize(text: &str) -> Result<Playlist<'_>, HlsError> {
 
 /// Render tokens back to text, byte for byte.
 pub fn render(p: &Playlist<'_>) -> String {
-    let mut out = String::with_capacity(p.lines.iter().map(|l| l.raw().len() + 1).sum());
+    let mut out = String::with_capacity(
+        p.lines
+            .iter()
+            .map(|l| l.raw().len().saturating_add(1))
+            .sum(),
+    );
     for (i, l) in p.lines.iter().enumerate() {
         if i > 0 {
             out.push('\n');
@@ -124,10 +133,14 @@ impl<'a> Iterator for LineSplit<'a> {
     type Item = &'a str;
     fn next(&mut self) -> Option<&'a str> {
         let r = self.rest?;
-        match r.bytes().position(|b| b == b'\n') {
-            Some(i) => {
-                self.rest = Some(&r[i + 1..]);
-                Some(&r[..i])
+        match r
+            .bytes()
+            .position(|b| b == b'\n')
+            .and_then(|i| r.split_at_checked(i))
+        {
+            Some((line, rest)) => {
+                self.rest = rest.strip_prefix('\n');
+                Some(line)
             }
             None => {
                 self.rest = None;
@@ -141,15 +154,16 @@ fn classify(raw: &str) -> Line<'_> {
     let t = raw.strip_suffix('\r').unwrap_or(raw);
     let t = t.strip_prefix('\u{feff}').unwrap_or(t);
     let b = t.as_bytes();
-    if b.is_empty() || (b[0].is_ascii_whitespace() && t.trim().is_empty()) {
+    if b.first()
+        .is_none_or(|c| c.is_ascii_whitespace() && t.trim().is_empty())
+    {
         Line::Blank(raw)
-    } else if b.starts_with(b"#EXT") {
-        let body = &t[1..];
-        match body.bytes().position(|c| c == b':') {
-            Some(i) => Line::Tag {
+    } else if let Some(body) = t.strip_prefix("#EXT").and(t.strip_prefix('#')) {
+        match body.split_once(':') {
+            Some((name, value)) => Line::Tag {
                 raw,
-                name: &body[..i],
-                value: Some(&body[i + 1..]),
+                name,
+                value: Some(value),
             },
             None => Line::Tag {
                 raw,
@@ -234,23 +248,16 @@ impl<'a> Iterator for AttrIter<'a> {
             if s.is_empty() {
                 return None;
             }
-            let eq = match s.find('=') {
-                Some(i) => i,
-                None => {
-                    self.s = "";
-                    return None;
-                }
+            let Some((key, rest)) = s.split_once('=') else {
+                self.s = "";
+                return None;
             };
-            let key = s[..eq].trim();
-            let rest = &s[eq + 1..];
+            let key = key.trim();
             let (val, after) = if let Some(q) = rest.strip_prefix('"') {
-                match q.find('"') {
-                    Some(end) => (&q[..end], &q[end + 1..]),
-                    None => (q, ""),
-                }
+                q.split_once('"').unwrap_or((q, ""))
             } else {
-                match rest.find(',') {
-                    Some(c) => (&rest[..c], &rest[c..]),
+                match rest.find(',').and_then(|c| rest.split_at_checked(c)) {
+                    Some(split) => split,
                     None => (rest, ""),
                 }
             };
@@ -288,87 +295,98 @@ pub fn parse_pdt_ms(s: &str) -> Option<i64> {
 }
 
 fn fast_pdt(b: &[u8]) -> Option<i64> {
-    let num = |r: std::ops::Range<usize>| -> Option<i64> {
-        let mut v = 0i64;
-        for &c in b.get(r)? {
-            if !c.is_ascii_digit() {
-                return None;
-            }
-            v = v * 10 + (c - b'0') as i64;
-        }
-        Some(v)
+    let [_, _, _, _, b'-', _, _, b'-', _, _, b'T', _, _, b':', _, _, b':', _, _, tail @ ..] = b
+    else {
+        return None;
     };
-    if b.len() < 20
-        || b[4] != b'-'
-        || b[7] != b'-'
-        || b[10] != b'T'
-        || b[13] != b':'
-        || b[16] != b':'
-    {
+    if tail.is_empty() {
         return None;
     }
+    let num = |r: std::ops::Range<usize>| decimal(b.get(r)?);
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, sec) = (num(11..13)?, num(14..16)?, num(17..19)?);
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
         return None;
     }
-    let mut i = 19;
-    let mut ms = 0i64;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while i < b.len() && b[i].is_ascii_digit() {
-            if i - start < 3 {
-                ms = ms * 10 + (b[i] - b'0') as i64;
+    // Fractional seconds: the first three digits are the milliseconds.
+    let (ms, tail) = match tail {
+        [b'.', frac @ ..] => {
+            let n = frac.iter().take_while(|c| c.is_ascii_digit()).count();
+            if n == 0 {
+                return None;
             }
-            i += 1;
+            let kept = n.min(3);
+            let scale = match kept {
+                1 => 100,
+                2 => 10,
+                _ => 1,
+            };
+            let ms = decimal(frac.get(..kept)?)?.checked_mul(scale)?;
+            (ms, frac.get(n..)?)
         }
-        for _ in (i - start).min(3)..3 {
-            ms *= 10;
-        }
-        if i == start {
-            return None;
-        }
-    }
-    let offset_min = match b.get(i..)? {
+        tail => (0, tail),
+    };
+    let offset_min = match tail {
         [b'Z'] | [b'z'] => 0,
         [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let v = |x: &u8| (*x as char).to_digit(10).map(|d| d as i64);
-            let m = (v(h1)? * 10 + v(h2)?) * 60 + v(m1)? * 10 + v(m2)?;
+            let m = decimal(&[*h1, *h2])?
+                .checked_mul(60)?
+                .checked_add(decimal(&[*m1, *m2])?)?;
             if *sign == b'-' {
-                -m
+                m.saturating_neg()
             } else {
                 m
             }
         }
         _ => return None,
     };
-    let days = days_from_civil(y, mo, d);
-    Some(((days * 86_400 + h * 3600 + mi * 60 + sec) - offset_min * 60) * 1000 + ms)
+    // Four-digit years: every step below is far from overflow; Saturating
+    // only spells that none can panic.
+    let days = S(days_from_civil(y, mo, d));
+    let secs = days * S(86_400) + S(h) * S(3600) + S(mi) * S(60) + S(sec) - S(offset_min) * S(60);
+    Some((secs * S(1000) + S(ms)).0)
 }
 
-/// Days since 1970-01-01 (Howard Hinnant's algorithm).
+/// The value of a run of ASCII digits (at most 18, so it fits); `None` for
+/// anything else.
+fn decimal(digits: &[u8]) -> Option<i64> {
+    if digits.len() > 18 {
+        return None;
+    }
+    digits.iter().try_fold(0i64, |v, &c| {
+        let d = (c as char).to_digit(10)?;
+        Some((S(v) * S(10) + S(i64::from(d))).0)
+    })
+}
+
+/// Days since 1970-01-01 (Howard Hinnant's algorithm). Years here are
+/// 0..=9999: no step nears overflow (Saturating only says none panics), and
+/// every quotient is of a non-negative value, where `div_euclid` is `/`.
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    let y = if m <= 2 { S(y) - S(1) } else { S(y) };
+    let era = S(y.0.div_euclid(400));
+    let yoe = y - era * S(400);
+    let mp = S((S(m) + S(9)).0.rem_euclid(12));
+    let doy = S((S(153) * mp + S(2)).0.div_euclid(5)) + S(d) - S(1);
+    let doe = yoe * S(365) + S(yoe.0.div_euclid(4)) - S(yoe.0.div_euclid(100)) + doy;
+    (era * S(146_097) + doe - S(719_468)).0
 }
 
+/// Hinnant's inverse: `z` is epoch ms / 86,400,000, so |z| < 2^37 and no
+/// step nears overflow; `doe`, `yoe`, `doy` and `mp` are non-negative, where
+/// `div_euclid` is `/`.
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (if m <= 2 { y + 1 } else { y }, m, d)
+    let z = S(z) + S(719_468);
+    let era = S(z.0.div_euclid(146_097));
+    let doe = z - era * S(146_097);
+    let q = |v: S<i64>, by: i64| S(v.0.div_euclid(by));
+    let yoe = q(doe - q(doe, 1460) + q(doe, 36_524) - q(doe, 146_096), 365);
+    let y = yoe + era * S(400);
+    let doy = doe - (S(365) * yoe + q(yoe, 4) - q(yoe, 100));
+    let mp = q(S(5) * doy + S(2), 153);
+    let d = u32::try_from((doy - q(S(153) * mp + S(2), 5) + S(1)).0).unwrap_or(1);
+    let m = u32::try_from(if mp.0 < 10 { mp + S(3) } else { mp - S(9) }.0).unwrap_or(1);
+    (if m <= 2 { (y + S(1)).0 } else { y.0 }, m, d)
 }
 
 /// Format epoch milliseconds as `YYYY-MM-DDTHH:MM:SS.mmmZ`.
@@ -389,30 +407,30 @@ pub fn write_pdt_ms(out: &mut String, ms: i64) {
         rem / 1000 % 60,
         rem % 1000,
     );
-    let mut buf = [0u8; 24];
-    let put = |buf: &mut [u8], at: usize, v: i64, n: usize| {
-        let mut v = v;
-        for i in (0..n).rev() {
-            buf[at + i] = b'0' + (v % 10) as u8;
-            v /= 10;
-        }
+    out.reserve(24);
+    let mut put = |digits: &[u8], sep: char| {
+        out.extend(digits.iter().map(|&c| char::from(c)));
+        out.push(sep);
     };
-    put(&mut buf, 0, y.clamp(0, 9999), 4);
-    buf[4] = b'-';
-    put(&mut buf, 5, m as i64, 2);
-    buf[7] = b'-';
-    put(&mut buf, 8, d as i64, 2);
-    buf[10] = b'T';
-    put(&mut buf, 11, h, 2);
-    buf[13] = b':';
-    put(&mut buf, 14, mi, 2);
-    buf[16] = b':';
-    put(&mut buf, 17, sec, 2);
-    buf[19] = b'.';
-    put(&mut buf, 20, milli, 3);
-    buf[23] = b'Z';
-    // Every byte written above is ASCII.
-    out.push_str(std::str::from_utf8(&buf).unwrap_or("1970-01-01T00:00:00.000Z"));
+    put(&zero_padded::<4>(y.clamp(0, 9999)), '-');
+    put(&zero_padded::<2>(i64::from(m)), '-');
+    put(&zero_padded::<2>(i64::from(d)), 'T');
+    put(&zero_padded::<2>(h), ':');
+    put(&zero_padded::<2>(mi), ':');
+    put(&zero_padded::<2>(sec), '.');
+    put(&zero_padded::<3>(milli), 'Z');
+}
+
+/// The last `N` decimal digits of `v` (≥ 0) in ASCII, zero-padded.
+fn zero_padded<const N: usize>(v: i64) -> [u8; N] {
+    let mut out = [b'0'; N];
+    let mut v = v.max(0);
+    for c in out.iter_mut().rev() {
+        // A digit 0..=9 in the low nibble of b'0' (0x30) is its ASCII.
+        *c = b'0' | (v % 10) as u8;
+        v /= 10;
+    }
+    out
 }
 
 /// Whether the playlist is a master (multivariant) playlist.

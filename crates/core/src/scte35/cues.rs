@@ -8,6 +8,11 @@
 //! A break's id is stable across polls: from splice_event_id /
 //! segmentation_event_id, else from the anchor PDT, else the anchor MSN.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
+
 use crate::hls::media::MediaPlaylist;
 use crate::hls::{self, attr, Line};
 use crate::scte35::{self, SegmentationTypeId, SpliceCommand, SpliceInfoSection};
@@ -99,8 +104,8 @@ pub fn detect(m: &MediaPlaylist<'_>, policy: &SegmentationPolicy) -> Detection {
     let mut assets: Vec<(u64, std::collections::BTreeMap<String, String>)> = Vec::new();
     for (i, line) in m.tokens.lines.iter().enumerate() {
         // The segment a marker line belongs to: the next URI at or after it.
-        while seg_idx < m.segments.len() && m.segments[seg_idx].uri_line < i {
-            seg_idx += 1;
+        while m.segments.get(seg_idx).is_some_and(|s| s.uri_line < i) {
+            seg_idx = seg_idx.saturating_add(1);
         }
         let Line::Tag { name, value, .. } = *line else {
             continue;
@@ -132,8 +137,9 @@ pub fn detect(m: &MediaPlaylist<'_>, policy: &SegmentationPolicy) -> Detection {
             Some(s) => (s.msn, s.pdt_ms),
             None => match m.segments.last() {
                 Some(s) => (
-                    s.msn + 1,
-                    s.pdt_ms.map(|p| p + (s.duration * 1000.0).round() as i64),
+                    s.msn.saturating_add(1),
+                    s.pdt_ms
+                        .map(|p| p.saturating_add((s.duration * 1000.0).round() as i64)),
                 ),
                 None => (m.media_sequence, None),
             },
@@ -141,7 +147,7 @@ pub fn detect(m: &MediaPlaylist<'_>, policy: &SegmentationPolicy) -> Detection {
         let v = value.unwrap_or("");
         let mut warn = |msg: String| {
             det.warnings.push(Warning {
-                line: i + 1,
+                line: i.saturating_add(1),
                 message: msg,
             })
         };
@@ -269,9 +275,9 @@ impl CueEvent {
 fn synth_id(e: &CueEvent) -> String {
     let start_pdt = e
         .pdt_ms
-        .map(|p| p - (e.elapsed_s.unwrap_or(0.0) * 1000.0).round() as i64);
+        .map(|p| p.saturating_sub((e.elapsed_s.unwrap_or(0.0) * 1000.0).round() as i64));
     match start_pdt {
-        Some(p) => format!("pdt-{}", (p + 500).div_euclid(1000)),
+        Some(p) => format!("pdt-{}", p.saturating_add(500).div_euclid(1000)),
         None => format!("msn-{}", e.msn),
     }
 }
@@ -298,7 +304,7 @@ fn daterange(
     let start = attr(v, "START-DATE").and_then(hls::parse_pdt_ms);
     let (msn, pdt) = match start {
         Some(p) => match m.index_at_pdt(p) {
-            Some(i) => (m.segments[i].msn, start),
+            Some(i) => (m.segments.get(i).map_or(msn, |s| s.msn), start),
             None => (m.project_msn(p).unwrap_or(msn), start),
         },
         None => (msn, seg_pdt),

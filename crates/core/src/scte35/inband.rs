@@ -397,20 +397,25 @@ pub fn detect_segment(
 }
 
 /// Test and demo support: wrap sections for the origin and the tests
-/// (fixed-size writers over inputs we make; not for hostile data).
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+/// (writers over inputs we make; a malformed PMT is passed through).
 pub mod build {
     use super::*;
 
     /// A TS packet carrying `payload` on `pid` (stuffed with 0xFF).
     pub fn ts_packet(pid: u16, pusi: bool, cc: u8, payload: &[u8]) -> [u8; TS_PACKET] {
         let mut p = [0xFFu8; TS_PACKET];
-        p[0] = 0x47;
-        p[1] = (if pusi { 0x40 } else { 0 }) | ((pid >> 8) as u8 & 0x1F);
-        p[2] = pid as u8;
-        p[3] = 0x10 | (cc & 0x0F);
-        let n = payload.len().min(TS_PACKET - 4);
-        p[4..4 + n].copy_from_slice(&payload[..n]);
+        if let Some((header, body)) = p.split_first_chunk_mut::<4>() {
+            *header = [
+                0x47,
+                (if pusi { 0x40 } else { 0 }) | ((pid >> 8) as u8 & 0x1F),
+                pid as u8,
+                0x10 | (cc & 0x0F),
+            ];
+            // Cut to the packet's 184 payload bytes.
+            for (dst, src) in body.iter_mut().zip(payload) {
+                *dst = *src;
+            }
+        }
         p
     }
 
@@ -436,7 +441,7 @@ pub mod build {
             body.extend_from_slice(&(0xE000 | pid).to_be_bytes());
             body.extend_from_slice(&[0xF0, 0x00]);
         }
-        let len = (body.len() + 4) as u16;
+        let len = body.len().saturating_add(4) as u16;
         let mut s = vec![0x02];
         s.extend_from_slice(&(0xB000 | len).to_be_bytes());
         s.extend_from_slice(&body);
@@ -450,7 +455,7 @@ pub mod build {
     /// after the PMT: what a packager with in-band SCTE-35 writes. The PMT
     /// must fit one packet (it does for any A/V PMT).
     pub fn with_scte35(segment: &[u8], pid: u16, section: Option<&[u8]>, cc: u8) -> Vec<u8> {
-        let mut out = Vec::with_capacity(segment.len() + 2 * TS_PACKET);
+        let mut out = Vec::with_capacity(segment.len().saturating_add(2 * TS_PACKET));
         let mut pmt_pids: Vec<u16> = Vec::new();
         let mut inserted = false;
         for p in segment.chunks(TS_PACKET) {
@@ -459,26 +464,14 @@ pub mod build {
                 continue;
             };
             if ppid == 0 && pusi {
-                if let Some(sec) = payload.get(1 + usize::from(payload[0])..) {
+                if let Some(sec) = pointed_section(payload) {
                     pmt_pids = super::pat_pmt_pids(sec);
                 }
             }
-            if pusi && pmt_pids.contains(&ppid) && p.len() == TS_PACKET {
-                let ptr = usize::from(payload[0]);
-                let sec = &payload[1 + ptr..];
-                let len = usize::from(u16::from_be_bytes([sec[1], sec[2]]) & 0x0FFF);
-                let body = &sec[3..3 + len - 4]; // without the CRC
-                let mut new = vec![0x02];
-                let new_len = (len + 5) as u16;
-                new.extend_from_slice(&(0xB000 | new_len).to_be_bytes());
-                new.extend_from_slice(body);
-                new.extend_from_slice(&[0x86, 0xE0 | (pid >> 8) as u8, pid as u8, 0xF0, 0x00]);
-                let crc = scte35::crc32_mpeg2(&new);
-                new.extend_from_slice(&crc.to_be_bytes());
-                let mut payload = vec![0u8];
-                payload.extend_from_slice(&new);
-                let mut pkt = ts_packet(ppid, true, p[3] & 0x0F, &payload);
-                pkt[1] |= p[1] & 0x80; // keep the transport_error bit as it was
+            let pmt = (pusi && pmt_pids.contains(&ppid) && p.len() == TS_PACKET)
+                .then(|| pmt_packet_with(p, ppid, payload, pid))
+                .flatten();
+            if let Some(pkt) = pmt {
                 out.extend_from_slice(&pkt);
                 if let (Some(s), false) = (section, inserted) {
                     for sp in section_packets(pid, cc, s) {
@@ -491,6 +484,36 @@ pub mod build {
             out.extend_from_slice(p);
         }
         out
+    }
+
+    /// The section a pointer field (the payload's first byte) points to.
+    fn pointed_section(payload: &[u8]) -> Option<&[u8]> {
+        let (&ptr, rest) = payload.split_first()?;
+        rest.get(usize::from(ptr)..)
+    }
+
+    /// The PMT packet `p` (PID `ppid`, payload `payload`) with stream
+    /// type 0x86 on `pid` added and its CRC recomputed; None when the PMT
+    /// does not read (the packet is then kept as it was).
+    fn pmt_packet_with(p: &[u8], ppid: u16, payload: &[u8], pid: u16) -> Option<[u8; TS_PACKET]> {
+        let sec = pointed_section(payload)?;
+        let len = usize::from(u16::from_be_bytes([*sec.get(1)?, *sec.get(2)?]) & 0x0FFF);
+        let body = sec.get(3..)?.get(..len.checked_sub(4)?)?; // without the CRC
+        let mut new = vec![0x02];
+        // len is 12 bits: adding the 5-byte stream entry cannot overflow.
+        let new_len = len.saturating_add(5) as u16;
+        new.extend_from_slice(&(0xB000 | new_len).to_be_bytes());
+        new.extend_from_slice(body);
+        new.extend_from_slice(&[0x86, 0xE0 | (pid >> 8) as u8, pid as u8, 0xF0, 0x00]);
+        let crc = scte35::crc32_mpeg2(&new);
+        new.extend_from_slice(&crc.to_be_bytes());
+        let mut payload = vec![0u8];
+        payload.extend_from_slice(&new);
+        let mut pkt = ts_packet(ppid, true, p.get(3)? & 0x0F, &payload);
+        if let (Some(b), Some(was)) = (pkt.get_mut(1), p.get(1)) {
+            *b |= was & 0x80; // keep the transport_error bit as it was
+        }
+        Some(pkt)
     }
 
     /// An `emsg` box carrying `section` (version 0 or 1).
@@ -515,7 +538,7 @@ pub mod build {
             strings(&mut b);
         }
         b.extend_from_slice(section);
-        let mut out = ((b.len() + 8) as u32).to_be_bytes().to_vec();
+        let mut out = (b.len().saturating_add(8) as u32).to_be_bytes().to_vec();
         out.extend_from_slice(b"emsg");
         out.extend_from_slice(&b);
         out

@@ -9,6 +9,11 @@
 //! Deliberately not done here: policy (which segmentation types open a break
 //! lives in `cues`), JSON (see `scte35_json`), logging.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
+
 pub mod cues;
 pub mod inband;
 pub mod json;
@@ -328,10 +333,9 @@ pub fn decode_base64(text: &str) -> Result<Vec<u8>, Scte35Error> {
     }
     // 4 base64 chars per 3 bytes: refuse before allocating for anything that
     // cannot be a section.
-    if t.len() / 4 * 3 > MAX_SECTION_BYTES + 3 {
-        return Err(Scte35Error::TooLong {
-            len: t.len() / 4 * 3,
-        });
+    let decoded = (t.len() / 4).saturating_mul(3);
+    if decoded > MAX_SECTION_BYTES + 3 {
+        return Err(Scte35Error::TooLong { len: decoded });
     }
     base64::engine::general_purpose::STANDARD
         .decode(t)
@@ -358,17 +362,15 @@ pub fn decode_hex(text: &str) -> Result<Vec<u8>, Scte35Error> {
     if t.len() / 2 > MAX_SECTION_BYTES {
         return Err(Scte35Error::TooLong { len: t.len() / 2 });
     }
-    let b = t.as_bytes();
-    let mut out = Vec::with_capacity(b.len() / 2);
-    for (i, pair) in b.chunks_exact(2).enumerate() {
-        let hi = hex_val(pair[0]);
-        let lo = hex_val(pair[1]);
-        match (hi, lo) {
+    let (pairs, _) = t.as_bytes().as_chunks::<2>();
+    let mut out = Vec::with_capacity(pairs.len());
+    for (i, &[hi, lo]) in pairs.iter().enumerate() {
+        match (hex_val(hi), hex_val(lo)) {
             (Some(h), Some(l)) => out.push(h << 4 | l),
             _ => {
                 return Err(Scte35Error::Hex(format!(
                     "non-hex digit at position {}",
-                    i * 2
+                    i.saturating_mul(2)
                 )))
             }
         }
@@ -379,24 +381,25 @@ pub fn decode_hex(text: &str) -> Result<Vec<u8>, Scte35Error> {
 /// Lowercase hex of bytes.
 pub fn to_hex(bytes: &[u8]) -> String {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[(b >> 4) as usize] as char);
-        s.push(DIGITS[(b & 15) as usize] as char);
+    let digit = |n: u8| DIGITS.get(usize::from(n)).map_or('0', |&d| char::from(d));
+    let mut s = String::with_capacity(bytes.len().saturating_mul(2));
+    for &b in bytes {
+        s.push(digit(b >> 4));
+        s.push(digit(b & 15));
     }
     s
 }
 
 /// Decode a splice_info_section from its bytes.
 pub fn parse(data: &[u8]) -> Result<SpliceInfoSection<'_>, Scte35Error> {
-    if data.is_empty() {
+    let Some(&table_id) = data.first() else {
         return Err(Scte35Error::Empty);
-    }
+    };
     if data.len() > MAX_SECTION_BYTES {
         return Err(Scte35Error::TooLong { len: data.len() });
     }
-    if data[0] != TABLE_ID {
-        return Err(Scte35Error::TableId { found: data[0] });
+    if table_id != TABLE_ID {
+        return Err(Scte35Error::TableId { found: table_id });
     }
     let mut r = Bits::new(data, "splice_info_section");
     r.skip(8, "table_id")?;
@@ -404,7 +407,7 @@ pub fn parse(data: &[u8]) -> Result<SpliceInfoSection<'_>, Scte35Error> {
     let private_indicator = r.flag("private_indicator")?;
     let sap_type = r.bits(2, "sap_type")? as u8;
     let section_length = r.bits(12, "section_length")? as u16;
-    if data.len() != section_length as usize + 3 {
+    if data.len() != usize::from(section_length) + 3 {
         return Err(Scte35Error::SectionLength {
             section_length: section_length as usize,
             actual: data.len(),
@@ -426,63 +429,57 @@ pub fn parse(data: &[u8]) -> Result<SpliceInfoSection<'_>, Scte35Error> {
     // Everything after the header is bounded by the section minus CRC_32.
     let body_end = data.len().saturating_sub(4);
     let start = r.byte_pos();
-    if body_end < start {
-        return Err(Scte35Error::Truncated {
-            field: "CRC_32",
-            within: "splice_info_section",
-            at: data.len() * 8,
-            needed: 32,
-            available: data.len().saturating_sub(start) * 8,
-        });
-    }
-    let body = &data[start..body_end];
+    let crc_truncated = || Scte35Error::Truncated {
+        field: "CRC_32",
+        within: "splice_info_section",
+        at: bits_of(data.len()),
+        needed: 32,
+        available: bits_of(data.len().saturating_sub(start)),
+    };
+    let (covered, crc_bytes) = data.split_at_checked(body_end).ok_or_else(crc_truncated)?;
+    let body = covered.get(start..).ok_or_else(crc_truncated)?;
     let (command, command_bytes) = if splice_command_length == 0xFFF {
         // Legacy "unknown length": the command's own syntax bounds it.
         parse_command(splice_command_type, body, None)?
     } else {
-        let len = splice_command_length as usize;
-        if len > body.len() {
+        let len = usize::from(splice_command_length);
+        let Some(command) = body.get(..len) else {
             return Err(Scte35Error::Truncated {
                 field: "splice_command",
                 within: "splice_info_section",
-                at: start * 8,
-                needed: len * 8,
-                available: body.len() * 8,
+                at: bits_of(start),
+                needed: bits_of(len),
+                available: bits_of(body.len()),
             });
-        }
-        parse_command(splice_command_type, &body[..len], Some(len))?
+        };
+        parse_command(splice_command_type, command, Some(len))?
     };
-    let rest = &body[command_bytes..];
-    if rest.len() < 2 {
+    // parse_command reports at most the bytes it was given.
+    let rest = body.get(command_bytes..).unwrap_or_default();
+    let [hi, lo, rest @ ..] = rest else {
         return Err(Scte35Error::Truncated {
             field: "descriptor_loop_length",
             within: "splice_info_section",
-            at: (start + command_bytes) * 8,
+            at: bits_of(start.saturating_add(command_bytes)),
             needed: 16,
-            available: rest.len() * 8,
+            available: bits_of(rest.len()),
         });
-    }
-    let loop_len = u16::from_be_bytes([rest[0], rest[1]]) as usize;
-    let rest = &rest[2..];
-    if loop_len > rest.len() {
+    };
+    let loop_len = usize::from(u16::from_be_bytes([*hi, *lo]));
+    let Some((loop_bytes, trailing)) = rest.split_at_checked(loop_len) else {
         return Err(Scte35Error::DescriptorLoop {
             declared: loop_len,
             available: rest.len(),
         });
-    }
-    let descriptors = parse_descriptors(&rest[..loop_len])?;
-    if rest.len() > loop_len {
+    };
+    let descriptors = parse_descriptors(loop_bytes)?;
+    if !trailing.is_empty() {
         return Err(Scte35Error::TrailingBytes {
-            count: rest.len() - loop_len,
+            count: trailing.len(),
         });
     }
-    let crc_32 = u32::from_be_bytes([
-        data[body_end],
-        data[body_end + 1],
-        data[body_end + 2],
-        data[body_end + 3],
-    ]);
-    let crc_ok = crc32_mpeg2(&data[..body_end]) == crc_32;
+    let crc_32 = u32::from_be_bytes(crc_bytes.try_into().map_err(|_| crc_truncated())?);
+    let crc_ok = crc32_mpeg2(covered) == crc_32;
     Ok(SpliceInfoSection {
         table_id: TABLE_ID,
         section_syntax_indicator,
@@ -530,16 +527,18 @@ impl SpliceInfoSection<'_> {
 pub fn crc32_mpeg2(data: &[u8]) -> u32 {
     let mut crc = 0xFFFF_FFFFu32;
     for &b in data {
-        crc = (crc << 8) ^ CRC_TABLE[((crc >> 24) as u8 ^ b) as usize];
+        let entry = CRC_TABLE.get(usize::from((crc >> 24) as u8 ^ b));
+        crc = (crc << 8) ^ entry.copied().unwrap_or(0);
     }
     crc
 }
 
 const CRC_TABLE: [u32; 256] = {
     let mut t = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut c = (i as u32) << 24;
+    let mut i = 0u32;
+    let mut slots: &mut [u32] = &mut t;
+    while let [slot, rest @ ..] = slots {
+        let mut c = i << 24;
         let mut k = 0;
         while k < 8 {
             c = if c & 0x8000_0000 != 0 {
@@ -549,8 +548,9 @@ const CRC_TABLE: [u32; 256] = {
             };
             k += 1;
         }
-        t[i] = c;
+        *slot = c;
         i += 1;
+        slots = rest;
     }
     t
 };
@@ -564,12 +564,13 @@ pub fn decode_upid(upid_type: UpidType, bytes: &[u8]) -> Upid<'_> {
 // Helpers
 
 fn hex_val(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
+    char::from(c).to_digit(16).map(|d| d as u8)
+}
+
+/// The bit count of `bytes` bytes (sections are at most
+/// [`MAX_SECTION_BYTES`]: it never saturates).
+fn bits_of(bytes: usize) -> usize {
+    bytes.saturating_mul(8)
 }
 
 /// Big-endian bit reader bounded to one enclosing structure.
@@ -589,7 +590,7 @@ impl<'a> Bits<'a> {
     }
 
     fn remaining_bits(&self) -> usize {
-        self.data.len() * 8 - self.pos
+        bits_of(self.data.len()).saturating_sub(self.pos)
     }
 
     fn need(&self, n: usize, field: &'static str) -> Result<(), Scte35Error> {
@@ -611,13 +612,18 @@ impl<'a> Bits<'a> {
         let mut v = 0u64;
         let mut left = n;
         while left > 0 {
-            let byte = self.data[self.pos / 8];
-            let bit_off = self.pos % 8;
-            let take = (8 - bit_off).min(left);
-            let chunk = (byte >> (8 - bit_off - take)) & ((1u16 << take) - 1) as u8;
-            v = (v << take) | chunk as u64;
-            self.pos += take;
-            left -= take;
+            // need() checked that the bits are there.
+            let Some(&byte) = self.data.get(self.pos / 8) else {
+                break;
+            };
+            // The bits of this byte from the current one: 1..=8.
+            let room = 8usize.saturating_sub(self.pos % 8);
+            let take = room.min(left);
+            let chunk =
+                (byte >> room.saturating_sub(take)) & (u8::MAX >> 8usize.saturating_sub(take));
+            v = (v << take) | u64::from(chunk);
+            self.pos = self.pos.saturating_add(take);
+            left = left.saturating_sub(take);
         }
         Ok(v)
     }
@@ -628,7 +634,7 @@ impl<'a> Bits<'a> {
 
     fn skip(&mut self, n: usize, field: &'static str) -> Result<(), Scte35Error> {
         self.need(n, field)?;
-        self.pos += n;
+        self.pos = self.pos.saturating_add(n);
         Ok(())
     }
 
@@ -651,16 +657,28 @@ impl<'a> Bits<'a> {
     /// Take `n` whole bytes (reader must be byte aligned, which every caller
     /// is by the syntax).
     fn bytes(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], Scte35Error> {
-        self.need(n * 8, field)?;
+        self.need(bits_of(n), field)?;
         let start = self.pos / 8;
-        self.pos += n * 8;
-        Ok(&self.data[start..start + n])
+        let taken = start
+            .checked_add(n)
+            .and_then(|end| self.data.get(start..end));
+        let Some(taken) = taken else {
+            return Err(Scte35Error::Truncated {
+                field,
+                within: self.within,
+                at: self.pos,
+                needed: bits_of(n),
+                available: self.remaining_bits(),
+            });
+        };
+        self.pos = self.pos.saturating_add(bits_of(n));
+        Ok(taken)
     }
 
     fn rest(&mut self) -> &'a [u8] {
         let start = self.byte_pos().min(self.data.len());
-        self.pos = self.data.len() * 8;
-        &self.data[start..]
+        self.pos = bits_of(self.data.len());
+        self.data.get(start..).unwrap_or_default()
     }
 }
 
@@ -851,39 +869,43 @@ fn splice_schedule(r: &mut Bits<'_>) -> Result<Vec<ScheduleEvent>, Scte35Error> 
 fn parse_descriptors(mut data: &[u8]) -> Result<Vec<SpliceDescriptor<'_>>, Scte35Error> {
     let mut out = Vec::new();
     while !data.is_empty() {
-        if data.len() < 2 {
+        let [tag, len, after @ ..] = data else {
             return Err(Scte35Error::Truncated {
                 field: "descriptor_length",
                 within: "descriptor loop",
                 at: 0,
                 needed: 16,
-                available: data.len() * 8,
+                available: bits_of(data.len()),
             });
-        }
-        let tag = data[0];
-        let len = data[1] as usize;
-        if len > data.len() - 2 {
+        };
+        let (tag, len) = (*tag, usize::from(*len));
+        let Some((body, next)) = after.split_at_checked(len) else {
             return Err(Scte35Error::Truncated {
                 field: "splice_descriptor",
                 within: "descriptor loop",
                 at: 16,
-                needed: len * 8,
-                available: (data.len() - 2) * 8,
+                needed: bits_of(len),
+                available: bits_of(after.len()),
             });
-        }
+        };
         if len < 4 {
             return Err(Scte35Error::DescriptorTooShort { tag, length: len });
         }
-        let body = &data[2..2 + len];
         out.push(parse_descriptor(tag, body)?);
-        data = &data[2 + len..];
+        data = next;
     }
     Ok(out)
 }
 
 fn parse_descriptor(tag: u8, body: &[u8]) -> Result<SpliceDescriptor<'_>, Scte35Error> {
-    let identifier = u32::from_be_bytes([body[0], body[1], body[2], body[3]]);
-    let mut r = Bits::new(&body[4..], "splice_descriptor");
+    let Some((identifier, fields)) = body.split_first_chunk::<4>() else {
+        return Err(Scte35Error::DescriptorTooShort {
+            tag,
+            length: body.len(),
+        });
+    };
+    let identifier = u32::from_be_bytes(*identifier);
+    let mut r = Bits::new(fields, "splice_descriptor");
     let parsed = match tag {
         0 => DescriptorBody::Avail {
             provider_avail_id: r.u32("provider_avail_id")?,
@@ -903,7 +925,7 @@ fn parse_descriptor(tag: u8, body: &[u8]) -> Result<SpliceDescriptor<'_>, Scte35
             tai_ns: r.u32("TAI_ns")?,
             utc_offset: r.u16("UTC_offset")?,
         },
-        _ => DescriptorBody::Other(&body[4..]),
+        _ => DescriptorBody::Other(fields),
     };
     Ok(SpliceDescriptor {
         tag,
@@ -1008,21 +1030,24 @@ fn decode_upid_depth(t: UpidType, b: &[u8], depth: usize) -> Upid<'_> {
             Err(_) => Upid::Raw(t, b),
         },
         UpidType::TI if b.len() == 8 => Upid::Int(t, be_u64(b)),
-        UpidType::EIDR if b.len() >= 2 => Upid::Eidr {
-            sub_prefix: u16::from_be_bytes([b[0], b[1]]),
-            suffix: &b[2..],
+        UpidType::EIDR if b.len() >= 2 => match b.split_first_chunk::<2>() {
+            Some((prefix, suffix)) => Upid::Eidr {
+                sub_prefix: u16::from_be_bytes(*prefix),
+                suffix,
+            },
+            None => Upid::Raw(t, b),
         },
         UpidType::MID if depth < MAX_MID_DEPTH => {
             let mut items = Vec::new();
             let mut rest = b;
-            while rest.len() >= 2 {
-                let ty = UpidType(rest[0]);
-                let len = rest[1] as usize;
-                if len > rest.len() - 2 {
+            while let [ty, len, after @ ..] = rest {
+                let Some((item, next)) = after.split_at_checked(usize::from(*len)) else {
                     return Upid::Raw(t, b);
-                }
-                items.push(decode_upid_depth(ty, &rest[2..2 + len], depth + 1));
-                rest = &rest[2 + len..];
+                };
+                // depth < MAX_MID_DEPTH here.
+                let deeper = depth.saturating_add(1);
+                items.push(decode_upid_depth(UpidType(*ty), item, deeper));
+                rest = next;
             }
             if !rest.is_empty() {
                 return Upid::Raw(t, b);
@@ -1149,7 +1174,7 @@ pub fn encode(spec: &CueSpec) -> Vec<u8> {
             if let Some(dur) = duration {
                 d.put(*dur & ((1 << 40) - 1), 40);
             }
-            let upid = &upid[..upid.len().min(255)];
+            let upid = upid.get(..255).unwrap_or(upid);
             d.put(upid_type.0 as u64, 8);
             d.put(upid.len() as u64, 8);
             d.out.extend_from_slice(upid);
@@ -1160,14 +1185,17 @@ pub fn encode(spec: &CueSpec) -> Vec<u8> {
                 d.put(0, 8);
                 d.put(0, 8);
             }
-            let mut desc = vec![2u8, (d.out.len() + 4) as u8];
+            // A descriptor of at most 255 bytes (the UPID is cut to 255 above).
+            let mut desc = vec![2u8, d.out.len().saturating_add(4) as u8];
             desc.extend_from_slice(b"CUEI");
             desc.extend_from_slice(&d.out);
             (SpliceCommandType::TIME_SIGNAL, c.out, desc)
         }
     };
     // section_length counts from protocol_version to CRC_32 inclusive.
-    let section_length = 11 + cmd.len() + 2 + descs.len() + 4;
+    let section_length = [11, cmd.len(), 2, descs.len(), 4]
+        .into_iter()
+        .fold(0usize, usize::saturating_add);
     w.put(TABLE_ID as u64, 8);
     w.put(0, 1); // section_syntax_indicator
     w.put(0, 1); // private_indicator
@@ -1222,9 +1250,11 @@ impl BitWriter {
             if self.bit.is_multiple_of(8) {
                 self.out.push(0);
             }
-            let last = self.out.len() - 1;
-            self.out[last] |= b << (7 - self.bit % 8);
-            self.bit += 1;
+            // Bit k of the byte (from the top) is 0x80 >> k.
+            if let Some(last) = self.out.last_mut() {
+                *last |= (b << 7) >> (self.bit % 8);
+            }
+            self.bit = self.bit.saturating_add(1);
         }
     }
 }

@@ -4,6 +4,11 @@
 //! session). Variants outside the origin's directory stay absolute origin
 //! URLs (never a path that would make us fetch an arbitrary URL).
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
+
 use crate::hls::{self, HlsError, Line};
 use crate::model::TrackKind;
 use crate::splice::{is_absolute, rewrite_uri_attr, Variant};
@@ -20,7 +25,7 @@ pub struct MasterInput<'a> {
 
 pub fn rewrite_master(input: &MasterInput<'_>) -> Result<String, HlsError> {
     let p = hls::tokenize(input.origin)?;
-    let mut out = String::with_capacity(input.origin.len() * 2);
+    let mut out = String::with_capacity(input.origin.len().saturating_mul(2));
     // Audio groups whose renditions have their own playlists: a variant
     // naming one is video only (RFC 8216 §4.3.4.2.1), and takes the ads'
     // video-only renditions.

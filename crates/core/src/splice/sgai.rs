@@ -1,6 +1,11 @@
 //! SGAI documents: the interstitial asset list (RFC 8216bis Appendix D,
 //! `X-ASSET-LIST`) and the per-ad multivariant playlist its URIs name.
 
+#![cfg_attr(
+    not(test),
+    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+)]
+
 use crate::model::{BreakEntry, PodItem, TrackKind};
 use serde_json::json;
 use std::fmt::Write;
@@ -84,7 +89,7 @@ pub fn ad_master(
         _ => (of(TrackKind::Muxed).collect(), None),
     };
     for r in variants {
-        let bw = r.bandwidth + audio.map_or(0, |a| a.bandwidth);
+        let bw = r.bandwidth.saturating_add(audio.map_or(0, |a| a.bandwidth));
         let _ = write!(s, "#EXT-X-STREAM-INF:BANDWIDTH={bw}");
         // RFC 8216 §4.3.4.2: CODECS names every codec of the variant,
         // its audio rendition's too.
