@@ -9,7 +9,7 @@ import { join } from "node:path";
 
 const [wasmPath, ...dirs] = process.argv.slice(2);
 const { instance } = await WebAssembly.instantiate(readFileSync(wasmPath), {});
-const { memory, alloc, run_new, run_old } = instance.exports;
+const { memory, alloc, run_new, run_old, run_part } = instance.exports;
 
 function put(text) {
   const bytes = Buffer.from(text, "utf8");
@@ -44,4 +44,19 @@ for (const dir of dirs) {
   const usNew = time((n) => run_new(view[0], view[1], pod[0], pod[1], origin[0], origin[1], n), 2000);
   const usOld = time((n) => run_old(full[0], full[1], origin[0], origin[1], n), 50);
   console.log(`| ${meta.hours} h (${meta.breaks_registered} breaks) | ${meta.view_bytes} + ${meta.pod_bytes} | ${usNew.toFixed(1)} | ${usOld.toFixed(0)} | ${meta.old_bytes} |`);
+}
+
+// Where the time goes, on the last history: each KV value's decoding, and
+// the request with both already decoded (a warm isolate's pod cache).
+{
+  const dir = dirs[dirs.length - 1];
+  const r = (f) => readFileSync(join(dir, f), "utf8");
+  const [view, pod, origin] = [put(r("view.json")), put(r("pod.json")), put(r("origin.m3u8"))];
+  const part = (k) => time((n) => run_part(view[0], view[1], pod[0], pod[1], origin[0], origin[1], n, k), 2000);
+  console.log("");
+  console.log("| part of one request | µs |");
+  console.log("|---|---|");
+  console.log(`| decode the view (${view[1]} B) | ${part(0).toFixed(1)} |`);
+  console.log(`| decode the pod (${pod[1]} B) | ${part(1).toFixed(1)} |`);
+  console.log(`| the rest (parse, cues, edge, splice, render) | ${part(2).toFixed(1)} |`);
 }
