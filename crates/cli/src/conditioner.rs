@@ -225,7 +225,7 @@ fn condition(
         log.stage("download", 1.0);
         let ladder = settings
             .rungs()
-            .map_err(|e| fail(FailureCategory::EncodeFailed, e))?;
+            .map_err(|e| fail(FailureCategory::EncodeFailed, e.to_string()))?;
         let path = file.display().to_string();
         let mut ads = Vec::new();
         let mut notes = serde_json::json!({ "source_choice": source.why });

@@ -118,7 +118,7 @@ impl Encode {
         settings
             .check()
             .map_err(|e| format!("--ladder/--fps: {e}"))?;
-        let ladder = settings.rungs()?;
+        let ladder = settings.rungs().map_err(|e| e.to_string())?;
         Ok(Encode {
             cadence_ms: flag_or(args, "--cadence-ms", 1920)?,
             fps: settings.fps,

@@ -427,19 +427,19 @@ impl AdRendition {
     /// spaces (a lone CR would start a new playlist line); codecs,
     /// resolution and key attributes must not break out of their quotes or
     /// line. Checked when written and again when rendered.
-    pub fn check(&self) -> Result<(), String> {
-        safe_uri(&self.playlist_url).map_err(|e| format!("playlist_url: {e}"))?;
+    pub fn check(&self) -> Result<(), RenditionError> {
+        safe_uri(&self.playlist_url).map_err(RenditionError::PlaylistUrl)?;
         if let Some(u) = &self.init_uri {
-            safe_uri(u).map_err(|e| format!("init_uri: {e}"))?;
+            safe_uri(u).map_err(RenditionError::InitUri)?;
         }
-        for (i, seg) in self.segments.iter().enumerate() {
-            safe_uri(&seg.uri).map_err(|e| format!("segments[{i}].uri: {e}"))?;
+        for (index, seg) in self.segments.iter().enumerate() {
+            safe_uri(&seg.uri).map_err(|error| RenditionError::SegmentUri { index, error })?;
             if !(seg.duration.is_finite() && seg.duration > 0.0) {
-                return Err(format!("segments[{i}].duration: must be > 0"));
+                return Err(RenditionError::SegmentDuration(index));
             }
             if let Some(b) = &seg.byterange {
                 if b.is_empty() || !b.bytes().all(|c| c.is_ascii_digit() || c == b'@') {
-                    return Err(format!("segments[{i}].byterange: n[@o]"));
+                    return Err(RenditionError::SegmentByterange(index));
                 }
             }
         }
@@ -448,7 +448,7 @@ impl AdRendition {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b',' | b'-' | b'+' | b' '))
             {
-                return Err("codecs: only RFC 6381 codec strings".into());
+                return Err(RenditionError::Codecs);
             }
         }
         if let Some(r) = &self.resolution {
@@ -458,33 +458,68 @@ impl AdRendition {
                     && (w.bytes().chain(h.bytes())).all(|b| b.is_ascii_digit())
             });
             if !ok {
-                return Err("resolution: WIDTHxHEIGHT".into());
+                return Err(RenditionError::Resolution);
             }
         }
         if let Some(k) = &self.key {
             if !k.starts_with("METHOD=") || k.bytes().any(|b| b.is_ascii_control()) {
-                return Err("key: an EXT-X-KEY attribute list starting METHOD=".into());
+                return Err(RenditionError::Key);
             }
         }
         if !(self.cadence_s.is_finite() && self.cadence_s >= 0.0) {
-            return Err("cadence_s: must be a number of seconds".into());
+            return Err(RenditionError::Cadence);
         }
         Ok(())
     }
 }
 
+/// Why an ad rendition may not be rendered ([`AdRendition::check`]); the
+/// message names the field, as the API's 400s and pod reasons show it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RenditionError {
+    #[error("playlist_url: {0}")]
+    PlaylistUrl(UnsafeUri),
+    #[error("init_uri: {0}")]
+    InitUri(UnsafeUri),
+    #[error("segments[{index}].uri: {error}")]
+    SegmentUri { index: usize, error: UnsafeUri },
+    #[error("segments[{0}].duration: must be > 0")]
+    SegmentDuration(usize),
+    #[error("segments[{0}].byterange: n[@o]")]
+    SegmentByterange(usize),
+    #[error("codecs: only RFC 6381 codec strings")]
+    Codecs,
+    #[error("resolution: WIDTHxHEIGHT")]
+    Resolution,
+    #[error("key: an EXT-X-KEY attribute list starting METHOD=")]
+    Key,
+    #[error("cadence_s: must be a number of seconds")]
+    Cadence,
+}
+
+/// Why a URI may not be written ([`safe_uri`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnsafeUri {
+    #[error("must be 1-2048 bytes")]
+    Length,
+    #[error("byte 0x{0:02x} is not allowed in a URI")]
+    Byte(u8),
+    #[error("scheme {0:?} is not http or https")]
+    Scheme(String),
+}
+
 /// A URI we may write into a playlist line, a quoted attribute or a
 /// `Location` header: 1–2048 bytes, no controls, spaces, quotes or angle
 /// brackets, and either relative or http(s) (never `javascript:`, `data:`).
-pub fn safe_uri(u: &str) -> Result<(), String> {
+pub fn safe_uri(u: &str) -> Result<(), UnsafeUri> {
     if u.is_empty() || u.len() > 2048 {
-        return Err("must be 1-2048 bytes".into());
+        return Err(UnsafeUri::Length);
     }
     if let Some(b) = u
         .bytes()
         .find(|b| b.is_ascii_control() || matches!(b, b' ' | b'"' | b'<' | b'>' | b'\\' | 0x7f))
     {
-        return Err(format!("byte 0x{b:02x} is not allowed in a URI"));
+        return Err(UnsafeUri::Byte(b));
     }
     // A scheme is what precedes the first ':' when no '/', '?' or '#' comes
     // before it (RFC 3986 §3.1); anything else is a relative reference.
@@ -492,7 +527,7 @@ pub fn safe_uri(u: &str) -> Result<(), String> {
     if let Some(i) = end.filter(|&i| u.as_bytes().get(i) == Some(&b':')) {
         let scheme = u.get(..i).unwrap_or("");
         if !(scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("https")) {
-            return Err(format!("scheme {scheme:?} is not http or https"));
+            return Err(UnsafeUri::Scheme(scheme.to_string()));
         }
     }
     Ok(())
@@ -857,7 +892,11 @@ mod tests {
         assert!(r.check().is_err());
         let mut r = good.clone();
         r.segments[0].uri = "https://x/a.ts\r".into();
-        assert!(r.check().unwrap_err().starts_with("segments[0].uri"));
+        assert!(r
+            .check()
+            .unwrap_err()
+            .to_string()
+            .starts_with("segments[0].uri"));
         let mut r = good;
         r.init_uri = Some("javascript:x".into());
         assert!(r.check().is_err());

@@ -1,6 +1,9 @@
 //! Test support for cf-ssai, kept out of the product crate: nothing here
 //! runs in a worker.
 //!
+//! - [`driver`]: the channel machine driven as the Channel DO drives it,
+//!   over simulated time against [`sim`] (alarms, polls, decisions, DO
+//!   storage and KV in memory, evictions).
 //! - [`edge`]: the manifest worker's read loop around the core's sans-IO
 //!   edge, synchronous, for the scenario tests and the fan-in simulation.
 //! - [`sim`]: a live origin as a pure function of `now` (variant playlists
@@ -10,6 +13,7 @@
 //!   keep across reloads, nodes and viewers, used by the scenario tests and
 //!   by `cf-ssai validate`.
 
+pub mod driver;
 pub mod edge;
 pub mod sim;
 pub mod validate;

@@ -1,16 +1,21 @@
-//! The Channel Durable Object: each channel's consistent sequencer. It
-//! registers breaks exactly once (core `sequencer`), obtains each decision
-//! once, persists before acknowledging, writes the channel's single KV key,
-//! and runs the channel's poller on alarms at segment cadence.
+//! The Channel Durable Object: a driver of the channel machine
+//! (`core::channel`). It loads the machine's state from storage once per
+//! instance, feeds it inputs (requests, alarms, poll outcomes, decisions)
+//! and carries out what each step asks: persist what changed (a small
+//! header and a key per break, `core::channel::store`), publish the view
+//! to KV, record history, ask for decisions, poll the origin, report
+//! health and arm the alarm at the time the machine wants. The clock,
+//! retries, backoff, health and watermarks are the machine's state.
 
-use cf_ssai_core::channel::{Channel, Effect, Input, Reply, Step};
-use cf_ssai_core::control::config::{ChannelConfig, CueSource};
-use cf_ssai_core::scte35::cues;
-use cf_ssai_core::hls::media;
-use cf_ssai_core::control::metrics::{self as core_metrics, Batch, PendingBatches};
-use cf_ssai_core::model::{BreakRecord, BreakSource, Pod, Slate};
-use cf_ssai_core::channel::monitor::{self, PollStats};
+use cf_ssai_core::channel::monitor;
 use cf_ssai_core::channel::sequencer::{self, BreakPolicy};
+use cf_ssai_core::channel::store::{self, Write};
+use cf_ssai_core::channel::{Channel, Effect, Input, PollFailure, Polled, Reply, Step};
+use cf_ssai_core::control::config::{ChannelConfig, CueSource};
+use cf_ssai_core::control::metrics::{self as core_metrics, Batch, PendingBatches};
+use cf_ssai_core::hls::media;
+use cf_ssai_core::model::{BreakRecord, BreakSource, ChannelBreaks, Pod, Slate};
+use cf_ssai_core::scte35::cues;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -18,16 +23,15 @@ use worker::*;
 use worker_shared::metrics::Level;
 use worker_shared::{bindings, now_ms};
 
-const STATE: &str = "state";
 const CHANNEL: &str = "channel";
-const FAILURES: &str = "poll_failures";
-const POLL_STATS: &str = "poll_stats";
 /// KV copy lifetime: every poll rewrites it; readers treat a miss as "ask
 /// the DO".
 const KV_TTL_S: u64 = 300;
 /// Pods outlive any view that names them (entries leave the view
 /// `keep_ms` after their end).
 const POD_TTL_S: u64 = 86_400;
+/// Durable Object storage takes at most this many keys per `put`.
+const PUT_BATCH: usize = 128;
 
 pub use worker_shared::channel_client::{
     ChannelRef, CueCommand, CueRequest, CueResponse, SyncRequest,
@@ -37,15 +41,19 @@ pub use worker_shared::channel_client::{
 pub struct ChannelDO {
     state: State,
     env: Env,
+    /// The machine, loaded once per instance, and what storage holds (the
+    /// image the next write is the difference from).
+    machine: RefCell<Option<Loaded>>,
+    /// This instance has told the machine it is a new instance.
+    resumed: Cell<bool>,
+    /// The alarm this instance last set (`None`: none or not known).
+    alarm_at: Cell<Option<i64>>,
     /// The polled media playlist URL and when it was resolved from the
     /// master (re-resolved every minute and after any failure).
     media_url: RefCell<Option<(String, i64)>>,
-    /// When the current poll was due (phase-locked alarms).
-    due_ms: Cell<Option<i64>>,
-    /// D1 already shows this channel healthy (skip the write per poll).
-    health_synced: Cell<bool>,
     /// An alarm (poll) is running: workerd clears the alarm while its
-    /// handler runs, so "no alarm set" alone does not mean stopped.
+    /// handler runs, so "no alarm set" alone does not mean stopped; the
+    /// handler arms the next alarm when it ends.
     polling: Cell<bool>,
     /// Requests served since this object loaded, by path: how much of the
     /// edge's traffic reaches the one consistent object (fan-in checks).
@@ -53,12 +61,17 @@ pub struct ChannelDO {
     /// Decisions in flight, by break id: every caller waiting for a break's
     /// pod awaits the same one call.
     inflight: RefCell<HashMap<String, Shared<LocalBoxFuture<'static, Pod>>>>,
-    /// The newest MSN whose media this poller examined for in-band
-    /// SCTE-35 (`cue_source: inband | both`).
-    inband_seen: Cell<Option<u64>>,
+    /// This instance logged where its in-band examination resumed.
+    inband_logged: Cell<bool>,
     /// Poll metrics not yet written (flushed every [`METRICS_FLUSH_MS`]:
     /// a poll every 2 s must not be a D1 write every 2 s).
     metrics: RefCell<PendingBatches>,
+}
+
+/// The machine and the state storage holds.
+struct Loaded {
+    ch: Channel,
+    stored: Option<Channel>,
 }
 
 /// Segments a poll examines for in-band SCTE-35 at most.
@@ -72,14 +85,15 @@ impl DurableObject for ChannelDO {
         Self {
             state,
             env,
+            machine: RefCell::new(None),
+            resumed: Cell::new(false),
+            alarm_at: Cell::new(None),
             media_url: RefCell::new(None),
-            due_ms: Cell::new(None),
-            health_synced: Cell::new(false),
             polling: Cell::new(false),
             served: RefCell::new(Default::default()),
             inflight: RefCell::new(HashMap::new()),
             metrics: RefCell::new(PendingBatches::default()),
-            inband_seen: Cell::new(None),
+            inband_logged: Cell::new(false),
         }
     }
 
@@ -87,16 +101,15 @@ impl DurableObject for ChannelDO {
         let path = req.path();
         *self.served.borrow_mut().entry(path.clone()).or_default() += 1;
         match (req.method(), path.as_str()) {
-            (Method::Get, "/state") => Response::from_json(&self.load().await?.breaks),
+            (Method::Get, "/state") => {
+                self.ensure_loaded().await?;
+                Response::from_json(&self.read(|ch| ch.breaks.clone()))
+            }
             (Method::Get, "/poll-stats") => {
-                let stats: PollStats = self
-                    .state
-                    .storage()
-                    .get(POLL_STATS)
-                    .await?
-                    .unwrap_or_default();
-                let running =
-                    self.polling.get() || self.state.storage().get_alarm().await?.is_some();
+                self.ensure_loaded().await?;
+                let (stats, wanted) = self.read(|ch| (ch.poller.stats.clone(), ch.poller.running));
+                let running = self.polling.get()
+                    || (wanted && self.state.storage().get_alarm().await?.is_some());
                 let served = self.served.borrow().clone();
                 Response::from_json(
                     &serde_json::json!({ "running": running, "stats": stats, "requests": served }),
@@ -105,8 +118,8 @@ impl DurableObject for ChannelDO {
             (Method::Post, "/sync") => {
                 let body: SyncRequest = req.json().await?;
                 self.remember(&body.channel).await?;
-                let st = self.sync(&body).await?;
-                Response::from_json(&st.breaks)
+                let breaks = self.sync(&body).await?;
+                Response::from_json(&breaks)
             }
             (Method::Post, "/cue") => {
                 let body: CueRequest = req.json().await?;
@@ -116,14 +129,18 @@ impl DurableObject for ChannelDO {
             (Method::Post, "/ensure-poller") => {
                 let body: ChannelRef = req.json().await?;
                 self.remember(&body).await?;
-                let storage = self.state.storage();
-                let running = self.polling.get() || storage.get_alarm().await?.is_some();
-                if !running {
-                    storage
-                        .set_alarm(std::time::Duration::from_millis(10))
-                        .await?;
+                let alarm_set =
+                    self.polling.get() || self.state.storage().get_alarm().await?.is_some();
+                if !alarm_set {
+                    // Whatever this instance set has fired or was lost.
+                    self.alarm_at.set(None);
                 }
-                Response::from_json(&serde_json::json!({ "started": !running }))
+                let policy = self.policy(&body).await;
+                let (step, _) = self
+                    .run(&body, Input::StartPoller { alarm_set }, &policy)
+                    .await?;
+                let started = matches!(step.reply, Reply::Poller { started: true });
+                Response::from_json(&serde_json::json!({ "started": started }))
             }
             (Method::Post, "/ping") => {
                 // Smoke test: storage round trip + an alarm.
@@ -136,46 +153,37 @@ impl DurableObject for ChannelDO {
     }
 
     async fn alarm(&self) -> Result<Response> {
+        // The alarm that fired is no longer set.
+        self.alarm_at.set(None);
         self.polling.set(true);
-        let polled = self.poll().await;
+        let ticked = self.tick().await;
         self.polling.set(false);
-        let next = match polled {
-            Ok(next) => next,
-            Err(e) => {
-                worker_shared::metrics::log(
-                    Level::Error,
-                    "poll_step_failed",
-                    &[("reason", &e.to_string())],
-                );
-                // Back off on failure; the cron restarts a stopped poller.
-                Some(now_ms() + 10_000)
-            }
-        };
-        if let Some(at) = next {
-            let when = worker::js_sys::Date::new(&(at as f64).into());
-            self.state
-                .storage()
-                .set_alarm(ScheduledTime::new(when))
-                .await?;
-        } else {
-            self.due_ms.set(None);
+        if let Err(e) = ticked {
+            worker_shared::metrics::log(
+                Level::Error,
+                "poll_step_failed",
+                &[("reason", &e.to_string())],
+            );
+            // Storage failed mid-step: reload from storage next time, and
+            // come back (the cron restarts a stopped poller anyway).
+            self.machine.replace(None);
+            self.resumed.set(false);
+            self.set_alarm(Some(now_ms() + 10_000)).await?;
+            return Response::ok("polled");
         }
+        let at = self.read(Channel::alarm_ms);
+        self.arm(at).await?;
         Response::ok("polled")
     }
 }
 
-/// What one successful poll found.
-struct PollOutcome {
-    cadence_ms: u64,
-    registered: i64,
-    latency_ms: Option<i64>,
-    dialects: Vec<String>,
-}
-
-/// The deadline when the cadence is derived and the poll failed: the
-/// common default.
-fn stats_cadence(o: &std::result::Result<PollOutcome, String>) -> u64 {
-    o.as_ref().map_or(2000, |o| o.cadence_ms)
+/// What one successful poll found, for the metrics and logs (the machine
+/// gets the [`Polled`]).
+struct PollFacts {
+    polled: Polled,
+    /// Each cue's break id, when its segment was published (PDT + its
+    /// duration) and its dialect.
+    cues: Vec<(String, Option<i64>, String)>,
 }
 
 /// How long the DO waits for a decision (the service's budget is at most
@@ -185,8 +193,110 @@ const DECISION_DEADLINE_MS: u64 = 11_000;
 const MEDIA_URL_TTL_MS: i64 = 60_000;
 
 impl ChannelDO {
-    async fn load(&self) -> Result<Channel> {
-        Ok(self.state.storage().get(STATE).await?.unwrap_or_default())
+    /// Load the machine once per instance: the per-key layout, else the
+    /// legacy single value (migrated and written in the new layout once),
+    /// else a new channel.
+    async fn ensure_loaded(&self) -> Result<()> {
+        if self.machine.borrow().is_some() {
+            return Ok(());
+        }
+        let storage = self.state.storage();
+        let all = storage.list().await?;
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        all.for_each(&mut |v, k| {
+            if let (Some(k), Some(v)) = (k.as_string(), v.as_string()) {
+                pairs.push((k, v));
+            }
+        });
+        let found = store::load(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .map_err(|e| Error::RustError(e.to_string()))?;
+        let loaded = match found {
+            Some(ch) => Loaded {
+                stored: Some(ch.clone()),
+                ch,
+            },
+            None => {
+                let old: Option<Channel> = storage.get(store::LEGACY_STATE).await?;
+                let stats = storage.get(store::LEGACY_POLL_STATS).await.ok().flatten();
+                let failures = storage.get(store::LEGACY_FAILURES).await.ok().flatten();
+                let alarm = storage.get_alarm().await?;
+                let legacy = old.is_some() || stats.is_some();
+                let ch = store::migrate(old.unwrap_or_default(), stats, failures, alarm);
+                if legacy {
+                    // Written in the new layout once, the old keys dropped.
+                    let writes =
+                        store::diff(None, &ch).map_err(|e| Error::RustError(e.to_string()))?;
+                    let bytes: usize = writes.iter().map(Write::bytes).sum();
+                    self.write(&writes).await?;
+                    storage
+                        .delete_multiple(vec![
+                            store::LEGACY_STATE,
+                            store::LEGACY_POLL_STATS,
+                            store::LEGACY_FAILURES,
+                        ])
+                        .await?;
+                    worker_shared::metrics::log(
+                        Level::Info,
+                        "do_storage_migrated",
+                        &[
+                            ("keys", &writes.len().to_string()),
+                            ("bytes", &bytes.to_string()),
+                        ],
+                    );
+                    Loaded {
+                        stored: Some(ch.clone()),
+                        ch,
+                    }
+                } else {
+                    Loaded { ch, stored: None }
+                }
+            }
+        };
+        // Another event may have loaded it while this one awaited storage.
+        let mut m = self.machine.borrow_mut();
+        if m.is_none() {
+            *m = Some(loaded);
+        }
+        Ok(())
+    }
+
+    /// Read the loaded machine.
+    fn read<T>(&self, f: impl FnOnce(&Channel) -> T) -> T {
+        match self.machine.borrow().as_ref() {
+            Some(l) => f(&l.ch),
+            None => f(&Channel::default()),
+        }
+    }
+
+    /// Carry out storage writes: puts in batches, then deletes.
+    async fn write(&self, writes: &[Write]) -> Result<()> {
+        let storage = self.state.storage();
+        let puts: Vec<(&String, &String)> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Put { key, value } => Some((key, value)),
+                Write::Delete(_) => None,
+            })
+            .collect();
+        for chunk in puts.chunks(PUT_BATCH) {
+            let obj = js_sys::Object::new();
+            for (k, v) in chunk {
+                js_sys::Reflect::set(&obj, &k.as_str().into(), &v.as_str().into())
+                    .map_err(|_| Error::RustError("storage batch".into()))?;
+            }
+            storage.put_multiple_raw(obj).await?;
+        }
+        let deletes: Vec<&str> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::Delete(k) => Some(k.as_str()),
+                Write::Put { .. } => None,
+            })
+            .collect();
+        if !deletes.is_empty() {
+            storage.delete_multiple(deletes).await?;
+        }
+        Ok(())
     }
 
     async fn remember(&self, c: &ChannelRef) -> Result<()> {
@@ -206,36 +316,124 @@ impl ChannelDO {
             .unwrap_or_default()
     }
 
-    /// Drive the machine with one input: load, handle, carry out the
-    /// effects; then wait for every decision this channel has in flight and
-    /// feed each back. Between a load and its save only storage calls run
-    /// (workerd holds other events back during those), so no step sees a
-    /// half-applied state; the decision fetches happen between steps.
+    /// One step of the machine: handle the input (synchronously, on the
+    /// loaded state), then carry out its effects in order. Concurrent
+    /// events always step the newest state: nothing is awaited between a
+    /// step and the state it leaves in memory.
+    async fn step(&self, c: &ChannelRef, input: Input, policy: &BreakPolicy) -> Result<Step> {
+        self.ensure_loaded().await?;
+        let (step, writes, view) = {
+            let mut m = self.machine.borrow_mut();
+            let Some(l) = m.as_mut() else {
+                return Err(Error::RustError("channel state not loaded".into()));
+            };
+            let step = l.ch.handle(input, policy, now_ms());
+            let writes = if step.effects.contains(&Effect::Persist) {
+                let w = store::diff(l.stored.as_ref(), &l.ch)
+                    .map_err(|e| Error::RustError(e.to_string()))?;
+                l.stored = Some(l.ch.clone());
+                w
+            } else {
+                Vec::new()
+            };
+            let view = if step.effects.contains(&Effect::Publish) {
+                Some(serde_json::to_string(&l.ch.view())?)
+            } else {
+                None
+            };
+            (step, writes, view)
+        };
+        for e in &step.effects {
+            match e {
+                Effect::Persist => {
+                    if let Err(err) = self.write(&writes).await {
+                        // Memory is ahead of storage: reload next time.
+                        self.machine.replace(None);
+                        self.resumed.set(false);
+                        return Err(err);
+                    }
+                }
+                Effect::Publish => {
+                    // The view edge nodes read; written only when it changed.
+                    // As JSON text: KV's own conversion goes through
+                    // serde-wasm-bindgen, which writes flattened structs
+                    // as JS Maps (and so as `{}`).
+                    let kv = self.env.kv(bindings::KV)?;
+                    if let Some(view) = &view {
+                        kv.put(&worker_shared::kv_breaks_key(&c.org, &c.slug), view)?
+                            .expiration_ttl(KV_TTL_S)
+                            .execute()
+                            .await?;
+                    }
+                }
+                Effect::History(entry) => {
+                    // The pod under its own key first (immutable; the view
+                    // published next refers to it), then the history.
+                    let kv = self.env.kv(bindings::KV)?;
+                    kv.put(
+                        &worker_shared::kv_pod_key(&c.org, &c.slug, &entry.record.id),
+                        serde_json::to_string(&entry.pod)?,
+                    )?
+                    .expiration_ttl(POD_TTL_S)
+                    .execute()
+                    .await?;
+                    self.history(c, entry).await
+                }
+                // Started by `run`, which waits for them.
+                Effect::Decide(_) => {}
+            }
+        }
+        if let Some(h) = &step.health {
+            crate::origin::mark_health(&self.env, c, h.is_ok(), h.as_ref().err().map_or("", |e| e))
+                .await;
+        }
+        self.arm(step.alarm_ms).await?;
+        Ok(step)
+    }
+
+    /// Arm the object's alarm where the machine wants it (not while the
+    /// alarm handler runs: it arms the next one when it ends).
+    async fn arm(&self, at: Option<i64>) -> Result<()> {
+        if self.polling.get() || at == self.alarm_at.get() {
+            return Ok(());
+        }
+        self.set_alarm(at).await
+    }
+
+    async fn set_alarm(&self, at: Option<i64>) -> Result<()> {
+        let storage = self.state.storage();
+        match at {
+            Some(t) => {
+                let when = worker::js_sys::Date::new(&(t as f64).into());
+                storage.set_alarm(ScheduledTime::new(when)).await?;
+            }
+            None => storage.delete_alarm().await?,
+        }
+        self.alarm_at.set(at);
+        Ok(())
+    }
+
+    /// Drive the machine with one input and carry out its effects; then
+    /// ask for the decisions it wants (one call per break, shared by every
+    /// caller waiting for it) and wait for those this instance has in
+    /// flight for its pending breaks, feeding each answer back. The first
+    /// input of a new instance is preceded by [`Input::Resumed`]: the
+    /// decisions a previous instance had in flight were lost with it.
     async fn run(
         &self,
         c: &ChannelRef,
         input: Input,
         policy: &BreakPolicy,
-    ) -> Result<(Step, Channel)> {
-        let mut ch = self.load().await?;
-        let step = ch.handle(input, policy, now_ms());
-        self.apply(c, &ch, &step).await?;
-        // Decisions: the machine asked for these; pending breaks without a
-        // call in flight (this object was evicted mid-decision) too.
-        let mut wanted: Vec<BreakRecord> = step
-            .effects
-            .iter()
-            .filter_map(|e| match e {
-                Effect::Decide(r) => Some(r.clone()),
-                _ => None,
-            })
-            .collect();
-        for p in &ch.pending {
-            if !wanted.iter().any(|r| r.id == p.record.id) {
-                wanted.push(p.record.clone());
-            }
+    ) -> Result<(Step, ChannelBreaks)> {
+        let mut wanted: Vec<BreakRecord> = Vec::new();
+        self.ensure_loaded().await?;
+        if !self.resumed.replace(true) && self.read(|ch| !ch.pending.is_empty()) {
+            let s = self.step(c, Input::Resumed, policy).await?;
+            wanted.extend(decisions(&s));
         }
-        let calls: Vec<(String, Shared<LocalBoxFuture<'static, Pod>>)> = wanted
+        let step = self.step(c, input, policy).await?;
+        wanted.extend(decisions(&step));
+        let mut calls: Vec<(String, Shared<LocalBoxFuture<'static, Pod>>)> = wanted
             .into_iter()
             .map(|r| {
                 let id = r.id.clone();
@@ -252,57 +450,28 @@ impl ChannelDO {
                 (id, fut)
             })
             .collect();
-        if calls.is_empty() {
-            // Nothing was awaited: the state this step saved is current.
-            return Ok((step, ch));
+        // Breaks still pending whose decision another caller started: wait
+        // for the same call (never a second one).
+        let pending: Vec<String> = self.read(|ch| ch.pending_ids().map(String::from).collect());
+        for id in pending {
+            if calls.iter().any(|(x, _)| *x == id) {
+                continue;
+            }
+            let fut = self.inflight.borrow().get(&id).cloned();
+            if let Some(f) = fut {
+                calls.push((id, f));
+            }
         }
         for (id, fut) in calls {
             let pod = fut.await;
             self.inflight.borrow_mut().remove(&id);
-            let mut now = self.load().await?;
-            let s = now.handle(Input::Decided { break_id: id, pod }, policy, now_ms());
-            self.apply(c, &now, &s).await?;
+            self.step(c, Input::Decided { break_id: id, pod }, policy)
+                .await?;
         }
-        Ok((step, self.load().await?))
+        Ok((step, self.read(|ch| ch.breaks.clone())))
     }
 
-    /// Carry out a step's effects (decisions excepted: see [`Self::run`]).
-    async fn apply(&self, c: &ChannelRef, ch: &Channel, step: &Step) -> Result<()> {
-        for e in &step.effects {
-            match e {
-                Effect::Persist => self.state.storage().put(STATE, ch).await?,
-                Effect::Publish => {
-                    // The view edge nodes read; written only when it changed.
-                    // As JSON text: KV's own conversion goes through
-                    // serde-wasm-bindgen, which writes flattened structs
-                    // as JS Maps (and so as `{}`).
-                    let kv = self.env.kv(bindings::KV)?;
-                    let view = serde_json::to_string(&ch.view())?;
-                    kv.put(&worker_shared::kv_breaks_key(&c.org, &c.slug), view)?
-                        .expiration_ttl(KV_TTL_S)
-                        .execute()
-                        .await?;
-                }
-                Effect::History(entry) => {
-                    // The pod under its own key first (immutable; the view
-                    // published next refers to it), then the history.
-                    let kv = self.env.kv(bindings::KV)?;
-                    kv.put(
-                        &worker_shared::kv_pod_key(&c.org, &c.slug, &entry.record.id),
-                        serde_json::to_string(&entry.pod)?,
-                    )?
-                    .expiration_ttl(POD_TTL_S)
-                    .execute()
-                    .await?;
-                    self.history(c, entry).await
-                }
-                Effect::Decide(_) => {}
-            }
-        }
-        Ok(())
-    }
-
-    async fn sync(&self, req: &SyncRequest) -> Result<Channel> {
+    async fn sync(&self, req: &SyncRequest) -> Result<ChannelBreaks> {
         let policy = self.policy(&req.channel).await;
         Ok(self.run(&req.channel, sync_input(req), &policy).await?.1)
     }
@@ -332,12 +501,12 @@ impl ChannelDO {
                 asset: Default::default(),
             }),
         };
-        let (step, ch) = self.run(&req.channel, input, &policy).await?;
+        let (step, breaks) = self.run(&req.channel, input, &policy).await?;
         // The record as committed (its discontinuity count is final once
         // decided); the reply's own copy while it is still pending.
         let committed = |r: BreakRecord| {
-            sequencer::find(&ch.breaks, &r.id)
-                .and_then(|i| ch.breaks.entries.get(i))
+            sequencer::find(&breaks, &r.id)
+                .and_then(|i| breaks.entries.get(i))
                 .map_or(r, |e| e.record.clone())
         };
         let resp = |status: u16, error: Option<String>, record: Option<BreakRecord>| CueResponse {
@@ -349,7 +518,7 @@ impl ChannelDO {
             Reply::Created(r) => resp(201, None, Some(committed(r))),
             Reply::Existing(r) | Reply::Stopped(r) => resp(200, None, Some(committed(r))),
             Reply::Conflict(e) => resp(409, Some(e), None),
-            Reply::None => resp(500, Some("no reply".into()), None),
+            Reply::None | Reply::Poller { .. } => resp(500, Some("no reply".into()), None),
         })
     }
 
@@ -377,8 +546,6 @@ impl ChannelDO {
         }
     }
 
-    /// Exponential backoff after consecutive failed polls: cadence × 2^n,
-    /// capped at 60 s (the cron restarts a stopped poller anyway).
     /// In-band SCTE-35 of the window's unexamined segments, oldest first,
     /// at most [`INBAND_PER_POLL`] per poll (a first poll catches up over
     /// two or three). TS segments are read whole (a SCTE-35 packet can be
@@ -394,37 +561,31 @@ impl ChannelDO {
         m: &media::MediaPlaylist<'_>,
         cadence: u64,
     ) -> (Vec<cues::CueEvent>, Option<u64>) {
-        // A fresh instance (first poll, or after an eviction) resumes from
-        // the watermark the machine persisted, not from the newest
+        // From the watermark the machine persisted (this instance's or a
+        // previous one's: an eviction loses nothing), not from the newest
         // segments: a cue in a segment examined by nobody, which the edge
-        // holds back as unread, must still be found.
-        let seen = match self.inband_seen.get() {
-            Some(s) => Some(s),
-            None => {
-                let persisted = self
-                    .load()
-                    .await
-                    .ok()
-                    .map(|ch| ch.breaks.checked_through_msn);
-                let w = cf_ssai_core::scte35::inband::resume_watermark(
-                    persisted,
-                    m.segments.first().map(|s| s.msn),
-                    m.last_msn(),
-                );
-                self.inband_seen.set(w);
-                worker_shared::metrics::log(
-                    Level::Info,
-                    "inband_resume",
-                    &[
-                        ("org", &c.org),
-                        ("channel", &c.slug),
-                        ("persisted", &format!("{persisted:?}")),
-                        ("from", &format!("{w:?}")),
-                    ],
-                );
-                w
-            }
-        };
+        // holds back as unread, must still be found. The published
+        // watermark stands in for state written before the machine kept
+        // its own.
+        let persisted =
+            self.read(|ch| ch.poller.inband_msn.or(Some(ch.breaks.checked_through_msn)));
+        let seen = cf_ssai_core::scte35::inband::resume_watermark(
+            persisted,
+            m.segments.first().map(|s| s.msn),
+            m.last_msn(),
+        );
+        if !self.inband_logged.replace(true) {
+            worker_shared::metrics::log(
+                Level::Info,
+                "inband_resume",
+                &[
+                    ("org", &c.org),
+                    ("channel", &c.slug),
+                    ("persisted", &format!("{persisted:?}")),
+                    ("from", &format!("{seen:?}")),
+                ],
+            );
+        }
         let mut events = Vec::new();
         let mut through = seen.filter(|s| m.segments.first().is_some_and(|f| *s + 1 >= f.msn));
         let Ok(base) = url::Url::parse(playlist_url) else {
@@ -513,7 +674,6 @@ impl ChannelDO {
             }
             events.extend(evs);
             through = Some(seg.msn);
-            self.inband_seen.set(Some(seg.msn));
         }
         (events, through)
     }
@@ -531,93 +691,124 @@ impl ChannelDO {
         }
     }
 
-    async fn backoff(&self, cadence_ms: u64) -> u64 {
-        let storage = self.state.storage();
-        let n: u32 = storage.get(FAILURES).await.ok().flatten().unwrap_or(0) + 1;
-        let _ = storage.put(FAILURES, n).await;
-        (cadence_ms.max(1000) << n.min(6)).min(60_000)
+    /// The alarm: tell the machine ([`Input::Tick`]); poll if it says a
+    /// poll is due, and feed the outcome back.
+    async fn tick(&self) -> Result<()> {
+        let Some(c): Option<ChannelRef> = self.state.storage().get(CHANNEL).await? else {
+            return Ok(());
+        };
+        let ch = worker_shared::load_channel(&self.env, &c.org, &c.slug).await?;
+        let policy = ch
+            .as_ref()
+            .map(|x| x.config.breaks.clone())
+            .unwrap_or_default();
+        let (step, _) = self.run(&c, Input::Tick, &policy).await?;
+        if !step.poll {
+            return Ok(());
+        }
+        match ch {
+            Some(ch) if ch.config.active && ch.config.scte35_enabled => {
+                self.poll(&c, &ch.config).await
+            }
+            // The channel is no longer polled.
+            _ => self.run(&c, Input::StopPoller, &policy).await.map(|_| ()),
+        }
     }
 
-    /// One poll of the origin; returns when the next is due (`None`: the
-    /// channel no longer needs a poller).
-    async fn poll(&self) -> Result<Option<i64>> {
-        let storage = self.state.storage();
-        let Some(c): Option<ChannelRef> = storage.get(CHANNEL).await? else {
-            return Ok(None);
-        };
-        let Some(ch) = worker_shared::load_channel(&self.env, &c.org, &c.slug).await? else {
-            return Ok(None);
-        };
-        let cfg = &ch.config;
-        if !cfg.active || !cfg.scte35_enabled {
-            return Ok(None);
-        }
+    /// One poll of the origin, its outcome fed to the machine (which keeps
+    /// the stats, the backoff and the next due time), then the metrics.
+    async fn poll(&self, c: &ChannelRef, cfg: &ChannelConfig) -> Result<()> {
         let started = now_ms();
-        let outcome = self.poll_once(&c, cfg).await;
-        let finished = now_ms();
-        let mut stats: PollStats = storage.get(POLL_STATS).await?.unwrap_or_default();
+        let outcome = self.poll_once(c, cfg).await;
         let deadline = if cfg.cadence_ms > 0 {
             cfg.cadence_ms
         } else {
-            stats_cadence(&outcome)
+            outcome.as_ref().map_or(2000, |o| o.polled.cadence_ms)
         };
-        stats.record(started, finished - started, outcome.is_ok(), deadline);
-        if let Err(e) = &outcome {
-            stats.last_error = Some(format!("{e} (at {started})"));
-        }
-        let next = match outcome {
-            Ok(o) => {
-                let failures: u32 = storage.get(FAILURES).await.ok().flatten().unwrap_or(0);
-                if failures > 0 || !self.health_synced.get() {
-                    crate::origin::mark_health(&self.env, &c, true, "").await;
-                    self.health_synced.set(true);
-                    storage.put(FAILURES, 0u32).await?;
-                }
-                self.note(&c, |b| {
+        let (input_outcome, cues) = match outcome {
+            Ok(f) => (Ok(f.polled), Some(f.cues)),
+            Err(e) => {
+                self.media_url.replace(None);
+                (
+                    Err(PollFailure {
+                        reason: e,
+                        cadence_ms: cfg.cadence_ms,
+                    }),
+                    None,
+                )
+            }
+        };
+        let failed = input_outcome.as_ref().err().map(|f| f.reason.clone());
+        let (step, breaks) = self
+            .run(
+                c,
+                Input::Polled {
+                    started_ms: started,
+                    deadline_ms: deadline,
+                    outcome: input_outcome,
+                },
+                &cfg.breaks,
+            )
+            .await?;
+        match (cues, failed) {
+            (Some(cues), _) => {
+                let new: Vec<&BreakRecord> = breaks
+                    .entries
+                    .iter()
+                    .map(|e| &e.record)
+                    .filter(|r| step.registered.contains(&r.id))
+                    .collect();
+                // Detection latency: from when the cue's segment was
+                // published (its PDT + one segment: origins publish
+                // complete segments) to registration; negative when
+                // signalled ahead of the splice.
+                let latency_ms = cues
+                    .iter()
+                    .filter_map(|(id, published, _)| {
+                        let reg = new.iter().find(|r| r.id == *id)?;
+                        Some(reg.registered_ms - (*published)?)
+                    })
+                    .max();
+                let mut dialects: Vec<&str> = cues
+                    .iter()
+                    .filter(|(id, _, _)| new.iter().any(|r| r.id == *id))
+                    .map(|(_, _, d)| d.as_str())
+                    .collect();
+                dialects.dedup();
+                let registered = new.len();
+                self.note(c, |b| {
                     b.add("polls_total", &[], 1.0);
-                    if o.registered > 0 {
-                        if let Some(lat) = o.latency_ms {
+                    if registered > 0 {
+                        if let Some(lat) = latency_ms {
                             b.observe("detection_latency_ms", &[], lat as f64);
                         }
-                        for d in &o.dialects {
+                        for d in &dialects {
                             b.add("cues_total", &[("dialect", d)], 1.0);
                         }
                     }
                 })
                 .await;
-                let interval = monitor::poll_interval_ms(cfg.poll_interval_ms, o.cadence_ms);
-                let due = monitor::next_due_ms(self.due_ms.get(), interval, now_ms());
-                self.due_ms.set(Some(due));
-                due
             }
-            Err(e) => {
-                crate::origin::mark_health(&self.env, &c, false, &e).await;
-                self.health_synced.set(false);
-                self.media_url.replace(None);
-                self.note(&c, |b| b.add("poll_errors_total", &[], 1.0))
-                    .await;
+            (None, Some(e)) => {
+                self.note(c, |b| b.add("poll_errors_total", &[], 1.0)).await;
                 worker_shared::metrics::log(
                     Level::Warn,
                     "poll_failed",
                     &[("org", &c.org), ("channel", &c.slug), ("reason", &e)],
                 );
-                // The backoff pause is not a missed cadence: restart the gap.
-                stats.restart();
-                self.due_ms.set(None);
-                now_ms() + self.backoff(cfg.cadence_ms).await as i64
             }
-        };
-        storage.put(POLL_STATS, &stats).await?;
-        Ok(Some(next))
+            (None, None) => {}
+        }
+        Ok(())
     }
 
-    /// Fetch, detect, register. Errors are the origin's (unreachable,
-    /// 5xx, not a playlist).
+    /// Fetch and detect. Errors are the origin's (unreachable, 5xx, not a
+    /// playlist).
     async fn poll_once(
         &self,
         c: &ChannelRef,
         cfg: &ChannelConfig,
-    ) -> std::result::Result<PollOutcome, String> {
+    ) -> std::result::Result<PollFacts, String> {
         let now = now_ms();
         let cached = self
             .media_url
@@ -648,6 +839,7 @@ impl ChannelDO {
         let cadence = crate::origin::cadence_ms(cfg, &m);
         let mut det = cues::detect(&m, &cfg.segmentation);
         let mut examined = m.last_msn();
+        let mut inband_through = None;
         if cfg.cue_source.inband() {
             // The media is the marker: examine the segments this poller has
             // not seen; the watermark is the newest one examined.
@@ -657,56 +849,44 @@ impl ChannelDO {
             }
             det.events.extend(events);
             examined = through;
+            inband_through = through;
         }
-        let req = SyncRequest {
-            channel: c.clone(),
-            events: det.events.clone(),
-            cadence_ms: cadence,
-            checked_through_msn: examined,
-            window: sequencer::OriginWindow::of(&m),
-        };
-        let (step, ch) = self
-            .run(c, sync_input(&req), &cfg.breaks)
-            .await
-            .map_err(|e| e.to_string())?;
-        let new: Vec<_> = ch
-            .breaks
-            .entries
-            .iter()
-            .filter(|e| step.registered.contains(&e.record.id))
-            .collect();
-        // Detection latency: from when the cue's segment was published
-        // (its PDT + one segment: origins publish complete segments) to
-        // registration; negative when signalled ahead of the splice.
-        let latency_ms = det
+        let cues = det
             .events
             .iter()
-            .filter(|ev| new.iter().any(|e| e.record.id == ev.break_id))
-            .filter_map(|ev| {
-                let seg = m.segments.iter().find(|s| s.msn == ev.msn)?;
-                let published = seg.pdt_ms? + (seg.duration * 1000.0) as i64;
-                let reg = new.iter().find(|e| e.record.id == ev.break_id)?;
-                Some(reg.record.registered_ms - published)
-            })
-            .max();
-        let mut dialects: Vec<String> = det
-            .events
-            .iter()
-            .filter(|ev| new.iter().any(|e| e.record.id == ev.break_id))
-            .filter_map(|ev| {
-                serde_json::to_value(ev.dialect)
+            .map(|ev| {
+                let published = m
+                    .segments
+                    .iter()
+                    .find(|s| s.msn == ev.msn)
+                    .and_then(|s| Some(s.pdt_ms? + (s.duration * 1000.0) as i64));
+                let dialect = serde_json::to_value(ev.dialect)
                     .ok()
                     .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default();
+                (ev.break_id.clone(), published, dialect)
             })
             .collect();
-        dialects.dedup();
-        Ok(PollOutcome {
-            cadence_ms: cadence,
-            registered: new.len() as i64,
-            latency_ms,
-            dialects,
+        Ok(PollFacts {
+            polled: Polled {
+                events: det.events,
+                cadence_ms: cadence,
+                examined_through: examined,
+                window: sequencer::OriginWindow::of(&m),
+                inband_through,
+                interval_ms: monitor::poll_interval_ms(cfg.poll_interval_ms, cadence),
+            },
+            cues,
         })
     }
+}
+
+/// The decisions a step asks for.
+fn decisions(step: &Step) -> impl Iterator<Item = BreakRecord> + '_ {
+    step.effects.iter().filter_map(|e| match e {
+        Effect::Decide(r) => Some(r.clone()),
+        _ => None,
+    })
 }
 
 /// One decision for a break, from the decision service; slate-only (an
@@ -738,7 +918,7 @@ async fn decide(env: Env, c: ChannelRef, r: BreakRecord) -> Pod {
             bindings::DECISION,
             "https://decision/decision",
             Method::Post,
-            Some(body.to_string()),
+            Some(body),
             DECISION_DEADLINE_MS,
         )
         .await?;

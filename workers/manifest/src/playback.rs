@@ -111,7 +111,7 @@ fn asked(
     let pairs = || pairs.iter().map(|(k, v)| (k.as_str(), v.as_str()));
     let mut directives = match hls::delivery_directives(pairs()) {
         Ok(d) => d,
-        Err(e) => return error(400, e).map(Err),
+        Err(e) => return error(400, e.to_string()).map(Err),
     };
     let asked_part = match directives.as_slice() {
         [("_HLS_msn", m), ("_HLS_part", _)] => m.parse::<u64>().ok(),
@@ -139,7 +139,7 @@ fn asked(
     // A value no master rewrite writes is refused (`master::variant_query`).
     let variant = match master::variant_query(pairs()) {
         Ok(v) => v,
-        Err(e) => return error(400, e).map(Err),
+        Err(e) => return error(400, e.to_string()).map(Err),
     };
     let mode_q = url
         .query_pairs()

@@ -2,9 +2,9 @@
 //! and the requests, for every worker (manifest playback and admin, the
 //! monitor). The DO (in the manifest worker) reads the same types.
 
-use cf_ssai_core::scte35::cues::CueEvent;
-use cf_ssai_core::model::ChannelBreaks;
 use cf_ssai_core::channel::sequencer::OriginWindow;
+use cf_ssai_core::model::ChannelBreaks;
+use cf_ssai_core::scte35::cues::CueEvent;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use worker::*;
 

@@ -97,7 +97,8 @@ async fn follow(
     signal: &AbortSignal,
 ) -> std::result::Result<Fetched, FetchError> {
     let check = |u: &str| {
-        cf_ssai_core::control::config::check_url_allowing(u, spec.allow_private).map_err(FetchError::Refused)
+        cf_ssai_core::control::config::check_url_allowing(u, spec.allow_private)
+            .map_err(|e| FetchError::Refused(e.to_string()))
     };
     let mut url = check(spec.url)?;
     let mut method = spec.method.clone();

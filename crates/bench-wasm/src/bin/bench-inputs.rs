@@ -5,6 +5,12 @@
 //! pod of the break in the window), the pre-view KV value (all of the last
 //! hour's breaks with their pods), and an origin window inside a break.
 //!
+//! It also runs the same channel through the testkit's driver of the
+//! Channel DO (polls at the alarm times the machine asks for, every effect
+//! carried out) and reports the DO storage written in the last hour, in
+//! the per-key layout the object writes now and in the single-value
+//! layout before it (`scripts/do-storage.sh` prints them).
+//!
 //! `bench-inputs HOURS OUT_DIR`
 
 use cf_ssai_core::channel::sequencer::BreakPolicy;
@@ -12,6 +18,7 @@ use cf_ssai_core::channel::{Channel, Effect, Input};
 use cf_ssai_core::hls::media;
 use cf_ssai_core::model::*;
 use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
+use cf_ssai_testkit::driver::{Driver, Written};
 use cf_ssai_testkit::sim::SimChannel;
 
 /// Serialized size of anything we write.
@@ -173,9 +180,12 @@ fn main() -> Result<(), String> {
     write("full.json", &full_json)?;
     write("origin.m3u8", &origin)?;
     let [n, o] = writes;
+    let (after, before, header_max) = do_storage(&ch, hours);
     println!(
-        "{{\"kv_writes_per_hour\":[{},{}],\"kv_bytes_per_hour\":[{},{}],\"do_writes_per_hour\":[{},{}],\"do_bytes_per_hour\":[{},{}],\"hours\":{hours},\"breaks_registered\":{},\"view_entries\":{},\"view_bytes\":{},\"pod_bytes\":{},\"old_entries\":{},\"old_bytes\":{}}}",
+        "{{\"kv_writes_per_hour\":[{},{}],\"kv_bytes_per_hour\":[{},{}],\"do_writes_per_hour\":[{},{}],\"do_bytes_per_hour\":[{},{}],\"do_storage_per_hour\":{{\"per_key\":{{\"writes\":{},\"bytes\":{},\"max_write\":{},\"max_header\":{header_max}}},\"single_value\":{{\"writes\":{},\"bytes\":{},\"max_write\":{}}}}},\"hours\":{hours},\"breaks_registered\":{},\"view_entries\":{},\"view_bytes\":{},\"pod_bytes\":{},\"old_entries\":{},\"old_bytes\":{}}}",
         n[0], o[0], n[1], o[1], n[2], o[2], n[3], o[3],
+        after.writes, after.bytes, after.max_bytes,
+        before.writes, before.bytes, before.max_bytes,
         pods.len(),
         view.entries.len(),
         view_json.len(),
@@ -184,4 +194,38 @@ fn main() -> Result<(), String> {
         full_json.len(),
     );
     Ok(())
+}
+
+/// The Channel DO's storage writes in the last of `hours`, driven as the
+/// object drives the machine: (per-key layout, single-value layout before
+/// it, the largest header written).
+fn do_storage(ch: &SimChannel, hours: i64) -> (Written, Written, usize) {
+    let mut d = Driver::new(ch.clone(), Box::new(|r| pod(&r.id)));
+    d.start_poller();
+    let start = ch.epoch_ms;
+    let from = start + (hours - 1) * 3_600_000;
+    d.run_until(from);
+    let (a0, b0) = (d.storage.written, d.storage.legacy);
+    let mut header_max = 0;
+    let mut t = from;
+    while t < start + hours * 3_600_000 {
+        t += 60_000;
+        d.run_until(t);
+        header_max = header_max.max(
+            d.storage
+                .keys
+                .get(cf_ssai_core::channel::store::HEADER)
+                .map_or(0, |h| h.len() + 1),
+        );
+    }
+    let since = |w: Written, w0: Written| Written {
+        writes: w.writes - w0.writes,
+        bytes: w.bytes - w0.bytes,
+        max_bytes: w.max_bytes,
+    };
+    (
+        since(d.storage.written, a0),
+        since(d.storage.legacy, b0),
+        header_max,
+    )
 }

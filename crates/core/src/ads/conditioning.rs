@@ -193,17 +193,14 @@ fn rank(m: &MediaFile, top: (u32, u32)) -> (bool, bool, u64, u32, u8) {
 /// this), else the best progressive file of any container the conditioner
 /// decodes ([`rank`]); never VPAID or other interactive files. The choice
 /// and why are on the source.
-pub fn best_source(c: &Creative, top_rung: (u32, u32)) -> Result<Source, String> {
+pub fn best_source(c: &Creative, top_rung: (u32, u32)) -> Result<Source, NoSource> {
     let usable: Vec<&MediaFile> = c.media_files.iter().filter(|m| conditionable(m)).collect();
     let mezz = usable.iter().filter(|m| m.mezzanine).count();
     let pool = usable.iter().filter(|m| m.mezzanine == (mezz > 0));
     let Some(m) = pool.clone().max_by_key(|m| rank(m, top_rung)) else {
-        let skipped = c.media_files.len();
-        return Err(format!(
-            "no Mezzanine and no progressive MediaFile in a container the conditioner decodes \
-             (MP4/MOV, WebM/Matroska, MPEG-TS) among {skipped}; interactive files and \
-             streaming manifests are never conditioned"
-        ));
+        return Err(NoSource {
+            skipped: c.media_files.len(),
+        });
     };
     let (w, h) = top_rung;
     let why = format!(
@@ -232,6 +229,18 @@ pub fn best_source(c: &Creative, top_rung: (u32, u32)) -> Result<Source, String>
         codec: m.codec.clone(),
         why,
     })
+}
+
+/// No file of a creative can be conditioned ([`best_source`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "no Mezzanine and no progressive MediaFile in a container the conditioner decodes \
+     (MP4/MOV, WebM/Matroska, MPEG-TS) among {skipped}; interactive files and \
+     streaming manifests are never conditioned"
+)]
+pub struct NoSource {
+    /// How many MediaFiles the creative had.
+    pub skipped: usize,
 }
 
 /// Why a conditioning job failed: a stable category, what metrics count
@@ -647,32 +656,50 @@ impl Default for Settings {
     }
 }
 
+/// Conditioning settings out of bounds (an org's, or the CLI's
+/// `--ladder`/`--fps`); the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    #[error("loudness_lufs: between -40 and -10 LUFS")]
+    Loudness,
+    #[error("true_peak_dbtp: between -9 and 0 dBTP")]
+    TruePeak,
+    #[error("fps: one of 23.976, 24, 25, 29.97, 30, 50, 59.94, 60")]
+    Fps,
+    #[error("ladder: at most {MAX_LADDER_RUNGS} rungs")]
+    TooManyRungs,
+    #[error("ladder: {width}x{height} is over 1920x1080 pixels")]
+    RungTooLarge { width: u32, height: u32 },
+    #[error("ladder: {0:?} is not WxH:bandwidth (even sizes)")]
+    Rung(String),
+}
+
 impl Settings {
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), SettingsError> {
         if !(-40.0..=-10.0).contains(&self.loudness_lufs) {
-            return Err("loudness_lufs: between -40 and -10 LUFS".into());
+            return Err(SettingsError::Loudness);
         }
         if !(-9.0..=0.0).contains(&self.true_peak_dbtp) {
-            return Err("true_peak_dbtp: between -9 and 0 dBTP".into());
+            return Err(SettingsError::TruePeak);
         }
         if !FRAME_RATES.iter().any(|f| (f - self.fps).abs() < 0.01) {
-            return Err("fps: one of 23.976, 24, 25, 29.97, 30, 50, 59.94, 60".into());
+            return Err(SettingsError::Fps);
         }
         let rungs = self.rungs()?;
         if rungs.len() > MAX_LADDER_RUNGS {
-            return Err(format!("ladder: at most {MAX_LADDER_RUNGS} rungs"));
+            return Err(SettingsError::TooManyRungs);
         }
-        if let Some((w, h, _)) = rungs
+        if let Some(&(width, height, _)) = rungs
             .iter()
             .find(|(w, h, _)| u64::from(*w).saturating_mul(u64::from(*h)) > MAX_RUNG_PIXELS)
         {
-            return Err(format!("ladder: {w}x{h} is over 1920x1080 pixels"));
+            return Err(SettingsError::RungTooLarge { width, height });
         }
         Ok(())
     }
 
     /// The ladder's rungs: (width, height, bandwidth), even sizes.
-    pub fn rungs(&self) -> Result<Vec<(u32, u32, u64)>, String> {
+    pub fn rungs(&self) -> Result<Vec<(u32, u32, u64)>, SettingsError> {
         self.ladder
             .split(',')
             .map(|rung| {
@@ -694,9 +721,7 @@ impl Settings {
                     {
                         Ok((w, h, b))
                     }
-                    _ => Err(format!(
-                        "ladder: {rung:?} is not WxH:bandwidth (even sizes)"
-                    )),
+                    _ => Err(SettingsError::Rung(rung.to_string())),
                 }
             })
             .collect()
@@ -844,7 +869,9 @@ mod tests {
         let flv = mf("http://a/x.flv", "video/x-flv", 1920, 1080);
         let mut streamed = mf("http://a/x.mp4", "video/mp4", 1920, 1080);
         streamed.delivery = "streaming".into();
-        let e = best_source(&creative(vec![hls, dash, flv, streamed]), TOP).unwrap_err();
+        let e = best_source(&creative(vec![hls, dash, flv, streamed]), TOP)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("MP4/MOV, WebM/Matroska, MPEG-TS"), "{e}");
         // A file over the size limit only when nothing else is there.
         let mut huge = mf("http://a/huge.mp4", "video/mp4", 3840, 2160);

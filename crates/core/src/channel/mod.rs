@@ -12,24 +12,36 @@
 //! is neither published nor served until its one decision arrives, and the
 //! published watermark (`checked_through_msn`) never passes a pending
 //! break, so no edge node trusts a view that lacks it.
+//!
+//! The machine owns its clock too: the poller's schedule (the object's
+//! alarm), backoff after failed polls, the channel's health and the
+//! in-band watermark are [`monitor::Poller`] state, persisted with the
+//! breaks ([`store`]: one small header and a key per break, written only
+//! when they change). An alarm is [`Input::Tick`]; a poll's outcome is
+//! [`Input::Polled`]; the time of the next alarm is in every [`Step`].
 
 #![cfg_attr(
     not(test),
-    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
+    deny(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::unwrap_used
+    )
 )]
 
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // until converted
 pub mod monitor;
-#[allow(clippy::indexing_slicing, clippy::arithmetic_side_effects)] // until converted
 pub mod sequencer;
+pub mod store;
 use crate::model::{BreakEntry, BreakRecord, BreakSource, ChannelBreaks, Pod};
 use crate::scte35::cues::CueEvent;
 use sequencer::{Action, BreakPolicy, OriginWindow};
 use serde::{Deserialize, Serialize};
 
 /// A pending break is asked for again after this long without an answer
-/// (the object was evicted mid-decision; the service's budget is ≤ 10 s).
+/// (the object was evicted mid-decision; the service's budget is ≤ 10 s),
+/// doubling with each attempt up to [`DECIDE_RETRY_MAX_MS`].
 pub const DECIDE_RETRY_MS: i64 = 15_000;
+pub const DECIDE_RETRY_MAX_MS: i64 = 120_000;
 
 /// The channel's whole consistent state (what the DO persists).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -50,6 +62,9 @@ pub struct Channel {
     /// Origin epochs seen (restarts and failovers detected).
     #[serde(default)]
     pub epoch: u32,
+    /// The poller: its clock, backoff, health and in-band watermark.
+    #[serde(default)]
+    pub poller: monitor::Poller,
 }
 
 /// A point on the origin's timeline: the newest examined window's last
@@ -83,6 +98,42 @@ pub struct Pending {
     pub record: BreakRecord,
     /// When its decision was last asked for.
     pub asked_ms: i64,
+    /// Times asked again (after an eviction or no answer in time).
+    #[serde(default)]
+    pub retries: u32,
+}
+
+impl Pending {
+    /// When its decision is asked for again if no answer came.
+    pub fn retry_at(&self) -> i64 {
+        let factor = 1i64.checked_shl(self.retries.min(3)).unwrap_or(8);
+        self.asked_ms.saturating_add(
+            DECIDE_RETRY_MS
+                .saturating_mul(factor)
+                .min(DECIDE_RETRY_MAX_MS),
+        )
+    }
+}
+
+/// What a successful poll examined (the poller's window and, for in-band
+/// cues, how far it read the media).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Polled {
+    pub events: Vec<CueEvent>,
+    pub cadence_ms: u64,
+    pub examined_through: Option<u64>,
+    pub window: Option<OriginWindow>,
+    /// The newest segment whose media was examined for in-band SCTE-35.
+    pub inband_through: Option<u64>,
+    /// The poll interval in force (configured or from the cadence).
+    pub interval_ms: u64,
+}
+
+/// Why a poll failed, and the configured cadence its backoff is based on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PollFailure {
+    pub reason: String,
+    pub cadence_ms: u64,
 }
 
 /// What happens to a channel.
@@ -103,8 +154,27 @@ pub enum Input {
     CueStop { at_msn: u64 },
     /// The decision for a pending break.
     Decided { break_id: String, pod: Pod },
-    /// An alarm or any request: re-ask stale decisions, prune.
+    /// The object's alarm fired: re-ask decisions that got no answer in
+    /// time (with backoff); poll if a poll is due ([`Step::poll`]).
     Tick,
+    /// A new instance of the object over the persisted state (first input
+    /// after an eviction or deploy): decisions that were in flight were
+    /// lost with the old instance, ask for them again now.
+    Resumed,
+    /// `ensure-poller` (the cron, a playback request): start polling
+    /// unless polling with an alarm set (`alarm_set`: the object's alarm
+    /// is set or its handler is running).
+    StartPoller { alarm_set: bool },
+    /// The channel is no longer polled (inactive, SCTE-35 off, deleted).
+    StopPoller,
+    /// A poll that started at `started_ms` finished: its window (as
+    /// [`Input::Window`]) or why it failed. `deadline_ms` is the cadence
+    /// the poll stats hold it to.
+    Polled {
+        started_ms: i64,
+        deadline_ms: u64,
+        outcome: Result<Polled, PollFailure>,
+    },
 }
 
 impl Input {
@@ -149,7 +219,14 @@ pub enum Reply {
     Stopped(BreakRecord),
     /// Refused, with the reason (409).
     Conflict(String),
+    /// [`Input::StartPoller`]: whether the poller was (re)started.
+    Poller {
+        started: bool,
+    },
 }
+
+/// The channel's health to report (D1): healthy, or the failure.
+pub type Health = Result<(), String>;
 
 /// One step's outcome.
 #[derive(Debug, Clone, PartialEq)]
@@ -160,6 +237,13 @@ pub struct Step {
     pub registered: Vec<String>,
     /// This input showed an origin restart or failover.
     pub new_epoch: bool,
+    /// Poll the origin now and feed the outcome back as [`Input::Polled`].
+    pub poll: bool,
+    /// Report the channel's health (after the effects).
+    pub health: Option<Health>,
+    /// When the object's alarm must next fire (`None`: no alarm wanted):
+    /// the next poll or the earliest decision retry, whichever is first.
+    pub alarm_ms: Option<i64>,
 }
 
 impl Channel {
@@ -182,6 +266,9 @@ impl Channel {
             reply: Reply::None,
             registered: Vec::new(),
             new_epoch: false,
+            poll: false,
+            health: None,
+            alarm_ms: None,
         };
         match input {
             Input::Window {
@@ -202,13 +289,20 @@ impl Channel {
             Input::CueStop { at_msn } => self.cue_stop(at_msn, now_ms, &mut step),
             Input::Decided { break_id, pod } => self.decided(&break_id, pod, now_ms, &mut step),
             Input::Tick => {
-                for p in &mut self.pending {
-                    if now_ms.saturating_sub(p.asked_ms) >= DECIDE_RETRY_MS {
-                        p.asked_ms = now_ms;
-                        step.effects.push(Effect::Decide(p.record.clone()));
-                    }
-                }
+                self.ask_again(|p| p.retry_at() <= now_ms, now_ms, &mut step);
+                step.poll = self.poller.due(now_ms);
             }
+            Input::Resumed => self.ask_again(|_| true, now_ms, &mut step),
+            Input::StartPoller { alarm_set } => {
+                let started = self.poller.start(alarm_set, now_ms);
+                step.reply = Reply::Poller { started };
+            }
+            Input::StopPoller => self.poller.stop(),
+            Input::Polled {
+                started_ms,
+                deadline_ms,
+                outcome,
+            } => self.polled(started_ms, deadline_ms, outcome, policy, now_ms, &mut step),
         }
         self.publish_watermark(now_ms);
         // The view names its origin timeline once per epoch (not every
@@ -228,6 +322,9 @@ impl Channel {
         if view_changed
             || self.pending != before.pending
             || self.examined_msn != before.examined_msn
+            || self.poller != before.poller
+            || self.origin_mark != before.origin_mark
+            || self.epoch != before.epoch
         {
             // Persist first: effects that follow rely on the saved state.
             step.effects.insert(0, Effect::Persist);
@@ -235,7 +332,66 @@ impl Channel {
         if view_changed {
             step.effects.push(Effect::Publish);
         }
+        step.alarm_ms = self.alarm_ms();
         step
+    }
+
+    /// When the object's alarm must next fire: the next poll or the
+    /// earliest decision retry.
+    pub fn alarm_ms(&self) -> Option<i64> {
+        let poll = self.poller.next_poll_ms.filter(|_| self.poller.running);
+        self.pending.iter().map(Pending::retry_at).chain(poll).min()
+    }
+
+    /// Ask again for the pending decisions `which` selects.
+    fn ask_again(&mut self, which: impl Fn(&Pending) -> bool, now_ms: i64, step: &mut Step) {
+        for p in self.pending.iter_mut().filter(|p| which(p)) {
+            p.asked_ms = now_ms;
+            p.retries = p.retries.saturating_add(1);
+            step.effects.push(Effect::Decide(p.record.clone()));
+        }
+    }
+
+    /// A poll's outcome: its window is examined like any other, then the
+    /// poller's clock, backoff and health move on.
+    fn polled(
+        &mut self,
+        started_ms: i64,
+        deadline_ms: u64,
+        outcome: Result<Polled, PollFailure>,
+        policy: &BreakPolicy,
+        now_ms: i64,
+        step: &mut Step,
+    ) {
+        match outcome {
+            Ok(p) => {
+                self.window(
+                    &p.events,
+                    p.cadence_ms,
+                    p.examined_through,
+                    p.window,
+                    policy,
+                    now_ms,
+                    step,
+                );
+                // Persisted in the same step as the breaks its cues
+                // registered: never ahead of them.
+                if p.inband_through.is_some() {
+                    self.poller.inband_msn = p.inband_through;
+                }
+                if self
+                    .poller
+                    .succeeded(started_ms, p.interval_ms, deadline_ms, now_ms)
+                {
+                    step.health = Some(Ok(()));
+                }
+            }
+            Err(f) => {
+                self.poller
+                    .failed(started_ms, &f.reason, f.cadence_ms, deadline_ms, now_ms);
+                step.health = Some(Err(f.reason));
+            }
+        }
     }
 
     /// Known to the machine, decided or pending: a record with this id, or
@@ -265,6 +421,7 @@ impl Channel {
         self.pending.push(Pending {
             record: rec,
             asked_ms: now_ms,
+            retries: 0,
         });
     }
 
@@ -697,6 +854,81 @@ mod tests {
             .effects
             .iter()
             .any(|e| matches!(e, Effect::Decide(r) if r.id == "a")));
+    }
+
+    #[test]
+    fn the_machine_owns_the_poll_clock_decision_retries_and_health() {
+        let p = BreakPolicy::default();
+        let mut ch = Channel::default();
+        let s = ch.handle(Input::StartPoller { alarm_set: false }, &p, 0);
+        assert_eq!(s.reply, Reply::Poller { started: true });
+        assert_eq!(s.alarm_ms, Some(10));
+        assert!(
+            s.effects.contains(&Effect::Persist),
+            "the poller's clock is state"
+        );
+        let t = ch.handle(Input::Tick, &p, 10);
+        assert!(t.poll, "the alarm at the due time polls");
+        assert!(
+            t.effects.is_empty(),
+            "a tick that asks nothing writes nothing"
+        );
+        let polled = |events: Vec<CueEvent>, last: u64| Input::Polled {
+            started_ms: 10,
+            deadline_ms: 2000,
+            outcome: Ok(Polled {
+                events,
+                cadence_ms: 2000,
+                examined_through: Some(last),
+                window: None,
+                inband_through: Some(last),
+                interval_ms: 1800,
+            }),
+        };
+        let s = ch.handle(
+            polled(vec![cue(CueKind::Out, "a", 10, Some(10.0))], 12),
+            &p,
+            60,
+        );
+        assert_eq!(s.registered, vec!["a"]);
+        assert_eq!(s.health, Some(Ok(())), "first poll reports health");
+        assert_eq!(s.alarm_ms, Some(1810), "phase-locked next poll");
+        assert_eq!(ch.poller.inband_msn, Some(12));
+        assert_eq!(ch.poller.stats.polls, 1);
+        // Not due yet: no poll.
+        assert!(!ch.handle(Input::Tick, &p, 1000).poll);
+        // The decision never came (the object was evicted): a new instance
+        // asks again at once.
+        let r = ch.handle(Input::Resumed, &p, 100);
+        assert!(r
+            .effects
+            .iter()
+            .any(|e| matches!(e, Effect::Decide(x) if x.id == "a")));
+        // Still no answer, the poller stopped: the alarm comes for the
+        // retry, with backoff (30 s after the first retry).
+        let s = ch.handle(Input::StopPoller, &p, 200);
+        assert_eq!(s.alarm_ms, Some(100 + 30_000));
+        let t = ch.handle(Input::Tick, &p, 30_100);
+        assert!(!t.poll);
+        assert!(t.effects.iter().any(|e| matches!(e, Effect::Decide(_))));
+        assert_eq!(t.alarm_ms, Some(30_100 + 60_000));
+        // A failed poll: counted, reported, backed off.
+        ch.handle(Input::StartPoller { alarm_set: false }, &p, 40_000);
+        let f = ch.handle(
+            Input::Polled {
+                started_ms: 40_010,
+                deadline_ms: 2000,
+                outcome: Err(PollFailure {
+                    reason: "origin down".into(),
+                    cadence_ms: 2000,
+                }),
+            },
+            &p,
+            40_100,
+        );
+        assert_eq!(f.health, Some(Err("origin down".into())));
+        assert_eq!(f.alarm_ms, Some(40_100 + 4_000));
+        assert_eq!((ch.poller.failures, ch.poller.stats.errors), (1, 1));
     }
 
     mod machine_props {

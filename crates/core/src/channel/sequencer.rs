@@ -58,15 +58,12 @@ pub fn record_from_cue(
         CueKind::Out => (cue.msn, cue.pdt_ms),
         CueKind::Cont => {
             let elapsed_ms = (cue.elapsed_s? * 1000.0).round() as i64;
-            let back = segments_for(elapsed_ms.max(0) as u64, cadence_ms.max(1)) as u64;
-            let back = if elapsed_ms < cadence_ms as i64 / 2 {
-                0
-            } else {
-                back
-            };
+            let back = u64::from(segments_for(elapsed_ms.max(0) as u64, cadence_ms.max(1)));
+            let half = i64::try_from(cadence_ms / 2).unwrap_or(i64::MAX);
+            let back = if elapsed_ms < half { 0 } else { back };
             (
                 cue.msn.checked_sub(back)?,
-                cue.pdt_ms.map(|p| p - elapsed_ms),
+                cue.pdt_ms.map(|p| p.saturating_sub(elapsed_ms)),
             )
         }
         CueKind::In | CueKind::Cancel => return None,
@@ -112,7 +109,7 @@ pub fn check_overlap_records<'a>(
         if x.id != r.id
             && x.covered() > 0
             && r.anchor_msn < x.end_msn()
-            && x.anchor_msn < r.anchor_msn + r.segment_count as u64
+            && x.anchor_msn < r.anchor_msn.saturating_add(u64::from(r.segment_count))
         {
             return Err(SequenceError::Overlap {
                 new: r.id.clone(),
@@ -134,8 +131,8 @@ pub fn commit(
     pod: Pod,
     now_ms: i64,
 ) -> Result<BreakEntry, SequenceError> {
-    if let Some(i) = find(state, &record.id) {
-        return Ok(state.entries[i].clone());
+    if let Some(e) = state.entries.iter().find(|e| e.record.id == record.id) {
+        return Ok(e.clone());
     }
     // The same break seen through another marker (a CONT with its own
     // SCTE-35 id, a PDT-derived id): same anchor, same break.
@@ -152,12 +149,13 @@ pub fn commit(
         .iter()
         .position(|e| e.record.anchor_msn > record.anchor_msn)
         .unwrap_or(state.entries.len());
-    record.disc_before = state.entries[..pos]
-        .last()
+    record.disc_before = pos
+        .checked_sub(1)
+        .and_then(|i| state.entries.get(i))
         .map_or(state.disc_base, |p| disc_after(Some(p)));
     let entry = BreakEntry { record, pod };
     state.entries.insert(pos, entry.clone());
-    renumber(state, pos + 1);
+    renumber(state, pos.saturating_add(1));
     state.updated_ms = now_ms;
     Ok(entry)
 }
@@ -168,15 +166,18 @@ pub fn apply_end(state: &mut ChannelBreaks, id: &str, at_msn: u64, now_ms: i64) 
     let Some(i) = find(state, id) else {
         return false;
     };
-    let r = &mut state.entries[i].record;
+    let Some(r) = state.entries.get_mut(i).map(|e| &mut e.record) else {
+        return false;
+    };
     let cut = at_msn
         .saturating_sub(r.anchor_msn)
-        .min(r.segment_count as u64) as u32;
+        .min(u64::from(r.segment_count));
+    let cut = u32::try_from(cut).unwrap_or(u32::MAX);
     if cut >= r.covered() {
         return false;
     }
     r.cut_after = Some(cut);
-    renumber(state, i + 1);
+    renumber(state, i.saturating_add(1));
     state.updated_ms = now_ms;
     true
 }
@@ -218,7 +219,7 @@ impl OriginWindow {
             last_pdt_ms: m.segments.last()?.pdt_ms,
             disc_seq_end: m
                 .discontinuity_sequence
-                .saturating_add(discontinuities.len() as u64),
+                .saturating_add(u64::try_from(discontinuities.len()).unwrap_or(u64::MAX)),
             discontinuities,
         })
     }
@@ -255,7 +256,7 @@ pub fn note_origin_discontinuities(
     }
     match from {
         Some(i) => {
-            renumber(state, i + 1);
+            renumber(state, i.saturating_add(1));
             state.updated_ms = now_ms;
             true
         }
@@ -273,7 +274,7 @@ pub fn prune(state: &mut ChannelBreaks, policy: &BreakPolicy, now_ms: i64) {
     let ended = |e: &BreakEntry| {
         let start = e.record.anchor_pdt_ms.unwrap_or(e.record.registered_ms);
         start
-            .saturating_add(e.record.duration_ms as i64)
+            .saturating_add(i64::try_from(e.record.duration_ms).unwrap_or(i64::MAX))
             .saturating_add(policy.keep_ms)
             <= now_ms
     };
@@ -282,20 +283,29 @@ pub fn prune(state: &mut ChannelBreaks, policy: &BreakPolicy, now_ms: i64) {
     if n == 0 {
         return;
     }
-    state.disc_base = disc_after(state.entries.get(n - 1));
+    state.disc_base = disc_after(n.checked_sub(1).and_then(|i| state.entries.get(i)));
     state.entries.drain(..n);
 }
 
 fn disc_after(prev: Option<&BreakEntry>) -> u64 {
     prev.map_or(0, |p| {
-        p.record.disc_before + inserted_discontinuities(&p.record, &p.pod)
+        p.record
+            .disc_before
+            .saturating_add(inserted_discontinuities(&p.record, &p.pod))
     })
 }
 
+/// Reassign `disc_before` of the entries from `from` on, each from the one
+/// before it.
 fn renumber(state: &mut ChannelBreaks, from: usize) {
-    for i in from.max(1)..state.entries.len() {
-        let d = disc_after(state.entries.get(i - 1));
-        state.entries[i].record.disc_before = d;
+    let start = from.max(1).saturating_sub(1);
+    let mut prev = match state.entries.get(start) {
+        Some(p) => disc_after(Some(p)),
+        None => return,
+    };
+    for e in state.entries.iter_mut().skip(start.saturating_add(1)) {
+        e.record.disc_before = prev;
+        prev = disc_after(Some(e));
     }
 }
 

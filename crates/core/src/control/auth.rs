@@ -128,21 +128,30 @@ impl Scope {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Scopes(u8);
 
+/// A scope list that does not read (an API key's `scopes`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScopesError {
+    #[error("unknown scope {0:?} (cue, read, admin)")]
+    Unknown(String),
+    #[error("at least one scope (cue, read, admin)")]
+    Empty,
+}
+
 impl Scopes {
     pub const ADMIN: Scopes = Scopes(4);
 
     /// `"cue read"` (spaces or commas); unknown names are an error naming them.
-    pub fn parse(list: &str) -> Result<Scopes, String> {
+    pub fn parse(list: &str) -> Result<Scopes, ScopesError> {
         let mut bits = 0;
         for name in list.split([' ', ',']).filter(|n| !n.is_empty()) {
             let s = Scope::ALL
                 .iter()
                 .find(|s| s.as_str() == name)
-                .ok_or_else(|| format!("unknown scope {name:?} (cue, read, admin)"))?;
+                .ok_or_else(|| ScopesError::Unknown(name.to_string()))?;
             bits |= s.bit();
         }
         if bits == 0 {
-            return Err("at least one scope (cue, read, admin)".into());
+            return Err(ScopesError::Empty);
         }
         Ok(Scopes(bits))
     }

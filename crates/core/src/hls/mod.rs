@@ -36,6 +36,20 @@ pub enum HlsError {
     NotMedia,
 }
 
+/// A malformed LL-HLS delivery directive (the request is answered 400
+/// with this message).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DirectiveError {
+    #[error("_HLS_msn: {0:?} is not an MSN")]
+    Msn(String),
+    #[error("_HLS_part: {0:?} is not a part index")]
+    Part(String),
+    #[error("_HLS_skip: {0:?} is not YES or v2")]
+    Skip(String),
+    #[error("_HLS_part: only with _HLS_msn")]
+    PartWithoutMsn,
+}
+
 /// One line of a playlist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Line<'a> {
@@ -197,29 +211,29 @@ pub fn attr<'a>(list: &'a str, key: &str) -> Option<&'a str> {
 /// has the server answer 400), `_HLS_part` without `_HLS_msn` too.
 pub fn delivery_directives<'a>(
     query: impl Iterator<Item = (&'a str, &'a str)>,
-) -> Result<Vec<(&'static str, String)>, String> {
+) -> Result<Vec<(&'static str, String)>, DirectiveError> {
     let (mut msn, mut part) = (None, None);
     for (k, v) in query {
         match k {
             "_HLS_msn" => {
                 msn = Some(
                     v.parse::<u64>()
-                        .map_err(|_| format!("_HLS_msn: {v:?} is not an MSN"))?,
+                        .map_err(|_| DirectiveError::Msn(v.to_string()))?,
                 )
             }
             "_HLS_part" => {
                 part = Some(
                     v.parse::<u32>()
-                        .map_err(|_| format!("_HLS_part: {v:?} is not a part index"))?,
+                        .map_err(|_| DirectiveError::Part(v.to_string()))?,
                 )
             }
             "_HLS_skip" if v == "YES" || v == "v2" => {}
-            "_HLS_skip" => return Err(format!("_HLS_skip: {v:?} is not YES or v2")),
+            "_HLS_skip" => return Err(DirectiveError::Skip(v.to_string())),
             _ => {}
         }
     }
     if part.is_some() && msn.is_none() {
-        return Err("_HLS_part: only with _HLS_msn".into());
+        return Err(DirectiveError::PartWithoutMsn);
     }
     let mut out = Vec::new();
     if let Some(m) = msn {

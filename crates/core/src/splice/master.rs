@@ -176,7 +176,7 @@ const MAX_CODECS_LEN: usize = 512;
 /// Each may appear once; other parameters are not part of the variant.
 pub fn variant_query<'a>(
     pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
-) -> Result<Variant, String> {
+) -> Result<Variant, VariantError> {
     let (mut bw, mut codecs, mut kind) = (None, None, None);
     for (k, v) in pairs {
         let slot = match k {
@@ -186,21 +186,16 @@ pub fn variant_query<'a>(
             _ => continue,
         };
         if slot.replace(v).is_some() {
-            return Err(format!("{k}: given more than once"));
+            return Err(VariantError::Repeated(k.to_string()));
         }
     }
     let bandwidth = match bw {
         None => None,
         Some(b) if !b.is_empty() && b.len() <= 20 && b.bytes().all(|c| c.is_ascii_digit()) => Some(
             b.parse::<u64>()
-                .map_err(|_| format!("bw: {b} is too large"))?,
+                .map_err(|_| VariantError::BandwidthTooLarge(b.to_string()))?,
         ),
-        Some(b) => {
-            return Err(format!(
-                "bw: {:?} is not a variant BANDWIDTH (decimal bits per second)",
-                clip(b)
-            ))
-        }
+        Some(b) => return Err(VariantError::Bandwidth(clip(b))),
     };
     let codecs = match codecs {
         None | Some("") => None,
@@ -211,12 +206,7 @@ pub fn variant_query<'a>(
         Some("video") => TrackKind::Video,
         Some("audio") => TrackKind::Audio,
         Some("subtitles") => TrackKind::Subtitles,
-        Some(other) => {
-            return Err(format!(
-                "k: {:?} is not one of video, audio, subtitles, muxed",
-                clip(other)
-            ))
-        }
+        Some(other) => return Err(VariantError::Kind(clip(other))),
     };
     Ok(Variant {
         bandwidth,
@@ -227,9 +217,9 @@ pub fn variant_query<'a>(
 
 /// The sorted, distinct, lower-case codec families of a CODECS value
 /// (`hev1` written `hvc1`: the splice treats them as one).
-fn codec_families(c: &str) -> Result<String, String> {
+fn codec_families(c: &str) -> Result<String, VariantError> {
     if c.len() > MAX_CODECS_LEN {
-        return Err(format!("codecs: over {MAX_CODECS_LEN} bytes"));
+        return Err(VariantError::CodecsTooLong);
     }
     let mut fams: Vec<String> = Vec::new();
     for entry in c.split(',').map(str::trim) {
@@ -241,10 +231,7 @@ fn codec_families(c: &str) -> Result<String, String> {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'));
         if !ok {
-            return Err(format!(
-                "codecs: {:?} is not an RFC 6381 codec list",
-                clip(c)
-            ));
+            return Err(VariantError::Codecs(clip(c)));
         }
         let fam = entry
             .split('.')
@@ -256,6 +243,24 @@ fn codec_families(c: &str) -> Result<String, String> {
     fams.sort();
     fams.dedup();
     Ok(fams.join(","))
+}
+
+/// A variant query a master rewrite never writes (answered 400 with this
+/// message); quoted values are cut to 40 characters.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VariantError {
+    #[error("{0}: given more than once")]
+    Repeated(String),
+    #[error("bw: {0} is too large")]
+    BandwidthTooLarge(String),
+    #[error("bw: {0:?} is not a variant BANDWIDTH (decimal bits per second)")]
+    Bandwidth(String),
+    #[error("codecs: over {MAX_CODECS_LEN} bytes")]
+    CodecsTooLong,
+    #[error("codecs: {0:?} is not an RFC 6381 codec list")]
+    Codecs(String),
+    #[error("k: {0:?} is not one of video, audio, subtitles, muxed")]
+    Kind(String),
 }
 
 /// A value quoted in an error message, cut short.
@@ -390,12 +395,13 @@ mod tests {
             ("codecs=.avc1", "codecs:"),
             ("codecs=a&codecs=b", "codecs:"),
         ] {
-            let e = q(bad).unwrap_err();
+            let e = q(bad).unwrap_err().to_string();
             assert!(e.starts_with(field), "{bad}: {e}");
         }
         let long = "avc1.4d401f,".repeat(50);
         assert!(variant_query([("codecs", long.as_str())])
             .unwrap_err()
+            .to_string()
             .starts_with("codecs:"));
         // What the rewrite writes for a real master parses as itself.
         let origin = "#EXTM3U\n#EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID=\"a\",NAME=\"en\",URI=\"en.m3u8\"\n#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID=\"s\",NAME=\"en\",URI=\"subs.m3u8\"\n#EXT-X-STREAM-INF:BANDWIDTH=800000,CODECS=\"avc1.4d401f,mp4a.40.2\",AUDIO=\"a\"\nlow.m3u8\n#EXT-X-STREAM-INF:BANDWIDTH=3000000\nhigh.m3u8\n";
