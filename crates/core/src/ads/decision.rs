@@ -4,6 +4,15 @@
 //! straight from a VAST creative's HLS MediaFile, and a small TTL cache
 //! (VAST/VMAP responses, per isolate).
 
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::unwrap_used
+    )
+)]
+
 use crate::ads::reason::Reason;
 #[cfg(feature = "vast")]
 use crate::hls;
@@ -127,6 +136,14 @@ impl FrequencyCap {
     pub fn enabled(&self) -> bool {
         self.max_per_window > 0 && self.window_s > 0
     }
+
+    /// The oldest play (epoch ms, exclusive) still in the window at `now_ms`.
+    fn window_start(&self, now_ms: i64) -> i64 {
+        let window_ms = i64::try_from(self.window_s)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1000);
+        now_ms.saturating_sub(window_ms)
+    }
 }
 
 /// Plays per creative (epoch ms of each decision that used it), kept in
@@ -142,7 +159,7 @@ impl CapState {
         if !cap.enabled() {
             return Vec::new();
         }
-        let since = now_ms - (cap.window_s as i64) * 1000;
+        let since = cap.window_start(now_ms);
         self.plays
             .iter()
             .filter(|(_, t)| {
@@ -159,7 +176,7 @@ impl CapState {
         cap: &FrequencyCap,
         now_ms: i64,
     ) {
-        let since = now_ms - (cap.window_s as i64) * 1000;
+        let since = cap.window_start(now_ms);
         for c in creatives {
             self.plays.entry(c.to_string()).or_default().push(now_ms);
         }
@@ -324,22 +341,26 @@ impl TtlCache {
     }
 
     pub fn put(&mut self, key: String, value: String, ttl_ms: i64, now_ms: i64) {
-        if ttl_ms <= 0 || key.len() + value.len() > self.max_bytes {
+        let size = key.len().saturating_add(value.len());
+        if ttl_ms <= 0 || size > self.max_bytes {
             return;
         }
         if let Some((_, old)) = self.entries.remove(&key) {
-            self.bytes -= key.len() + old.len();
+            self.bytes = self
+                .bytes
+                .saturating_sub(key.len().saturating_add(old.len()));
             self.order.retain(|k| *k != key);
         }
-        self.bytes += key.len() + value.len();
+        self.bytes = self.bytes.saturating_add(size);
         self.order.push_back(key.clone());
-        self.entries.insert(key, (now_ms + ttl_ms, value));
+        self.entries
+            .insert(key, (now_ms.saturating_add(ttl_ms), value));
         while self.bytes > self.max_bytes {
             let Some(k) = self.order.pop_front() else {
                 break;
             };
             if let Some((_, v)) = self.entries.remove(&k) {
-                self.bytes -= k.len() + v.len();
+                self.bytes = self.bytes.saturating_sub(k.len().saturating_add(v.len()));
             }
         }
     }

@@ -12,7 +12,14 @@
 //! A series is stored under its key in the Prometheus text syntax
 //! (`skips_total{kind="frequency_cap"}`): the key is the name, the API
 //! parses it back, and the OpenMetrics endpoint prints it as is.
-#![cfg_attr(not(test), deny(clippy::indexing_slicing))]
+#![cfg_attr(
+    not(test),
+    deny(
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects,
+        clippy::unwrap_used
+    )
+)]
 
 use crate::ads::reason::{self, Reason};
 use crate::model::{Pod, PodSource};
@@ -305,6 +312,12 @@ impl Hist {
     }
 }
 
+/// Counters saturate: a sum this large is a bug upstream, not a reason to
+/// wrap or panic.
+fn bump(counter: &mut u64, n: u64) {
+    *counter = counter.saturating_add(n);
+}
+
 fn round1(v: f64) -> f64 {
     (v * 10.0).round() / 10.0
 }
@@ -329,29 +342,29 @@ impl Acc {
         let n = v.max(0.0).round() as u64;
         let s = &mut self.s;
         match name {
-            "avails_total" => s.avails += n,
+            "avails_total" => bump(&mut s.avails, n),
             "avail_ms_total" => s.avail_s += v / 1000.0,
             "filled_ms_total" => s.filled_s += v / 1000.0,
             "slate_ms_total" => s.slate_s += v / 1000.0,
-            "ads_total" => *s.ads.entry(label("source")).or_default() += n,
-            "skips_total" => *s.skips.entry(label("kind")).or_default() += n,
-            "cues_total" => *s.cues.entry(label("dialect")).or_default() += n,
-            "polls_total" => s.polls += n,
-            "poll_errors_total" => s.poll_errors += n,
-            "playlist_requests_total" => s.playlist_requests += n,
-            "origin_errors_total" => s.origin_errors += n,
+            "ads_total" => bump(s.ads.entry(label("source")).or_default(), n),
+            "skips_total" => bump(s.skips.entry(label("kind")).or_default(), n),
+            "cues_total" => bump(s.cues.entry(label("dialect")).or_default(), n),
+            "polls_total" => bump(&mut s.polls, n),
+            "poll_errors_total" => bump(&mut s.poll_errors, n),
+            "playlist_requests_total" => bump(&mut s.playlist_requests, n),
+            "origin_errors_total" => bump(&mut s.origin_errors, n),
             "beacons_total" => match label("outcome").as_str() {
-                "sent" => s.beacons.sent += n,
-                "retried" => s.beacons.retried += n,
-                "dead_lettered" => s.beacons.dead_lettered += n,
-                _ => s.beacons.dropped += n,
+                "sent" => bump(&mut s.beacons.sent, n),
+                "retried" => bump(&mut s.beacons.retried, n),
+                "dead_lettered" => bump(&mut s.beacons.dead_lettered, n),
+                _ => bump(&mut s.beacons.dropped, n),
             },
             "ad_server_requests_total" => {
                 let a = s.ad_servers.entry(label("server")).or_default();
-                a.requests += n;
+                bump(&mut a.requests, n);
                 match label("outcome").as_str() {
-                    "timeout" => a.timeouts += n,
-                    "error" => a.errors += n,
+                    "timeout" => bump(&mut a.timeouts, n),
+                    "error" => bump(&mut a.errors, n),
                     _ => {}
                 }
             }
@@ -390,7 +403,10 @@ impl Acc {
         s.fill_rate =
             (s.avail_s > 0.0).then(|| (s.filled_s / s.avail_s * 10_000.0).round() / 10_000.0);
         let b = &mut s.beacons;
-        let done = b.sent + b.dead_lettered + b.dropped;
+        let done = b
+            .sent
+            .saturating_add(b.dead_lettered)
+            .saturating_add(b.dropped);
         b.success_rate =
             (done > 0).then(|| (b.sent as f64 / done as f64 * 10_000.0).round() / 10_000.0);
         for (k, h) in &self.hists {
@@ -442,13 +458,15 @@ pub struct Report {
 /// hours once the range reaches rolled-up data (before `minute_floor_ms`).
 pub fn step_for(from_ms: i64, to_ms: i64, points: i64, minute_floor_ms: i64) -> i64 {
     let span = to_ms.saturating_sub(from_ms).max(MINUTE_MS);
-    let raw = span / points.max(1);
+    let raw = span.checked_div(points.max(1)).unwrap_or(span);
     let unit = if from_ms < minute_floor_ms {
         HOUR_MS
     } else {
         MINUTE_MS
     };
-    (raw.saturating_add(unit - 1) / unit)
+    raw.saturating_add(unit.saturating_sub(1))
+        .checked_div(unit)
+        .unwrap_or(1)
         .max(1)
         .saturating_mul(unit)
 }
@@ -457,12 +475,23 @@ pub fn step_for(from_ms: i64, to_ms: i64, points: i64, minute_floor_ms: i64) -> 
 pub fn report(rows: &[Row], from_ms: i64, to_ms: i64, step_ms: i64) -> Report {
     let step = step_ms.max(MINUTE_MS);
     let start = from_ms.div_euclid(step).saturating_mul(step);
-    let steps = (to_ms.saturating_sub(start).saturating_add(step - 1) / step).clamp(0, 2000);
+    // step ≥ MINUTE_MS > 0: the divisions cannot fail.
+    let steps = to_ms
+        .saturating_sub(start)
+        .saturating_add(step.saturating_sub(1))
+        .checked_div(step)
+        .unwrap_or(0)
+        .clamp(0, 2000);
     let mut accs: Vec<Acc> = (0..steps).map(|_| Acc::default()).collect();
     let mut total = Acc::default();
     for r in rows.iter().filter(|r| r.t_ms >= start && r.t_ms < to_ms) {
         total.add(&r.key, r.value);
-        let i = usize::try_from((r.t_ms - start) / step).unwrap_or(usize::MAX);
+        let i = r
+            .t_ms
+            .saturating_sub(start)
+            .checked_div(step)
+            .and_then(|i| usize::try_from(i).ok())
+            .unwrap_or(usize::MAX);
         if let Some(a) = accs.get_mut(i) {
             a.add(&r.key, r.value);
         }
