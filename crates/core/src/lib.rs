@@ -7,15 +7,25 @@
 //! on the Workers platform. `now` is always a parameter; anything needing the
 //! network is returned to the caller as an instruction.
 //!
-//! Discipline (Symphonia's): no `unwrap`, `expect` or `panic!` outside
-//! tests anywhere in the core; the modules written since the rule (the
-//! channel machine, sessions, the ad route, media serving) also deny
-//! unchecked indexing and arithmetic. The older modules still carry ~300
-//! such sites (bounds-checked by construction and fuzzed with overflow
-//! checks on); they are being converted module by module.
+//! Discipline (Symphonia's): outside tests, nothing in the core can panic
+//! by its own hand: no `unwrap`, `expect` or `panic!`, no unchecked
+//! indexing or slicing, no arithmetic that can overflow or divide by zero
+//! (`get`, slice patterns, `split_at_checked`, `checked_*`, and
+//! `saturating_*` where overflow cannot happen or saturating is the right
+//! answer). Denied crate-wide here, with no module-level `allow`; errors
+//! are thiserror enums, not strings. Modules are layered (model, net,
+//! openmetrics at the bottom; then hls, scte35, ads, channel, splice,
+//! control): `tests/layering.rs` fails on a use of a higher layer or an
+//! import cycle.
 #![cfg_attr(
     not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+    deny(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        clippy::panic,
+        clippy::indexing_slicing,
+        clippy::arithmetic_side_effects
+    )
 )]
 
 pub mod model;

@@ -3,11 +3,6 @@
 //! The bottom layer, beside `model`: beacons (ads), the control plane and
 //! the workers' one outbound fetch all apply the same rules.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
-
 use std::net::{IpAddr, Ipv4Addr};
 
 /// Why a URL may not be fetched. The messages are what an operator sees

@@ -3,11 +3,6 @@
 //! backoff. The beacon worker carries these out; the manifest worker
 //! produces them on ad-segment delivery.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
-
 use serde::{Deserialize, Serialize};
 
 /// The VAST tracking event kinds; defined with the pod's records in

@@ -7,10 +7,6 @@
 //!
 //! Pure: identity, source choice, the job request the decision records,
 //! the reasons it writes, and the lease rules the admin API applies.
-#![cfg_attr(
-    not(test),
-    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
 
 use crate::ads::vast::{Creative, MediaFile};
 use serde::{Deserialize, Serialize};

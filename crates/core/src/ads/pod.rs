@@ -5,11 +5,6 @@
 //! [`TrackingLimits`]): every ad source (decision API, VAST, the library)
 //! reaches a pod through [`build_pod`].
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
-
 use crate::ads::reason::Reason;
 use crate::model::{segments_for, Pod, PodItem, PodSource, Slate};
 use serde::{Deserialize, Serialize};

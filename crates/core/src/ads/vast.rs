@@ -8,11 +8,6 @@
 //! Limits: body size, ads per document, element depth — each with its own
 //! error; never a panic on malformed XML.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
-
 use crate::ads::pod::{build_pod, PodRequest};
 use crate::model::{Pod, PodItem, PodSource, Slate, Tracking};
 use quick_xml::events::Event;

@@ -7,11 +7,6 @@
 //! pre-roll. Percent and position offsets describe VOD content and never
 //! match a live break.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
-
 use crate::ads::vast::VastError;
 use quick_xml::events::Event;
 use quick_xml::name::QName;

@@ -8,11 +8,6 @@
 //! algorithm is bound to its own key type, which closes algorithm
 //! confusion.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
-
 use base64::Engine;
 use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};

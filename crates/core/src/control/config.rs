@@ -2,11 +2,6 @@
 //! validation (per-field errors), origin URL safety (no open proxy), and the
 //! documented rule that picks SSAI or SGAI for `mode: auto`.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
-
 use crate::channel::sequencer::BreakPolicy;
 use crate::scte35::cues::SegmentationPolicy;
 use crate::splice::{Mode, SpliceSettings};

@@ -9,10 +9,6 @@
 //! prefix no org can write. Everything else goes out as
 //! `application/octet-stream` with `Content-Disposition: attachment`;
 //! every response also says `X-Content-Type-Options: nosniff`.
-#![cfg_attr(
-    not(test),
-    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
 
 /// Where the dashboard's own scripts live; never writable through the API.
 pub const STATIC_PREFIX: &str = "_static/";

@@ -2,11 +2,6 @@
 //! which belong to each segment, each segment's MSN, duration, PDT, and the
 //! EXT-X-MAP / EXT-X-KEY in effect (RFC 8216bis §4.4).
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
-
 use crate::hls::{self, HlsError, Line, Playlist};
 
 #[derive(Debug, Clone, PartialEq)]

@@ -6,11 +6,6 @@
 //! not act on are never re-serialized. Attribute lists are parsed on demand
 //! with [`attr`], without allocation.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
-
 pub mod media;
 
 use std::num::Saturating as S;

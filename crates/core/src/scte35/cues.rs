@@ -8,11 +8,6 @@
 //! A break's id is stable across polls: from splice_event_id /
 //! segmentation_event_id, else from the anchor PDT, else the anchor MSN.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
-
 use crate::hls::media::MediaPlaylist;
 use crate::hls::{self, attr, Line};
 use crate::scte35::{self, SegmentationTypeId, SpliceCommand, SpliceInfoSection};

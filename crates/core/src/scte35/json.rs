@@ -2,11 +2,6 @@
 //! format of `cf-ssai scte35` (see the README). Raw fields: pts_adjustment is
 //! *not* added to pts_time; times are integer 90 kHz ticks.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
-
 use crate::scte35::{
     self, DescriptorBody, Scte35Error, SegmentationDescriptor, SpliceCommand, SpliceInfoSection,
     SpliceInsert,

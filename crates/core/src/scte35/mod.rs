@@ -9,11 +9,6 @@
 //! Deliberately not done here: policy (which segmentation types open a break
 //! lives in `cues`), JSON (see `scte35_json`), logging.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
-
 pub mod cues;
 pub mod inband;
 pub mod json;

@@ -6,10 +6,6 @@
 //! (an init segment means fMP4), taken from the rendition and the route's
 //! path, never from the media URI (whose query string, e.g.
 //! `seg.m4s?tok=x`, used to turn into `.ts`).
-#![cfg_attr(
-    not(test),
-    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
 
 use crate::model::AdRendition;
 use std::fmt::Write;

@@ -4,11 +4,6 @@
 //! session). Variants outside the origin's directory stay absolute origin
 //! URLs (never a path that would make us fetch an arbitrary URL).
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
-
 use crate::hls::{self, HlsError, Line};
 use crate::model::TrackKind;
 use crate::splice::{is_absolute, rewrite_uri_attr, Variant};

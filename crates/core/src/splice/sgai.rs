@@ -1,11 +1,6 @@
 //! SGAI documents: the interstitial asset list (RFC 8216bis Appendix D,
 //! `X-ASSET-LIST`) and the per-ad multivariant playlist its URIs name.
 
-#![cfg_attr(
-    not(test),
-    deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)
-)]
-
 use crate::model::{BreakEntry, PodItem, TrackKind};
 use serde_json::json;
 use std::fmt::Write;
