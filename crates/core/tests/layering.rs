@@ -5,6 +5,10 @@
 //! graph has no cycle. Paths are read from code only: comments, string
 //! and char literals and `#[cfg(test)]` items are blanked first, so a doc
 //! link or a test helper does not count.
+//!
+//! The same reading checks the lint discipline `lib.rs` denies crate-wide:
+//! no `allow`/`expect` at module level (an inner attribute, or one on a
+//! `mod` item), and none anywhere of the denied lints.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -363,6 +367,68 @@ fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<String> {
     found
 }
 
+/// The lints `lib.rs` denies outside tests.
+const DENIED: [&str; 5] = [
+    "unwrap_used",
+    "expect_used",
+    "panic",
+    "indexing_slicing",
+    "arithmetic_side_effects",
+];
+
+/// Every lint `allow`/`expect` in `files` that loosens the discipline: an
+/// inner one (`#![allow(..)]`, also inside `cfg_attr`), one on a `mod`
+/// item, or one naming a denied lint (test items left out).
+fn loosened_lints(files: &[(String, String)]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for (rel, src) in files {
+        let code = without_test_items(&code_only(src));
+        let mut rest = code.as_str();
+        while let Some(at) = rest.find('#') {
+            let after = &rest[at + 1..];
+            let inner = after.starts_with('!');
+            let body_start = if inner { &after[1..] } else { after };
+            let Some(body) = body_start.strip_prefix('[') else {
+                rest = after;
+                continue;
+            };
+            // The attribute's text up to its matching `]`.
+            let mut depth = 1usize;
+            let end = body
+                .char_indices()
+                .find(|&(_, ch)| {
+                    match ch {
+                        '[' => depth += 1,
+                        ']' => depth -= 1,
+                        _ => {}
+                    }
+                    depth == 0
+                })
+                .map_or(body.len(), |(k, _)| k);
+            let attr: String = body[..end].split_whitespace().collect();
+            let loosens = attr.starts_with("allow(")
+                || attr.starts_with("expect(")
+                || (attr.starts_with("cfg_attr(")
+                    && (attr.contains(",allow(") || attr.contains(",expect(")));
+            if loosens {
+                let next = body.get(end + 1..).unwrap_or("").trim_start();
+                let on_mod = ["mod ", "pub mod ", "pub(crate) mod "]
+                    .iter()
+                    .any(|m| next.starts_with(m));
+                let denied = DENIED
+                    .iter()
+                    .any(|l| attr.contains(&format!("clippy::{l}")));
+                if inner || on_mod || denied {
+                    let bang = if inner { "!" } else { "" };
+                    problems.push(format!("{rel}: #{bang}[{attr}]"));
+                }
+            }
+            rest = &body[end..];
+        }
+    }
+    problems
+}
+
 fn source_files(dir: &Path, root: &Path, out: &mut Vec<(String, String)>) {
     let mut entries: Vec<_> = std::fs::read_dir(dir)
         .expect("read src dir")
@@ -397,6 +463,58 @@ fn the_core_is_layered_without_cycles() {
     assert!(top_modules_used(&code, &["splice", "edge"]).contains("channel"));
     let problems = check(&files);
     assert!(problems.is_empty(), "layering:\n{}", problems.join("\n"));
+}
+
+#[test]
+fn no_lint_is_loosened_at_module_level() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    source_files(&root, &root, &mut files);
+    let lib = &files.iter().find(|(p, _)| p == "lib.rs").expect("lib.rs").1;
+    for lint in DENIED {
+        assert!(
+            lib.contains(&format!("clippy::{lint}")),
+            "lib.rs denies {lint}"
+        );
+    }
+    let problems = loosened_lints(&files);
+    assert!(
+        problems.is_empty(),
+        "loosened lints:\n{}",
+        problems.join("\n")
+    );
+}
+
+#[test]
+fn the_lint_checker_finds_loosened_lints() {
+    let p = loosened_lints(&files(&[
+        ("a.rs", "#![allow(dead_code)]\nfn f() {}"),
+        (
+            "b.rs",
+            "#[allow(clippy::indexing_slicing)]\npub mod build {}",
+        ),
+        (
+            "c.rs",
+            "#[allow(clippy::too_many_arguments)]\nfn ok() {}\n#[expect(clippy::unwrap_used)]\nfn bad() {}",
+        ),
+        ("d.rs", "#![cfg_attr(not(test), allow(clippy::panic))]"),
+        (
+            "e.rs",
+            "#![cfg_attr(not(test), deny(clippy::panic))]\n#[cfg(test)]\n#[allow(clippy::unwrap_used)]\nmod tests {}",
+        ),
+    ]));
+    let named = |f: &str| p.iter().filter(|m| m.starts_with(f)).count();
+    assert_eq!(
+        (
+            named("a.rs"),
+            named("b.rs"),
+            named("c.rs"),
+            named("d.rs"),
+            named("e.rs")
+        ),
+        (1, 1, 1, 1, 0),
+        "{p:?}"
+    );
 }
 
 fn files(list: &[(&str, &str)]) -> Vec<(String, String)> {
