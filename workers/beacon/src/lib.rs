@@ -70,22 +70,75 @@ async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
     Response::ok("beacon ok")
 }
 
+/// What the consumer reads from its environment once per batch.
+struct Settings {
+    timeout_ms: u64,
+    max_backoff_s: u32,
+    allow_private: String,
+}
+
+impl Settings {
+    fn from_env(env: &Env) -> Self {
+        Settings {
+            timeout_ms: var_or(env, "BEACON_TIMEOUT_MS", "3000")
+                .parse()
+                .unwrap_or(3000),
+            max_backoff_s: var_or(env, "BEACON_MAX_BACKOFF_S", "600")
+                .parse()
+                .unwrap_or(600),
+            allow_private: worker_shared::private_policy(env),
+        }
+    }
+}
+
+/// What every message of a batch is handled against.
+struct Ctx<'a> {
+    kv: &'a kv::KvStore,
+    /// The stages that may fire, per progress key (empty on the DLQ).
+    order: &'a HashMap<String, Vec<u8>>,
+    settings: &'a Settings,
+    is_dlq: bool,
+}
+
 #[event(queue)]
 async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) -> Result<()> {
-    let timeout_ms: u64 = var_or(&env, "BEACON_TIMEOUT_MS", "3000")
-        .parse()
-        .unwrap_or(3000);
-    let allow_private = worker_shared::private_policy(&env);
+    let settings = Settings::from_env(&env);
     let kv = env.kv(bindings::KV)?;
     let is_dlq = batch.queue().ends_with("-dlq");
-    let max_backoff: u32 = var_or(&env, "BEACON_MAX_BACKOFF_S", "600")
-        .parse()
-        .unwrap_or(600);
     let messages = batch.messages()?;
-    // Duplicates inside one batch (a segment fetched twice): only the first
-    // of each key fires; the rest are acked (the first carries the retry).
+    let firsts = first_of_each_key(&messages);
+    let order = if is_dlq {
+        HashMap::new()
+    } else {
+        forward_order(&kv, &messages).await
+    };
+    let ctx = Ctx {
+        kv: &kv,
+        order: &order,
+        settings: &settings,
+        is_dlq,
+    };
+    let outcomes = join_all(
+        messages
+            .iter()
+            .zip(firsts)
+            .map(|(m, first)| handle(&ctx, m.body(), first)),
+    )
+    .await;
+    let mut tally = Tally::default();
+    for (m, o) in messages.iter().zip(outcomes) {
+        tally.note(m.body(), &o);
+        settle(m, o, settings.max_backoff_s);
+    }
+    tally.flush(&env).await;
+    Ok(())
+}
+
+/// Duplicates inside one batch (a segment fetched twice): only the first
+/// of each key fires; the rest are acked (the first carries the retry).
+fn first_of_each_key(messages: &[Message<serde_json::Value>]) -> Vec<bool> {
     let mut seen = std::collections::HashSet::new();
-    let firsts: Vec<bool> = messages
+    messages
         .iter()
         .map(
             |m| match serde_json::from_value::<BeaconMessage>(m.body().clone()) {
@@ -93,160 +146,176 @@ async fn queue(batch: MessageBatch<serde_json::Value>, env: Env, _ctx: Context) 
                 Err(_) => true,
             },
         )
-        .collect();
-    let order = if is_dlq {
-        HashMap::new()
-    } else {
-        forward_order(&kv, &messages).await
+        .collect()
+}
+
+/// One message, start to outcome: the smoke test's marker, the DLQ's
+/// keeping, the forward order, the dedupe, then the request.
+async fn handle(ctx: &Ctx<'_>, body: &serde_json::Value, first: bool) -> Outcome {
+    if body.get("kind").and_then(|k| k.as_str()) == Some("diag") {
+        return diag(ctx.kv, body).await;
+    }
+    let msg: BeaconMessage = match serde_json::from_value(body.clone()) {
+        Ok(b) => b,
+        Err(_) => return Outcome::Malformed,
     };
-    let outcomes = join_all(messages.iter().zip(firsts).map(|(m, first)| {
-        let kv = &kv;
-        let order = &order;
-        let allow_private = &allow_private;
-        async move {
-            let body = m.body();
-            if body.get("kind").and_then(|k| k.as_str()) == Some("diag") {
-                // Smoke test: prove produce → consume through the queue.
-                let stamp = body["stamp"].as_str().unwrap_or("").to_string();
-                if let Ok(p) = kv.put("diag:queue", stamp) {
-                    let _ = p.expiration_ttl(600).execute().await;
-                }
-                return Outcome::Done;
+    if ctx.is_dlq {
+        return dead_letter(ctx.kv, &msg).await;
+    }
+    if let Some(o) = out_of_order(ctx.order, &msg) {
+        return o;
+    }
+    if !first {
+        return Outcome::Deduped;
+    }
+    deliver(ctx, &msg).await
+}
+
+/// Smoke test: prove produce → consume through the queue.
+async fn diag(kv: &kv::KvStore, body: &serde_json::Value) -> Outcome {
+    let stamp = body["stamp"].as_str().unwrap_or("").to_string();
+    if let Ok(p) = kv.put("diag:queue", stamp) {
+        let _ = p.expiration_ttl(600).execute().await;
+    }
+    Outcome::Done
+}
+
+/// Keep what died, for the dashboard and for replay.
+async fn dead_letter(kv: &kv::KvStore, msg: &BeaconMessage) -> Outcome {
+    if let Ok(p) = kv.put(&format!("dlq:{}", msg.dedupe_key()), msg) {
+        let _ = p.expiration_ttl(DEDUPE_TTL_S).execute().await;
+    }
+    Outcome::DeadLettered
+}
+
+/// A stage whose predecessor has not fired: its predecessor may still be
+/// on its way (queues do not order), so it waits a little, then is
+/// dropped as out of order. `None`: it may fire.
+fn out_of_order(order: &HashMap<String, Vec<u8>>, msg: &BeaconMessage) -> Option<Outcome> {
+    let st = beacon::stage(msg.event)?;
+    let pk = beacon::progress_key(&msg.session, &msg.break_id, &msg.ad_id);
+    if order.get(&pk).is_some_and(|ok| ok.contains(&st)) {
+        return None;
+    }
+    Some(if now_ms() - msg.created_ms < OUT_OF_ORDER_WAIT_MS {
+        Outcome::Early
+    } else {
+        Outcome::OutOfOrder
+    })
+}
+
+/// Fire a beacon not fired before (the dedupe record in KV), and record
+/// it as fired once it was.
+async fn deliver(ctx: &Ctx<'_>, msg: &BeaconMessage) -> Outcome {
+    let key = msg.dedupe_key();
+    if let Ok(Some(_)) = ctx.kv.get(&key).text().await {
+        return Outcome::Deduped;
+    }
+    let started = now_ms();
+    let s = ctx.settings;
+    match fire(msg, s.timeout_ms, &s.allow_private).await {
+        Ok(()) => {
+            if let Ok(p) = ctx.kv.put(&key, "1") {
+                let _ = p.expiration_ttl(DEDUPE_TTL_S).execute().await;
             }
-            let msg: BeaconMessage = match serde_json::from_value(body.clone()) {
-                Ok(b) => b,
-                Err(_) => return Outcome::Malformed,
-            };
-            if is_dlq {
-                // Keep what died, for the dashboard and for replay.
-                if let Ok(p) = kv.put(&format!("dlq:{}", msg.dedupe_key()), &msg) {
-                    let _ = p.expiration_ttl(DEDUPE_TTL_S).execute().await;
-                }
-                return Outcome::DeadLettered;
-            }
-            if let Some(st) = beacon::stage(msg.event) {
-                let pk = beacon::progress_key(&msg.session, &msg.break_id, &msg.ad_id);
-                if !order.get(&pk).is_some_and(|ok| ok.contains(&st)) {
-                    // Its predecessor may still be on its way (queues do not
-                    // order): wait a little, then drop it as out of order.
-                    return if now_ms() - msg.created_ms < OUT_OF_ORDER_WAIT_MS {
-                        Outcome::Early
-                    } else {
-                        Outcome::OutOfOrder
-                    };
-                }
-            }
-            let key = msg.dedupe_key();
-            if !first {
-                return Outcome::Deduped;
-            }
-            if let Ok(Some(_)) = kv.get(&key).text().await {
-                return Outcome::Deduped;
-            }
-            let started = now_ms();
-            match fire(&msg, timeout_ms, allow_private).await {
-                Ok(()) => {
-                    if let Ok(p) = kv.put(&key, "1") {
-                        let _ = p.expiration_ttl(DEDUPE_TTL_S).execute().await;
-                    }
-                    Outcome::Sent(now_ms() - started)
-                }
-                Err(Fail::Refused) => Outcome::Malformed,
-                Err(Fail::Retry) => Outcome::Retry(msg.created_ms),
-            }
+            Outcome::Sent(now_ms() - started)
         }
-    }))
-    .await;
-    let (mut sent, mut failed, mut deduped, mut dead, mut latency) = (0, 0, 0, 0, 0i64);
-    let mut out_of_order = 0;
-    // Outcomes per (org, channel): one metrics write per channel per batch.
-    let mut per: std::collections::BTreeMap<(String, String), Batch> = Default::default();
-    for (m, o) in messages.iter().zip(outcomes) {
-        let body = m.body();
-        let field = |k: &str| {
-            body.get(k)
-                .and_then(|v| v.as_str())
-                .unwrap_or("")
-                .to_string()
-        };
-        let outcome = match &o {
-            Outcome::Sent(_) => Some("sent"),
-            Outcome::Retry(_) => Some("retried"),
-            Outcome::DeadLettered => Some("dead_lettered"),
-            Outcome::OutOfOrder | Outcome::Malformed => Some("dropped"),
-            Outcome::Done | Outcome::Early | Outcome::Deduped => None,
-        };
-        if let Some(outcome) = outcome {
-            per.entry((field("org"), field("channel")))
-                .or_default()
-                .add("beacons_total", &[("outcome", outcome)], 1.0);
-            if outcome == "dead_lettered" || outcome == "dropped" {
-                worker_shared::metrics::log(
-                    Level::Warn,
-                    "beacon_lost",
-                    &[
-                        ("org", &field("org")),
-                        ("channel", &field("channel")),
-                        ("break_id", &field("break_id")),
-                        ("tracking_event", &field("event")),
-                        ("reason", outcome),
-                    ],
-                );
-            }
+        Err(Fail::Refused) => Outcome::Malformed,
+        Err(Fail::Retry) => Outcome::Retry(msg.created_ms),
+    }
+}
+
+/// Ack or retry a message by its outcome: never `ack_all` over failures;
+/// a failure is retried with backoff (jittered, capped), an early stage
+/// shortly.
+fn settle(m: &Message<serde_json::Value>, o: Outcome, max_backoff_s: u32) {
+    let retry = |delay: u32| {
+        m.retry_with_options(
+            &QueueRetryOptionsBuilder::new()
+                .with_delay_seconds(delay)
+                .build(),
+        )
+    };
+    match o {
+        Outcome::Early => retry(2),
+        Outcome::Retry(created) => {
+            let jitter = (now_ms() as u32).wrapping_mul(2654435761) >> 28;
+            retry(beacon::backoff_s(now_ms() - created, jitter).min(max_backoff_s));
         }
+        Outcome::Done
+        | Outcome::Malformed
+        | Outcome::OutOfOrder
+        | Outcome::Deduped
+        | Outcome::DeadLettered
+        | Outcome::Sent(_) => m.ack(),
+    }
+}
+
+/// A batch's counts: the dashboard counters, and the operator metrics per
+/// (org, channel) (one metrics write per channel per batch).
+#[derive(Default)]
+struct Tally {
+    sent: i64,
+    failed: i64,
+    deduped: i64,
+    dead: i64,
+    out_of_order: i64,
+    latency_ms: i64,
+    per: std::collections::BTreeMap<(String, String), Batch>,
+}
+
+impl Tally {
+    fn note(&mut self, body: &serde_json::Value, o: &Outcome) {
         match o {
-            Outcome::Done | Outcome::Malformed => m.ack(),
-            Outcome::OutOfOrder => {
-                out_of_order += 1;
-                m.ack()
-            }
-            Outcome::Early => m.retry_with_options(
-                &QueueRetryOptionsBuilder::new()
-                    .with_delay_seconds(2)
-                    .build(),
-            ),
-            Outcome::Deduped => {
-                deduped += 1;
-                m.ack()
-            }
-            Outcome::DeadLettered => {
-                dead += 1;
-                m.ack()
-            }
             Outcome::Sent(ms) => {
-                sent += 1;
-                latency += ms;
-                m.ack()
+                self.sent += 1;
+                self.latency_ms += ms;
             }
-            Outcome::Retry(created) => {
-                failed += 1;
-                let jitter = (now_ms() as u32).wrapping_mul(2654435761) >> 28;
-                let delay = beacon::backoff_s(now_ms() - created, jitter).min(max_backoff);
-                m.retry_with_options(
-                    &QueueRetryOptionsBuilder::new()
-                        .with_delay_seconds(delay)
-                        .build(),
-                );
-            }
+            Outcome::Retry(_) => self.failed += 1,
+            Outcome::Deduped => self.deduped += 1,
+            Outcome::DeadLettered => self.dead += 1,
+            Outcome::OutOfOrder => self.out_of_order += 1,
+            Outcome::Done | Outcome::Early | Outcome::Malformed => {}
+        }
+        let Some(outcome) = o.metric() else { return };
+        let field = |k: &str| body.get(k).and_then(|v| v.as_str()).unwrap_or("");
+        self.per
+            .entry((field("org").to_string(), field("channel").to_string()))
+            .or_default()
+            .add("beacons_total", &[("outcome", outcome)], 1.0);
+        if outcome == "dead_lettered" || outcome == "dropped" {
+            worker_shared::metrics::log(
+                Level::Warn,
+                "beacon_lost",
+                &[
+                    ("org", field("org")),
+                    ("channel", field("channel")),
+                    ("break_id", field("break_id")),
+                    ("tracking_event", field("event")),
+                    ("reason", outcome),
+                ],
+            );
         }
     }
-    for (name, v) in [
-        ("sent", sent),
-        ("failed_retried", failed),
-        ("deduped", deduped),
-        ("dead_lettered", dead),
-        ("out_of_order", out_of_order),
-        ("latency_ms_total", latency),
-    ] {
-        if v > 0 {
-            worker_shared::count(&env, "beacon", name, v).await;
+
+    async fn flush(self, env: &Env) {
+        for (name, v) in [
+            ("sent", self.sent),
+            ("failed_retried", self.failed),
+            ("deduped", self.deduped),
+            ("dead_lettered", self.dead),
+            ("out_of_order", self.out_of_order),
+            ("latency_ms_total", self.latency_ms),
+        ] {
+            if v > 0 {
+                worker_shared::count(env, "beacon", name, v).await;
+            }
+        }
+        let now = now_ms();
+        for ((org, channel), b) in self.per {
+            worker_shared::metrics::record(env, &org, &channel, now, &b).await;
         }
     }
-    let now = now_ms();
-    for ((org, channel), b) in per {
-        worker_shared::metrics::record(&env, &org, &channel, now, &b).await;
-    }
-    Ok(())
 }
 
 enum Outcome {
@@ -260,6 +329,20 @@ enum Outcome {
     DeadLettered,
     Sent(i64),
     Retry(i64),
+}
+
+impl Outcome {
+    /// The `beacons_total{outcome}` label; `None` for what is not a
+    /// beacon's fate (the smoke test, a wait, a duplicate).
+    fn metric(&self) -> Option<&'static str> {
+        match self {
+            Outcome::Sent(_) => Some("sent"),
+            Outcome::Retry(_) => Some("retried"),
+            Outcome::DeadLettered => Some("dead_lettered"),
+            Outcome::OutOfOrder | Outcome::Malformed => Some("dropped"),
+            Outcome::Done | Outcome::Early | Outcome::Deduped => None,
+        }
+    }
 }
 
 /// One tracking request: redirects followed hop by hop (each hop checked

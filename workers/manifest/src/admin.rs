@@ -1,99 +1,136 @@
 //! Control plane: the admin API under `/api/`, `POST /cue`, and the
 //! bindings smoke check. Every route here is authenticated (JWT or API key)
 //! and scoped to the principal's org.
+//!
+//! [`route`] authenticates, rate-limits and checks the scope; [`org_route`]
+//! only dispatches; each handler does one route. Reads and writes of D1 go
+//! through `worker_shared::store`; cue policy is `control::cue` in the core.
 
 use cf_ssai_core::control::auth::{self, Principal, Scope};
 use cf_ssai_core::control::config::ChannelConfig;
+use cf_ssai_core::control::cue as cue_policy;
 use cf_ssai_core::control::media_http;
 use cf_ssai_core::hls::media;
 use cf_ssai_core::model;
 use serde::Deserialize;
+use std::future::Future;
 use worker::*;
 use worker_shared::channel_client::{ChannelClient, ChannelRef, CueCommand, CueRequest};
-use worker_shared::{bindings, error, json, now_ms};
+use worker_shared::{bindings, error, json, now_ms, store};
 
 const MAX_BODY: usize = 1024 * 1024;
 
-pub async fn route(mut req: Request, env: Env) -> Result<Response> {
-    let principal = match worker_shared::authenticate(&req, &env).await {
-        Ok(p) => p,
-        Err(e) => {
-            // Guessing credentials is slowed per client address.
-            let ip = worker_shared::client_ip(&req).unwrap_or_default();
-            if !worker_shared::within_limit(&env, bindings::AUTH_FAIL_LIMITER, &ip).await {
-                return worker_shared::too_many("authentication failures from this address");
-            }
-            return worker_shared::auth_error(&e);
+/// A request answered before its work is done (refused, or not found):
+/// the response to send.
+type Early<T> = std::result::Result<T, Result<Response>>;
+
+/// The value of an [`Early`], or return its response from the handler.
+macro_rules! or_return {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(r) => return r,
         }
     };
+}
+
+pub async fn route(mut req: Request, env: Env) -> Result<Response> {
+    let principal = or_return!(authenticate(&req, &env).await);
+    or_return!(within_rate(&req, &env, &principal).await);
+    let path = req.path();
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method();
+    if let Some(Err(e)) = required_scope(&method, &parts).map(|n| principal.require(n)) {
+        return worker_shared::auth_error(&e);
+    }
+    let p = &principal;
+    match (method.clone(), parts.as_slice()) {
+        (Method::Post, ["cue"]) => cue(&mut req, &env, p).await,
+        (Method::Get, ["api", "whoami"]) => json(
+            &serde_json::json!({"org": p.org, "subject": p.subject, "scopes": p.scopes.names()}),
+            200,
+        ),
+        (Method::Post, ["api", "conditioning", "lease"]) => {
+            platform_only(p, conditioning_lease(&mut req, &env)).await
+        }
+        (Method::Post, ["api", "conditioning", "jobs", org, id, "complete"]) => {
+            platform_only(p, conditioning_complete(&mut req, &env, org, id)).await
+        }
+        // Every scope, platform-wide ones (beacon, decision) included.
+        (Method::Get, ["api", "metrics"]) => platform_only(p, counters(&env)).await,
+        // Platform totals and every binding: platform admins only.
+        (Method::Get, ["api", "diag"]) => platform_only(p, diag(&env, p)).await,
+        (_, ["api", "orgs", org, rest @ ..]) => {
+            if let Err(e) = p.authorize(org) {
+                return worker_shared::auth_error(&e);
+            }
+            org_route(method, &mut req, &env, org, rest).await
+        }
+        (Method::Put, ["api", "media", key @ ..]) => put_media(&req, &env, p, &key.join("/")).await,
+        _ => error(404, "no such route"),
+    }
+}
+
+/// The request's principal; a failure is answered (401/403), and guessing
+/// credentials is slowed per client address (429).
+async fn authenticate(req: &Request, env: &Env) -> Early<Principal> {
+    match worker_shared::authenticate(req, env).await {
+        Ok(p) => Ok(p),
+        Err(e) => {
+            let ip = worker_shared::client_ip(req).unwrap_or_default();
+            if !worker_shared::within_limit(env, bindings::AUTH_FAIL_LIMITER, &ip).await {
+                return Err(worker_shared::too_many(
+                    "authentication failures from this address",
+                ));
+            }
+            Err(worker_shared::auth_error(&e))
+        }
+    }
+}
+
+/// Per-credential rate limits: cues have their own, every other call
+/// shares the API's.
+async fn within_rate(req: &Request, env: &Env, p: &Principal) -> Early<()> {
     let (limiter, what) = match (req.method(), req.path().as_str()) {
         (Method::Post, "/cue") => (bindings::CUE_LIMITER, "cues per credential"),
         _ => (bindings::API_LIMITER, "API calls per credential"),
     };
-    if !worker_shared::within_limit(&env, limiter, &principal.rate_key()).await {
-        return worker_shared::too_many(what);
+    if worker_shared::within_limit(env, limiter, &p.rate_key()).await {
+        Ok(())
+    } else {
+        Err(worker_shared::too_many(what))
     }
-    let path = req.path();
-    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let method = req.method();
-    // Scope per route: `cue` fires cues, `read` reads, the rest is `admin`.
-    let need = match (&method, parts.as_slice()) {
+}
+
+/// Scope per route: `cue` fires cues, `read` reads, the rest is `admin`
+/// (`None`: any authenticated principal).
+fn required_scope(method: &Method, parts: &[&str]) -> Option<Scope> {
+    match (method, parts) {
         (Method::Get, ["api", "whoami"]) => None,
         (Method::Post, ["cue"]) => Some(Scope::Cue),
         (Method::Get, ["api", "orgs", _, "api-keys"]) => Some(Scope::Admin),
         (Method::Get, ["api", "orgs", _, ..]) => Some(Scope::Read),
         _ => Some(Scope::Admin),
-    };
-    if let Some(Err(e)) = need.map(|n| principal.require(n)) {
-        return worker_shared::auth_error(&e);
-    }
-    match (method.clone(), parts.as_slice()) {
-        (Method::Post, ["cue"]) => cue(&mut req, &env, &principal).await,
-        (Method::Get, ["api", "whoami"]) => json(
-            &serde_json::json!({"org": principal.org, "subject": principal.subject, "scopes": principal.scopes.names()}),
-            200,
-        ),
-        (Method::Post, ["api", "conditioning", "lease"]) => match principal.require_platform() {
-            Ok(()) => conditioning_lease(&mut req, &env).await,
-            Err(e) => worker_shared::auth_error(&e),
-        },
-        (Method::Post, ["api", "conditioning", "jobs", org, id, "complete"]) => {
-            match principal.require_platform() {
-                Ok(()) => conditioning_complete(&mut req, &env, org, id).await,
-                Err(e) => worker_shared::auth_error(&e),
-            }
-        }
-        (Method::Get, ["api", "metrics"]) => match principal.require_platform() {
-            // Every scope, platform-wide ones (beacon, decision) included.
-            Ok(()) => {
-                let rows: Vec<serde_json::Value> = env
-                    .d1(bindings::DB)?
-                    .prepare("SELECT scope, name, value FROM metrics ORDER BY scope, name")
-                    .all()
-                    .await?
-                    .results()?;
-                json(&serde_json::json!({"items": rows}), 200)
-            }
-            Err(e) => worker_shared::auth_error(&e),
-        },
-        (Method::Get, ["api", "diag"]) => match principal.require_platform() {
-            // Platform totals and every binding: platform admins only.
-            Ok(()) => diag(&env, &principal).await,
-            Err(e) => worker_shared::auth_error(&e),
-        },
-        (_, ["api", "orgs", org, rest @ ..]) => {
-            if let Err(e) = principal.authorize(org) {
-                return worker_shared::auth_error(&e);
-            }
-            org_route(method, &mut req, &env, org, rest).await
-        }
-        (Method::Put, ["api", "media", key @ ..]) => {
-            put_media(&req, &env, &principal, &key.join("/")).await
-        }
-        _ => error(404, "no such route"),
     }
 }
 
+/// Run `handler` for platform admins only (the handler does nothing
+/// until awaited, so nothing runs for anyone else).
+async fn platform_only(
+    p: &Principal,
+    handler: impl Future<Output = Result<Response>>,
+) -> Result<Response> {
+    match p.require_platform() {
+        Ok(()) => handler.await,
+        Err(e) => worker_shared::auth_error(&e),
+    }
+}
+
+/// `GET /api/metrics`: the dashboard counters of every scope.
+async fn counters(env: &Env) -> Result<Response> {
+    let rows = store::metrics::counters(&env.d1(bindings::DB)?).await?;
+    json(&serde_json::json!({"items": rows}), 200)
+}
 /// Largest media object accepted (an ad segment is a few MB).
 const MAX_MEDIA_BYTES: u64 = 64 * 1024 * 1024;
 
@@ -204,13 +241,35 @@ async fn body_json_within<T: serde::de::DeserializeOwned>(
     serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON body: {e}"))
 }
 
-fn valid_slug(s: &str) -> bool {
-    !s.is_empty()
-        && s.len() <= 64
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+/// The request's JSON body, or a 400 saying what was wrong with it.
+async fn body<T: serde::de::DeserializeOwned>(req: &mut Request) -> Early<T> {
+    body_json(req).await.map_err(|e| error(400, e))
 }
 
+/// An id from the path: `[A-Za-z0-9_-]{1,64}` (as `worker_shared::valid_id`),
+/// else a 400 naming the field.
+fn check_id(field: &str, id: &str) -> Early<()> {
+    if worker_shared::valid_id(id) {
+        Ok(())
+    } else {
+        Err(error(
+            400,
+            format!("{field}: must be 1-64 of [A-Za-z0-9_-]"),
+        ))
+    }
+}
+
+/// A query parameter of the request's URL.
+fn query(req: &Request, key: &str) -> Result<Option<String>> {
+    Ok(req
+        .url()?
+        .query_pairs()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned()))
+}
+
+/// `/api/orgs/{org}/…`, the principal already authorized for `org`: one
+/// handler per route.
 async fn org_route(
     method: Method,
     req: &mut Request,
@@ -219,411 +278,358 @@ async fn org_route(
     rest: &[&str],
 ) -> Result<Response> {
     let db = env.d1(bindings::DB)?;
+    let channel = |slug: &str| ChannelClient::new(env, ChannelRef::new(org, slug));
     match (method, rest) {
-        (Method::Put, []) => {
-            #[derive(Deserialize)]
-            struct Org {
-                name: String,
-                #[serde(default)]
-                conditioning: Option<cf_ssai_core::ads::conditioning::Settings>,
-            }
-            let o: Org = match body_json(req).await {
-                Ok(o) => o,
-                Err(e) => return error(400, e),
-            };
-            if !valid_slug(org) {
-                return error(400, "org: must be 1-64 of [A-Za-z0-9_-]");
-            }
-            if !media_http::org_id_allowed(org) {
-                return error(
-                    400,
-                    format!("org: {org:?} is reserved (a route or the platform's own prefix)"),
-                );
-            }
-            if let Some(Err(e)) = o.conditioning.as_ref().map(|c| c.check()) {
-                return error(400, format!("conditioning.{e}"));
-            }
-            // Settings change only when given (a rename keeps them).
-            let given = o.conditioning.is_some();
-            let settings =
-                serde_json::json!({ "conditioning": o.conditioning.unwrap_or_default() });
-            db.prepare("INSERT INTO orgs (id, name, created_ms, settings) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(id) DO UPDATE SET name = excluded.name, settings = CASE WHEN ?5 = 1 THEN excluded.settings ELSE orgs.settings END")
-                .bind(&[org.into(), o.name.into(), (now_ms() as f64).into(), settings.to_string().into(), (given as i32 as f64).into()])?
-                .run()
-                .await?;
-            json(&serde_json::json!({"id": org}), 200)
-        }
-        (Method::Get, ["channels"]) => {
-            let url = req.url()?;
-            let limit: u32 = url
-                .query_pairs()
-                .find(|(k, _)| k == "limit")
-                .and_then(|(_, v)| v.parse().ok())
-                .unwrap_or(50)
-                .min(200);
-            let cursor = url
-                .query_pairs()
-                .find(|(k, _)| k == "cursor")
-                .map(|(_, v)| v.into_owned())
-                .unwrap_or_default();
-            let rows: Vec<serde_json::Value> = db
-                .prepare("SELECT slug, config, health, health_detail, updated_ms FROM channels WHERE org_id = ?1 AND slug > ?2 ORDER BY slug LIMIT ?3")
-                .bind(&[org.into(), cursor.into(), (limit as f64).into()])?
-                .all()
-                .await?
-                .results()?;
-            let next = (rows.len() as u32 == limit)
-                .then(|| {
-                    rows.last()
-                        .and_then(|r| r["slug"].as_str().map(String::from))
-                })
-                .flatten();
-            let items: Vec<serde_json::Value> = rows
-                .into_iter()
-                .map(|mut r| {
-                    if let Some(c) = r["config"]
-                        .as_str()
-                        .and_then(|c| serde_json::from_str::<serde_json::Value>(c).ok())
-                    {
-                        r["config"] = c;
-                    }
-                    r
-                })
-                .collect();
-            json(
-                &serde_json::json!({"items": items, "next_cursor": next}),
-                200,
-            )
-        }
-        (Method::Get, ["channels", slug]) => {
-            match worker_shared::load_channel_d1(env, org, slug).await? {
-                Some(c) => json(&c, 200),
-                None => error(404, format!("no channel {org}/{slug}")),
-            }
-        }
-        (Method::Put, ["channels", slug]) => {
-            if !valid_slug(slug) {
-                return error(400, "slug: must be 1-64 of [A-Za-z0-9_-]");
-            }
-            let cfg: ChannelConfig = match body_json(req).await {
-                Ok(c) => c,
-                Err(e) => return error(400, e),
-            };
-            let errs = cfg.validate(worker_shared::private_origins_allowed(env));
-            if !errs.is_empty() {
-                return json(
-                    &serde_json::json!({"error": "invalid channel config", "fields": errs}),
-                    400,
-                );
-            }
-            db.prepare("INSERT INTO channels (org_id, slug, config, updated_ms) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(org_id, slug) DO UPDATE SET config = excluded.config, updated_ms = excluded.updated_ms")
-                .bind(&[org.into(), (*slug).into(), serde_json::to_string(&cfg)?.into(), (now_ms() as f64).into()])?
-                .run()
-                .await?;
-            worker_shared::invalidate_channel(env, org, slug).await?;
-            if cfg.scte35_enabled && cfg.active {
-                let _ = ChannelClient::new(env, ChannelRef::new(org, slug))
-                    .ensure_poller()
-                    .await;
-            }
-            json(
-                &serde_json::json!({"org": org, "slug": slug, "config": cfg}),
-                200,
-            )
-        }
-        (Method::Delete, ["channels", slug]) => {
-            db.prepare("DELETE FROM channels WHERE org_id = ?1 AND slug = ?2")
-                .bind(&[org.into(), (*slug).into()])?
-                .run()
-                .await?;
-            worker_shared::invalidate_channel(env, org, slug).await?;
-            json(&serde_json::json!({"deleted": slug}), 200)
-        }
-        (Method::Get, ["channels", slug, "breaks"]) => {
-            let st = ChannelClient::new(env, ChannelRef::new(org, slug))
-                .state()
-                .await?;
-            json(&st, 200)
-        }
-        (Method::Post, ["decision"]) => {
-            // Preview a decision (operators, dashboard, load test): the
-            // body is the decision service's, with the org from the path.
-            let mut v: serde_json::Value = match body_json_within(req, MAX_PREVIEW_BODY).await {
-                Ok(v @ serde_json::Value::Object(_)) => v,
-                Ok(_) => return error(400, "body: a JSON object"),
-                Err(e) => return error(413, e),
-            };
-            v["org"] = serde_json::Value::String(org.to_string());
-            worker_shared::call_internal(
-                env,
-                bindings::DECISION,
-                "https://decision/decision",
-                Method::Post,
-                Some(v.to_string()),
-                30_000,
-            )
-            .await
-        }
+        (Method::Put, []) => put_org(req, &db, org).await,
+        (Method::Get, ["channels"]) => list_channels(req, &db, org).await,
+        (Method::Get, ["channels", slug]) => get_channel(env, org, slug).await,
+        (Method::Put, ["channels", slug]) => put_channel(req, env, &db, org, slug).await,
+        (Method::Delete, ["channels", slug]) => delete_channel(env, &db, org, slug).await,
+        (Method::Get, ["channels", slug, "breaks"]) => json(&channel(slug).state().await?, 200),
+        // The poller's record: polls, errors, longest gap, late polls.
         (Method::Get, ["channels", slug, "monitor"]) => {
-            // The poller's record: polls, errors, longest gap, late polls.
-            let stats = ChannelClient::new(env, ChannelRef::new(org, slug))
-                .poll_stats()
-                .await?;
-            json(&stats, 200)
+            json(&channel(slug).poll_stats().await?, 200)
         }
-        (Method::Get, ["channels", slug, "kv"]) => {
-            // Exactly the KV values a playlist request of this channel
-            // reads: the config cache, the view, and the pod of each break
-            // in view (a window reads those it touches). `breaks` joins
-            // view and pods the way the playback path does.
-            let kv = env.kv(bindings::KV)?;
-            let mut reads = serde_json::Map::new();
-            let mut bytes = serde_json::Map::new();
-            let mut read = |key: String, text: Option<String>| -> Option<serde_json::Value> {
-                let t = text?;
-                bytes.insert(key.clone(), t.len().into());
-                let v: serde_json::Value = serde_json::from_str(&t).ok()?;
-                reads.insert(key, v.clone());
-                Some(v)
-            };
-            let config_key = worker_shared::kv_config_key(org, slug);
-            let t = kv.get(&config_key).text().await?;
-            read(config_key, t);
-            let view_key = worker_shared::kv_breaks_key(org, slug);
-            let t = kv.get(&view_key).text().await?;
-            let view: Option<model::ChannelView> =
-                read(view_key, t).and_then(|v| serde_json::from_value(v).ok());
-            let mut entries = Vec::new();
-            for e in view.iter().flat_map(|v| v.entries.iter()) {
-                let key = worker_shared::kv_pod_key(org, slug, &e.record.id);
-                let t = kv.get(&key).text().await?;
-                let pod = read(key, t);
-                entries.push(serde_json::json!({ "record": e.record, "pod": pod }));
-            }
-            let breaks = view.as_ref().map(|v| {
-                serde_json::json!({
-                    "entries": entries,
-                    "checked_through_msn": v.checked_through_msn,
-                    "disc_base": v.disc_base,
-                    "updated_ms": v.updated_ms,
-                })
-            });
-            json(
-                &serde_json::json!({ "breaks": breaks, "reads": reads, "bytes": bytes }),
-                200,
-            )
-        }
-        (Method::Put, ["ads", id]) => {
-            #[derive(Deserialize)]
-            struct Ad {
-                creative_id: String,
-                universal_ad_id: Option<String>,
-                channel: Option<String>,
-                duration_s: f64,
-                cadence_ms: u64,
-                renditions: Vec<model::AdRendition>,
-                #[serde(default)]
-                tracking: model::Tracking,
-                #[serde(default)]
-                priority: i64,
-                /// Made by a conditioner from an ad server's creative:
-                /// matched to VAST only, never a house ad.
-                #[serde(default)]
-                conditioned: bool,
-                #[serde(default)]
-                source_url: Option<String>,
-                #[serde(default)]
-                source_size: u64,
-                /// What the last segment holds beyond the creative (the
-                /// conditioner holds the last frame to whole segments).
-                #[serde(default)]
-                padding_s: f64,
-            }
-            let ad: Ad = match body_json(req).await {
-                Ok(a) => a,
-                Err(e) => return error(400, e),
-            };
-            if !valid_slug(id) {
-                return error(400, "id: must be 1-64 of [A-Za-z0-9_-]");
-            }
-            if !(ad.duration_s > 0.0 && ad.duration_s <= 600.0) {
-                return error(400, "duration_s: must be in (0, 600]");
-            }
-            if !(0.0..=20.0).contains(&ad.padding_s) {
-                return error(400, "padding_s: must be in [0, 20]");
-            }
-            if ad.renditions.is_empty() {
-                return error(400, "renditions: at least one is required");
-            }
-            if let Err(e) = check_renditions(&ad.renditions) {
-                return error(400, e);
-            }
-            db.prepare("INSERT INTO ads (org_id, id, channel_slug, creative_id, universal_ad_id, duration_s, cadence_ms, renditions, tracking, priority, created_ms, conditioned, source_url, source_size, padding_s) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15) ON CONFLICT(org_id, id) DO UPDATE SET channel_slug = excluded.channel_slug, creative_id = excluded.creative_id, universal_ad_id = excluded.universal_ad_id, duration_s = excluded.duration_s, cadence_ms = excluded.cadence_ms, renditions = excluded.renditions, tracking = excluded.tracking, priority = excluded.priority, conditioned = excluded.conditioned, source_url = excluded.source_url, source_size = excluded.source_size, padding_s = excluded.padding_s")
-                .bind(&[
-                    org.into(),
-                    (*id).into(),
-                    opt(ad.channel),
-                    ad.creative_id.into(),
-                    opt(ad.universal_ad_id),
-                    ad.duration_s.into(),
-                    (ad.cadence_ms as f64).into(),
-                    serde_json::to_string(&ad.renditions)?.into(),
-                    serde_json::to_string(&ad.tracking)?.into(),
-                    (ad.priority as f64).into(),
-                    (now_ms() as f64).into(),
-                    (ad.conditioned as i32 as f64).into(),
-                    opt(ad.source_url),
-                    (ad.source_size as f64).into(),
-                    ad.padding_s.into(),
-                ])?
-                .run()
-                .await?;
-            json(&serde_json::json!({"id": id}), 200)
-        }
-        (Method::Get, ["ads"]) => {
-            let rows: Vec<serde_json::Value> = db
-                .prepare("SELECT id, channel_slug, creative_id, universal_ad_id, duration_s, cadence_ms, priority, active, conditioned, source_url FROM ads WHERE org_id = ?1 ORDER BY priority DESC, id LIMIT 200")
-                .bind(&[org.into()])?
-                .all()
-                .await?
-                .results()?;
-            json(&serde_json::json!({"items": rows}), 200)
-        }
-        (Method::Put, ["slates", id]) => {
-            #[derive(Deserialize)]
-            struct SlateIn {
-                channel: Option<String>,
-                renditions: Vec<model::AdRendition>,
-            }
-            let s: SlateIn = match body_json(req).await {
-                Ok(s) => s,
-                Err(e) => return error(400, e),
-            };
-            if s.renditions.is_empty() {
-                return error(400, "renditions: at least one is required");
-            }
-            if !valid_slug(id) {
-                return error(400, "id: must be 1-64 of [A-Za-z0-9_-]");
-            }
-            if let Err(e) = check_renditions(&s.renditions) {
-                return error(400, e);
-            }
-            db.prepare("INSERT INTO slates (org_id, id, channel_slug, renditions, created_ms) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(org_id, id) DO UPDATE SET channel_slug = excluded.channel_slug, renditions = excluded.renditions")
-                .bind(&[
-                    org.into(),
-                    (*id).into(),
-                    opt(s.channel),
-                    serde_json::to_string(&s.renditions)?.into(),
-                    (now_ms() as f64).into(),
-                ])?
-                .run()
-                .await?;
-            json(&serde_json::json!({"id": id}), 200)
-        }
-        (Method::Post, ["api-keys"]) => {
-            #[derive(Deserialize, Default)]
-            struct KeyIn {
-                scopes: Option<String>,
-                label: Option<String>,
-            }
-            let k: KeyIn = match body_json::<Option<KeyIn>>(req).await {
-                Ok(k) => k.unwrap_or_default(),
-                Err(e) => return error(400, e),
-            };
-            let scopes = match auth::Scopes::parse(k.scopes.as_deref().unwrap_or("admin")) {
-                Ok(s) => s,
-                Err(e) => return error(400, format!("scopes: {e}")),
-            };
-            let label = k.label.unwrap_or_default();
-            if label.len() > 128 || label.chars().any(char::is_control) {
-                return error(400, "label: at most 128 printable characters");
-            }
-            let key = format!("cfssai_{}", random_hex(24));
-            let salt = random_hex(16);
-            let id = auth::api_key_id(&key).unwrap_or_default().to_string();
-            db.prepare("INSERT INTO api_keys (id, org_id, salt, hash, label, scopes, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
-                .bind(&[id.as_str().into(), org.into(), salt.as_str().into(), auth::hash_api_key(&salt, &key).into(), label.as_str().into(), scopes.names().into(), (now_ms() as f64).into()])?
-                .run()
-                .await?;
-            // The key is shown once; only its salted hash is stored.
-            json(
-                &serde_json::json!({"id": id, "key": key, "scopes": scopes.names(), "label": label}),
-                201,
-            )
-        }
-        (Method::Get, ["api-keys"]) => {
-            // Never the hash or salt: what a key is, not what proves it.
-            let rows: Vec<serde_json::Value> = db
-                .prepare("SELECT id, label, scopes, created_ms, last_used_ms, revoked, revoked_ms FROM api_keys WHERE org_id = ?1 ORDER BY created_ms DESC LIMIT 500")
-                .bind(&[org.into()])?
-                .all()
-                .await?
-                .results()?;
-            json(&serde_json::json!({"items": rows}), 200)
-        }
-        (Method::Delete, ["api-keys", id]) => {
-            let r = db
-                .prepare("UPDATE api_keys SET revoked = 1, revoked_ms = ?3 WHERE org_id = ?1 AND id = ?2 AND revoked = 0")
-                .bind(&[org.into(), (*id).into(), (now_ms() as f64).into()])?
-                .run()
-                .await?;
-            let changed = r.meta()?.and_then(|m| m.changes).unwrap_or(0);
-            if changed == 0 {
-                return error(404, format!("no active key {id} in org {org}"));
-            }
-            json(&serde_json::json!({"revoked": id}), 200)
-        }
+        (Method::Get, ["channels", slug, "kv"]) => channel_kv(env, org, slug).await,
+        (Method::Post, ["decision"]) => preview_decision(req, env, org).await,
+        (Method::Put, ["ads", id]) => put_ad(req, &db, org, id).await,
+        (Method::Get, ["ads"]) => items(store::ads::list_ads(&db, org).await?),
+        (Method::Put, ["slates", id]) => put_slate(req, &db, org, id).await,
+        (Method::Post, ["api-keys"]) => create_key(req, &db, org).await,
+        // Never the hash or salt: what a key is, not what proves it.
+        (Method::Get, ["api-keys"]) => items(store::orgs::list_keys(&db, org).await?),
+        (Method::Delete, ["api-keys", id]) => revoke_key(&db, org, id).await,
         (Method::Get, ["metrics"]) => metrics_report(req, &db, org).await,
+        (Method::Get, ["metrics", "openmetrics"]) => openmetrics(&db, org).await,
         (Method::Get, ["conditioning", "stats"]) => json(&conditioning_stats(&db, org).await?, 200),
-        (Method::Get, ["conditioning", "jobs"]) => {
-            let rows: Vec<serde_json::Value> = db
-                .prepare("SELECT id, identity, creative_id, universal_ad_id, ad_system, duration_s, source_url, source_kind, source_size, source, state, reason, failure_category, notes, attempts, lease_owner, lease_until_ms, seen, created_ms, updated_ms, started_ms, finished_ms, ad_ids FROM conditioning_jobs WHERE org_id = ?1 ORDER BY created_ms DESC LIMIT 200")
-                .bind(&[org.into()])?
-                .all()
-                .await?
-                .results()?;
-            json(&serde_json::json!({"items": rows}), 200)
-        }
-        (Method::Get, ["metrics", "openmetrics"]) => {
-            // Running totals (counters since the channel's first metric):
-            // what Prometheus scrapes, and rates come from its `rate()`.
-            #[derive(Deserialize)]
-            struct T {
-                channel: String,
-                series: String,
-                value: f64,
-            }
-            let rows: Vec<T> = db
-                .prepare("SELECT channel, series, value FROM metric_totals WHERE org_id = ?1 ORDER BY channel, series")
-                .bind(&[org.into()])?
-                .all()
-                .await?
-                .results()?;
-            let totals: Vec<(String, String, f64)> = rows
-                .into_iter()
-                .map(|t| (t.channel, t.series, t.value))
-                .collect();
-            // The conditioner's queue, latency and failures: a snapshot of
-            // D1 at scrape time (gauges), before the closing `# EOF`.
-            let cond = conditioning_stats(&db, org).await?.openmetrics(org);
-            let mut r = Response::ok(cf_ssai_core::control::metrics::openmetrics(org, &totals, &cond))?;
-            r.headers_mut().set(
-                "Content-Type",
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            )?;
-            Ok(r)
-        }
-        (Method::Get, ["breaks"]) => {
-            let rows: Vec<serde_json::Value> = db
-                .prepare("SELECT slug, break_id, source, record, pod, created_ms FROM breaks WHERE org_id = ?1 ORDER BY created_ms DESC LIMIT 50")
-                .bind(&[org.into()])?
-                .all()
-                .await?
-                .results()?;
-            json(&serde_json::json!({"items": rows}), 200)
-        }
+        (Method::Get, ["conditioning", "jobs"]) => items(store::jobs::list(&db, org).await?),
+        (Method::Get, ["breaks"]) => items(store::breaks::recent(&db, org).await?),
         _ => error(404, "no such route"),
     }
+}
+
+/// `{"items": rows}`, the shape of every listing.
+fn items<T: serde::Serialize>(rows: Vec<T>) -> Result<Response> {
+    json(&serde_json::json!({ "items": rows }), 200)
+}
+
+/// `PUT /api/orgs/{org} {name, conditioning?}`: create or rename an org;
+/// its conditioning settings change only when given (a rename keeps them).
+async fn put_org(req: &mut Request, db: &D1Database, org: &str) -> Result<Response> {
+    #[derive(Deserialize)]
+    struct OrgIn {
+        name: String,
+        #[serde(default)]
+        conditioning: Option<cf_ssai_core::ads::conditioning::Settings>,
+    }
+    let o: OrgIn = or_return!(body(req).await);
+    or_return!(check_id("org", org));
+    if !media_http::org_id_allowed(org) {
+        return error(
+            400,
+            format!("org: {org:?} is reserved (a route or the platform's own prefix)"),
+        );
+    }
+    if let Some(Err(e)) = o.conditioning.as_ref().map(|c| c.check()) {
+        return error(400, format!("conditioning.{e}"));
+    }
+    let given = o.conditioning.is_some();
+    let settings = serde_json::json!({ "conditioning": o.conditioning.unwrap_or_default() });
+    store::orgs::upsert(db, org, &o.name, now_ms(), &settings.to_string(), given).await?;
+    json(&serde_json::json!({"id": org}), 200)
+}
+
+/// `GET /api/orgs/{org}/channels?limit=&cursor=`: a page of channels by
+/// slug (limit 50 by default, 200 at most), with the cursor of the next.
+async fn list_channels(req: &Request, db: &D1Database, org: &str) -> Result<Response> {
+    let limit: u32 = query(req, "limit")?
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50)
+        .min(200);
+    let cursor = query(req, "cursor")?.unwrap_or_default();
+    let rows = store::channels::list_page(db, org, &cursor, limit).await?;
+    let next = (rows.len() as u32 == limit)
+        .then(|| rows.last().map(|r| r.slug.clone()))
+        .flatten();
+    let items = rows
+        .iter()
+        .map(|r| {
+            let mut v = serde_json::to_value(r)?;
+            // The stored config served as JSON, not as a string.
+            if let Ok(c) = serde_json::from_str::<serde_json::Value>(&r.config) {
+                v["config"] = c;
+            }
+            Ok(v)
+        })
+        .collect::<serde_json::Result<Vec<_>>>()?;
+    json(
+        &serde_json::json!({"items": items, "next_cursor": next}),
+        200,
+    )
+}
+
+async fn get_channel(env: &Env, org: &str, slug: &str) -> Result<Response> {
+    match worker_shared::load_channel_d1(env, org, slug).await? {
+        Some(c) => json(&c, 200),
+        None => error(404, format!("no channel {org}/{slug}")),
+    }
+}
+
+/// `PUT /api/orgs/{org}/channels/{slug}`: a validated config; the cache
+/// entry goes at once, and a channel with SCTE-35 gets its poller.
+async fn put_channel(
+    req: &mut Request,
+    env: &Env,
+    db: &D1Database,
+    org: &str,
+    slug: &str,
+) -> Result<Response> {
+    or_return!(check_id("slug", slug));
+    let cfg: ChannelConfig = or_return!(body(req).await);
+    let errs = cfg.validate(worker_shared::private_origins_allowed(env));
+    if !errs.is_empty() {
+        return json(
+            &serde_json::json!({"error": "invalid channel config", "fields": errs}),
+            400,
+        );
+    }
+    store::channels::upsert(db, org, slug, &serde_json::to_string(&cfg)?, now_ms()).await?;
+    worker_shared::invalidate_channel(env, org, slug).await?;
+    if cfg.scte35_enabled && cfg.active {
+        let _ = ChannelClient::new(env, ChannelRef::new(org, slug))
+            .ensure_poller()
+            .await;
+    }
+    json(
+        &serde_json::json!({"org": org, "slug": slug, "config": cfg}),
+        200,
+    )
+}
+
+async fn delete_channel(env: &Env, db: &D1Database, org: &str, slug: &str) -> Result<Response> {
+    store::channels::delete(db, org, slug).await?;
+    worker_shared::invalidate_channel(env, org, slug).await?;
+    json(&serde_json::json!({"deleted": slug}), 200)
+}
+
+/// `POST /api/orgs/{org}/decision`: preview a decision (operators,
+/// dashboard, load test). The body is the decision service's, with the
+/// org from the path.
+async fn preview_decision(req: &mut Request, env: &Env, org: &str) -> Result<Response> {
+    let mut v: serde_json::Value = match body_json_within(req, MAX_PREVIEW_BODY).await {
+        Ok(v @ serde_json::Value::Object(_)) => v,
+        Ok(_) => return error(400, "body: a JSON object"),
+        Err(e) => return error(413, e),
+    };
+    v["org"] = serde_json::Value::String(org.to_string());
+    worker_shared::call_internal(
+        env,
+        bindings::DECISION,
+        "https://decision/decision",
+        Method::Post,
+        Some(v.to_string()),
+        30_000,
+    )
+    .await
+}
+
+/// `GET /api/orgs/{org}/channels/{slug}/kv`: exactly the KV values a
+/// playlist request of this channel reads: the config cache, the view, and
+/// the pod of each break in view (a window reads those it touches).
+/// `breaks` joins view and pods the way the playback path does.
+async fn channel_kv(env: &Env, org: &str, slug: &str) -> Result<Response> {
+    let kv = env.kv(bindings::KV)?;
+    let mut reads = serde_json::Map::new();
+    let mut bytes = serde_json::Map::new();
+    let mut read = |key: String, text: Option<String>| -> Option<serde_json::Value> {
+        let t = text?;
+        bytes.insert(key.clone(), t.len().into());
+        let v: serde_json::Value = serde_json::from_str(&t).ok()?;
+        reads.insert(key, v.clone());
+        Some(v)
+    };
+    let config_key = worker_shared::kv_config_key(org, slug);
+    let t = kv.get(&config_key).text().await?;
+    read(config_key, t);
+    let view_key = worker_shared::kv_breaks_key(org, slug);
+    let t = kv.get(&view_key).text().await?;
+    let view: Option<model::ChannelView> =
+        read(view_key, t).and_then(|v| serde_json::from_value(v).ok());
+    let mut entries = Vec::new();
+    for e in view.iter().flat_map(|v| v.entries.iter()) {
+        let key = worker_shared::kv_pod_key(org, slug, &e.record.id);
+        let t = kv.get(&key).text().await?;
+        let pod = read(key, t);
+        entries.push(serde_json::json!({ "record": e.record, "pod": pod }));
+    }
+    let breaks = view.as_ref().map(|v| {
+        serde_json::json!({
+            "entries": entries,
+            "checked_through_msn": v.checked_through_msn,
+            "disc_base": v.disc_base,
+            "updated_ms": v.updated_ms,
+        })
+    });
+    json(
+        &serde_json::json!({ "breaks": breaks, "reads": reads, "bytes": bytes }),
+        200,
+    )
+}
+
+#[derive(Deserialize)]
+struct AdIn {
+    creative_id: String,
+    universal_ad_id: Option<String>,
+    channel: Option<String>,
+    duration_s: f64,
+    cadence_ms: u64,
+    renditions: Vec<model::AdRendition>,
+    #[serde(default)]
+    tracking: model::Tracking,
+    #[serde(default)]
+    priority: i64,
+    /// Made by a conditioner from an ad server's creative: matched to VAST
+    /// only, never a house ad.
+    #[serde(default)]
+    conditioned: bool,
+    #[serde(default)]
+    source_url: Option<String>,
+    #[serde(default)]
+    source_size: u64,
+    /// What the last segment holds beyond the creative (the conditioner
+    /// holds the last frame to whole segments).
+    #[serde(default)]
+    padding_s: f64,
+}
+
+/// What an ad must be to be stored: the message of the first field that
+/// is not.
+fn check_ad(ad: &AdIn) -> std::result::Result<(), String> {
+    if !(ad.duration_s > 0.0 && ad.duration_s <= 600.0) {
+        return Err("duration_s: must be in (0, 600]".into());
+    }
+    if !(0.0..=20.0).contains(&ad.padding_s) {
+        return Err("padding_s: must be in [0, 20]".into());
+    }
+    if ad.renditions.is_empty() {
+        return Err("renditions: at least one is required".into());
+    }
+    check_renditions(&ad.renditions)
+}
+
+/// `PUT /api/orgs/{org}/ads/{id}`: create or replace an ad.
+async fn put_ad(req: &mut Request, db: &D1Database, org: &str, id: &str) -> Result<Response> {
+    let ad: AdIn = or_return!(body(req).await);
+    or_return!(check_id("id", id));
+    if let Err(e) = check_ad(&ad) {
+        return error(400, e);
+    }
+    let renditions = serde_json::to_string(&ad.renditions)?;
+    let tracking = serde_json::to_string(&ad.tracking)?;
+    let row = store::ads::NewAd {
+        id,
+        channel: ad.channel.as_deref(),
+        creative_id: &ad.creative_id,
+        universal_ad_id: ad.universal_ad_id.as_deref(),
+        duration_s: ad.duration_s,
+        cadence_ms: ad.cadence_ms,
+        renditions: &renditions,
+        tracking: &tracking,
+        priority: ad.priority,
+        created_ms: now_ms(),
+        conditioned: ad.conditioned,
+        source_url: ad.source_url.as_deref(),
+        source_size: ad.source_size,
+        padding_s: ad.padding_s,
+    };
+    store::ads::upsert_ad(db, org, &row).await?;
+    json(&serde_json::json!({"id": id}), 200)
+}
+
+/// `PUT /api/orgs/{org}/slates/{id} {channel?, renditions}`.
+async fn put_slate(req: &mut Request, db: &D1Database, org: &str, id: &str) -> Result<Response> {
+    #[derive(Deserialize)]
+    struct SlateIn {
+        channel: Option<String>,
+        renditions: Vec<model::AdRendition>,
+    }
+    let s: SlateIn = or_return!(body(req).await);
+    if s.renditions.is_empty() {
+        return error(400, "renditions: at least one is required");
+    }
+    or_return!(check_id("id", id));
+    if let Err(e) = check_renditions(&s.renditions) {
+        return error(400, e);
+    }
+    let renditions = serde_json::to_string(&s.renditions)?;
+    store::ads::upsert_slate(db, org, id, s.channel.as_deref(), &renditions, now_ms()).await?;
+    json(&serde_json::json!({"id": id}), 200)
+}
+
+/// `POST /api/orgs/{org}/api-keys {scopes?, label?}`: a new key, shown
+/// once; only its salted hash is stored.
+async fn create_key(req: &mut Request, db: &D1Database, org: &str) -> Result<Response> {
+    #[derive(Deserialize, Default)]
+    struct KeyIn {
+        scopes: Option<String>,
+        label: Option<String>,
+    }
+    let k: KeyIn = or_return!(body::<Option<KeyIn>>(req).await).unwrap_or_default();
+    let scopes = match auth::Scopes::parse(k.scopes.as_deref().unwrap_or("admin")) {
+        Ok(s) => s,
+        Err(e) => return error(400, format!("scopes: {e}")),
+    };
+    let label = k.label.unwrap_or_default();
+    if label.len() > 128 || label.chars().any(char::is_control) {
+        return error(400, "label: at most 128 printable characters");
+    }
+    let key = format!("cfssai_{}", random_hex(24));
+    let salt = random_hex(16);
+    let id = auth::api_key_id(&key).unwrap_or_default().to_string();
+    let hash = auth::hash_api_key(&salt, &key);
+    let names = scopes.names();
+    let row = store::orgs::NewKey {
+        id: &id,
+        org,
+        salt: &salt,
+        hash: &hash,
+        label: &label,
+        scopes: &names,
+        created_ms: now_ms(),
+    };
+    store::orgs::insert_key(db, &row).await?;
+    json(
+        &serde_json::json!({"id": id, "key": key, "scopes": names, "label": label}),
+        201,
+    )
+}
+
+async fn revoke_key(db: &D1Database, org: &str, id: &str) -> Result<Response> {
+    if !store::orgs::revoke_key(db, org, id, now_ms()).await? {
+        return error(404, format!("no active key {id} in org {org}"));
+    }
+    json(&serde_json::json!({"revoked": id}), 200)
+}
+
+/// `GET /api/orgs/{org}/metrics/openmetrics`: running totals (counters
+/// since the channel's first metric), what Prometheus scrapes (rates come
+/// from its `rate()`), and the conditioner's queue, latency and failures
+/// as a snapshot of D1 at scrape time (gauges).
+async fn openmetrics(db: &D1Database, org: &str) -> Result<Response> {
+    let totals: Vec<(String, String, f64)> = store::metrics::totals(db, org)
+        .await?
+        .into_iter()
+        .map(|t| (t.channel, t.series, t.value))
+        .collect();
+    let cond = conditioning_stats(db, org).await?.openmetrics(org);
+    let mut r = Response::ok(cf_ssai_core::control::metrics::openmetrics(
+        org, &totals, &cond,
+    ))?;
+    r.headers_mut().set(
+        "Content-Type",
+        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+    )?;
+    Ok(r)
 }
 
 /// The org's conditioning figures over the last hour (queued and running
@@ -635,12 +641,17 @@ async fn conditioning_stats(
     use cf_ssai_core::ads::conditioning as c;
     const WINDOW_MS: i64 = 3_600_000;
     let now = now_ms();
-    let rows: Vec<c::JobStat> = db
-        .prepare("SELECT state, failure_category, created_ms, started_ms, finished_ms FROM conditioning_jobs WHERE org_id = ?1 AND (state IN ('queued', 'running') OR finished_ms >= ?2)")
-        .bind(&[org.into(), ((now - WINDOW_MS) as f64).into()])?
-        .all()
+    let rows: Vec<c::JobStat> = store::jobs::stat_rows(db, org, now - WINDOW_MS)
         .await?
-        .results()?;
+        .into_iter()
+        .map(|r| c::JobStat {
+            state: r.state,
+            failure_category: r.failure_category,
+            created_ms: r.created_ms,
+            started_ms: r.started_ms,
+            finished_ms: r.finished_ms,
+        })
+        .collect();
     Ok(c::stats(&rows, now, WINDOW_MS))
 }
 
@@ -648,9 +659,10 @@ async fn conditioning_stats(
 /// conditioner (platform admins: conditioners serve every org). One
 /// statement claims it (so two conditioners never get the same job): the
 /// oldest queued job, or a running one whose lease expired (its
-/// conditioner died), with attempts left. Jobs whose lease expired with no
-/// attempts left fail first. Answers the job with its org's conditioning
-/// settings and the cadences its channels use, or 204.
+/// conditioner died), with attempts left, fairly between orgs. Jobs whose
+/// lease expired with no attempts left fail first. Answers the job with
+/// its org's conditioning settings and the cadences its channels use, or
+/// 204.
 async fn conditioning_lease(req: &mut Request, env: &Env) -> Result<Response> {
     use cf_ssai_core::ads::conditioning as c;
     #[derive(Deserialize)]
@@ -661,90 +673,66 @@ async fn conditioning_lease(req: &mut Request, env: &Env) -> Result<Response> {
         #[serde(default)]
         org: Option<String>,
     }
-    let l: Lease = match body_json(req).await {
-        Ok(l) => l,
-        Err(e) => return error(400, e),
-    };
+    let l: Lease = or_return!(body(req).await);
     if l.owner.is_empty() || l.owner.len() > 128 {
         return error(400, "owner: 1-128 characters naming this conditioner");
     }
     let lease_ms = i64::from(l.lease_s.unwrap_or(c::DEFAULT_LEASE_S).clamp(5, 3600)) * 1000;
     let now = now_ms();
     let db = env.d1(bindings::DB)?;
-    let org = l.org.unwrap_or_default();
-    let mut res = db
-        .batch(vec![
-            db.prepare("UPDATE conditioning_jobs SET state = 'failed', failure_category = 'lease_expired', reason = 'lease_expired: the conditioner was lost on each of ' || attempts || ' attempts', finished_ms = ?1, updated_ms = ?1, lease_owner = NULL WHERE state = 'running' AND lease_until_ms < ?1 AND attempts >= ?2")
-                .bind(&[(now as f64).into(), f64::from(c::MAX_ATTEMPTS).into()])?,
-            // Fair between orgs: the org served longest ago first (then
-            // its oldest job), and no org beyond its running quota, so
-            // one org's hundred creatives never hold back another's one.
-            db.prepare("UPDATE conditioning_jobs SET state = 'running', lease_owner = ?2, lease_until_ms = ?3, attempts = attempts + 1, started_ms = COALESCE(started_ms, ?1), leased_ms = ?1, updated_ms = ?1 WHERE (org_id, id) = (WITH orgs AS (SELECT org_id, MAX(COALESCE(leased_ms, 0)) AS last, SUM(state = 'running' AND lease_until_ms >= ?1) AS running FROM conditioning_jobs GROUP BY org_id) SELECT j.org_id, j.id FROM conditioning_jobs j JOIN orgs o ON o.org_id = j.org_id WHERE (j.state = 'queued' OR (j.state = 'running' AND j.lease_until_ms < ?1)) AND j.attempts < ?4 AND (?5 = '' OR j.org_id = ?5) AND o.running < ?6 ORDER BY o.last, j.created_ms LIMIT 1) RETURNING org_id, id, identity, creative_id, universal_ad_id, duration_s, source, attempts, lease_until_ms")
-                .bind(&[
-                    (now as f64).into(),
-                    l.owner.as_str().into(),
-                    ((now + lease_ms) as f64).into(),
-                    f64::from(c::MAX_ATTEMPTS).into(),
-                    org.as_str().into(),
-                    f64::from(c::MAX_RUNNING_PER_ORG).into(),
-                ])?,
-        ])
-        .await?
-        .into_iter();
-    let _expired = res.next();
-    let job: Option<serde_json::Value> = res
-        .next()
-        .map(|r| r.results::<serde_json::Value>())
-        .transpose()?
-        .and_then(|rows| rows.into_iter().next());
-    let Some(mut job) = job else {
+    let ask = store::jobs::LeaseAsk {
+        now,
+        owner: &l.owner,
+        until_ms: now + lease_ms,
+        max_attempts: c::MAX_ATTEMPTS,
+        org: l.org.as_deref().unwrap_or_default(),
+        max_running_per_org: c::MAX_RUNNING_PER_ORG,
+    };
+    let Some(job) = store::jobs::lease(&db, &ask).await? else {
         return Ok(Response::empty()?.with_status(204));
     };
-    let job_org = job["org_id"].as_str().unwrap_or_default().to_string();
-    #[derive(Deserialize)]
-    struct S {
-        settings: String,
+    let settings = org_conditioning_settings(&db, &job.org_id).await?;
+    let cadences = org_cadences(&db, &job.org_id).await?;
+    let mut job_v = serde_json::to_value(&job)?;
+    // The source served as JSON, not as a string.
+    if let Ok(src) = serde_json::from_str::<serde_json::Value>(&job.source) {
+        job_v["source"] = src;
     }
-    let settings: c::Settings = db
-        .prepare("SELECT settings FROM orgs WHERE id = ?1")
-        .bind(&[job_org.as_str().into()])?
-        .first::<S>(None)
+    json(
+        &serde_json::json!({ "job": job_v, "settings": settings, "cadences": cadences }),
+        200,
+    )
+}
+
+/// An org's conditioning settings (the defaults when none are stored).
+async fn org_conditioning_settings(
+    db: &D1Database,
+    org: &str,
+) -> Result<cf_ssai_core::ads::conditioning::Settings> {
+    Ok(store::orgs::settings(db, org)
         .await?
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s.settings).ok())
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
         .and_then(|v| serde_json::from_value(v["conditioning"].clone()).ok())
-        .unwrap_or_default();
-    #[derive(Deserialize)]
-    struct Cad {
-        cadence: Option<f64>,
-    }
-    let mut cadences: Vec<u64> = db
-        .prepare("SELECT DISTINCT json_extract(config, '$.cadence_ms') AS cadence FROM channels WHERE org_id = ?1")
-        .bind(&[job_org.as_str().into()])?
-        .all()
+        .unwrap_or_default())
+}
+
+/// The cadences a job is encoded for: those of the org's channels (in
+/// 200..=20000 ms), a few at most (each is a full encode); 2000 ms when
+/// its channels learn theirs from the origin.
+async fn org_cadences(db: &D1Database, org: &str) -> Result<Vec<u64>> {
+    let mut cadences: Vec<u64> = store::channels::cadences(db, org)
         .await?
-        .results::<Cad>()?
         .into_iter()
-        .filter_map(|r| r.cadence.map(|c| c as u64))
+        .filter_map(|c| c.map(|c| c as u64))
         .filter(|c| (200..=20_000).contains(c))
         .collect();
     cadences.sort_unstable();
     cadences.dedup();
-    // Each cadence is a full encode: a few per job at most.
-    cadences.truncate(c::MAX_CADENCES_PER_JOB);
+    cadences.truncate(cf_ssai_core::ads::conditioning::MAX_CADENCES_PER_JOB);
     if cadences.is_empty() {
-        // Channels that learn their cadence from the origin: the common one.
         cadences.push(2000);
     }
-    if let Some(src) = job["source"]
-        .as_str()
-        .and_then(|s| serde_json::from_str::<serde_json::Value>(s).ok())
-    {
-        job["source"] = src;
-    }
-    json(
-        &serde_json::json!({ "job": job, "settings": settings, "cadences": cadences }),
-        200,
-    )
+    Ok(cadences)
 }
 
 /// `POST /api/conditioning/jobs/{org}/{id}/complete {owner, ok, reason?,
@@ -776,47 +764,28 @@ async fn conditioning_complete(
         #[serde(default)]
         notes: Option<serde_json::Value>,
     }
-    let d: Done = match body_json(req).await {
-        Ok(d) => d,
-        Err(e) => return error(400, e),
-    };
-    let now: wasm_bindgen::JsValue = (now_ms() as f64).into();
-    let reason: String = d.reason.unwrap_or_default().chars().take(500).collect();
-    let category = d
-        .category
-        .as_deref()
-        .and_then(c::FailureCategory::parse)
-        .map_or(wasm_bindgen::JsValue::NULL, |c| c.as_str().into());
-    // Notes are the conditioner's summary: bounded, stored as JSON.
-    let notes = d
-        .notes
-        .map(|n| n.to_string())
-        .filter(|n| n.len() <= 8192)
-        .map_or(wasm_bindgen::JsValue::NULL, Into::into);
+    let d: Done = or_return!(body(req).await);
+    let now = now_ms();
     let db = env.d1(bindings::DB)?;
-    let stmt = if d.ok {
-        db.prepare("UPDATE conditioning_jobs SET state = 'ready', reason = NULL, failure_category = NULL, notes = ?6, finished_ms = ?4, updated_ms = ?4, lease_owner = NULL, ad_ids = ?5 WHERE org_id = ?1 AND id = ?2 AND lease_owner = ?3 AND state = 'running'")
-            .bind(&[org.into(), id.into(), d.owner.into(), now, serde_json::to_string(&d.ad_ids)?.into(), notes])?
+    let held = if d.ok {
+        // Notes are the conditioner's summary: bounded, stored as JSON.
+        let notes = d.notes.map(|n| n.to_string()).filter(|n| n.len() <= 8192);
+        let ad_ids = serde_json::to_string(&d.ad_ids)?;
+        store::jobs::complete_ok(&db, org, id, &d.owner, now, &ad_ids, notes.as_deref()).await?
     } else {
-        db.prepare("UPDATE conditioning_jobs SET state = CASE WHEN ?5 = 1 OR attempts >= ?6 THEN 'failed' ELSE 'queued' END, reason = ?7, failure_category = ?8, finished_ms = CASE WHEN ?5 = 1 OR attempts >= ?6 THEN ?4 ELSE NULL END, updated_ms = ?4, lease_owner = NULL, lease_until_ms = NULL WHERE org_id = ?1 AND id = ?2 AND lease_owner = ?3 AND state = 'running'")
-            .bind(&[
-                org.into(),
-                id.into(),
-                d.owner.into(),
-                now,
-                (d.permanent as i32 as f64).into(),
-                f64::from(c::MAX_ATTEMPTS).into(),
-                reason.into(),
-                category,
-            ])?
+        let reason: String = d.reason.unwrap_or_default().chars().take(500).collect();
+        let category = d.category.as_deref().and_then(c::FailureCategory::parse);
+        let f = store::jobs::Failure {
+            owner: &d.owner,
+            now,
+            permanent: d.permanent,
+            max_attempts: c::MAX_ATTEMPTS,
+            reason: &reason,
+            category: category.map(|c| c.as_str()),
+        };
+        store::jobs::complete_failed(&db, org, id, &f).await?
     };
-    let changed = stmt
-        .run()
-        .await?
-        .meta()?
-        .and_then(|m| m.changes)
-        .unwrap_or(0);
-    if changed == 0 {
+    if !held {
         return error(
             409,
             format!("job {org}/{id}: not leased by this conditioner (lease expired?)"),
@@ -832,27 +801,21 @@ async fn conditioning_complete(
 /// range reaches rolled-up data).
 async fn metrics_report(req: &Request, db: &D1Database, org: &str) -> Result<Response> {
     use cf_ssai_core::control::metrics as m;
-    let url = req.url()?;
-    let q = |k: &str| {
-        url.query_pairs()
-            .find(|(a, _)| a == k)
-            .map(|(_, v)| v.into_owned())
-    };
     let now = now_ms();
-    let from = match m::parse_time(q("from").as_deref().unwrap_or("-1h"), now) {
+    let from = match m::parse_time(query(req, "from")?.as_deref().unwrap_or("-1h"), now) {
         Ok(t) => t,
         Err(e) => return error(400, format!("from: {e}")),
     };
-    let to = match m::parse_time(q("to").as_deref().unwrap_or("now"), now) {
+    let to = match m::parse_time(query(req, "to")?.as_deref().unwrap_or("now"), now) {
         Ok(t) => t,
         Err(e) => return error(400, format!("to: {e}")),
     };
     if to <= from {
         return error(400, "to: must be after from");
     }
-    let channel = q("channel").unwrap_or_default();
+    let channel = query(req, "channel")?.unwrap_or_default();
     let minute_floor = now - m::MINUTE_RETENTION_MS;
-    let step = match q("step").map(|s| s.parse::<i64>()) {
+    let step = match query(req, "step")?.map(|s| s.parse::<i64>()) {
         None => m::step_for(from, to, 120, minute_floor),
         Some(Ok(s)) if (60..=31 * 86_400).contains(&s) && s % 60 == 0 => s * 1000,
         Some(_) => return error(400, "step: whole minutes in seconds (60 to 2678400)"),
@@ -860,32 +823,10 @@ async fn metrics_report(req: &Request, db: &D1Database, org: &str) -> Result<Res
     if (to - from) / step > 2000 {
         return error(400, "step: at most 2000 points per request");
     }
-    #[derive(Deserialize)]
-    struct R {
-        t: f64,
-        series: String,
-        value: f64,
-    }
+    let start = from.div_euclid(step) * step;
     let mut rows: Vec<m::Row> = Vec::new();
-    for table in ["metric_minutes", "metric_hours"] {
-        let sql = format!(
-            "SELECT CAST(t_ms / ?4 AS INTEGER) * ?4 AS t, series, SUM(value) AS value FROM {table} \
-             WHERE org_id = ?1 AND t_ms >= ?2 AND t_ms < ?3 AND (?5 = '' OR channel = ?5) \
-             GROUP BY t, series"
-        );
-        let start = from.div_euclid(step) * step;
-        let got: Vec<R> = db
-            .prepare(&sql)
-            .bind(&[
-                org.into(),
-                (start as f64).into(),
-                (to as f64).into(),
-                (step as f64).into(),
-                channel.as_str().into(),
-            ])?
-            .all()
-            .await?
-            .results()?;
+    for table in [store::metrics::Table::Minutes, store::metrics::Table::Hours] {
+        let got = store::metrics::range(db, table, org, (start, to, step), &channel).await?;
         rows.extend(got.into_iter().map(|r| m::Row {
             t_ms: r.t as i64,
             key: r.series,
@@ -907,11 +848,6 @@ fn check_renditions(rs: &[model::AdRendition]) -> std::result::Result<(), String
     Ok(())
 }
 
-/// An optional text column: NULL when absent.
-fn opt(s: Option<String>) -> wasm_bindgen::JsValue {
-    s.map(Into::into).unwrap_or(wasm_bindgen::JsValue::NULL)
-}
-
 #[derive(Deserialize)]
 struct CueBody {
     channel: Option<String>,
@@ -923,117 +859,46 @@ struct CueBody {
     event_id: Option<String>,
 }
 
-/// `POST /cue {channel: "org/slug", type: start|stop|schedule, duration, start_at?}`
+/// A cue's request, checked: the channel, the principal's right to it,
+/// the command, its length and (schedule) its start.
+struct CueAsk<'a> {
+    org: &'a str,
+    slug: &'a str,
+    kind: CueCommand,
+    duration_ms: u64,
+    start_at_ms: Option<i64>,
+}
+
+/// `POST /cue {channel: "org/slug", type: start|stop|schedule, duration,
+/// start_at?}`: anchored at the next segment boundary of the live origin
+/// (or the first at `start_at`), then handed to the channel's DO.
 async fn cue(req: &mut Request, env: &Env, p: &Principal) -> Result<Response> {
     let idem = req.headers().get("Idempotency-Key")?;
-    let b: CueBody = match body_json(req).await {
-        Ok(b) => b,
-        Err(e) => return error(400, e),
+    let b: CueBody = or_return!(body(req).await);
+    let ask = or_return!(check_cue(&b, p));
+    let Some(ch) = worker_shared::load_channel(env, ask.org, ask.slug).await? else {
+        return error(404, format!("no channel {}/{}", ask.org, ask.slug));
     };
-    let Some(channel) = b.channel else {
-        return error(400, "channel: required, as \"org/slug\"");
+    let (last, cadence) = or_return!(live_edge(env, &ch.config).await);
+    let at = match cue_policy::anchor(last, ask.start_at_ms, cadence) {
+        Ok(a) => a,
+        Err(e) => return error(400, e.to_string()),
     };
-    let Some((org, slug)) = channel.split_once('/') else {
-        return error(400, "channel: must be \"org/slug\"");
-    };
-    if let Err(e) = p.authorize(org) {
-        return worker_shared::auth_error(&e);
-    }
-    let kind = match b.kind.as_deref().map(|k| (k, CueCommand::parse(k))) {
-        Some((_, Some(k))) => k,
-        Some((other, None)) => {
-            return error(
-                400,
-                format!("type: {other:?} is not start, stop or schedule"),
-            )
-        }
-        None => return error(400, "type: required (start, stop or schedule)"),
-    };
-    let duration_ms = match (kind, b.duration) {
-        (CueCommand::Stop, _) => 0,
-        (_, Some(d)) if d.is_finite() && d > 0.0 && d <= 600.0 => (d * 1000.0).round() as u64,
-        (_, Some(_)) => return error(400, "duration: must be a number of seconds in (0, 600]"),
-        (_, None) => return error(400, "duration: required for start and schedule"),
-    };
-    let start_at_ms = match (kind, &b.start_at) {
-        (CueCommand::Schedule, Some(s)) => match cf_ssai_core::hls::parse_pdt_ms(s) {
-            Some(t) if t > now_ms() => Some(t),
-            Some(_) => return error(400, "start_at: must be in the future"),
-            None => return error(400, "start_at: must be an RFC 3339 date-time"),
-        },
-        (CueCommand::Schedule, None) => return error(400, "start_at: required for schedule"),
-        (_, Some(_)) => return error(400, "start_at: only for schedule"),
-        _ => None,
-    };
-    let Some(ch) = worker_shared::load_channel(env, org, slug).await? else {
-        return error(404, format!("no channel {org}/{slug}"));
-    };
-    // Anchor at the next segment boundary of the live origin.
-    let media_url =
-        match crate::origin::media_url_for_poll(&ch.config, &worker_shared::private_policy(env))
-            .await
-        {
-            Ok(u) => u,
-            Err(e) => return error(502, format!("origin: {e}")),
-        };
-    let text = match worker_shared::get_text(
-        &media_url,
-        ch.config.origin_timeout_ms,
-        &worker_shared::private_policy(env),
-    )
-    .await
-    {
-        Ok(t) => t,
-        Err(e) => return error(502, format!("origin: {e}")),
-    };
-    let m = match media::parse(&text) {
-        Ok(m) => m,
-        Err(e) => return error(502, format!("origin playlist: {e}")),
-    };
-    let cadence = crate::origin::cadence_ms(&ch.config, &m);
-    let Some(last) = m.segments.last() else {
-        return error(502, "origin playlist has no segments");
-    };
-    let next_msn = last.msn + 1;
-    let next_pdt = last
-        .pdt_ms
-        .map(|p| p + (last.duration * 1000.0).round() as i64);
-    let (anchor_msn, anchor_pdt) = match (start_at_ms, next_pdt) {
-        (Some(at), Some(np)) => {
-            let ahead = ((at - np).max(0) as u64).div_ceil(cadence.max(1));
-            (next_msn + ahead, Some(np + (ahead * cadence) as i64))
-        }
-        (Some(_), None) => {
-            return error(
-                400,
-                "start_at: the origin has no PROGRAM-DATE-TIME to schedule against",
-            )
-        }
-        (None, np) => (next_msn, np),
-    };
-    let break_id = b
-        .event_id
-        .or(idem)
-        .or(b.pod_id.map(|p| format!("pod-{p}")))
-        .map(|s| {
-            format!(
-                "cue-{}",
-                s.chars()
-                    .filter(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
-                    .take(64)
-                    .collect::<String>()
-            )
-        })
-        .unwrap_or_else(|| format!("cue-{anchor_msn}"));
-    let client = ChannelClient::new(env, ChannelRef::new(org, slug));
+    let break_id = cue_policy::break_id(
+        b.event_id.as_deref(),
+        idem.as_deref(),
+        b.pod_id.as_deref(),
+        at.msn,
+    );
+    let client = ChannelClient::new(env, ChannelRef::new(ask.org, ask.slug));
     let r = client
         .cue(&CueRequest {
             channel: client.channel.clone(),
-            kind,
+            kind: ask.kind,
             break_id,
-            anchor_msn,
-            anchor_pdt_ms: anchor_pdt,
-            duration_ms,
+            anchor_msn: at.msn,
+            anchor_pdt_ms: at.pdt_ms,
+            duration_ms: ask.duration_ms,
             cadence_ms: cadence,
         })
         .await?;
@@ -1041,6 +906,78 @@ async fn cue(req: &mut Request, env: &Env, p: &Principal) -> Result<Response> {
         Some(rec) => json(&rec, r.status),
         None => error(r.status, r.error.unwrap_or_default()),
     }
+}
+
+/// Check a cue's body (400s, or the principal's 403 for another org).
+fn check_cue<'a>(b: &'a CueBody, p: &Principal) -> Early<CueAsk<'a>> {
+    let Some(channel) = &b.channel else {
+        return Err(error(400, "channel: required, as \"org/slug\""));
+    };
+    let Some((org, slug)) = channel.split_once('/') else {
+        return Err(error(400, "channel: must be \"org/slug\""));
+    };
+    p.authorize(org)
+        .map_err(|e| worker_shared::auth_error(&e))?;
+    let kind = match b.kind.as_deref().map(|k| (k, CueCommand::parse(k))) {
+        Some((_, Some(k))) => k,
+        Some((other, None)) => {
+            return Err(error(
+                400,
+                format!("type: {other:?} is not start, stop or schedule"),
+            ))
+        }
+        None => return Err(error(400, "type: required (start, stop or schedule)")),
+    };
+    let duration_ms = match kind {
+        CueCommand::Stop => 0,
+        _ => cue_policy::duration_ms(b.duration).map_err(|e| error(400, e.to_string()))?,
+    };
+    let start_at_ms = match (kind, &b.start_at) {
+        (CueCommand::Schedule, Some(s)) => match cf_ssai_core::hls::parse_pdt_ms(s) {
+            Some(t) if t > now_ms() => Some(t),
+            Some(_) => return Err(error(400, "start_at: must be in the future")),
+            None => return Err(error(400, "start_at: must be an RFC 3339 date-time")),
+        },
+        (CueCommand::Schedule, None) => return Err(error(400, "start_at: required for schedule")),
+        (_, Some(_)) => return Err(error(400, "start_at: only for schedule")),
+        _ => None,
+    };
+    Ok(CueAsk {
+        org,
+        slug,
+        kind,
+        duration_ms,
+        start_at_ms,
+    })
+}
+
+/// The live origin's last segment and the channel's cadence, read now
+/// (502 when the origin cannot tell).
+async fn live_edge(env: &Env, cfg: &ChannelConfig) -> Early<(cue_policy::LastSegment, u64)> {
+    let policy = worker_shared::private_policy(env);
+    let origin_err = |e: String| Err(error(502, format!("origin: {e}")));
+    let media_url = match crate::origin::media_url_for_poll(cfg, &policy).await {
+        Ok(u) => u,
+        Err(e) => return origin_err(e.to_string()),
+    };
+    let text = match worker_shared::get_text(&media_url, cfg.origin_timeout_ms, &policy).await {
+        Ok(t) => t,
+        Err(e) => return origin_err(e.to_string()),
+    };
+    let m = match media::parse(&text) {
+        Ok(m) => m,
+        Err(e) => return Err(error(502, format!("origin playlist: {e}"))),
+    };
+    let cadence = crate::origin::cadence_ms(cfg, &m);
+    let Some(last) = m.segments.last() else {
+        return Err(error(502, "origin playlist has no segments"));
+    };
+    let last = cue_policy::LastSegment {
+        msn: last.msn,
+        pdt_ms: last.pdt_ms,
+        duration_s: last.duration,
+    };
+    Ok((last, cadence))
 }
 
 /// Each binding, for real, through this worker (smoke tests, operators).
@@ -1052,11 +989,7 @@ async fn diag(env: &Env, p: &Principal) -> Result<Response> {
         .execute()
         .await?;
     let kv_back = kv.get("diag:kv").text().await?;
-    let d1: Option<f64> = env
-        .d1(bindings::DB)?
-        .prepare("SELECT COUNT(*) AS n FROM orgs")
-        .first(Some("n"))
-        .await?;
+    let d1 = store::orgs::count(&env.d1(bindings::DB)?).await?;
     let r2 = env.bucket(bindings::AD_MEDIA)?;
     r2.put("diag/r2.txt", stamp.clone()).execute().await?;
     let r2_obj = r2.get("diag/r2.txt").execute().await?;

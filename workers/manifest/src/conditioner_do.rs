@@ -43,10 +43,6 @@ const RECHECK_MS: i64 = 60_000;
 /// Instances at most, whatever the config says.
 const MAX_INSTANCES: u32 = 16;
 
-/// Jobs a conditioner would lease now: queued ones, and running ones whose
-/// lease expired (their conditioner is gone; the lease retries them).
-const WAITING_SQL: &str = "SELECT count(*) AS n FROM conditioning_jobs WHERE state = 'queued' OR (state = 'running' AND lease_until_ms < ?1)";
-
 #[durable_object]
 pub struct ConditionerContainer {
     state: State,
@@ -149,14 +145,9 @@ impl ConditionerContainer {
     }
 
     async fn waiting(&self) -> Result<u64> {
-        let n: Option<f64> = self
-            .env
-            .d1(bindings::DB)?
-            .prepare(WAITING_SQL)
-            .bind(&[(now_ms() as f64).into()])?
-            .first(Some("n"))
-            .await?;
-        Ok(n.unwrap_or(0.0) as u64)
+        // Queued jobs, and running ones whose lease expired (their
+        // conditioner is gone; the lease retries them).
+        worker_shared::store::jobs::waiting(&self.env.d1(bindings::DB)?, now_ms()).await
     }
 
     /// `container.start({enableInternet, env})`: the conditioner downloads

@@ -7,7 +7,7 @@ use cf_ssai_core::hls::{self, media::MediaPlaylist};
 use cf_ssai_core::splice::master;
 use worker::*;
 use worker_shared::channel_client::ChannelRef;
-use worker_shared::{bindings, now_ms};
+use worker_shared::{bindings, now_ms, store};
 
 /// The origin URL for a request path under the channel (`master.m3u8` is
 /// the configured origin playlist itself). `None` for anything that is not
@@ -58,20 +58,11 @@ pub fn cadence_ms(cfg: &ChannelConfig, m: &MediaPlaylist<'_>) -> u64 {
 /// row) and recovers on its first good poll.
 pub async fn mark_health(env: &Env, c: &ChannelRef, ok: bool, detail: &str) {
     let Ok(db) = env.d1(bindings::DB) else { return };
-    let sql = if ok {
-        "UPDATE channels SET health = 'ok', health_detail = NULL, failures = 0 WHERE org_id = ?1 AND slug = ?2 AND (failures != 0 OR health != 'ok')"
+    let done = if ok {
+        store::channels::mark_ok(&db, &c.org, &c.slug).await
     } else {
-        "UPDATE channels SET failures = failures + 1, health_detail = ?3, health = CASE WHEN failures + 1 >= 3 THEN 'unhealthy' ELSE health END WHERE org_id = ?1 AND slug = ?2"
-    };
-    let detail = format!("{} at {}", detail, now_ms());
-    // Exactly the parameters each statement uses (D1 refuses extras).
-    let mut args: Vec<wasm_bindgen::JsValue> = vec![c.org.as_str().into(), c.slug.as_str().into()];
-    if !ok {
-        args.push(detail.into());
-    }
-    let done = match db.prepare(sql).bind(&args) {
-        Ok(stmt) => stmt.run().await.map(|_| ()),
-        Err(e) => Err(e),
+        let detail = format!("{} at {}", detail, now_ms());
+        store::channels::mark_failure(&db, &c.org, &c.slug, &detail).await
     };
     if let Err(e) = done {
         worker_shared::metrics::log(

@@ -92,6 +92,8 @@ pub async fn fetch(spec: &FetchSpec<'_>) -> std::result::Result<Fetched, FetchEr
     }
 }
 
+/// The request hop by hop: each redirect target checked against the
+/// private-address policy before it is fetched.
 async fn follow(
     spec: &FetchSpec<'_>,
     signal: &AbortSignal,
@@ -104,25 +106,7 @@ async fn follow(
     let mut method = spec.method.clone();
     let mut body = spec.body;
     for _hop in 0..=MAX_REDIRECTS {
-        let headers = Headers::new();
-        for (k, v) in spec.headers {
-            headers
-                .set(k, v)
-                .map_err(|e| FetchError::Failed(e.to_string()))?;
-        }
-        let mut init = RequestInit::new();
-        init.with_method(method.clone())
-            .with_headers(headers)
-            .with_redirect(RequestRedirect::Manual);
-        if let Some(b) = body {
-            init.with_body(Some(b.into()));
-        }
-        let req = Request::new_with_init(url.as_str(), &init)
-            .map_err(|e| FetchError::Failed(e.to_string()))?;
-        let mut resp = Fetch::Request(req)
-            .send_with_signal(signal)
-            .await
-            .map_err(|e| FetchError::Failed(e.to_string()))?;
+        let mut resp = send(spec, &url, &method, body, signal).await?;
         let status = resp.status_code();
         if matches!(status, 301 | 302 | 303 | 307 | 308) {
             let loc = resp
@@ -143,43 +127,82 @@ async fn follow(
             }
             continue;
         }
-        let mut used: usize = resp
-            .headers()
-            .entries()
-            .map(|(k, v)| k.len() + v.len() + 4)
-            .sum();
-        let declared = resp
-            .headers()
-            .get("Content-Length")
-            .ok()
-            .flatten()
-            .and_then(|l| l.parse::<usize>().ok())
-            .unwrap_or(0);
-        if used + declared > spec.max_bytes {
-            return Err(FetchError::TooLarge(spec.max_bytes));
-        }
         let content_type = resp.headers().get("Content-Type").ok().flatten();
-        let mut out = Vec::with_capacity(declared.min(spec.max_bytes));
-        if let Ok(mut stream) = resp.stream() {
-            while let Some(chunk) = stream.next().await {
-                let chunk = chunk.map_err(|e| FetchError::Failed(e.to_string()))?;
-                used += chunk.len();
-                if used > spec.max_bytes {
-                    return Err(FetchError::TooLarge(spec.max_bytes));
-                }
-                out.extend_from_slice(&chunk);
-            }
-        }
+        let body = read_capped(&mut resp, spec.max_bytes).await?;
         return Ok(Fetched {
             status,
             url: url.to_string(),
             content_type,
-            body: out,
+            body,
         });
     }
     Err(FetchError::Refused(format!(
         "more than {MAX_REDIRECTS} redirects"
     )))
+}
+
+/// One hop, redirects not followed (the caller checks each target).
+async fn send(
+    spec: &FetchSpec<'_>,
+    url: &Url,
+    method: &Method,
+    body: Option<&str>,
+    signal: &AbortSignal,
+) -> std::result::Result<Response, FetchError> {
+    let headers = Headers::new();
+    for (k, v) in spec.headers {
+        headers
+            .set(k, v)
+            .map_err(|e| FetchError::Failed(e.to_string()))?;
+    }
+    let mut init = RequestInit::new();
+    init.with_method(method.clone())
+        .with_headers(headers)
+        .with_redirect(RequestRedirect::Manual);
+    if let Some(b) = body {
+        init.with_body(Some(b.into()));
+    }
+    let req = Request::new_with_init(url.as_str(), &init)
+        .map_err(|e| FetchError::Failed(e.to_string()))?;
+    Fetch::Request(req)
+        .send_with_signal(signal)
+        .await
+        .map_err(|e| FetchError::Failed(e.to_string()))
+}
+
+/// The body, headers included in the count, refused past `max_bytes`:
+/// at once when the declared length is over, else while streaming.
+async fn read_capped(
+    resp: &mut Response,
+    max_bytes: usize,
+) -> std::result::Result<Vec<u8>, FetchError> {
+    let mut used: usize = resp
+        .headers()
+        .entries()
+        .map(|(k, v)| k.len() + v.len() + 4)
+        .sum();
+    let declared = resp
+        .headers()
+        .get("Content-Length")
+        .ok()
+        .flatten()
+        .and_then(|l| l.parse::<usize>().ok())
+        .unwrap_or(0);
+    if used + declared > max_bytes {
+        return Err(FetchError::TooLarge(max_bytes));
+    }
+    let mut out = Vec::with_capacity(declared.min(max_bytes));
+    if let Ok(mut stream) = resp.stream() {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| FetchError::Failed(e.to_string()))?;
+            used += chunk.len();
+            if used > max_bytes {
+                return Err(FetchError::TooLarge(max_bytes));
+            }
+            out.extend_from_slice(&chunk);
+        }
+    }
+    Ok(out)
 }
 
 /// GET a URL as text; non-2xx is an error naming the status.

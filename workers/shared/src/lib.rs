@@ -12,6 +12,7 @@ pub mod channel_client;
 mod fetch;
 mod jwks;
 pub mod metrics;
+pub mod store;
 pub use fetch::{fetch, get_text, FetchError, FetchSpec, Fetched, DEFAULT_MAX_BYTES};
 
 /// Binding names: keep in sync with `wrangler-*.toml`.
@@ -103,14 +104,6 @@ pub fn kv_config_key(org: &str, slug: &str) -> String {
     format!("config:{org}:{slug}")
 }
 
-#[derive(Deserialize)]
-struct ChannelRow {
-    org_id: String,
-    slug: String,
-    config: String,
-    health: Option<String>,
-}
-
 /// What the config cache holds: a channel, or the fact that there is none
 /// (so a flood of requests for made-up channels costs KV reads, not one D1
 /// query each).
@@ -194,17 +187,11 @@ pub fn client_ip(req: &Request) -> Option<String> {
 
 pub async fn load_channel_d1(env: &Env, org: &str, slug: &str) -> Result<Option<Channel>> {
     let db = env.d1(bindings::DB)?;
-    let row: Option<ChannelRow> = db
-        .prepare(
-            "SELECT org_id, slug, config, health FROM channels WHERE org_id = ?1 AND slug = ?2",
-        )
-        .bind(&[org.into(), slug.into()])?
-        .first(None)
-        .await?;
+    let row = store::channels::get(&db, org, slug).await?;
     Ok(row.and_then(row_to_channel))
 }
 
-fn row_to_channel(r: ChannelRow) -> Option<Channel> {
+fn row_to_channel(r: store::channels::ChannelRow) -> Option<Channel> {
     let config: ChannelConfig = serde_json::from_str(&r.config).ok()?;
     Some(Channel {
         org: r.org_id,
@@ -217,11 +204,7 @@ fn row_to_channel(r: ChannelRow) -> Option<Channel> {
 /// Every active channel (the monitor's cron).
 pub async fn list_channels(env: &Env) -> Result<Vec<Channel>> {
     let db = env.d1(bindings::DB)?;
-    let rows: Vec<ChannelRow> = db
-        .prepare("SELECT org_id, slug, config, health FROM channels ORDER BY org_id, slug")
-        .all()
-        .await?
-        .results()?;
+    let rows = store::channels::list_all(&db).await?;
     Ok(rows.into_iter().filter_map(row_to_channel).collect())
 }
 
@@ -230,17 +213,6 @@ pub async fn invalidate_channel(env: &Env, org: &str, slug: &str) -> Result<()> 
         .delete(&kv_config_key(org, slug))
         .await?;
     Ok(())
-}
-
-#[derive(Deserialize)]
-struct KeyRow {
-    org_id: String,
-    salt: String,
-    hash: String,
-    #[serde(default)]
-    scopes: Option<String>,
-    #[serde(default)]
-    last_used_ms: Option<f64>,
 }
 
 /// `last_used_ms` is written at most this often per key (one D1 write a
@@ -257,11 +229,7 @@ pub async fn authenticate(req: &Request, env: &Env) -> std::result::Result<Princ
     let token = auth::bearer(header.as_deref())?;
     if let Some(id) = auth::api_key_id(token) {
         let db = env.d1(bindings::DB).map_err(|_| AuthError::UnknownKey)?;
-        let row: Option<KeyRow> = db
-            .prepare("SELECT org_id, salt, hash, scopes, last_used_ms FROM api_keys WHERE id = ?1 AND revoked = 0")
-            .bind(&[id.into()])
-            .map_err(|_| AuthError::UnknownKey)?
-            .first(None)
+        let row = store::orgs::active_key(&db, id)
             .await
             .map_err(|_| AuthError::UnknownKey)?;
         let Some(r) = row.filter(|r| auth::verify_api_key(&r.salt, &r.hash, token)) else {
@@ -271,12 +239,7 @@ pub async fn authenticate(req: &Request, env: &Env) -> std::result::Result<Princ
         if r.last_used_ms
             .is_none_or(|t| now - t as i64 >= KEY_USE_RESOLUTION_MS)
         {
-            if let Ok(stmt) = db
-                .prepare("UPDATE api_keys SET last_used_ms = ?2 WHERE id = ?1")
-                .bind(&[id.into(), (now as f64).into()])
-            {
-                let _ = stmt.run().await;
-            }
+            let _ = store::orgs::touch_key(&db, id, now).await;
         }
         let scopes = auth::Scopes::parse(r.scopes.as_deref().unwrap_or("admin"))
             .map_err(|_| AuthError::UnknownKey)?;
@@ -318,8 +281,6 @@ pub fn auth_error(e: &AuthError) -> Result<Response> {
     Ok(r)
 }
 
-const COUNT_SQL: &str = "INSERT INTO metrics (scope, name, value) VALUES (?1, ?2, ?3) ON CONFLICT(scope, name) DO UPDATE SET value = value + excluded.value";
-
 /// Increment a named counter (dashboard metrics), best effort.
 pub async fn count(env: &Env, scope: &str, name: &str, by: i64) {
     count_many(env, scope, &[(name.to_string(), by)]).await
@@ -329,25 +290,7 @@ pub async fn count(env: &Env, scope: &str, name: &str, by: i64) {
 /// transaction), best effort.
 pub async fn count_many(env: &Env, scope: &str, counters: &[(String, i64)]) {
     let Ok(db) = env.d1(bindings::DB) else { return };
-    let stmts: Vec<_> = counters
-        .iter()
-        .filter_map(|(name, by)| {
-            db.prepare(COUNT_SQL)
-                .bind(&[scope.into(), name.as_str().into(), (*by as f64).into()])
-                .ok()
-        })
-        .collect();
-    match stmts.len() {
-        0 => {}
-        1 => {
-            if let Some(s) = stmts.into_iter().next() {
-                let _ = s.run().await;
-            }
-        }
-        _ => {
-            let _ = db.batch(stmts).await;
-        }
-    }
+    let _ = store::metrics::add_counters(&db, scope, counters).await;
 }
 
 /// The header an internal call carries: the deployment's `INTERNAL_SECRET`.

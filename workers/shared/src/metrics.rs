@@ -11,11 +11,10 @@
 //! accumulate in memory ([`cf_ssai_core::control::metrics::PendingBatches`]) and flush at
 //! most every few seconds; a decision writes once per break.
 
-use cf_ssai_core::control::metrics::{Batch, HOUR_MS, HOUR_RETENTION_MS, MINUTE_MS, MINUTE_RETENTION_MS};
+use cf_ssai_core::control::metrics::{
+    Batch, HOUR_MS, HOUR_RETENTION_MS, MINUTE_MS, MINUTE_RETENTION_MS,
+};
 use worker::{console_error, console_log, console_warn, Env};
-
-const ADD_MINUTE: &str = "INSERT INTO metric_minutes (org_id, channel, t_ms, series, value) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT(org_id, t_ms, channel, series) DO UPDATE SET value = value + excluded.value";
-const ADD_TOTAL: &str = "INSERT INTO metric_totals (org_id, channel, series, value) VALUES (?1, ?2, ?3, ?4) ON CONFLICT(org_id, channel, series) DO UPDATE SET value = value + excluded.value";
 
 /// Add a batch to `(org, channel)`'s bucket of the minute `t_ms` falls in,
 /// and to its running totals: one D1 batch (one transaction). Best effort:
@@ -28,27 +27,7 @@ pub async fn record(env: &Env, org: &str, channel: &str, t_ms: i64, batch: &Batc
         return;
     };
     let minute = t_ms.div_euclid(MINUTE_MS) * MINUTE_MS;
-    let mut stmts = Vec::with_capacity(batch.adds.len() * 2);
-    for (series, v) in &batch.adds {
-        let m = db.prepare(ADD_MINUTE).bind(&[
-            org.into(),
-            channel.into(),
-            (minute as f64).into(),
-            series.as_str().into(),
-            (*v).into(),
-        ]);
-        let t = db.prepare(ADD_TOTAL).bind(&[
-            org.into(),
-            channel.into(),
-            series.as_str().into(),
-            (*v).into(),
-        ]);
-        if let (Ok(m), Ok(t)) = (m, t) {
-            stmts.push(m);
-            stmts.push(t);
-        }
-    }
-    if let Err(e) = db.batch(stmts).await {
+    if let Err(e) = crate::store::metrics::add(&db, org, channel, minute, &batch.adds).await {
         log(
             Level::Error,
             "metrics_write_failed",
@@ -70,21 +49,7 @@ pub async fn rollup(env: &Env, now_ms: i64) {
     };
     let cutoff = (now_ms - MINUTE_RETENTION_MS).div_euclid(HOUR_MS) * HOUR_MS;
     let expire = now_ms - HOUR_RETENTION_MS;
-    let stmts = [
-        db.prepare(
-            "INSERT INTO metric_hours (org_id, channel, t_ms, series, value) \
-             SELECT org_id, channel, CAST(t_ms / 3600000 AS INTEGER) * 3600000 AS hour, series, SUM(value) \
-             FROM metric_minutes WHERE t_ms < ?1 GROUP BY org_id, channel, hour, series \
-             ON CONFLICT(org_id, t_ms, channel, series) DO UPDATE SET value = value + excluded.value",
-        )
-        .bind(&[(cutoff as f64).into()]),
-        db.prepare("DELETE FROM metric_minutes WHERE t_ms < ?1")
-            .bind(&[(cutoff as f64).into()]),
-        db.prepare("DELETE FROM metric_hours WHERE t_ms < ?1")
-            .bind(&[(expire as f64).into()]),
-    ];
-    let stmts: Vec<_> = stmts.into_iter().filter_map(|s| s.ok()).collect();
-    if let Err(e) = db.batch(stmts).await {
+    if let Err(e) = crate::store::metrics::rollup(&db, cutoff, expire).await {
         log(
             Level::Error,
             "metrics_rollup_failed",
