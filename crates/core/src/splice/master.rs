@@ -6,7 +6,7 @@
 
 use crate::hls::{self, HlsError, Line};
 use crate::model::TrackKind;
-use crate::splice::{is_absolute, rewrite_uri_attr, Variant};
+use crate::splice::{is_absolute, Variant};
 
 pub struct MasterInput<'a> {
     pub origin: &'a str,
@@ -20,6 +20,8 @@ pub struct MasterInput<'a> {
 
 pub fn rewrite_master(input: &MasterInput<'_>) -> Result<String, HlsError> {
     let p = hls::tokenize(input.origin)?;
+    // Written straight into one buffer: no line, URI or query value is
+    // built as a string of its own (this runs on every viewer's join).
     let mut out = String::with_capacity(input.origin.len().saturating_mul(2));
     // Audio groups whose renditions have their own playlists: a variant
     // naming one is video only (RFC 8216 §4.3.4.2.1), and takes the ads'
@@ -32,7 +34,7 @@ pub fn rewrite_master(input: &MasterInput<'_>) -> Result<String, HlsError> {
         .filter(|v| hls::attr(v, "TYPE") == Some("AUDIO") && hls::attr(v, "URI").is_some())
         .filter_map(|v| hls::attr(v, "GROUP-ID"))
         .collect();
-    let mut pending_stream: Option<[Option<&str>; 3]> = None;
+    let mut pending_stream: Option<[(&str, Option<&str>); 3]> = None;
     for line in &p.lines {
         match line {
             Line::Tag {
@@ -43,9 +45,9 @@ pub fn rewrite_master(input: &MasterInput<'_>) -> Result<String, HlsError> {
                 let v = value.unwrap_or("");
                 let video_only = hls::attr(v, "AUDIO").is_some_and(|g| audio_groups.contains(&g));
                 pending_stream = Some([
-                    hls::attr(v, "BANDWIDTH"),
-                    hls::attr(v, "CODECS"),
-                    video_only.then_some("video"),
+                    ("bw", hls::attr(v, "BANDWIDTH")),
+                    ("codecs", hls::attr(v, "CODECS")),
+                    ("k", video_only.then_some("video")),
                 ]);
                 out.push_str(raw);
             }
@@ -54,15 +56,14 @@ pub fn rewrite_master(input: &MasterInput<'_>) -> Result<String, HlsError> {
                 value,
                 raw,
             } => {
-                let v = value.unwrap_or("");
-                let kind = match hls::attr(v, "TYPE") {
+                let kind = match value.and_then(|v| hls::attr(v, "TYPE")) {
                     Some("AUDIO") => "audio",
                     Some("SUBTITLES") => "subtitles",
                     _ => "muxed",
                 };
-                out.push_str(&rewrite_uri_attr(raw, |u| {
-                    Some(map_uri(input, u, &[("k", kind.to_string())]))
-                }));
+                write_uri_attr(&mut out, raw, |out, u| {
+                    write_mapped(out, input, u, &[("k", Some(kind))]);
+                });
             }
             Line::Tag {
                 name: "EXT-X-I-FRAME-STREAM-INF" | "EXT-X-SESSION-KEY" | "EXT-X-SESSION-DATA",
@@ -70,21 +71,18 @@ pub fn rewrite_master(input: &MasterInput<'_>) -> Result<String, HlsError> {
                 ..
             } => {
                 // No ads in I-frame playlists: straight to the origin.
-                out.push_str(&rewrite_uri_attr(raw, |u| {
-                    (!is_absolute(u)).then(|| hls::resolve(input.origin_url, u))
-                }));
+                write_uri_attr(&mut out, raw, |out, u| {
+                    if is_absolute(u) {
+                        out.push_str(u);
+                    } else {
+                        out.push_str(&hls::resolve(input.origin_url, u));
+                    }
+                });
             }
             Line::Uri(raw) => {
                 let u = raw.trim_end_matches('\r').trim();
-                let mut q = Vec::new();
-                if let Some(attrs) = pending_stream.take() {
-                    for (k, v) in ["bw", "codecs", "k"].into_iter().zip(attrs) {
-                        if let Some(v) = v {
-                            q.push((k, v.to_string()));
-                        }
-                    }
-                }
-                out.push_str(&map_uri(input, u, &q));
+                let extra = pending_stream.take().unwrap_or_default();
+                write_mapped(&mut out, input, u, &extra);
             }
             other => out.push_str(other.raw()),
         }
@@ -96,9 +94,40 @@ pub fn rewrite_master(input: &MasterInput<'_>) -> Result<String, HlsError> {
     Ok(out)
 }
 
-/// Map an origin-relative playlist URI to our route, or to an absolute
-/// origin URL when it lies outside the origin's directory.
-fn map_uri(input: &MasterInput<'_>, u: &str, extra: &[(&str, String)]) -> String {
+/// `raw` with the value of its `URI="..."` attribute written by `f` (the
+/// attribute `URI`, never e.g. `KEYFORMATURI`); unchanged without one.
+fn write_uri_attr(out: &mut String, raw: &str, f: impl FnOnce(&mut String, &str)) {
+    const ATTR: &str = "URI=\"";
+    let found = raw.match_indices(ATTR).find(|(i, _)| {
+        raw.get(..*i)
+            .and_then(|h| h.bytes().last())
+            .is_none_or(|b| matches!(b, b':' | b','))
+    });
+    let parts = found.and_then(|(i, _)| {
+        let (head, rest) = raw.split_at_checked(i.checked_add(ATTR.len())?)?;
+        let (value, tail) = rest.split_once('"')?;
+        Some((head, value, tail))
+    });
+    match parts {
+        Some((head, value, tail)) => {
+            out.push_str(head);
+            f(out, value);
+            out.push('"');
+            out.push_str(tail);
+        }
+        None => out.push_str(raw),
+    }
+}
+
+/// An origin playlist URI mapped to our route (with `extra` and the
+/// carried query pairs), or to an absolute origin URL when it lies outside
+/// the origin's directory or is not a playlist.
+fn write_mapped(
+    out: &mut String,
+    input: &MasterInput<'_>,
+    u: &str,
+    extra: &[(&str, Option<&str>)],
+) {
     // The common case (`v1/index.m3u8`) is inside the origin's directory by
     // construction: no URL parsing.
     let abs;
@@ -107,37 +136,39 @@ fn map_uri(input: &MasterInput<'_>, u: &str, extra: &[(&str, String)]) -> String
     } else {
         abs = match input.origin_url.join(u) {
             Ok(a) => a,
-            Err(_) => return u.to_string(),
+            Err(_) => {
+                out.push_str(u);
+                return;
+            }
         };
         let dir = input.origin_url.join(".").ok();
         dir.and_then(|d| {
-            let (ds, as_) = (d.as_str(), abs.as_str());
-            (abs.scheme() == d.scheme() && as_.starts_with(ds)).then(|| &as_[ds.len()..])
+            (abs.scheme() == d.scheme())
+                .then(|| abs.as_str().strip_prefix(d.as_str()))
+                .flatten()
         })
     };
+    let playlist = |rel: &str| {
+        rel.split('?')
+            .next()
+            .is_some_and(|p| p.ends_with(".m3u8") && !p.contains(".."))
+    };
     match rel {
-        Some(rel)
-            if rel
-                .split('?')
-                .next()
-                .is_some_and(|p| p.ends_with(".m3u8") && !p.contains("..")) =>
-        {
-            let mut s = format!("{}{}", input.self_prefix, rel);
-            let mut sep = if s.contains('?') { '&' } else { '?' };
-            for (k, v) in extra
-                .iter()
-                .map(|(k, v)| (*k, v))
-                .chain(input.carry.iter().map(|(k, v)| (*k, v)))
-            {
-                s.push(sep);
-                s.push_str(k);
-                s.push('=');
-                s.push_str(&encode_query(v));
+        Some(rel) if playlist(rel) => {
+            out.push_str(input.self_prefix);
+            out.push_str(rel);
+            let mut sep = if rel.contains('?') { '&' } else { '?' };
+            let extra = extra.iter().filter_map(|(k, v)| Some((*k, (*v)?)));
+            let carried = input.carry.iter().map(|(k, v)| (*k, v.as_str()));
+            for (k, v) in extra.chain(carried) {
+                out.push(sep);
+                out.push_str(k);
+                out.push('=');
+                out.extend(url::form_urlencoded::byte_serialize(v.as_bytes()));
                 sep = '&';
             }
-            s
         }
-        _ => hls::resolve(input.origin_url, u),
+        _ => out.push_str(&hls::resolve(input.origin_url, u)),
     }
 }
 
