@@ -29,6 +29,7 @@
 )]
 
 pub mod model;
+pub mod wire;
 
 pub mod net;
 

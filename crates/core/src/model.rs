@@ -995,6 +995,10 @@ mod tests {
 /// `{"template": "…/seg{i}.ts", "count": n, "duration": d}` when every
 /// segment is the template with its index, of one duration, without byte
 /// range. Both forms are read.
+/// Segments as a URI template and a count, when they follow one (the JSON
+/// pods and the binary ones in `wire` store them so).
+pub(crate) use segments_codec::{expand as expand_template, template_of as segment_template};
+
 mod segments_codec {
     use super::AdSegment;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -1013,7 +1017,7 @@ mod segments_codec {
         List(Vec<AdSegment>),
     }
 
-    fn template_of(segs: &[AdSegment]) -> Option<(String, f64)> {
+    pub fn template_of(segs: &[AdSegment]) -> Option<(String, f64)> {
         let (a, b) = (segs.first()?, segs.get(1)?);
         if segs
             .iter()
@@ -1060,6 +1064,17 @@ mod segments_codec {
         }
     }
 
+    /// The segments a template names: `{i}` replaced by 0, 1, … `count - 1`.
+    pub fn expand(template: &str, count: usize, duration: f64) -> Vec<AdSegment> {
+        (0..count)
+            .map(|i| AdSegment {
+                uri: template.replace("{i}", &i.to_string()),
+                duration,
+                byterange: None,
+            })
+            .collect()
+    }
+
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<AdSegment>, D::Error> {
         match Wire::deserialize(d)? {
             Wire::List(v) => Ok(v),
@@ -1071,13 +1086,7 @@ mod segments_codec {
                 if count > MAX_SEGMENTS {
                     return Err(serde::de::Error::custom("too many segments"));
                 }
-                Ok((0..count)
-                    .map(|i| AdSegment {
-                        uri: template.replace("{i}", &i.to_string()),
-                        duration,
-                        byterange: None,
-                    })
-                    .collect())
+                Ok(expand(&template, count, duration))
             }
         }
     }

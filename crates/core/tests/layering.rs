@@ -1,5 +1,5 @@
 //! The core's layering, checked from its source: bottom to top `model`,
-//! `net`, `openmetrics` (one layer), then `hls`, `scte35`, `ads`,
+//! `net`, `openmetrics`, `wire` (one layer), then `hls`, `scte35`, `ads`,
 //! `channel`, `splice`, `control`. A module may use its own layer and the
 //! layers below it, never one above, and the top-level modules' import
 //! graph has no cycle. Paths are read from code only: comments, string
@@ -17,7 +17,7 @@ use std::path::Path;
 /// (a new module must be placed in the README's layering and here).
 fn layer(top: &str) -> Option<u8> {
     Some(match top {
-        "model" | "net" | "openmetrics" => 0,
+        "model" | "net" | "openmetrics" | "wire" => 0,
         "hls" => 1,
         "scte35" => 2,
         "ads" => 3,

@@ -1,0 +1,646 @@
+//! The binary KV values of the playback hot path: the channel view every
+//! playlist request reads, and the lean pod of each break in its window.
+//!
+//! Why binary: on Workers a playlist request's CPU is mostly decoding its
+//! KV values (the splice itself is a few µs), and JSON is the slow part of
+//! that. The values are [postcard] (a compact, non-self-describing serde
+//! format: varints, length-prefixed strings, no field names) behind a
+//! version byte, through wire structs of their own: postcard cannot carry
+//! the model's `skip_serializing_if`/`flatten` attributes, which keep the
+//! JSON of the admin API and the debugging routes readable. Each wire
+//! struct is converted with an exhaustive destructuring, so a field added
+//! to the model and not to the wire is a compile error, not a silent loss.
+//!
+//! Mixed versions during a deploy: [`decode_view`] and [`decode_pod`] read
+//! both the binary values and the JSON ones written before (a JSON value
+//! starts with `{`, a binary one with its version byte), so a new reader
+//! never fails on an old writer's value; an old reader that meets a binary
+//! value reads nothing and asks the Channel DO, which is slower but right.
+//!
+//! The lean pod ([`lean_pod`]) is what the splice needs: renditions,
+//! durations, ids. Tracking URLs, error URLs, reasons and the rest live
+//! only in the full pod (JSON, its own key), read by the beacon path, the
+//! asset list and the ad routes.
+
+use crate::model::{
+    AdRendition, AdSegment, BreakRecord, BreakSource, ChannelView, Pod, PodItem, PodSource, Slate,
+    TrackKind, Tracking, ViewEntry,
+};
+use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+/// The first byte of a binary channel view.
+pub const VIEW_V1: u8 = 0x01;
+/// The first byte of a binary lean pod.
+pub const POD_V1: u8 = 0x02;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("empty value")]
+    Empty,
+    #[error("unknown value version {0:#04x}")]
+    Version(u8),
+    #[error("binary value: {0}")]
+    Binary(String),
+    #[error("JSON value: {0}")]
+    Json(String),
+}
+
+/// The view as stored in KV.
+pub fn encode_view(v: &ChannelView) -> Vec<u8> {
+    let ChannelView {
+        entries,
+        updated_ms,
+        checked_through_msn,
+        disc_base,
+        origin_mark,
+    } = v;
+    let wire = ViewV1 {
+        entries: entries
+            .iter()
+            .map(|e| {
+                let ViewEntry { record, inserted } = e;
+                (RecordV1::of(record), *inserted)
+            })
+            .collect(),
+        updated_ms: *updated_ms,
+        checked_through_msn: *checked_through_msn,
+        disc_base: *disc_base,
+        origin_mark: *origin_mark,
+    };
+    encode(VIEW_V1, &wire)
+}
+
+/// A view from KV: binary, or JSON as written before.
+pub fn decode_view(bytes: &[u8]) -> Result<ChannelView, WireError> {
+    match bytes.first() {
+        None => Err(WireError::Empty),
+        Some(b'{') => serde_json::from_slice(bytes).map_err(|e| WireError::Json(e.to_string())),
+        Some(&VIEW_V1) => {
+            let w: ViewV1<'_> = decode(bytes)?;
+            Ok(ChannelView {
+                entries: w
+                    .entries
+                    .into_iter()
+                    .map(|(r, inserted)| ViewEntry {
+                        record: r.into_record(),
+                        inserted,
+                    })
+                    .collect(),
+                updated_ms: w.updated_ms,
+                checked_through_msn: w.checked_through_msn,
+                disc_base: w.disc_base,
+                origin_mark: w.origin_mark,
+            })
+        }
+        Some(&b) => Err(WireError::Version(b)),
+    }
+}
+
+/// What the splice reads of a pod: no tracking, no reasons, no universal
+/// ad ids (beacons, the asset list and the ad routes read the full pod).
+pub fn lean_pod(p: &Pod) -> Pod {
+    Pod {
+        pod_id: p.pod_id.clone(),
+        break_id: p.break_id.clone(),
+        duration_s: p.duration_s,
+        items: p
+            .items
+            .iter()
+            .map(|i| PodItem {
+                ad_id: i.ad_id.clone(),
+                creative_id: i.creative_id.clone(),
+                universal_ad_id: None,
+                duration_s: i.duration_s,
+                renditions: i.renditions.clone(),
+                tracking: Tracking::default(),
+            })
+            .collect(),
+        slate: p.slate.clone(),
+        fill_s: p.fill_s,
+        source: p.source,
+        reasons: Vec::new(),
+    }
+}
+
+/// A pod as the edge stores it: [`lean_pod`], binary.
+pub fn encode_lean_pod(p: &Pod) -> Vec<u8> {
+    let Pod {
+        pod_id,
+        break_id,
+        duration_s,
+        items,
+        slate,
+        fill_s,
+        source,
+        reasons: _,
+    } = p;
+    let wire = PodV1 {
+        pod_id,
+        break_id,
+        duration_s: *duration_s,
+        items: items
+            .iter()
+            .map(|i| {
+                let PodItem {
+                    ad_id,
+                    creative_id,
+                    universal_ad_id: _,
+                    duration_s,
+                    renditions,
+                    tracking: _,
+                } = i;
+                ItemV1 {
+                    ad_id,
+                    creative_id,
+                    duration_s: *duration_s,
+                    renditions: renditions.iter().map(RenditionV1::of).collect(),
+                }
+            })
+            .collect(),
+        slate_id: &slate.slate_id,
+        slate: slate.renditions.iter().map(RenditionV1::of).collect(),
+        fill_s: *fill_s,
+        source: source_code(*source),
+    };
+    encode(POD_V1, &wire)
+}
+
+/// A pod from KV: the binary lean pod, or any pod in JSON (full or lean).
+pub fn decode_pod(bytes: &[u8]) -> Result<Pod, WireError> {
+    match bytes.first() {
+        None => Err(WireError::Empty),
+        Some(b'{') => serde_json::from_slice(bytes).map_err(|e| WireError::Json(e.to_string())),
+        Some(&POD_V1) => {
+            let w: PodV1<'_> = decode(bytes)?;
+            Ok(Pod {
+                pod_id: w.pod_id.to_string(),
+                break_id: w.break_id.to_string(),
+                duration_s: w.duration_s,
+                items: w
+                    .items
+                    .into_iter()
+                    .map(|i| {
+                        Ok(PodItem {
+                            ad_id: i.ad_id.to_string(),
+                            creative_id: i.creative_id.to_string(),
+                            universal_ad_id: None,
+                            duration_s: i.duration_s,
+                            renditions: renditions(i.renditions)?,
+                            tracking: Tracking::default(),
+                        })
+                    })
+                    .collect::<Result<_, WireError>>()?,
+                slate: Slate {
+                    slate_id: w.slate_id.to_string(),
+                    renditions: renditions(w.slate)?,
+                },
+                fill_s: w.fill_s,
+                source: source_of(w.source)?,
+                reasons: Vec::new(),
+            })
+        }
+        Some(&b) => Err(WireError::Version(b)),
+    }
+}
+
+fn encode<T: Serialize>(version: u8, value: &T) -> Vec<u8> {
+    let out = vec![version];
+    // Serializing plain structs of strings and numbers into a Vec cannot
+    // fail; were it ever to, the value is empty and every reader treats it
+    // as missing (the content is served and the DO asked).
+    postcard::to_extend(value, out).unwrap_or_default()
+}
+
+fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, WireError> {
+    let body = bytes.get(1..).ok_or(WireError::Empty)?;
+    postcard::from_bytes(body).map_err(|e| WireError::Binary(e.to_string()))
+}
+
+#[derive(Serialize, Deserialize)]
+struct ViewV1<'a> {
+    #[serde(borrow)]
+    entries: Vec<(RecordV1<'a>, u64)>,
+    updated_ms: i64,
+    checked_through_msn: u64,
+    disc_base: u64,
+    origin_mark: Option<(u64, i64)>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RecordV1<'a> {
+    id: &'a str,
+    source: u8,
+    anchor_msn: u64,
+    anchor_pdt_ms: Option<i64>,
+    duration_ms: u64,
+    cadence_ms: u64,
+    segment_count: u32,
+    cut_after: Option<u32>,
+    disc_before: u64,
+    merged: Vec<u64>,
+    registered_ms: i64,
+    #[serde(borrow)]
+    asset: Vec<(&'a str, &'a str)>,
+}
+
+impl<'a> RecordV1<'a> {
+    fn of(r: &'a BreakRecord) -> Self {
+        let BreakRecord {
+            id,
+            source,
+            anchor_msn,
+            anchor_pdt_ms,
+            duration_ms,
+            cadence_ms,
+            segment_count,
+            cut_after,
+            disc_before,
+            merged,
+            registered_ms,
+            asset,
+        } = r;
+        RecordV1 {
+            id,
+            source: match source {
+                BreakSource::Scte35 => 0,
+                BreakSource::Manual => 1,
+                BreakSource::Scheduled => 2,
+            },
+            anchor_msn: *anchor_msn,
+            anchor_pdt_ms: *anchor_pdt_ms,
+            duration_ms: *duration_ms,
+            cadence_ms: *cadence_ms,
+            segment_count: *segment_count,
+            cut_after: *cut_after,
+            disc_before: *disc_before,
+            merged: merged.clone(),
+            registered_ms: *registered_ms,
+            asset: asset
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect(),
+        }
+    }
+
+    fn into_record(self) -> BreakRecord {
+        BreakRecord {
+            id: self.id.to_string(),
+            source: match self.source {
+                1 => BreakSource::Manual,
+                2 => BreakSource::Scheduled,
+                _ => BreakSource::Scte35,
+            },
+            anchor_msn: self.anchor_msn,
+            anchor_pdt_ms: self.anchor_pdt_ms,
+            duration_ms: self.duration_ms,
+            cadence_ms: self.cadence_ms,
+            segment_count: self.segment_count,
+            cut_after: self.cut_after,
+            disc_before: self.disc_before,
+            merged: self.merged,
+            registered_ms: self.registered_ms,
+            asset: self
+                .asset
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct PodV1<'a> {
+    pod_id: &'a str,
+    break_id: &'a str,
+    duration_s: f64,
+    #[serde(borrow)]
+    items: Vec<ItemV1<'a>>,
+    slate_id: &'a str,
+    #[serde(borrow)]
+    slate: Vec<RenditionV1<'a>>,
+    fill_s: f64,
+    source: u8,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ItemV1<'a> {
+    ad_id: &'a str,
+    creative_id: &'a str,
+    duration_s: f64,
+    #[serde(borrow)]
+    renditions: Vec<RenditionV1<'a>>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct RenditionV1<'a> {
+    bandwidth: u64,
+    codecs: Option<&'a str>,
+    resolution: Option<&'a str>,
+    kind: u8,
+    playlist_url: &'a str,
+    cadence_s: f64,
+    #[serde(borrow)]
+    segments: SegmentsV1<'a>,
+    init_uri: Option<&'a str>,
+    key: Option<&'a str>,
+}
+
+/// Conditioned ads' segments follow one URI template (`seg{i}.ts`): a
+/// template and a count, as in the JSON pods.
+#[derive(Serialize, Deserialize)]
+enum SegmentsV1<'a> {
+    Template {
+        #[serde(borrow)]
+        template: Cow<'a, str>,
+        count: u32,
+        duration: f64,
+    },
+    #[serde(borrow)]
+    List(Vec<(&'a str, f64, Option<&'a str>)>),
+}
+
+/// Hostile input cannot make a decoder allocate more segments than this.
+const MAX_SEGMENTS: u32 = 10_000;
+
+impl<'a> RenditionV1<'a> {
+    fn of(r: &'a AdRendition) -> Self {
+        let AdRendition {
+            bandwidth,
+            codecs,
+            resolution,
+            kind,
+            playlist_url,
+            cadence_s,
+            segments,
+            init_uri,
+            key,
+        } = r;
+        RenditionV1 {
+            bandwidth: *bandwidth,
+            codecs: codecs.as_deref(),
+            resolution: resolution.as_deref(),
+            kind: match kind {
+                TrackKind::Muxed => 0,
+                TrackKind::Video => 1,
+                TrackKind::Audio => 2,
+                TrackKind::Subtitles => 3,
+            },
+            playlist_url,
+            cadence_s: *cadence_s,
+            segments: match crate::model::segment_template(segments) {
+                Some((template, duration)) => SegmentsV1::Template {
+                    template: Cow::Owned(template),
+                    count: u32::try_from(segments.len()).unwrap_or(u32::MAX),
+                    duration,
+                },
+                None => SegmentsV1::List(
+                    segments
+                        .iter()
+                        .map(|s| (s.uri.as_str(), s.duration, s.byterange.as_deref()))
+                        .collect(),
+                ),
+            },
+            init_uri: init_uri.as_deref(),
+            key: key.as_deref(),
+        }
+    }
+}
+
+fn renditions(w: Vec<RenditionV1<'_>>) -> Result<Vec<AdRendition>, WireError> {
+    w.into_iter().map(RenditionV1::into_rendition).collect()
+}
+
+impl RenditionV1<'_> {
+    fn into_rendition(self) -> Result<AdRendition, WireError> {
+        let segments = match self.segments {
+            SegmentsV1::Template {
+                template,
+                count,
+                duration,
+            } => {
+                if count > MAX_SEGMENTS {
+                    return Err(WireError::Binary(format!("{count} segments")));
+                }
+                crate::model::expand_template(
+                    &template,
+                    usize::try_from(count).unwrap_or(0),
+                    duration,
+                )
+            }
+            SegmentsV1::List(list) => list
+                .into_iter()
+                .map(|(uri, duration, byterange)| AdSegment {
+                    uri: uri.to_string(),
+                    duration,
+                    byterange: byterange.map(str::to_string),
+                })
+                .collect(),
+        };
+        Ok(AdRendition {
+            bandwidth: self.bandwidth,
+            codecs: self.codecs.map(str::to_string),
+            resolution: self.resolution.map(str::to_string),
+            kind: match self.kind {
+                1 => TrackKind::Video,
+                2 => TrackKind::Audio,
+                3 => TrackKind::Subtitles,
+                _ => TrackKind::Muxed,
+            },
+            playlist_url: self.playlist_url.to_string(),
+            cadence_s: self.cadence_s,
+            segments,
+            init_uri: self.init_uri.map(str::to_string),
+            key: self.key.map(str::to_string),
+        })
+    }
+}
+
+fn source_code(s: PodSource) -> u8 {
+    match s {
+        PodSource::Vast => 0,
+        PodSource::Library => 1,
+        PodSource::Slate => 2,
+        PodSource::Api => 3,
+    }
+}
+
+fn source_of(b: u8) -> Result<PodSource, WireError> {
+    Ok(match b {
+        0 => PodSource::Vast,
+        1 => PodSource::Library,
+        2 => PodSource::Slate,
+        3 => PodSource::Api,
+        other => return Err(WireError::Binary(format!("pod source {other}"))),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{PodReason, Tracking};
+    use proptest::prelude::*;
+
+    fn rendition(seed: u64, fmp4: bool, template: bool) -> AdRendition {
+        AdRendition {
+            bandwidth: 300_000 + seed,
+            codecs: seed
+                .is_multiple_of(2)
+                .then(|| "avc1.64001f,mp4a.40.2".into()),
+            resolution: (!seed.is_multiple_of(3)).then(|| "1280x720".into()),
+            kind: [
+                TrackKind::Muxed,
+                TrackKind::Video,
+                TrackKind::Audio,
+                TrackKind::Subtitles,
+            ][(seed % 4) as usize],
+            playlist_url: format!("https://ads.example/a{seed}/index.m3u8"),
+            cadence_s: 1.92,
+            segments: (0..(seed % 9))
+                .map(|i| AdSegment {
+                    uri: format!("https://ads.example/a{seed}/seg{i}.ts"),
+                    duration: if template { 1.92 } else { 1.0 + i as f64 / 8.0 },
+                    byterange: (!template && i % 2 == 1)
+                        .then(|| format!("{}@{}", 100 + i, i * 100)),
+                })
+                .collect(),
+            init_uri: fmp4.then(|| format!("https://ads.example/a{seed}/init.mp4")),
+            key: seed
+                .is_multiple_of(5)
+                .then(|| "METHOD=AES-128,URI=\"https://k.example/k\"".into()),
+        }
+    }
+
+    fn pod(seed: u64) -> Pod {
+        Pod {
+            pod_id: format!("pod-{seed}"),
+            break_id: format!("b{seed}"),
+            duration_s: 30.72,
+            items: (0..seed % 4)
+                .map(|i| PodItem {
+                    ad_id: format!("ad{i}"),
+                    creative_id: format!("cr{i}"),
+                    universal_ad_id: Some("ad-id.org:X".into()),
+                    duration_s: 15.015,
+                    renditions: (0..3)
+                        .map(|r| rendition(seed + i + r, r == 1, r != 2))
+                        .collect(),
+                    tracking: Tracking {
+                        impression: vec!["https://t.example/imp".into()],
+                        ..Tracking::default()
+                    },
+                })
+                .collect(),
+            slate: Slate {
+                slate_id: "slate".into(),
+                renditions: vec![rendition(seed, false, true)],
+            },
+            fill_s: 0.5,
+            source: [
+                PodSource::Vast,
+                PodSource::Library,
+                PodSource::Slate,
+                PodSource::Api,
+            ][(seed % 4) as usize],
+            reasons: vec![PodReason::from("ad x skipped".to_string())],
+        }
+    }
+
+    fn view(seed: u64) -> ChannelView {
+        ChannelView {
+            entries: (0..seed % 5)
+                .map(|i| ViewEntry {
+                    record: BreakRecord {
+                        id: format!("brk-{seed}-{i}"),
+                        source: [
+                            BreakSource::Scte35,
+                            BreakSource::Manual,
+                            BreakSource::Scheduled,
+                        ][(i % 3) as usize],
+                        anchor_msn: 1000 + i * 40,
+                        anchor_pdt_ms: i.is_multiple_of(2).then_some(1_700_000_000_000 + i as i64),
+                        duration_ms: 30_000,
+                        cadence_ms: 1920,
+                        segment_count: 16,
+                        cut_after: (i == 2).then_some(7),
+                        disc_before: i * 2,
+                        merged: if i == 1 { vec![1040] } else { vec![] },
+                        registered_ms: 1_700_000_000_000,
+                        asset: if i == 3 {
+                            [("CAID".to_string(), "0x1234".to_string())].into()
+                        } else {
+                            BTreeMap::new()
+                        },
+                    },
+                    inserted: 2,
+                })
+                .collect(),
+            updated_ms: 1_700_000_000_123,
+            checked_through_msn: 1200 + seed,
+            disc_base: seed % 3,
+            origin_mark: seed.is_multiple_of(2).then_some((1200, 1_700_000_000_999)),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn binary_values_round_trip(seed in 0u64..1000) {
+            let v = view(seed);
+            prop_assert_eq!(decode_view(&encode_view(&v)).unwrap(), v);
+            let p = pod(seed);
+            prop_assert_eq!(decode_pod(&encode_lean_pod(&p)).unwrap(), lean_pod(&p));
+        }
+
+        /// Whatever bytes KV holds, decoding answers (never panics).
+        #[test]
+        fn hostile_values_are_errors(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = decode_view(&bytes);
+            let _ = decode_pod(&bytes);
+        }
+    }
+
+    #[test]
+    fn json_values_written_before_still_read() {
+        let v = view(4);
+        let json = serde_json::to_vec(&v).unwrap();
+        assert_eq!(decode_view(&json).unwrap(), v);
+        let p = pod(3);
+        assert_eq!(decode_pod(&serde_json::to_vec(&p).unwrap()).unwrap(), p);
+    }
+
+    #[test]
+    fn the_lean_pod_keeps_what_the_splice_reads_and_is_smaller() {
+        let p = pod(7);
+        let lean = lean_pod(&p);
+        assert!(lean.items.iter().all(|i| i.tracking == Tracking::default()));
+        assert!(lean.reasons.is_empty());
+        for (a, b) in lean.items.iter().zip(&p.items) {
+            assert_eq!(
+                (&a.ad_id, &a.creative_id, &a.renditions),
+                (&b.ad_id, &b.creative_id, &b.renditions)
+            );
+        }
+        let bin = encode_lean_pod(&p).len();
+        let json = serde_json::to_vec(&p).unwrap().len();
+        assert!(bin * 2 < json, "binary {bin} B, JSON {json} B");
+    }
+
+    #[test]
+    fn unknown_versions_and_truncations_are_refused() {
+        assert_eq!(decode_view(&[]), Err(WireError::Empty));
+        assert_eq!(decode_view(&[0x7f, 0]), Err(WireError::Version(0x7f)));
+        assert_eq!(decode_pod(&[VIEW_V1]), Err(WireError::Version(VIEW_V1)));
+        assert!(matches!(decode_pod(&[POD_V1]), Err(WireError::Binary(_))));
+        let b = encode_view(&view(3));
+        assert!(decode_view(&b[..b.len() - 1]).is_err());
+        // A template claiming more segments than any ad has.
+        let mut p = pod(1);
+        p.items.truncate(0);
+        p.slate.renditions = vec![rendition(2, false, true)];
+        let mut b = encode_lean_pod(&p);
+        assert!(decode_pod(&b).is_ok());
+        b.truncate(b.len() - 3);
+        assert!(decode_pod(&b).is_err());
+    }
+}
