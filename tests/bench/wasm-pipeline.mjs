@@ -59,4 +59,8 @@ for (const dir of dirs) {
   console.log(`| decode the view (${view[1]} B) | ${part(0).toFixed(1)} |`);
   console.log(`| decode the pod (${pod[1]} B) | ${part(1).toFixed(1)} |`);
   console.log(`| the rest (parse, cues, edge, splice, render) | ${part(2).toFixed(1)} |`);
+  console.log(`| decode the binary view (${run_part(view[0], view[1], pod[0], pod[1], origin[0], origin[1], 1, 6)} B) | ${part(3).toFixed(1)} |`);
+  console.log(`| decode the binary lean pod (${run_part(view[0], view[1], pod[0], pod[1], origin[0], origin[1], 1, 7)} B) | ${part(4).toFixed(1)} |`);
+  console.log(`| one request, binary view + lean pod decoded (an isolate's first for the break) | ${part(5).toFixed(1)} |`);
+  console.log(`| **one request, binary view, the lean pod from the isolate's cache (every other request)** | **${part(8).toFixed(1)}** |`);
 }

@@ -17,6 +17,8 @@ use cf_ssai_core::model::{ChannelBreaks, ChannelView, Pod};
 use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
 use cf_ssai_core::splice::edge::{self, Need, Reads, Source, Step};
 use cf_ssai_core::splice::{Mode, SpliceSettings, Variant};
+use cf_ssai_core::wire;
+use std::rc::Rc;
 
 const CADENCE_MS: u64 = 1920;
 
@@ -75,13 +77,40 @@ pub fn request(view_json: &str, pod_json: &str, origin: &str) -> usize {
         Need::Pods(ids) => {
             for id in ids {
                 let pod = serde_json::from_str::<Pod>(pod_json).ok();
-                reads.pods.insert(id.clone(), pod);
+                reads.pods.insert(id.clone(), pod.map(Rc::new));
             }
             true
         }
         // The inputs are made so that the view serves.
         Need::CachedAnswer | Need::Do(_) => false,
     })
+}
+
+/// One request with the binary KV values (`core::wire`): the view and the
+/// lean pod decoded from their bytes as the edge asks for them.
+pub fn request_bin(view: &[u8], pod: &[u8], origin: &str) -> usize {
+    serve(origin, |need, reads| match need {
+        Need::View => {
+            reads.view = Some(wire::decode_view(view).ok());
+            true
+        }
+        Need::Pods(ids) => {
+            for id in ids {
+                reads
+                    .pods
+                    .insert(id.clone(), wire::decode_pod(pod).ok().map(Rc::new));
+            }
+            true
+        }
+        Need::CachedAnswer | Need::Do(_) => false,
+    })
+}
+
+/// The binary values of the JSON ones the inputs carry: (view, lean pod).
+fn binary(view_json: &str, pod_json: &str) -> Option<(Vec<u8>, Vec<u8>)> {
+    let view: ChannelView = serde_json::from_str(view_json).ok()?;
+    let pod: Pod = serde_json::from_str(pod_json).ok()?;
+    Some((wire::encode_view(&view), wire::encode_lean_pod(&pod)))
 }
 
 /// One request as before the bounded view: the whole `ChannelBreaks`
@@ -158,8 +187,12 @@ pub extern "C" fn run_old(
 
 /// Where a request's time goes: `part` 0 decodes the view alone, 1 the pod
 /// alone, 2 runs the whole request with both already decoded (cloned from
-/// memory, as a warm isolate's pod cache gives them). Returns a non-zero
-/// value when the part ran.
+/// memory, as a warm isolate's pod cache gives them); 3 and 4 decode the
+/// binary view and lean pod; 5 is the whole request with binary values
+/// (an isolate's first request for the break: the pod decoded too), 8 the
+/// same in a warm isolate (the pod from its cache); 6 and 7 return the
+/// binary view's and lean pod's sizes. Returns a
+/// non-zero value when the part ran.
 #[no_mangle]
 pub extern "C" fn run_part(
     view: *const u8,
@@ -178,13 +211,39 @@ pub extern "C" fn run_part(
     );
     let (Ok(view), Ok(pod)) = (
         serde_json::from_str::<ChannelView>(v),
-        serde_json::from_str::<Pod>(p),
+        serde_json::from_str::<Pod>(p).map(|p| Rc::new(wire::lean_pod(&p))),
     ) else {
         return 0;
     };
+    let Some((vb, pb)) = binary(v, p) else {
+        return 0;
+    };
+    match part {
+        6 => return vb.len(),
+        7 => return pb.len(),
+        _ => {}
+    }
     let mut n = 0;
     for _ in 0..iters {
         n = match part {
+            3 => wire::decode_view(&vb).map_or(0, |x| x.entries.len() + 1),
+            4 => wire::decode_pod(&pb).map_or(0, |x| x.items.len() + 1),
+            5 => request_bin(&vb, &pb, o),
+            // A warm isolate: the binary view decoded, the pod from the
+            // isolate's cache (shared, not copied), as the worker does.
+            8 => serve(o, |need, reads| match need {
+                Need::View => {
+                    reads.view = Some(wire::decode_view(&vb).ok());
+                    true
+                }
+                Need::Pods(ids) => {
+                    for id in ids {
+                        reads.pods.insert(id.clone(), Some(Rc::clone(&pod)));
+                    }
+                    true
+                }
+                Need::CachedAnswer | Need::Do(_) => false,
+            }),
             0 => serde_json::from_str::<ChannelView>(v).map_or(0, |x| x.entries.len() + 1),
             1 => serde_json::from_str::<Pod>(p).map_or(0, |x| x.items.len() + 1),
             _ => serve(o, |need, reads| match need {
@@ -194,7 +253,7 @@ pub extern "C" fn run_part(
                 }
                 Need::Pods(ids) => {
                     for id in ids {
-                        reads.pods.insert(id.clone(), Some(pod.clone()));
+                        reads.pods.insert(id.clone(), Some(Rc::clone(&pod)));
                     }
                     true
                 }

@@ -8,7 +8,7 @@ use cf_ssai_core::channel::sequencer::{self, Action, BreakPolicy};
 use cf_ssai_core::model::*;
 use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
 use cf_ssai_core::splice::master::{rewrite_master, MasterInput};
-use cf_ssai_core::splice::{splice_media, Mode, SpliceInput, SpliceSettings, Variant};
+use cf_ssai_core::splice::{splice_media, EntryRef, Mode, SpliceInput, SpliceSettings, Variant};
 use cf_ssai_core::{hls::media, scte35};
 use cf_ssai_testkit::sim::{SimChannel, SimDialect};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
@@ -99,7 +99,7 @@ fn pipeline(
         &SpliceInput {
             origin: text,
             playlist_url: url,
-            breaks: entries,
+            breaks: &EntryRef::all(entries),
             disc_base: 0,
             variant,
             mode,

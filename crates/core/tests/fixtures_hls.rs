@@ -7,7 +7,7 @@ use cf_ssai_core::channel::sequencer::{self, Action, BreakPolicy};
 use cf_ssai_core::hls::{self, media};
 use cf_ssai_core::model::*;
 use cf_ssai_core::scte35::cues::{detect, CueKind};
-use cf_ssai_core::splice::{splice, Mode, SpliceInput, SpliceSettings, Variant};
+use cf_ssai_core::splice::{splice, EntryRef, Mode, SpliceInput, SpliceSettings, Variant};
 use std::path::PathBuf;
 
 fn dir() -> PathBuf {
@@ -175,7 +175,7 @@ fn golden_outputs() {
             let out = splice(&SpliceInput {
                 origin: &text,
                 playlist_url: &url,
-                breaks: &entries,
+                breaks: &EntryRef::all(&entries),
                 disc_base: 0,
                 variant: &Variant::default(),
                 mode,

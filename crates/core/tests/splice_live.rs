@@ -8,7 +8,7 @@ use cf_ssai_core::hls::media;
 use cf_ssai_core::model::*;
 use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
 use cf_ssai_core::splice::edge::{self, DoQuery};
-use cf_ssai_core::splice::{self, Mode, SpliceInput, SpliceSettings, Variant};
+use cf_ssai_core::splice::{self, EntryRef, Mode, SpliceInput, SpliceSettings, Variant};
 use cf_ssai_testkit::edge::EdgeIo;
 use cf_ssai_testkit::sim::{SimChannel, SimDialect};
 use cf_ssai_testkit::validate::{Registry, Viewer};
@@ -588,7 +588,7 @@ fn unfit_ad_renditions_become_slate_and_say_why() {
     let out = splice::splice(&SpliceInput {
         origin: &origin,
         playlist_url: &url,
-        breaks: &st.entries,
+        breaks: &EntryRef::all(&st.entries),
         disc_base: 0,
         variant: &Variant::default(),
         mode: Mode::Ssai,
@@ -690,7 +690,7 @@ fn cue_out_without_duration_runs_until_the_cue_in() {
     let out = splice::splice(&SpliceInput {
         origin: text,
         playlist_url: &url,
-        breaks: &st.entries,
+        breaks: &EntryRef::all(&st.entries),
         disc_base: 0,
         variant: &Variant::default(),
         mode: Mode::Ssai,
@@ -777,7 +777,7 @@ fn entries_from_another_origin_epoch_are_never_spliced() {
         splice::splice(&SpliceInput {
             origin: &origin,
             playlist_url: &url,
-            breaks: &st.entries,
+            breaks: &EntryRef::all(&st.entries),
             disc_base: 0,
             variant: &Variant::default(),
             mode: Mode::Ssai,

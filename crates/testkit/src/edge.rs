@@ -26,7 +26,7 @@ pub fn read(io: &mut impl EdgeIo, need: Need, reads: &mut Reads) {
         Need::View => reads.view = Some(io.view()),
         Need::Pods(ids) => {
             for id in ids {
-                let p = io.pod(&id);
+                let p = io.pod(&id).map(std::rc::Rc::new);
                 reads.pods.insert(id, p);
             }
         }

@@ -10,6 +10,7 @@ use cf_ssai_core::splice::ad_route::AdSegmentRoute;
 use cf_ssai_core::splice::edge;
 use cf_ssai_core::splice::{master, sgai};
 use cf_ssai_core::splice::{Mode, Variant};
+use std::rc::Rc;
 use worker::*;
 use worker_shared::channel_client::{ChannelClient, ChannelRef, SyncRequest};
 use worker_shared::{bindings, error, Channel};
@@ -456,7 +457,7 @@ async fn read(env: &Env, base: &str, ch: &ChannelRef, need: edge::Need, reads: &
     match need {
         edge::Need::View => reads.view = Some(kv_view(env, ch).await),
         edge::Need::Pods(ids) => {
-            let got = futures::future::join_all(ids.iter().map(|id| pod(env, ch, id))).await;
+            let got = futures::future::join_all(ids.iter().map(|id| splice_pod(env, ch, id))).await;
             reads.pods.extend(ids.into_iter().zip(got));
         }
         edge::Need::CachedAnswer => reads.cached_answer = Some(cached_answer(base, ch).await),
@@ -517,46 +518,63 @@ async fn ask_do(
 
 /// The channel's published view as KV has it (possibly stale).
 async fn kv_view(env: &Env, ch: &ChannelRef) -> Option<ChannelView> {
-    env.kv(bindings::KV)
+    let bytes = env
+        .kv(bindings::KV)
         .ok()?
         .get(&worker_shared::kv_breaks_key(&ch.org, &ch.slug))
-        .json()
+        .bytes()
         .await
-        .ok()
-        .flatten()
+        .ok()??;
+    // Binary (`core::wire`), or JSON from an object not yet redeployed.
+    cf_ssai_core::wire::decode_view(&bytes).ok()
 }
 
 thread_local! {
-    /// Decided pods never change: kept per isolate once read.
-    static PODS: std::cell::RefCell<std::collections::HashMap<String, Pod>> =
+    /// Decided pods never change: kept per isolate once read, by KV key,
+    /// and shared (never copied) with each request that splices them.
+    static PODS: std::cell::RefCell<std::collections::HashMap<String, Rc<Pod>>> =
         std::cell::RefCell::new(std::collections::HashMap::new());
 }
 const PODS_KEPT: usize = 256;
 
-/// A break's decided pod: this isolate's memory, else its KV key (cached at
-/// the location for an hour: it never changes).
-async fn pod(env: &Env, ch: &ChannelRef, id: &str) -> Option<Pod> {
-    let key = worker_shared::kv_pod_key(&ch.org, &ch.slug, id);
+/// A KV pod: this isolate's memory, else its key (cached at the location
+/// for an hour: it never changes), binary or JSON.
+async fn kv_pod(env: &Env, key: String) -> Option<Rc<Pod>> {
     if let Some(p) = PODS.with(|c| c.borrow().get(&key).cloned()) {
         return Some(p);
     }
-    let p: Pod = env
+    let bytes = env
         .kv(bindings::KV)
         .ok()?
         .get(&key)
         .cache_ttl(3600)
-        .json()
+        .bytes()
         .await
-        .ok()
-        .flatten()?;
+        .ok()??;
+    let p = Rc::new(cf_ssai_core::wire::decode_pod(&bytes).ok()?);
     PODS.with(|c| {
         let mut c = c.borrow_mut();
         if c.len() >= PODS_KEPT {
             c.clear();
         }
-        c.insert(key, p.clone());
+        c.insert(key, Rc::clone(&p));
     });
     Some(p)
+}
+
+/// What the splice reads of a break's pod: its lean binary value, else
+/// (a pod decided before the lean key existed) the full one.
+async fn splice_pod(env: &Env, ch: &ChannelRef, id: &str) -> Option<Rc<Pod>> {
+    match kv_pod(env, worker_shared::kv_splice_pod_key(&ch.org, &ch.slug, id)).await {
+        Some(p) => Some(p),
+        None => full_pod(env, ch, id).await,
+    }
+}
+
+/// A break's whole pod (tracking, error URLs: the beacon path, the asset
+/// list and the ad routes).
+async fn full_pod(env: &Env, ch: &ChannelRef, id: &str) -> Option<Rc<Pod>> {
+    kv_pod(env, worker_shared::kv_pod_key(&ch.org, &ch.slug, id)).await
 }
 
 fn answer_cache_url(base: &str, ch: &ChannelRef) -> String {
@@ -916,8 +934,11 @@ async fn find_entry(
     }
     let chref = &ChannelRef::new(&ch.org, &ch.slug);
     if let Some(record) = kv_view(env, chref).await.and_then(|v| v.find(id).cloned()) {
-        if let Some(pod) = pod(env, chref, id).await {
-            return Some(BreakEntry { record, pod });
+        if let Some(pod) = full_pod(env, chref, id).await {
+            return Some(BreakEntry {
+                record,
+                pod: Pod::clone(&pod),
+            });
         }
     }
     let base = cache_base(req).ok()?;

@@ -100,6 +100,12 @@ pub fn kv_pod_key(org: &str, slug: &str, break_id: &str) -> String {
     format!("pod:{org}:{slug}:{break_id}")
 }
 
+/// A break's lean pod (`core::wire`, binary: what the splice reads),
+/// written beside the full pod; the playlist edge reads only this.
+pub fn kv_splice_pod_key(org: &str, slug: &str, break_id: &str) -> String {
+    format!("podsplice:{org}:{slug}:{break_id}")
+}
+
 pub fn kv_config_key(org: &str, slug: &str) -> String {
     format!("config:{org}:{slug}")
 }

@@ -30,9 +30,12 @@ use crate::channel::Input;
 use crate::hls::media::MediaPlaylist;
 use crate::model::{BreakEntry, ChannelBreaks, ChannelView, Pod};
 use crate::scte35::cues::CueEvent;
-use crate::splice::{splice_media, Mode, SpliceInput, SpliceOutput, SpliceSettings, Variant};
+use crate::splice::{
+    splice_media, EntryRef, Mode, SpliceInput, SpliceOutput, SpliceSettings, Variant,
+};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::rc::Rc;
 
 /// How long a location keeps the DO's answer: fan-in to the channel's one
 /// object is then about one call per location per second, whatever the
@@ -178,7 +181,9 @@ pub enum Need {
 #[derive(Debug, Clone, Default)]
 pub struct Reads {
     pub view: Option<Option<ChannelView>>,
-    pub pods: BTreeMap<String, Option<Pod>>,
+    /// Shared with the driver's pod cache: a pod is decoded once per
+    /// isolate and never copied per request.
+    pub pods: BTreeMap<String, Option<Rc<Pod>>>,
     pub cached_answer: Option<Option<ChannelBreaks>>,
     /// Each DO query asked, with its answer (`None`: the DO failed).
     pub do_answers: Vec<(DoQuery, Option<ChannelBreaks>)>,
@@ -200,10 +205,10 @@ pub enum Step<T> {
     Done(T),
 }
 
-/// The breaks a window is spliced with.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Breaks {
-    pub entries: Vec<BreakEntry>,
+/// The breaks a window is spliced with, borrowed from the reads.
+#[derive(Debug, Clone)]
+pub struct Breaks<'r> {
+    pub entries: Vec<EntryRef<'r>>,
     /// Discontinuities our breaks put before the first entry.
     pub disc_base: u64,
     pub source: Source,
@@ -252,8 +257,8 @@ impl MediaRequest<'_> {
 }
 
 /// The breaks this window is spliced with, by the rules in the module
-/// documentation.
-pub fn breaks(req: &MediaRequest<'_>, reads: &Reads) -> Step<Breaks> {
+/// documentation; borrowed from `reads` (no pod is copied).
+pub fn breaks<'r>(req: &MediaRequest<'_>, reads: &'r Reads) -> Step<Breaks<'r>> {
     let w = req.facts();
     let Some(view) = &reads.view else {
         return Step::Need(Need::View);
@@ -268,14 +273,11 @@ pub fn breaks(req: &MediaRequest<'_>, reads: &Reads) -> Step<Breaks> {
         if !unread.is_empty() {
             return Step::Need(Need::Pods(unread));
         }
-        let entries: Option<Vec<BreakEntry>> = needed
+        let entries: Option<Vec<EntryRef<'r>>> = needed
             .into_iter()
-            .map(|r| {
-                let pod = reads.pods.get(&r.id)?.clone()?;
-                Some(BreakEntry {
-                    record: r.clone(),
-                    pod,
-                })
+            .map(|record| {
+                let pod = reads.pods.get(&record.id)?.as_deref()?;
+                Some(EntryRef { record, pod })
             })
             .collect();
         // A pod not visible at this location yet: the DO has it.
@@ -291,11 +293,7 @@ pub fn breaks(req: &MediaRequest<'_>, reads: &Reads) -> Step<Breaks> {
             return Step::Need(Need::CachedAnswer);
         };
         if let Some(b) = answer.as_ref().filter(|b| answer_serves(b, req.events, &w)) {
-            return Step::Done(Breaks {
-                entries: b.entries.clone(),
-                disc_base: b.disc_base,
-                source: Source::CachedAnswer,
-            });
+            return Step::Done(from_answer(b, Source::CachedAnswer));
         }
     }
     // An answer the DO gave this request for another query (the in-band
@@ -306,25 +304,25 @@ pub fn breaks(req: &MediaRequest<'_>, reads: &Reads) -> Step<Breaks> {
         .filter_map(|(_, a)| a.as_ref())
         .find(|b| answer_serves(b, req.events, &w))
     {
-        return Step::Done(Breaks {
-            entries: b.entries.clone(),
-            disc_base: b.disc_base,
-            source: Source::Do,
-        });
+        return Step::Done(from_answer(b, Source::Do));
     }
     let q = req.do_query();
     match reads.do_answer(&q) {
         None => Step::Need(Need::Do(q)),
-        Some(Some(b)) => Step::Done(Breaks {
-            entries: b.entries.clone(),
-            disc_base: b.disc_base,
-            source: Source::Do,
-        }),
+        Some(Some(b)) => Step::Done(from_answer(b, Source::Do)),
         Some(None) => Step::Done(Breaks {
             entries: Vec::new(),
             disc_base: 0,
             source: Source::Unavailable,
         }),
+    }
+}
+
+fn from_answer(b: &ChannelBreaks, source: Source) -> Breaks<'_> {
+    Breaks {
+        entries: EntryRef::all(&b.entries),
+        disc_base: b.disc_base,
+        source,
     }
 }
 

@@ -24,7 +24,7 @@ pub mod sgai;
 
 use crate::hls::media::{self, MediaPlaylist, Segment};
 use crate::hls::{self, HlsError, Line, Resolver};
-use crate::model::{self, AdRendition, BreakEntry, Slot, SlotKind, TrackKind};
+use crate::model::{self, AdRendition, BreakEntry, BreakRecord, Pod, Slot, SlotKind, TrackKind};
 use std::fmt::Write;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +39,31 @@ pub struct Variant {
     pub bandwidth: Option<u64>,
     pub codecs: Option<String>,
     pub kind: TrackKind,
+}
+
+/// A break and its pod, borrowed: the edge splices with the KV view's
+/// records and the pods it read (or the DO's entries) without copying a
+/// pod per request.
+#[derive(Debug, Clone, Copy)]
+pub struct EntryRef<'a> {
+    pub record: &'a BreakRecord,
+    pub pod: &'a Pod,
+}
+
+impl<'a> From<&'a BreakEntry> for EntryRef<'a> {
+    fn from(e: &'a BreakEntry) -> Self {
+        EntryRef {
+            record: &e.record,
+            pod: &e.pod,
+        }
+    }
+}
+
+impl EntryRef<'_> {
+    /// Borrows each of `entries`.
+    pub fn all(entries: &[BreakEntry]) -> Vec<EntryRef<'_>> {
+        entries.iter().map(EntryRef::from).collect()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,7 +123,7 @@ pub struct SpliceInput<'a> {
     pub playlist_url: &'a url::Url,
     /// Entries sorted by anchor MSN, contiguous from the earliest (as the
     /// Channel DO writes them).
-    pub breaks: &'a [BreakEntry],
+    pub breaks: &'a [EntryRef<'a>],
     /// Discontinuities inserted before any entry in view
     /// (`ChannelBreaks::disc_base`): counts when no entry is in view.
     pub disc_base: u64,
@@ -156,15 +181,16 @@ pub fn splice_media(m: &MediaPlaylist<'_>, input: &SpliceInput<'_>) -> SpliceOut
             reference.is_none_or(|s| e.record.agrees_with(s.msn, s.pdt_ms, e.record.cadence_ms))
         })
         .map(|e| Plan {
-            entry: e,
-            slots: model::layout(&e.record, &e.pod),
+            entry: *e,
+            slots: model::layout(e.record, e.pod),
         })
         .collect();
     let disc_seq = match input.mode {
-        Mode::Ssai => {
-            m.discontinuity_sequence
-                .saturating_add(inserted_before(&plans, first_msn, input.disc_base))
-        }
+        Mode::Ssai => m.discontinuity_sequence.saturating_add(inserted_before(
+            &plans,
+            first_msn,
+            input.disc_base,
+        )),
         Mode::Sgai => m.discontinuity_sequence,
     };
 
@@ -265,7 +291,7 @@ fn write_trailer(
             // segment, key and date) comes before them, as it will before
             // the whole segment.
             if let Some(seg) = m.segments.last() {
-                let keyed = plans.iter().any(|p| pod_has_keys(&p.entry.pod));
+                let keyed = plans.iter().any(|p| pod_has_keys(p.entry.pod));
                 let next = Segment {
                     pdt_ms: seg
                         .pdt_ms
@@ -289,7 +315,7 @@ fn write_trailer(
 }
 
 struct Plan<'a> {
-    entry: &'a BreakEntry,
+    entry: EntryRef<'a>,
     slots: Vec<Slot>,
 }
 
@@ -381,7 +407,7 @@ fn inserted_before(plans: &[Plan<'_>], first_msn: u64, disc_base: u64) -> u64 {
     plans
         .iter()
         .map(|p| {
-            model::discontinuity_msns(&p.entry.record, &p.slots)
+            model::discontinuity_msns(p.entry.record, &p.slots)
                 .filter(|&msn| msn < first_msn && !p.entry.record.merged.contains(&msn))
                 .count() as u64
         })
@@ -419,7 +445,7 @@ struct Ssai<'a> {
 struct AdSegment<'a, 'e> {
     seg: &'a Segment<'a>,
     seg_lines: &'a [Line<'a>],
-    entry: &'e BreakEntry,
+    entry: EntryRef<'e>,
     slot: Slot,
     /// The segment's position in its slot.
     pos: u32,
@@ -443,7 +469,7 @@ fn ssai_segments(
         input,
         res,
         drop_parts,
-        keyed: plans.iter().any(|p| pod_has_keys(&p.entry.pod)),
+        keyed: plans.iter().any(|p| pod_has_keys(p.entry.pod)),
     };
     let content_is_fmp4 = m.segments.iter().any(|s| s.map.is_some());
     let mut prev_in_break = false;
@@ -533,7 +559,7 @@ fn ad_segment(s: &Ssai<'_>, a: &AdSegment<'_, '_>, out: &mut String) {
     }
     if (first_of_slot || !a.continues) && !a.fill.blank {
         if let Some(r) = a.fill.rendition {
-            ad_state(r, !a.seg.keys.is_empty() || pod_has_keys(&a.entry.pod), out);
+            ad_state(r, !a.seg.keys.is_empty() || pod_has_keys(a.entry.pod), out);
         }
     }
     if first_of_slot && s.input.settings.ad_dateranges {
@@ -682,7 +708,7 @@ struct Fill<'e> {
 /// The rendition that fills this slot for this variant: the ad's best fit,
 /// else the slate's, else none (content keeps the slot).
 fn choose_for_slot<'e>(
-    entry: &'e BreakEntry,
+    entry: EntryRef<'e>,
     slot: Slot,
     variant: &Variant,
     target: u64,
@@ -995,7 +1021,7 @@ fn sgai_segments(
 /// playlists then offer the ads' video-only renditions with an audio
 /// group, the shape of the primary.
 pub fn interstitial_tag(
-    entry: &BreakEntry,
+    entry: EntryRef<'_>,
     pdt_ms: i64,
     s: &SpliceSettings,
     demuxed: bool,
