@@ -15,74 +15,22 @@
 
 mod common;
 
-use cf_ssai_core::channel::sequencer::BreakPolicy;
-use cf_ssai_core::channel::{Channel, Effect, Input};
 use cf_ssai_core::hls::media;
 use cf_ssai_core::model::{ChannelBreaks, ChannelView, Pod};
 use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
 use cf_ssai_core::splice::edge::{self, DoQuery, Source};
 use cf_ssai_core::splice::{Mode, SpliceSettings, Variant};
+use cf_ssai_testkit::driver::Driver;
 use cf_ssai_testkit::edge::EdgeIo;
 use cf_ssai_testkit::sim::SimChannel;
 use cf_ssai_testkit::validate::{Registry, Viewer};
 
-/// The Channel DO: the machine, decisions answered at once, and every
-/// published view and pod kept with the instant it was written.
+/// The Channel DO: the testkit's driver of the channel machine (its poller
+/// on the machine's alarms, decisions answered at once, every KV write
+/// kept with its instant), and the calls viewers' requests made to it.
 struct Do {
-    ch: Channel,
-    views: Vec<(i64, ChannelView)>,
-    pods: Vec<(i64, String, cf_ssai_core::model::Pod)>,
+    d: Driver,
     calls: u64,
-}
-
-impl Do {
-    fn feed(&mut self, input: Input, now: i64) {
-        let p = BreakPolicy::default();
-        let step = self.ch.handle(input, &p, now);
-        let mut effects = step.effects;
-        let mut i = 0;
-        while i < effects.len() {
-            match effects[i].clone() {
-                Effect::Decide(r) => {
-                    let pod = common::pod(&r.id, r.cadence_ms as f64 / 1000.0, false);
-                    let s = self.ch.handle(
-                        Input::Decided {
-                            break_id: r.id,
-                            pod,
-                        },
-                        &p,
-                        now,
-                    );
-                    effects.extend(s.effects);
-                }
-                Effect::History(e) => self.pods.push((now, e.record.id.clone(), e.pod.clone())),
-                Effect::Publish => self.views.push((now, self.ch.view())),
-                Effect::Persist => {}
-            }
-            i += 1;
-        }
-    }
-
-    fn window(&mut self, m: &media::MediaPlaylist<'_>, cadence_ms: u64, now: i64) {
-        let det = cues::detect(m, &SegmentationPolicy::default());
-        self.feed(Input::examined(m, det.events, cadence_ms), now);
-    }
-
-    /// What KV shows at a location lagging by `lag` ms.
-    fn kv_view(&self, now: i64, lag: i64) -> Option<&ChannelView> {
-        self.views
-            .iter()
-            .rev()
-            .find(|(t, _)| *t <= now - lag)
-            .map(|(_, v)| v)
-    }
-
-    fn kv_pod(&self, now: i64, lag: i64, id: &str) -> Option<&cf_ssai_core::model::Pod> {
-        self.pods
-            .iter()
-            .find(|(t, i, _)| i == id && *t <= now - lag)
-            .map(|(_, _, p)| p)
-    }
 }
 
 struct Location {
@@ -104,10 +52,10 @@ struct Node<'a> {
 
 impl EdgeIo for Node<'_> {
     fn view(&mut self) -> Option<ChannelView> {
-        self.dobj.kv_view(self.now, self.loc.lag_ms).cloned()
+        self.dobj.d.kv.view(self.now, self.loc.lag_ms).cloned()
     }
     fn pod(&mut self, id: &str) -> Option<Pod> {
-        self.dobj.kv_pod(self.now, self.loc.lag_ms, id).cloned()
+        self.dobj.d.kv.pod(self.now, self.loc.lag_ms, id).cloned()
     }
     fn cached_answer(&mut self) -> Option<ChannelBreaks> {
         let ttl = i64::from(edge::DO_ANSWER_TTL_S) * 1000;
@@ -119,8 +67,9 @@ impl EdgeIo for Node<'_> {
     }
     fn ask_do(&mut self, q: &DoQuery) -> Option<ChannelBreaks> {
         self.dobj.calls += 1;
-        self.dobj.feed(q.input(), self.now);
-        let b = self.dobj.ch.breaks.clone();
+        self.dobj.d.run_until(self.now);
+        self.dobj.d.feed(q.input());
+        let b = self.dobj.d.machine.breaks.clone();
         self.loc.answer = Some((self.now, b.clone()));
         Some(b)
     }
@@ -171,9 +120,10 @@ fn simulate(locations: usize, viewers: u64, secs: i64, seed: u64) -> Figures {
         requests_at[phase][l] += 1;
     }
     let mut dobj = Do {
-        ch: Channel::default(),
-        views: Vec::new(),
-        pods: Vec::new(),
+        d: Driver::new(
+            ch.clone(),
+            Box::new(|r| common::pod(&r.id, r.cadence_ms as f64 / 1000.0, false)),
+        ),
         calls: 0,
     };
     let mut reg = Registry::default();
@@ -186,15 +136,11 @@ fn simulate(locations: usize, viewers: u64, secs: i64, seed: u64) -> Figures {
     };
     let start = ch.epoch_ms + td * (ch.window as i64 + 1);
     let mut t = start;
-    let mut next_poll = start;
+    dobj.d.run_until(start);
+    dobj.d.start_poller();
     while t < start + secs * 1000 {
-        if t >= next_poll {
-            // The poller (phase-locked at 90 % of the cadence).
-            let origin = ch.media(&variant.name, t);
-            let m = media::parse(&origin).unwrap();
-            dobj.window(&m, td as u64, t);
-            next_poll += td * 9 / 10;
-        }
+        // The poller, on the alarms the machine sets.
+        dobj.d.run_until(t);
         let tick = (((t - start) / per_tick_step) as usize) % requests_at.len();
         for (li, loc) in locs.iter_mut().enumerate() {
             let n = requests_at[tick][li];

@@ -3,12 +3,12 @@
 //! join late; the validator checks every rule across all of them.
 
 use cf_ssai_core::channel::sequencer::{self, Action, BreakPolicy};
-use cf_ssai_core::channel::{Channel, Effect, Input};
 use cf_ssai_core::hls::media;
 use cf_ssai_core::model::*;
 use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
 use cf_ssai_core::splice::edge::{self, DoQuery};
 use cf_ssai_core::splice::{self, EntryRef, Mode, SpliceInput, SpliceSettings, Variant};
+use cf_ssai_testkit::driver::Driver;
 use cf_ssai_testkit::edge::EdgeIo;
 use cf_ssai_testkit::sim::{SimChannel, SimDialect};
 use cf_ssai_testkit::validate::{Registry, Viewer};
@@ -16,98 +16,43 @@ use cf_ssai_testkit::validate::{Registry, Viewer};
 mod common;
 use common::pod;
 
-/// The Channel DO, in process: the very state machine the DO drives
-/// (`channel::Channel`), with the decision service answering at once.
-struct Sequencer {
-    ch: Channel,
-    history: Vec<(i64, ChannelBreaks)>,
-    fmp4: bool,
+/// The Channel DO over simulated time: the testkit's one driver of the
+/// channel machine (its poller on the alarms the machine asks for, KV
+/// writes kept with their instants), the decision service answering at
+/// once.
+fn sequencer(ch: &SimChannel) -> Driver {
+    let fmp4 = ch.fmp4;
+    let mut d = Driver::new(
+        ch.clone(),
+        Box::new(move |r| pod(&r.id, r.cadence_ms as f64 / 1000.0, fmp4)),
+    );
+    d.start_poller();
+    d
 }
 
-impl Sequencer {
-    fn new(fmp4: bool) -> Self {
-        Sequencer {
-            ch: Channel::default(),
-            history: vec![],
-            fmp4,
-        }
-    }
-
-    /// Feed one input as the DO's driver does: carry out the effects,
-    /// answer each decision, and record what was published to KV.
-    fn feed(&mut self, input: Input, now: i64) {
-        let policy = BreakPolicy::default();
-        let step = self.ch.handle(input, &policy, now);
-        let mut published = step.effects.contains(&Effect::Publish);
-        for e in step.effects {
-            if let Effect::Decide(r) = e {
-                let p = pod(&r.id, r.cadence_ms as f64 / 1000.0, self.fmp4);
-                let d = self.ch.handle(
-                    Input::Decided {
-                        break_id: r.id,
-                        pod: p,
-                    },
-                    &policy,
-                    now,
-                );
-                published |= d.effects.contains(&Effect::Publish);
-            }
-        }
-        if published {
-            self.history.push((now, self.ch.breaks.clone()));
-        }
-    }
-
-    /// An examined origin window (the poller's, or a viewer's that KV
-    /// could not vouch for).
-    fn examine(&mut self, m: &media::MediaPlaylist<'_>, cadence_ms: u64, now: i64) {
-        let det = cues::detect(m, &SegmentationPolicy::default());
-        self.feed(Input::examined(m, det.events, cadence_ms), now);
-    }
-
-    /// The monitor's poll.
-    fn poll(&mut self, ch: &SimChannel, now: i64) {
-        let origin = ch.media(&ch.variants[0].name, now);
-        let m = media::parse(&origin).unwrap();
-        self.examine(&m, ch.cadence_ms, now);
-    }
-
-    /// What KV shows at `now` to a node that lags by `lag` ms.
-    fn kv_view(&self, now: i64, lag: i64) -> ChannelBreaks {
-        self.history
-            .iter()
-            .rev()
-            .find(|(t, _)| *t <= now - lag)
-            .map(|(_, s)| s.clone())
-            .unwrap_or_default()
-    }
-}
-
-/// An edge node reading a lagged KV and the in-process DO (no location
-/// answer cache here: each miss asks the DO, the strictest case).
+/// An edge node reading KV as a location lagging by `lag` sees it, and
+/// the in-process DO (no location answer cache here: each miss asks the
+/// DO, the strictest case).
 struct Node<'a> {
-    seq: &'a mut Sequencer,
-    kv: ChannelBreaks,
+    seq: &'a mut Driver,
+    lag: i64,
     now: i64,
 }
 
 impl EdgeIo for Node<'_> {
     fn view(&mut self) -> Option<ChannelView> {
-        Some(self.kv.view())
+        self.seq.kv.view(self.now, self.lag).cloned()
     }
     fn pod(&mut self, id: &str) -> Option<Pod> {
-        self.kv
-            .entries
-            .iter()
-            .find(|e| e.record.id == id)
-            .map(|e| e.pod.clone())
+        self.seq.kv.pod(self.now, self.lag, id).cloned()
     }
     fn cached_answer(&mut self) -> Option<ChannelBreaks> {
         None
     }
     fn ask_do(&mut self, q: &DoQuery) -> Option<ChannelBreaks> {
-        self.seq.feed(q.input(), self.now);
-        Some(self.seq.ch.breaks.clone())
+        self.seq.run_until(self.now);
+        self.seq.feed(q.input());
+        Some(self.seq.machine.breaks.clone())
     }
 }
 
@@ -115,7 +60,7 @@ impl EdgeIo for Node<'_> {
 /// (`splice::edge::playlist`) driven over a node whose KV lags by `lag`.
 fn serve(
     ch: &SimChannel,
-    seq: &mut Sequencer,
+    seq: &mut Driver,
     variant: &str,
     now: i64,
     lag: i64,
@@ -147,8 +92,7 @@ fn serve(
         mode,
         settings: &settings,
     };
-    let kv = seq.kv_view(now, lag);
-    let mut node = Node { seq, kv, now };
+    let mut node = Node { seq, lag, now };
     cf_ssai_testkit::edge::serve(&mut node, &req)
         .output
         .playlist
@@ -263,7 +207,7 @@ fn shape(out: &str) -> Shape {
 /// demuxed channel's audio and subtitles) with each other at every instant
 /// and node (same MSNs spliced, same discontinuities).
 fn run(ch: SimChannel, mode: Mode, secs: i64, step: i64) -> Served {
-    let mut seq = Sequencer::new(ch.fmp4);
+    let mut seq = sequencer(&ch);
     let names: Vec<&str> = ch
         .variants
         .iter()
@@ -282,7 +226,7 @@ fn run(ch: SimChannel, mode: Mode, secs: i64, step: i64) -> Served {
     let mut t = start;
     let mut k = 0;
     while t < start + secs * 1000 {
-        seq.poll(&ch, t);
+        seq.run_until(t);
         let mut shapes: Vec<Vec<Shape>> = vec![Vec::new(); lags.len()];
         for (vi, name) in names.iter().enumerate() {
             for (li, lag) in lags.iter().enumerate() {
@@ -418,11 +362,11 @@ fn sgai_interstitials_are_stable() {
 #[test]
 fn ssai_replaces_exactly_the_break_and_returns_at_its_end() {
     let ch = SimChannel::default();
-    let mut seq = Sequencer::new(false);
+    let mut seq = sequencer(&ch);
     // Serve at every instant so the sequencer sees the OUT; then inspect a
     // window fully covering break 1 (MSN 10..25).
     for msn in 9..30u64 {
-        seq.poll(&ch, ch.pdt_of(msn + 1) + 10);
+        seq.run_until(ch.pdt_of(msn + 1) + 10);
         serve(&ch, &mut seq, "low", ch.pdt_of(msn + 1) + 10, 0, Mode::Ssai);
     }
     let ch_wide = SimChannel {
@@ -516,9 +460,9 @@ fn ssai_demuxed_each_rendition_gets_its_kind() {
         demuxed: true,
         ..Default::default()
     };
-    let mut seq = Sequencer::new(false);
+    let mut seq = sequencer(&ch);
     for msn in 9..30u64 {
-        seq.poll(&ch, ch.pdt_of(msn + 1) + 10);
+        seq.run_until(ch.pdt_of(msn + 1) + 10);
     }
     let wide = SimChannel {
         window: 30,
