@@ -767,7 +767,7 @@ fn choose_timed<'r>(
     fmp4: bool,
     need_segments: Option<u32>,
     blank: bool,
-) -> Result<&'r AdRendition, String> {
+) -> Result<&'r AdRendition, Unfit> {
     choose_rendition(renditions, variant, target, fmp4, need_segments).or_else(|e| {
         if blank {
             choose_rendition(renditions, variant, target, !fmp4, need_segments)
@@ -859,7 +859,7 @@ pub fn choose_rendition<'r>(
     target: u64,
     fmp4: bool,
     need_segments: Option<u32>,
-) -> Result<&'r AdRendition, String> {
+) -> Result<&'r AdRendition, Unfit> {
     let of = |kind| choose_of_kind(renditions, kind, variant, target, fmp4, need_segments);
     match variant.kind {
         TrackKind::Video => of(TrackKind::Video).or_else(|_| of(TrackKind::Muxed)),
@@ -874,20 +874,20 @@ fn choose_of_kind<'r>(
     target: u64,
     fmp4: bool,
     need_segments: Option<u32>,
-) -> Result<&'r AdRendition, String> {
+) -> Result<&'r AdRendition, Unfit> {
     let mut fit: Vec<&AdRendition> = Vec::new();
     if !renditions.iter().any(|r| r.kind == kind) {
-        return Err(format!("no {kind:?} rendition"));
+        return Err(Unfit::NoKind(kind));
     }
-    let mut why = String::from("no renditions");
+    let mut why = Unfit::NoRenditions;
     for r in renditions.iter().filter(|r| r.kind == kind) {
         if r.segments.is_empty() {
-            why = "rendition has no segments".into();
+            why = Unfit::NoSegments;
             continue;
         }
         // Written by an org or a third party: never rendered unchecked.
         if let Err(e) = r.check() {
-            why = format!("unsafe rendition: {e}");
+            why = Unfit::Unsafe(e.to_string());
             continue;
         }
         // RFC 8216 §4.3.3.1: EXTINF rounded to the nearest integer must not
@@ -897,23 +897,22 @@ fn choose_of_kind<'r>(
                 .iter()
                 .any(|s| s.duration.round() as u64 > target)
         {
-            why = format!(
-                "segments up to {:.3}s do not fit TARGETDURATION {target}",
-                r.segments.iter().map(|s| s.duration).fold(0.0, f64::max)
-            );
+            why = Unfit::TooLong {
+                longest_s: r.segments.iter().map(|s| s.duration).fold(0.0, f64::max),
+                target,
+            };
             continue;
         }
         if r.init_uri.is_some() != fmp4 {
-            why = format!(
-                "container mismatch (content is {}, ad is {})",
-                if fmp4 { "fMP4" } else { "TS" },
-                if r.init_uri.is_some() { "fMP4" } else { "TS" }
-            );
+            why = Unfit::Container { content_fmp4: fmp4 };
             continue;
         }
         if let Some(n) = need_segments {
             if r.segments.len() < n as usize {
-                why = format!("{} segments for a {n}-segment slot", r.segments.len());
+                why = Unfit::TooFewSegments {
+                    has: r.segments.len(),
+                    slot: n,
+                };
                 continue;
             }
         }
@@ -939,6 +938,26 @@ fn choose_of_kind<'r>(
         .max_by_key(|r| r.bandwidth)
         .or_else(|| pool.iter().min_by_key(|r| r.bandwidth));
     best.copied().ok_or(why)
+}
+
+/// Why no rendition of an ad fits a variant (the splice report says it,
+/// and the slot falls back to the slate or the content).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Unfit {
+    #[error("no {0:?} rendition")]
+    NoKind(TrackKind),
+    #[error("no renditions")]
+    NoRenditions,
+    #[error("rendition has no segments")]
+    NoSegments,
+    #[error("unsafe rendition: {0}")]
+    Unsafe(String),
+    #[error("segments up to {longest_s:.3}s do not fit TARGETDURATION {target}")]
+    TooLong { longest_s: f64, target: u64 },
+    #[error("container mismatch (content is {}, ad is {})", if *content_fmp4 { "fMP4" } else { "TS" }, if *content_fmp4 { "TS" } else { "fMP4" })]
+    Container { content_fmp4: bool },
+    #[error("{has} segments for a {slot}-segment slot")]
+    TooFewSegments { has: usize, slot: u32 },
 }
 
 /// Codec families of the ad all appear in the variant's (unknown = fine).
