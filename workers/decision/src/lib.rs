@@ -36,7 +36,7 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
         (Method::Get, "/healthz") => Response::ok("decision ok"),
         (Method::Post, "/decision") => match DecisionRequest::parse(&req.bytes().await?) {
             Ok(r) => decide(r, &env, &ctx).await,
-            Err(e) => error(400, e),
+            Err(e) => error(400, e.to_string()),
         },
         _ => error(404, "no such route"),
     }
@@ -581,7 +581,7 @@ async fn external(
         return Err(CallError::Failed(format!("HTTP {}", resp.status)));
     }
     let text = resp.text().map_err(vast::call_error)?;
-    cf_ssai_core::ads::decision::parse_external(&text).map_err(CallError::Failed)
+    cf_ssai_core::ads::decision::parse_external(&text).map_err(|e| CallError::Failed(e.to_string()))
 }
 
 /// Fill the tag's macros (VAST 4.3 §6): cache buster, timestamp, break

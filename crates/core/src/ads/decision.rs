@@ -62,9 +62,14 @@ pub struct ExternalAd {
 }
 
 /// Parse the external API's body; errors name what was wrong.
-pub fn parse_external(body: &str) -> Result<ExternalResponse, String> {
-    serde_json::from_str(body).map_err(|e| format!("decision API answer: {e}"))
+pub fn parse_external(body: &str) -> Result<ExternalResponse, ExternalError> {
+    serde_json::from_str(body).map_err(|e| ExternalError(e.to_string()))
 }
+
+/// A decision API answer that is not the documented JSON.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("decision API answer: {0}")]
+pub struct ExternalError(pub String);
 
 /// Map the external answer's ads to library items (conditioned media),
 /// with the answer's tracking added to the library's. Unknown creatives
@@ -411,6 +416,7 @@ mod tests {
         assert_eq!(r.vast_urls, vec!["https://ads/vast"]);
         assert!(parse_external(r#"{"ads":"x"}"#)
             .unwrap_err()
+            .to_string()
             .contains("decision API"));
         assert!(parse_external(r#"{"adz":[]}"#).is_err());
         assert!(parse_external("<html>").is_err());

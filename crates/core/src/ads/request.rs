@@ -121,34 +121,50 @@ struct Wire {
     asset: BTreeMap<String, String>,
 }
 
+/// Why a decision request body is refused (the 400's message names the
+/// field).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RequestError {
+    #[error("body: over the 64 KiB limit")]
+    TooLarge,
+    #[error("body: invalid JSON: {0}")]
+    Json(String),
+    #[error("{0}: required")]
+    Required(&'static str),
+    #[error("break_id: required (at most 128 characters)")]
+    BreakId,
+    #[error("duration_s: required, a number of seconds in (0, 3600]")]
+    Duration,
+    #[error("kind: {0:?} is not one of scte35, cue, scheduled, preroll")]
+    Kind(String),
+}
+
 impl DecisionRequest {
     /// Read and check a body; the error is the 400's message, naming the
     /// field (`org: required`, `kind: "midroll" is not one of …`).
-    pub fn parse(body: &[u8]) -> Result<DecisionRequest, String> {
+    pub fn parse(body: &[u8]) -> Result<DecisionRequest, RequestError> {
         if body.len() > MAX_BODY_BYTES {
-            return Err("body: over the 64 KiB limit".into());
+            return Err(RequestError::TooLarge);
         }
         let w: Wire =
-            serde_json::from_slice(body).map_err(|e| format!("body: invalid JSON: {e}"))?;
-        let required = |v: Option<String>, field: &str| {
+            serde_json::from_slice(body).map_err(|e| RequestError::Json(e.to_string()))?;
+        let required = |v: Option<String>, field: &'static str| {
             v.filter(|s| !s.is_empty())
-                .ok_or_else(|| format!("{field}: required"))
+                .ok_or(RequestError::Required(field))
         };
         let org = required(w.org, "org")?;
         let channel = required(w.channel, "channel")?;
         let break_id = w
             .break_id
             .filter(|s| !s.is_empty() && s.len() <= MAX_BREAK_ID_LEN)
-            .ok_or("break_id: required (at most 128 characters)")?;
+            .ok_or(RequestError::BreakId)?;
         let duration_s = w
             .duration_s
             .filter(|d| d.is_finite() && *d > 0.0 && *d <= MAX_DURATION_S)
-            .ok_or("duration_s: required, a number of seconds in (0, 3600]")?;
+            .ok_or(RequestError::Duration)?;
         let kind = match w.kind.as_deref() {
             None => BreakKind::default(),
-            Some(k) => BreakKind::from_name(k).ok_or_else(|| {
-                format!("kind: {k:?} is not one of scte35, cue, scheduled, preroll")
-            })?,
+            Some(k) => BreakKind::from_name(k).ok_or_else(|| RequestError::Kind(k.to_string()))?,
         };
         Ok(DecisionRequest {
             org,
@@ -238,7 +254,11 @@ mod tests {
 
     #[test]
     fn errors_name_the_field() {
-        let err = |body: &str| DecisionRequest::parse(body.as_bytes()).unwrap_err();
+        let err = |body: &str| {
+            DecisionRequest::parse(body.as_bytes())
+                .unwrap_err()
+                .to_string()
+        };
         let ok = r#""org":"o","channel":"c","break_id":"b","duration_s":30"#;
         assert!(err("{").starts_with("body: invalid JSON"));
         assert_eq!(err("{}"), "org: required");

@@ -512,9 +512,22 @@ pub fn report(rows: &[Row], from_ms: i64, to_ms: i64, step_ms: i64) -> Report {
     }
 }
 
+/// A time the metrics API could not read (the 400 names it).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TimeError {
+    #[error("{0:?}: an offset ends in s, m, h or d")]
+    Unit(String),
+    #[error("{0:?}: not an offset such as -90m")]
+    Offset(String),
+    #[error("{0:?}: out of range")]
+    Range(String),
+    #[error("{0:?}: not epoch ms, an RFC 3339 time, now or an offset (-1h)")]
+    Unknown(String),
+}
+
 /// A `from`/`to` query value: epoch ms, an RFC 3339 time, `now`, or an
 /// offset back from now (`-90m`, `-24h`, `-7d`).
-pub fn parse_time(v: &str, now_ms: i64) -> Result<i64, String> {
+pub fn parse_time(v: &str, now_ms: i64) -> Result<i64, TimeError> {
     let v = v.trim();
     if v == "now" {
         return Ok(now_ms);
@@ -526,21 +539,18 @@ pub fn parse_time(v: &str, now_ms: i64) -> Result<i64, String> {
             "m" => MINUTE_MS,
             "h" => HOUR_MS,
             "d" => 24 * HOUR_MS,
-            _ => return Err(format!("{v:?}: an offset ends in s, m, h or d")),
+            _ => return Err(TimeError::Unit(v.to_string())),
         };
-        let n: i64 = n
-            .parse()
-            .map_err(|_| format!("{v:?}: not an offset such as -90m"))?;
+        let n: i64 = n.parse().map_err(|_| TimeError::Offset(v.to_string()))?;
         return n
             .checked_mul(unit_ms)
             .and_then(|d| now_ms.checked_sub(d))
-            .ok_or_else(|| format!("{v:?}: out of range"));
+            .ok_or_else(|| TimeError::Range(v.to_string()));
     }
     if let Ok(ms) = v.parse::<i64>() {
         return Ok(ms);
     }
-    crate::hls::parse_pdt_ms(v)
-        .ok_or_else(|| format!("{v:?}: not epoch ms, an RFC 3339 time, now or an offset (-1h)"))
+    crate::hls::parse_pdt_ms(v).ok_or_else(|| TimeError::Unknown(v.to_string()))
 }
 
 /// Help text and type of each metric family, for the OpenMetrics output.
