@@ -72,7 +72,10 @@ pub fn build_pod(
         });
         return finish(req, Vec::new(), slate, reasons, PodSource::Slate);
     }
+    // Sized on the first push (not before: often none are usable), so a
+    // few large items never take a growth step.
     let mut usable: Vec<(PodItem, usize)> = Vec::new();
+    let n_candidates = candidates.len();
     for c in candidates {
         if req.capped.contains(&c.creative_id) {
             reasons.push(Reason::FrequencyCap { ad_id: c.ad_id });
@@ -97,6 +100,9 @@ pub fn build_pod(
                 break_s: req.duration_s,
             });
             continue;
+        }
+        if usable.capacity() == 0 {
+            usable.reserve_exact(n_candidates);
         }
         usable.push((c, w));
     }

@@ -192,14 +192,17 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
     let mut r = Reader::from_str(xml);
     r.config_mut().trim_text(true);
     let mut doc = VastDoc::default();
-    let mut path: Vec<Tag> = Vec::with_capacity(16);
+    // The open elements: a fixed array on the stack (no allocation per
+    // document), as deep as the depth limit.
+    let mut path = Path::default();
     let mut saw_root = false;
     let mut ad: Option<VastAd> = None;
     let mut creative: Option<Creative> = None;
     let mut media: Option<MediaFile> = None;
     let mut tracking_event: Option<&'static str> = None;
-    // Element text arrives in pieces (text, entity references, CDATA).
-    let mut pending = String::new();
+    // Element text arrives in pieces (text, entity references, CDATA);
+    // a single piece (the usual case) is borrowed from the input.
+    let mut pending = Pending::default();
     let err = |r: &Reader<&[u8]>, e: quick_xml::Error| VastError::Xml {
         at: r.buffer_position(),
         msg: e.to_string(),
@@ -209,28 +212,25 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
         match ev {
             Event::Start(ref e) | Event::Empty(ref e) => {
                 let empty = matches!(ev, Event::Empty(_));
-                let local = e.local_name();
-                let tag = Tag::of(local.as_ref());
+                // The local name by a plain byte loop: names are short,
+                // and quick-xml's `local_name` is a memchr call.
+                let local = local_name(e.name().into_inner());
+                let tag = Tag::of(local);
                 if !saw_root {
                     if tag != Tag::Vast {
                         return Err(VastError::NotVast(
-                            String::from_utf8_lossy(local.as_ref()).into_owned(),
+                            String::from_utf8_lossy(local).into_owned(),
                         ));
                     }
                     saw_root = true;
                 }
-                // One pass over the attributes (no duplicate check: it
-                // allocates per element); values unescaped only when they
-                // hold a reference.
-                let each_attr = |f: &mut dyn FnMut(&[u8], &[u8])| {
-                    for a in e.attributes().with_checks(false).flatten() {
-                        f(a.key.local_name().as_ref(), &a.value);
-                    }
-                };
+                // One pass over the attributes; values unescaped only
+                // when they hold a reference.
+                let each_attr = |f: &mut dyn FnMut(&[u8], &[u8])| for_each_attr(e, f);
                 match tag {
                     Tag::Vast => each_attr(&mut |k, v| {
                         if k == b"version" {
-                            doc.version = attr_text(v);
+                            doc.version = attr_text(xml, v);
                         }
                     }),
                     Tag::Ad => {
@@ -239,8 +239,8 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
                         }
                         let mut a = VastAd::default();
                         each_attr(&mut |k, v| match k {
-                            b"id" => a.id = attr_text(v),
-                            b"sequence" => a.sequence = attr_text(v).trim().parse().ok(),
+                            b"id" => a.id = attr_text(xml, v),
+                            b"sequence" => a.sequence = attr_num(xml, v),
                             _ => {}
                         });
                         ad = Some(a);
@@ -253,8 +253,8 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
                     Tag::Creative => {
                         let mut c = Creative::default();
                         each_attr(&mut |k, v| match k {
-                            b"id" => c.id = attr_text(v),
-                            b"adId" | b"AdID" if c.ad_id.is_empty() => c.ad_id = attr_text(v),
+                            b"id" => c.id = attr_text(xml, v),
+                            b"adId" | b"AdID" if c.ad_id.is_empty() => c.ad_id = attr_text(xml, v),
                             _ => {}
                         });
                         creative = Some(c);
@@ -269,56 +269,53 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
                             mezzanine: tag == Tag::Mezzanine,
                             ..MediaFile::default()
                         };
-                        let num = |v: &[u8]| attr_text(v).trim().parse().unwrap_or(0);
                         each_attr(&mut |k, v| match k {
-                            b"type" => m.mime = attr_text(v),
-                            b"delivery" => m.delivery = attr_text(v),
-                            b"width" => m.width = num(v),
-                            b"height" => m.height = num(v),
-                            b"bitrate" => m.bitrate = num(v),
-                            b"apiFramework" => m.api_framework = attr_text(v),
-                            b"codec" => m.codec = attr_text(v),
-                            b"fileSize" => m.file_size = attr_text(v).trim().parse().unwrap_or(0),
+                            b"type" => m.mime = attr_text(xml, v),
+                            b"delivery" => m.delivery = attr_text(xml, v),
+                            b"width" => m.width = attr_num(xml, v).unwrap_or(0),
+                            b"height" => m.height = attr_num(xml, v).unwrap_or(0),
+                            b"bitrate" => m.bitrate = attr_num(xml, v).unwrap_or(0),
+                            b"apiFramework" => m.api_framework = attr_text(xml, v),
+                            b"codec" => m.codec = attr_text(xml, v),
+                            b"fileSize" => m.file_size = attr_num(xml, v).unwrap_or(0),
                             _ => {}
                         });
                         media = Some(m);
                     }
                     Tag::Tracking => {
                         // Only the events we fire; compared without copying.
-                        tracking_event = e
-                            .attributes()
-                            .with_checks(false)
-                            .flatten()
-                            .find(|a| a.key.local_name().as_ref() == b"event")
-                            .and_then(|a| tracking_event_name(&a.value))
+                        let mut event = None;
+                        each_attr(&mut |k, v| {
+                            if event.is_none() && k == b"event" {
+                                event = Some(tracking_event_name(v));
+                            }
+                        });
+                        tracking_event = event.flatten();
                     }
                     _ => {}
                 }
                 pending.clear();
                 if !empty {
-                    if path.len() >= MAX_DEPTH {
+                    if !path.push(tag) {
                         return Err(VastError::TooDeep);
                     }
-                    path.push(tag);
                 } else {
                     close(tag, &mut doc, &mut ad, &mut creative, &mut media);
                 }
             }
-            Event::Text(t) if path.last().is_some_and(|t| t.has_text()) => {
-                if let Ok(v) = t.decode() {
-                    pending.push_str(&v);
-                }
+            Event::Text(t) if path.leaf().is_some_and(Tag::has_text) => {
+                pending.push(utf8(xml, &t));
             }
-            Event::GeneralRef(r) if path.last().is_some_and(|t| t.has_text()) => {
-                pending.push_str(&entity(&utf8(&r)));
+            Event::GeneralRef(r) if path.leaf().is_some_and(Tag::has_text) => {
+                pending.push(std::borrow::Cow::Owned(entity(&utf8(xml, &r))));
             }
-            Event::CData(t) if path.last().is_some_and(|t| t.has_text()) => {
-                pending.push_str(&utf8(&t))
+            Event::CData(t) if path.leaf().is_some_and(Tag::has_text) => {
+                pending.push(utf8(xml, &t))
             }
             Event::End(_) => {
                 text(
                     &path,
-                    pending.trim(),
+                    pending.get().trim(),
                     &mut doc,
                     &mut ad,
                     &mut creative,
@@ -340,25 +337,194 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
     Ok(doc)
 }
 
-/// An attribute value as text: borrowed bytes unescaped only when they
-/// contain a reference.
-fn attr_text(v: &[u8]) -> String {
-    let raw = utf8(v);
-    if !raw.contains('&') {
-        return raw.into_owned();
+/// Calls `f(local name, raw value)` for each attribute of `e`, in order.
+/// Well-formed attributes (`key="v"` / `key='v'`, whitespace around `=`)
+/// are split by one byte scan (cheaper than quick-xml's iterator). At the
+/// first one quick-xml would reject (no `=`, an unquoted or unclosed
+/// value), the rest goes through quick-xml's iterator (without its
+/// duplicate check, which allocates per element), skipping what it
+/// rejects, exactly as before: its first `n` attributes are the `n`
+/// already split, which it reads the same way.
+fn for_each_attr(e: &quick_xml::events::BytesStart<'_>, f: &mut dyn FnMut(&[u8], &[u8])) {
+    let mut rest = e.attributes_raw();
+    let mut done = 0usize;
+    loop {
+        let start = rest
+            .iter()
+            .position(|&b| !is_xml_space(b))
+            .unwrap_or(rest.len());
+        let Some(at) = rest.get(start..) else {
+            return;
+        };
+        if at.is_empty() {
+            return;
+        }
+        let Some((key, value, after)) = split_attr(at) else {
+            break;
+        };
+        f(local_name(key), value);
+        done = done.saturating_add(1);
+        rest = after;
     }
-    quick_xml::escape::unescape(&raw)
-        .map(|c| c.into_owned())
-        .unwrap_or_else(|_| raw.into_owned())
+    for a in e.attributes().with_checks(false).skip(done).flatten() {
+        f(a.key.local_name().as_ref(), &a.value);
+    }
 }
 
-/// Bytes of the (already UTF-8) document as text; the strict check is
-/// much faster than the lossy one, which is only the fallback.
-fn utf8(v: &[u8]) -> std::borrow::Cow<'_, str> {
-    match std::str::from_utf8(v) {
-        Ok(s) => std::borrow::Cow::Borrowed(s),
-        Err(_) => String::from_utf8_lossy(v),
+/// The part of a qualified name after its first `:` (as quick-xml's
+/// `local_name`).
+fn local_name(k: &[u8]) -> &[u8] {
+    match k.iter().position(|&b| b == b':') {
+        Some(i) => k.get(i.saturating_add(1)..).unwrap_or(k),
+        None => k,
     }
+}
+
+fn is_xml_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+/// `key = "value"` at the start of `s` → key, value, the rest after the
+/// closing quote.
+fn split_attr(s: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    // The key's first byte is never its end (as in quick-xml: `="x"` is a
+    // key, not an empty key and a value).
+    let key_end = s
+        .iter()
+        .skip(1)
+        .position(|&b| b == b'=' || is_xml_space(b))?
+        .checked_add(1)?;
+    let (key, rest) = s.split_at_checked(key_end)?;
+    let eq = rest.iter().position(|&b| !is_xml_space(b))?;
+    let rest = rest.get(eq..)?.strip_prefix(b"=")?;
+    let q = rest.iter().position(|&b| !is_xml_space(b))?;
+    let rest = rest.get(q..)?;
+    let (&quote, rest) = rest.split_first()?;
+    if quote != b'"' && quote != b'\'' {
+        return None;
+    }
+    let close = rest.iter().position(|&b| b == quote)?;
+    let (value, rest) = rest.split_at_checked(close)?;
+    Some((key, value, rest.get(1..)?))
+}
+
+/// The stack of open elements, in a fixed array of [`MAX_DEPTH`].
+struct Path {
+    tags: [Tag; MAX_DEPTH],
+    len: usize,
+}
+
+impl Default for Path {
+    fn default() -> Self {
+        Path {
+            tags: [Tag::Other; MAX_DEPTH],
+            len: 0,
+        }
+    }
+}
+
+impl Path {
+    /// Push `tag`; false when the depth limit is reached.
+    fn push(&mut self, tag: Tag) -> bool {
+        match self.tags.get_mut(self.len) {
+            Some(slot) => {
+                *slot = tag;
+                self.len = self.len.saturating_add(1);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn pop(&mut self) -> Option<Tag> {
+        self.len = self.len.checked_sub(1)?;
+        self.tags.get(self.len).copied()
+    }
+
+    fn leaf(&self) -> Option<Tag> {
+        self.tags.get(self.len.checked_sub(1)?).copied()
+    }
+
+    fn parent(&self) -> Option<Tag> {
+        self.tags.get(self.len.checked_sub(2)?).copied()
+    }
+}
+
+/// An element's text so far: the first piece borrowed from the document,
+/// copied into `joined` only when a second piece arrives.
+#[derive(Default)]
+struct Pending<'a> {
+    first: &'a str,
+    joined: String,
+    is_joined: bool,
+}
+
+impl<'a> Pending<'a> {
+    fn push(&mut self, piece: std::borrow::Cow<'a, str>) {
+        if self.is_joined {
+            self.joined.push_str(&piece);
+        } else if self.first.is_empty() {
+            match piece {
+                std::borrow::Cow::Borrowed(s) => self.first = s,
+                std::borrow::Cow::Owned(s) => {
+                    self.joined = s;
+                    self.is_joined = true;
+                }
+            }
+        } else {
+            self.joined.clear();
+            self.joined.push_str(self.first);
+            self.joined.push_str(&piece);
+            self.is_joined = true;
+        }
+    }
+
+    fn get(&self) -> &str {
+        if self.is_joined {
+            &self.joined
+        } else {
+            self.first
+        }
+    }
+
+    fn clear(&mut self) {
+        self.first = "";
+        self.is_joined = false;
+    }
+}
+
+/// An attribute value as text: borrowed bytes unescaped only when they
+/// contain a reference.
+fn attr_text(xml: &str, v: &[u8]) -> String {
+    attr_str(xml, v).into_owned()
+}
+
+/// A numeric attribute, read without copying its text.
+fn attr_num<T: std::str::FromStr>(xml: &str, v: &[u8]) -> Option<T> {
+    attr_str(xml, v).trim().parse().ok()
+}
+
+fn attr_str<'a>(xml: &'a str, v: &[u8]) -> std::borrow::Cow<'a, str> {
+    let raw = utf8(xml, v);
+    if !raw.contains('&') {
+        return raw;
+    }
+    match quick_xml::escape::unescape(&raw) {
+        Ok(std::borrow::Cow::Owned(s)) => std::borrow::Cow::Owned(s),
+        _ => raw,
+    }
+}
+
+/// Bytes of the document as text. The reader hands out slices of `xml`
+/// cut at ASCII delimiters, so the slice is found again in `xml` by its
+/// address (a bounds and char-boundary check, no UTF-8 re-validation);
+/// anything else (never expected) is validated.
+fn utf8<'a>(xml: &'a str, v: &[u8]) -> std::borrow::Cow<'a, str> {
+    let at = (v.as_ptr() as usize).wrapping_sub(xml.as_ptr() as usize);
+    if let Some(s) = at.checked_add(v.len()).and_then(|end| xml.get(at..end)) {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    std::borrow::Cow::Owned(String::from_utf8_lossy(v).into_owned())
 }
 
 /// `&name;` → its text (XML's five, and numeric references).
@@ -394,6 +560,10 @@ fn close(
         }
         Tag::Creative => {
             if let (Some(c), Some(a)) = (creative.take(), ad.as_mut()) {
+                // Most ads have one creative: four (the default first
+                // growth) would be an over-1 KiB request, which costs
+                // the allocator a consolidation.
+                a.creatives.reserve_exact(1);
                 a.creatives.push(c);
             }
         }
@@ -409,7 +579,7 @@ fn close(
 }
 
 fn text(
-    path: &[Tag],
+    path: &Path,
     v: &str,
     doc: &mut VastDoc,
     ad: &mut Option<VastAd>,
@@ -420,10 +590,10 @@ fn text(
     if v.is_empty() {
         return;
     }
-    let Some(&leaf) = path.last() else {
+    let Some(leaf) = path.leaf() else {
         return;
     };
-    let parent = path.len().checked_sub(2).and_then(|i| path.get(i).copied());
+    let parent = path.parent();
     match (leaf, ad.as_mut()) {
         (Tag::Error, None) => doc.errors.push(v.to_string()),
         (Tag::Error, Some(a)) if parent != Some(Tag::Tracking) => a.errors.push(v.to_string()),
@@ -570,7 +740,8 @@ pub fn pod_from_vast(
 ) -> Pod {
     let mut ads: Vec<VastAd> = doc.ads.into_iter().filter(|a| !a.is_wrapper).collect();
     ads.sort_by_key(|a| a.sequence.unwrap_or(u32::MAX));
-    let items: Vec<PodItem> = ads.into_iter().filter_map(into_pod_item).collect();
+    let mut items: Vec<PodItem> = Vec::with_capacity(ads.len());
+    items.extend(ads.into_iter().filter_map(into_pod_item));
     build_pod(
         &PodRequest {
             break_id,
@@ -666,6 +837,63 @@ mod tests {
             reasons.iter().map(ToString::to_string).collect::<Vec<_>>(),
             vec!["ad a1: 16 impression URLs over the limit of 64 dropped"]
         );
+    }
+
+    /// The fast attribute split yields exactly what quick-xml's iterator
+    /// (checks off, errors skipped) does, malformed attributes included.
+    #[test]
+    fn attributes_split_as_quick_xml_does() {
+        let cases = [
+            "",
+            " ",
+            r#" a="1""#,
+            r#" a="1" b='2'"#,
+            r#" a="1"b='2'"#,
+            " a = \"1\"\t\n b\r='x y'",
+            r#" ns:a="x" x:y:z="w""#,
+            r#" a="x'y" b='x"y'"#,
+            r#" a="" b=''"#,
+            r#" a="1" a="2""#,
+            r#" a"#,
+            r#" a b="2""#,
+            r#" a=1 b="2""#,
+            r#" a="1" b"#,
+            r#" ="x" b="2""#,
+            r#" a=="x" b="2""#,
+            r#" a="1" = "2" c="3""#,
+            r#" a= "#,
+            r#" a="&amp;" b="&#x41;""#,
+        ];
+        for attrs in cases {
+            let xml = format!("<X{attrs}/>");
+            let mut r = Reader::from_str(&xml);
+            let Ok(Event::Empty(e)) = r.read_event() else {
+                panic!("no element for {attrs:?}");
+            };
+            let mut fast: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            for_each_attr(&e, &mut |k, v| fast.push((k.to_vec(), v.to_vec())));
+            let slow: Vec<(Vec<u8>, Vec<u8>)> = e
+                .attributes()
+                .with_checks(false)
+                .flatten()
+                .map(|a| (a.key.local_name().as_ref().to_vec(), a.value.to_vec()))
+                .collect();
+            assert_eq!(fast, slow, "attributes {attrs:?}");
+        }
+    }
+
+    #[test]
+    fn text_in_pieces_and_entities() {
+        let d = parse(r#"<VAST version="4.0"><Ad id="a&amp;b" sequence=" 3 "><InLine><Impression> https://x.example/?a=1&amp;b=2<![CDATA[&c=3]]> </Impression><Creatives><Creative id="c" AdID="i"><Linear><MediaFiles><MediaFile type="video/mp4" width=" 640 " height="x" fileSize="12345678901"><![CDATA[ https://m.example/a.mp4 ]]></MediaFile></MediaFiles></Linear></Creative></Creatives></InLine></Ad></VAST>"#).unwrap();
+        let a = &d.ads[0];
+        assert_eq!(a.id, "a&b");
+        assert_eq!(a.sequence, Some(3));
+        assert_eq!(a.impressions, vec!["https://x.example/?a=1&b=2&c=3"]);
+        let c = &a.creatives[0];
+        assert_eq!(c.ad_id, "i");
+        let m = &c.media_files[0];
+        assert_eq!(m.url, "https://m.example/a.mp4");
+        assert_eq!((m.width, m.height, m.file_size), (640, 0, 12_345_678_901));
     }
 
     #[test]
