@@ -226,9 +226,8 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
                 }
                 // One pass over the attributes; values unescaped only
                 // when they hold a reference.
-                let each_attr = |f: &mut dyn FnMut(&[u8], &[u8])| for_each_attr(e, f);
                 match tag {
-                    Tag::Vast => each_attr(&mut |k, v| {
+                    Tag::Vast => for_each_attr(e, |k, v| {
                         if k == b"version" {
                             doc.version = attr_text(xml, v);
                         }
@@ -238,7 +237,7 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
                             return Err(VastError::TooManyAds);
                         }
                         let mut a = VastAd::default();
-                        each_attr(&mut |k, v| match k {
+                        for_each_attr(e, |k, v| match k {
                             b"id" => a.id = attr_text(xml, v),
                             b"sequence" => a.sequence = attr_num(xml, v),
                             _ => {}
@@ -252,7 +251,7 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
                     }
                     Tag::Creative => {
                         let mut c = Creative::default();
-                        each_attr(&mut |k, v| match k {
+                        for_each_attr(e, |k, v| match k {
                             b"id" => c.id = attr_text(xml, v),
                             b"adId" | b"AdID" if c.ad_id.is_empty() => c.ad_id = attr_text(xml, v),
                             _ => {}
@@ -269,7 +268,7 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
                             mezzanine: tag == Tag::Mezzanine,
                             ..MediaFile::default()
                         };
-                        each_attr(&mut |k, v| match k {
+                        for_each_attr(e, |k, v| match k {
                             b"type" => m.mime = attr_text(xml, v),
                             b"delivery" => m.delivery = attr_text(xml, v),
                             b"width" => m.width = attr_num(xml, v).unwrap_or(0),
@@ -285,7 +284,7 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
                     Tag::Tracking => {
                         // Only the events we fire; compared without copying.
                         let mut event = None;
-                        each_attr(&mut |k, v| {
+                        for_each_attr(e, |k, v| {
                             if event.is_none() && k == b"event" {
                                 event = Some(tracking_event_name(v));
                             }
@@ -345,7 +344,7 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
 /// duplicate check, which allocates per element), skipping what it
 /// rejects, exactly as before: its first `n` attributes are the `n`
 /// already split, which it reads the same way.
-fn for_each_attr(e: &quick_xml::events::BytesStart<'_>, f: &mut dyn FnMut(&[u8], &[u8])) {
+fn for_each_attr(e: &quick_xml::events::BytesStart<'_>, mut f: impl FnMut(&[u8], &[u8])) {
     let mut rest = e.attributes_raw();
     let mut done = 0usize;
     loop {
@@ -499,8 +498,17 @@ fn attr_text(xml: &str, v: &[u8]) -> String {
     attr_str(xml, v).into_owned()
 }
 
-/// A numeric attribute, read without copying its text.
-fn attr_num<T: std::str::FromStr>(xml: &str, v: &[u8]) -> Option<T> {
+/// A numeric attribute, read without copying its text: plain digits
+/// (the usual case) by a byte loop, anything else as before (unescaped,
+/// trimmed, `FromStr`).
+fn attr_num<T: std::str::FromStr + TryFrom<u64>>(xml: &str, v: &[u8]) -> Option<T> {
+    if !v.is_empty() && v.len() <= 19 && v.iter().all(u8::is_ascii_digit) {
+        let n = v.iter().fold(0u64, |n, &d| {
+            n.wrapping_mul(10)
+                .wrapping_add(u64::from(d.wrapping_sub(b'0')))
+        });
+        return T::try_from(n).ok();
+    }
     attr_str(xml, v).trim().parse().ok()
 }
 
@@ -871,7 +879,7 @@ mod tests {
                 panic!("no element for {attrs:?}");
             };
             let mut fast: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-            for_each_attr(&e, &mut |k, v| fast.push((k.to_vec(), v.to_vec())));
+            for_each_attr(&e, |k, v| fast.push((k.to_vec(), v.to_vec())));
             let slow: Vec<(Vec<u8>, Vec<u8>)> = e
                 .attributes()
                 .with_checks(false)
