@@ -574,19 +574,8 @@ impl ChannelDO {
             m.segments.first().map(|s| s.msn),
             m.last_msn(),
         );
-        if !self.inband_logged.replace(true) {
-            worker_shared::metrics::log(
-                Level::Info,
-                "inband_resume",
-                &[
-                    ("org", &c.org),
-                    ("channel", &c.slug),
-                    ("persisted", &format!("{persisted:?}")),
-                    ("from", &format!("{seen:?}")),
-                ],
-            );
-        }
         let mut events = Vec::new();
+        let mut examined: Vec<u64> = Vec::new();
         let mut through = seen.filter(|s| m.segments.first().is_some_and(|f| *s + 1 >= f.msn));
         let Ok(base) = url::Url::parse(playlist_url) else {
             return (events, through);
@@ -674,6 +663,21 @@ impl ChannelDO {
             }
             events.extend(evs);
             through = Some(seg.msn);
+            examined.push(seg.msn);
+        }
+        if !self.inband_logged.replace(true) {
+            worker_shared::metrics::log(
+                Level::Info,
+                "inband_resume",
+                &[
+                    ("org", &c.org),
+                    ("channel", &c.slug),
+                    ("persisted", &format!("{persisted:?}")),
+                    ("from", &format!("{seen:?}")),
+                    ("examined", &format!("{examined:?}")),
+                    ("cues", &events.len().to_string()),
+                ],
+            );
         }
         (events, through)
     }
