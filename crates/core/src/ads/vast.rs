@@ -658,13 +658,28 @@ fn push_tracking(t: &mut Tracking, event: &str, url: &str) {
 /// `HH:MM:SS(.mmm)` → seconds.
 pub fn parse_duration(s: &str) -> Option<f64> {
     let mut parts = s.trim().split(':');
-    let h: f64 = parts.next()?.parse().ok()?;
-    let m: f64 = parts.next()?.parse().ok()?;
-    let sec: f64 = parts.next()?.parse().ok()?;
+    let h = duration_part(parts.next()?)?;
+    let m = duration_part(parts.next()?)?;
+    let sec = duration_part(parts.next()?)?;
     if parts.next().is_some() || !(0.0..60.0).contains(&m) || !(0.0..60.0).contains(&sec) {
         return None;
     }
     Some(h * 3600.0 + m * 60.0 + sec)
+}
+
+/// One `HH`, `MM` or `SS(.mmm)` field: plain digits (the usual case) by a
+/// byte loop, exact as an `f64` at this length; anything else as `f64`
+/// text.
+fn duration_part(p: &str) -> Option<f64> {
+    let b = p.as_bytes();
+    if !b.is_empty() && b.len() <= 9 && b.iter().all(u8::is_ascii_digit) {
+        let n = b.iter().fold(0u32, |n, &d| {
+            n.wrapping_mul(10)
+                .wrapping_add(u32::from(d.wrapping_sub(b'0')))
+        });
+        return Some(f64::from(n));
+    }
+    p.parse().ok()
 }
 
 /// Fold a wrapper's impressions, errors and tracking into the ad it
@@ -919,5 +934,9 @@ mod tests {
         assert!(matches!(parse(&deep), Err(VastError::TooDeep)));
         assert_eq!(parse_duration("00:00:30.5"), Some(30.5));
         assert_eq!(parse_duration("bogus"), None);
+        assert_eq!(parse_duration("01:02:03"), Some(3723.0));
+        assert_eq!(parse_duration(" 1:2:3.25 "), Some(3723.25));
+        assert_eq!(parse_duration("00:60:00"), None);
+        assert_eq!(parse_duration("00:00:1e1"), Some(10.0));
     }
 }
