@@ -57,7 +57,10 @@ test("a cue in a segment examined by nobody is found by the poller's next instan
   // read them (the media loops, so cues are not evenly spaced by MSN).
   let next;
   for (let n = first.record.anchor_msn + 1; n < first.record.anchor_msn + 4 * EVERY && next === undefined; n++) {
-    writeFileSync(join(dir, "seg.ts"), (await http(`${s.originBase}/live/inband/v360/seg${n}.ts`)).body);
+    // The playlist names MSN n `seg{n mod 60}.ts` (the stack's origin
+    // loops its media every 60 segments, and the in-band cue goes with the
+    // file): read the segment the poller will read.
+    writeFileSync(join(dir, "seg.ts"), (await http(`${s.originBase}/live/inband/v360/seg${n % 60}.ts`)).body);
     const out = spawnSync(CLI, ["cues", join(dir, "seg.ts")], { encoding: "utf8" }).stdout;
     if (/"kind":"out"/.test(out)) next = n;
   }
