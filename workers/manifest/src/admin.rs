@@ -439,27 +439,44 @@ async fn preview_decision(req: &mut Request, env: &Env, org: &str) -> Result<Res
 /// `breaks` joins view and pods the way the playback path does.
 async fn channel_kv(env: &Env, org: &str, slug: &str) -> Result<Response> {
     let kv = env.kv(bindings::KV)?;
+    // What a playlist request of this channel reads, key by key, with the
+    // bytes it reads (the view and lean pods are binary: `core::wire`;
+    // shown decoded here).
     let mut reads = serde_json::Map::new();
     let mut bytes = serde_json::Map::new();
-    let mut read = |key: String, text: Option<String>| -> Option<serde_json::Value> {
-        let t = text?;
-        bytes.insert(key.clone(), t.len().into());
-        let v: serde_json::Value = serde_json::from_str(&t).ok()?;
-        reads.insert(key, v.clone());
-        Some(v)
-    };
     let config_key = worker_shared::kv_config_key(org, slug);
-    let t = kv.get(&config_key).text().await?;
-    read(config_key, t);
+    if let Some(t) = kv.get(&config_key).text().await? {
+        bytes.insert(config_key.clone(), t.len().into());
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&t) {
+            reads.insert(config_key, v);
+        }
+    }
     let view_key = worker_shared::kv_breaks_key(org, slug);
-    let t = kv.get(&view_key).text().await?;
-    let view: Option<model::ChannelView> =
-        read(view_key, t).and_then(|v| serde_json::from_value(v).ok());
+    let view = match kv.get(&view_key).bytes().await? {
+        Some(b) => {
+            bytes.insert(view_key.clone(), b.len().into());
+            let v = cf_ssai_core::wire::decode_view(&b).ok();
+            reads.insert(view_key, serde_json::to_value(&v)?);
+            v
+        }
+        None => None,
+    };
     let mut entries = Vec::new();
     for e in view.iter().flat_map(|v| v.entries.iter()) {
-        let key = worker_shared::kv_pod_key(org, slug, &e.record.id);
-        let t = kv.get(&key).text().await?;
-        let pod = read(key, t);
+        let id = &e.record.id;
+        let lean_key = worker_shared::kv_splice_pod_key(org, slug, id);
+        if let Some(b) = kv.get(&lean_key).bytes().await? {
+            bytes.insert(lean_key.clone(), b.len().into());
+            let lean = cf_ssai_core::wire::decode_pod(&b).ok();
+            reads.insert(lean_key, serde_json::to_value(&lean)?);
+        }
+        // The whole pod (beacons, asset lists): not on the playlist path.
+        let full_key = worker_shared::kv_pod_key(org, slug, id);
+        let pod = kv
+            .get(&full_key)
+            .bytes()
+            .await?
+            .and_then(|b| cf_ssai_core::wire::decode_pod(&b).ok());
         entries.push(serde_json::json!({ "record": e.record, "pod": pod }));
     }
     let breaks = view.as_ref().map(|v| {

@@ -336,11 +336,10 @@ impl ChannelDO {
             } else {
                 Vec::new()
             };
-            let view = if step.effects.contains(&Effect::Publish) {
-                Some(serde_json::to_string(&l.ch.view())?)
-            } else {
-                None
-            };
+            let view = step
+                .effects
+                .contains(&Effect::Publish)
+                .then(|| cf_ssai_core::wire::encode_view(&l.ch.view()));
             (step, writes, view)
         };
         for e in &step.effects {
@@ -354,25 +353,38 @@ impl ChannelDO {
                     }
                 }
                 Effect::Publish => {
-                    // The view edge nodes read; written only when it changed.
-                    // As JSON text: KV's own conversion goes through
-                    // serde-wasm-bindgen, which writes flattened structs
-                    // as JS Maps (and so as `{}`).
+                    // The view edge nodes read; written only when it changed,
+                    // binary (`core::wire`: what every playlist request
+                    // decodes). Never through KV's own conversion of a
+                    // value: serde-wasm-bindgen writes flattened structs as
+                    // JS Maps (and so as `{}`).
                     let kv = self.env.kv(bindings::KV)?;
                     if let Some(view) = &view {
-                        kv.put(&worker_shared::kv_breaks_key(&c.org, &c.slug), view)?
+                        kv.put_bytes(&worker_shared::kv_breaks_key(&c.org, &c.slug), view)?
                             .expiration_ttl(KV_TTL_S)
                             .execute()
                             .await?;
                     }
                 }
                 Effect::History(entry) => {
-                    // The pod under its own key first (immutable; the view
-                    // published next refers to it), then the history.
+                    // The pod under its own keys first (immutable; the view
+                    // published next refers to them), then the history:
+                    // the full pod (JSON: beacons, asset lists, the ad
+                    // routes) and the lean one the playlist edge reads
+                    // (binary, `core::wire`). The full one first: an edge
+                    // that finds no lean pod reads it.
                     let kv = self.env.kv(bindings::KV)?;
+                    let id = &entry.record.id;
                     kv.put(
-                        &worker_shared::kv_pod_key(&c.org, &c.slug, &entry.record.id),
+                        &worker_shared::kv_pod_key(&c.org, &c.slug, id),
                         serde_json::to_string(&entry.pod)?,
+                    )?
+                    .expiration_ttl(POD_TTL_S)
+                    .execute()
+                    .await?;
+                    kv.put_bytes(
+                        &worker_shared::kv_splice_pod_key(&c.org, &c.slug, id),
+                        &cf_ssai_core::wire::encode_lean_pod(&entry.pod),
                     )?
                     .expiration_ttl(POD_TTL_S)
                     .execute()
