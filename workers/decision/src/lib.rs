@@ -14,9 +14,8 @@ use cf_ssai_core::ads::vmap::AdSource;
 use cf_ssai_core::control::config::ChannelConfig;
 use cf_ssai_core::control::metrics::Batch;
 use cf_ssai_core::model::{AdRendition, Pod, PodItem, PodSource, Slate, Tracking};
-use serde::Deserialize;
 use worker::*;
-use worker_shared::{bindings, error, json};
+use worker_shared::{bindings, error, json, store};
 
 mod vast;
 
@@ -603,61 +602,29 @@ fn fill_tag(tag: &str, duration_s: f64, v: &Viewer, now_ms: i64) -> String {
         .replace("[DEVICEGEO]", &enc(&v.geo))
 }
 
-#[derive(Deserialize)]
-struct AdRow {
-    id: String,
-    creative_id: String,
-    universal_ad_id: Option<String>,
-    duration_s: f64,
-    renditions: String,
-    tracking: String,
-    #[serde(default)]
-    conditioned: i64,
-    #[serde(default)]
-    source_url: Option<String>,
-    #[serde(default)]
-    source_size: f64,
-}
-
 /// Library candidates for the channel (channel-specific and org-wide), in
 /// priority order, and the org's conditioning jobs that are not ready:
 /// one D1 round trip (a batch).
 async fn library(env: &Env, org: &str, slug: &str) -> Result<vast::Library> {
     let db = env.d1(bindings::DB)?;
-    let mut res = db
-        .batch(vec![
-            db.prepare("SELECT id, creative_id, universal_ad_id, duration_s, renditions, tracking, conditioned, source_url, source_size FROM ads WHERE org_id = ?1 AND active = 1 AND (channel_slug IS NULL OR channel_slug = ?2) ORDER BY priority DESC, id")
-                .bind(&[org.into(), slug.into()])?,
-            // Not ready: queued, running, or failed (reported as such).
-            db.prepare("SELECT id, state, reason FROM conditioning_jobs WHERE org_id = ?1 AND state != 'ready' ORDER BY updated_ms DESC LIMIT 500")
-                .bind(&[org.into()])?,
-            db.prepare("SELECT settings FROM orgs WHERE id = ?1").bind(&[org.into()])?,
-        ])
-        .await?
-        .into_iter();
-    let rows: Vec<AdRow> = res
-        .next()
-        .map(|r| r.results())
-        .transpose()?
-        .unwrap_or_default();
-    let jobs: Vec<cf_ssai_core::ads::conditioning::JobState> = res
-        .next()
-        .map(|r| r.results())
-        .transpose()?
-        .unwrap_or_default();
-    #[derive(Deserialize)]
-    struct OrgSettings {
-        settings: String,
-    }
-    let settings = res
-        .next()
-        .and_then(|r| r.results::<OrgSettings>().ok())
-        .and_then(|rows| rows.into_iter().next())
-        .and_then(|o| serde_json::from_str::<serde_json::Value>(&o.settings).ok())
+    let store::ads::Library {
+        ads: rows,
+        jobs,
+        settings,
+    } = store::ads::library(&db, org, slug).await?;
+    let jobs = jobs
+        .into_iter()
+        .map(|j| cf_ssai_core::ads::conditioning::JobState {
+            id: j.id,
+            state: j.state,
+            reason: j.reason,
+        });
+    let settings = settings
+        .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
         .and_then(|v| serde_json::from_value(v["conditioning"].clone()).ok())
         .unwrap_or_default();
     let mut lib = vast::Library {
-        jobs: jobs.into_iter().map(|j| (j.id.clone(), j)).collect(),
+        jobs: jobs.map(|j| (j.id.clone(), j)).collect(),
         settings,
         ..Default::default()
     };
@@ -693,9 +660,10 @@ async fn record_jobs(
     jobs: Vec<cf_ssai_core::ads::conditioning::JobRequest>,
 ) {
     let Ok(db) = env.d1(bindings::DB) else { return };
-    let now = worker_shared::now_ms() as f64;
     let mut seen = std::collections::HashSet::new();
-    let stmts: Vec<_> = jobs
+    // Each job's source kind and source as stored (JSON); a job that does
+    // not serialize is not recorded.
+    let jobs: Vec<_> = jobs
         .into_iter()
         .filter(|j| seen.insert(j.id.clone()))
         .filter_map(|j| {
@@ -703,29 +671,28 @@ async fn record_jobs(
                 .ok()?
                 .as_str()?
                 .to_string();
-            db.prepare(UPSERT_JOB)
-                .bind(&[
-                    org.as_str().into(),
-                    j.id.as_str().into(),
-                    j.identity.as_str().into(),
-                    j.creative_id.as_str().into(),
-                    opt_str(j.universal_ad_id.as_deref()),
-                    j.ad_system.as_str().into(),
-                    j.duration_s.into(),
-                    j.source.url.as_str().into(),
-                    kind.into(),
-                    (j.source.file_size as f64).into(),
-                    serde_json::to_string(&j.source).ok()?.into(),
-                    now.into(),
-                    f64::from(cf_ssai_core::ads::conditioning::MAX_QUEUED_PER_ORG).into(),
-                ])
-                .ok()
+            let source = serde_json::to_string(&j.source).ok()?;
+            Some((j, kind, source))
         })
         .collect();
-    if stmts.is_empty() {
-        return;
-    }
-    if let Err(e) = db.batch(stmts).await {
+    let rows: Vec<_> = jobs
+        .iter()
+        .map(|(j, kind, source)| store::jobs::JobUpsert {
+            id: &j.id,
+            identity: &j.identity,
+            creative_id: &j.creative_id,
+            universal_ad_id: j.universal_ad_id.as_deref(),
+            ad_system: &j.ad_system,
+            duration_s: j.duration_s,
+            source_url: &j.source.url,
+            source_kind: kind,
+            source_size: j.source.file_size,
+            source,
+        })
+        .collect();
+    let now = worker_shared::now_ms();
+    let quota = cf_ssai_core::ads::conditioning::MAX_QUEUED_PER_ORG;
+    if let Err(e) = store::jobs::upsert_all(&db, &org, &rows, now, quota).await {
         worker_shared::metrics::log(
             worker_shared::metrics::Level::Error,
             "conditioning_job_record_failed",
@@ -734,40 +701,9 @@ async fn record_jobs(
     }
 }
 
-fn opt_str(s: Option<&str>) -> wasm_bindgen::JsValue {
-    s.map_or(wasm_bindgen::JsValue::NULL, Into::into)
-}
-
-/// Insert a job, or merge into the existing one: `seen` counts sightings;
-/// a changed source (URL, or size when both are known: the same test as
-/// `conditioning::source_changed`) queues it again with no attempts used.
-/// An org at its queued quota (`MAX_QUEUED_PER_ORG`) records no new job:
-/// the creative is seen again on a later decision.
-const UPSERT_JOB: &str = "INSERT INTO conditioning_jobs (org_id, id, identity, creative_id, universal_ad_id, ad_system, duration_s, source_url, source_kind, source_size, source, state, created_ms, updated_ms) SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'queued', ?12, ?12 \
-WHERE (SELECT count(*) FROM conditioning_jobs WHERE org_id = ?1 AND state = 'queued') < ?13 OR EXISTS (SELECT 1 FROM conditioning_jobs WHERE org_id = ?1 AND id = ?2) \
-ON CONFLICT(org_id, id) DO UPDATE SET seen = seen + 1, updated_ms = excluded.updated_ms, \
-state = CASE WHEN (source_url != excluded.source_url OR (source_size > 0 AND excluded.source_size > 0 AND source_size != excluded.source_size)) AND state IN ('ready', 'failed') THEN 'queued' ELSE state END, \
-attempts = CASE WHEN (source_url != excluded.source_url OR (source_size > 0 AND excluded.source_size > 0 AND source_size != excluded.source_size)) AND state IN ('ready', 'failed') THEN 0 ELSE attempts END, \
-reason = CASE WHEN (source_url != excluded.source_url OR (source_size > 0 AND excluded.source_size > 0 AND source_size != excluded.source_size)) AND state IN ('ready', 'failed') THEN 'source changed' ELSE reason END, \
-source = CASE WHEN state IN ('ready', 'failed') THEN excluded.source ELSE source END, \
-source_kind = CASE WHEN state IN ('ready', 'failed') THEN excluded.source_kind ELSE source_kind END, \
-source_size = CASE WHEN state IN ('ready', 'failed') THEN excluded.source_size ELSE source_size END, \
-source_url = CASE WHEN state IN ('ready', 'failed') THEN excluded.source_url ELSE source_url END";
-
-#[derive(Deserialize)]
-struct SlateRow {
-    id: String,
-    renditions: String,
-}
-
 /// The channel's slate (by id, or channel-scoped), else the org default.
 async fn slate(env: &Env, org: &str, slug: &str, slate_id: &str) -> Result<Slate> {
-    let row: Option<SlateRow> = env
-        .d1(bindings::DB)?
-        .prepare("SELECT id, renditions FROM slates WHERE org_id = ?1 AND (id = ?3 OR channel_slug = ?2 OR channel_slug IS NULL) ORDER BY (id = ?3) DESC, (channel_slug = ?2) DESC LIMIT 1")
-        .bind(&[org.into(), slug.into(), slate_id.into()])?
-        .first(None)
-        .await?;
+    let row = store::ads::pick_slate(&env.d1(bindings::DB)?, org, slug, slate_id).await?;
     Ok(match row {
         Some(r) => Slate {
             slate_id: r.id,
