@@ -1,6 +1,6 @@
 //! Inputs for the wasm pipeline benchmark: a demo-rate channel (1.92 s
-//! segments, a 30.72 s break every 76.8 s, pods of two ads in three
-//! bitrates and both containers) run through the real channel machine for
+//! segments, a 30.72 s break every 76.8 s, pods shaped as the demo's: two
+//! ads and the slate in both containers, muxed, video-only and audio) run through the real channel machine for
 //! N hours; writes the KV values one playlist request reads (the view, the
 //! pod of the break in the window), the pre-view KV value (all of the last
 //! hour's breaks with their pods), and an origin window inside a break.
@@ -33,53 +33,95 @@ mod erased {
     }
 }
 
+/// A pod shaped as the demo channel's really are (what `cf-ssai ads
+/// ingest` registers with the default ladder, read back through the
+/// decision service): two ads and the slate, each in both containers at
+/// 640x360 and 960x540, muxed and video-only, plus the audio-only
+/// rendition (10 renditions each); ad segment URIs on the local media
+/// route; each ad with the tracking a VAST ad server sends (impressions,
+/// quartiles, error) and the decision's reasons.
 fn pod(id: &str) -> Pod {
-    let rendition = |ad: &str, bw: u64, fmp4: bool| AdRendition {
-        bandwidth: bw,
-        codecs: Some("avc1.42c01e,mp4a.40.2".into()),
-        resolution: Some("640x360".into()),
-        kind: TrackKind::Muxed,
-        playlist_url: format!("https://media.example/media/demo/ads/{ad}/{bw}/index.m3u8"),
-        cadence_s: 1.92,
-        segments: (0..5)
-            .map(|i| AdSegment {
-                uri: format!(
-                    "https://media.example/media/demo/ads/{ad}/{bw}/seg{i}.{}",
-                    if fmp4 { "m4s" } else { "ts" }
-                ),
-                duration: 1.92,
-                byterange: None,
-            })
-            .collect(),
-        init_uri: fmp4.then(|| format!("https://media.example/media/demo/ads/{ad}/{bw}/init.mp4")),
-        key: None,
+    let rendition = |ad: &str, bw: u64, kind: TrackKind, fmp4: bool, count: usize| {
+        let c = if fmp4 { "Fmp4" } else { "Ts" };
+        let dir = format!("http://127.0.0.1:8787/media/demo/ads/{ad}/{bw}/{kind:?}-{c}");
+        AdRendition {
+            bandwidth: match kind {
+                TrackKind::Audio => 128_000,
+                TrackKind::Video => bw - 128_000,
+                _ => bw,
+            },
+            codecs: Some(
+                match kind {
+                    TrackKind::Audio => "mp4a.40.2",
+                    TrackKind::Video => "avc1.4d401f",
+                    _ => "avc1.4d401f,mp4a.40.2",
+                }
+                .into(),
+            ),
+            resolution: (kind != TrackKind::Audio)
+                .then(|| if bw > 1_000_000 { "960x540" } else { "640x360" }.into()),
+            kind,
+            playlist_url: format!("{dir}/index.m3u8"),
+            cadence_s: 1.92,
+            segments: (0..count)
+                .map(|i| AdSegment {
+                    uri: format!("{dir}/seg{i}.{}", if fmp4 { "m4s" } else { "ts" }),
+                    duration: 1.92,
+                    byterange: None,
+                })
+                .collect(),
+            init_uri: fmp4.then(|| format!("{dir}/init.mp4")),
+            key: None,
+        }
     };
-    let item = |ad: &str| PodItem {
+    let ladder = |ad: &str, count: usize| -> Vec<AdRendition> {
+        let mut out = Vec::new();
+        for (i, bw) in [900_000u64, 1_800_000].into_iter().enumerate() {
+            let mut kinds = vec![TrackKind::Muxed, TrackKind::Video];
+            if i == 0 {
+                kinds.push(TrackKind::Audio);
+            }
+            for kind in kinds {
+                for fmp4 in [false, true] {
+                    out.push(rendition(ad, bw, kind, fmp4, count));
+                }
+            }
+        }
+        out
+    };
+    let url = |ad: &str, ev: &str| {
+        format!("https://track.adserver.example/v1/ev?e={ev}&ad={ad}&cb=[CACHEBUSTING]&ts=[TIMESTAMP]&sid=8f14e45fceea167a")
+    };
+    let item = |ad: &str, secs: f64| PodItem {
         ad_id: ad.into(),
-        creative_id: ad.into(),
-        universal_ad_id: None,
-        duration_s: 9.6,
-        renditions: [600_000u64, 900_000, 1_800_000]
-            .iter()
-            .flat_map(|bw| [rendition(ad, *bw, false), rendition(ad, *bw, true)])
-            .collect(),
-        tracking: Tracking::default(),
+        creative_id: format!("{ad}-creative"),
+        universal_ad_id: Some(format!("ad-id.org:{ad}")),
+        duration_s: secs,
+        renditions: ladder(ad, ad_segments(secs_to_ms(secs), 1920) as usize),
+        tracking: Tracking {
+            impression: vec![url(ad, "impression"), url(ad, "impression-3p")],
+            start: vec![url(ad, "start")],
+            first_quartile: vec![url(ad, "firstQuartile")],
+            midpoint: vec![url(ad, "midpoint")],
+            third_quartile: vec![url(ad, "thirdQuartile")],
+            complete: vec![url(ad, "complete")],
+            error: vec![url(ad, "error&code=[ERRORCODE]")],
+        },
     };
     Pod {
         pod_id: format!("pod-{id}"),
         break_id: id.into(),
         duration_s: 30.72,
-        items: vec![item("ad1"), item("ad2")],
+        items: vec![item("ad1", 15.0), item("ad2", 9.6)],
         slate: Slate {
             slate_id: "slate".into(),
-            renditions: vec![
-                rendition("slate", 900_000, false),
-                rendition("slate", 900_000, true),
-            ],
+            renditions: ladder("slate", 3),
         },
-        fill_s: 11.52,
+        fill_s: 5.12,
         source: PodSource::Library,
-        reasons: vec![],
+        reasons: vec![PodReason::from(
+            "ad ad3 skipped: does not fit the 30.72 s break (15.0 s left)".to_string(),
+        )],
     }
 }
 
