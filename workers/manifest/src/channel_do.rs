@@ -542,20 +542,17 @@ impl ChannelDO {
             .ok()
             .and_then(|v| v.as_str().map(String::from))
             .unwrap_or_default();
-        if let Ok(stmt) = db
-            .prepare("INSERT OR IGNORE INTO breaks (org_id, slug, break_id, source, record, pod, created_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)")
-            .bind(&[
-                c.org.as_str().into(),
-                c.slug.as_str().into(),
-                e.record.id.as_str().into(),
-                source.into(),
-                serde_json::to_string(&e.record).unwrap_or_default().into(),
-                serde_json::to_string(&e.pod).unwrap_or_default().into(),
-                (e.record.registered_ms as f64).into(),
-            ])
-        {
-            let _ = stmt.run().await;
-        }
+        let row = worker_shared::store::breaks::BreakRow {
+            slug: c.slug.clone(),
+            break_id: e.record.id.clone(),
+            source,
+            record: serde_json::to_string(&e.record).unwrap_or_default(),
+            pod: serde_json::to_string(&e.pod).unwrap_or_default(),
+            created_ms: e.record.registered_ms,
+        };
+        // The history is for operators: a failed write is not the
+        // playlist's concern (the break is in KV and DO storage).
+        let _ = worker_shared::store::breaks::insert(&db, &c.org, &row).await;
     }
 
     /// In-band SCTE-35 of the window's unexamined segments, oldest first,

@@ -16,10 +16,7 @@ const STORE: &str = "workers/shared/src/store/";
 /// with how many lines at most: each has its store function ready. More
 /// lines there fail as anywhere else; once the file is clean its entry is
 /// reported as stale (not failed, so the clean-up commit is not blocked).
-const PENDING: &[(&str, usize)] = &[
-    // H3's rewrite: `history` can call `store::breaks::insert`.
-    ("workers/manifest/src/channel_do.rs", 1),
-];
+const PENDING: &[(&str, usize)] = &[];
 
 /// The lines of `text` (a file at `path`, relative to the repository)
 /// that carry SQL outside the store, as `path:line: text`. Comment lines
