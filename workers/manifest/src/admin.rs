@@ -422,12 +422,19 @@ async fn preview_decision(req: &mut Request, env: &Env, org: &str) -> Result<Res
         Err(e) => return error(413, e),
     };
     v["org"] = serde_json::Value::String(org.to_string());
+    // Checked here as the service checks it (the same 400s), and sent as
+    // the typed request the Channel DO sends too.
+    let body = serde_json::to_vec(&v)?;
+    let typed = match cf_ssai_core::ads::request::DecisionRequest::parse(&body) {
+        Ok(r) => r,
+        Err(e) => return error(400, e.to_string()),
+    };
     worker_shared::call_internal(
         env,
         bindings::DECISION,
         "https://decision/decision",
         Method::Post,
-        Some(v.to_string()),
+        Some(serde_json::to_string(&typed)?),
         30_000,
     )
     .await

@@ -13,7 +13,7 @@ use cf_ssai_core::splice::{Mode, Variant};
 use std::rc::Rc;
 use worker::*;
 use worker_shared::channel_client::{ChannelClient, ChannelRef, SyncRequest};
-use worker_shared::{bindings, error, Channel};
+use worker_shared::{bindings, error, StoredChannel};
 
 const M3U8: &str = "application/vnd.apple.mpegurl";
 /// The wrangler secret that signs viewer sessions.
@@ -30,7 +30,7 @@ const PLAYLIST_METRICS_FLUSH_MS: i64 = 10_000;
 
 /// Count one playlist request (and an origin failure: 502/504 are the
 /// origin's) for the operator metrics.
-pub fn count_playlist(env: &Env, ctx: &Context, ch: &Channel, status: u16) {
+pub fn count_playlist(env: &Env, ctx: &Context, ch: &StoredChannel, status: u16) {
     let now = worker_shared::now_ms();
     let due = PLAYLIST_METRICS.with(|p| {
         let mut p = p.borrow_mut();
@@ -62,7 +62,12 @@ pub fn count_playlist(env: &Env, ctx: &Context, ch: &Channel, status: u16) {
     }
 }
 
-pub async fn playlist(req: &Request, env: &Env, ch: &Channel, rest: &str) -> Result<Response> {
+pub async fn playlist(
+    req: &Request,
+    env: &Env,
+    ch: &StoredChannel,
+    rest: &str,
+) -> Result<Response> {
     playlist_with(req, env, ch, rest, None).await
 }
 
@@ -95,7 +100,7 @@ impl Asked {
 /// Reads a playlist request; `Err` is the response refusing it.
 fn asked(
     req: &Request,
-    ch: &Channel,
+    ch: &StoredChannel,
     rest: &str,
     hold_for: Option<u64>,
 ) -> Result<std::result::Result<Asked, Response>> {
@@ -169,7 +174,7 @@ fn asked(
 async fn playlist_with(
     req: &Request,
     env: &Env,
-    ch: &Channel,
+    ch: &StoredChannel,
     rest: &str,
     hold_for: Option<u64>,
 ) -> Result<Response> {
@@ -256,7 +261,7 @@ async fn playlist_with(
 /// breaks came from; what the splice could not do is logged.
 fn media_response(
     req: &Request,
-    ch: &Channel,
+    ch: &StoredChannel,
     served: edge::Served,
     target: u64,
 ) -> Result<Response> {
@@ -297,7 +302,10 @@ async fn fetch_origin(env: &Env, a: &Asked) -> Result<std::result::Result<String
 
 /// The channel's splice settings for this request: our interstitial and
 /// ad routes, and the viewer's session when ad segments are proxied.
-fn splice_settings(ch: &Channel, session: Option<String>) -> cf_ssai_core::splice::SpliceSettings {
+fn splice_settings(
+    ch: &StoredChannel,
+    session: Option<String>,
+) -> cf_ssai_core::splice::SpliceSettings {
     let prefix = format!("/{}/{}/", ch.org, ch.slug);
     let mut settings = ch.config.splice_settings(format!("{prefix}interstitials/"));
     if ch.config.proxy_ad_segments {
@@ -324,7 +332,7 @@ fn inband(cfg: &cf_ssai_core::control::config::ChannelConfig) -> bool {
 fn serve_master(
     req: &Request,
     env: &Env,
-    ch: &Channel,
+    ch: &StoredChannel,
     a: &Asked,
     text: String,
 ) -> Result<Response> {
@@ -358,7 +366,7 @@ fn serve_master(
 async fn hold_back_inband(
     env: &Env,
     base: &str,
-    ch: &Channel,
+    ch: &StoredChannel,
     chref: &ChannelRef,
     text: String,
     reads: &mut edge::Reads,
@@ -416,7 +424,7 @@ async fn put_shared(key: &str, age: u32, body: &str) {
 /// `master::variant_query`).
 fn shared_playlist_key(
     base: &str,
-    ch: &Channel,
+    ch: &StoredChannel,
     playlist: &str,
     mode: Mode,
     variant: &Variant,
@@ -618,7 +626,7 @@ async fn put_answer(base: &str, ch: &ChannelRef, b: &ChannelBreaks) {
 pub async fn asset_list(
     req: &Request,
     env: &Env,
-    ch: &Channel,
+    ch: &StoredChannel,
     break_id: &str,
 ) -> Result<Response> {
     let url = req.url()?;
@@ -662,7 +670,7 @@ fn demuxed_tracks(url: &Url) -> bool {
 
 /// The viewer session of a request, when this channel counts ad
 /// deliveries server-side (`proxy_ad_segments`).
-fn counted_session(req: &Request, env: &Env, ch: &Channel) -> Result<Option<String>> {
+fn counted_session(req: &Request, env: &Env, ch: &StoredChannel) -> Result<Option<String>> {
     if !ch.config.proxy_ad_segments {
         return Ok(None);
     }
@@ -679,7 +687,7 @@ fn session_secret(env: &Env) -> Option<String> {
 }
 
 /// Was `sid` signed by us, for this channel, within its lifetime?
-fn verify_session(env: &Env, ch: &Channel, sid: &str) -> bool {
+fn verify_session(env: &Env, ch: &StoredChannel, sid: &str) -> bool {
     let Some(secret) = session_secret(env) else {
         return false;
     };
@@ -694,7 +702,7 @@ fn verify_session(env: &Env, ch: &Channel, sid: &str) -> bool {
 }
 
 /// A new signed session for this channel; `None` without a usable secret.
-fn mint_session(env: &Env, ch: &Channel) -> Option<String> {
+fn mint_session(env: &Env, ch: &StoredChannel) -> Option<String> {
     let secret = session_secret(env)?;
     let mut nonce = [0u8; 8];
     crate::random_bytes(&mut nonce);
@@ -729,7 +737,7 @@ pub async fn ad_segment(
     req: &Request,
     env: &Env,
     ctx: &Context,
-    ch: &Channel,
+    ch: &StoredChannel,
     parts: &[&str],
 ) -> Result<Response> {
     let Some(route) = AdSegmentRoute::parse(parts) else {
@@ -788,7 +796,7 @@ pub async fn ad_segment(
 /// The viewer's session when this delivery may fire beacons: a session we
 /// signed, from a client address within its beacon limit (past it the
 /// viewer still gets the segment, and nothing is fired).
-async fn beacon_session(req: &Request, env: &Env, ch: &Channel) -> Result<Option<String>> {
+async fn beacon_session(req: &Request, env: &Env, ch: &StoredChannel) -> Result<Option<String>> {
     let url = req.url()?;
     let Some(sid) = url
         .query_pairs()
@@ -845,7 +853,7 @@ fn enqueue_beacons(
 pub async fn ad_master(
     req: &Request,
     env: &Env,
-    ch: &Channel,
+    ch: &StoredChannel,
     break_id: &str,
     which: &str,
 ) -> Result<Response> {
@@ -888,7 +896,7 @@ pub async fn ad_master(
 pub async fn ad_media(
     req: &Request,
     env: &Env,
-    ch: &Channel,
+    ch: &StoredChannel,
     break_id: &str,
     item: &str,
     bw: &str,
@@ -926,7 +934,7 @@ pub async fn ad_media(
 async fn find_entry(
     req: &Request,
     env: &Env,
-    ch: &Channel,
+    ch: &StoredChannel,
     id: &str,
 ) -> Option<cf_ssai_core::model::BreakEntry> {
     if id.is_empty() || id.len() > 160 {

@@ -71,7 +71,7 @@ pub fn private_policy(env: &Env) -> String {
 
 /// A channel as stored in D1.
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Channel {
+pub struct StoredChannel {
     pub org: String,
     pub slug: String,
     pub config: ChannelConfig,
@@ -79,7 +79,7 @@ pub struct Channel {
     pub health: String,
 }
 
-impl Channel {
+impl StoredChannel {
     pub fn key(&self) -> String {
         channel_key(&self.org, &self.slug)
     }
@@ -116,7 +116,7 @@ pub fn kv_config_key(org: &str, slug: &str) -> String {
 #[derive(Serialize, Deserialize)]
 #[serde(untagged)]
 enum CachedChannel {
-    Found(Box<Channel>),
+    Found(Box<StoredChannel>),
     Missing { missing: bool },
 }
 
@@ -132,7 +132,7 @@ pub fn valid_id(s: &str) -> bool {
 /// Load a channel: KV cache first (hits and misses, `CONFIG_TTL_S`), D1
 /// otherwise. Creating a channel deletes its cache entry, so the creating
 /// location sees it at once; other locations within the TTL.
-pub async fn load_channel(env: &Env, org: &str, slug: &str) -> Result<Option<Channel>> {
+pub async fn load_channel(env: &Env, org: &str, slug: &str) -> Result<Option<StoredChannel>> {
     if !valid_id(org) || !valid_id(slug) {
         return Ok(None);
     }
@@ -191,15 +191,15 @@ pub fn client_ip(req: &Request) -> Option<String> {
     req.headers().get("CF-Connecting-IP").ok().flatten()
 }
 
-pub async fn load_channel_d1(env: &Env, org: &str, slug: &str) -> Result<Option<Channel>> {
+pub async fn load_channel_d1(env: &Env, org: &str, slug: &str) -> Result<Option<StoredChannel>> {
     let db = env.d1(bindings::DB)?;
     let row = store::channels::get(&db, org, slug).await?;
     Ok(row.and_then(row_to_channel))
 }
 
-fn row_to_channel(r: store::channels::ChannelRow) -> Option<Channel> {
+fn row_to_channel(r: store::channels::ChannelRow) -> Option<StoredChannel> {
     let config: ChannelConfig = serde_json::from_str(&r.config).ok()?;
-    Some(Channel {
+    Some(StoredChannel {
         org: r.org_id,
         slug: r.slug,
         config,
@@ -208,7 +208,7 @@ fn row_to_channel(r: store::channels::ChannelRow) -> Option<Channel> {
 }
 
 /// Every active channel (the monitor's cron).
-pub async fn list_channels(env: &Env) -> Result<Vec<Channel>> {
+pub async fn list_channels(env: &Env) -> Result<Vec<StoredChannel>> {
     let db = env.d1(bindings::DB)?;
     let rows = store::channels::list_all(&db).await?;
     Ok(rows.into_iter().filter_map(row_to_channel).collect())
