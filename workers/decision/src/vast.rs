@@ -310,7 +310,7 @@ async fn hls_renditions(
             let bw = (mf.bitrate as u64) * 1000;
             out.push(
                 core_decision::rendition_from_media(&text, &base, bw, None, None)
-                    .map_err(CallError::Failed)?,
+                    .map_err(|e| CallError::Failed(e.to_string()))?,
             );
             return Ok(());
         }
@@ -319,7 +319,7 @@ async fn hls_renditions(
             let t = fetch_cached(&u, &u, 0, deadline, private_ok).await?;
             out.push(
                 core_decision::rendition_from_media(&t, &vurl, bw, res, codecs)
-                    .map_err(CallError::Failed)?,
+                    .map_err(|e| CallError::Failed(e.to_string()))?,
             );
         }
         Ok(())

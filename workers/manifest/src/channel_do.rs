@@ -396,8 +396,13 @@ impl ChannelDO {
             }
         }
         if let Some(h) = &step.health {
-            crate::origin::mark_health(&self.env, c, h.is_ok(), h.as_ref().err().map_or("", |e| e))
-                .await;
+            crate::origin::mark_health(
+                &self.env,
+                c,
+                h.is_ok(),
+                h.as_ref().err().map_or("", |e| e.0.as_str()),
+            )
+            .await;
         }
         self.arm(step.alarm_ms).await?;
         Ok(step)

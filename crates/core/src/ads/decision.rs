@@ -222,6 +222,40 @@ pub fn master_variants(
     }
 }
 
+/// An ad server's media playlist we cannot play, and which one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("ad playlist {url}: {why}")]
+pub struct AdPlaylistError {
+    pub url: String,
+    pub why: Unusable,
+}
+
+impl AdPlaylistError {
+    fn new(url: &url::Url, why: Unusable) -> Self {
+        AdPlaylistError {
+            url: url.to_string(),
+            why,
+        }
+    }
+}
+
+/// Why an ad's media playlist is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unusable {
+    #[error("a master playlist, not a media one")]
+    Master,
+    #[error("not HLS ({0})")]
+    NotHls(String),
+    #[error("not a VOD playlist (no EXT-X-ENDLIST)")]
+    Live,
+    #[error("no segments")]
+    NoSegments,
+    #[error("byte-range segments")]
+    ByteRange,
+    #[error("segment without a duration")]
+    NoDuration,
+}
+
 /// An ad rendition from a VOD media playlist served by the ad server: every
 /// segment URI absolute, MAP and KEY kept. Errors say why it is unusable
 /// (live playlist, no segments, byte ranges we do not carry).
@@ -236,36 +270,32 @@ pub fn rendition_from_media(
     bandwidth: u64,
     resolution: Option<String>,
     codecs: Option<String>,
-) -> Result<AdRendition, String> {
+) -> Result<AdRendition, AdPlaylistError> {
     let m = match m3u8_rs::parse_playlist_res(text.as_bytes()) {
         Ok(m3u8_rs::Playlist::MediaPlaylist(m)) => m,
         Ok(m3u8_rs::Playlist::MasterPlaylist(_)) => {
-            return Err(format!(
-                "ad playlist {url}: a master playlist, not a media one"
-            ))
+            return Err(AdPlaylistError::new(url, Unusable::Master))
         }
         Err(e) => {
             let why = e.to_string();
             let why: String = why.chars().take(120).collect();
-            return Err(format!("ad playlist {url}: not HLS ({why})"));
+            return Err(AdPlaylistError::new(url, Unusable::NotHls(why)));
         }
     };
     if !m.end_list {
-        return Err(format!(
-            "ad playlist {url}: not a VOD playlist (no EXT-X-ENDLIST)"
-        ));
+        return Err(AdPlaylistError::new(url, Unusable::Live));
     }
     let Some(first) = m.segments.first() else {
-        return Err(format!("ad playlist {url}: no segments"));
+        return Err(AdPlaylistError::new(url, Unusable::NoSegments));
     };
     let mut segments = Vec::with_capacity(m.segments.len());
     for s in &m.segments {
         if s.byte_range.is_some() {
-            return Err(format!("ad playlist {url}: byte-range segments"));
+            return Err(AdPlaylistError::new(url, Unusable::ByteRange));
         }
         let d = (f64::from(s.duration) * 1e6).round() / 1e6;
         if !(d.is_finite() && d > 0.0) {
-            return Err(format!("ad playlist {url}: segment without a duration"));
+            return Err(AdPlaylistError::new(url, Unusable::NoDuration));
         }
         segments.push(AdSegment {
             uri: hls::resolve(url, s.uri.trim()),
@@ -464,9 +494,9 @@ mod tests {
         );
         assert_eq!(r.cadence_s, 2.0);
         let live = media.replace("#EXT-X-ENDLIST\n", "");
-        assert!(rendition_from_media(&live, &u, 1, None, None)
-            .unwrap_err()
-            .contains("VOD"));
+        let e = rendition_from_media(&live, &u, 1, None, None).unwrap_err();
+        assert_eq!(e.why, Unusable::Live);
+        assert!(e.to_string().contains("VOD"));
         assert!(rendition_from_media("nope", &u, 1, None, None).is_err());
     }
 

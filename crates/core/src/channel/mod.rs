@@ -226,7 +226,13 @@ pub enum Reply {
 }
 
 /// The channel's health to report (D1): healthy, or the failure.
-pub type Health = Result<(), String>;
+pub type Health = Result<(), Unhealthy>;
+
+/// Why a channel is unhealthy: the poll failure, in words (the operator
+/// sees it on the channel).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Unhealthy(pub String);
 
 /// One step's outcome.
 #[derive(Debug, Clone, PartialEq)]
@@ -389,7 +395,7 @@ impl Channel {
             Err(f) => {
                 self.poller
                     .failed(started_ms, &f.reason, f.cadence_ms, deadline_ms, now_ms);
-                step.health = Some(Err(f.reason));
+                step.health = Some(Err(Unhealthy(f.reason)));
             }
         }
     }
@@ -411,8 +417,8 @@ impl Channel {
     }
 
     /// Overlap with a decided or pending break.
-    fn overlaps(&self, rec: &BreakRecord) -> Result<(), String> {
-        sequencer::check_overlap_records(self.records(), rec).map_err(|e| e.to_string())
+    fn overlaps(&self, rec: &BreakRecord) -> Result<(), sequencer::SequenceError> {
+        sequencer::check_overlap_records(self.records(), rec)
     }
 
     fn register(&mut self, rec: BreakRecord, now_ms: i64, step: &mut Step) {
@@ -542,7 +548,7 @@ impl Channel {
             return;
         }
         if let Err(e) = self.overlaps(&rec) {
-            step.reply = Reply::Conflict(e);
+            step.reply = Reply::Conflict(e.to_string());
             return;
         }
         step.reply = Reply::Created(rec.clone());
@@ -926,7 +932,7 @@ mod tests {
             &p,
             40_100,
         );
-        assert_eq!(f.health, Some(Err("origin down".into())));
+        assert_eq!(f.health, Some(Err(Unhealthy("origin down".into()))));
         assert_eq!(f.alarm_ms, Some(40_100 + 4_000));
         assert_eq!((ch.poller.failures, ch.poller.stats.errors), (1, 1));
     }
