@@ -510,11 +510,14 @@ pub fn safe_uri(u: &str) -> Result<(), UnsafeUri> {
     if u.is_empty() || u.len() > 2048 {
         return Err(UnsafeUri::Length);
     }
-    if let Some(b) = u
-        .bytes()
-        .find(|b| b.is_ascii_control() || matches!(b, b' ' | b'"' | b'<' | b'>' | b'\\' | 0x7f))
-    {
-        return Err(UnsafeUri::Byte(b));
+    let bad = |b: u8| b <= b' ' || b >= 0x7f || matches!(b, b'"' | b'<' | b'>' | b'\\');
+    // Every byte, without an early exit: the compiler vectorises this, and
+    // it runs for every URI of every rendition a splice considers (the
+    // found-early search was a fifth of a whole request's time).
+    if u.bytes().fold(false, |any, b| any | bad(b)) {
+        if let Some(b) = u.bytes().find(|&b| bad(b)) {
+            return Err(UnsafeUri::Byte(b));
+        }
     }
     // A scheme is what precedes the first ':' when no '/', '?' or '#' comes
     // before it (RFC 3986 §3.1); anything else is a relative reference.
