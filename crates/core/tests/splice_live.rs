@@ -3,6 +3,7 @@
 //! join late; the validator checks every rule across all of them.
 
 use cf_ssai_core::channel::sequencer::{self, Action, BreakPolicy};
+use cf_ssai_core::channel::Input;
 use cf_ssai_core::hls::media;
 use cf_ssai_core::model::*;
 use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
@@ -803,4 +804,64 @@ fn ll_hls_parts_of_a_cued_segment_are_withheld_before_the_break_is_known() {
         trailer(&out).contains("#EXT-X-PART:") && trailer(&out).contains("PRELOAD-HINT"),
         "{out}"
     );
+}
+
+/// A `/cue` break whose first segment carries the origin's own
+/// discontinuity (a packager's loop or splice point), on a channel nobody
+/// polls (SCTE-35 off): the Channel DO learns of the origin's windows only
+/// from the edges' syncs. The edge that sees the origin's discontinuity on
+/// one of the break's boundaries while the view says nothing of it must
+/// tell the DO, or, once that segment leaves the window, the origin's
+/// DISCONTINUITY-SEQUENCE and ours both count it (seen in the field: every
+/// segment of the break renumbered by one under the viewers' feet).
+#[test]
+fn a_cued_break_on_an_origin_discontinuity_is_counted_once_without_a_poller() {
+    for lag in [0i64, 1_500, 5_000] {
+        let ch = SimChannel {
+            dialect: SimDialect::None,
+            cadence_ms: 1920,
+            window: 6,
+            origin_disc_every: 20,
+            ..Default::default()
+        };
+        let mut seq = Driver::new(
+            ch.clone(),
+            Box::new(|r| pod(&r.id, r.cadence_ms as f64 / 1000.0, false)),
+        );
+        // Cued when MSN 19 is the live edge: the break starts at 20, on
+        // the origin's discontinuity, and lasts 8 segments.
+        let anchor = 20u64;
+        let cued = ch.pdt_of(anchor) + 100;
+        seq.run_until(cued);
+        seq.feed(Input::CueStart(BreakRecord {
+            id: "cue-20".into(),
+            source: BreakSource::Manual,
+            anchor_msn: anchor,
+            anchor_pdt_ms: Some(ch.pdt_of(anchor)),
+            duration_ms: 8 * 1920,
+            cadence_ms: 1920,
+            segment_count: 8,
+            cut_after: None,
+            disc_before: 0,
+            merged: vec![],
+            registered_ms: cued,
+            asset: Default::default(),
+        }));
+        seq.run_until(cued + 100);
+        let mut reg = Registry::default();
+        let mut viewer = Viewer::default();
+        let mut ads = 0;
+        let mut t = cued + 200;
+        while t < cued + 40_000 {
+            let out = serve(&ch, &mut seq, "low", t, lag, Mode::Ssai);
+            ads += out
+                .lines()
+                .filter(|l| l.starts_with("https://ads.test/"))
+                .count();
+            let errs = reg.check(&mut viewer, &out, ch.pdt);
+            assert!(errs.is_empty(), "lag {lag} t={t}: {errs:?}\n{out}");
+            t += 1000;
+        }
+        assert!(ads > 0, "lag {lag}: the break was never served");
+    }
 }

@@ -10,11 +10,12 @@
 //! [`Step::Done`] is the answer. The rules, in order:
 //!
 //! 1. the channel's KV view, when it vouches for the window (examined
-//!    through its start, same origin timeline) and knows every cue in it,
-//!    with the pods of the breaks the window needs (immutable, so any copy
-//!    is good);
+//!    through its start, same origin timeline) and knows every cue in it
+//!    and every origin discontinuity on a break's boundary
+//!    ([`knows_origin_discontinuities`]), with the pods of the breaks the
+//!    window needs (immutable, so any copy is good);
 //! 2. else this location's copy of the Channel DO's answer (at most
-//!    [`DO_ANSWER_TTL_S`] old), when it vouches and knows every cue;
+//!    [`DO_ANSWER_TTL_S`] old), when it vouches and knows the same;
 //! 3. else the DO itself, asked once with this window's cues;
 //! 4. else (the DO is unreachable) the content, unspliced.
 //!
@@ -28,7 +29,7 @@
 use crate::channel::sequencer::{self, OriginWindow};
 use crate::channel::Input;
 use crate::hls::media::MediaPlaylist;
-use crate::model::{BreakEntry, ChannelBreaks, ChannelView, Pod};
+use crate::model::{self, BreakEntry, ChannelBreaks, ChannelView, Pod};
 use crate::scte35::cues::CueEvent;
 use crate::splice::{
     splice_media, EntryRef, Mode, SpliceInput, SpliceOutput, SpliceSettings, Variant,
@@ -71,10 +72,13 @@ pub fn view_serves(view: &ChannelView, events: &[CueEvent], w: &WindowFacts) -> 
         && sequencer::reconcile_records(events, &view.records()).is_empty()
 }
 
-/// Can a (cached) DO answer serve this window?
-pub fn answer_serves(b: &ChannelBreaks, events: &[CueEvent], w: &WindowFacts) -> bool {
+/// Can a (cached) DO answer serve this window: it vouches for it, knows
+/// every cue in it and every origin discontinuity on its breaks'
+/// boundaries ([`knows_origin_discontinuities`])?
+pub fn answer_serves(b: &ChannelBreaks, req: &MediaRequest<'_>, w: &WindowFacts) -> bool {
     b.vouches_for(w.first_msn, w.last, w.cadence_ms)
-        && sequencer::reconcile(events, &b.entries).is_empty()
+        && sequencer::reconcile(req.events, &b.entries).is_empty()
+        && knows_origin_discontinuities(req.m, &EntryRef::all(&b.entries))
 }
 
 /// An origin playlist URL as a cache key part, one spelling per resource:
@@ -281,20 +285,19 @@ pub fn breaks<'r>(req: &MediaRequest<'_>, reads: &'r Reads) -> Step<Breaks<'r>> 
             })
             .collect();
         // A pod not visible at this location yet: the DO has it.
-        if let Some(entries) = entries {
+        if let Some(entries) = entries.filter(|e| knows_origin_discontinuities(req.m, e)) {
             return Step::Done(Breaks {
                 entries,
                 disc_base,
                 source: Source::View,
             });
         }
-    } else {
-        let Some(answer) = &reads.cached_answer else {
-            return Step::Need(Need::CachedAnswer);
-        };
-        if let Some(b) = answer.as_ref().filter(|b| answer_serves(b, req.events, &w)) {
-            return Step::Done(from_answer(b, Source::CachedAnswer));
-        }
+    }
+    let Some(answer) = &reads.cached_answer else {
+        return Step::Need(Need::CachedAnswer);
+    };
+    if let Some(b) = answer.as_ref().filter(|b| answer_serves(b, req, &w)) {
+        return Step::Done(from_answer(b, Source::CachedAnswer));
     }
     // An answer the DO gave this request for another query (the in-band
     // watermark's) is fresher than any cached copy.
@@ -302,7 +305,7 @@ pub fn breaks<'r>(req: &MediaRequest<'_>, reads: &'r Reads) -> Step<Breaks<'r>> 
         .do_answers
         .iter()
         .filter_map(|(_, a)| a.as_ref())
-        .find(|b| answer_serves(b, req.events, &w))
+        .find(|b| answer_serves(b, req, &w))
     {
         return Step::Done(from_answer(b, Source::Do));
     }
@@ -316,6 +319,43 @@ pub fn breaks<'r>(req: &MediaRequest<'_>, reads: &'r Reads) -> Step<Breaks<'r>> 
             source: Source::Unavailable,
         }),
     }
+}
+
+/// Whether these breaks know every discontinuity the origin has in this
+/// window on one of their own boundaries (`BreakRecord::merged`: one tag
+/// carries both, and the origin's `EXT-X-DISCONTINUITY-SEQUENCE` counts
+/// it once it leaves the window). Only the sequencer learns a merge, from
+/// a window that shows it; a channel nobody polls (`/cue` only) shows the
+/// sequencer windows only through the edges' syncs. So an edge that sees
+/// such a discontinuity unknown to what it read must ask the DO, while the
+/// segment is still in the origin's window: once it has left, nobody can
+/// tell, and every later window would count it twice. The playlist served
+/// meanwhile is the same either way (a merge only changes the count of
+/// discontinuities before the window).
+pub fn knows_origin_discontinuities(m: &MediaPlaylist<'_>, entries: &[EntryRef<'_>]) -> bool {
+    let mut origin = m
+        .segments
+        .iter()
+        .filter(|s| s.discontinuity)
+        .map(|s| s.msn)
+        .peekable();
+    if origin.peek().is_none() {
+        return true;
+    }
+    let boundaries: Vec<(u64, &[u64])> = entries
+        .iter()
+        .flat_map(|e| {
+            let slots = model::layout(e.record, e.pod);
+            model::discontinuity_msns(e.record, &slots)
+                .map(|msn| (msn, e.record.merged.as_slice()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    origin.all(|d| {
+        boundaries
+            .iter()
+            .all(|(msn, merged)| *msn != d || merged.contains(&d))
+    })
 }
 
 fn from_answer(b: &ChannelBreaks, source: Source) -> Breaks<'_> {
