@@ -1322,6 +1322,7 @@ impl Upload<'_> {
             segments: segs,
             init_uri,
             key: None,
+            memo: Default::default(),
         })
     }
 }

@@ -31,6 +31,7 @@ fn rendition(ad: &str, bw: u64, n: usize, d: f64) -> AdRendition {
             .collect(),
         init_uri: None,
         key: None,
+        memo: Default::default(),
     }
 }
 

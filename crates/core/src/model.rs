@@ -412,9 +412,58 @@ pub struct AdRendition {
     /// The ad's EXT-X-KEY attribute list, when encrypted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// [`AdRendition::verdict`], worked out on first use (never stored).
+    #[serde(skip)]
+    pub memo: Memo,
+}
+
+/// What the splice needs to know of a rendition before choosing it, worked
+/// out once per value: [`AdRendition::check`] walks every URI, and the
+/// manifest worker keeps each decoded pod for its isolate's lifetime, so
+/// without this every playlist request of a break re-checked the same
+/// bytes (a fifth of a request's splice). A clone starts empty (it may be
+/// changed before use); a value must not be changed after its first
+/// [`AdRendition::verdict`] (pods are immutable once decided).
+#[derive(Default)]
+pub struct Memo(std::sync::OnceLock<Verdict>);
+
+/// [`AdRendition::check`]'s result and the longest segment, in seconds.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Verdict {
+    pub check: Result<(), RenditionError>,
+    pub longest_s: f64,
+}
+
+impl Clone for Memo {
+    fn clone(&self) -> Self {
+        Memo::default()
+    }
+}
+
+/// A cache, not a part of the value: two renditions are equal by their
+/// fields.
+impl PartialEq for Memo {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Memo")
+    }
 }
 
 impl AdRendition {
+    /// [`AdRendition::check`] and the longest segment, once per value (see
+    /// [`Memo`]).
+    pub fn verdict(&self) -> &Verdict {
+        self.memo.0.get_or_init(|| Verdict {
+            check: self.check(),
+            longest_s: self.segments.iter().map(|s| s.duration).fold(0.0, f64::max),
+        })
+    }
+
     /// Is this rendition safe to put into a playlist we serve? Its fields
     /// come from an org's API calls or a third party's ad playlist, and
     /// they land in our playlists and `Location` headers: every URI must be
@@ -602,7 +651,8 @@ impl Pod {
 /// `ads::reason::Reason`'s) and the message people read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodReason {
-    pub code: String,
+    /// A [`crate::ads::reason::Reason`]'s code: static, never allocated.
+    pub code: std::borrow::Cow<'static, str>,
     pub message: String,
 }
 
@@ -616,7 +666,7 @@ impl PodReason {
 impl From<String> for PodReason {
     fn from(message: String) -> PodReason {
         PodReason {
-            code: PodReason::UNKNOWN.to_string(),
+            code: PodReason::UNKNOWN.into(),
             message,
         }
     }
@@ -655,7 +705,7 @@ impl From<PodWire> for Pod {
             .map(|message| PodReason {
                 code: codes
                     .next()
-                    .unwrap_or_else(|| PodReason::UNKNOWN.to_string()),
+                    .map_or(PodReason::UNKNOWN.into(), std::borrow::Cow::Owned),
                 message,
             })
             .collect();
@@ -813,6 +863,7 @@ mod tests {
                 .collect(),
             init_uri: None,
             key: None,
+            memo: Default::default(),
         };
         let names: Vec<String> = (0..12)
             .map(|i| format!("https://c/ad/seg{i}.ts?t=1"))
@@ -877,8 +928,17 @@ mod tests {
             }],
             init_uri: None,
             key: None,
+            memo: Default::default(),
         };
         assert!(good.check().is_ok());
+        // The verdict is the check's, worked out once; a clone starts
+        // afresh (it may be changed), and the memo is not part of equality.
+        assert_eq!(good.verdict().check, Ok(()));
+        assert_eq!(good.verdict().longest_s, 2.0);
+        let mut bad = good.clone();
+        bad.segments[0].uri = "javascript:alert(1)".into();
+        assert!(bad.verdict().check.is_err(), "a changed clone is checked");
+        assert_eq!(good, good.clone());
         let mut r = good.clone();
         r.codecs = Some("avc1\",x=\"".into());
         assert!(r.check().is_err());

@@ -376,6 +376,7 @@ impl<'a> RenditionV1<'a> {
             segments,
             init_uri,
             key,
+            memo: _,
         } = r;
         RenditionV1 {
             bandwidth: *bandwidth,
@@ -453,6 +454,7 @@ impl RenditionV1<'_> {
             segments,
             init_uri: self.init_uri.map(str::to_string),
             key: self.key.map(str::to_string),
+            memo: Default::default(),
         })
     }
 }
@@ -509,6 +511,7 @@ mod tests {
             key: seed
                 .is_multiple_of(5)
                 .then(|| "METHOD=AES-128,URI=\"https://k.example/k\"".into()),
+            memo: Default::default(),
         }
     }
 

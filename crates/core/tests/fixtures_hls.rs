@@ -117,6 +117,7 @@ fn entries_for(text: &str) -> Vec<BreakEntry> {
                         .contains("EXT-X-MAP")
                         .then(|| "https://ads.example/a/init.mp4".into()),
                     key: None,
+                    memo: Default::default(),
                 };
                 let slate = Slate {
                     slate_id: "s".into(),

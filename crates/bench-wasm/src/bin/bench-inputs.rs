@@ -72,6 +72,7 @@ fn pod(id: &str) -> Pod {
                 .collect(),
             init_uri: fmp4.then(|| format!("{dir}/init.mp4")),
             key: None,
+            memo: Default::default(),
         }
     };
     let ladder = |ad: &str, count: usize| -> Vec<AdRendition> {

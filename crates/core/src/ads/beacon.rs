@@ -422,6 +422,7 @@ mod tests {
                 .collect(),
             init_uri: None,
             key: None,
+            memo: Default::default(),
         };
         let mut item = crate::model::PodItem {
             ad_id: "a".into(),

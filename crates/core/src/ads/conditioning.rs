@@ -202,7 +202,7 @@ pub fn best_source(c: &Creative, top_rung: (u32, u32)) -> Result<Source, NoSourc
     let why = format!(
         "{} {} {}x{}{}{}: best of {} {} (ranked: within the size limit, >= the {w}x{h} top rung, bitrate, codec)",
         if m.mezzanine { "Mezzanine" } else { "progressive" },
-        if m.mime.is_empty() { "(no type)" } else { m.mime.as_str() },
+        if m.mime.is_empty() { "(no type)" } else { m.mime.as_ref() },
         m.width,
         m.height,
         if m.bitrate > 0 { format!(" at {} kb/s", m.bitrate) } else { String::new() },
@@ -221,8 +221,8 @@ pub fn best_source(c: &Creative, top_rung: (u32, u32)) -> Result<Source, NoSourc
         height: m.height,
         bitrate: m.bitrate,
         file_size: m.file_size,
-        mime: m.mime.clone(),
-        codec: m.codec.clone(),
+        mime: m.mime.to_string(),
+        codec: m.codec.to_string(),
         why,
     })
 }
@@ -742,7 +742,7 @@ mod tests {
     fn mf(url: &str, mime: &str, w: u32, h: u32) -> MediaFile {
         MediaFile {
             url: url.into(),
-            mime: mime.into(),
+            mime: crate::ads::vast::vocabulary(mime),
             delivery: "progressive".into(),
             width: w,
             height: h,
@@ -844,7 +844,7 @@ mod tests {
         let mut prores = mf("http://a/m.mov", "video/quicktime", 1920, 1080);
         prores.codec = "ProRes 422 HQ".into();
         prores.mezzanine = true;
-        prores.delivery = String::new();
+        prores.delivery = Default::default();
         assert_eq!(
             best_source(&creative(vec![prores]), TOP).unwrap().kind,
             SourceKind::Mezzanine

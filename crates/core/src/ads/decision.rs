@@ -342,6 +342,7 @@ pub fn rendition_from_media(
         segments,
         init_uri,
         key,
+        memo: Default::default(),
     })
 }
 

@@ -333,6 +333,7 @@ mod tests {
                     .collect(),
                 init_uri: None,
                 key: None,
+                memo: Default::default(),
             }],
             tracking: Tracking::default(),
         }

@@ -250,7 +250,7 @@ impl fmt::Display for Reason {
 impl From<Reason> for PodReason {
     fn from(r: Reason) -> PodReason {
         PodReason {
-            code: r.code().to_string(),
+            code: r.code().into(),
             message: r.to_string(),
         }
     }
@@ -259,7 +259,7 @@ impl From<Reason> for PodReason {
 impl From<&Reason> for PodReason {
     fn from(r: &Reason) -> PodReason {
         PodReason {
-            code: r.code().to_string(),
+            code: r.code().into(),
             message: r.to_string(),
         }
     }

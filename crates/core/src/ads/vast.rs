@@ -94,18 +94,22 @@ pub struct Creative {
     pub tracking: Tracking,
 }
 
+/// An attribute from a small vocabulary (`type`, `delivery`, `codec`,
+/// `apiFramework`): the usual values are not copied ([`vocabulary`]).
+pub type Word = std::borrow::Cow<'static, str>;
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct MediaFile {
     pub url: String,
-    pub mime: String,
-    pub delivery: String,
+    pub mime: Word,
+    pub delivery: Word,
     pub width: u32,
     pub height: u32,
     pub bitrate: u32,
     /// `apiFramework` (VPAID, SIMID…): interactive, never stitched.
-    pub api_framework: String,
+    pub api_framework: Word,
     /// RFC 6381 codecs, when the ad server says (`codec`).
-    pub codec: String,
+    pub codec: Word,
     /// `fileSize` in bytes (VAST 4.1+), 0 when absent.
     pub file_size: u64,
     /// From `<Mezzanine>` (VAST 4): the raw file meant for server-side
@@ -269,13 +273,13 @@ pub fn parse(xml: &str) -> Result<VastDoc, VastError> {
                             ..MediaFile::default()
                         };
                         for_each_attr(e, |k, v| match k {
-                            b"type" => m.mime = attr_text(xml, v),
-                            b"delivery" => m.delivery = attr_text(xml, v),
+                            b"type" => m.mime = attr_word(xml, v),
+                            b"delivery" => m.delivery = attr_word(xml, v),
                             b"width" => m.width = attr_num(xml, v).unwrap_or(0),
                             b"height" => m.height = attr_num(xml, v).unwrap_or(0),
                             b"bitrate" => m.bitrate = attr_num(xml, v).unwrap_or(0),
-                            b"apiFramework" => m.api_framework = attr_text(xml, v),
-                            b"codec" => m.codec = attr_text(xml, v),
+                            b"apiFramework" => m.api_framework = attr_word(xml, v),
+                            b"codec" => m.codec = attr_word(xml, v),
                             b"fileSize" => m.file_size = attr_num(xml, v).unwrap_or(0),
                             _ => {}
                         });
@@ -460,6 +464,12 @@ struct Pending<'a> {
 
 impl<'a> Pending<'a> {
     fn push(&mut self, piece: std::borrow::Cow<'a, str>) {
+        // The text is trimmed when read: whitespace before anything else
+        // (the indentation before a CDATA section, in most documents) is
+        // dropped rather than joined.
+        if !self.is_joined && self.first.is_empty() && piece.trim().is_empty() {
+            return;
+        }
         if self.is_joined {
             self.joined.push_str(&piece);
         } else if self.first.is_empty() {
@@ -496,6 +506,38 @@ impl<'a> Pending<'a> {
 /// contain a reference.
 fn attr_text(xml: &str, v: &[u8]) -> String {
     attr_str(xml, v).into_owned()
+}
+
+/// The values of `type`, `delivery`, `codec` and `apiFramework` that ad
+/// servers send over and over (a 3-ad document has a dozen of them): kept
+/// as `&'static str`, not allocated per media file.
+const VOCABULARY: &[&str] = &[
+    "video/mp4",
+    "video/webm",
+    "video/quicktime",
+    "video/mp2t",
+    "application/x-mpegURL",
+    "application/vnd.apple.mpegurl",
+    "application/dash+xml",
+    "application/javascript",
+    "progressive",
+    "streaming",
+    "H.264",
+    "h264",
+    "VPAID",
+    "SIMID",
+];
+
+/// `v` as a [`Word`]: a [`VOCABULARY`] entry when it is one, else a copy.
+pub fn vocabulary(v: &str) -> Word {
+    match VOCABULARY.iter().find(|w| **w == v) {
+        Some(w) => Word::Borrowed(w),
+        None => Word::Owned(v.to_string()),
+    }
+}
+
+fn attr_word(xml: &str, v: &[u8]) -> Word {
+    vocabulary(&attr_str(xml, v))
 }
 
 /// A numeric attribute, read without copying its text: plain digits

@@ -126,6 +126,7 @@ mod tests {
             }],
             init_uri: init.then(|| "init.mp4".into()),
             key: None,
+            memo: Default::default(),
         }
     }
 

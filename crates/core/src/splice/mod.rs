@@ -886,19 +886,16 @@ fn choose_of_kind<'r>(
             continue;
         }
         // Written by an org or a third party: never rendered unchecked.
-        if let Err(e) = r.check() {
+        let verdict = r.verdict();
+        if let Err(e) = &verdict.check {
             why = Unfit::Unsafe(e.to_string());
             continue;
         }
         // RFC 8216 §4.3.3.1: EXTINF rounded to the nearest integer must not
         // exceed TARGETDURATION.
-        if target > 0
-            && r.segments
-                .iter()
-                .any(|s| s.duration.round() as u64 > target)
-        {
+        if target > 0 && verdict.longest_s.round() as u64 > target {
             why = Unfit::TooLong {
-                longest_s: r.segments.iter().map(|s| s.duration).fold(0.0, f64::max),
+                longest_s: verdict.longest_s,
                 target,
             };
             continue;

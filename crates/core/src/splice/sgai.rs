@@ -177,6 +177,7 @@ mod tests {
                 .collect(),
             init_uri: None,
             key: None,
+            memo: Default::default(),
         };
         let m = ad_media(&r, |i, _| format!("/o/c/ad/b/0/900000/{i}.ts?sid=x"));
         let v = crate::hls::media::parse(&m).unwrap();
@@ -203,6 +204,7 @@ mod tests {
             }],
             init_uri: None,
             key: None,
+            memo: Default::default(),
         }
     }
 

@@ -24,6 +24,7 @@ pub fn rendition(ad: &str, bw: u64, segs: usize, seg_dur: f64, fmp4: bool) -> Ad
             .collect(),
         init_uri: fmp4.then(|| format!("https://ads.test/{ad}/{bw}/init.mp4")),
         key: None,
+        memo: Default::default(),
     }
 }
 
