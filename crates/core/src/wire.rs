@@ -20,7 +20,13 @@
 //! The lean pod ([`lean_pod`]) is what the splice needs: renditions,
 //! durations, ids. Tracking URLs, error URLs, reasons and the rest live
 //! only in the full pod (JSON, its own key), read by the beacon path, the
-//! asset list and the ad routes.
+//! asset list and the ad routes. Its URIs are front-coded ([`Front`]):
+//! each stored as the length it shares with the URI before it and the
+//! rest. A conditioned ad's renditions differ only past
+//! `…/ads/{job}-{cadence}/` (rung, container, file name), so a rendition
+//! costs ~40 bytes instead of ~200, and the pod stays within one read of
+//! a few KB whatever the ladder: the demo's pod (two ads and the slate, 10
+//! renditions each) is 2.6 KB, a 5-rung ladder's 4.4 KB.
 
 use crate::model::{
     AdRendition, AdSegment, BreakRecord, BreakSource, ChannelView, Pod, PodItem, PodSource, Slate,
@@ -32,8 +38,10 @@ use std::collections::BTreeMap;
 
 /// The first byte of a binary channel view.
 pub const VIEW_V1: u8 = 0x01;
-/// The first byte of a binary lean pod.
-pub const POD_V1: u8 = 0x02;
+/// The first byte of a binary lean pod. (`0x02`, the first layout, had no
+/// front coding: a reader of this version finds no lean pod in it and
+/// reads the break's full pod, as for any pod it cannot decode.)
+pub const POD_V2: u8 = 0x03;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum WireError {
@@ -136,7 +144,8 @@ pub fn encode_lean_pod(p: &Pod) -> Vec<u8> {
         source,
         reasons: _,
     } = p;
-    let wire = PodV1 {
+    let (mut urls, mut words) = (Front::default(), Front::default());
+    let wire = PodV2 {
         pod_id,
         break_id,
         duration_s: *duration_s,
@@ -151,20 +160,27 @@ pub fn encode_lean_pod(p: &Pod) -> Vec<u8> {
                     renditions,
                     tracking: _,
                 } = i;
-                ItemV1 {
+                ItemV2 {
                     ad_id,
                     creative_id,
                     duration_s: *duration_s,
-                    renditions: renditions.iter().map(RenditionV1::of).collect(),
+                    renditions: renditions
+                        .iter()
+                        .map(|r| RenditionV2::of(r, &mut urls, &mut words))
+                        .collect(),
                 }
             })
             .collect(),
         slate_id: &slate.slate_id,
-        slate: slate.renditions.iter().map(RenditionV1::of).collect(),
+        slate: slate
+            .renditions
+            .iter()
+            .map(|r| RenditionV2::of(r, &mut urls, &mut words))
+            .collect(),
         fill_s: *fill_s,
         source: source_code(*source),
     };
-    encode(POD_V1, &wire)
+    encode(POD_V2, &wire)
 }
 
 /// A pod from KV: the binary lean pod, or any pod in JSON (full or lean).
@@ -172,8 +188,14 @@ pub fn decode_pod(bytes: &[u8]) -> Result<Pod, WireError> {
     match bytes.first() {
         None => Err(WireError::Empty),
         Some(b'{') => serde_json::from_slice(bytes).map_err(|e| WireError::Json(e.to_string())),
-        Some(&POD_V1) => {
-            let w: PodV1<'_> = decode(bytes)?;
+        Some(&POD_V2) => {
+            let w: PodV2<'_> = decode(bytes)?;
+            let (mut urls, mut words) = (Front::default(), Front::default());
+            let mut renditions = |list: Vec<RenditionV2<'_>>| {
+                list.into_iter()
+                    .map(|r| r.into_rendition(&mut urls, &mut words))
+                    .collect::<Result<Vec<_>, WireError>>()
+            };
             Ok(Pod {
                 pod_id: w.pod_id.to_string(),
                 break_id: w.break_id.to_string(),
@@ -311,49 +333,106 @@ impl<'a> RecordV1<'a> {
 }
 
 #[derive(Serialize, Deserialize)]
-struct PodV1<'a> {
+struct PodV2<'a> {
     pod_id: &'a str,
     break_id: &'a str,
     duration_s: f64,
     #[serde(borrow)]
-    items: Vec<ItemV1<'a>>,
+    items: Vec<ItemV2<'a>>,
     slate_id: &'a str,
     #[serde(borrow)]
-    slate: Vec<RenditionV1<'a>>,
+    slate: Vec<RenditionV2<'a>>,
     fill_s: f64,
     source: u8,
 }
 
 #[derive(Serialize, Deserialize)]
-struct ItemV1<'a> {
+struct ItemV2<'a> {
     ad_id: &'a str,
     creative_id: &'a str,
     duration_s: f64,
     #[serde(borrow)]
-    renditions: Vec<RenditionV1<'a>>,
+    renditions: Vec<RenditionV2<'a>>,
+}
+
+/// A string stored as the bytes it shares with the one before it (of the
+/// same [`Front`]) and the rest.
+type Fronted<'a> = (u16, Cow<'a, str>);
+
+/// Front coding: each string against the previous one. The encoder and
+/// the decoder walk the strings in the same order (URIs: each rendition's
+/// playlist, segment template or list, init segment, in pod order; words:
+/// codecs, resolution), so the decoder always has the string a shared
+/// length refers to.
+#[derive(Default)]
+struct Front {
+    prev: String,
+}
+
+impl Front {
+    fn code<'s>(&mut self, s: &'s str) -> Fronted<'s> {
+        let mut n = self
+            .prev
+            .bytes()
+            .zip(s.bytes())
+            .take_while(|(a, b)| a == b)
+            .count()
+            .min(usize::from(u16::MAX));
+        while !s.is_char_boundary(n) {
+            n = n.saturating_sub(1);
+        }
+        self.prev.clear();
+        self.prev.push_str(s);
+        (
+            u16::try_from(n).unwrap_or(0),
+            Cow::Borrowed(s.get(n..).unwrap_or_default()),
+        )
+    }
+
+    fn code_owned(&mut self, s: &str) -> Fronted<'static> {
+        let (n, rest) = self.code(s);
+        (n, Cow::Owned(rest.into_owned()))
+    }
+
+    fn decode(&mut self, (n, rest): Fronted<'_>) -> Result<String, WireError> {
+        let head = self
+            .prev
+            .get(..usize::from(n))
+            .ok_or_else(|| WireError::Binary(format!("front coding: {n} shared bytes")))?;
+        let mut out = String::with_capacity(head.len().saturating_add(rest.len()));
+        out.push_str(head);
+        out.push_str(&rest);
+        self.prev.clear();
+        self.prev.push_str(&out);
+        Ok(out)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
-struct RenditionV1<'a> {
+struct RenditionV2<'a> {
     bandwidth: u64,
-    codecs: Option<&'a str>,
-    resolution: Option<&'a str>,
+    #[serde(borrow)]
+    codecs: Option<Fronted<'a>>,
+    #[serde(borrow)]
+    resolution: Option<Fronted<'a>>,
     kind: u8,
-    playlist_url: &'a str,
+    #[serde(borrow)]
+    playlist_url: Fronted<'a>,
     cadence_s: f64,
     #[serde(borrow)]
-    segments: SegmentsV1<'a>,
-    init_uri: Option<&'a str>,
+    segments: SegmentsV2<'a>,
+    #[serde(borrow)]
+    init_uri: Option<Fronted<'a>>,
     key: Option<&'a str>,
 }
 
 /// Conditioned ads' segments follow one URI template (`seg{i}.ts`): a
 /// template and a count, as in the JSON pods.
 #[derive(Serialize, Deserialize)]
-enum SegmentsV1<'a> {
+enum SegmentsV2<'a> {
     Template {
         #[serde(borrow)]
-        template: Cow<'a, str>,
+        template: Fronted<'a>,
         count: u32,
         duration: f64,
     },
@@ -364,8 +443,10 @@ enum SegmentsV1<'a> {
 /// Hostile input cannot make a decoder allocate more segments than this.
 const MAX_SEGMENTS: u32 = 10_000;
 
-impl<'a> RenditionV1<'a> {
-    fn of(r: &'a AdRendition) -> Self {
+impl<'a> RenditionV2<'a> {
+    /// Encoded in the order [`RenditionV2::into_rendition`] decodes: URIs
+    /// playlist, segments, init; words codecs, resolution.
+    fn of(r: &'a AdRendition, urls: &mut Front, words: &mut Front) -> Self {
         let AdRendition {
             bandwidth,
             codecs,
@@ -378,10 +459,27 @@ impl<'a> RenditionV1<'a> {
             key,
             memo: _,
         } = r;
-        RenditionV1 {
+        let codecs = codecs.as_deref().map(|c| words.code(c));
+        let resolution = resolution.as_deref().map(|c| words.code(c));
+        let playlist_url = urls.code(playlist_url);
+        let segments = match crate::model::segment_template(segments) {
+            Some((template, duration)) => SegmentsV2::Template {
+                template: urls.code_owned(&template),
+                count: u32::try_from(segments.len()).unwrap_or(u32::MAX),
+                duration,
+            },
+            None => SegmentsV2::List(
+                segments
+                    .iter()
+                    .map(|s| (s.uri.as_str(), s.duration, s.byterange.as_deref()))
+                    .collect(),
+            ),
+        };
+        let init_uri = init_uri.as_deref().map(|u| urls.code(u));
+        RenditionV2 {
             bandwidth: *bandwidth,
-            codecs: codecs.as_deref(),
-            resolution: resolution.as_deref(),
+            codecs,
+            resolution,
             kind: match kind {
                 TrackKind::Muxed => 0,
                 TrackKind::Video => 1,
@@ -390,33 +488,18 @@ impl<'a> RenditionV1<'a> {
             },
             playlist_url,
             cadence_s: *cadence_s,
-            segments: match crate::model::segment_template(segments) {
-                Some((template, duration)) => SegmentsV1::Template {
-                    template: Cow::Owned(template),
-                    count: u32::try_from(segments.len()).unwrap_or(u32::MAX),
-                    duration,
-                },
-                None => SegmentsV1::List(
-                    segments
-                        .iter()
-                        .map(|s| (s.uri.as_str(), s.duration, s.byterange.as_deref()))
-                        .collect(),
-                ),
-            },
-            init_uri: init_uri.as_deref(),
+            segments,
+            init_uri,
             key: key.as_deref(),
         }
     }
-}
 
-fn renditions(w: Vec<RenditionV1<'_>>) -> Result<Vec<AdRendition>, WireError> {
-    w.into_iter().map(RenditionV1::into_rendition).collect()
-}
-
-impl RenditionV1<'_> {
-    fn into_rendition(self) -> Result<AdRendition, WireError> {
+    fn into_rendition(self, urls: &mut Front, words: &mut Front) -> Result<AdRendition, WireError> {
+        let codecs = self.codecs.map(|c| words.decode(c)).transpose()?;
+        let resolution = self.resolution.map(|c| words.decode(c)).transpose()?;
+        let playlist_url = urls.decode(self.playlist_url)?;
         let segments = match self.segments {
-            SegmentsV1::Template {
+            SegmentsV2::Template {
                 template,
                 count,
                 duration,
@@ -425,12 +508,12 @@ impl RenditionV1<'_> {
                     return Err(WireError::Binary(format!("{count} segments")));
                 }
                 crate::model::expand_template(
-                    &template,
+                    &urls.decode(template)?,
                     usize::try_from(count).unwrap_or(0),
                     duration,
                 )
             }
-            SegmentsV1::List(list) => list
+            SegmentsV2::List(list) => list
                 .into_iter()
                 .map(|(uri, duration, byterange)| AdSegment {
                     uri: uri.to_string(),
@@ -439,20 +522,21 @@ impl RenditionV1<'_> {
                 })
                 .collect(),
         };
+        let init_uri = self.init_uri.map(|u| urls.decode(u)).transpose()?;
         Ok(AdRendition {
             bandwidth: self.bandwidth,
-            codecs: self.codecs.map(str::to_string),
-            resolution: self.resolution.map(str::to_string),
+            codecs,
+            resolution,
             kind: match self.kind {
                 1 => TrackKind::Video,
                 2 => TrackKind::Audio,
                 3 => TrackKind::Subtitles,
                 _ => TrackKind::Muxed,
             },
-            playlist_url: self.playlist_url.to_string(),
+            playlist_url,
             cadence_s: self.cadence_s,
             segments,
-            init_uri: self.init_uri.map(str::to_string),
+            init_uri,
             key: self.key.map(str::to_string),
             memo: Default::default(),
         })
@@ -630,11 +714,102 @@ mod tests {
     }
 
     #[test]
+    fn front_coding_round_trips_and_refuses_what_it_cannot_resolve() {
+        let mut enc = Front::default();
+        let words = [
+            "https://a.example/ads/j-1920/900000/seg{i}.ts",
+            "https://a.example/ads/j-1920/900000/init.mp4",
+            "https://a.example/ads/j-1920/1800000/index.m3u8",
+            // A shared prefix that would end inside a two-byte character.
+            "https://a.example/é/x",
+            "https://a.example/è/y",
+            "",
+            "other",
+        ];
+        let coded: Vec<(u16, String)> = words
+            .iter()
+            .map(|w| {
+                let (n, rest) = enc.code(w);
+                (n, rest.into_owned())
+            })
+            .collect();
+        assert_eq!(coded[1], (36, "init.mp4".into()));
+        let mut dec = Front::default();
+        for ((n, rest), w) in coded.into_iter().zip(words) {
+            assert_eq!(dec.decode((n, Cow::Owned(rest))).unwrap(), w);
+        }
+        // A shared length past the previous string, or inside a character.
+        let mut dec = Front::default();
+        assert!(dec.decode((3, Cow::Borrowed("x"))).is_err());
+        dec.decode((0, Cow::Borrowed("é"))).unwrap();
+        assert!(dec.decode((1, Cow::Borrowed("x"))).is_err());
+    }
+
+    /// What the edge reads for a break stays a few KB whatever the ladder:
+    /// two 30 s ads and the slate, each in both containers, muxed and
+    /// video-only at every rung plus audio (as the conditioner makes them).
+    #[test]
+    fn a_lean_pod_of_any_ladder_is_a_few_kilobytes() {
+        let ladder = |rungs: u64| -> Vec<AdRendition> {
+            let job = "https://media.example.com/media/acme/ads/cj-03864cbcb1cbdc02-1920";
+            let mut out = Vec::new();
+            for fmp4 in [false, true] {
+                let ext = if fmp4 { "m4s" } else { "ts" };
+                for r in 0..rungs {
+                    let bw = 400_000 + r * 900_000;
+                    for (kind, dir) in [(TrackKind::Muxed, ""), (TrackKind::Video, "v")] {
+                        out.push(AdRendition {
+                            bandwidth: bw,
+                            codecs: Some("avc1.64001f,mp4a.40.2".into()),
+                            resolution: Some(format!("{}x{}", 640 + r * 320, 360 + r * 180)),
+                            kind,
+                            playlist_url: format!(
+                                "{job}/{dir}{bw}{}/index.m3u8",
+                                if fmp4 { "f" } else { "" }
+                            ),
+                            cadence_s: 1.92,
+                            segments: (0..16)
+                                .map(|i| AdSegment {
+                                    uri: format!(
+                                        "{job}/{dir}{bw}{}/seg{i}.{ext}",
+                                        if fmp4 { "f" } else { "" }
+                                    ),
+                                    duration: 1.92,
+                                    byterange: None,
+                                })
+                                .collect(),
+                            init_uri: fmp4.then(|| format!("{job}/{dir}{bw}f/init.mp4")),
+                            key: None,
+                            memo: Default::default(),
+                        });
+                    }
+                }
+            }
+            out
+        };
+        for rungs in [2u64, 5] {
+            let mut p = pod(4);
+            p.items.truncate(2);
+            for i in &mut p.items {
+                i.renditions = ladder(rungs);
+            }
+            p.slate.renditions = ladder(rungs);
+            let lean = encode_lean_pod(&p);
+            assert_eq!(decode_pod(&lean).unwrap(), lean_pod(&p));
+            let limit = if rungs == 2 { 1_500 } else { 3_000 };
+            assert!(lean.len() < limit, "{rungs} rungs: {} bytes", lean.len());
+        }
+    }
+
+    #[test]
     fn unknown_versions_and_truncations_are_refused() {
         assert_eq!(decode_view(&[]), Err(WireError::Empty));
         assert_eq!(decode_view(&[0x7f, 0]), Err(WireError::Version(0x7f)));
         assert_eq!(decode_pod(&[VIEW_V1]), Err(WireError::Version(VIEW_V1)));
-        assert!(matches!(decode_pod(&[POD_V1]), Err(WireError::Binary(_))));
+        assert!(matches!(decode_pod(&[POD_V2]), Err(WireError::Binary(_))));
+        // The first layout's lean pods: not read (the edge reads the full
+        // pod instead).
+        assert_eq!(decode_pod(&[0x02, 0]), Err(WireError::Version(0x02)));
         let b = encode_view(&view(3));
         assert!(decode_view(&b[..b.len() - 1]).is_err());
         // A template claiming more segments than any ad has.

@@ -797,11 +797,32 @@ fn timing_variant(variant: &Variant, renditions: &[AdRendition]) -> (Variant, bo
 /// Seconds with three decimals, without float formatting (hot path).
 fn write_secs(out: &mut String, secs: f64) {
     let ms = (secs.max(0.0) * 1000.0).round() as u64;
-    let _ = write!(out, "{}.", ms / 1000);
+    push_u64(out, ms / 1000);
+    out.push('.');
     // Three digits, zero-padded: `{:03}` without the formatter's cost.
     let frac = ms % 1000;
     for d in [frac / 100, frac / 10 % 10, frac % 10] {
         out.push(char::from_digit(d as u32, 10).unwrap_or('0'));
+    }
+}
+
+/// A number's decimal digits, without the formatter (every EXTINF).
+fn push_u64(out: &mut String, n: u64) {
+    let mut buf = [0u8; 20];
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i = i.saturating_sub(1);
+        if let Some(b) = buf.get_mut(i) {
+            *b = b'0'.saturating_add((n % 10) as u8);
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    for &b in buf.get(i..).unwrap_or_default() {
+        out.push(char::from(b));
     }
 }
 
@@ -875,7 +896,11 @@ fn choose_of_kind<'r>(
     fmp4: bool,
     need_segments: Option<u32>,
 ) -> Result<&'r AdRendition, Unfit> {
-    let mut fit: Vec<&AdRendition> = Vec::new();
+    // One pass, no list: the best of the compatible fitting renditions
+    // and the best of all fitting ones (used when none is compatible).
+    let bw = variant.bandwidth.unwrap_or(u64::MAX);
+    let mut compatible = Best::default();
+    let mut any = Best::default();
     if !renditions.iter().any(|r| r.kind == kind) {
         return Err(Unfit::NoKind(kind));
     }
@@ -913,28 +938,35 @@ fn choose_of_kind<'r>(
                 continue;
             }
         }
-        fit.push(r);
+        any.offer(r, bw);
+        if codecs_compatible(variant.codecs.as_deref(), r.codecs.as_deref()) {
+            compatible.offer(r, bw);
+        }
     }
-    if fit.is_empty() {
-        return Err(why);
+    compatible.pick().or_else(|| any.pick()).ok_or(why)
+}
+
+/// The highest rendition not above a bandwidth (the last of equals, as
+/// `max_by_key`), else the lowest (the first of equals, as `min_by_key`).
+#[derive(Default)]
+struct Best<'r> {
+    under: Option<&'r AdRendition>,
+    lowest: Option<&'r AdRendition>,
+}
+
+impl<'r> Best<'r> {
+    fn offer(&mut self, r: &'r AdRendition, bw: u64) {
+        if r.bandwidth <= bw && self.under.is_none_or(|u| r.bandwidth >= u.bandwidth) {
+            self.under = Some(r);
+        }
+        if self.lowest.is_none_or(|l| r.bandwidth < l.bandwidth) {
+            self.lowest = Some(r);
+        }
     }
-    let compatible: Vec<&AdRendition> = fit
-        .iter()
-        .copied()
-        .filter(|r| codecs_compatible(variant.codecs.as_deref(), r.codecs.as_deref()))
-        .collect();
-    let pool = if compatible.is_empty() {
-        &fit
-    } else {
-        &compatible
-    };
-    let bw = variant.bandwidth.unwrap_or(u64::MAX);
-    let best = pool
-        .iter()
-        .filter(|r| r.bandwidth <= bw)
-        .max_by_key(|r| r.bandwidth)
-        .or_else(|| pool.iter().min_by_key(|r| r.bandwidth));
-    best.copied().ok_or(why)
+
+    fn pick(&self) -> Option<&'r AdRendition> {
+        self.under.or(self.lowest)
+    }
 }
 
 /// Why no rendition of an ad fits a variant (the splice report says it,
@@ -1180,6 +1212,35 @@ pub(crate) fn rewrite_uri_attr(raw: &str, f: impl FnOnce(&str) -> Option<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seconds_are_written_as_the_formatter_would() {
+        for secs in [
+            0.0,
+            0.0004,
+            0.0005,
+            1.92,
+            6.006,
+            10.0,
+            15.015,
+            29.997,
+            1e9 + 0.25,
+            -3.0,
+        ] {
+            let mut out = String::new();
+            write_secs(&mut out, secs);
+            assert_eq!(
+                out,
+                format!("{:.3}", (secs.max(0.0) * 1000.0).round() / 1000.0),
+                "{secs}"
+            );
+        }
+        for n in [0u64, 7, 10, 99, 1000, u64::MAX] {
+            let mut out = String::new();
+            push_u64(&mut out, n);
+            assert_eq!(out, n.to_string());
+        }
+    }
 
     #[test]
     fn delta_updates_are_not_offered() {
