@@ -110,6 +110,24 @@ impl PodItem {
     }
 }
 
+/// `n` in decimal, written into the end of `buf` (numbers in URIs and
+/// EXTINFs on the hot path, without the formatter).
+pub(crate) fn decimal(n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    let mut n = n;
+    loop {
+        i = i.saturating_sub(1);
+        if let Some(b) = buf.get_mut(i) {
+            *b = b'0'.saturating_add((n % 10) as u8);
+        }
+        n /= 10;
+        if n == 0 || i == 0 {
+            break;
+        }
+    }
+    std::str::from_utf8(buf.get(i..).unwrap_or_default()).unwrap_or_default()
+}
+
 /// Seconds (as VAST and the library carry them) to whole milliseconds;
 /// negative or non-finite values are 0.
 pub fn secs_to_ms(s: f64) -> u64 {
@@ -845,6 +863,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn templates_expand_as_a_plain_replace_would() {
+        for t in ["https://c/ad/seg{i}.ts?t=1", "{i}/{i}.ts", "no-index.ts", "{i}", ""] {
+            let got = super::segments_codec::expand(t, 12, 2.0);
+            let want: Vec<String> = (0..12).map(|i| t.replace("{i}", &i.to_string())).collect();
+            assert_eq!(got.iter().map(|s| s.uri.clone()).collect::<Vec<_>>(), want, "{t}");
+        }
+        assert_eq!(decimal(u64::MAX, &mut [0; 20]), u64::MAX.to_string());
+        assert_eq!(decimal(0, &mut [0; 20]), "0");
+    }
+
+    #[test]
     fn segments_round_trip_compactly() {
         let mk = |uris: &[&str]| AdRendition {
             bandwidth: 1,
@@ -1128,12 +1157,31 @@ mod segments_codec {
     }
 
     /// The segments a template names: `{i}` replaced by 0, 1, … `count - 1`.
+    /// Every `{i}` of the template replaced by the segment's index. The
+    /// template is split once, and each URI written at its final size (a
+    /// cold playlist request expands every segment of every rendition of
+    /// its pod: this is most of decoding one).
     pub fn expand(template: &str, count: usize, duration: f64) -> Vec<AdSegment> {
+        let parts: Vec<&str> = template.split("{i}").collect();
+        let fixed: usize = parts.iter().map(|p| p.len()).sum();
+        let holes = parts.len().saturating_sub(1);
+        let mut digits = [0u8; 20];
         (0..count)
-            .map(|i| AdSegment {
-                uri: template.replace("{i}", &i.to_string()),
-                duration,
-                byterange: None,
+            .map(|i| {
+                let index = super::decimal(i as u64, &mut digits);
+                let mut uri =
+                    String::with_capacity(fixed.saturating_add(holes.saturating_mul(index.len())));
+                for (k, part) in parts.iter().enumerate() {
+                    if k > 0 {
+                        uri.push_str(index);
+                    }
+                    uri.push_str(part);
+                }
+                AdSegment {
+                    uri,
+                    duration,
+                    byterange: None,
+                }
             })
             .collect()
     }

@@ -394,17 +394,20 @@ impl Front {
         (n, Cow::Owned(rest.into_owned()))
     }
 
-    fn decode(&mut self, (n, rest): Fronted<'_>) -> Result<String, WireError> {
-        let head = self
-            .prev
-            .get(..usize::from(n))
-            .ok_or_else(|| WireError::Binary(format!("front coding: {n} shared bytes")))?;
-        let mut out = String::with_capacity(head.len().saturating_add(rest.len()));
-        out.push_str(head);
-        out.push_str(&rest);
-        self.prev.clear();
-        self.prev.push_str(&out);
-        Ok(out)
+    fn decode(&mut self, f: Fronted<'_>) -> Result<String, WireError> {
+        Ok(self.decode_in_place(f)?.to_string())
+    }
+
+    /// The decoded string, built where the next one is decoded from (no
+    /// copy of its own: a segment template is only expanded).
+    fn decode_in_place(&mut self, (n, rest): Fronted<'_>) -> Result<&str, WireError> {
+        let n = usize::from(n);
+        if !self.prev.is_char_boundary(n) || n > self.prev.len() {
+            return Err(WireError::Binary(format!("front coding: {n} shared bytes")));
+        }
+        self.prev.truncate(n);
+        self.prev.push_str(&rest);
+        Ok(&self.prev)
     }
 }
 
@@ -508,7 +511,7 @@ impl<'a> RenditionV2<'a> {
                     return Err(WireError::Binary(format!("{count} segments")));
                 }
                 crate::model::expand_template(
-                    &urls.decode(template)?,
+                    urls.decode_in_place(template)?,
                     usize::try_from(count).unwrap_or(0),
                     duration,
                 )

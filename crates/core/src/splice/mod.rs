@@ -808,22 +808,7 @@ fn write_secs(out: &mut String, secs: f64) {
 
 /// A number's decimal digits, without the formatter (every EXTINF).
 fn push_u64(out: &mut String, n: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    let mut n = n;
-    loop {
-        i = i.saturating_sub(1);
-        if let Some(b) = buf.get_mut(i) {
-            *b = b'0'.saturating_add((n % 10) as u8);
-        }
-        n /= 10;
-        if n == 0 || i == 0 {
-            break;
-        }
-    }
-    for &b in buf.get(i..).unwrap_or_default() {
-        out.push(char::from(b));
-    }
+    out.push_str(model::decimal(n, &mut [0u8; 20]));
 }
 
 /// Re-emit the content's EXT-X-MAP and EXT-X-KEY lines in effect for
