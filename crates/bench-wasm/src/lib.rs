@@ -66,44 +66,47 @@ fn serve(origin: &str, read: impl Fn(&Need, &mut Reads) -> bool) -> usize {
     }
 }
 
-/// One request with the bounded view: the view and the pod of each break
-/// the window needs decoded from their KV values as the edge asks for them.
-pub fn request(view_json: &str, pod_json: &str, origin: &str) -> usize {
+/// One request served from KV: `view` and `pod` give what the edge reads
+/// (decoded each time, or shared from an isolate's cache); the inputs are
+/// made so that the view serves (no cached answer, no DO).
+fn from_kv(
+    origin: &str,
+    view: impl Fn() -> Option<ChannelView>,
+    pod: impl Fn() -> Option<Rc<Pod>>,
+) -> usize {
     serve(origin, |need, reads| match need {
         Need::View => {
-            reads.view = Some(serde_json::from_str::<ChannelView>(view_json).ok());
+            reads.view = Some(view());
             true
         }
         Need::Pods(ids) => {
             for id in ids {
-                let pod = serde_json::from_str::<Pod>(pod_json).ok();
-                reads.pods.insert(id.clone(), pod.map(Rc::new));
+                reads.pods.insert(id.clone(), pod());
             }
             true
         }
-        // The inputs are made so that the view serves.
         Need::CachedAnswer | Need::Do(_) => false,
     })
+}
+
+/// One request with the bounded view: the view and the pod of each break
+/// the window needs decoded from their KV values as the edge asks for them.
+pub fn request(view_json: &str, pod_json: &str, origin: &str) -> usize {
+    from_kv(
+        origin,
+        || serde_json::from_str::<ChannelView>(view_json).ok(),
+        || serde_json::from_str::<Pod>(pod_json).ok().map(Rc::new),
+    )
 }
 
 /// One request with the binary KV values (`core::wire`): the view and the
 /// lean pod decoded from their bytes as the edge asks for them.
 pub fn request_bin(view: &[u8], pod: &[u8], origin: &str) -> usize {
-    serve(origin, |need, reads| match need {
-        Need::View => {
-            reads.view = Some(wire::decode_view(view).ok());
-            true
-        }
-        Need::Pods(ids) => {
-            for id in ids {
-                reads
-                    .pods
-                    .insert(id.clone(), wire::decode_pod(pod).ok().map(Rc::new));
-            }
-            true
-        }
-        Need::CachedAnswer | Need::Do(_) => false,
-    })
+    from_kv(
+        origin,
+        || wire::decode_view(view).ok(),
+        || wire::decode_pod(pod).ok().map(Rc::new),
+    )
 }
 
 /// The binary values of the JSON ones the inputs carry: (view, lean pod).
@@ -231,34 +234,10 @@ pub extern "C" fn run_part(
             5 => request_bin(&vb, &pb, o),
             // A warm isolate: the binary view decoded, the pod from the
             // isolate's cache (shared, not copied), as the worker does.
-            8 => serve(o, |need, reads| match need {
-                Need::View => {
-                    reads.view = Some(wire::decode_view(&vb).ok());
-                    true
-                }
-                Need::Pods(ids) => {
-                    for id in ids {
-                        reads.pods.insert(id.clone(), Some(Rc::clone(&pod)));
-                    }
-                    true
-                }
-                Need::CachedAnswer | Need::Do(_) => false,
-            }),
+            8 => from_kv(o, || wire::decode_view(&vb).ok(), || Some(Rc::clone(&pod))),
             0 => serde_json::from_str::<ChannelView>(v).map_or(0, |x| x.entries.len() + 1),
             1 => serde_json::from_str::<Pod>(p).map_or(0, |x| x.items.len() + 1),
-            _ => serve(o, |need, reads| match need {
-                Need::View => {
-                    reads.view = Some(Some(view.clone()));
-                    true
-                }
-                Need::Pods(ids) => {
-                    for id in ids {
-                        reads.pods.insert(id.clone(), Some(Rc::clone(&pod)));
-                    }
-                    true
-                }
-                Need::CachedAnswer | Need::Do(_) => false,
-            }),
+            _ => from_kv(o, || Some(view.clone()), || Some(Rc::clone(&pod))),
         };
     }
     n

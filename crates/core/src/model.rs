@@ -864,10 +864,20 @@ mod tests {
 
     #[test]
     fn templates_expand_as_a_plain_replace_would() {
-        for t in ["https://c/ad/seg{i}.ts?t=1", "{i}/{i}.ts", "no-index.ts", "{i}", ""] {
+        for t in [
+            "https://c/ad/seg{i}.ts?t=1",
+            "{i}/{i}.ts",
+            "no-index.ts",
+            "{i}",
+            "",
+        ] {
             let got = super::segments_codec::expand(t, 12, 2.0);
             let want: Vec<String> = (0..12).map(|i| t.replace("{i}", &i.to_string())).collect();
-            assert_eq!(got.iter().map(|s| s.uri.clone()).collect::<Vec<_>>(), want, "{t}");
+            assert_eq!(
+                got.iter().map(|s| s.uri.clone()).collect::<Vec<_>>(),
+                want,
+                "{t}"
+            );
         }
         assert_eq!(decimal(u64::MAX, &mut [0; 20]), u64::MAX.to_string());
         assert_eq!(decimal(0, &mut [0; 20]), "0");

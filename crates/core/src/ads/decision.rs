@@ -231,6 +231,7 @@ pub struct AdPlaylistError {
 }
 
 impl AdPlaylistError {
+    #[cfg(feature = "vast")]
     fn new(url: &url::Url, why: Unusable) -> Self {
         AdPlaylistError {
             url: url.to_string(),
