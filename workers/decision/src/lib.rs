@@ -612,12 +612,19 @@ async fn library(env: &Env, org: &str, slug: &str) -> Result<vast::Library> {
         jobs,
         settings,
     } = store::ads::library(&db, org, slug).await?;
+    let jobs = jobs
+        .into_iter()
+        .map(|j| cf_ssai_core::ads::conditioning::JobState {
+            id: j.id,
+            state: j.state,
+            reason: j.reason,
+        });
     let settings = settings
         .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
         .and_then(|v| serde_json::from_value(v["conditioning"].clone()).ok())
         .unwrap_or_default();
     let mut lib = vast::Library {
-        jobs: jobs.into_iter().map(|j| (j.id.clone(), j)).collect(),
+        jobs: jobs.map(|j| (j.id.clone(), j)).collect(),
         settings,
         ..Default::default()
     };

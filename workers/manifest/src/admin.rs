@@ -665,7 +665,17 @@ async fn conditioning_stats(
     use cf_ssai_core::ads::conditioning as c;
     const WINDOW_MS: i64 = 3_600_000;
     let now = now_ms();
-    let rows: Vec<c::JobStat> = store::jobs::stat_rows(db, org, now - WINDOW_MS).await?;
+    let rows: Vec<c::JobStat> = store::jobs::stat_rows(db, org, now - WINDOW_MS)
+        .await?
+        .into_iter()
+        .map(|r| c::JobStat {
+            state: r.state,
+            failure_category: r.failure_category,
+            created_ms: r.created_ms,
+            started_ms: r.started_ms,
+            finished_ms: r.finished_ms,
+        })
+        .collect();
     Ok(c::stats(&rows, now, WINDOW_MS))
 }
 

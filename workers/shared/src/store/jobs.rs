@@ -34,10 +34,29 @@ source_kind = CASE WHEN state IN ('ready', 'failed') THEN excluded.source_kind E
 source_size = CASE WHEN state IN ('ready', 'failed') THEN excluded.source_size ELSE source_size END, \
 source_url = CASE WHEN state IN ('ready', 'failed') THEN excluded.source_url ELSE source_url END";
 
-/// What the conditioning figures read of a job, and what a decision reads
-/// of a job that is not ready: the core's own row types, read as D1 returns
-/// them.
-pub use cf_ssai_core::ads::conditioning::{JobStat as StatRow, JobState as NotReadyRow};
+/// What the conditioning figures read of a job (the core's `JobStat`;
+/// the core's conditioning module is not built into every worker).
+#[derive(Debug, Clone, Deserialize)]
+pub struct StatRow {
+    pub state: String,
+    #[serde(default)]
+    pub failure_category: Option<String>,
+    pub created_ms: i64,
+    #[serde(default)]
+    pub started_ms: Option<i64>,
+    #[serde(default)]
+    pub finished_ms: Option<i64>,
+}
+
+/// A job that is not ready, as a decision reports it (the core's
+/// `JobState`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct NotReadyRow {
+    pub id: String,
+    pub state: String,
+    #[serde(default)]
+    pub reason: Option<String>,
+}
 
 /// An org's jobs that are queued or running, or finished since `since_ms`
 /// (the conditioning figures).
