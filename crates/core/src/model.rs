@@ -669,7 +669,8 @@ impl Pod {
 /// `ads::reason::Reason`'s) and the message people read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodReason {
-    /// A [`crate::ads::reason::Reason`]'s code: static, never allocated.
+    /// A [`crate::ads::reason::Reason`]'s code: static when made here,
+    /// owned only when read back from a stored pod.
     pub code: std::borrow::Cow<'static, str>,
     pub message: String,
 }
@@ -1166,9 +1167,8 @@ mod segments_codec {
         }
     }
 
-    /// The segments a template names: `{i}` replaced by 0, 1, … `count - 1`.
-    /// Every `{i}` of the template replaced by the segment's index. The
-    /// template is split once, and each URI written at its final size (a
+    /// The segments a template names: every `{i}` replaced by 0, 1, …
+    /// `count - 1`. The template is split once, and each URI written at its final size (a
     /// cold playlist request expands every segment of every rendition of
     /// its pod: this is most of decoding one).
     pub fn expand(template: &str, count: usize, duration: f64) -> Vec<AdSegment> {

@@ -563,6 +563,8 @@ impl<'u> Resolver<'u> {
 mod tests {
     use super::*;
 
+    use proptest::prelude::*;
+
     #[test]
     fn plain_decimals_read_exactly_as_str_parse_does() {
         let mut cases: Vec<String> = [
@@ -609,7 +611,6 @@ mod tests {
         }
         assert_eq!(extinf_duration(".5,x").map(|d| d.1), Some(0.5));
     }
-    use proptest::prelude::*;
 
     proptest! {
         /// The one-pass scans agree with their plain definitions (the
