@@ -167,7 +167,7 @@ test("an MP4-only creative without conditioned media is skipped and its Error UR
 test("the external decision API comes first; its ads map to the library; a broken answer falls through", async () => {
   const cfg = (tag, api) => channelConfig(s.originBase, "none", { scte35_enabled: false, decision_api_url: `${adsBase}${api}`, vast_urls: tag ? [`${adsBase}${tag}`] : [] });
   assert.equal((await api(s.base, "PUT", `/api/orgs/${ORG}/channels/dapi`, cfg(null, "/api"))).status, 200);
-  const pod = await decide("dapi", { break_id: "b-api", viewer: { geo: "FR", consent: "CPXxyz", bucket: "7" } });
+  const pod = await decide("dapi", { break_id: "b-api", viewer: { geo: "FR", consent: "CPXxyz", bucket: "7", personalised: true } });
   assert.equal(pod.source, "api", JSON.stringify(pod.reasons));
   assert.deepEqual(pod.items.map((i) => i.ad_id), ["api-b-api"]);
   assert.ok(pod.items[0].tracking.impression.some((u) => u.endsWith("/api-imp")), "the API's tracking kept");

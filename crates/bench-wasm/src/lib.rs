@@ -51,6 +51,7 @@ fn serve(origin: &str, read: impl Fn(&Need, &mut Reads) -> bool) -> usize {
         cadence_ms: CADENCE_MS,
         examined: true,
         ahead: 0,
+        cohort: "",
         playlist_url: &url,
         variant: &variant,
         mode: Mode::Ssai,

@@ -74,7 +74,7 @@ fn entries_for(text: &str, ad_seg: f64) -> Vec<BreakEntry> {
             if let Some(r) = sequencer::record_from_cue(&c, cadence, &BreakPolicy::default(), 0) {
                 let n = ((r.duration_ms as f64 / 1000.0) / ad_seg).round() as usize;
                 let p = pod(&r.id, 5, (n / 5).max(1), ad_seg);
-                let _ = sequencer::commit(&mut st, r, p, 0);
+                let _ = sequencer::commit(&mut st, r, p, Default::default(), 0);
             }
         }
     }

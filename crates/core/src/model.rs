@@ -9,6 +9,7 @@
 //! inside a break works (the README's "The stateless splice").
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -49,9 +50,21 @@ pub struct BreakRecord {
     /// `EXT-X-ASSET` metadata of the break (for `[asset.KEY]` macros).
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub asset: std::collections::BTreeMap<String, String>,
+    /// The audience cohorts with a pod of their own for this break
+    /// (sorted): those active on the channel when the break was
+    /// registered, whose decision succeeded. Fixed before the record is
+    /// published, so every edge that knows the break knows which pod each
+    /// cohort gets; a cohort not named gets the default pod.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cohorts: Vec<String>,
 }
 
 impl BreakRecord {
+    /// Does cohort `c` have a pod of its own for this break?
+    pub fn has_cohort(&self, c: &str) -> bool {
+        !c.is_empty() && self.cohorts.binary_search_by(|x| x.as_str().cmp(c)).is_ok()
+    }
+
     /// Segments the break covers now (planned, or cut).
     pub fn covered(&self) -> u32 {
         self.cut_after
@@ -143,6 +156,25 @@ pub fn secs_to_ms(s: f64) -> u64 {
 pub struct BreakEntry {
     pub record: BreakRecord,
     pub pod: Pod,
+    /// The pods of the cohorts named in `record.cohorts`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cohort_pods: BTreeMap<String, Pod>,
+}
+
+impl BreakEntry {
+    /// The pod cohort `c` gets ("" is the default audience).
+    pub fn pod_for(&self, c: &str) -> &Pod {
+        if self.record.has_cohort(c) {
+            self.cohort_pods.get(c).unwrap_or(&self.pod)
+        } else {
+            &self.pod
+        }
+    }
+
+    /// Discontinuities this break inserts for cohort `c`.
+    pub fn inserted_for(&self, c: &str) -> u64 {
+        inserted_discontinuities(&self.record, self.pod_for(c))
+    }
 }
 
 /// The channel's break records in view (one KV key per channel).
@@ -166,6 +198,12 @@ pub struct ChannelBreaks {
     /// this view cannot vouch for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin_mark: Option<(u64, i64)>,
+    /// The running discontinuity count before the first entry of each
+    /// cohort whose count differs from `disc_base` (its own pods inserted
+    /// another number of discontinuities than the default's). See
+    /// [`cohort_disc_before`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cohort_disc_base: BTreeMap<String, u64>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -247,14 +285,75 @@ impl ChannelBreaks {
                 .map(|e| ViewEntry {
                     record: e.record.clone(),
                     inserted: inserted_discontinuities(&e.record, &e.pod),
+                    cohort_inserted: e
+                        .record
+                        .cohorts
+                        .iter()
+                        .map(|c| (c.clone(), e.inserted_for(c)))
+                        .collect(),
                 })
                 .collect(),
             updated_ms: self.updated_ms,
             checked_through_msn: self.checked_through_msn,
             disc_base: self.disc_base,
             origin_mark: self.origin_mark,
+            cohort_disc_base: self.cohort_disc_base.clone(),
         }
     }
+
+    /// Cohort `c`'s running discontinuity count before the first entry,
+    /// and after the last one.
+    pub fn cohort_counts(&self, c: &str) -> (u64, u64) {
+        let base = cohort_base(&self.cohort_disc_base, self.disc_base, c);
+        let end = self
+            .entries
+            .iter()
+            .map(|e| e.inserted_for(c))
+            .fold(base, u64::saturating_add);
+        (base, end)
+    }
+
+    /// The breaks as cohort `c` is served them: each entry with the
+    /// cohort's pod and its running discontinuity count (what a DO answer
+    /// to one of its viewers carries; the edge splices it as it is). The
+    /// default audience ("") gets the breaks unchanged.
+    pub fn for_cohort(&self, c: &str) -> ChannelBreaks {
+        let mut running = cohort_base(&self.cohort_disc_base, self.disc_base, c);
+        let disc_base = running;
+        let entries = self
+            .entries
+            .iter()
+            .map(|e| {
+                let mut record = e.record.clone();
+                if !c.is_empty() {
+                    record.disc_before = running;
+                }
+                running = record.disc_before.saturating_add(e.inserted_for(c));
+                BreakEntry {
+                    record,
+                    pod: e.pod_for(c).clone(),
+                    cohort_pods: BTreeMap::new(),
+                }
+            })
+            .collect();
+        ChannelBreaks {
+            entries,
+            updated_ms: self.updated_ms,
+            checked_through_msn: self.checked_through_msn,
+            disc_base,
+            origin_mark: self.origin_mark,
+            cohort_disc_base: BTreeMap::new(),
+        }
+    }
+}
+
+/// A cohort's running count before the first entry: its own when it has
+/// one, else the default audience's.
+fn cohort_base(bases: &BTreeMap<String, u64>, disc_base: u64, c: &str) -> u64 {
+    if c.is_empty() {
+        return disc_base;
+    }
+    bases.get(c).copied().unwrap_or(disc_base)
 }
 
 /// What every playlist request reads first (one small KV key per
@@ -273,6 +372,9 @@ pub struct ChannelView {
     pub disc_base: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin_mark: Option<(u64, i64)>,
+    /// See [`ChannelBreaks::cohort_disc_base`].
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cohort_disc_base: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -281,6 +383,23 @@ pub struct ViewEntry {
     pub record: BreakRecord,
     /// Discontinuities this break inserts (needs its pod to compute).
     pub inserted: u64,
+    /// The same for each cohort with a pod of its own (`record.cohorts`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cohort_inserted: BTreeMap<String, u64>,
+}
+
+impl ViewEntry {
+    /// Discontinuities this break inserts for cohort `c`.
+    pub fn inserted_for(&self, c: &str) -> u64 {
+        if self.record.has_cohort(c) {
+            self.cohort_inserted
+                .get(c)
+                .copied()
+                .unwrap_or(self.inserted)
+        } else {
+            self.inserted
+        }
+    }
 }
 
 impl ChannelView {
@@ -308,14 +427,39 @@ impl ChannelView {
     /// `ahead` segments after it for SGAI announcements), and the running
     /// discontinuity count before the first of them.
     pub fn needed(&self, first_msn: u64, last_msn: u64, ahead: u64) -> (Vec<&BreakRecord>, u64) {
-        let mut base = self.disc_base;
+        let (needed, base) = self.needed_for(first_msn, last_msn, ahead, "");
+        (needed.into_iter().map(|(r, _)| r).collect(), base)
+    }
+
+    /// [`ChannelView::needed`] as cohort `c` is served: each break with
+    /// the cohort's running discontinuity count before it, and the count
+    /// before the first of them. A cohort's count runs from its own base
+    /// ([`ChannelBreaks::cohort_disc_base`]) through what each break
+    /// inserts with the cohort's pod, so its viewers' discontinuity
+    /// sequence never moves except by what leaves their window; the
+    /// default audience's is the records' own `disc_before`.
+    pub fn needed_for(
+        &self,
+        first_msn: u64,
+        last_msn: u64,
+        ahead: u64,
+        c: &str,
+    ) -> (Vec<(&BreakRecord, u64)>, u64) {
+        let own = !c.is_empty()
+            && (self.cohort_disc_base.contains_key(c)
+                || self.entries.iter().any(|e| e.record.has_cohort(c)));
+        let mut running = cohort_base(&self.cohort_disc_base, self.disc_base, c);
+        let mut base = running;
         let mut out = Vec::new();
         for e in &self.entries {
             let r = &e.record;
+            let before = if own { running } else { r.disc_before };
+            let inserted = e.inserted_for(c);
+            running = before.saturating_add(inserted);
             if r.end_msn() < first_msn {
-                base = r.disc_before.saturating_add(e.inserted);
+                base = running;
             } else if r.anchor_msn <= last_msn.saturating_add(ahead).saturating_add(1) {
-                out.push(r);
+                out.push((r, before));
             }
         }
         (out, base)
@@ -1014,6 +1158,7 @@ mod tests {
             merged: vec![],
             registered_ms: 0,
             asset: Default::default(),
+            cohorts: Vec::new(),
         }
     }
 

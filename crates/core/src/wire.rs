@@ -37,8 +37,10 @@ use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-/// The first byte of a binary channel view.
-pub const VIEW_V1: u8 = 0x01;
+/// The first byte of a binary channel view. (`0x01`, the layout before
+/// cohorts, is not read: a reader meeting one finds no view and asks the
+/// Channel DO, whose next write is in this layout.)
+pub const VIEW_V2: u8 = 0x04;
 /// The first byte of a binary lean pod. (`0x02`, the first layout, had no
 /// front coding: a reader of this version finds no lean pod in it and
 /// reads the break's full pod, as for any pod it cannot decode.)
@@ -64,21 +66,27 @@ pub fn encode_view(v: &ChannelView) -> Vec<u8> {
         checked_through_msn,
         disc_base,
         origin_mark,
+        cohort_disc_base,
     } = v;
-    let wire = ViewV1 {
+    let wire = ViewV2 {
         entries: entries
             .iter()
             .map(|e| {
-                let ViewEntry { record, inserted } = e;
-                (RecordV1::of(record), *inserted)
+                let ViewEntry {
+                    record,
+                    inserted,
+                    cohort_inserted,
+                } = e;
+                (RecordV2::of(record), *inserted, pairs(cohort_inserted))
             })
             .collect(),
         updated_ms: *updated_ms,
         checked_through_msn: *checked_through_msn,
         disc_base: *disc_base,
         origin_mark: *origin_mark,
+        cohort_disc_base: pairs(cohort_disc_base),
     };
-    encode(VIEW_V1, &wire)
+    encode(VIEW_V2, &wire)
 }
 
 /// A view from KV: binary, or JSON as written before.
@@ -86,21 +94,23 @@ pub fn decode_view(bytes: &[u8]) -> Result<ChannelView, WireError> {
     match bytes.first() {
         None => Err(WireError::Empty),
         Some(b'{') => serde_json::from_slice(bytes).map_err(|e| WireError::Json(e.to_string())),
-        Some(&VIEW_V1) => {
-            let w: ViewV1<'_> = decode(bytes)?;
+        Some(&VIEW_V2) => {
+            let w: ViewV2<'_> = decode(bytes)?;
             Ok(ChannelView {
                 entries: w
                     .entries
                     .into_iter()
-                    .map(|(r, inserted)| ViewEntry {
+                    .map(|(r, inserted, cohort_inserted)| ViewEntry {
                         record: r.into_record(),
                         inserted,
+                        cohort_inserted: owned(cohort_inserted),
                     })
                     .collect(),
                 updated_ms: w.updated_ms,
                 checked_through_msn: w.checked_through_msn,
                 disc_base: w.disc_base,
                 origin_mark: w.origin_mark,
+                cohort_disc_base: owned(w.cohort_disc_base),
             })
         }
         Some(&b) => Err(WireError::Version(b)),
@@ -241,18 +251,33 @@ fn decode<'a, T: Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, WireError> {
     postcard::from_bytes(body).map_err(|e| WireError::Binary(e.to_string()))
 }
 
+/// A cohort map as borrowed pairs.
+fn pairs(m: &BTreeMap<String, u64>) -> Vec<(&str, u64)> {
+    m.iter().map(|(k, v)| (k.as_str(), *v)).collect()
+}
+
+fn owned(p: Vec<(&str, u64)>) -> BTreeMap<String, u64> {
+    p.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+/// A view entry: the record, what it inserts, and what it inserts for
+/// each cohort with a pod of its own.
+type EntryV2<'a> = (RecordV2<'a>, u64, Vec<(&'a str, u64)>);
+
 #[derive(Serialize, Deserialize)]
-struct ViewV1<'a> {
+struct ViewV2<'a> {
     #[serde(borrow)]
-    entries: Vec<(RecordV1<'a>, u64)>,
+    entries: Vec<EntryV2<'a>>,
     updated_ms: i64,
     checked_through_msn: u64,
     disc_base: u64,
     origin_mark: Option<(u64, i64)>,
+    #[serde(borrow)]
+    cohort_disc_base: Vec<(&'a str, u64)>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct RecordV1<'a> {
+struct RecordV2<'a> {
     id: &'a str,
     source: u8,
     anchor_msn: u64,
@@ -266,9 +291,11 @@ struct RecordV1<'a> {
     registered_ms: i64,
     #[serde(borrow)]
     asset: Vec<(&'a str, &'a str)>,
+    #[serde(borrow)]
+    cohorts: Vec<&'a str>,
 }
 
-impl<'a> RecordV1<'a> {
+impl<'a> RecordV2<'a> {
     fn of(r: &'a BreakRecord) -> Self {
         let BreakRecord {
             id,
@@ -283,8 +310,9 @@ impl<'a> RecordV1<'a> {
             merged,
             registered_ms,
             asset,
+            cohorts,
         } = r;
-        RecordV1 {
+        RecordV2 {
             id,
             source: match source {
                 BreakSource::Scte35 => 0,
@@ -304,6 +332,7 @@ impl<'a> RecordV1<'a> {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect(),
+            cohorts: cohorts.iter().map(String::as_str).collect(),
         }
     }
 
@@ -329,6 +358,7 @@ impl<'a> RecordV1<'a> {
                 .into_iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect::<BTreeMap<_, _>>(),
+            cohorts: self.cohorts.into_iter().map(str::to_string).collect(),
         }
     }
 }
@@ -663,11 +693,26 @@ mod tests {
                         } else {
                             BTreeMap::new()
                         },
+                        cohorts: if i == 2 {
+                            vec!["0a1b2c3d".to_string()]
+                        } else {
+                            vec![]
+                        },
                     },
                     inserted: 2,
+                    cohort_inserted: if i == 2 {
+                        [("0a1b2c3d".to_string(), 3)].into()
+                    } else {
+                        BTreeMap::new()
+                    },
                 })
                 .collect(),
             updated_ms: 1_700_000_000_123,
+            cohort_disc_base: if seed.is_multiple_of(2) {
+                [("ffee0011".to_string(), 9)].into()
+            } else {
+                BTreeMap::new()
+            },
             checked_through_msn: 1200 + seed,
             disc_base: seed % 3,
             origin_mark: seed.is_multiple_of(2).then_some((1200, 1_700_000_000_999)),
@@ -809,7 +854,9 @@ mod tests {
     fn unknown_versions_and_truncations_are_refused() {
         assert_eq!(decode_view(&[]), Err(WireError::Empty));
         assert_eq!(decode_view(&[0x7f, 0]), Err(WireError::Version(0x7f)));
-        assert_eq!(decode_pod(&[VIEW_V1]), Err(WireError::Version(VIEW_V1)));
+        assert_eq!(decode_pod(&[VIEW_V2]), Err(WireError::Version(VIEW_V2)));
+        // The layout before cohorts: not read (the edge asks the DO).
+        assert_eq!(decode_view(&[0x01, 0]), Err(WireError::Version(0x01)));
         assert!(matches!(decode_pod(&[POD_V2]), Err(WireError::Binary(_))));
         // The first layout's lean pods: not read (the edge reads the full
         // pod instead).

@@ -15,10 +15,11 @@
 
 mod common;
 
+use cf_ssai_core::channel::Input;
 use cf_ssai_core::hls::media;
 use cf_ssai_core::model::{ChannelBreaks, ChannelView, Pod};
 use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
-use cf_ssai_core::splice::edge::{self, DoQuery, Source};
+use cf_ssai_core::splice::edge::{self, DoQuery, PodKey, Source};
 use cf_ssai_core::splice::{Mode, SpliceSettings, Variant};
 use cf_ssai_testkit::driver::Driver;
 use cf_ssai_testkit::edge::EdgeIo;
@@ -35,6 +36,13 @@ struct Do {
 
 struct Location {
     lag_ms: i64,
+    /// What the location keeps per audience cohort.
+    cohorts: Vec<Kept>,
+}
+
+/// A location's caches for one cohort (keyed by cohort in the worker).
+#[derive(Default)]
+struct Kept {
     /// (written at, playlist) — the shared-playlist cache.
     playlist: Option<(i64, String)>,
     /// (written at, answer) — the DO-answer cache.
@@ -46,20 +54,21 @@ struct Location {
 /// the one Channel DO.
 struct Node<'a> {
     dobj: &'a mut Do,
-    loc: &'a mut Location,
+    lag_ms: i64,
+    kept: &'a mut Kept,
     now: i64,
 }
 
 impl EdgeIo for Node<'_> {
     fn view(&mut self) -> Option<ChannelView> {
-        self.dobj.d.kv.view(self.now, self.loc.lag_ms).cloned()
+        self.dobj.d.kv.view(self.now, self.lag_ms).cloned()
     }
-    fn pod(&mut self, id: &str) -> Option<Pod> {
-        self.dobj.d.kv.pod(self.now, self.loc.lag_ms, id).cloned()
+    fn pod(&mut self, id: &PodKey) -> Option<Pod> {
+        self.dobj.d.kv.pod(self.now, self.lag_ms, id).cloned()
     }
     fn cached_answer(&mut self) -> Option<ChannelBreaks> {
         let ttl = i64::from(edge::DO_ANSWER_TTL_S) * 1000;
-        self.loc
+        self.kept
             .answer
             .as_ref()
             .filter(|(at, _)| self.now - at < ttl)
@@ -69,8 +78,8 @@ impl EdgeIo for Node<'_> {
         self.dobj.calls += 1;
         self.dobj.d.run_until(self.now);
         self.dobj.d.feed(q.input());
-        let b = self.dobj.d.machine.breaks.clone();
-        self.loc.answer = Some((self.now, b.clone()));
+        let b = self.dobj.d.machine.breaks.for_cohort(&q.cohort);
+        self.kept.answer = Some((self.now, b.clone()));
         Some(b)
     }
 }
@@ -84,9 +93,38 @@ struct Figures {
     from_answer: u64,
     ad_segments: u64,
     seconds: f64,
+    /// Breaks decided, and the decision calls made for them (the default
+    /// audience's and each cohort's).
+    breaks: u64,
+    decisions: u64,
+    /// The largest binary view any location read (bytes).
+    view_bytes: usize,
+}
+
+/// The cohort ids of a run: the default audience ("") when `cohorts` is
+/// 0, else `cohorts` named ones.
+fn cohort_ids(cohorts: usize) -> Vec<String> {
+    if cohorts == 0 {
+        return vec![String::new()];
+    }
+    (0..cohorts)
+        .map(|i| format!("{:08x}", 0xc0ff_ee00u32 + i as u32))
+        .collect()
 }
 
 fn simulate(locations: usize, viewers: u64, secs: i64, seed: u64) -> Figures {
+    simulate_cohorts(locations, viewers, secs, seed, 0)
+}
+
+/// `cohorts`: viewers spread over this many audience cohorts, each with a
+/// pod of its own per break (0: everyone the default audience).
+fn simulate_cohorts(
+    locations: usize,
+    viewers: u64,
+    secs: i64,
+    seed: u64,
+    cohorts: usize,
+) -> Figures {
     let ch = SimChannel {
         cadence_ms: 2000,
         window: 6,
@@ -103,30 +141,51 @@ fn simulate(locations: usize, viewers: u64, secs: i64, seed: u64) -> Figures {
         rng ^= rng << 17;
         rng
     };
+    let ids = cohort_ids(cohorts);
     let mut locs: Vec<Location> = (0..locations)
         .map(|_| Location {
             lag_ms: (next() % 60_001) as i64,
-            playlist: None,
-            answer: None,
-            viewer: Viewer::default(),
+            cohorts: ids.iter().map(|_| Kept::default()).collect(),
         })
         .collect();
-    // Viewers: location and reload phase within a target duration.
+    // Viewers: location, cohort and reload phase within a target duration.
     let per_tick_step = 100i64;
-    let mut requests_at: Vec<Vec<u64>> = vec![vec![0; locations]; (td / per_tick_step) as usize];
+    let phases = (td / per_tick_step) as usize;
+    let mut requests_at: Vec<Vec<Vec<u64>>> = vec![vec![vec![0; ids.len()]; locations]; phases];
     for _ in 0..viewers {
         let l = (next() % locations as u64) as usize;
-        let phase = (next() % (td / per_tick_step) as u64) as usize;
-        requests_at[phase][l] += 1;
+        let c = (next() % ids.len() as u64) as usize;
+        let phase = (next() % phases as u64) as usize;
+        requests_at[phase][l][c] += 1;
     }
-    let mut dobj = Do {
-        d: Driver::new(
-            ch.clone(),
-            Box::new(|r| common::pod(&r.id, r.cadence_ms as f64 / 1000.0, false)),
-        ),
-        calls: 0,
-    };
-    let mut reg = Registry::default();
+    let decisions = std::rc::Rc::new(std::cell::Cell::new(0u64));
+    let counted = std::rc::Rc::clone(&decisions);
+    let mut d = Driver::new(
+        ch.clone(),
+        Box::new(move |r| {
+            counted.set(counted.get() + 1);
+            common::pod(&r.id, r.cadence_ms as f64 / 1000.0, false)
+        }),
+    );
+    let counted = std::rc::Rc::clone(&decisions);
+    d.decide_cohort = Some(Box::new(move |r, v| {
+        counted.set(counted.get() + 1);
+        let mut p = common::pod(&r.id, r.cadence_ms as f64 / 1000.0, false);
+        // Each cohort its own creatives (and so its own URIs).
+        for item in &mut p.items {
+            for r in &mut item.renditions {
+                for s in &mut r.segments {
+                    s.uri = s
+                        .uri
+                        .replace("ads.test/", &format!("ads.test/{}/", v.cohort));
+                }
+            }
+        }
+        Some(p)
+    }));
+    d.policy.max_cohorts = ids.len();
+    let mut dobj = Do { d, calls: 0 };
+    let mut regs: Vec<Registry> = ids.iter().map(|_| Registry::default()).collect();
     let mut f = Figures::default();
     let variant = &ch.variants[0];
     let url = url::Url::parse("https://origin.test/live/low/index.m3u8").unwrap();
@@ -141,73 +200,98 @@ fn simulate(locations: usize, viewers: u64, secs: i64, seed: u64) -> Figures {
     while t < start + secs * 1000 {
         // The poller, on the alarms the machine sets.
         dobj.d.run_until(t);
+        // Edges report each cohort with viewers about once a minute.
+        if (t - start) % 60_000 == 0 {
+            for c in ids.iter().filter(|c| !c.is_empty()) {
+                let viewer = cf_ssai_core::ads::request::Viewer {
+                    cohort: c.clone(),
+                    ..Default::default()
+                };
+                dobj.d.feed(Input::CohortSeen { viewer });
+            }
+        }
         let tick = (((t - start) / per_tick_step) as usize) % requests_at.len();
         for (li, loc) in locs.iter_mut().enumerate() {
-            let n = requests_at[tick][li];
-            if n == 0 {
-                continue;
+            for (ci, cohort) in ids.iter().enumerate() {
+                let n = requests_at[tick][li][ci];
+                if n == 0 {
+                    continue;
+                }
+                let kept = &mut loc.cohorts[ci];
+                f.requests += n;
+                let max_age = td / 2;
+                if kept
+                    .playlist
+                    .as_ref()
+                    .is_some_and(|(at, _)| t - at < max_age)
+                {
+                    f.from_playlist_cache += n;
+                    continue;
+                }
+                // A miss: one request does the work; the location's other
+                // requests of the cohort this instant read what it cached.
+                f.from_playlist_cache += n - 1;
+                let origin = ch.media(&variant.name, t);
+                let m = media::parse(&origin).unwrap();
+                let events = cues::detect(&m, &SegmentationPolicy::default()).events;
+                let variant_info = Variant {
+                    bandwidth: Some(variant.bandwidth),
+                    codecs: Some(variant.codecs.clone()),
+                    kind: Default::default(),
+                };
+                let req = edge::MediaRequest {
+                    origin: &origin,
+                    m: &m,
+                    events: &events,
+                    cadence_ms: td as u64,
+                    examined: true,
+                    ahead: 0,
+                    cohort,
+                    playlist_url: &url,
+                    variant: &variant_info,
+                    mode: Mode::Ssai,
+                    settings: &settings,
+                };
+                if let Some(v) = dobj.d.kv.view(t, loc.lag_ms) {
+                    f.view_bytes = f.view_bytes.max(cf_ssai_core::wire::encode_view(v).len());
+                }
+                let mut node = Node {
+                    dobj: &mut dobj,
+                    lag_ms: loc.lag_ms,
+                    kept: &mut *kept,
+                    now: t,
+                };
+                let served = cf_ssai_testkit::edge::serve(&mut node, &req);
+                match served.source {
+                    Source::View => f.from_view += 1,
+                    Source::CachedAnswer => f.from_answer += 1,
+                    Source::Do => f.do_calls += 1,
+                    Source::Unavailable => unreachable!("the simulated DO always answers"),
+                }
+                let out = served.output.playlist;
+                let ads = out
+                    .lines()
+                    .filter(|l| l.starts_with("https://ads.test/") && !l.contains("slate"));
+                for l in ads {
+                    f.ad_segments += 1;
+                    // A cohort's viewers get its own creatives, only those.
+                    let own = !cohort.is_empty() && l.contains(&format!("/{cohort}/"));
+                    assert!(cohort.is_empty() || own, "cohort {cohort} served {l}");
+                }
+                let errs = regs[ci].check(&mut kept.viewer, &out, true);
+                assert!(
+                    errs.is_empty(),
+                    "t={t} cohort {cohort:?} location lag {}: {errs:?}\n{out}",
+                    loc.lag_ms
+                );
+                kept.playlist = Some((t, out));
             }
-            f.requests += n;
-            let max_age = td / 2;
-            if loc
-                .playlist
-                .as_ref()
-                .is_some_and(|(at, _)| t - at < max_age)
-            {
-                f.from_playlist_cache += n;
-                continue;
-            }
-            // A miss: one request does the work; the location's other
-            // requests this instant read what it cached.
-            f.from_playlist_cache += n - 1;
-            let origin = ch.media(&variant.name, t);
-            let m = media::parse(&origin).unwrap();
-            let events = cues::detect(&m, &SegmentationPolicy::default()).events;
-            let variant_info = Variant {
-                bandwidth: Some(variant.bandwidth),
-                codecs: Some(variant.codecs.clone()),
-                kind: Default::default(),
-            };
-            let req = edge::MediaRequest {
-                origin: &origin,
-                m: &m,
-                events: &events,
-                cadence_ms: td as u64,
-                examined: true,
-                ahead: 0,
-                playlist_url: &url,
-                variant: &variant_info,
-                mode: Mode::Ssai,
-                settings: &settings,
-            };
-            let mut node = Node {
-                dobj: &mut dobj,
-                loc: &mut *loc,
-                now: t,
-            };
-            let served = cf_ssai_testkit::edge::serve(&mut node, &req);
-            match served.source {
-                Source::View => f.from_view += 1,
-                Source::CachedAnswer => f.from_answer += 1,
-                Source::Do => f.do_calls += 1,
-                Source::Unavailable => unreachable!("the simulated DO always answers"),
-            }
-            let out = served.output.playlist;
-            f.ad_segments += out
-                .lines()
-                .filter(|l| l.starts_with("https://ads.test/"))
-                .count() as u64;
-            let errs = reg.check(&mut loc.viewer, &out, true);
-            assert!(
-                errs.is_empty(),
-                "t={t} location lag {}: {errs:?}\n{out}",
-                loc.lag_ms
-            );
-            loc.playlist = Some((t, out));
         }
         t += per_tick_step;
     }
     f.seconds = secs as f64;
+    f.breaks = dobj.d.history.len() as u64;
+    f.decisions = decisions.get();
     f
 }
 
@@ -233,6 +317,35 @@ fn fan_in_is_bounded_by_locations_quick() {
             "L={l} V={v}: {per_s:.2} DO calls/s > {l}: {f:?}"
         );
     }
+}
+
+/// Addressable breaks at edge scale: 10,000 viewers over 8 cohorts across
+/// 50 locations. Ad-server calls per break are the cohorts (plus the
+/// default audience's one), not the viewers; DO calls per second stay
+/// within locations × cohorts; every cohort's stream keeps the live rules
+/// and shows only its own ads; the view every request reads stays small.
+#[test]
+fn cohorts_cost_decisions_per_cohort_not_per_viewer() {
+    let (l, v, c) = (50usize, 10_000u64, 8usize);
+    let f = simulate_cohorts(l, v, 180, 5, c);
+    assert!(f.ad_segments > 0, "breaks were spliced: {f:?}");
+    assert!(f.breaks >= 2, "{f:?}");
+    assert_eq!(
+        f.decisions,
+        f.breaks * (c as u64 + 1),
+        "one decision per (break, cohort) and the default's: {f:?}"
+    );
+    let per_s = f.do_calls as f64 / f.seconds;
+    assert!(per_s <= (l * c) as f64, "{per_s:.2} DO calls/s: {f:?}");
+    assert!(f.view_bytes <= 2048, "the view grew to {} B", f.view_bytes);
+    println!(
+        "L={l} V={v} cohorts={c}: {} breaks, {} decisions ({} per break), {per_s:.2} DO calls/s, view ≤ {} B, {:.1} % served without the DO",
+        f.breaks,
+        f.decisions,
+        f.decisions / f.breaks.max(1),
+        f.view_bytes,
+        100.0 * (1.0 - f.do_calls as f64 / f.requests.max(1) as f64)
+    );
 }
 
 #[test]

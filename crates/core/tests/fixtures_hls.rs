@@ -149,7 +149,7 @@ fn entries_for(text: &str) -> Vec<BreakEntry> {
                     source: PodSource::Library,
                     reasons: vec![],
                 };
-                let _ = sequencer::commit(&mut st, r, pod, 0);
+                let _ = sequencer::commit(&mut st, r, pod, Default::default(), 0);
             }
         }
     }

@@ -7,7 +7,7 @@ use cf_ssai_core::channel::Input;
 use cf_ssai_core::hls::media;
 use cf_ssai_core::model::*;
 use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
-use cf_ssai_core::splice::edge::{self, DoQuery};
+use cf_ssai_core::splice::edge::{self, DoQuery, PodKey};
 use cf_ssai_core::splice::{self, EntryRef, Mode, SpliceInput, SpliceSettings, Variant};
 use cf_ssai_testkit::driver::Driver;
 use cf_ssai_testkit::edge::EdgeIo;
@@ -44,7 +44,7 @@ impl EdgeIo for Node<'_> {
     fn view(&mut self) -> Option<ChannelView> {
         self.seq.kv.view(self.now, self.lag).cloned()
     }
-    fn pod(&mut self, id: &str) -> Option<Pod> {
+    fn pod(&mut self, id: &PodKey) -> Option<Pod> {
         self.seq.kv.pod(self.now, self.lag, id).cloned()
     }
     fn cached_answer(&mut self) -> Option<ChannelBreaks> {
@@ -53,7 +53,7 @@ impl EdgeIo for Node<'_> {
     fn ask_do(&mut self, q: &DoQuery) -> Option<ChannelBreaks> {
         self.seq.run_until(self.now);
         self.seq.feed(q.input());
-        Some(self.seq.machine.breaks.clone())
+        Some(self.seq.machine.breaks.for_cohort(&q.cohort))
     }
 }
 
@@ -66,6 +66,19 @@ fn serve(
     now: i64,
     lag: i64,
     mode: Mode,
+) -> String {
+    serve_as(ch, seq, variant, now, lag, mode, "")
+}
+
+/// [`serve`] for a viewer of audience cohort `cohort`.
+fn serve_as(
+    ch: &SimChannel,
+    seq: &mut Driver,
+    variant: &str,
+    now: i64,
+    lag: i64,
+    mode: Mode,
+    cohort: &str,
 ) -> String {
     let origin = ch.media(variant, now);
     let m = media::parse(&origin).unwrap();
@@ -88,6 +101,7 @@ fn serve(
         cadence_ms: ch.cadence_ms,
         examined: true,
         ahead: 0,
+        cohort,
         playlist_url: &url,
         variant: &variant_info,
         mode,
@@ -292,6 +306,139 @@ fn ssai_every_dialect_across_reloads_nodes_and_late_joiners() {
         let ads = run(ch, Mode::Ssai, 150, 1000).ads;
         assert!(ads > 0, "{d:?}: no ad segment was ever served");
     }
+}
+
+/// A cohort's pod: its own creatives (URIs under `ads.test/{tag}/`) and
+/// another number of ads, so another number of discontinuities.
+fn cohort_pod(r: &BreakRecord, tag: &str, ads: usize) -> Pod {
+    let mut p = pod(&r.id, r.cadence_ms as f64 / 1000.0, false);
+    let mut third = p.items[0].clone();
+    third.ad_id = "adC".into();
+    p.items.push(third);
+    p.items.truncate(ads);
+    for item in &mut p.items {
+        item.creative_id = format!("{tag}-{}", item.creative_id);
+        for r in &mut item.renditions {
+            r.playlist_url = r
+                .playlist_url
+                .replace("ads.test/", &format!("ads.test/{tag}/"));
+            for s in &mut r.segments {
+                s.uri = s
+                    .uri
+                    .replace("https://ads.test/", &format!("https://ads.test/{tag}/"));
+            }
+        }
+    }
+    p
+}
+
+/// Addressable breaks: three cohorts and the default audience on one
+/// channel. Two cohorts get pods of their own with other creatives and
+/// other discontinuity counts; a third's decision fails (it gets the
+/// default pod). Every (cohort, rendition) stream keeps the live rules
+/// across reloads, nodes and KV lags through several breaks; renditions of
+/// one cohort agree; cohorts differ only inside breaks (same MSNs
+/// everywhere), and each cohort's break shows its own ads.
+#[test]
+fn cohorts_get_their_own_pods_and_each_keeps_the_live_rules() {
+    let ch = SimChannel::default();
+    let mut seq = sequencer(&ch);
+    seq.decide_cohort = Some(Box::new(|r, v| match v.cohort.as_str() {
+        "aaaa0001" => Some(cohort_pod(r, "a", 1)),
+        "bbbb0002" => Some(cohort_pod(r, "b", 3)),
+        _ => None,
+    }));
+    let cohorts = ["", "aaaa0001", "bbbb0002", "cccc0003"];
+    for c in &cohorts[1..] {
+        let viewer = cf_ssai_core::ads::request::Viewer {
+            cohort: (*c).into(),
+            ..Default::default()
+        };
+        seq.feed(Input::CohortSeen { viewer });
+    }
+    let names: Vec<&str> = ch.variants.iter().map(|v| v.name.as_str()).collect();
+    let lags = [0i64, 5_000, 61_000];
+    let mut regs: Vec<Vec<Registry>> = cohorts
+        .iter()
+        .map(|_| names.iter().map(|_| Registry::default()).collect())
+        .collect();
+    let mut viewers: Vec<Vec<Vec<Viewer>>> = cohorts
+        .iter()
+        .map(|_| {
+            names
+                .iter()
+                .map(|_| lags.iter().map(|_| Viewer::default()).collect())
+                .collect()
+        })
+        .collect();
+    let mut ads: Vec<(usize, usize, usize)> = vec![(0, 0, 0); cohorts.len()];
+    let start = ch.epoch_ms + ch.cadence_ms as i64 * (ch.window as i64 + 1);
+    let mut t = start;
+    while t < start + 200_000 {
+        seq.run_until(t);
+        for (li, lag) in lags.iter().enumerate() {
+            let mut msns = Vec::new();
+            for (ci, c) in cohorts.iter().enumerate() {
+                let mut shapes = Vec::new();
+                for (vi, name) in names.iter().enumerate() {
+                    let out = serve_as(&ch, &mut seq, name, t, *lag, Mode::Ssai, c);
+                    let errs = regs[ci][vi].check(&mut viewers[ci][vi][li], &out, ch.pdt);
+                    assert!(
+                        errs.is_empty(),
+                        "t={t} cohort={c:?} {name} lag={lag}: {errs:?}\n{out}"
+                    );
+                    let ad = |l: &&str| l.starts_with("https://ads.test/") && !l.contains("slate");
+                    for l in out.lines().filter(ad) {
+                        let e = &mut ads[ci];
+                        if l.starts_with("https://ads.test/a/") {
+                            e.0 += 1;
+                        } else if l.starts_with("https://ads.test/b/") {
+                            e.1 += 1;
+                        } else {
+                            e.2 += 1;
+                        }
+                    }
+                    shapes.push(shape(&out));
+                    msns.push(media::parse(&out).unwrap().media_sequence);
+                }
+                for other in &shapes[1..] {
+                    assert_eq!(&shapes[0], other, "t={t} cohort={c:?}: renditions differ");
+                }
+            }
+            assert!(
+                msns.windows(2).all(|w| w[0] == w[1]),
+                "t={t}: MSNs differ across cohorts {msns:?}"
+            );
+        }
+        t += 1000;
+    }
+    let breaks = seq.history.len();
+    assert!(breaks >= 3, "only {breaks} breaks");
+    assert!(seq
+        .history
+        .iter()
+        .all(|(_, e)| e.record.cohorts == ["aaaa0001", "bbbb0002"]));
+    // Each audience saw its own ads, and only those.
+    assert!(
+        ads[0].2 > 0 && ads[0].0 == 0 && ads[0].1 == 0,
+        "default {:?}",
+        ads[0]
+    );
+    assert!(
+        ads[1].0 > 0 && ads[1].1 == 0 && ads[1].2 == 0,
+        "cohort a {:?}",
+        ads[1]
+    );
+    assert!(
+        ads[2].1 > 0 && ads[2].0 == 0 && ads[2].2 == 0,
+        "cohort b {:?}",
+        ads[2]
+    );
+    assert!(
+        ads[3].2 > 0 && ads[3].0 == 0 && ads[3].1 == 0,
+        "failed cohort {:?}",
+        ads[3]
+    );
 }
 
 #[test]
@@ -528,7 +675,7 @@ fn unfit_ad_renditions_become_slate_and_say_why() {
         }
     }
     let mut st = ChannelBreaks::default();
-    sequencer::commit(&mut st, r, p, 0).unwrap();
+    sequencer::commit(&mut st, r, p, Default::default(), 0).unwrap();
     let url = url::Url::parse("https://origin.test/live/low/index.m3u8").unwrap();
     let out = splice::splice(&SpliceInput {
         origin: &origin,
@@ -622,7 +769,14 @@ fn cue_out_without_duration_runs_until_the_cue_in() {
         if let Action::Register(c) = a {
             let r = sequencer::record_from_cue(&c, 2000, &BreakPolicy::default(), 0).unwrap();
             assert_eq!(r.duration_ms, BreakPolicy::default().open_break_ms);
-            sequencer::commit(&mut st, r.clone(), pod(&r.id, 2.0, false), 0).unwrap();
+            sequencer::commit(
+                &mut st,
+                r.clone(),
+                pod(&r.id, 2.0, false),
+                Default::default(),
+                0,
+            )
+            .unwrap();
         }
     }
     for a in sequencer::reconcile(&det.events, &st.entries.clone()) {
@@ -718,7 +872,7 @@ fn entries_from_another_origin_epoch_are_never_spliced() {
     let splice_with = |rec: BreakRecord| {
         let mut st = ChannelBreaks::default();
         let p = pod(&rec.id, 2.0, false);
-        sequencer::commit(&mut st, rec, p, 0).unwrap();
+        sequencer::commit(&mut st, rec, p, Default::default(), 0).unwrap();
         splice::splice(&SpliceInput {
             origin: &origin,
             playlist_url: &url,
@@ -846,6 +1000,7 @@ fn a_cued_break_on_an_origin_discontinuity_is_counted_once_without_a_poller() {
             merged: vec![],
             registered_ms: cued,
             asset: Default::default(),
+            cohorts: Vec::new(),
         }));
         seq.run_until(cued + 100);
         let mut reg = Registry::default();

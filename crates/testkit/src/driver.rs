@@ -14,12 +14,14 @@
 //! value on every change, the poll stats beside it on every poll), so the
 //! storage figures before and after come from the same run.
 
+use cf_ssai_core::ads::request::Viewer;
 use cf_ssai_core::channel::sequencer::BreakPolicy;
 use cf_ssai_core::channel::store::{self, Write};
 use cf_ssai_core::channel::{Channel, Effect, Health, Input, PollFailure, Polled, Step};
 use cf_ssai_core::hls::media;
 use cf_ssai_core::model::{BreakEntry, BreakRecord, ChannelView, Pod};
 use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
+use cf_ssai_core::splice::edge::PodKey;
 use std::collections::BTreeMap;
 
 use crate::sim::SimChannel;
@@ -80,7 +82,7 @@ impl Storage {
 #[derive(Debug, Clone, Default)]
 pub struct Kv {
     pub views: Vec<(i64, ChannelView)>,
-    pub pods: Vec<(i64, String, Pod)>,
+    pub pods: Vec<(i64, PodKey, Pod)>,
     pub written: Written,
 }
 
@@ -95,16 +97,18 @@ impl Kv {
     }
 
     /// A pod as such a location sees it.
-    pub fn pod(&self, now: i64, lag_ms: i64, id: &str) -> Option<&Pod> {
+    pub fn pod(&self, now: i64, lag_ms: i64, key: &PodKey) -> Option<&Pod> {
         self.pods
             .iter()
-            .find(|(t, i, _)| i == id && *t <= now - lag_ms)
+            .find(|(t, k, _)| k == key && *t <= now - lag_ms)
             .map(|(_, _, p)| p)
     }
 }
 
 /// How the decision service answers.
 pub type DecideFn = Box<dyn FnMut(&BreakRecord) -> Pod>;
+/// How it answers for an audience cohort (`None`: the call fails).
+pub type DecideCohortFn = Box<dyn FnMut(&BreakRecord, &Viewer) -> Option<Pod>>;
 
 /// The Channel DO over simulated time.
 pub struct Driver {
@@ -126,6 +130,9 @@ pub struct Driver {
     /// Health reported, with when.
     pub health: Vec<(i64, Health)>,
     decide: DecideFn,
+    /// The decisions of audience cohorts (`None`: cohorts get the default
+    /// pod).
+    pub decide_cohort: Option<DecideCohortFn>,
     /// A decision comes back this long after it is asked for; `None`:
     /// never (the call is lost).
     pub decision_delay_ms: Option<i64>,
@@ -166,6 +173,7 @@ impl Driver {
             history: Vec::new(),
             health: Vec::new(),
             decide,
+            decide_cohort: None,
             decision_delay_ms: Some(0),
             in_flight: Vec::new(),
             asked: Vec::new(),
@@ -228,9 +236,14 @@ impl Driver {
                 Effect::History(entry) => {
                     let n = serde_json::to_vec(&entry.pod).map_or(0, |v| v.len());
                     self.kv.written.add(n);
-                    self.kv
-                        .pods
-                        .push((self.now, entry.record.id.clone(), entry.pod.clone()));
+                    let key = |c: &str| PodKey {
+                        break_id: entry.record.id.clone(),
+                        cohort: c.to_string(),
+                    };
+                    self.kv.pods.push((self.now, key(""), entry.pod.clone()));
+                    for (c, p) in &entry.cohort_pods {
+                        self.kv.pods.push((self.now, key(c), p.clone()));
+                    }
                     self.history.push((self.now, (**entry).clone()));
                 }
                 Effect::Decide(r) => {
@@ -254,9 +267,18 @@ impl Driver {
 
     fn answer(&mut self, r: &BreakRecord) {
         let pod = (self.decide)(r);
+        let viewers = self.machine.cohort_viewers(r);
+        let cohort_pods = match self.decide_cohort.as_mut() {
+            Some(f) => viewers
+                .iter()
+                .filter_map(|v| Some((v.cohort.clone(), f(r, v)?)))
+                .collect(),
+            None => Default::default(),
+        };
         self.feed(Input::Decided {
             break_id: r.id.clone(),
             pod,
+            cohort_pods,
         });
     }
 

@@ -5,14 +5,14 @@
 //! machine).
 
 use cf_ssai_core::model::{ChannelBreaks, ChannelView, Pod};
-use cf_ssai_core::splice::edge::{self, DoQuery, MediaRequest, Need, Reads, Served, Step};
+use cf_ssai_core::splice::edge::{self, DoQuery, MediaRequest, Need, PodKey, Reads, Served, Step};
 
 /// Where a simulated edge node reads from.
 pub trait EdgeIo {
     /// The channel's KV view as this node sees it.
     fn view(&mut self) -> Option<ChannelView>;
-    /// A break's pod from KV as this node sees it.
-    fn pod(&mut self, id: &str) -> Option<Pod>;
+    /// A break's pod (or a cohort's) from KV as this node sees it.
+    fn pod(&mut self, key: &PodKey) -> Option<Pod>;
     /// This location's copy of the DO's answer (≤ `DO_ANSWER_TTL_S` old).
     fn cached_answer(&mut self) -> Option<ChannelBreaks>;
     /// Ask the Channel DO; `None` when it is unreachable. A driver that
@@ -24,10 +24,10 @@ pub trait EdgeIo {
 pub fn read(io: &mut impl EdgeIo, need: Need, reads: &mut Reads) {
     match need {
         Need::View => reads.view = Some(io.view()),
-        Need::Pods(ids) => {
-            for id in ids {
-                let p = io.pod(&id).map(std::rc::Rc::new);
-                reads.pods.insert(id, p);
+        Need::Pods(keys) => {
+            for k in keys {
+                let p = io.pod(&k).map(std::rc::Rc::new);
+                reads.pods.insert(k, p);
             }
         }
         Need::CachedAnswer => reads.cached_answer = Some(io.cached_answer()),

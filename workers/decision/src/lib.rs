@@ -144,16 +144,15 @@ async fn waterfall_pod(
 }
 
 /// The cache key of a decision that depends on the request alone: the
-/// channel, cadence, duration and the viewer's dimensions.
+/// channel, cadence, duration and every dimension of the viewer
+/// ([`viewer_key`]).
 fn cache_key(r: &DecisionRequest, cadence_ms: u64) -> String {
     format!(
-        "decision:{}:{}:{cadence_ms}:{}:{}:{}:{}",
+        "decision:{}:{}:{cadence_ms}:{}:{}",
         r.org,
         r.channel,
         (r.duration_s * 1000.0).round() as u64,
-        enc(&r.viewer.geo),
-        short_hash(&r.viewer.consent),
-        enc(&r.viewer.bucket)
+        viewer_key(&r.viewer)
     )
 }
 
@@ -449,6 +448,7 @@ impl VastCtx<'_> {
         let src = vast::TagSource::Url {
             url: &url,
             cache_key: &key,
+            label: tag,
         };
         self.resolve(src, budget_ms, reasons).await
     }
@@ -538,13 +538,45 @@ fn short_hash(s: &str) -> String {
     format!("{h:016x}")
 }
 
-/// The viewer dimensions a VAST response may depend on (cache key part).
+/// A short cache-key part: the value URL-encoded, or `~` and its digest
+/// when that is long (URL-encoding never writes `~`, so the two cannot
+/// meet).
+fn key_part(s: &str) -> String {
+    let e = enc(s);
+    if e.len() <= 24 {
+        e
+    } else {
+        format!("~{}", short_hash(s))
+    }
+}
+
+/// Every viewer dimension a decision or a VAST response may depend on
+/// (what `fill_tag` and the decision API are given), as a cache-key part
+/// of bounded length: the short ones readable, the consent signals, IFA
+/// and key-values digested.
 fn viewer_key(v: &Viewer) -> String {
+    let gdpr = match v.gdpr {
+        Some(true) => "1",
+        Some(false) => "0",
+        None => "",
+    };
+    let signals = [gdpr, &v.consent, &v.us_privacy, &v.gpp, &v.gpp_sid].join("\0");
+    let params: String = v
+        .params
+        .iter()
+        .map(|(k, x)| format!("{k}\0{x}\0"))
+        .collect();
     format!(
-        "{}|{}|{}",
-        enc(&v.geo),
-        short_hash(&v.consent),
-        enc(&v.bucket)
+        "{}|{}|{}|{}|{}|{}|{}|{}|{}",
+        key_part(&v.geo),
+        key_part(&v.region),
+        v.device.as_str(),
+        u8::from(v.personalised),
+        key_part(&v.cohort),
+        key_part(&v.bucket),
+        short_hash(&signals),
+        short_hash(&format!("{}\0{}", v.ifa, v.ifa_type)),
+        short_hash(&params),
     )
 }
 
@@ -555,14 +587,12 @@ async fn external(
     r: &DecisionRequest,
     timeout_ms: u64,
 ) -> std::result::Result<cf_ssai_core::ads::decision::ExternalResponse, CallError> {
-    let body = serde_json::to_string(&cf_ssai_core::ads::decision::ExternalRequest {
-        channel: &r.channel,
-        break_id: &r.break_id,
-        duration_s: r.duration_s,
-        geo: &r.viewer.geo,
-        consent: &r.viewer.consent,
-        bucket: &r.viewer.bucket,
-    })
+    let body = serde_json::to_string(&cf_ssai_core::ads::decision::ExternalRequest::new(
+        &r.channel,
+        &r.break_id,
+        r.duration_s,
+        &r.viewer,
+    ))
     .map_err(|e| CallError::Failed(e.to_string()))?;
     let allow = worker_shared::private_policy(env);
     let resp = worker_shared::fetch(&worker_shared::FetchSpec {
@@ -583,23 +613,82 @@ async fn external(
     cf_ssai_core::ads::decision::parse_external(&text).map_err(|e| CallError::Failed(e.to_string()))
 }
 
-/// Fill the tag's macros (VAST 4.3 §6): cache buster, timestamp, break
-/// duration, and the viewer's geo/consent when given.
+/// Fill the tag's macros (VAST 4.3 §6.1): cache buster, timestamp, break
+/// duration, and the viewer's targeting, every value URL-encoded:
+///
+/// - `[DEVICEGEO]` the country; `[DEVICECLASS]` (ours) ctv, mobile,
+///   desktop or other;
+/// - `[GDPRCONSENT]` the TC string; `[REGULATIONS]` "gdpr" where GDPR
+///   applies (`gdpr=1`, or a TC string without the flag), "us" with a US
+///   Privacy string, comma-joined; `[US_PRIVACY]` (ours) that string;
+///   `[GPPSTRING]`, `[GPPSECTIONID]` the GPP string and its sections;
+/// - `[IFA]`, `[IFATYPE]` the device id and its type, only for a
+///   personalised viewer; `[LIMITADTRACKING]` and `[NPA]` (ours, for
+///   Google Ad Manager style `npa=`) "1" when the viewer is not
+///   personalised, else "0";
+/// - `[player_params.KEY]` the player's key-value KEY (MediaTailor's
+///   syntax); one the viewer did not send becomes empty.
+///
+/// The filled URL carries consent strings and ids: it is fetched, never
+/// logged (reasons name the tag as configured).
 fn fill_tag(tag: &str, duration_s: f64, v: &Viewer, now_ms: i64) -> String {
-    let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
     let cb = (now_ms as u32).wrapping_mul(2_654_435_761) % 100_000_000;
-    cf_ssai_core::ads::beacon::fill_macros(tag, now_ms, cb, None)
+    let gdpr = v.gdpr == Some(true) || (v.gdpr.is_none() && !v.consent.is_empty());
+    let regulations: Vec<&str> = [(gdpr, "gdpr"), (!v.us_privacy.is_empty(), "us")]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect();
+    let personal = |s: &str| {
+        if v.personalised {
+            enc(s)
+        } else {
+            String::new()
+        }
+    };
+    let not_personalised = if v.personalised { "0" } else { "1" };
+    let filled = cf_ssai_core::ads::beacon::fill_macros(tag, now_ms, cb, None)
         .replace(
             "[BREAKMAXDURATION]",
             &format!("{}", (duration_s * 1000.0).round() as u64),
         )
         .replace("[DURATION]", &format!("{duration_s:.3}"))
         .replace("[GDPRCONSENT]", &enc(&v.consent))
-        .replace(
-            "[REGULATIONS]",
-            if v.consent.is_empty() { "" } else { "gdpr" },
-        )
-        .replace("[DEVICEGEO]", &enc(&v.geo))
+        .replace("[REGULATIONS]", &enc(&regulations.join(",")))
+        .replace("[US_PRIVACY]", &enc(&v.us_privacy))
+        .replace("[GPPSTRING]", &enc(&v.gpp))
+        .replace("[GPPSECTIONID]", &enc(&v.gpp_sid))
+        .replace("[IFATYPE]", &personal(&v.ifa_type))
+        .replace("[IFA]", &personal(&v.ifa))
+        .replace("[LIMITADTRACKING]", not_personalised)
+        .replace("[NPA]", not_personalised)
+        .replace("[DEVICECLASS]", v.device.as_str())
+        .replace("[DEVICEGEO]", &enc(&v.geo));
+    fill_player_params(&filled, &v.params)
+}
+
+/// `[player_params.KEY]` macros: the viewer's KEY value, URL-encoded, or
+/// nothing. Values are encoded, so they cannot form a macro themselves.
+fn fill_player_params(url: &str, params: &std::collections::BTreeMap<String, String>) -> String {
+    const OPEN: &str = "[player_params.";
+    let mut out = String::with_capacity(url.len());
+    let mut rest = url;
+    while let Some((head, tail)) = rest.split_once(OPEN) {
+        out.push_str(head);
+        // A key runs to the next ']'; a '[' first means this is no macro.
+        let end = tail.find([']', '[']);
+        match end.and_then(|j| tail.split_at_checked(j)) {
+            Some((key, after)) if after.starts_with(']') => {
+                out.push_str(&params.get(key).map_or(String::new(), |x| enc(x)));
+                rest = after.get(1..).unwrap_or_default();
+            }
+            _ => {
+                out.push_str(OPEN);
+                rest = tail;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Library candidates for the channel (channel-specific and org-wide), in
@@ -711,4 +800,175 @@ async fn slate(env: &Env, org: &str, slug: &str, slate_id: &str) -> Result<Slate
         },
         None => Slate::default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cf_ssai_core::ads::targeting::DeviceClass;
+
+    fn viewer() -> Viewer {
+        Viewer {
+            geo: "US".into(),
+            region: "CA".into(),
+            consent: "CPtc.YAA".into(),
+            gdpr: Some(true),
+            us_privacy: "1YNN".into(),
+            gpp: "DBABMA~CPtc".into(),
+            gpp_sid: "2,6".into(),
+            personalised: true,
+            device: DeviceClass::Ctv,
+            ifa: "6d92078a-8246-4ba4-ae5b-76104861e7dc".into(),
+            ifa_type: "rida".into(),
+            params: [
+                ("genre".to_string(), "news & views".to_string()),
+                ("show".to_string(), "a/b".to_string()),
+            ]
+            .into(),
+            cohort: "0a1b2c3d".into(),
+            ..Default::default()
+        }
+    }
+
+    fn query(url: &str) -> Vec<(String, String)> {
+        url::Url::parse(url)
+            .unwrap()
+            .query_pairs()
+            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    const TAG: &str = "https://ads.test/vast?geo=[DEVICEGEO]&gdpr_consent=[GDPRCONSENT]&reg=[REGULATIONS]&usp=[US_PRIVACY]&gpp=[GPPSTRING]&gpp_sid=[GPPSECTIONID]&ifa=[IFA]&ifa_type=[IFATYPE]&lat=[LIMITADTRACKING]&npa=[NPA]&dc=[DEVICECLASS]&genre=[player_params.genre]&show=[player_params.show]&missing=[player_params.nope]&dur=[BREAKMAXDURATION]&cb=[CACHEBUSTING]";
+
+    #[test]
+    fn fill_tag_fills_the_targeting_macros() {
+        let url = fill_tag(TAG, 30.0, &viewer(), 1_800_000_000_000);
+        assert!(!url.contains('['), "{url}");
+        let q = query(&url);
+        let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!(get("geo"), Some("US"));
+        assert_eq!(get("gdpr_consent"), Some("CPtc.YAA"));
+        assert_eq!(get("reg"), Some("gdpr,us"));
+        assert_eq!(get("usp"), Some("1YNN"));
+        assert_eq!(get("gpp"), Some("DBABMA~CPtc"));
+        assert_eq!(get("gpp_sid"), Some("2,6"));
+        assert_eq!(get("ifa"), Some("6d92078a-8246-4ba4-ae5b-76104861e7dc"));
+        assert_eq!(get("ifa_type"), Some("rida"));
+        assert_eq!((get("lat"), get("npa")), (Some("0"), Some("0")));
+        assert_eq!(get("dc"), Some("ctv"));
+        assert_eq!(get("genre"), Some("news & views"));
+        assert_eq!(get("show"), Some("a/b"));
+        assert_eq!(get("missing"), Some(""));
+        assert_eq!(get("dur"), Some("30000"));
+        assert!(url.contains("genre=news+%26+views&"), "{url}");
+    }
+
+    #[test]
+    fn fill_tag_for_a_viewer_not_personalised() {
+        let v = Viewer {
+            personalised: false,
+            ..viewer()
+        };
+        let q = query(&fill_tag(TAG, 30.0, &v, 0));
+        let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        assert_eq!((get("ifa"), get("ifa_type")), (Some(""), Some("")));
+        assert_eq!((get("lat"), get("npa")), (Some("1"), Some("1")));
+        // An unknown viewer: every targeting macro empty or "not allowed".
+        let q = query(&fill_tag(TAG, 30.0, &Viewer::default(), 0));
+        let get = |k: &str| q.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+        for k in ["geo", "gdpr_consent", "reg", "usp", "gpp", "ifa", "genre"] {
+            assert_eq!(get(k), Some(""), "{k}");
+        }
+        assert_eq!((get("dc"), get("npa")), (Some("other"), Some("1")));
+        // A TC string without the gdpr flag (older callers): GDPR applies.
+        let v = Viewer {
+            consent: "CPtc".into(),
+            ..Default::default()
+        };
+        assert!(fill_tag("r=[REGULATIONS]", 1.0, &v, 0).ends_with("r=gdpr"));
+        let v = Viewer {
+            consent: "CPtc".into(),
+            gdpr: Some(false),
+            ..Default::default()
+        };
+        assert!(fill_tag("r=[REGULATIONS]", 1.0, &v, 0).ends_with("r="));
+    }
+
+    #[test]
+    fn player_params_macros_are_scanned_safely() {
+        let p: std::collections::BTreeMap<String, String> =
+            [("a".to_string(), "[x]".to_string())].into();
+        assert_eq!(fill_player_params("[player_params.a]", &p), "%5Bx%5D");
+        assert_eq!(
+            fill_player_params("x=[player_params.a", &p),
+            "x=[player_params.a"
+        );
+        assert_eq!(
+            fill_player_params("[player_params.[player_params.a]]", &p),
+            "[player_params.%5Bx%5D]"
+        );
+        assert_eq!(fill_player_params("[player_params.]", &p), "");
+        assert_eq!(fill_player_params("é[player_params.b]ü", &p), "éü");
+    }
+
+    #[test]
+    fn cache_keys_change_with_every_viewer_dimension() {
+        let r = DecisionRequest {
+            org: "demo".into(),
+            channel: "news".into(),
+            break_id: "b1".into(),
+            duration_s: 30.0,
+            cadence_ms: None,
+            kind: BreakKind::Cue,
+            start_ms: None,
+            viewer: viewer(),
+            asset: Default::default(),
+        };
+        let base = cache_key(&r, 2000);
+        let base_v = viewer_key(&r.viewer);
+        /// A dimension's name and a change to it.
+        type Change = (&'static str, fn(&mut Viewer));
+        let changes: Vec<Change> = vec![
+            ("geo", |v| v.geo = "FR".into()),
+            ("region", |v| v.region = "NY".into()),
+            ("consent", |v| v.consent = "CPother".into()),
+            ("bucket", |v| v.bucket = "7".into()),
+            ("gdpr", |v| v.gdpr = None),
+            ("us_privacy", |v| v.us_privacy = "1YYN".into()),
+            ("gpp", |v| v.gpp = "DBABMA".into()),
+            ("gpp_sid", |v| v.gpp_sid = "2".into()),
+            ("personalised", |v| v.personalised = false),
+            ("device", |v| v.device = DeviceClass::Mobile),
+            ("ifa", |v| {
+                v.ifa = "11111111-2222-3333-4444-555555555555".into()
+            }),
+            ("ifa_type", |v| v.ifa_type = "aaid".into()),
+            ("params", |v| {
+                v.params.insert("genre".into(), "sport".into());
+            }),
+            ("param key", |v| {
+                v.params.insert("extra".into(), String::new());
+            }),
+            ("cohort", |v| v.cohort = "ffffffff".into()),
+        ];
+        for (what, change) in changes {
+            let mut r2 = r.clone();
+            change(&mut r2.viewer);
+            assert_ne!(cache_key(&r2, 2000), base, "{what}");
+            assert_ne!(viewer_key(&r2.viewer), base_v, "{what}");
+        }
+        assert_eq!(cache_key(&r.clone(), 2000), base);
+        // Bounded whatever the viewer sends (KV keys stop at 512 bytes).
+        let mut r3 = r.clone();
+        r3.viewer.geo = "g".repeat(5000);
+        r3.viewer.bucket = "b".repeat(5000);
+        r3.viewer.cohort = "c".repeat(5000);
+        r3.viewer.consent = "C".repeat(5000);
+        assert!(cache_key(&r3, 2000).len() < 200, "{}", cache_key(&r3, 2000));
+        // No consent string or IFA in the key.
+        assert!(
+            !base.contains("CPtc") && !base.contains("6d92078a"),
+            "{base}"
+        );
+    }
 }

@@ -53,9 +53,16 @@ pub fn fetches() -> u64 {
 
 /// Where a VAST document comes from.
 pub enum TagSource<'a> {
-    /// A tag URL (macros filled) and the cache key (the tag before cache
-    /// busters were filled, with the viewer's dimensions).
-    Url { url: &'a str, cache_key: &'a str },
+    /// A tag URL (macros filled), the cache key (the tag before cache
+    /// busters were filled, with the viewer's dimensions) and the label
+    /// reasons name it by: the tag as configured, macros unfilled — the
+    /// filled URL carries the viewer's consent strings and IFA, which
+    /// must not reach pods' reasons or logs.
+    Url {
+        url: &'a str,
+        cache_key: &'a str,
+        label: &'a str,
+    },
     /// VAST carried inline (VMAP `VASTAdData`).
     Inline(&'a str),
 }
@@ -114,8 +121,12 @@ pub async fn resolve(
     let deadline = now_ms() + budget_ms as i64;
     let private_ok = &worker_shared::private_policy(env);
     let (label, doc) = match src {
-        TagSource::Url { url, cache_key } => (
-            url.to_string(),
+        TagSource::Url {
+            url,
+            cache_key,
+            label,
+        } => (
+            label.to_string(),
             fetch_cached(url, cache_key, cache_s, deadline, private_ok)
                 .await
                 .and_then(|t| parse_doc(&t)),

@@ -7,6 +7,7 @@
 //! health and arm the alarm at the time the machine wants. The clock,
 //! retries, backoff, health and watermarks are the machine's state.
 
+use cf_ssai_core::ads::request::Viewer;
 use cf_ssai_core::channel::monitor;
 use cf_ssai_core::channel::sequencer::{self, BreakPolicy};
 use cf_ssai_core::channel::store::{self, Write};
@@ -18,8 +19,9 @@ use cf_ssai_core::model::{BreakRecord, BreakSource, ChannelBreaks, Pod, Slate};
 use cf_ssai_core::scte35::cues;
 use futures::future::{FutureExt, LocalBoxFuture, Shared};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use worker::*;
+use worker_shared::channel_client::CohortReport;
 use worker_shared::metrics::Level;
 use worker_shared::{bindings, now_ms};
 
@@ -60,7 +62,7 @@ pub struct ChannelDO {
     served: RefCell<std::collections::BTreeMap<String, u64>>,
     /// Decisions in flight, by break id: every caller waiting for a break's
     /// pod awaits the same one call.
-    inflight: RefCell<HashMap<String, Shared<LocalBoxFuture<'static, Pod>>>>,
+    inflight: RefCell<HashMap<String, Shared<LocalBoxFuture<'static, Decision>>>>,
     /// This instance logged where its in-band examination resumed.
     inband_logged: Cell<bool>,
     /// Poll metrics not yet written (flushed every [`METRICS_FLUSH_MS`]:
@@ -119,7 +121,26 @@ impl DurableObject for ChannelDO {
                 let body: SyncRequest = req.json().await?;
                 self.remember(&body.channel).await?;
                 let breaks = self.sync(&body).await?;
-                Response::from_json(&breaks)
+                // The answer as the asking viewer's cohort is served.
+                Response::from_json(&breaks.for_cohort(&body.cohort))
+            }
+            (Method::Post, "/cohort") => {
+                let body: CohortReport = req.json().await?;
+                self.remember(&body.channel).await?;
+                let policy = self.policy(&body.channel).await;
+                let before = self.read(|ch| ch.cohort_overflow);
+                let input = Input::CohortSeen {
+                    viewer: body.viewer,
+                };
+                self.run(&body.channel, input, &policy).await?;
+                let (after, cohorts) = self.read(|ch| (ch.cohort_overflow, ch.cohorts.len()));
+                if after > before {
+                    let mut b = Batch::default();
+                    b.add("cohort_overflow_total", &[], (after - before) as f64);
+                    let c = &body.channel;
+                    worker_shared::metrics::record(&self.env, &c.org, &c.slug, now_ms(), &b).await;
+                }
+                Response::from_json(&serde_json::json!({ "cohorts": cohorts, "overflow": after }))
             }
             (Method::Post, "/cue") => {
                 let body: CueRequest = req.json().await?;
@@ -312,7 +333,7 @@ impl ChannelDO {
             .await
             .ok()
             .flatten()
-            .map(|c| c.config.breaks)
+            .map(|c| policy_of(&c.config))
             .unwrap_or_default()
     }
 
@@ -389,6 +410,20 @@ impl ChannelDO {
                     .expiration_ttl(POD_TTL_S)
                     .execute()
                     .await?;
+                    // Each cohort's pods, before the view names them.
+                    for (cohort, pod) in &entry.cohort_pods {
+                        let key = |lean| {
+                            worker_shared::kv_cohort_pod_key(&c.org, &c.slug, cohort, id, lean)
+                        };
+                        kv.put(&key(false), serde_json::to_string(pod)?)?
+                            .expiration_ttl(POD_TTL_S)
+                            .execute()
+                            .await?;
+                        kv.put_bytes(&key(true), &cf_ssai_core::wire::encode_lean_pod(pod))?
+                            .expiration_ttl(POD_TTL_S)
+                            .execute()
+                            .await?;
+                    }
                     self.history(c, entry).await
                 }
                 // Started by `run`, which waits for them.
@@ -450,7 +485,7 @@ impl ChannelDO {
         }
         let step = self.step(c, input, policy).await?;
         wanted.extend(decisions(&step));
-        let mut calls: Vec<(String, Shared<LocalBoxFuture<'static, Pod>>)> = wanted
+        let mut calls: Vec<(String, Shared<LocalBoxFuture<'static, Decision>>)> = wanted
             .into_iter()
             .map(|r| {
                 let id = r.id.clone();
@@ -459,7 +494,8 @@ impl ChannelDO {
                     .borrow_mut()
                     .entry(id.clone())
                     .or_insert_with(|| {
-                        decide(self.env.clone(), c.clone(), r)
+                        let viewers = self.read(|ch| ch.cohort_viewers(&r));
+                        decide_all(self.env.clone(), c.clone(), r, viewers)
                             .boxed_local()
                             .shared()
                     })
@@ -480,10 +516,14 @@ impl ChannelDO {
             }
         }
         for (id, fut) in calls {
-            let pod = fut.await;
+            let (pod, cohort_pods) = fut.await;
             self.inflight.borrow_mut().remove(&id);
-            self.step(c, Input::Decided { break_id: id, pod }, policy)
-                .await?;
+            let input = Input::Decided {
+                break_id: id,
+                pod,
+                cohort_pods,
+            };
+            self.step(c, input, policy).await?;
         }
         Ok((step, self.read(|ch| ch.breaks.clone())))
     }
@@ -516,6 +556,7 @@ impl ChannelDO {
                 merged: Vec::new(),
                 registered_ms: now_ms(),
                 asset: Default::default(),
+                cohorts: Vec::new(),
             }),
         };
         let (step, breaks) = self.run(&req.channel, input, &policy).await?;
@@ -718,7 +759,7 @@ impl ChannelDO {
         let ch = worker_shared::load_channel(&self.env, &c.org, &c.slug).await?;
         let policy = ch
             .as_ref()
-            .map(|x| x.config.breaks.clone())
+            .map(|x| policy_of(&x.config))
             .unwrap_or_default();
         let (step, _) = self.run(&c, Input::Tick, &policy).await?;
         if !step.poll {
@@ -899,6 +940,14 @@ impl ChannelDO {
     }
 }
 
+/// The channel's break policy, with its cohort limit from the targeting
+/// config.
+fn policy_of(cfg: &cf_ssai_core::control::config::ChannelConfig) -> BreakPolicy {
+    let mut p = cfg.breaks.clone();
+    p.max_cohorts = cfg.targeting.max_cohorts;
+    p
+}
+
 /// The decisions a step asks for.
 fn decisions(step: &Step) -> impl Iterator<Item = BreakRecord> + '_ {
     step.effects.iter().filter_map(|e| match e {
@@ -907,11 +956,55 @@ fn decisions(step: &Step) -> impl Iterator<Item = BreakRecord> + '_ {
     })
 }
 
+/// A break's decisions: the default audience's pod and each cohort's.
+type Decision = (Pod, BTreeMap<String, Pod>);
+
+/// The break's decisions, made together: the default audience's and, for
+/// each cohort the record names, one with the targeting its viewers share
+/// (all at once, so a break with cohorts takes one decision's time). A
+/// cohort whose decision fails is left out: its viewers get the default
+/// pod, never a slate the default audience would not get.
+async fn decide_all(env: Env, c: ChannelRef, r: BreakRecord, viewers: Vec<Viewer>) -> Decision {
+    let default = decide(env.clone(), c.clone(), r.clone(), Viewer::default());
+    let cohorts = futures::future::join_all(viewers.into_iter().map(|v| {
+        let cohort = v.cohort.clone();
+        decide_cohort(env.clone(), c.clone(), r.clone(), v).map(move |p| (cohort, p))
+    }));
+    let (pod, cohort_pods) = futures::join!(default, cohorts);
+    let mut b = Batch::default();
+    core_metrics::record_cohort_pods(
+        &mut b,
+        r.duration_ms,
+        cohort_pods.iter().map(|(c, p)| (c.as_str(), p.as_ref())),
+    );
+    if !cohort_pods.is_empty() {
+        worker_shared::metrics::record(&env, &c.org, &c.slug, now_ms(), &b).await;
+    }
+    let cohort_pods = cohort_pods
+        .into_iter()
+        .filter_map(|(c, p)| Some((c, p?)))
+        .collect();
+    (pod, cohort_pods)
+}
+
+/// One cohort's decision: the pod, or `None` when the service failed or
+/// answered slate only for a reason of its own (the default pod serves).
+async fn decide_cohort(env: Env, c: ChannelRef, r: BreakRecord, v: Viewer) -> Option<Pod> {
+    let pod = decide(env, c, r, v).await;
+    let failed_code = cf_ssai_core::ads::reason::Reason::DecisionFailed {
+        detail: String::new(),
+    }
+    .code();
+    let failed = pod.items.is_empty() && pod.reasons.iter().any(|x| x.code == failed_code);
+    (!failed).then_some(pod)
+}
+
 /// One decision for a break, from the decision service; slate-only (an
 /// empty slate keeps the content) when it fails or times out.
-async fn decide(env: Env, c: ChannelRef, r: BreakRecord) -> Pod {
+async fn decide(env: Env, c: ChannelRef, r: BreakRecord, viewer: Viewer) -> Pod {
     use cf_ssai_core::ads::reason::Reason;
-    use cf_ssai_core::ads::request::{BreakKind, DecisionRequest, Viewer};
+    use cf_ssai_core::ads::request::{BreakKind, DecisionRequest};
+    let cohort = viewer.cohort.clone();
     let request = DecisionRequest {
         org: c.org.clone(),
         channel: c.slug.clone(),
@@ -924,7 +1017,7 @@ async fn decide(env: Env, c: ChannelRef, r: BreakRecord) -> Pod {
             BreakSource::Scheduled => BreakKind::Scheduled,
         },
         start_ms: r.anchor_pdt_ms,
-        viewer: Viewer::default(),
+        viewer,
         asset: r.asset.clone(),
     };
     let attempt = async {
@@ -972,10 +1065,14 @@ async fn decide(env: Env, c: ChannelRef, r: BreakRecord) -> Pod {
     };
     // One metrics write per break: the avail, its fill, the decision's
     // latency as the sequencer saw it, and why ads were skipped.
-    let mut b = Batch::default();
-    b.observe("decision_latency_ms", &[], (finished - started) as f64);
-    core_metrics::record_pod(&mut b, r.duration_ms, &pod);
-    worker_shared::metrics::record(&env, &c.org, &c.slug, finished, &b).await;
+    // (A cohort's decision is counted by `decide_all`: the channel's
+    // avails and fill stay one per break.)
+    if cohort.is_empty() {
+        let mut b = Batch::default();
+        b.observe("decision_latency_ms", &[], (finished - started) as f64);
+        core_metrics::record_pod(&mut b, r.duration_ms, &pod);
+        worker_shared::metrics::record(&env, &c.org, &c.slug, finished, &b).await;
+    }
     log_pod(&c, &pod);
     pod
 }

@@ -4,6 +4,7 @@
 //! the result.
 
 mod admin;
+mod audience;
 mod channel_do;
 mod conditioner_do;
 mod origin;

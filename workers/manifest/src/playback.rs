@@ -1,6 +1,7 @@
 //! The playback path: origin → cues → break entries (KV, else the Channel
 //! DO) → splice. Stateless; every failure about ads serves the content.
 
+use crate::audience::{self, Audience};
 use cf_ssai_core::control::config::choose_mode;
 use cf_ssai_core::control::session;
 use cf_ssai_core::hls::{self, media};
@@ -17,7 +18,7 @@ use worker_shared::{bindings, error, StoredChannel};
 
 const M3U8: &str = "application/vnd.apple.mpegurl";
 /// The wrangler secret that signs viewer sessions.
-const SESSION_SECRET: &str = "SESSION_SECRET";
+pub(crate) const SESSION_SECRET: &str = "SESSION_SECRET";
 
 thread_local! {
     /// Playlist requests not yet written, per channel: an isolate serving
@@ -197,9 +198,20 @@ async fn playlist_with(
     // client sends skips it (`Cache-Control`/`Pragma: no-cache` are not
     // read); an operator turns it off per channel with `cache_max_age_s: 0`.
     let base = cache_base(req)?;
-    let shared = !(rest.ends_with("master.m3u8") || session.is_some()) && cfg.cache_max_age_s > 0;
+    // The viewer's cohort (from its signed session): the cache key and
+    // the pods; a session that does not verify on a channel that targets
+    // is refused once the playlist is known to be a media playlist.
+    let (cohort, forged) = match audience::of_request(&a.url, env, ch) {
+        Audience::Viewer { cohort, .. } => (cohort, false),
+        Audience::Forged => (String::new(), true),
+    };
+    let master_path = rest.ends_with("master.m3u8");
+    if !master_path && !forged {
+        audience::report_from(env, ch, &a.url, &cohort).await;
+    }
+    let shared = !(master_path || session.is_some() || forged) && cfg.cache_max_age_s > 0;
     let shared_key =
-        shared.then(|| shared_playlist_key(&base, ch, &a.playlist_id, a.mode, &a.variant));
+        shared.then(|| shared_playlist_key(&base, ch, &a.playlist_id, a.mode, &a.variant, &cohort));
     // (A blocking reload never takes a cached playlist: it asked for a
     // newer one.)
     if let Some(key) = shared_key.as_ref().filter(|_| !a.blocking) {
@@ -213,12 +225,13 @@ async fn playlist_with(
     };
     match hls::tokenize(&text) {
         Err(e) => return error(502, format!("origin playlist is not HLS: {e}")),
-        Ok(t) if hls::is_master(&t) => return serve_master(req, env, ch, &a, text),
+        Ok(t) if hls::is_master(&t) => return serve_master(req, env, ch, &a, text).await,
+        Ok(_) if forged => return error(403, "session does not verify for this channel"),
         Ok(_) => {}
     }
     let chref = ChannelRef::new(&ch.org, &ch.slug);
     let mut reads = edge::Reads::default();
-    let text = hold_back_inband(env, &base, ch, &chref, text, &mut reads).await;
+    let text = hold_back_inband(env, &base, ch, &chref, &cohort, text, &mut reads).await;
     let m = match media::parse(&text) {
         Ok(m) => m,
         // Bad upstream content fails open: the origin, unchanged.
@@ -229,7 +242,8 @@ async fn playlist_with(
     } else {
         Vec::new()
     };
-    let settings = splice_settings(ch, session);
+    let mut settings = splice_settings(ch, session);
+    settings.cohort_param = audience::cohort_param(env, ch, &cohort);
     let mreq = edge::MediaRequest {
         origin: &text,
         m: &m,
@@ -237,12 +251,16 @@ async fn playlist_with(
         cadence_ms: crate::origin::cadence_ms(cfg, &m),
         examined: !inband(cfg),
         ahead: u64::try_from(cfg.sgai_announce_ahead_segments.max(0)).unwrap_or(0),
+        cohort: &cohort,
         playlist_url: &a.origin_url,
         variant: &a.variant,
         mode: a.mode,
         settings: &settings,
     };
-    let served = drive(env, &base, &chref, &mut reads, |r| edge::playlist(&mreq, r)).await;
+    let served = drive(env, &base, &chref, &cohort, &mut reads, |r| {
+        edge::playlist(&mreq, r)
+    })
+    .await;
     // A blocking reload for a part of the segment whose parts a break
     // withholds: once more, held until that segment is whole (else the
     // client gets nothing new and asks again at once, in a loop).
@@ -329,7 +347,7 @@ fn inband(cfg: &cf_ssai_core::control::config::ChannelConfig) -> bool {
 
 /// The master playlist: every variant through us, with the mode and the
 /// viewer's session carried on each URI.
-fn serve_master(
+async fn serve_master(
     req: &Request,
     env: &Env,
     ch: &StoredChannel,
@@ -340,16 +358,31 @@ fn serve_master(
         Mode::Ssai => "ssai",
         Mode::Sgai => "sgai",
     };
-    // A session is ours only if we signed it for this channel; any
-    // other `sid` is replaced. Without a session secret there are no
-    // sessions (and no server-side beacons): fail closed.
+    // The viewer's targeting and cohort (`core::ads::targeting`), bound
+    // into its session: every variant and rendition of this viewer gets
+    // the same cohort, and nobody changes it by editing a URL. A session
+    // is ours only if we signed it for this channel with this targeting;
+    // any other `sid` is replaced. Without a session secret there are no
+    // sessions (no server-side beacons, the default audience): fail closed.
+    let viewer = audience::viewer(req, env, ch)?;
+    let tg = if viewer.cohort.is_empty() {
+        String::new()
+    } else {
+        cf_ssai_core::ads::targeting::encode(&viewer)
+    };
     let sid = a
         .q("sid")
-        .filter(|s| verify_session(env, ch, s))
-        .or_else(|| mint_session(env, ch));
+        .filter(|s| {
+            audience::verify(env, ch, s).is_some_and(|v| v.cohort == viewer.cohort && v.binds(&tg))
+        })
+        .or_else(|| mint_session(env, ch, &viewer.cohort, &tg));
     let mut carry = vec![("mode", mode_s.to_string())];
     if let Some(sid) = sid {
         carry.push(("sid", sid));
+        if !tg.is_empty() {
+            carry.push(("tg", tg));
+        }
+        audience::report(env, ch, &viewer).await;
     }
     let prefix = format!("/{}/{}/", ch.org, ch.slug);
     let out = master::rewrite_master(&master::MasterInput {
@@ -368,6 +401,7 @@ async fn hold_back_inband(
     base: &str,
     ch: &StoredChannel,
     chref: &ChannelRef,
+    cohort: &str,
     text: String,
     reads: &mut edge::Reads,
 ) -> String {
@@ -378,7 +412,7 @@ async fn hold_back_inband(
         return text;
     };
     let cadence = crate::origin::cadence_ms(&ch.config, &m0);
-    let Some(w) = drive(env, base, chref, reads, |r| {
+    let Some(w) = drive(env, base, chref, cohort, reads, |r| {
         edge::inband_watermark(&m0, cadence, r)
     })
     .await
@@ -428,10 +462,11 @@ fn shared_playlist_key(
     playlist: &str,
     mode: Mode,
     variant: &Variant,
+    cohort: &str,
 ) -> String {
     let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
     format!(
-        "{base}/__cf-ssai/playlist/{}/{}/{}?mode={}&{}",
+        "{base}/__cf-ssai/playlist/{}/{}/{}?mode={}&cohort={}&{}",
         enc(&ch.org),
         enc(&ch.slug),
         enc(playlist),
@@ -439,6 +474,7 @@ fn shared_playlist_key(
             Mode::Ssai => "ssai",
             Mode::Sgai => "sgai",
         },
+        enc(cohort),
         master::variant_key(variant),
     )
 }
@@ -449,26 +485,38 @@ async fn drive<T>(
     env: &Env,
     base: &str,
     ch: &ChannelRef,
+    cohort: &str,
     reads: &mut edge::Reads,
     step: impl Fn(&edge::Reads) -> edge::Step<T>,
 ) -> T {
     loop {
         match step(reads) {
             edge::Step::Done(t) => return t,
-            edge::Step::Need(need) => read(env, base, ch, need, reads).await,
+            edge::Step::Need(need) => read(env, base, ch, cohort, need, reads).await,
         }
     }
 }
 
 /// One read the edge asked for, its result recorded in `reads`.
-async fn read(env: &Env, base: &str, ch: &ChannelRef, need: edge::Need, reads: &mut edge::Reads) {
+/// (`cohort`: the request's audience; this location's copy of the DO's
+/// answer is kept per cohort.)
+async fn read(
+    env: &Env,
+    base: &str,
+    ch: &ChannelRef,
+    cohort: &str,
+    need: edge::Need,
+    reads: &mut edge::Reads,
+) {
     match need {
         edge::Need::View => reads.view = Some(kv_view(env, ch).await),
-        edge::Need::Pods(ids) => {
-            let got = futures::future::join_all(ids.iter().map(|id| splice_pod(env, ch, id))).await;
-            reads.pods.extend(ids.into_iter().zip(got));
+        edge::Need::Pods(keys) => {
+            let got = futures::future::join_all(keys.iter().map(|k| splice_pod(env, ch, k))).await;
+            reads.pods.extend(keys.into_iter().zip(got));
         }
-        edge::Need::CachedAnswer => reads.cached_answer = Some(cached_answer(base, ch).await),
+        edge::Need::CachedAnswer => {
+            reads.cached_answer = Some(cached_answer(base, ch, cohort).await)
+        }
         edge::Need::Do(q) => {
             let answer = ask_do(
                 env,
@@ -499,12 +547,13 @@ async fn ask_do(
         cadence_ms: q.cadence_ms,
         checked_through_msn: q.checked_through_msn,
         window: q.window.clone(),
+        cohort: q.cohort.clone(),
     };
     match ChannelClient::new(env, ch.clone()).sync(&body).await {
         Ok(b) => {
-            put_answer(base, ch, &b).await;
+            put_answer(base, ch, &q.cohort, &b).await;
             for e in edge::entries_to_cache(&b, view) {
-                cache_entry(base, ch, e).await;
+                cache_entry(base, ch, &q.cohort, e).await;
             }
             Some(b)
         }
@@ -572,38 +621,51 @@ async fn kv_pod(env: &Env, key: String) -> Option<Rc<Pod>> {
 
 /// What the splice reads of a break's pod: its lean binary value, else
 /// (a pod decided before the lean key existed) the full one.
-async fn splice_pod(env: &Env, ch: &ChannelRef, id: &str) -> Option<Rc<Pod>> {
-    match kv_pod(env, worker_shared::kv_splice_pod_key(&ch.org, &ch.slug, id)).await {
+/// (A cohort's pod of the break when the key names one.)
+async fn splice_pod(env: &Env, ch: &ChannelRef, k: &edge::PodKey) -> Option<Rc<Pod>> {
+    let lean = if k.cohort.is_empty() {
+        worker_shared::kv_splice_pod_key(&ch.org, &ch.slug, &k.break_id)
+    } else {
+        worker_shared::kv_cohort_pod_key(&ch.org, &ch.slug, &k.cohort, &k.break_id, true)
+    };
+    match kv_pod(env, lean).await {
         Some(p) => Some(p),
-        None => full_pod(env, ch, id).await,
+        None => full_pod(env, ch, k).await,
     }
 }
 
 /// A break's whole pod (tracking, error URLs: the beacon path, the asset
-/// list and the ad routes).
-async fn full_pod(env: &Env, ch: &ChannelRef, id: &str) -> Option<Rc<Pod>> {
-    kv_pod(env, worker_shared::kv_pod_key(&ch.org, &ch.slug, id)).await
+/// list and the ad routes), or a cohort's.
+async fn full_pod(env: &Env, ch: &ChannelRef, k: &edge::PodKey) -> Option<Rc<Pod>> {
+    let key = if k.cohort.is_empty() {
+        worker_shared::kv_pod_key(&ch.org, &ch.slug, &k.break_id)
+    } else {
+        worker_shared::kv_cohort_pod_key(&ch.org, &ch.slug, &k.cohort, &k.break_id, false)
+    };
+    kv_pod(env, key).await
 }
 
-fn answer_cache_url(base: &str, ch: &ChannelRef) -> String {
+fn answer_cache_url(base: &str, ch: &ChannelRef, cohort: &str) -> String {
     let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
     format!(
-        "{base}/__cf-ssai/do-answer/{}/{}",
+        "{base}/__cf-ssai/do-answer/{}/{}?cohort={}",
         enc(&ch.org),
-        enc(&ch.slug)
+        enc(&ch.slug),
+        enc(cohort)
     )
 }
 
-/// This location's copy of the DO's last answer for the channel.
-async fn cached_answer(base: &str, ch: &ChannelRef) -> Option<ChannelBreaks> {
+/// This location's copy of the DO's last answer for the channel, as
+/// `cohort` is served.
+async fn cached_answer(base: &str, ch: &ChannelRef, cohort: &str) -> Option<ChannelBreaks> {
     let mut hit = Cache::default()
-        .get(answer_cache_url(base, ch), false)
+        .get(answer_cache_url(base, ch, cohort), false)
         .await
         .ok()??;
     hit.json().await.ok()
 }
 
-async fn put_answer(base: &str, ch: &ChannelRef, b: &ChannelBreaks) {
+async fn put_answer(base: &str, ch: &ChannelRef, cohort: &str, b: &ChannelBreaks) {
     let Ok(mut resp) = Response::from_json(b) else {
         return;
     };
@@ -617,7 +679,10 @@ async fn put_answer(base: &str, ch: &ChannelRef, b: &ChannelBreaks) {
     {
         return;
     }
-    if let Err(e) = Cache::default().put(answer_cache_url(base, ch), resp).await {
+    if let Err(e) = Cache::default()
+        .put(answer_cache_url(base, ch, cohort), resp)
+        .await
+    {
         console_warn!("DO answer cache put failed: {e}");
     }
 }
@@ -643,6 +708,11 @@ pub async fn asset_list(
     // A demuxed primary's assets come in its shape (`sgai::ad_master`).
     let demuxed = demuxed_tracks(&url);
     let mut q: Vec<String> = sid.map(|s| format!("sid={s}")).into_iter().collect();
+    if let Some(c) = url.query_pairs().find(|(k, _)| k == "c") {
+        // The cohort's signed value, on to its ad playlists.
+        let c: String = url::form_urlencoded::byte_serialize(c.1.as_bytes()).collect();
+        q.push(format!("c={c}"));
+    }
     if demuxed {
         q.push("tracks=demuxed".into());
     }
@@ -702,7 +772,7 @@ fn verify_session(env: &Env, ch: &StoredChannel, sid: &str) -> bool {
 }
 
 /// A new signed session for this channel; `None` without a usable secret.
-fn mint_session(env: &Env, ch: &StoredChannel) -> Option<String> {
+fn mint_session(env: &Env, ch: &StoredChannel, cohort: &str, tg: &str) -> Option<String> {
     let secret = session_secret(env)?;
     let mut nonce = [0u8; 8];
     crate::random_bytes(&mut nonce);
@@ -711,6 +781,10 @@ fn mint_session(env: &Env, ch: &StoredChannel) -> Option<String> {
         &format!("{}/{}", ch.org, ch.slug),
         worker_shared::now_ms() / 1000,
         nonce,
+        &session::Binding {
+            cohort,
+            targeting: tg,
+        },
     ) {
         Ok(t) => Some(t),
         Err(e) => {
@@ -940,21 +1014,48 @@ async fn find_entry(
     if id.is_empty() || id.len() > 160 {
         return None;
     }
+    let cohort = request_cohort(req, env, ch);
     let chref = &ChannelRef::new(&ch.org, &ch.slug);
     if let Some(record) = kv_view(env, chref).await.and_then(|v| v.find(id).cloned()) {
-        if let Some(pod) = full_pod(env, chref, id).await {
+        let key = edge::PodKey::of(&record, &cohort);
+        if let Some(pod) = full_pod(env, chref, &key).await {
             return Some(BreakEntry {
                 record,
                 pod: Pod::clone(&pod),
+                cohort_pods: Default::default(),
             });
         }
     }
     let base = cache_base(req).ok()?;
     let mut hit = Cache::default()
-        .get(entry_cache_url(&base, chref, id), false)
+        .get(entry_cache_url(&base, chref, &cohort, id), false)
         .await
         .ok()??;
     hit.json().await.ok()
+}
+
+/// The cohort an ad route serves: the asset list's signed `c=`, else the
+/// viewer's session's, else the default audience.
+fn request_cohort(req: &Request, env: &Env, ch: &StoredChannel) -> String {
+    let Ok(url) = req.url() else {
+        return String::new();
+    };
+    let q = |k: &str| {
+        url.query_pairs()
+            .find(|(a, _)| a == k)
+            .map(|(_, v)| v.into_owned())
+    };
+    if ch.config.targeting.keys.is_empty() {
+        return String::new();
+    }
+    q("c")
+        .and_then(|c| audience::cohort_of_param(env, ch, &c))
+        .or_else(|| {
+            q("sid")
+                .and_then(|s| audience::verify(env, ch, &s))
+                .map(|s| s.cohort)
+        })
+        .unwrap_or_default()
 }
 
 /// How long a location keeps an entry it got from the DO: by then its KV
@@ -971,17 +1072,23 @@ pub fn cache_base(req: &Request) -> Result<String> {
     ))
 }
 
-fn entry_cache_url(base: &str, ch: &ChannelRef, id: &str) -> String {
+fn entry_cache_url(base: &str, ch: &ChannelRef, cohort: &str, id: &str) -> String {
     let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
     format!(
-        "{base}/__cf-ssai/entry/{}/{}/{}",
+        "{base}/__cf-ssai/entry/{}/{}/{}?cohort={}",
         enc(&ch.org),
         enc(&ch.slug),
-        enc(id)
+        enc(id),
+        enc(cohort)
     )
 }
 
-async fn cache_entry(base: &str, ch: &ChannelRef, e: &cf_ssai_core::model::BreakEntry) {
+async fn cache_entry(
+    base: &str,
+    ch: &ChannelRef,
+    cohort: &str,
+    e: &cf_ssai_core::model::BreakEntry,
+) {
     let Ok(mut resp) = Response::from_json(e) else {
         return;
     };
@@ -993,7 +1100,7 @@ async fn cache_entry(base: &str, ch: &ChannelRef, e: &cf_ssai_core::model::Break
         return;
     }
     if let Err(err) = Cache::default()
-        .put(entry_cache_url(base, ch, &e.record.id), resp)
+        .put(entry_cache_url(base, ch, cohort, &e.record.id), resp)
         .await
     {
         console_warn!("entry cache put failed: {err}");

@@ -35,6 +35,17 @@ pub struct SyncRequest {
     /// The examined window (discontinuities, last PDT: merges and epochs).
     #[serde(default)]
     pub window: Option<OriginWindow>,
+    /// The audience cohort the answer is for ("" the default): its pods
+    /// and its discontinuity count.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cohort: String,
+}
+
+/// An edge saw viewers of a cohort (`viewer.cohort`): what they share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CohortReport {
+    pub channel: ChannelRef,
+    pub viewer: cf_ssai_core::ads::request::Viewer,
 }
 
 /// The operator's cue commands (`POST /cue {"type": …}`).
@@ -117,6 +128,12 @@ impl<'e> ChannelClient<'e> {
 
     pub async fn cue(&self, req: &CueRequest) -> Result<CueResponse> {
         self.post("/cue", req).await
+    }
+
+    /// Report a cohort's viewers (the DO decides its pods from the next
+    /// break on).
+    pub async fn cohort_seen(&self, req: &CohortReport) -> Result<serde_json::Value> {
+        self.post("/cohort", req).await
     }
 
     /// The published view, as the DO holds it.

@@ -106,6 +106,20 @@ pub fn kv_splice_pod_key(org: &str, slug: &str, break_id: &str) -> String {
     format!("podsplice:{org}:{slug}:{break_id}")
 }
 
+/// A cohort's pod of a break: full (JSON) or lean (binary). The cohort
+/// (8 hex digits) comes before the break id, so no break id can spell
+/// another break's cohort key.
+pub fn kv_cohort_pod_key(
+    org: &str,
+    slug: &str,
+    cohort: &str,
+    break_id: &str,
+    lean: bool,
+) -> String {
+    let kind = if lean { "podsplicec" } else { "podc" };
+    format!("{kind}:{org}:{slug}:{cohort}:{break_id}")
+}
+
 pub fn kv_config_key(org: &str, slug: &str) -> String {
     format!("config:{org}:{slug}")
 }

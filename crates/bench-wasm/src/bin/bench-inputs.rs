@@ -176,6 +176,7 @@ fn main() -> Result<(), String> {
                     let decided = Input::Decided {
                         break_id: r.id.clone(),
                         pod: p,
+                        cohort_pods: Default::default(),
                     };
                     effects.extend(machine.handle(decided, policy, now).effects);
                 }

@@ -25,15 +25,80 @@ use std::collections::{BTreeMap, VecDeque};
 // ---------------------------------------------------------------- external API
 
 /// What we POST to a channel's external decision API (step 1 of the
-/// waterfall).
+/// waterfall). `geo`, `consent` and `bucket` are always written (the
+/// contract's first fields); the targeting added since is left out when
+/// empty. The consent strings and IFA are sent only for a personalised
+/// viewer ([`ExternalRequest::new`]): for any other, the API is asked for
+/// non-personalised ads and gets no identifier to personalise with.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ExternalRequest<'a> {
     pub channel: &'a str,
     pub break_id: &'a str,
     pub duration_s: f64,
+    /// ISO 3166-1 alpha-2 country ("" unknown).
     pub geo: &'a str,
+    /// The IAB TCF v2 TC string; "" unless personalised.
     pub consent: &'a str,
     pub bucket: &'a str,
+    /// ISO 3166-2 subdivision code part.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub region: &'a str,
+    /// "ctv", "mobile", "desktop" or "other".
+    pub device: &'a str,
+    /// Whether ads may be personalised.
+    pub personalised: bool,
+    /// The audience cohort the pod is for ("" = the default audience).
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub cohort: &'a str,
+    /// The player's allow-listed key-values.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: &'a BTreeMap<String, String>,
+    /// The IAB US Privacy string; sent whatever the verdict (an opt-out
+    /// is itself what the API must honour).
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub us_privacy: &'a str,
+    /// The IAB GPP string and its section ids; "" unless personalised.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub gpp: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub gpp_sid: &'a str,
+    /// The identifier for advertising and its type; "" unless
+    /// personalised.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub ifa: &'a str,
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub ifa_type: &'a str,
+}
+
+impl<'a> ExternalRequest<'a> {
+    /// The body for one break and viewer: consent strings and IFA only
+    /// when the viewer is personalised.
+    pub fn new(
+        channel: &'a str,
+        break_id: &'a str,
+        duration_s: f64,
+        v: &'a crate::ads::request::Viewer,
+    ) -> Self {
+        let personal = |s: &'a str| if v.personalised { s } else { "" };
+        ExternalRequest {
+            channel,
+            break_id,
+            duration_s,
+            geo: &v.geo,
+            consent: personal(&v.consent),
+            bucket: &v.bucket,
+            region: &v.region,
+            device: v.device.as_str(),
+            personalised: v.personalised,
+            cohort: &v.cohort,
+            params: &v.params,
+            us_privacy: &v.us_privacy,
+            gpp: personal(&v.gpp),
+            gpp_sid: personal(&v.gpp_sid),
+            ifa: personal(&v.ifa),
+            ifa_type: personal(&v.ifa_type),
+        }
+    }
 }
 
 /// Its answer: ads named by creative id / UniversalAdId (mapped to the ad
@@ -452,6 +517,71 @@ mod tests {
             .contains("decision API"));
         assert!(parse_external(r#"{"adz":[]}"#).is_err());
         assert!(parse_external("<html>").is_err());
+    }
+
+    #[test]
+    fn external_request_sends_consent_and_ifa_only_when_personalised() {
+        use crate::ads::request::Viewer;
+        use crate::ads::targeting::DeviceClass;
+        let mut v = Viewer {
+            geo: "US".into(),
+            region: "CA".into(),
+            consent: "CPtc".into(),
+            us_privacy: "1YNN".into(),
+            gpp: "DBABMA~x".into(),
+            gpp_sid: "7".into(),
+            personalised: true,
+            device: DeviceClass::Ctv,
+            ifa: "6d92078a-8246-4ba4-ae5b-76104861e7dc".into(),
+            ifa_type: "rida".into(),
+            params: [("genre".to_string(), "news".to_string())].into(),
+            cohort: "0a1b2c3d".into(),
+            ..Default::default()
+        };
+        let body =
+            |v: &Viewer| serde_json::to_value(ExternalRequest::new("news", "b1", 30.0, v)).unwrap();
+        let j = body(&v);
+        assert_eq!(j["consent"], "CPtc");
+        assert_eq!(j["ifa"], "6d92078a-8246-4ba4-ae5b-76104861e7dc");
+        assert_eq!(
+            (&j["ifa_type"], &j["gpp"], &j["gpp_sid"]),
+            (&"rida".into(), &"DBABMA~x".into(), &"7".into())
+        );
+        assert_eq!(
+            (&j["region"], &j["device"], &j["cohort"]),
+            (&"CA".into(), &"ctv".into(), &"0a1b2c3d".into())
+        );
+        assert_eq!(j["params"]["genre"], "news");
+        assert_eq!(
+            (&j["personalised"], &j["us_privacy"]),
+            (&true.into(), &"1YNN".into())
+        );
+        v.personalised = false;
+        let j = body(&v);
+        assert_eq!(j["consent"], "");
+        for k in ["ifa", "ifa_type", "gpp", "gpp_sid"] {
+            assert!(j.get(k).is_none(), "{k}: {j}");
+        }
+        assert_eq!(
+            (&j["personalised"], &j["us_privacy"]),
+            (&false.into(), &"1YNN".into())
+        );
+        // An unknown viewer: the contract's first fields, nothing else empty.
+        let j = body(&Viewer::default());
+        let keys: Vec<&str> = j.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "break_id",
+                "bucket",
+                "channel",
+                "consent",
+                "device",
+                "duration_s",
+                "geo",
+                "personalised"
+            ]
+        );
     }
 
     #[test]

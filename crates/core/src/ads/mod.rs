@@ -10,6 +10,8 @@ pub mod decision;
 pub mod pod;
 pub mod reason;
 pub mod request;
+// Not behind `vast`: the manifest worker (built without it) reads viewers.
+pub mod targeting;
 #[cfg(feature = "vast")]
 pub mod vast;
 #[cfg(feature = "vast")]

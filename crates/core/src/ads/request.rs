@@ -13,6 +13,7 @@
     )
 )]
 
+use crate::ads::targeting::DeviceClass;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -72,16 +73,64 @@ impl BreakKind {
 
 /// Who the break is for: what ad servers target on and what a cached
 /// answer is keyed by. Every field is optional on the wire (empty = not
-/// known), so targeting added here later does not break older callers.
+/// known), so targeting added here later does not break older callers;
+/// empty fields are not written, so the default audience's viewer stays a
+/// few bytes (it rides in session tokens and decision bodies).
+///
+/// Built from a playlist request by [`crate::ads::targeting::from_request`],
+/// which documents each field's rule; a cohort's shared view is
+/// [`crate::ads::targeting::cohort_viewer`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Viewer {
-    /// Country or region code (`[DEVICEGEO]`).
+    /// ISO 3166-1 alpha-2 country, upper case (`[DEVICEGEO]`); "" unknown.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub geo: String,
-    /// The TCF consent string (`[GDPRCONSENT]`); kilobytes long at times.
+    /// ISO 3166-2 subdivision code (the part after the country, e.g. "CA"
+    /// for US-CA); "" unknown.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub region: String,
+    /// The IAB TCF v2 consent string (`[GDPRCONSENT]`); kilobytes long at
+    /// times; "" when absent or malformed.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub consent: String,
     /// An audience bucket the decision API may target.
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub bucket: String,
+    /// The player's `gdpr` flag (TCF: does GDPR apply); None when not sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gdpr: Option<bool>,
+    /// The IAB US Privacy (CCPA) string, e.g. "1YNN"; "" absent/malformed.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub us_privacy: String,
+    /// The IAB Global Privacy Platform string; "" absent/malformed.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub gpp: String,
+    /// The GPP section ids that apply, e.g. "2,6"; "" absent/malformed.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub gpp_sid: String,
+    /// Whether ads may be personalised (the consent signals' verdict);
+    /// false unless established.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub personalised: bool,
+    /// The device class, from the User-Agent.
+    #[serde(skip_serializing_if = "DeviceClass::is_other")]
+    pub device: DeviceClass,
+    /// The identifier for advertising (UUID, lower case); "" when absent,
+    /// zeroed (limit ad tracking) or not personalised.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub ifa: String,
+    /// The IFA's type (IAB OTT IFA guidelines: "aaid", "idfa", "rida", …).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub ifa_type: String,
+    /// The player's allow-listed key-values (`ads.KEY=value`), keys
+    /// without the `ads.` prefix (`[player_params.KEY]`).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
+    /// The audience cohort: "" = the default audience; else 8 lower-case
+    /// hex digits.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub cohort: String,
 }
 
 /// One break to fill.
@@ -202,6 +251,12 @@ mod tests {
                 geo: "DE".into(),
                 consent: "CP…".into(),
                 bucket: "a".into(),
+                gdpr: Some(true),
+                personalised: true,
+                device: DeviceClass::Ctv,
+                params: [("genre".to_string(), "news".to_string())].into(),
+                cohort: "0a1b2c3d".into(),
+                ..Default::default()
             },
             asset: [("caid".to_string(), "x".to_string())].into(),
         }
@@ -220,6 +275,14 @@ mod tests {
         let body = serde_json::to_string(&bare).unwrap();
         assert!(!body.contains("start_ms"), "{body}");
         assert_eq!(DecisionRequest::parse(body.as_bytes()), Ok(bare));
+        // An unknown viewer is written as `{}`: empty fields are skipped.
+        let anon = DecisionRequest {
+            viewer: Viewer::default(),
+            ..sample()
+        };
+        let body = serde_json::to_string(&anon).unwrap();
+        assert!(body.contains(r#""viewer":{}"#), "{body}");
+        assert_eq!(DecisionRequest::parse(body.as_bytes()), Ok(anon));
     }
 
     #[test]

@@ -32,10 +32,12 @@
 pub mod monitor;
 pub mod sequencer;
 pub mod store;
+use crate::ads::request::Viewer;
 use crate::model::{BreakEntry, BreakRecord, BreakSource, ChannelBreaks, Pod};
 use crate::scte35::cues::CueEvent;
 use sequencer::{Action, BreakPolicy, OriginWindow};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// A pending break is asked for again after this long without an answer
 /// (the object was evicted mid-decision; the service's budget is ≤ 10 s),
@@ -65,6 +67,23 @@ pub struct Channel {
     /// The poller: its clock, backoff, health and in-band watermark.
     #[serde(default)]
     pub poller: monitor::Poller,
+    /// Audience cohorts the edges reported recently, with what their
+    /// viewers share (what a cohort's decision is asked with); at most the
+    /// policy's `max_cohorts`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub cohorts: BTreeMap<String, Cohort>,
+    /// Reports of cohorts beyond `max_cohorts` (their viewers get the
+    /// default pods), since the object was created.
+    #[serde(default)]
+    pub cohort_overflow: u64,
+}
+
+/// An audience cohort seen on the channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cohort {
+    /// The targeting its viewers share (`ads::targeting::cohort_viewer`).
+    pub viewer: Viewer,
+    pub last_seen_ms: i64,
 }
 
 /// A point on the origin's timeline: the newest examined window's last
@@ -152,8 +171,16 @@ pub enum Input {
     CueStart(BreakRecord),
     /// `POST /cue stop` at the next segment boundary.
     CueStop { at_msn: u64 },
-    /// The decision for a pending break.
-    Decided { break_id: String, pod: Pod },
+    /// The decision for a pending break: the default audience's pod and
+    /// the pods of the cohorts its record names (a cohort missing here
+    /// gets the default pod).
+    Decided {
+        break_id: String,
+        pod: Pod,
+        cohort_pods: BTreeMap<String, Pod>,
+    },
+    /// An edge saw viewers of this audience cohort (`viewer.cohort`).
+    CohortSeen { viewer: Viewer },
     /// The object's alarm fired: re-ask decisions that got no answer in
     /// time (with backoff); poll if a poll is due ([`Step::poll`]).
     Tick,
@@ -291,9 +318,14 @@ impl Channel {
                 now_ms,
                 &mut step,
             ),
-            Input::CueStart(rec) => self.cue_start(rec, now_ms, &mut step),
+            Input::CueStart(rec) => self.cue_start(rec, policy, now_ms, &mut step),
             Input::CueStop { at_msn } => self.cue_stop(at_msn, now_ms, &mut step),
-            Input::Decided { break_id, pod } => self.decided(&break_id, pod, now_ms, &mut step),
+            Input::Decided {
+                break_id,
+                pod,
+                cohort_pods,
+            } => self.decided(&break_id, pod, cohort_pods, now_ms, &mut step),
+            Input::CohortSeen { viewer } => self.cohort_seen(viewer, policy, now_ms),
             Input::Tick => {
                 self.ask_again(|p| p.retry_at() <= now_ms, now_ms, &mut step);
                 step.poll = self.poller.due(now_ms);
@@ -321,10 +353,16 @@ impl Channel {
         if self.breaks.entries != before.breaks.entries || self.pending != before.pending {
             sequencer::prune(&mut self.breaks, policy, now_ms);
         }
+        let since = now_ms.saturating_sub(policy.cohort_ttl_ms);
+        let cohorts = &self.cohorts;
+        sequencer::forget_cohorts(&mut self.breaks, &|c| {
+            cohorts.get(c).is_some_and(|x| x.last_seen_ms > since)
+        });
         let view_changed = self.breaks.entries != before.breaks.entries
             || self.breaks.checked_through_msn != before.breaks.checked_through_msn
             || self.breaks.origin_mark != before.breaks.origin_mark
-            || self.breaks.disc_base != before.breaks.disc_base;
+            || self.breaks.disc_base != before.breaks.disc_base
+            || self.breaks.cohort_disc_base != before.breaks.cohort_disc_base;
         if view_changed
             || self.pending != before.pending
             || self.examined_msn != before.examined_msn
@@ -421,7 +459,17 @@ impl Channel {
         sequencer::check_overlap_records(self.records(), rec)
     }
 
-    fn register(&mut self, rec: BreakRecord, now_ms: i64, step: &mut Step) {
+    /// A new break, pending its decisions: the default audience's and
+    /// those of the cohorts active now (fixed here, before any edge can
+    /// know the break: see `BreakRecord::cohorts`).
+    fn register(
+        &mut self,
+        mut rec: BreakRecord,
+        policy: &BreakPolicy,
+        now_ms: i64,
+        step: &mut Step,
+    ) {
+        rec.cohorts = self.active_cohorts(policy, now_ms);
         step.registered.push(rec.id.clone());
         step.effects.push(Effect::Decide(rec.clone()));
         self.pending.push(Pending {
@@ -467,7 +515,7 @@ impl Channel {
                     {
                         continue;
                     }
-                    self.register(rec, now_ms, step);
+                    self.register(rec, policy, now_ms, step);
                 }
                 Action::End { break_id, at_msn } => {
                     self.end(&break_id, at_msn, now_ms);
@@ -509,7 +557,17 @@ impl Channel {
                         .disc_before
                         .saturating_add(crate::model::inserted_discontinuities(&e.record, &e.pod))
                 });
-            self.breaks.disc_base = ours.saturating_add(old.disc_seq_end).saturating_add(1);
+            let above = |n: u64| n.saturating_add(old.disc_seq_end).saturating_add(1);
+            self.breaks.disc_base = above(ours);
+            // Each cohort's count continues above what its viewers saw.
+            self.breaks.cohort_disc_base = sequencer::cohorts_counted(&self.breaks)
+                .into_iter()
+                .map(|c| {
+                    let (_, end) = self.breaks.cohort_counts(&c);
+                    (c, above(end))
+                })
+                .filter(|(_, n)| *n != self.breaks.disc_base)
+                .collect();
             self.breaks.entries.clear();
             self.pending.clear();
             self.breaks.checked_through_msn = w.first_msn.saturating_sub(1);
@@ -540,7 +598,7 @@ impl Channel {
         sequencer::apply_end(&mut self.breaks, id, at_msn, now_ms)
     }
 
-    fn cue_start(&mut self, rec: BreakRecord, now_ms: i64, step: &mut Step) {
+    fn cue_start(&mut self, rec: BreakRecord, policy: &BreakPolicy, now_ms: i64, step: &mut Step) {
         // Idempotent by id only: another id at the same anchor is another
         // operator's break, refused as an overlap below.
         if let Some(r) = self.known(&rec.id, u64::MAX) {
@@ -552,7 +610,7 @@ impl Channel {
             return;
         }
         step.reply = Reply::Created(rec.clone());
-        self.register(rec, now_ms, step);
+        self.register(rec, policy, now_ms, step);
     }
 
     fn cue_stop(&mut self, at_msn: u64, now_ms: i64, step: &mut Step) {
@@ -576,14 +634,68 @@ impl Channel {
         };
     }
 
-    fn decided(&mut self, id: &str, pod: Pod, now_ms: i64, step: &mut Step) {
+    /// A cohort reported by an edge: refreshed, or added while there is
+    /// room (the least recently seen inactive one makes room); beyond
+    /// `max_cohorts` counted, not added.
+    fn cohort_seen(&mut self, viewer: Viewer, policy: &BreakPolicy, now_ms: i64) {
+        if viewer.cohort.is_empty() {
+            return;
+        }
+        let stale = now_ms.saturating_sub(policy.cohort_ttl_ms);
+        if let Some(c) = self.cohorts.get_mut(&viewer.cohort) {
+            c.last_seen_ms = c.last_seen_ms.max(now_ms);
+            c.viewer = viewer;
+            return;
+        }
+        self.cohorts.retain(|_, c| c.last_seen_ms > stale);
+        if self.cohorts.len() >= policy.max_cohorts {
+            self.cohort_overflow = self.cohort_overflow.saturating_add(1);
+            return;
+        }
+        self.cohorts.insert(
+            viewer.cohort.clone(),
+            Cohort {
+                viewer,
+                last_seen_ms: now_ms,
+            },
+        );
+    }
+
+    /// The cohorts a break registered now is decided for: those seen
+    /// within the policy's `cohort_ttl_ms`.
+    fn active_cohorts(&self, policy: &BreakPolicy, now_ms: i64) -> Vec<String> {
+        let since = now_ms.saturating_sub(policy.cohort_ttl_ms);
+        self.cohorts
+            .iter()
+            .filter(|(_, c)| c.last_seen_ms > since)
+            .map(|(id, _)| id.clone())
+            .take(policy.max_cohorts)
+            .collect()
+    }
+
+    /// The targeting each of a record's cohorts is decided with.
+    pub fn cohort_viewers(&self, r: &BreakRecord) -> Vec<Viewer> {
+        r.cohorts
+            .iter()
+            .filter_map(|c| self.cohorts.get(c).map(|x| x.viewer.clone()))
+            .collect()
+    }
+
+    fn decided(
+        &mut self,
+        id: &str,
+        pod: Pod,
+        cohort_pods: BTreeMap<String, Pod>,
+        now_ms: i64,
+        step: &mut Step,
+    ) {
         // Exactly once: a decision for a break that is no longer pending
         // (already decided, or pruned) is dropped.
         let Some(i) = self.pending.iter().position(|p| p.record.id == id) else {
             return;
         };
         let p = self.pending.remove(i);
-        if let Ok(entry) = sequencer::commit(&mut self.breaks, p.record, pod, now_ms) {
+        if let Ok(entry) = sequencer::commit(&mut self.breaks, p.record, pod, cohort_pods, now_ms) {
             step.effects.push(Effect::History(Box::new(entry)));
         }
     }
@@ -657,6 +769,7 @@ mod tests {
             Input::Decided {
                 break_id: "a".into(),
                 pod: pod("a"),
+                cohort_pods: Default::default(),
             },
             &p,
             20,
@@ -669,6 +782,7 @@ mod tests {
             Input::Decided {
                 break_id: "a".into(),
                 pod: pod("other"),
+                cohort_pods: Default::default(),
             },
             &p,
             30,
@@ -711,6 +825,7 @@ mod tests {
             Input::Decided {
                 break_id: "cue-1".into(),
                 pod: pod("cue-1"),
+                cohort_pods: Default::default(),
             },
             &p,
             3,
@@ -757,6 +872,7 @@ mod tests {
                     Input::Decided {
                         break_id: r.id,
                         pod: p,
+                        cohort_pods: Default::default(),
                     },
                     &BreakPolicy::default(),
                     now,
@@ -1010,7 +1126,7 @@ mod tests {
                             if outstanding.is_empty() { continue; }
                             let id = outstanding[i % outstanding.len()].clone();
                             if i % 3 != 0 { outstanding.retain(|x| *x != id); }
-                            ch.handle(Input::Decided { break_id: id.clone(), pod: pod(&id) }, &p, now)
+                            ch.handle(Input::Decided { break_id: id.clone(), pod: pod(&id), cohort_pods: Default::default() }, &p, now)
                         }
                         Op::Tick => ch.handle(Input::Tick, &p, now),
                     };
@@ -1033,7 +1149,7 @@ mod tests {
                 // Answer everything still outstanding: every asked break is
                 // decided into exactly one entry.
                 for id in outstanding.clone() {
-                    ch.handle(Input::Decided { break_id: id.clone(), pod: pod(&id) }, &p, now);
+                    ch.handle(Input::Decided { break_id: id.clone(), pod: pod(&id), cohort_pods: Default::default() }, &p, now);
                 }
                 prop_assert!(ch.pending.is_empty());
                 for id in &asked {

@@ -9,6 +9,7 @@ use crate::model::{
 };
 use crate::scte35::cues::{CueEvent, CueKind};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 /// Per-channel limits for turning cues into records.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -21,6 +22,15 @@ pub struct BreakPolicy {
     /// fold into `disc_base`). Must exceed the longest window a viewer can
     /// be behind the live edge (the origin's window, or its DVR window).
     pub keep_ms: i64,
+    /// Audience cohorts with pods of their own, at most; viewers of others
+    /// get the default pod. Set from the channel's `targeting.max_cohorts`
+    /// (`ChannelConfig::break_policy`), not a `breaks` setting of its own.
+    #[serde(skip, default = "default_max_cohorts")]
+    pub max_cohorts: usize,
+    /// A cohort no edge has reported for this long is no longer active:
+    /// breaks registered after that are not decided for it.
+    #[serde(skip, default = "default_cohort_ttl_ms")]
+    pub cohort_ttl_ms: i64,
 }
 
 impl Default for BreakPolicy {
@@ -29,8 +39,20 @@ impl Default for BreakPolicy {
             open_break_ms: 120_000,
             max_break_ms: 600_000,
             keep_ms: 600_000,
+            max_cohorts: default_max_cohorts(),
+            cohort_ttl_ms: default_cohort_ttl_ms(),
         }
     }
+}
+
+fn default_max_cohorts() -> usize {
+    32
+}
+
+/// Edges report a cohort at most once a minute per isolate while its
+/// viewers play: fifteen minutes without a report is none left.
+fn default_cohort_ttl_ms() -> i64 {
+    15 * 60_000
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -87,6 +109,7 @@ pub fn record_from_cue(
         merged: Vec::new(),
         registered_ms: now_ms,
         asset: cue.asset.clone(),
+        cohorts: Vec::new(),
     })
 }
 
@@ -125,10 +148,14 @@ pub fn check_overlap_records<'a>(
 /// Commit a record with its decision, exactly once: an existing id returns
 /// the existing entry unchanged. Assigns `disc_before` from the entries
 /// before it; entries are kept sorted by anchor.
+/// `cohort_pods`: the pods decided for the audience cohorts the record
+/// names; a cohort whose decision did not come back is dropped from the
+/// record (it gets the default pod) before anything is published.
 pub fn commit(
     state: &mut ChannelBreaks,
     mut record: BreakRecord,
     pod: Pod,
+    mut cohort_pods: BTreeMap<String, Pod>,
     now_ms: i64,
 ) -> Result<BreakEntry, SequenceError> {
     if let Some(e) = state.entries.iter().find(|e| e.record.id == record.id) {
@@ -153,7 +180,15 @@ pub fn commit(
         .checked_sub(1)
         .and_then(|i| state.entries.get(i))
         .map_or(state.disc_base, |p| disc_after(Some(p)));
-    let entry = BreakEntry { record, pod };
+    record.cohorts.retain(|c| cohort_pods.contains_key(c));
+    record.cohorts.sort_unstable();
+    record.cohorts.dedup();
+    cohort_pods.retain(|c, _| record.cohorts.contains(c));
+    let entry = BreakEntry {
+        record,
+        pod,
+        cohort_pods,
+    };
     state.entries.insert(pos, entry.clone());
     renumber(state, pos.saturating_add(1));
     state.updated_ms = now_ms;
@@ -236,10 +271,19 @@ pub fn note_origin_discontinuities(
     let (first_msn, last_msn, origin_discs) = (w.first_msn, w.last_msn, &w.discontinuities);
     let mut from = None;
     for (i, e) in state.entries.iter_mut().enumerate() {
-        let slots = crate::model::layout(&e.record, &e.pod);
-        let ours: Vec<u64> = crate::model::discontinuity_msns(&e.record, &slots)
-            .filter(|m| (first_msn..=last_msn).contains(m))
+        // Every pod's boundaries (the default's and each cohort's): a
+        // merge is a fact of an MSN, whichever layout puts a boundary there.
+        let mut ours: Vec<u64> = std::iter::once(&e.pod)
+            .chain(e.cohort_pods.values())
+            .flat_map(|pod| {
+                let slots = crate::model::layout(&e.record, pod);
+                crate::model::discontinuity_msns(&e.record, &slots)
+                    .filter(|m| (first_msn..=last_msn).contains(m))
+                    .collect::<Vec<_>>()
+            })
             .collect();
+        ours.sort_unstable();
+        ours.dedup();
         for m in ours {
             let has = e.record.merged.contains(&m);
             let origin = origin_discs.contains(&m);
@@ -283,8 +327,55 @@ pub fn prune(state: &mut ChannelBreaks, policy: &BreakPolicy, now_ms: i64) {
     if n == 0 {
         return;
     }
+    let cohorts = cohorts_counted(state);
+    let old_base = state.disc_base;
     state.disc_base = disc_after(n.checked_sub(1).and_then(|i| state.entries.get(i)));
-    state.entries.drain(..n);
+    let dropped = ChannelBreaks {
+        entries: state.entries.drain(..n).collect(),
+        ..ChannelBreaks::default()
+    };
+    let mut bases = BTreeMap::new();
+    for c in cohorts {
+        let before = state.cohort_disc_base.get(&c).copied().unwrap_or(old_base);
+        let after = dropped
+            .entries
+            .iter()
+            .map(|e| e.inserted_for(&c))
+            .fold(before, u64::saturating_add);
+        if after != state.disc_base {
+            bases.insert(c, after);
+        }
+    }
+    state.cohort_disc_base = bases;
+}
+
+/// The cohorts whose running count may differ from the default's: those
+/// with a base of their own and those with pods in the entries.
+pub fn cohorts_counted(state: &ChannelBreaks) -> std::collections::BTreeSet<String> {
+    state
+        .cohort_disc_base
+        .keys()
+        .cloned()
+        .chain(
+            state
+                .entries
+                .iter()
+                .flat_map(|e| e.record.cohorts.iter().cloned()),
+        )
+        .collect()
+}
+
+/// Forget the running counts of cohorts that are gone (no viewer left to
+/// keep a sequence for): those not in `active` and with no pod in view.
+pub fn forget_cohorts(state: &mut ChannelBreaks, active: &dyn Fn(&str) -> bool) {
+    let in_view: std::collections::BTreeSet<String> = state
+        .entries
+        .iter()
+        .flat_map(|e| e.record.cohorts.iter().cloned())
+        .collect();
+    state
+        .cohort_disc_base
+        .retain(|c, _| active(c) || in_view.contains(c));
 }
 
 fn disc_after(prev: Option<&BreakEntry>) -> u64 {
@@ -336,7 +427,7 @@ pub(crate) mod tests {
             renditions: vec![],
             tracking: Default::default(),
         }];
-        commit(&mut st, a, pa, 0).unwrap();
+        commit(&mut st, a, pa, BTreeMap::new(), 0).unwrap();
         let b = record_from_cue(
             &cue(CueKind::Out, "b", 30, Some(8.0)),
             2000,
@@ -344,7 +435,7 @@ pub(crate) mod tests {
             0,
         )
         .unwrap();
-        commit(&mut st, b, pod("b"), 0).unwrap();
+        commit(&mut st, b, pod("b"), BTreeMap::new(), 0).unwrap();
         let ours =
             crate::model::inserted_discontinuities(&st.entries[0].record, &st.entries[0].pod);
         assert_eq!(st.entries[1].record.disc_before, ours);
@@ -387,11 +478,11 @@ pub(crate) mod tests {
         let r1 = record_from_cue(&cue(CueKind::Out, "a", 10, Some(10.0)), 2000, &p, 0).unwrap();
         let pod = |id: &str| Pod::slate_only(id, 10.0, Slate::default(), String::new());
         for _ in 0..100 {
-            commit(&mut st, r1.clone(), pod("a"), 0).unwrap();
+            commit(&mut st, r1.clone(), pod("a"), BTreeMap::new(), 0).unwrap();
         }
         assert_eq!(st.entries.len(), 1);
         let r2 = record_from_cue(&cue(CueKind::Out, "b", 30, Some(10.0)), 2000, &p, 0).unwrap();
-        let e2 = commit(&mut st, r2, pod("b"), 0).unwrap();
+        let e2 = commit(&mut st, r2, pod("b"), BTreeMap::new(), 0).unwrap();
         assert_eq!(e2.record.disc_before, 2);
         // An early end of the first changes nothing for the second here
         // (slate only: still 1 slot + return).
@@ -402,7 +493,7 @@ pub(crate) mod tests {
         assert_eq!(st.entries[1].record.disc_before, 0);
         let r3 = record_from_cue(&cue(CueKind::Out, "c", 33, Some(10.0)), 2000, &p, 0).unwrap();
         assert!(matches!(
-            commit(&mut st, r3, pod("c"), 0),
+            commit(&mut st, r3, pod("c"), BTreeMap::new(), 0),
             Err(SequenceError::Overlap { .. })
         ));
     }
@@ -414,7 +505,7 @@ pub(crate) mod tests {
         let pod = |id: &str| Pod::slate_only(id, 10.0, Slate::default(), String::new());
         for (id, msn) in [("a", 10u64), ("b", 30), ("c", 50)] {
             let r = record_from_cue(&cue(CueKind::Out, id, msn, Some(10.0)), 2000, &p, 0).unwrap();
-            commit(&mut st, r, pod(id), 0).unwrap();
+            commit(&mut st, r, pod(id), BTreeMap::new(), 0).unwrap();
         }
         let total = disc_after(st.entries.last());
         let c_before = st.entries[2].record.disc_before;

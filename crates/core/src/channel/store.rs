@@ -10,7 +10,7 @@
 //! Before, the whole state (every entry with its pod) was one value
 //! rewritten on every poll: ~44 KB per write at the demo's break rate.
 
-use super::{monitor::Poller, Channel, OriginMark, Pending};
+use super::{monitor::Poller, Channel, Cohort, OriginMark, Pending};
 use crate::model::{BreakEntry, BreakRecord, ChannelBreaks, Pod};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -20,6 +20,8 @@ pub const HEADER: &str = "h";
 /// Key prefixes: a decided break's record, its pod, a pending break.
 pub const RECORD: &str = "r/";
 pub const POD: &str = "p/";
+/// A decided break's cohort pods (written once, when it has any).
+pub const COHORT_PODS: &str = "c/";
 pub const PENDING: &str = "q/";
 /// The layout before this one: the whole state under one key, with the
 /// poller's stats and failure count beside it. Read once and migrated.
@@ -46,6 +48,12 @@ struct Header {
     epoch: u32,
     #[serde(default)]
     poller: Poller,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    cohort_disc_base: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    cohorts: BTreeMap<String, Cohort>,
+    #[serde(default)]
+    cohort_overflow: u64,
 }
 
 impl Header {
@@ -59,6 +67,9 @@ impl Header {
             origin_mark: ch.origin_mark,
             epoch: ch.epoch,
             poller: ch.poller.clone(),
+            cohort_disc_base: ch.breaks.cohort_disc_base.clone(),
+            cohorts: ch.cohorts.clone(),
+            cohort_overflow: ch.cohort_overflow,
         }
     }
 }
@@ -126,14 +137,30 @@ pub fn diff(before: Option<&Channel>, after: &Channel) -> Result<Vec<Write>, Sto
             None => {
                 // The pod never changes once decided.
                 w.push(put(key(POD, &e.record.id), &e.pod)?);
+                if !e.cohort_pods.is_empty() {
+                    w.push(put(key(COHORT_PODS, &e.record.id), &e.cohort_pods)?);
+                }
                 w.push(put(key(RECORD, &e.record.id), &e.record)?);
             }
         }
     }
+    let old_cohorted: std::collections::BTreeSet<&str> = before
+        .map(|b| {
+            b.breaks
+                .entries
+                .iter()
+                .filter(|e| !e.cohort_pods.is_empty())
+                .map(|e| e.record.id.as_str())
+                .collect()
+        })
+        .unwrap_or_default();
     for id in old_records.keys() {
         if !after.breaks.entries.iter().any(|e| e.record.id == *id) {
             w.push(Write::Delete(key(RECORD, id)));
             w.push(Write::Delete(key(POD, id)));
+            if old_cohorted.contains(id) {
+                w.push(Write::Delete(key(COHORT_PODS, id)));
+            }
         }
     }
     let old_pending: BTreeMap<&str, &Pending> = before
@@ -166,6 +193,7 @@ pub fn load<'a>(
     let mut head: Option<Header> = None;
     let mut records: Vec<BreakRecord> = Vec::new();
     let mut pods: BTreeMap<String, Pod> = BTreeMap::new();
+    let mut cohort_pods: BTreeMap<String, BTreeMap<String, Pod>> = BTreeMap::new();
     let mut pending: Vec<Pending> = Vec::new();
     for (k, v) in keys {
         if k == HEADER {
@@ -174,6 +202,8 @@ pub fn load<'a>(
             records.push(serde_json::from_str(v)?);
         } else if let Some(id) = k.strip_prefix(POD) {
             pods.insert(id.to_string(), serde_json::from_str(v)?);
+        } else if let Some(id) = k.strip_prefix(COHORT_PODS) {
+            cohort_pods.insert(id.to_string(), serde_json::from_str(v)?);
         } else if k.starts_with(PENDING) {
             pending.push(serde_json::from_str(v)?);
         }
@@ -185,7 +215,12 @@ pub fn load<'a>(
         .into_iter()
         .filter_map(|record| {
             let pod = pods.remove(&record.id)?;
-            Some(BreakEntry { record, pod })
+            let cohort_pods = cohort_pods.remove(&record.id).unwrap_or_default();
+            Some(BreakEntry {
+                record,
+                pod,
+                cohort_pods,
+            })
         })
         .collect();
     entries.sort_by_key(|e| e.record.anchor_msn);
@@ -197,12 +232,15 @@ pub fn load<'a>(
             checked_through_msn: h.checked_through_msn,
             disc_base: h.disc_base,
             origin_mark: h.view_mark,
+            cohort_disc_base: h.cohort_disc_base,
         },
         pending,
         examined_msn: h.examined_msn,
         origin_mark: h.origin_mark,
         epoch: h.epoch,
         poller: h.poller,
+        cohorts: h.cohorts,
+        cohort_overflow: h.cohort_overflow,
     }))
 }
 
@@ -293,6 +331,7 @@ mod tests {
                         Input::Decided {
                             break_id: r.id.clone(),
                             pod,
+                            cohort_pods: Default::default(),
                         },
                         &p,
                         now,

@@ -14,6 +14,12 @@ pub use crate::net::{
     UrlRefused,
 };
 
+/// Viewer targeting (`targeting`): which dimensions split the audience
+/// into cohorts with pods of their own. Defined with its rules in
+/// [`crate::ads::targeting`] (below the control plane: the manifest worker
+/// and the channel machine read it too).
+pub use crate::ads::targeting::TargetingConfig;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum ModeSetting {
@@ -77,6 +83,11 @@ pub struct ChannelConfig {
     /// Tracking URLs a pod keeps, per ad and event kind and in all: each
     /// is one request per viewer (see `pod::TrackingLimits`).
     pub tracking_limits: crate::ads::pod::TrackingLimits,
+    /// Addressable breaks: the viewer dimensions that split the audience
+    /// into cohorts, each with its own pod per break (`keys`; empty = one
+    /// audience), how many cohorts at most, and the player key-values
+    /// (`ads.KEY`) passed to ad servers. See `ads::targeting`.
+    pub targeting: TargetingConfig,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -128,6 +139,7 @@ impl Default for ChannelConfig {
             active: true,
             cue_source: CueSource::Playlist,
             tracking_limits: crate::ads::pod::TrackingLimits::default(),
+            targeting: TargetingConfig::default(),
         }
     }
 }
@@ -234,6 +246,9 @@ impl ChannelConfig {
                     format!("must be 1..={TRACKING_URLS_PER_POD_CEILING}"),
                 );
             }
+        }
+        for (field, m) in self.targeting.problems() {
+            f(&field, m);
         }
         if !(-3..=10).contains(&self.sgai_announce_ahead_segments) {
             f("sgai_announce_ahead_segments", "must be -3..=10".into());
@@ -382,6 +397,41 @@ mod tests {
         }
         assert!(serde_json::from_str::<ChannelConfig>(
             r#"{"origin_url": "x", "tracking_limits": {"per_ad": 1}}"#
+        )
+        .is_err());
+    }
+
+    #[test]
+    fn targeting_defaults_and_validation() {
+        let c: ChannelConfig =
+            serde_json::from_str(r#"{"origin_url": "https://o.example/m.m3u8"}"#).unwrap();
+        assert_eq!(c.targeting, TargetingConfig::default());
+        assert_eq!(c.targeting.max_cohorts, 32);
+        assert!(c.targeting.keys.is_empty() && c.targeting.params.is_empty());
+        let c: ChannelConfig = serde_json::from_str(
+            r#"{"origin_url": "https://o.example/m.m3u8",
+                "targeting": {"keys": ["geo", "ads.genre"], "params": ["genre"]}}"#,
+        )
+        .unwrap();
+        assert!(c.validate(false).is_empty(), "{:?}", c.validate(false));
+        assert_eq!(c.targeting.max_cohorts, 32);
+        for (json, field) in [
+            (r#"{"keys": ["city"]}"#, "targeting.keys[0]"),
+            (r#"{"keys": ["ads.genre"]}"#, "targeting.keys[0]"),
+            (r#"{"params": ["Genre"]}"#, "targeting.params[0]"),
+            (r#"{"max_cohorts": 0}"#, "targeting.max_cohorts"),
+            (r#"{"max_cohorts": 257}"#, "targeting.max_cohorts"),
+        ] {
+            let c: ChannelConfig = serde_json::from_str(&format!(
+                r#"{{"origin_url": "https://o.example/m.m3u8", "targeting": {json}}}"#
+            ))
+            .unwrap();
+            let e = c.validate(false);
+            assert_eq!(e.len(), 1, "{json}: {e:?}");
+            assert_eq!(e[0].field, field);
+        }
+        assert!(serde_json::from_str::<ChannelConfig>(
+            r#"{"origin_url": "x", "targeting": {"cohorts": 1}}"#
         )
         .is_err());
     }

@@ -202,6 +202,42 @@ pub fn record_pod(b: &mut Batch, avail_ms: u64, pod: &Pod) {
     }
 }
 
+/// Cohorts named by their id in the per-cohort series of a break; the
+/// rest of a break's cohorts are summed as `other` (the series stay few
+/// whatever `max_cohorts` is).
+pub const COHORT_LABELS: usize = 8;
+
+/// One break's cohort decisions: how many cohorts it had
+/// (`break_cohorts_total` over `avails_total` is the mean), and per cohort
+/// (the first [`COHORT_LABELS`] by id, then `other`) its ad-server calls,
+/// avail and fill, so fill rate splits by cohort.
+pub fn record_cohort_pods<'a>(
+    b: &mut Batch,
+    avail_ms: u64,
+    pods: impl IntoIterator<Item = (&'a str, Option<&'a Pod>)>,
+) {
+    let mut n = 0usize;
+    for (i, (cohort, pod)) in pods.into_iter().enumerate() {
+        n = n.saturating_add(1);
+        let label = if i < COHORT_LABELS { cohort } else { "other" };
+        let l = [("cohort", label)];
+        b.add("cohort_decisions_total", &l, 1.0);
+        b.add("cohort_avail_ms_total", &l, avail_ms as f64);
+        match pod {
+            Some(pod) => {
+                let ads: f64 = pod.items.iter().map(|i| i.duration_s * 1000.0).sum();
+                b.add(
+                    "cohort_filled_ms_total",
+                    &l,
+                    ads.min(avail_ms as f64).max(0.0),
+                );
+            }
+            None => b.add("cohort_decision_failures_total", &l, 1.0),
+        }
+    }
+    b.add("break_cohorts_total", &[], n as f64);
+}
+
 /// One stored bucket: its start (epoch ms), series key and sum.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {

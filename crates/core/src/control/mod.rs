@@ -2,6 +2,7 @@
 //! and tokens, signed playback sessions, operator metrics, and the rules for
 //! serving stored media. The top layer: it may use every layer below.
 
+pub mod audience;
 pub mod auth;
 pub mod config;
 pub mod cue;

@@ -29,7 +29,7 @@
 use crate::channel::sequencer::{self, OriginWindow};
 use crate::channel::Input;
 use crate::hls::media::MediaPlaylist;
-use crate::model::{self, BreakEntry, ChannelBreaks, ChannelView, Pod};
+use crate::model::{self, BreakEntry, BreakRecord, ChannelBreaks, ChannelView, Pod};
 use crate::scte35::cues::CueEvent;
 use crate::splice::{
     splice_media, EntryRef, Mode, SpliceInput, SpliceOutput, SpliceSettings, Variant,
@@ -146,6 +146,11 @@ impl Source {
 /// query is never asked twice within one request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DoQuery {
+    /// The audience cohort the answer is for ("" the default): the DO
+    /// answers with its pods and its discontinuity count
+    /// (`ChannelBreaks::for_cohort`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cohort: String,
     pub events: Vec<CueEvent>,
     pub cadence_ms: u64,
     /// The window's last MSN when the caller examined every cue in it.
@@ -171,13 +176,36 @@ impl DoQuery {
 pub enum Need {
     /// The channel's KV view ([`Reads::view`]).
     View,
-    /// These breaks' pods from KV ([`Reads::pods`]).
-    Pods(Vec<String>),
+    /// These pods from KV ([`Reads::pods`]).
+    Pods(Vec<PodKey>),
     /// This location's copy of the DO's answer ([`Reads::cached_answer`]).
     CachedAnswer,
     /// Ask the Channel DO ([`Reads::do_answers`]); cache its answer at the
     /// location for [`DO_ANSWER_TTL_S`].
     Do(DoQuery),
+}
+
+/// A pod in KV: a break's default pod, or one cohort's.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PodKey {
+    pub break_id: String,
+    /// "" for the break's default pod.
+    pub cohort: String,
+}
+
+impl PodKey {
+    /// The pod cohort `c` is served for `r`: its own when the record
+    /// names it, else the default.
+    pub fn of(r: &BreakRecord, c: &str) -> PodKey {
+        PodKey {
+            break_id: r.id.clone(),
+            cohort: if r.has_cohort(c) {
+                c.to_string()
+            } else {
+                String::new()
+            },
+        }
+    }
 }
 
 /// What the driver has read for one request. `None`: not read yet;
@@ -187,7 +215,7 @@ pub struct Reads {
     pub view: Option<Option<ChannelView>>,
     /// Shared with the driver's pod cache: a pod is decoded once per
     /// isolate and never copied per request.
-    pub pods: BTreeMap<String, Option<Rc<Pod>>>,
+    pub pods: BTreeMap<PodKey, Option<Rc<Pod>>>,
     pub cached_answer: Option<Option<ChannelBreaks>>,
     /// Each DO query asked, with its answer (`None`: the DO failed).
     pub do_answers: Vec<(DoQuery, Option<ChannelBreaks>)>,
@@ -231,6 +259,9 @@ pub struct MediaRequest<'a> {
     pub examined: bool,
     /// SGAI: breaks announced this many segments ahead of the window.
     pub ahead: u64,
+    /// The viewer's audience cohort ("" the default), from its verified
+    /// session.
+    pub cohort: &'a str,
     pub playlist_url: &'a url::Url,
     pub variant: &'a Variant,
     pub mode: Mode,
@@ -249,6 +280,7 @@ impl MediaRequest<'_> {
     pub fn do_query(&self) -> DoQuery {
         let window = OriginWindow::of(self.m);
         DoQuery {
+            cohort: self.cohort.to_string(),
             events: self.events.to_vec(),
             cadence_ms: self.cadence_ms,
             checked_through_msn: window
@@ -268,20 +300,29 @@ pub fn breaks<'r>(req: &MediaRequest<'_>, reads: &'r Reads) -> Step<Breaks<'r>> 
         return Step::Need(Need::View);
     };
     if let Some(v) = view.as_ref().filter(|v| view_serves(v, req.events, &w)) {
-        let (needed, disc_base) = v.needed(w.first_msn, w.last_msn, req.ahead);
-        let unread: Vec<String> = needed
+        let (needed, disc_base) = v.needed_for(w.first_msn, w.last_msn, req.ahead, req.cohort);
+        let keys: Vec<PodKey> = needed
             .iter()
-            .filter(|r| !reads.pods.contains_key(&r.id))
-            .map(|r| r.id.clone())
+            .map(|(r, _)| PodKey::of(r, req.cohort))
+            .collect();
+        let unread: Vec<PodKey> = keys
+            .iter()
+            .filter(|k| !reads.pods.contains_key(k))
+            .cloned()
             .collect();
         if !unread.is_empty() {
             return Step::Need(Need::Pods(unread));
         }
         let entries: Option<Vec<EntryRef<'r>>> = needed
             .into_iter()
-            .map(|record| {
-                let pod = reads.pods.get(&record.id)?.as_deref()?;
-                Some(EntryRef { record, pod })
+            .zip(&keys)
+            .map(|((record, disc_before), key)| {
+                let pod = reads.pods.get(key)?.as_deref()?;
+                Some(EntryRef {
+                    record,
+                    pod,
+                    disc_before,
+                })
             })
             .collect();
         // A pod not visible at this location yet: the DO has it.
@@ -300,10 +341,12 @@ pub fn breaks<'r>(req: &MediaRequest<'_>, reads: &'r Reads) -> Step<Breaks<'r>> 
         return Step::Done(from_answer(b, Source::CachedAnswer));
     }
     // An answer the DO gave this request for another query (the in-band
-    // watermark's) is fresher than any cached copy.
+    // watermark's) is fresher than any cached copy, when it is for this
+    // audience.
     if let Some(b) = reads
         .do_answers
         .iter()
+        .filter(|(q, _)| q.cohort == req.cohort)
         .filter_map(|(_, a)| a.as_ref())
         .find(|b| answer_serves(b, req, &w))
     {
@@ -438,6 +481,7 @@ pub fn inband_watermark(
         return Step::Done(Some(b.checked_through_msn));
     }
     let q = DoQuery {
+        cohort: String::new(),
         events: Vec::new(),
         cadence_ms,
         checked_through_msn: None,

@@ -48,6 +48,11 @@ pub struct Variant {
 pub struct EntryRef<'a> {
     pub record: &'a BreakRecord,
     pub pod: &'a Pod,
+    /// The running discontinuity count before this break as its audience
+    /// is served (the record's own for the default audience; a cohort
+    /// whose pods inserted other counts has its own:
+    /// `ChannelView::needed_for`).
+    pub disc_before: u64,
 }
 
 impl<'a> From<&'a BreakEntry> for EntryRef<'a> {
@@ -55,6 +60,7 @@ impl<'a> From<&'a BreakEntry> for EntryRef<'a> {
         EntryRef {
             record: &e.record,
             pod: &e.pod,
+            disc_before: e.record.disc_before,
         }
     }
 }
@@ -90,6 +96,9 @@ pub struct SpliceSettings {
     pub ad_proxy_prefix: Option<String>,
     /// The viewer session (from the master playlist's `sid`).
     pub session: Option<String>,
+    /// The viewer's cohort as asset-list URLs carry it (`c=`, signed:
+    /// `control::audience`); `None` for the default audience.
+    pub cohort_param: Option<String>,
     /// A WebVTT file without cues: the subtitle segments of an ad that has
     /// no subtitles.
     pub blank_subtitles_uri: String,
@@ -113,6 +122,7 @@ impl Default for SpliceSettings {
             ad_dateranges: true,
             ad_proxy_prefix: None,
             session: None,
+            cohort_param: None,
             blank_subtitles_uri: BLANK_SUBTITLES_PATH.into(),
         }
     }
@@ -403,7 +413,7 @@ fn inserted_before(plans: &[Plan<'_>], first_msn: u64, disc_base: u64) -> u64 {
     let base = plans
         .iter()
         .min_by_key(|p| p.entry.record.anchor_msn)
-        .map_or(disc_base, |p| p.entry.record.disc_before);
+        .map_or(disc_base, |p| p.entry.disc_before);
     plans
         .iter()
         .map(|p| {
@@ -1066,6 +1076,10 @@ pub fn interstitial_tag(
     let mut sep = '?';
     if let (Some(_), Some(sid)) = (&s.ad_proxy_prefix, &s.session) {
         let _ = write!(t, "?sid={}", attr_safe(sid));
+        sep = '&';
+    }
+    if let Some(c) = &s.cohort_param {
+        let _ = write!(t, "{sep}c={}", attr_safe(c));
         sep = '&';
     }
     if demuxed {
