@@ -14,5 +14,9 @@ for h in 1 24; do
   target/release/bench-inputs "$h" "$out/$h" > "$out/$h.meta"
   mv "$out/$h.meta" "$out/$h/meta.json"
 done
-node tests/bench/wasm-pipeline.mjs target/wasm32-unknown-unknown/release/bench_wasm.wasm "$out/1" "$out/24"
+# The same hour with 8 audience cohorts (addressable breaks), served as
+# one cohort's viewer; last, so the per-part table is for it.
+target/release/bench-inputs 1 "$out/1c" 8 > "$out/1c.meta"
+mv "$out/1c.meta" "$out/1c/meta.json"
+node tests/bench/wasm-pipeline.mjs target/wasm32-unknown-unknown/release/bench_wasm.wasm "$out/1" "$out/24" "$out/1c"
 rm -rf "$out"

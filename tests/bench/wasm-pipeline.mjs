@@ -4,12 +4,12 @@
 // view vouches → the breaks the window needs → splice and render.
 //
 // node tests/bench/wasm-pipeline.mjs WASM DIR... (each DIR from bench-inputs)
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 
 const [wasmPath, ...dirs] = process.argv.slice(2);
 const { instance } = await WebAssembly.instantiate(readFileSync(wasmPath), {});
-const { memory, alloc, run_new, run_old, run_part } = instance.exports;
+const { memory, alloc, run_new, run_old, run_part, set_cohort } = instance.exports;
 
 function put(text) {
   const bytes = Buffer.from(text, "utf8");
@@ -37,22 +37,29 @@ console.log("|---|---|---|---|---|");
 for (const dir of dirs) {
   const r = (f) => readFileSync(join(dir, f), "utf8");
   const meta = JSON.parse(r("meta.json"));
+  // A cohort's viewer (its pods, its discontinuity count), or the default.
+  set_cohort(...put(existsSync(join(dir, "cohort.txt")) ? r("cohort.txt") : ""));
   const view = put(r("view.json"));
   const pod = put(r("pod.json"));
   const origin = put(r("origin.m3u8"));
   const full = put(r("full.json"));
   const usNew = time((n) => run_new(view[0], view[1], pod[0], pod[1], origin[0], origin[1], n), 2000);
   const usOld = time((n) => run_old(full[0], full[1], origin[0], origin[1], n), 50);
-  console.log(`| ${meta.hours} h (${meta.breaks_registered} breaks) | ${meta.view_bytes} + ${meta.pod_bytes} | ${usNew.toFixed(1)} | ${usOld.toFixed(0)} | ${meta.old_bytes} |`);
+  const who = meta.cohorts ? `, ${meta.cohorts} cohorts, one cohort's viewer` : "";
+  console.log(`| ${meta.hours} h (${meta.breaks_registered} breaks${who}) | ${meta.view_bytes} + ${meta.pod_bytes} | ${usNew.toFixed(1)} | ${usOld.toFixed(0)} | ${meta.old_bytes} |`);
 }
 
 // Where the time goes, on the last history: each KV value's decoding, and
 // the request with both already decoded (a warm isolate's pod cache).
-{
-  const dir = dirs[dirs.length - 1];
+// (For the last two histories: 24 h, and with cohorts when given.)
+for (const dir of dirs.slice(-2)) {
   const r = (f) => readFileSync(join(dir, f), "utf8");
   const [view, pod, origin] = [put(r("view.json")), put(r("pod.json")), put(r("origin.m3u8"))];
+  set_cohort(...put(existsSync(join(dir, "cohort.txt")) ? r("cohort.txt") : ""));
   const part = (k) => time((n) => run_part(view[0], view[1], pod[0], pod[1], origin[0], origin[1], n, k), 2000);
+  const meta = JSON.parse(r("meta.json"));
+  console.log("");
+  console.log(`${meta.hours} h${meta.cohorts ? `, ${meta.cohorts} cohorts, one cohort's viewer` : ""}:`);
   console.log("");
   console.log("| part of one request | µs |");
   console.log("|---|---|");

@@ -50,7 +50,7 @@ test("a session's pod fires each beacon exactly once, with IAB headers, despite 
   const UA = "cf-ssai-beacon-test/1.0";
   const master = (await http(`${s.base}/${ORG}/tracked/master.m3u8`)).text();
   const variant = master.split("\n").find((l) => l.startsWith(`/${ORG}/tracked/v360/`));
-  assert.ok(variant && /sid=s1-[0-9a-f-]+/.test(variant), master);
+  assert.ok(variant && /sid=s2-[0-9a-z-]+/.test(variant), master);
   const fetched = new Map();
   let sawAds = false;
   const end = Date.now() + 75_000;
@@ -115,7 +115,7 @@ test("SGAI: the session rides from X-ASSET-LIST to the asset playlists we serve;
   assert.equal(cue.status, 201, cue.text());
   const master = (await http(`${s.base}/${ORG}/tracked-sgai/master.m3u8?mode=sgai`)).text();
   const variant = master.split("\n").find((l) => l.startsWith(`/${ORG}/tracked-sgai/v360/`));
-  const sid = variant.match(/sid=(s1-[0-9a-f-]+)/)[1];
+  const sid = variant.match(/sid=(s2-[0-9a-z-]+)/)[1];
   let list;
   for (let i = 0; i < 30 && !list; i++) {
     const pl = (await http(s.base + variant)).text();

@@ -133,7 +133,7 @@ test("live rules hold across reloads, variants and a late joiner; ads and inters
 test("master playlists come back through us, every attribute kept", async () => {
   const r = await get(`/${ORG}/news/master.m3u8?mode=sgai`);
   assert.equal(r.status, 200);
-  assert.match(r.text, /#EXT-X-STREAM-INF:BANDWIDTH=900000,CODECS="avc1.42c01e,mp4a.40.2",RESOLUTION=640x360\n\/demo\/news\/v360\/index.m3u8\?bw=900000&codecs=[^&]+&mode=sgai&sid=s1-[0-9a-f-]+/);
+  assert.match(r.text, /#EXT-X-STREAM-INF:BANDWIDTH=900000,CODECS="avc1.42c01e,mp4a.40.2",RESOLUTION=640x360\n\/demo\/news\/v360\/index.m3u8\?bw=900000&codecs=[^&]+&mode=sgai&sid=s2-[0-9a-z-]+/);
 });
 
 test("origin down → 502, then recovery; ads failing → content", async () => {

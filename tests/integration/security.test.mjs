@@ -240,7 +240,7 @@ test("sessions: forged, wrong-key, expired and foreign sids fire nothing; beacon
   assert.equal(cue.status, 201, cue.text());
   const master = (await http(`${s.base}/${ORG}/tracked/master.m3u8?sid=forged-by-client`)).text();
   const variant = master.split("\n").find((l) => l.startsWith(`/${ORG}/tracked/v360/`));
-  const sid = (variant.match(/sid=(s1-[0-9a-f-]+)/) || [])[1];
+  const sid = (variant.match(/sid=(s2-[0-9a-z-]+)/) || [])[1];
   assert.ok(sid, `the master mints a signed session in place of the client's: ${variant}`);
   let adLine;
   for (let i = 0; i < 30 && !adLine; i++) {
@@ -356,7 +356,7 @@ test("playlist cache: no-cache headers, re-spelled or extra bw/codecs/k/sid valu
   assert.equal((await api(s.base, "PUT", `/api/orgs/${ORG}/channels/cacheproxy`, { ...cfg, proxy_ad_segments: true })).status, 200);
   const master = (await http(`${s.base}/${ORG}/cachetest/master.m3u8`)).text();
   const variant = master.split("\n").find((l) => l.startsWith(`/${ORG}/cachetest/v360/`));
-  assert.match(variant, /\?bw=900000&codecs=avc1[^&]*&mode=ssai&sid=s1-/);
+  assert.match(variant, /\?bw=900000&codecs=avc1[^&]*&mode=ssai&sid=s2-/);
   // A request that spliced (a cache miss) says where its breaks came from;
   // one served from the location's cache does not.
   const spliced = (r) => r.headers["x-cf-ssai-breaks"] !== undefined;

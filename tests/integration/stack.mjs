@@ -39,8 +39,11 @@ export function jwt(claims, secret = devVars().JWT_SECRET) {
 }
 
 /**
- * A viewer session token in the core's format (crates/core/src/control/session.rs):
- * `s1-{issued hex}-{nonce}-{HMAC-SHA-256 truncated to 128 bits}`.
+ * A viewer session token in the core's version-1 format
+ * (crates/core/src/control/session.rs): `s1-{issued hex}-{nonce}-{HMAC-SHA-256
+ * truncated to 128 bits}`. Still verified (the default audience, no
+ * targeting); master playlists now mint version 2, which also binds the
+ * viewer's cohort and targeting (`s2-{issued}-{nonce}-{cohort|0}-{td}-{mac}`).
  */
 export function sessionToken(channel, issuedS = Math.floor(Date.now() / 1000), secret = devVars().SESSION_SECRET) {
   const nonce = randomBytes(8).toString("hex");
@@ -175,7 +178,13 @@ export function channelConfig(originBase, dialect, extra = {}) {
  * Start origin + workers. Options: port, originPort, stateDir, media,
  * seed (true), ingest (true), echo, dialect (news channel), dialects (one
  * channel each), firstBreak/breakEvery/breakLen (segments), cadenceMs
- * (origin only), vars, tracking, lifetimeS.
+ * (origin only), vars, tracking, lifetimeS, extraAds ([{file, id}]: more
+ * library ads ingested from demo-media/src).
+ *
+ * The manifest worker trusts the `CF-IPCountry` request header for the
+ * viewer's country (`TRUSTED_GEO_HEADER`; deployed, it reads Cloudflare's
+ * own `request.cf.country`), so tests and the dev stack can play viewers
+ * from any country; `vars` may override it.
  */
 export async function startStack(opts = {}) {
   let port = opts.port ?? (await freePort());
@@ -203,7 +212,7 @@ export async function startStack(opts = {}) {
   const startRuntime = async () => spawnGroup(join(BIN, "wrangler"), [
     "dev", "-c", "wrangler-manifest.toml", "-c", "wrangler-decision.toml", "-c", "wrangler-scte35-monitor.toml", "-c", "wrangler-beacon.toml",
     "--ip", "127.0.0.1", "--port", String(port), "--persist-to", stateDir, "--inspector-port", String(await freePort()),
-    ...Object.entries(opts.vars ?? {}).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
+    ...Object.entries({ TRUSTED_GEO_HEADER: "CF-IPCountry", ...(opts.vars ?? {}) }).flatMap(([k, v]) => ["--var", `${k}:${v}`]),
   ], { echo: opts.echo });
   // A port found free can be taken before workerd binds it (another
   // process's ephemeral port): start again on fresh ports, up to 3 times.
@@ -305,6 +314,7 @@ export async function seed(stack, opts = {}) {
     ing("ad1.mp4", "ad1", ["--tracking", JSON.stringify(tracking.ad1 ?? {})]);
     ing("ad2.mp4", "ad2", ["--tracking", JSON.stringify(tracking.ad2 ?? {})]);
     ing("slate.mp4", "slate", ["--slate"]);
+    for (const a of opts.extraAds ?? []) ing(a.file, a.id);
   }
   const dialects = opts.dialects ?? ["cue-out", "daterange", "oatcls", "scte35-tag", "splicepoint"];
   must(await api(base, "PUT", `/api/orgs/${ORG}/channels/news`, channelConfig(originBase, opts.dialect ?? "cue-out", { mode: "auto" })), "news");
@@ -361,6 +371,9 @@ cf-ssai is running (all four workers in wrangler dev, live origin on ${stack.ori
          -H 'Content-Type: application/json' -d '{"channel":"${ORG}/news","type":"start","duration":30}'
 
   (a JWT works too: ${token.slice(0, 24)}... ; mint one with target/release/cf-ssai token)
+  Viewer country (channels with targeting keys): this stack trusts the
+  CF-IPCountry request header (TRUSTED_GEO_HEADER), e.g.
+    curl -H 'CF-IPCountry: DE' ${b}/${ORG}/news/master.m3u8
   A creative conditioner runs too: VAST creatives without conditioned media
   are transcoded on first sight (GET ${b}/api/orgs/${ORG}/conditioning/jobs).
   Origin breaks come every ${(40 * CADENCE_MS) / 1000}s (SCTE-35 as EXT-X-CUE-OUT). Ctrl-C stops everything.

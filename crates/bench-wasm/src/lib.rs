@@ -22,12 +22,31 @@ use std::rc::Rc;
 
 const CADENCE_MS: u64 = 1920;
 
+thread_local! {
+    /// The audience cohort requests are served as (`set_cohort`).
+    static COHORT: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Serve the following requests as a viewer of this cohort ("" the
+/// default audience).
+#[no_mangle]
+pub extern "C" fn set_cohort(ptr: *const u8, len: usize) {
+    let c = slice(ptr, len).to_string();
+    COHORT.with(|x| *x.borrow_mut() = c);
+}
+
 /// The request the manifest worker builds for a demo-rate channel's 360p
 /// variant, and the core's edge driven as the worker drives it
 /// (`splice::edge::playlist`), each read answered by `read` (KV values
 /// decoded): the output's length, 0 when the reads cannot serve the window
 /// without the DO (which the inputs are made to avoid).
+/// The cohort requests are served as.
+fn cohort() -> String {
+    COHORT.with(|c| c.borrow().clone())
+}
+
 fn serve(origin: &str, read: impl Fn(&Need, &mut Reads) -> bool) -> usize {
+    let cohort = cohort();
     let Ok(url) = url::Url::parse("https://origin.example/live/news/v360/index.m3u8") else {
         return 0;
     };
@@ -51,7 +70,7 @@ fn serve(origin: &str, read: impl Fn(&Need, &mut Reads) -> bool) -> usize {
         cadence_ms: CADENCE_MS,
         examined: true,
         ahead: 0,
-        cohort: "",
+        cohort: &cohort,
         playlist_url: &url,
         variant: &variant,
         mode: Mode::Ssai,
@@ -105,7 +124,7 @@ pub fn request(view_json: &str, pod_json: &str, origin: &str) -> usize {
 pub fn request_bin(view: &[u8], pod: &[u8], origin: &str) -> usize {
     from_kv(
         origin,
-        || wire::decode_view(view).ok(),
+        || wire::decode_view_as(view, Some(&cohort())).ok(),
         || wire::decode_pod(pod).ok().map(Rc::new),
     )
 }
@@ -230,12 +249,16 @@ pub extern "C" fn run_part(
     let mut n = 0;
     for _ in 0..iters {
         n = match part {
-            3 => wire::decode_view(&vb).map_or(0, |x| x.entries.len() + 1),
+            3 => wire::decode_view_as(&vb, Some(&cohort())).map_or(0, |x| x.entries.len() + 1),
             4 => wire::decode_pod(&pb).map_or(0, |x| x.items.len() + 1),
             5 => request_bin(&vb, &pb, o),
             // A warm isolate: the binary view decoded, the pod from the
             // isolate's cache (shared, not copied), as the worker does.
-            8 => from_kv(o, || wire::decode_view(&vb).ok(), || Some(Rc::clone(&pod))),
+            8 => from_kv(
+                o,
+                || wire::decode_view_as(&vb, Some(&cohort())).ok(),
+                || Some(Rc::clone(&pod)),
+            ),
             0 => serde_json::from_str::<ChannelView>(v).map_or(0, |x| x.entries.len() + 1),
             1 => serde_json::from_str::<Pod>(p).map_or(0, |x| x.items.len() + 1),
             _ => from_kv(o, || Some(view.clone()), || Some(Rc::clone(&pod))),

@@ -152,6 +152,62 @@ fn benches(c: &mut Criterion) {
         })
     });
 
+    // What a join adds to the master rewrite with targeting on: the
+    // viewer from the request (a TCF string, a CTV user agent, two
+    // key-values), its cohort, the encoded `tg`, the signed session.
+    let cfg = cf_ssai_core::ads::targeting::TargetingConfig {
+        keys: vec![
+            "geo".into(),
+            "consent".into(),
+            "device".into(),
+            "ads.tier".into(),
+        ],
+        max_cohorts: 32,
+        params: vec!["tier".into(), "genre".into()],
+    };
+    let query: Vec<(String, String)> = [
+        ("gdpr", "1"),
+        (
+            "gdpr_consent",
+            "CPXxRfAPXxRfAAfKABENB-CgAP_AAH_AAAqIHWtf_X_fb39j-_59_9t0eY1f9_63t-wzjgeNs-8NyZ_X_J4Xr2MyvB34pqYKmR4EulLBAQdlHGHcTQgAwIkVqTLsYk2MizNKJ7LEilMbM2dYGG9vn8XTuZCYr_Ovv_v39v7_3____________________________",
+        ),
+        ("ads.tier", "premium"),
+        ("ads.genre", "news"),
+        ("mode", "ssai"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let secret = b"0123456789abcdef0123456789abcdef";
+    c.bench_function("join/targeting_cohort_tg_session", |b| {
+        b.iter(|| {
+            let v = cf_ssai_core::ads::targeting::from_request(
+                &cf_ssai_core::ads::targeting::RequestFacts {
+                    country: Some("DE"),
+                    region: None,
+                    user_agent: Some(
+                        "Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/4.0 Chrome/76.0.3809.146 TV Safari/537.36",
+                    ),
+                    device_user_agent: None,
+                    query: black_box(&query),
+                },
+                &cfg,
+            );
+            let tg = cf_ssai_core::ads::targeting::encode(&v);
+            cf_ssai_core::control::session::mint(
+                secret,
+                "demo/news",
+                1_800_000_000,
+                [7; 8],
+                &cf_ssai_core::control::session::Binding {
+                    cohort: &v.cohort,
+                    targeting: &tg,
+                },
+            )
+            .map(|s| s.len() + tg.len())
+        })
+    });
+
     // Splice of a 6-segment live variant with one active 30 s break.
     let ch = SimChannel {
         window: 6,

@@ -64,8 +64,9 @@ pub fn viewer(req: &Request, env: &Env, ch: &StoredChannel) -> Result<Viewer> {
 
 /// The audience a media request is served as.
 pub enum Audience {
-    /// The cohort ("" the default).
-    Viewer { cohort: String },
+    /// The cohort ("" the default); `verified`: the request carries a
+    /// session (and targeting) we signed.
+    Viewer { cohort: String, verified: bool },
     /// A session that does not verify on a channel that targets: refused
     /// (else anyone could pick another cohort's ads by editing a URL).
     Forged,
@@ -83,6 +84,7 @@ pub fn of_request(url: &Url, env: &Env, ch: &StoredChannel) -> Audience {
     let Some(sid) = q("sid") else {
         return Audience::Viewer {
             cohort: String::new(),
+            verified: false,
         };
     };
     let tg = q("tg").unwrap_or_default();
@@ -90,10 +92,12 @@ pub fn of_request(url: &Url, env: &Env, ch: &StoredChannel) -> Audience {
         Some(s) => Audience::Viewer {
             // A cohort of a channel that no longer targets is the default.
             cohort: if targets { s.cohort } else { String::new() },
+            verified: true,
         },
         None if targets => Audience::Forged,
         None => Audience::Viewer {
             cohort: String::new(),
+            verified: false,
         },
     }
 }
@@ -198,4 +202,28 @@ pub async fn report_from(env: &Env, ch: &StoredChannel, url: &Url, cohort: &str)
         v.cohort = cohort.to_string();
         send(env, ch, &v).await;
     }
+}
+
+/// A request's verified session and the targeting it was minted with
+/// (`sid`, `tg`), with the viewer that targeting names.
+pub fn session_viewer(
+    url: &Url,
+    env: &Env,
+    ch: &StoredChannel,
+) -> Option<(String, String, Viewer)> {
+    let q = |k: &str| {
+        url.query_pairs()
+            .find(|(a, _)| a == k)
+            .map(|(_, v)| v.into_owned())
+    };
+    let sid = q("sid")?;
+    let tg = q("tg").unwrap_or_default();
+    let s = verify(env, ch, &sid).filter(|s| s.binds(&tg))?;
+    let mut v = if tg.is_empty() {
+        Viewer::default()
+    } else {
+        targeting::decode(&tg).ok()?
+    };
+    v.cohort = s.cohort;
+    Some((sid, tg, v))
 }

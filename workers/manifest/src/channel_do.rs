@@ -1001,7 +1001,19 @@ async fn decide_cohort(env: Env, c: ChannelRef, r: BreakRecord, v: Viewer) -> Op
 
 /// One decision for a break, from the decision service; slate-only (an
 /// empty slate keeps the content) when it fails or times out.
-async fn decide(env: Env, c: ChannelRef, r: BreakRecord, viewer: Viewer) -> Pod {
+pub(crate) async fn decide(env: Env, c: ChannelRef, r: BreakRecord, viewer: Viewer) -> Pod {
+    decide_within(env, c, r, viewer, DECISION_DEADLINE_MS).await
+}
+
+/// [`decide`] with the caller's deadline (an asset list's per-viewer
+/// decision cannot wait as long as the sequencer).
+pub(crate) async fn decide_within(
+    env: Env,
+    c: ChannelRef,
+    r: BreakRecord,
+    viewer: Viewer,
+    deadline_ms: u64,
+) -> Pod {
     use cf_ssai_core::ads::reason::Reason;
     use cf_ssai_core::ads::request::{BreakKind, DecisionRequest};
     let cohort = viewer.cohort.clone();
@@ -1030,7 +1042,7 @@ async fn decide(env: Env, c: ChannelRef, r: BreakRecord, viewer: Viewer) -> Pod 
             "https://decision/decision",
             Method::Post,
             Some(body),
-            DECISION_DEADLINE_MS,
+            deadline_ms,
         )
         .await?;
         if resp.status_code() != 200 {

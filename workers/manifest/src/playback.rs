@@ -2,7 +2,7 @@
 //! DO) → splice. Stateless; every failure about ads serves the content.
 
 use crate::audience::{self, Audience};
-use cf_ssai_core::control::config::choose_mode;
+use cf_ssai_core::control::config::{choose_mode, SgaiDecision};
 use cf_ssai_core::control::session;
 use cf_ssai_core::hls::{self, media};
 use cf_ssai_core::model::{BreakEntry, ChannelBreaks, ChannelView, Pod};
@@ -201,15 +201,28 @@ async fn playlist_with(
     // The viewer's cohort (from its signed session): the cache key and
     // the pods; a session that does not verify on a channel that targets
     // is refused once the playlist is known to be a media playlist.
-    let (cohort, forged) = match audience::of_request(&a.url, env, ch) {
-        Audience::Viewer { cohort, .. } => (cohort, false),
-        Audience::Forged => (String::new(), true),
+    let (cohort, verified, forged) = match audience::of_request(&a.url, env, ch) {
+        Audience::Viewer { cohort, verified } => (cohort, verified, false),
+        Audience::Forged => (String::new(), false, true),
     };
+    // A per-viewer SGAI decision: the viewer's session and targeting ride
+    // on the asset-list URLs, so the playlist is this viewer's own.
+    let per_viewer = (verified
+        && a.mode == Mode::Sgai
+        && cfg.sgai_decision == SgaiDecision::PerViewer)
+        .then(|| {
+            let q = |k: &str| a.q(k).unwrap_or_default();
+            let enc = |s: String| -> String {
+                url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+            };
+            format!("sid={}&tg={}", enc(q("sid")), enc(q("tg")))
+        });
     let master_path = rest.ends_with("master.m3u8");
     if !master_path && !forged {
         audience::report_from(env, ch, &a.url, &cohort).await;
     }
-    let shared = !(master_path || session.is_some() || forged) && cfg.cache_max_age_s > 0;
+    let shared = !(master_path || session.is_some() || forged || per_viewer.is_some())
+        && cfg.cache_max_age_s > 0;
     let shared_key =
         shared.then(|| shared_playlist_key(&base, ch, &a.playlist_id, a.mode, &a.variant, &cohort));
     // (A blocking reload never takes a cached playlist: it asked for a
@@ -244,6 +257,7 @@ async fn playlist_with(
     };
     let mut settings = splice_settings(ch, session);
     settings.cohort_param = audience::cohort_param(env, ch, &cohort);
+    settings.viewer_query = per_viewer;
     let mreq = edge::MediaRequest {
         origin: &text,
         m: &m,
@@ -509,7 +523,7 @@ async fn read(
     reads: &mut edge::Reads,
 ) {
     match need {
-        edge::Need::View => reads.view = Some(kv_view(env, ch).await),
+        edge::Need::View => reads.view = Some(kv_view(env, ch, cohort).await),
         edge::Need::Pods(keys) => {
             let got = futures::future::join_all(keys.iter().map(|k| splice_pod(env, ch, k))).await;
             reads.pods.extend(keys.into_iter().zip(got));
@@ -574,7 +588,8 @@ async fn ask_do(
 }
 
 /// The channel's published view as KV has it (possibly stale).
-async fn kv_view(env: &Env, ch: &ChannelRef) -> Option<ChannelView> {
+/// Decoded as `cohort` is served (only its facts kept: `wire::decode_view_as`).
+async fn kv_view(env: &Env, ch: &ChannelRef, cohort: &str) -> Option<ChannelView> {
     let bytes = env
         .kv(bindings::KV)
         .ok()?
@@ -583,7 +598,7 @@ async fn kv_view(env: &Env, ch: &ChannelRef) -> Option<ChannelView> {
         .await
         .ok()??;
     // Binary (`core::wire`), or JSON from an object not yet redeployed.
-    cf_ssai_core::wire::decode_view(&bytes).ok()
+    cf_ssai_core::wire::decode_view_as(&bytes, Some(cohort)).ok()
 }
 
 thread_local! {
@@ -699,15 +714,21 @@ pub async fn asset_list(
         .query_pairs()
         .find(|(k, _)| k == "_HLS_start_offset")
         .and_then(|(_, v)| v.parse::<f64>().ok());
-    let Some(entry) = find_entry(req, env, ch, break_id).await else {
+    let Some(mut entry) = find_entry(req, env, ch, break_id).await else {
         return error(404, format!("no break {break_id}"));
     };
+    let per_viewer = per_viewer_pod(req, env, ch, &mut entry).await;
     let prefix = format!("/{}/{}/ads/{}/", ch.org, ch.slug, break_id);
     // Server-side beacons: the session rides on to the ad playlists.
     let sid = counted_session(req, env, ch)?;
     // A demuxed primary's assets come in its shape (`sgai::ad_master`).
     let demuxed = demuxed_tracks(&url);
     let mut q: Vec<String> = sid.map(|s| format!("sid={s}")).into_iter().collect();
+    if let Some(sid) = &per_viewer {
+        // The ad playlists behind it read this viewer's pod.
+        let sid: String = url::form_urlencoded::byte_serialize(sid.as_bytes()).collect();
+        q.push(format!("pv={sid}"));
+    }
     if let Some(c) = url.query_pairs().find(|(k, _)| k == "c") {
         // The cohort's signed value, on to its ad playlists.
         let c: String = url::form_urlencoded::byte_serialize(c.1.as_bytes()).collect();
@@ -730,6 +751,47 @@ pub async fn asset_list(
     cors(req, &ch.config, r.headers_mut())?;
     r.headers_mut().set("Cache-Control", "max-age=2")?;
     Ok(r)
+}
+
+/// `sgai_decision: per_viewer`: ask the ad server for this viewer alone
+/// (its session's targeting: consent, IFA, key-values, all of it), within
+/// the channel's decision budget; on success the entry gets that pod, kept
+/// at the location for the ad routes behind the asset list (keyed by the
+/// session), and the session is returned. Otherwise the entry keeps the
+/// cohort's pod.
+async fn per_viewer_pod(
+    req: &Request,
+    env: &Env,
+    ch: &StoredChannel,
+    entry: &mut BreakEntry,
+) -> Option<String> {
+    if ch.config.sgai_decision != SgaiDecision::PerViewer {
+        return None;
+    }
+    let url = req.url().ok()?;
+    let (sid, _, viewer) = audience::session_viewer(&url, env, ch)?;
+    let chref = ChannelRef::new(&ch.org, &ch.slug);
+    let pod = crate::channel_do::decide_within(
+        env.clone(),
+        chref.clone(),
+        entry.record.clone(),
+        viewer,
+        ch.config.decision_timeout_ms.max(200),
+    )
+    .await;
+    worker_shared::count(env, &ch.org, "per_viewer_decisions", 1).await;
+    if pod.items.is_empty() {
+        return None;
+    }
+    entry.pod = pod;
+    let base = cache_base(req).ok()?;
+    cache_entry(&base, &chref, &per_viewer_key(&sid), entry).await;
+    Some(sid)
+}
+
+/// The entry-cache "cohort" of one session's per-viewer pods.
+fn per_viewer_key(sid: &str) -> String {
+    format!("pv-{sid}")
 }
 
 /// Did the interstitial (or asset list) ask for a demuxed primary's shape?
@@ -953,12 +1015,20 @@ pub async fn ad_master(
         .collect();
     let body = match (idx, sid) {
         // Counted: our media playlists, whose segments go through /ad/.
-        (Some(i), Some(sid)) => sgai::ad_master(&renditions, demuxed, |r| {
-            format!(
-                "/{}/{}/ads/{break_id}/{i}/{}.m3u8?sid={sid}",
-                ch.org, ch.slug, r.bandwidth
-            )
-        }),
+        (Some(i), Some(sid)) => {
+            let pv = per_viewer_session(req, env, ch)
+                .map(|s| {
+                    let s: String = url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
+                    format!("&pv={s}")
+                })
+                .unwrap_or_default();
+            sgai::ad_master(&renditions, demuxed, |r| {
+                format!(
+                    "/{}/{}/ads/{break_id}/{i}/{}.m3u8?sid={sid}{pv}",
+                    ch.org, ch.slug, r.bandwidth
+                )
+            })
+        }
         _ => sgai::ad_master(&renditions, demuxed, |r| r.playlist_url.clone()),
     };
     respond(req, &ch.config, body, 2)
@@ -1014,9 +1084,23 @@ async fn find_entry(
     if id.is_empty() || id.len() > 160 {
         return None;
     }
-    let cohort = request_cohort(req, env, ch);
     let chref = &ChannelRef::new(&ch.org, &ch.slug);
-    if let Some(record) = kv_view(env, chref).await.and_then(|v| v.find(id).cloned()) {
+    // A per-viewer pod this location decided for the session.
+    if let Some(sid) = per_viewer_session(req, env, ch) {
+        if let Ok(base) = cache_base(req) {
+            let key = entry_cache_url(&base, chref, &per_viewer_key(&sid), id);
+            if let Some(mut hit) = Cache::default().get(key, false).await.ok().flatten() {
+                if let Ok(e) = hit.json().await {
+                    return Some(e);
+                }
+            }
+        }
+    }
+    let cohort = request_cohort(req, env, ch);
+    if let Some(record) = kv_view(env, chref, &cohort)
+        .await
+        .and_then(|v| v.find(id).cloned())
+    {
         let key = edge::PodKey::of(&record, &cohort);
         if let Some(pod) = full_pod(env, chref, &key).await {
             return Some(BreakEntry {
@@ -1032,6 +1116,17 @@ async fn find_entry(
         .await
         .ok()??;
     hit.json().await.ok()
+}
+
+/// The session of an ad route's `pv=` (a per-viewer asset list's), when
+/// it verifies.
+fn per_viewer_session(req: &Request, env: &Env, ch: &StoredChannel) -> Option<String> {
+    let url = req.url().ok()?;
+    let pv = url
+        .query_pairs()
+        .find(|(k, _)| k == "pv")
+        .map(|(_, v)| v.into_owned())?;
+    audience::verify(env, ch, &pv).map(|_| pv)
 }
 
 /// The cohort an ad route serves: the asset list's signed `c=`, else the

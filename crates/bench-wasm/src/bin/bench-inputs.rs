@@ -11,7 +11,11 @@
 //! the per-key layout the object writes now and in the single-value
 //! layout before it (`scripts/do-storage.sh` prints them).
 //!
-//! `bench-inputs HOURS OUT_DIR`
+//! With COHORTS, that many audience cohorts watch the channel (reported
+//! every ten minutes), each break gets a pod per cohort (the same shape,
+//! its own URIs), and the request is one cohort's viewer's (`cohort.txt`).
+//!
+//! `bench-inputs HOURS OUT_DIR [COHORTS]`
 
 use cf_ssai_core::channel::sequencer::BreakPolicy;
 use cf_ssai_core::channel::{Channel, Effect, Input};
@@ -131,6 +135,9 @@ fn main() -> Result<(), String> {
     let hours: i64 = args.first().and_then(|h| h.parse().ok()).ok_or("HOURS")?;
     let out = std::path::PathBuf::from(args.get(1).ok_or("OUT_DIR")?);
     std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
+    let cohorts: Vec<String> = (0..args.get(2).and_then(|c| c.parse::<u32>().ok()).unwrap_or(0))
+        .map(|i| format!("{:08x}", 0xc0ff_ee00u32 + i))
+        .collect();
     let ch = SimChannel {
         cadence_ms: 1920,
         window: 6,
@@ -161,6 +168,15 @@ fn main() -> Result<(), String> {
         let origin = ch.media("low", now);
         let m = media::parse(&origin).map_err(|e| e.to_string())?;
         let det = cues::detect(&m, &SegmentationPolicy::default());
+        if msn % 300 == 1 {
+            for c in &cohorts {
+                let viewer = cf_ssai_core::ads::request::Viewer {
+                    cohort: c.clone(),
+                    ..Default::default()
+                };
+                new.handle(Input::CohortSeen { viewer }, &bounded, now);
+            }
+        }
         for (which, (machine, policy)) in [(&mut new, &bounded), (&mut old, &hour)]
             .into_iter()
             .enumerate()
@@ -173,10 +189,15 @@ fn main() -> Result<(), String> {
                 if let Effect::Decide(r) = &e {
                     let p = pod(&r.id);
                     pods.insert(r.id.clone(), p.clone());
+                    let cohort_pods = r
+                        .cohorts
+                        .iter()
+                        .map(|c| (c.clone(), cohort_pod(&p, c)))
+                        .collect();
                     let decided = Input::Decided {
                         break_id: r.id.clone(),
                         pod: p,
-                        cohort_pods: Default::default(),
+                        cohort_pods,
                     };
                     effects.extend(machine.handle(decided, policy, now).effects);
                 }
@@ -212,12 +233,20 @@ fn main() -> Result<(), String> {
     let view = new.view();
     let m = media::parse(&origin).map_err(|e| e.to_string())?;
     let first = m.segments.first().map_or(0, |s| s.msn);
-    let (needed, _) = view.needed(first, end_msn, 0);
-    let id = needed.first().ok_or("no break in the window")?.id.clone();
+    let cohort = cohorts.first().cloned().unwrap_or_default();
+    let (needed, _) = view.needed_for(first, end_msn, 0, &cohort);
+    let record = needed.first().ok_or("no break in the window")?.0;
+    let id = record.id.clone();
+    let served_pod = if record.has_cohort(&cohort) {
+        cohort_pod(&pods[&id], &cohort)
+    } else {
+        pods[&id].clone()
+    };
     let write =
         |name: &str, text: &str| std::fs::write(out.join(name), text).map_err(|e| e.to_string());
     let view_json = serde_json::to_string(&view).map_err(|e| e.to_string())?;
-    let pod_json = serde_json::to_string(&pods[&id]).map_err(|e| e.to_string())?;
+    let pod_json = serde_json::to_string(&served_pod).map_err(|e| e.to_string())?;
+    write("cohort.txt", &cohort)?;
     let full_json = serde_json::to_string(&old.breaks).map_err(|e| e.to_string())?;
     write("view.json", &view_json)?;
     write("pod.json", &pod_json)?;
@@ -226,10 +255,11 @@ fn main() -> Result<(), String> {
     let [n, o] = writes;
     let (after, before, header_max) = do_storage(&ch, hours);
     println!(
-        "{{\"kv_writes_per_hour\":[{},{}],\"kv_bytes_per_hour\":[{},{}],\"do_writes_per_hour\":[{},{}],\"do_bytes_per_hour\":[{},{}],\"do_storage_per_hour\":{{\"per_key\":{{\"writes\":{},\"bytes\":{},\"max_write\":{},\"max_header\":{header_max}}},\"single_value\":{{\"writes\":{},\"bytes\":{},\"max_write\":{}}}}},\"hours\":{hours},\"breaks_registered\":{},\"view_entries\":{},\"view_bytes\":{},\"pod_bytes\":{},\"old_entries\":{},\"old_bytes\":{}}}",
+        "{{\"kv_writes_per_hour\":[{},{}],\"kv_bytes_per_hour\":[{},{}],\"do_writes_per_hour\":[{},{}],\"do_bytes_per_hour\":[{},{}],\"do_storage_per_hour\":{{\"per_key\":{{\"writes\":{},\"bytes\":{},\"max_write\":{},\"max_header\":{header_max}}},\"single_value\":{{\"writes\":{},\"bytes\":{},\"max_write\":{}}}}},\"hours\":{hours},\"cohorts\":{},\"breaks_registered\":{},\"view_entries\":{},\"view_bytes\":{},\"pod_bytes\":{},\"old_entries\":{},\"old_bytes\":{}}}",
         n[0], o[0], n[1], o[1], n[2], o[2], n[3], o[3],
         after.writes, after.bytes, after.max_bytes,
         before.writes, before.bytes, before.max_bytes,
+        cohorts.len(),
         pods.len(),
         view.entries.len(),
         view_json.len(),
@@ -238,6 +268,20 @@ fn main() -> Result<(), String> {
         full_json.len(),
     );
     Ok(())
+}
+
+/// A cohort's pod of a break: the same shape, its own creatives' URIs.
+fn cohort_pod(p: &Pod, cohort: &str) -> Pod {
+    let mut p = p.clone();
+    for item in &mut p.items {
+        item.creative_id = format!("{cohort}-{}", item.creative_id);
+        for r in &mut item.renditions {
+            for s in &mut r.segments {
+                s.uri = s.uri.replace("/demo/ads/", &format!("/demo/ads/{cohort}/"));
+            }
+        }
+    }
+    p
 }
 
 /// The Channel DO's storage writes in the last of `hours`, driven as the

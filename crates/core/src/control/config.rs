@@ -88,6 +88,23 @@ pub struct ChannelConfig {
     /// audience), how many cohorts at most, and the player key-values
     /// (`ads.KEY`) passed to ad servers. See `ads::targeting`.
     pub targeting: TargetingConfig,
+    /// SGAI: whose ads an asset list serves. `cohort` (default): the
+    /// viewer's cohort's pod, decided once per break. `per_viewer`: the
+    /// ad server is asked for this viewer alone when the asset list is
+    /// fetched (within `decision_timeout_ms`; the cohort's pod when it
+    /// fails), as Google DAI does for SGAI. The SGAI playlists then carry
+    /// the viewer's session in their asset-list URLs, so they are per
+    /// viewer (not shared at the location).
+    pub sgai_decision: SgaiDecision,
+}
+
+/// See [`ChannelConfig::sgai_decision`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SgaiDecision {
+    #[default]
+    Cohort,
+    PerViewer,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -138,6 +155,7 @@ impl Default for ChannelConfig {
             allow_private_origin: false,
             active: true,
             cue_source: CueSource::Playlist,
+            sgai_decision: SgaiDecision::Cohort,
             tracking_limits: crate::ads::pod::TrackingLimits::default(),
             targeting: TargetingConfig::default(),
         }

@@ -99,6 +99,9 @@ pub struct SpliceSettings {
     /// The viewer's cohort as asset-list URLs carry it (`c=`, signed:
     /// `control::audience`); `None` for the default audience.
     pub cohort_param: Option<String>,
+    /// A per-viewer SGAI decision: the viewer's session and targeting on
+    /// the asset-list URL (`sid=…&tg=…`); the playlist is then per viewer.
+    pub viewer_query: Option<String>,
     /// A WebVTT file without cues: the subtitle segments of an ad that has
     /// no subtitles.
     pub blank_subtitles_uri: String,
@@ -123,6 +126,7 @@ impl Default for SpliceSettings {
             ad_proxy_prefix: None,
             session: None,
             cohort_param: None,
+            viewer_query: None,
             blank_subtitles_uri: BLANK_SUBTITLES_PATH.into(),
         }
     }
@@ -1080,6 +1084,10 @@ pub fn interstitial_tag(
     }
     if let Some(c) = &s.cohort_param {
         let _ = write!(t, "{sep}c={}", attr_safe(c));
+        sep = '&';
+    }
+    if let Some(q) = &s.viewer_query {
+        let _ = write!(t, "{sep}{}", attr_safe(q));
         sep = '&';
     }
     if demuxed {
