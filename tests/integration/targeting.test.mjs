@@ -160,7 +160,7 @@ async function join(slug, name, country, { mode = "ssai", query = "" } = {}) {
   assert.ok(tg.length > 0, `${name}: the viewer's targeting (tg) on ${uris[0]}`);
   for (const p of params) assert.deepEqual([p.get("sid"), p.get("tg")], [sid, tg], `${name}: every variant carries the same session`);
   const cohort = sid.split("-")[3];
-  assert.match(cohort, /^[0-9a-f]{8}$/, `${name}: a cohort of its own (${sid})`);
+  assert.match(cohort, /^[0-9a-f]{16}$/, `${name}: a cohort of its own (${sid})`);
   // "/demo/slug/v360/index.m3u8?…" → v360.
   const variants = Object.fromEntries(uris.map((l) => [l.split("/")[3], l]));
   return { name, country, headers, mode, slug, sid, tg, cohort, variants, seen: {} };

@@ -88,10 +88,12 @@ pub fn of_request(url: &Url, env: &Env, ch: &StoredChannel) -> Audience {
         };
     };
     let tg = q("tg").unwrap_or_default();
-    match verify(env, ch, &sid).filter(|s| s.binds(&tg)) {
+    match verify_cohort(env, ch, &sid).filter(|s| s.binds(&tg)) {
         Some(s) => Audience::Viewer {
-            // A cohort of a channel that no longer targets is the default.
-            cohort: if targets { s.cohort } else { String::new() },
+            // The session's cohort, even if the channel stopped targeting:
+            // its viewers keep their pods and their discontinuity count
+            // (it is no longer reported, and ages out of the sequencer).
+            cohort: s.cohort,
             verified: true,
         },
         None if targets => Audience::Forged,
@@ -110,13 +112,25 @@ fn secret(env: &Env) -> Option<String> {
 
 /// The verified session of `sid` for this channel.
 pub fn verify(env: &Env, ch: &StoredChannel, sid: &str) -> Option<session::Session> {
+    verify_within(env, ch, sid, session::DEFAULT_TTL_S)
+}
+
+/// A session's cohort: signed by us for this channel, however old. The
+/// lifetime bounds what a session may fire (beacons), not what it plays:
+/// a viewer watching past a day keeps its ads and its playlist's
+/// discontinuity count instead of being refused.
+pub fn verify_cohort(env: &Env, ch: &StoredChannel, sid: &str) -> Option<session::Session> {
+    verify_within(env, ch, sid, i64::MAX)
+}
+
+fn verify_within(env: &Env, ch: &StoredChannel, sid: &str, ttl_s: i64) -> Option<session::Session> {
     let secret = secret(env)?;
     session::verify(
         secret.as_bytes(),
         sid,
         &format!("{}/{}", ch.org, ch.slug),
         worker_shared::now_ms() / 1000,
-        session::DEFAULT_TTL_S,
+        ttl_s,
     )
     .ok()
 }
@@ -143,7 +157,7 @@ pub fn cohort_of_param(env: &Env, ch: &StoredChannel, param: &str) -> Option<Str
 /// cohort: DO calls per minute are bounded by isolates × cohorts, not
 /// viewers. A failed report is retried on the next request after a minute.
 pub async fn report(env: &Env, ch: &StoredChannel, viewer: &Viewer) {
-    if due(ch, &viewer.cohort) {
+    if !ch.config.targeting.keys.is_empty() && due(ch, &viewer.cohort) {
         send(env, ch, viewer).await;
     }
 }
@@ -174,23 +188,33 @@ async fn send(env: &Env, ch: &StoredChannel, viewer: &Viewer) {
         channel: chref.clone(),
         viewer: targeting::cohort_viewer(viewer, &ch.config.targeting),
     };
-    if let Err(e) = ChannelClient::new(env, chref).cohort_seen(&body).await {
-        worker_shared::metrics::log(
-            worker_shared::metrics::Level::Warn,
-            "cohort_report_failed",
-            &[
-                ("org", &ch.org),
-                ("channel", &ch.slug),
-                ("reason", &e.to_string()),
-            ],
-        );
-    }
+    // Bounded: a report is worth less than the playlist it rides on (a
+    // slow Channel DO delays this one request by at most this, and the
+    // report is tried again a minute later).
+    let client = ChannelClient::new(env, chref);
+    let call = std::pin::pin!(client.cohort_seen(&body));
+    let limit = std::pin::pin!(Delay::from(std::time::Duration::from_millis(
+        REPORT_WAIT_MS
+    )));
+    let reason = match futures::future::select(call, limit).await {
+        futures::future::Either::Left((Ok(_), _)) => return,
+        futures::future::Either::Left((Err(e), _)) => e.to_string(),
+        futures::future::Either::Right(_) => format!("no answer in {REPORT_WAIT_MS} ms"),
+    };
+    worker_shared::metrics::log(
+        worker_shared::metrics::Level::Warn,
+        "cohort_report_failed",
+        &[("org", &ch.org), ("channel", &ch.slug), ("reason", &reason)],
+    );
 }
+
+/// How long a request waits for its cohort report.
+const REPORT_WAIT_MS: u64 = 1000;
 
 /// A media request's report: the viewer its `tg` names (the session has
 /// already verified it), when it decodes.
 pub async fn report_from(env: &Env, ch: &StoredChannel, url: &Url, cohort: &str) {
-    if !due(ch, cohort) {
+    if ch.config.targeting.keys.is_empty() || !due(ch, cohort) {
         return;
     }
     let tg = url
@@ -198,9 +222,15 @@ pub async fn report_from(env: &Env, ch: &StoredChannel, url: &Url, cohort: &str)
         .find(|(a, _)| a == "tg")
         .map(|(_, v)| v.into_owned())
         .unwrap_or_default();
-    if let Ok(mut v) = targeting::decode(&tg) {
-        v.cohort = cohort.to_string();
-        send(env, ch, &v).await;
+    // Only a `tg` that still names this cohort under the channel's keys
+    // (not one shortened to fit, nor one from before the keys changed):
+    // a cohort's targeting must be what its viewers share.
+    if let Ok(v) = targeting::decode(&tg) {
+        if targeting::cohort_of(&v, &ch.config.targeting) == cohort {
+            let mut v = v;
+            v.cohort = cohort.to_string();
+            send(env, ch, &v).await;
+        }
     }
 }
 

@@ -132,7 +132,9 @@ impl DurableObject for ChannelDO {
                 let input = Input::CohortSeen {
                     viewer: body.viewer,
                 };
-                self.run(&body.channel, input, &policy).await?;
+                // A step, not `run`: a report never waits for the
+                // decisions of pending breaks (the edge's request does).
+                self.step(&body.channel, input, &policy).await?;
                 let (after, cohorts) = self.read(|ch| (ch.cohort_overflow, ch.cohorts.len()));
                 if after > before {
                     let mut b = Batch::default();
@@ -410,19 +412,39 @@ impl ChannelDO {
                     .expiration_ttl(POD_TTL_S)
                     .execute()
                     .await?;
-                    // Each cohort's pods, before the view names them.
-                    for (cohort, pod) in &entry.cohort_pods {
-                        let key = |lean| {
-                            worker_shared::kv_cohort_pod_key(&c.org, &c.slug, cohort, id, lean)
-                        };
-                        kv.put(&key(false), serde_json::to_string(pod)?)?
-                            .expiration_ttl(POD_TTL_S)
-                            .execute()
-                            .await?;
-                        kv.put_bytes(&key(true), &cf_ssai_core::wire::encode_lean_pod(pod))?
-                            .expiration_ttl(POD_TTL_S)
-                            .execute()
-                            .await?;
+                    // Each cohort's pods, before the view names them, at
+                    // once; a failed write is logged, not fatal (an edge
+                    // that finds no cohort pod asks the DO, which has it).
+                    let puts = entry.cohort_pods.iter().map(|(cohort, pod)| {
+                        let kv = &kv;
+                        async move {
+                            let key = |lean| {
+                                worker_shared::kv_cohort_pod_key(&c.org, &c.slug, cohort, id, lean)
+                            };
+                            let full = serde_json::to_string(pod)?;
+                            kv.put(&key(false), full)?
+                                .expiration_ttl(POD_TTL_S)
+                                .execute()
+                                .await?;
+                            kv.put_bytes(&key(true), &cf_ssai_core::wire::encode_lean_pod(pod))?
+                                .expiration_ttl(POD_TTL_S)
+                                .execute()
+                                .await?;
+                            Ok::<(), Error>(())
+                        }
+                    });
+                    for r in futures::future::join_all(puts).await {
+                        if let Err(e) = r {
+                            worker_shared::metrics::log(
+                                Level::Warn,
+                                "cohort_pod_write_failed",
+                                &[
+                                    ("org", &c.org),
+                                    ("channel", &c.slug),
+                                    ("reason", &e.to_string()),
+                                ],
+                            );
+                        }
                     }
                     self.history(c, entry).await
                 }
@@ -1002,7 +1024,8 @@ async fn decide_cohort(env: Env, c: ChannelRef, r: BreakRecord, v: Viewer) -> Op
 /// One decision for a break, from the decision service; slate-only (an
 /// empty slate keeps the content) when it fails or times out.
 pub(crate) async fn decide(env: Env, c: ChannelRef, r: BreakRecord, viewer: Viewer) -> Pod {
-    decide_within(env, c, r, viewer, DECISION_DEADLINE_MS).await
+    let counted = viewer.cohort.is_empty();
+    decide_within(env, c, r, viewer, DECISION_DEADLINE_MS, counted).await
 }
 
 /// [`decide`] with the caller's deadline (an asset list's per-viewer
@@ -1013,10 +1036,10 @@ pub(crate) async fn decide_within(
     r: BreakRecord,
     viewer: Viewer,
     deadline_ms: u64,
+    counted: bool,
 ) -> Pod {
     use cf_ssai_core::ads::reason::Reason;
     use cf_ssai_core::ads::request::{BreakKind, DecisionRequest};
-    let cohort = viewer.cohort.clone();
     let request = DecisionRequest {
         org: c.org.clone(),
         channel: c.slug.clone(),
@@ -1077,9 +1100,10 @@ pub(crate) async fn decide_within(
     };
     // One metrics write per break: the avail, its fill, the decision's
     // latency as the sequencer saw it, and why ads were skipped.
-    // (A cohort's decision is counted by `decide_all`: the channel's
-    // avails and fill stay one per break.)
-    if cohort.is_empty() {
+    // (`counted`: the break's default decision. A cohort's is counted by
+    // `decide_all`, a viewer's own not at all: the channel's avails and
+    // fill stay one per break.)
+    if counted {
         let mut b = Batch::default();
         b.observe("decision_latency_ms", &[], (finished - started) as f64);
         core_metrics::record_pod(&mut b, r.duration_ms, &pod);

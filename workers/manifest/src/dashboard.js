@@ -145,7 +145,10 @@ async function timeline(slug, cfg) {
       t += it.duration_s * 1000;
     }
     if (p && t < end) g.append(el("rect", { class: "slate", x: x(t), y: 32, width: Math.max(1, x(end) - x(t)), height: 46, fill: "#f0a830" }));
-    g.append(el("text", { x: x(start) + 2, y: 24 }, `${r.id} · ${p ? p.source : "deciding…"}`));
+    // Addressable breaks: how many audience cohorts got a pod of their own.
+    const cohorts = (r.cohorts || []).length;
+    const who = cohorts ? ` · ${cohorts} cohort${cohorts > 1 ? "s" : ""}` : "";
+    g.append(el("text", { x: x(start) + 2, y: 24 }, `${r.id} · ${p ? p.source : "deciding…"}${who}`));
     svg.append(g);
   }
   if (edge) {

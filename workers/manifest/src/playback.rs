@@ -427,7 +427,7 @@ async fn hold_back_inband(
     };
     let cadence = crate::origin::cadence_ms(&ch.config, &m0);
     let Some(w) = drive(env, base, chref, cohort, reads, |r| {
-        edge::inband_watermark(&m0, cadence, r)
+        edge::inband_watermark(&m0, cadence, cohort, r)
     })
     .await
     else {
@@ -771,20 +771,30 @@ async fn per_viewer_pod(
     let url = req.url().ok()?;
     let (sid, _, viewer) = audience::session_viewer(&url, env, ch)?;
     let chref = ChannelRef::new(&ch.org, &ch.slug);
+    let base = cache_base(req).ok()?;
+    // Decided once per (session, break) at this location: a re-fetched
+    // asset list (a rejoin, a retry) gets the same ads, and the ad routes
+    // behind an earlier one still index the same pod.
+    let kept = entry_cache_url(&base, &chref, &per_viewer_key(&sid), &entry.record.id);
+    if let Some(mut hit) = Cache::default().get(kept, false).await.ok().flatten() {
+        if let Ok(e) = hit.json::<BreakEntry>().await {
+            *entry = e;
+            return Some(sid);
+        }
+    }
     let pod = crate::channel_do::decide_within(
         env.clone(),
         chref.clone(),
         entry.record.clone(),
         viewer,
         ch.config.decision_timeout_ms.max(200),
+        false,
     )
     .await;
-    worker_shared::count(env, &ch.org, "per_viewer_decisions", 1).await;
     if pod.items.is_empty() {
         return None;
     }
     entry.pod = pod;
-    let base = cache_base(req).ok()?;
     cache_entry(&base, &chref, &per_viewer_key(&sid), entry).await;
     Some(sid)
 }
@@ -1140,14 +1150,11 @@ fn request_cohort(req: &Request, env: &Env, ch: &StoredChannel) -> String {
             .find(|(a, _)| a == k)
             .map(|(_, v)| v.into_owned())
     };
-    if ch.config.targeting.keys.is_empty() {
-        return String::new();
-    }
     q("c")
         .and_then(|c| audience::cohort_of_param(env, ch, &c))
         .or_else(|| {
             q("sid")
-                .and_then(|s| audience::verify(env, ch, &s))
+                .and_then(|s| audience::verify_cohort(env, ch, &s))
                 .map(|s| s.cohort)
         })
         .unwrap_or_default()

@@ -107,7 +107,7 @@ pub fn kv_splice_pod_key(org: &str, slug: &str, break_id: &str) -> String {
 }
 
 /// A cohort's pod of a break: full (JSON) or lean (binary). The cohort
-/// (8 hex digits) comes before the break id, so no break id can spell
+/// (16 hex digits) comes before the break id, so no break id can spell
 /// another break's cohort key.
 pub fn kv_cohort_pod_key(
     org: &str,

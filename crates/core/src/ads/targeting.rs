@@ -582,12 +582,14 @@ fn player_params(q: &[(String, String)], cfg: &TargetingConfig) -> BTreeMap<Stri
 // ----------------------------------------------------------------- cohorts
 
 /// The viewer's cohort: "" when the channel does not split its audience
-/// (no keys), else the first 4 bytes (8 lower-case hex digits) of the
+/// (no keys), else the first 8 bytes (16 lower-case hex digits) of the
 /// SHA-256 of the keyed dimensions, as `key NUL value NUL` in the config's
 /// key order: "geo", "region", "device" their value, "consent" "1"/"0"
 /// (personalised or not), "ads.K" the K key-value or "". Stable across
 /// isolates and releases (the Durable Object keys pods by it), short, and
-/// saying nothing readable about the viewer.
+/// saying nothing readable about the viewer. 64 bits: a client grinding
+/// key-values to land on another cohort's id (and so its pods) would need
+/// ~2^63 tries.
 pub fn cohort_of(v: &Viewer, cfg: &TargetingConfig) -> String {
     if cfg.keys.is_empty() {
         return String::new();
@@ -617,7 +619,7 @@ pub fn cohort_of(v: &Viewer, cfg: &TargetingConfig) -> String {
     }
     h.finalize()
         .iter()
-        .take(4)
+        .take(8)
         .map(|b| format!("{b:02x}"))
         .collect()
 }
@@ -1077,7 +1079,7 @@ mod tests {
             &c,
         );
         assert_eq!(a.cohort, b.cohort);
-        assert_eq!(a.cohort.len(), 8);
+        assert_eq!(a.cohort.len(), 16);
         assert!(a
             .cohort
             .bytes()

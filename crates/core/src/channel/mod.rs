@@ -369,6 +369,8 @@ impl Channel {
             || self.poller != before.poller
             || self.origin_mark != before.origin_mark
             || self.epoch != before.epoch
+            || self.cohort_overflow != before.cohort_overflow
+            || !self.cohorts.keys().eq(before.cohorts.keys())
         {
             // Persist first: effects that follow rely on the saved state.
             step.effects.insert(0, Effect::Persist);
@@ -636,7 +638,10 @@ impl Channel {
 
     /// A cohort reported by an edge: refreshed, or added while there is
     /// room (the least recently seen inactive one makes room); beyond
-    /// `max_cohorts` counted, not added.
+    /// `max_cohorts` counted, not added. A known cohort's targeting is
+    /// never replaced by a later report: the first one (from a master
+    /// request, whole) is what its pods are decided with, and a report
+    /// cannot re-target a cohort another client's viewers belong to.
     fn cohort_seen(&mut self, viewer: Viewer, policy: &BreakPolicy, now_ms: i64) {
         if viewer.cohort.is_empty() {
             return;
@@ -644,7 +649,6 @@ impl Channel {
         let stale = now_ms.saturating_sub(policy.cohort_ttl_ms);
         if let Some(c) = self.cohorts.get_mut(&viewer.cohort) {
             c.last_seen_ms = c.last_seen_ms.max(now_ms);
-            c.viewer = viewer;
             return;
         }
         self.cohorts.retain(|_, c| c.last_seen_ms > stale);

@@ -20,8 +20,13 @@ pub const HEADER: &str = "h";
 /// Key prefixes: a decided break's record, its pod, a pending break.
 pub const RECORD: &str = "r/";
 pub const POD: &str = "p/";
-/// A decided break's cohort pods (written once, when it has any).
+/// A decided break's pod of one cohort: `c/{cohort}/{break}` (written
+/// once). One key each: a break's cohort pods together could pass a
+/// value's size limit.
 pub const COHORT_PODS: &str = "c/";
+/// An audience cohort seen on the channel: `k/{cohort}` (written when
+/// added, and with the next write after it was seen again).
+pub const COHORT: &str = "k/";
 pub const PENDING: &str = "q/";
 /// The layout before this one: the whole state under one key, with the
 /// poller's stats and failure count beside it. Read once and migrated.
@@ -50,8 +55,6 @@ struct Header {
     poller: Poller,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     cohort_disc_base: BTreeMap<String, u64>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    cohorts: BTreeMap<String, Cohort>,
     #[serde(default)]
     cohort_overflow: u64,
 }
@@ -68,7 +71,6 @@ impl Header {
             epoch: ch.epoch,
             poller: ch.poller.clone(),
             cohort_disc_base: ch.breaks.cohort_disc_base.clone(),
-            cohorts: ch.cohorts.clone(),
             cohort_overflow: ch.cohort_overflow,
         }
     }
@@ -104,6 +106,12 @@ fn put<T: Serialize>(key: String, v: &T) -> Result<Write, StoreError> {
     })
 }
 
+/// A cohort's pod of a break (the cohort first: it has no `/`, a break id
+/// may).
+fn cohort_pod_key(cohort: &str, id: &str) -> String {
+    format!("{COHORT_PODS}{cohort}/{id}")
+}
+
 fn key(prefix: &str, id: &str) -> String {
     let mut k = String::with_capacity(prefix.len().saturating_add(id.len()));
     k.push_str(prefix);
@@ -137,29 +145,40 @@ pub fn diff(before: Option<&Channel>, after: &Channel) -> Result<Vec<Write>, Sto
             None => {
                 // The pod never changes once decided.
                 w.push(put(key(POD, &e.record.id), &e.pod)?);
-                if !e.cohort_pods.is_empty() {
-                    w.push(put(key(COHORT_PODS, &e.record.id), &e.cohort_pods)?);
+                for (c, pod) in &e.cohort_pods {
+                    w.push(put(cohort_pod_key(c, &e.record.id), pod)?);
                 }
                 w.push(put(key(RECORD, &e.record.id), &e.record)?);
             }
         }
     }
-    let old_cohorted: std::collections::BTreeSet<&str> = before
+    let old_cohorted: BTreeMap<&str, Vec<&String>> = before
         .map(|b| {
             b.breaks
                 .entries
                 .iter()
                 .filter(|e| !e.cohort_pods.is_empty())
-                .map(|e| e.record.id.as_str())
+                .map(|e| (e.record.id.as_str(), e.cohort_pods.keys().collect()))
                 .collect()
         })
         .unwrap_or_default();
+    let old_cohorts = before.map(|b| &b.cohorts);
+    for (id, c) in &after.cohorts {
+        if old_cohorts.and_then(|o| o.get(id)) != Some(c) {
+            w.push(put(key(COHORT, id), c)?);
+        }
+    }
+    for id in old_cohorts.into_iter().flat_map(|o| o.keys()) {
+        if !after.cohorts.contains_key(id) {
+            w.push(Write::Delete(key(COHORT, id)));
+        }
+    }
     for id in old_records.keys() {
         if !after.breaks.entries.iter().any(|e| e.record.id == *id) {
             w.push(Write::Delete(key(RECORD, id)));
             w.push(Write::Delete(key(POD, id)));
-            if old_cohorted.contains(id) {
-                w.push(Write::Delete(key(COHORT_PODS, id)));
+            for c in old_cohorted.get(id).into_iter().flatten() {
+                w.push(Write::Delete(cohort_pod_key(c, id)));
             }
         }
     }
@@ -194,6 +213,7 @@ pub fn load<'a>(
     let mut records: Vec<BreakRecord> = Vec::new();
     let mut pods: BTreeMap<String, Pod> = BTreeMap::new();
     let mut cohort_pods: BTreeMap<String, BTreeMap<String, Pod>> = BTreeMap::new();
+    let mut cohorts: BTreeMap<String, Cohort> = BTreeMap::new();
     let mut pending: Vec<Pending> = Vec::new();
     for (k, v) in keys {
         if k == HEADER {
@@ -202,8 +222,13 @@ pub fn load<'a>(
             records.push(serde_json::from_str(v)?);
         } else if let Some(id) = k.strip_prefix(POD) {
             pods.insert(id.to_string(), serde_json::from_str(v)?);
-        } else if let Some(id) = k.strip_prefix(COHORT_PODS) {
-            cohort_pods.insert(id.to_string(), serde_json::from_str(v)?);
+        } else if let Some((c, id)) = k.strip_prefix(COHORT_PODS).and_then(|r| r.split_once('/')) {
+            cohort_pods
+                .entry(id.to_string())
+                .or_default()
+                .insert(c.to_string(), serde_json::from_str(v)?);
+        } else if let Some(id) = k.strip_prefix(COHORT) {
+            cohorts.insert(id.to_string(), serde_json::from_str(v)?);
         } else if k.starts_with(PENDING) {
             pending.push(serde_json::from_str(v)?);
         }
@@ -239,7 +264,7 @@ pub fn load<'a>(
         origin_mark: h.origin_mark,
         epoch: h.epoch,
         poller: h.poller,
-        cohorts: h.cohorts,
+        cohorts,
         cohort_overflow: h.cohort_overflow,
     }))
 }
@@ -305,6 +330,17 @@ mod tests {
         let mut max_header = 0;
         for msn in 1u64..2_000 {
             let now = i64::try_from(msn).unwrap() * 2000;
+            // Two audience cohorts watch throughout (reported each minute).
+            if msn % 30 == 1 {
+                for c in ["c0ffee0000000001", "c0ffee0000000002"] {
+                    let viewer = crate::ads::request::Viewer {
+                        cohort: c.into(),
+                        geo: "DE".into(),
+                        ..Default::default()
+                    };
+                    ch.handle(Input::CohortSeen { viewer }, &p, now);
+                }
+            }
             let events = if msn % 40 == 10 {
                 vec![cue(CueKind::Out, &format!("b{msn}"), msn, Some(20.0))]
             } else {
@@ -327,11 +363,12 @@ mod tests {
                 i += 1;
                 if let Effect::Decide(r) = &e {
                     let pod = Pod::slate_only(&r.id, 20.0, Slate::default(), String::new());
+                    let cohort_pods = r.cohorts.iter().map(|c| (c.clone(), pod.clone())).collect();
                     let d = ch.handle(
                         Input::Decided {
                             break_id: r.id.clone(),
                             pod,
-                            cohort_pods: Default::default(),
+                            cohort_pods,
                         },
                         &p,
                         now,
@@ -360,7 +397,14 @@ mod tests {
         // end) and the header, after ~66 minutes and 50 breaks.
         let in_view = ch.breaks.entries.len();
         assert!(in_view < 10, "{in_view}");
-        assert_eq!(stored.len(), 1 + 2 * in_view + ch.pending.len());
+        // Each break in view: its record, its pod and each cohort's pod;
+        // each cohort: its key.
+        assert!(ch.breaks.entries.iter().all(|e| e.cohort_pods.len() == 2));
+        assert_eq!(
+            stored.len(),
+            1 + 4 * in_view + ch.pending.len() + ch.cohorts.len()
+        );
+        assert_eq!(ch.cohorts.len(), 2);
         // A step that changes nothing writes nothing.
         assert!(diff(Some(&ch), &ch).unwrap().is_empty());
     }

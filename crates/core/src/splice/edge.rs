@@ -459,9 +459,12 @@ pub fn entries_to_cache<'b>(
 /// examined nothing). `Done(None)`: the sequencer is unreachable or behind
 /// the whole window (its poller is not running): the window is served as
 /// it is.
+/// (`cohort`: the request's audience, so that a DO answer this asks for
+/// can serve the playlist too.)
 pub fn inband_watermark(
     m: &MediaPlaylist<'_>,
     cadence_ms: u64,
+    cohort: &str,
     reads: &Reads,
 ) -> Step<Option<u64>> {
     let (Some(last), Some(first)) = (m.last_msn(), m.segments.first().map(|s| s.msn)) else {
@@ -481,7 +484,7 @@ pub fn inband_watermark(
         return Step::Done(Some(b.checked_through_msn));
     }
     let q = DoQuery {
-        cohort: String::new(),
+        cohort: cohort.to_string(),
         events: Vec::new(),
         cadence_ms,
         checked_through_msn: None,
