@@ -379,10 +379,17 @@ async fn serve_master(
     // any other `sid` is replaced. Without a session secret there are no
     // sessions (no server-side beacons, the default audience): fail closed.
     let viewer = audience::viewer(req, env, ch)?;
-    let tg = if viewer.cohort.is_empty() {
+    // `tg` carries no more than its uses need: the viewer's whole
+    // targeting (consent string, IFA) only where the ad server is asked
+    // for this viewer alone; else what its cohort shares (no personal
+    // strings in playlist URLs and their logs).
+    let tg = if ch.config.sgai_decision == SgaiDecision::PerViewer {
+        cf_ssai_core::ads::targeting::encode(&viewer)
+    } else if viewer.cohort.is_empty() {
         String::new()
     } else {
-        cf_ssai_core::ads::targeting::encode(&viewer)
+        let shared = cf_ssai_core::ads::targeting::cohort_viewer(&viewer, &ch.config.targeting);
+        cf_ssai_core::ads::targeting::encode(&shared)
     };
     let sid = a
         .q("sid")
