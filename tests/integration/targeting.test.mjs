@@ -25,6 +25,8 @@ import { startStack, api, http, channelConfig, CLI, ORG } from "./stack.mjs";
 /** The channel of the first tests (32 cohorts at most) and the one with room for one. */
 const SLUG = "geo-ads";
 const ONE = "geo-one";
+/** The channel whose SGAI asset lists decide for each viewer alone. */
+const PV = "geo-pv";
 /** 8 segments at the demo cadence: the FR creative (15.36 s) fits whole. */
 const BREAK_S = 16;
 const BREAKS = 3;
@@ -102,6 +104,18 @@ const vast = (creative, geo) => `<?xml version="1.0" encoding="UTF-8"?>
    <MediaFiles><MediaFile delivery="progressive" type="video/mp4" width="960" height="540">${adsBase}/${creative}.mp4</MediaFile></MediaFiles></Linear></Creative></Creatives></InLine></Ad>
 </VAST>`;
 
+/** A pod of several spots, in this order. */
+const vastPod = (creatives) => `<?xml version="1.0" encoding="UTF-8"?>
+<VAST version="4.2">${creatives
+  .map(
+    (c, i) => `
+ <Ad id="pv-${c}" sequence="${i + 1}"><InLine><AdSystem>geo-test</AdSystem><Impression>${adsBase}/imp?c=${c}</Impression>
+  <Creatives><Creative id="${c}"><Linear><Duration>${DURATION[c]}</Duration>
+   <MediaFiles><MediaFile delivery="progressive" type="video/mp4" width="960" height="540">${adsBase}/${c}.mp4</MediaFile></MediaFiles></Linear></Creative></Creatives></InLine></Ad>`,
+  )
+  .join("")}
+</VAST>`;
+
 /** The channel's VAST tag: every macro a cohort's decision fills. */
 const tag = (slug) =>
   `${adsBase}/vast?ch=${slug}&geo=[DEVICEGEO]&npa=[NPA]&lat=[LIMITADTRACKING]&gdpr_consent=[GDPRCONSENT]&genre=[player_params.genre]&cb=[CACHEBUSTING]`;
@@ -122,6 +136,9 @@ before(async () => {
     if (u.pathname !== "/vast") return res.writeHead(404).end();
     const q = Object.fromEntries(u.searchParams);
     calls.push({ t: Date.now(), ch: q.ch, q, url: req.url });
+    // The per-viewer channel's ad server offers two spots for any viewer
+    // (only one fits a break): what the session has seen decides.
+    if (q.ch === PV) return res.writeHead(200, { "Content-Type": "application/xml" }).end(vastPod(["ad2", "ad1"]));
     const creative = BY_GEO[q.geo] ?? DEFAULT_CREATIVE;
     res.writeHead(200, { "Content-Type": "application/xml" }).end(vast(creative, q.geo));
   });
@@ -540,4 +557,48 @@ test("hls.js plays the FR viewer's master through a break of FR's pod without a 
   } finally {
     await browser.close();
   }
+});
+
+test("per_viewer SGAI: the asset list asks the ad server for this viewer alone (its own consent), once per break, and the session's frequency cap moves it to another spot", async () => {
+  const r = await api(s.base, "PUT", `/api/orgs/${ORG}/channels/${PV}`, { ...config(PV, 32), sgai_decision: "per_viewer" });
+  assert.equal(r.status, 200, JSON.stringify(r.json));
+  const v = await join(PV, "pv-DE", "DE", { mode: "sgai", query: `&gdpr=1&gdpr_consent=${TC}` });
+  const own = JSON.parse(Buffer.from(v.tg, "base64url").toString("utf8"));
+  assert.equal(own.consent, TC, "a per_viewer channel's tg carries the viewer's own targeting");
+  const variant = Object.keys(v.variants)[0];
+  const served = [];
+  for (let i = 0; i < 2; i++) {
+    const b = await cue(PV, BREAK_S);
+    let url;
+    for (let k = 0; k < 40 && !url; k++) {
+      const text = (await http(s.base + v.variants[variant], { headers: v.headers })).text();
+      const m = [...text.matchAll(/#EXT-X-DATERANGE:ID="([^"]+)"[^\n]*X-ASSET-LIST="([^"]+)"/g)].find((x) => x[1] === b.id);
+      url = m?.[2];
+      if (!url) await sleep(500);
+    }
+    assert.ok(url, `break ${b.id} announced to the SGAI viewer`);
+    assert.match(url, /[?&]sid=/, `a per-viewer asset list carries the session: ${url}`);
+    const list = new URL(url, s.base);
+    list.searchParams.set("_HLS_primary_id", "pv");
+    list.searchParams.set("_HLS_start_offset", "0");
+    const from = calls.length;
+    const ids = async () => {
+      const a = await http(list.href, { headers: v.headers });
+      assert.equal(a.status, 200, a.text());
+      return (JSON.parse(a.text()).ASSETS ?? []).filter((x) => x["X-CREATIVE-ID"]).map((x) => x["X-CREATIVE-ID"]);
+    };
+    const first = await ids();
+    const mine = calls.slice(from).filter((c) => c.ch === PV);
+    assert.equal(mine.length, 1, `one ad-server call for this viewer's asset list: ${JSON.stringify(mine.map((c) => c.url))}`);
+    assert.equal(mine[0].q.gdpr_consent, TC, "the viewer's own TC string reached the ad server");
+    assert.equal(mine[0].q.npa, "0", "and personalised ads were allowed");
+    // Fetched again (a rejoin, a retry): the same spots, no new call.
+    assert.deepEqual(await ids(), first, "decided once per session and break");
+    assert.equal(calls.slice(from).filter((c) => c.ch === PV).length, 1);
+    served.push(first);
+    // The next break once this one has ended.
+    if (i === 0) await sleep((BREAK_S + 3) * 1000);
+  }
+  assert.deepEqual(served[0], ["ad2"], "the fullest spot first");
+  assert.deepEqual(served[1], ["ad1"], "the session saw ad2 within the hour: ad1 fills instead");
 });

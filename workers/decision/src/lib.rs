@@ -57,7 +57,11 @@ async fn decide(r: DecisionRequest, env: &Env, worker_ctx: &Context) -> Result<R
     // Cached pods would ignore frequency caps and VMAP's per-break
     // schedule: cache only decisions that depend on the request alone.
     let cache =
-        (cfg.decision_cache_s > 0 && !cfg.frequency_cap.enabled() && !r.kind.follows_schedule())
+        // (Not a session's own decision: it depends on what it has seen.)
+        (cfg.decision_cache_s > 0
+            && !cfg.frequency_cap.enabled()
+            && !r.kind.follows_schedule()
+            && r.session.is_none())
             .then(|| cache_key(&r, cadence_ms));
     if let Some(key) = &cache {
         if let Some(pod) = cached_pod(&kv, key, &r.break_id).await {
@@ -134,12 +138,19 @@ async fn waterfall_pod(
     if !wanted.is_empty() {
         worker_ctx.wait_until(record_jobs(env.clone(), r.org.clone(), wanted));
     }
-    let capped = caps.capped(now);
+    // A session's decision: what it has seen is left out when something
+    // else fills; the channel's caps count the breaks every viewer sees.
+    let mut capped = caps.capped(now);
+    if let Some(seen) = &r.session {
+        capped.extend(cf_ssai_core::ads::request::avoid_seen(&candidates, seen));
+    }
     let pod = assemble(
         env, r, cfg, cadence_ms, &capped, source, candidates, reasons,
     )
     .await;
-    caps.record(kv, &pod, now).await?;
+    if r.session.is_none() {
+        caps.record(kv, &pod, now).await?;
+    }
     Ok((pod, calls))
 }
 
@@ -923,6 +934,7 @@ mod tests {
             start_ms: None,
             viewer: viewer(),
             asset: Default::default(),
+            session: None,
         };
         let base = cache_key(&r, 2000);
         let base_v = viewer_key(&r.viewer);

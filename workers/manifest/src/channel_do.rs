@@ -1024,8 +1024,7 @@ async fn decide_cohort(env: Env, c: ChannelRef, r: BreakRecord, v: Viewer) -> Op
 /// One decision for a break, from the decision service; slate-only (an
 /// empty slate keeps the content) when it fails or times out.
 pub(crate) async fn decide(env: Env, c: ChannelRef, r: BreakRecord, viewer: Viewer) -> Pod {
-    let counted = viewer.cohort.is_empty();
-    decide_within(env, c, r, viewer, DECISION_DEADLINE_MS, counted).await
+    decide_within(env, c, r, viewer, DECISION_DEADLINE_MS, None).await
 }
 
 /// [`decide`] with the caller's deadline (an asset list's per-viewer
@@ -1036,8 +1035,11 @@ pub(crate) async fn decide_within(
     r: BreakRecord,
     viewer: Viewer,
     deadline_ms: u64,
-    counted: bool,
+    session: Option<cf_ssai_core::ads::request::SessionSeen>,
 ) -> Pod {
+    // The break's default decision is the channel's avail; a cohort's is
+    // counted by `decide_all`, a session's own not at all.
+    let counted = session.is_none() && viewer.cohort.is_empty();
     use cf_ssai_core::ads::reason::Reason;
     use cf_ssai_core::ads::request::{BreakKind, DecisionRequest};
     let request = DecisionRequest {
@@ -1054,6 +1056,7 @@ pub(crate) async fn decide_within(
         start_ms: r.anchor_pdt_ms,
         viewer,
         asset: r.asset.clone(),
+        session,
     };
     let attempt = async {
         let body = serde_json::to_string(&request)?;
@@ -1100,9 +1103,6 @@ pub(crate) async fn decide_within(
     };
     // One metrics write per break: the avail, its fill, the decision's
     // latency as the sequencer saw it, and why ads were skipped.
-    // (`counted`: the break's default decision. A cohort's is counted by
-    // `decide_all`, a viewer's own not at all: the channel's avails and
-    // fill stay one per break.)
     if counted {
         let mut b = Batch::default();
         b.observe("decision_latency_ms", &[], (finished - started) as f64);

@@ -789,21 +789,77 @@ async fn per_viewer_pod(
             return Some(sid);
         }
     }
+    // The session's frequency cap: what it was served in the last hour
+    // at this location.
+    let now = worker_shared::now_ms();
+    let mut seen = session_seen(&base, &chref, &sid).await;
+    seen.retain(|(_, t)| now - t < SEEN_FOR_MS);
+    let session = cf_ssai_core::ads::request::SessionSeen {
+        creatives: seen.iter().map(|(c, _)| c.clone()).collect(),
+    };
     let pod = crate::channel_do::decide_within(
         env.clone(),
         chref.clone(),
         entry.record.clone(),
         viewer,
         ch.config.decision_timeout_ms.max(200),
-        false,
+        Some(session),
     )
     .await;
     if pod.items.is_empty() {
         return None;
     }
+    seen.extend(pod.items.iter().map(|i| (i.creative_id.clone(), now)));
+    // Bounded: an hour of breaks' ads is a few dozen.
+    let excess = seen.len().saturating_sub(64);
+    seen.drain(..excess);
+    put_session_seen(&base, &chref, &sid, &seen).await;
     entry.pod = pod;
     cache_entry(&base, &chref, &per_viewer_key(&sid), entry).await;
     Some(sid)
+}
+
+/// A session's frequency cap looks back this far.
+const SEEN_FOR_MS: i64 = 3_600_000;
+
+fn seen_cache_url(base: &str, ch: &ChannelRef, sid: &str) -> String {
+    let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
+    format!(
+        "{base}/__cf-ssai/seen/{}/{}/{}",
+        enc(&ch.org),
+        enc(&ch.slug),
+        enc(sid)
+    )
+}
+
+/// The creatives a session was served (per-viewer decisions at this
+/// location), with when.
+async fn session_seen(base: &str, ch: &ChannelRef, sid: &str) -> Vec<(String, i64)> {
+    let Some(mut hit) = Cache::default()
+        .get(seen_cache_url(base, ch, sid), false)
+        .await
+        .ok()
+        .flatten()
+    else {
+        return Vec::new();
+    };
+    hit.json().await.unwrap_or_default()
+}
+
+async fn put_session_seen(base: &str, ch: &ChannelRef, sid: &str, seen: &[(String, i64)]) {
+    let Ok(mut resp) = Response::from_json(&seen) else {
+        return;
+    };
+    let age = SEEN_FOR_MS / 1000;
+    if resp
+        .headers_mut()
+        .set("Cache-Control", &format!("max-age={age}"))
+        .is_ok()
+    {
+        let _ = Cache::default()
+            .put(seen_cache_url(base, ch, sid), resp)
+            .await;
+    }
 }
 
 /// The entry-cache "cohort" of one session's per-viewer pods.

@@ -151,6 +151,36 @@ pub struct DecisionRequest {
     pub viewer: Viewer,
     /// The break's `EXT-X-ASSET` attributes: `[asset.KEY]` macros.
     pub asset: BTreeMap<String, String>,
+    /// A decision for one viewer's session (an SGAI asset list's, see
+    /// `sgai_decision: per_viewer`): what that session was already served.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionSeen>,
+}
+
+/// One viewer session's recent ads: its frequency cap. A creative it was
+/// served within the hour is not served again when another can take its
+/// place ([`avoid_seen`]); a session's decision is not counted in the
+/// channel's caps (those count what every viewer of a break sees).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SessionSeen {
+    /// Creative ids, most recent last.
+    pub creatives: Vec<String>,
+}
+
+/// The creatives to leave out of a session's pod: those it has seen,
+/// when at least one candidate it has not seen remains to fill the break
+/// (a viewer sees a spot twice rather than slate).
+pub fn avoid_seen(candidates: &[crate::model::PodItem], seen: &SessionSeen) -> Vec<String> {
+    let was_seen = |c: &crate::model::PodItem| seen.creatives.contains(&c.creative_id);
+    if candidates.iter().all(was_seen) {
+        return Vec::new();
+    }
+    candidates
+        .iter()
+        .filter(|c| was_seen(c))
+        .map(|c| c.creative_id.clone())
+        .collect()
 }
 
 /// The body as callers send it, every field optional: what is missing or
@@ -168,6 +198,8 @@ struct Wire {
     viewer: Viewer,
     #[serde(default)]
     asset: BTreeMap<String, String>,
+    #[serde(default)]
+    session: Option<SessionSeen>,
 }
 
 /// Why a decision request body is refused (the 400's message names the
@@ -225,6 +257,7 @@ impl DecisionRequest {
             start_ms: w.start_ms,
             viewer: w.viewer,
             asset: w.asset,
+            session: w.session,
         })
     }
 
@@ -259,7 +292,32 @@ mod tests {
                 ..Default::default()
             },
             asset: [("caid".to_string(), "x".to_string())].into(),
+            session: Some(SessionSeen {
+                creatives: vec!["cr-1".into()],
+            }),
         }
+    }
+
+    #[test]
+    fn a_session_avoids_what_it_has_seen_when_something_else_fills() {
+        let item = |c: &str| crate::model::PodItem {
+            ad_id: c.into(),
+            creative_id: c.into(),
+            universal_ad_id: None,
+            duration_s: 15.0,
+            renditions: vec![],
+            tracking: Default::default(),
+        };
+        let seen = SessionSeen {
+            creatives: vec!["a".into(), "c".into()],
+        };
+        assert_eq!(
+            avoid_seen(&[item("a"), item("b"), item("c")], &seen),
+            ["a", "c"]
+        );
+        // Nothing unseen: the seen spots play again (not slate).
+        assert!(avoid_seen(&[item("a"), item("c")], &seen).is_empty());
+        assert!(avoid_seen(&[item("b")], &SessionSeen::default()).is_empty());
     }
 
     #[test]
