@@ -418,27 +418,21 @@ fn cohorts_get_their_own_pods_and_each_keeps_the_live_rules() {
         .history
         .iter()
         .all(|(_, e)| e.record.cohorts == ["aaaa0001", "bbbb0002"]));
-    // Each audience saw its own ads, and only those.
-    assert!(
-        ads[0].2 > 0 && ads[0].0 == 0 && ads[0].1 == 0,
-        "default {:?}",
-        ads[0]
-    );
-    assert!(
-        ads[1].0 > 0 && ads[1].1 == 0 && ads[1].2 == 0,
-        "cohort a {:?}",
-        ads[1]
-    );
-    assert!(
-        ads[2].1 > 0 && ads[2].0 == 0 && ads[2].2 == 0,
-        "cohort b {:?}",
-        ads[2]
-    );
-    assert!(
-        ads[3].2 > 0 && ads[3].0 == 0 && ads[3].1 == 0,
-        "failed cohort {:?}",
-        ads[3]
-    );
+    // Each audience saw its own ads, and only those: (a, b, default) URIs.
+    let only = |(a, b, other): (usize, usize, usize), which: usize| {
+        [a, b, other]
+            .iter()
+            .enumerate()
+            .all(|(i, n)| (i == which) == (*n > 0))
+    };
+    for (ci, which, who) in [
+        (0, 2, "default"),
+        (1, 0, "cohort a"),
+        (2, 1, "cohort b"),
+        (3, 2, "failed cohort"),
+    ] {
+        assert!(only(ads[ci], which), "{who} {:?}", ads[ci]);
+    }
 }
 
 #[test]

@@ -75,11 +75,7 @@ pub enum Audience {
 /// The audience of a media request: from its `sid` (and the `tg` that
 /// session was minted with).
 pub fn of_request(url: &Url, env: &Env, ch: &StoredChannel) -> Audience {
-    let q = |k: &str| {
-        url.query_pairs()
-            .find(|(a, _)| a == k)
-            .map(|(_, v)| v.into_owned())
-    };
+    let q = |k: &str| query(url, k);
     let targets = !ch.config.targeting.keys.is_empty();
     let Some(sid) = q("sid") else {
         return Audience::Viewer {
@@ -104,10 +100,19 @@ pub fn of_request(url: &Url, env: &Env, ch: &StoredChannel) -> Audience {
     }
 }
 
-fn secret(env: &Env) -> Option<String> {
-    env.secret(crate::playback::SESSION_SECRET)
-        .ok()
-        .map(|s| s.to_string())
+/// The wrangler secret that signs viewer sessions (and cohort tags).
+const SESSION_SECRET: &str = "SESSION_SECRET";
+
+/// The session secret, when the deployment has one.
+pub fn secret(env: &Env) -> Option<String> {
+    env.secret(SESSION_SECRET).ok().map(|s| s.to_string())
+}
+
+/// A query parameter of a request URL (the first, decoded).
+pub fn query(url: &Url, k: &str) -> Option<String> {
+    url.query_pairs()
+        .find(|(a, _)| a == k)
+        .map(|(_, v)| v.into_owned())
 }
 
 /// The verified session of `sid` for this channel.
@@ -217,11 +222,7 @@ pub async fn report_from(env: &Env, ch: &StoredChannel, url: &Url, cohort: &str)
     if ch.config.targeting.keys.is_empty() || !due(ch, cohort) {
         return;
     }
-    let tg = url
-        .query_pairs()
-        .find(|(a, _)| a == "tg")
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
+    let tg = query(url, "tg").unwrap_or_default();
     // Only a `tg` that still names this cohort under the channel's keys
     // (not one shortened to fit, nor one from before the keys changed):
     // a cohort's targeting must be what its viewers share.
@@ -241,11 +242,7 @@ pub fn session_viewer(
     env: &Env,
     ch: &StoredChannel,
 ) -> Option<(String, String, Viewer)> {
-    let q = |k: &str| {
-        url.query_pairs()
-            .find(|(a, _)| a == k)
-            .map(|(_, v)| v.into_owned())
-    };
+    let q = |k: &str| query(url, k);
     let sid = q("sid")?;
     let tg = q("tg").unwrap_or_default();
     let s = verify(env, ch, &sid).filter(|s| s.binds(&tg))?;

@@ -17,8 +17,6 @@ use worker_shared::channel_client::{ChannelClient, ChannelRef, SyncRequest};
 use worker_shared::{bindings, error, StoredChannel};
 
 const M3U8: &str = "application/vnd.apple.mpegurl";
-/// The wrangler secret that signs viewer sessions.
-pub(crate) const SESSION_SECRET: &str = "SESSION_SECRET";
 
 thread_local! {
     /// Playlist requests not yet written, per channel: an isolate serving
@@ -256,7 +254,10 @@ async fn playlist_with(
         Vec::new()
     };
     let mut settings = splice_settings(ch, session);
-    settings.cohort_param = audience::cohort_param(env, ch, &cohort);
+    // (Asset lists are named by SGAI playlists only: no HMAC otherwise.)
+    if a.mode == Mode::Sgai {
+        settings.cohort_param = audience::cohort_param(env, ch, &cohort);
+    }
     settings.viewer_query = per_viewer;
     let mreq = edge::MediaRequest {
         origin: &text,
@@ -887,28 +888,14 @@ fn counted_session(req: &Request, env: &Env, ch: &StoredChannel) -> Result<Optio
         .filter(|s| verify_session(env, ch, s)))
 }
 
-fn session_secret(env: &Env) -> Option<String> {
-    env.secret(SESSION_SECRET).ok().map(|s| s.to_string())
-}
-
 /// Was `sid` signed by us, for this channel, within its lifetime?
 fn verify_session(env: &Env, ch: &StoredChannel, sid: &str) -> bool {
-    let Some(secret) = session_secret(env) else {
-        return false;
-    };
-    session::verify(
-        secret.as_bytes(),
-        sid,
-        &format!("{}/{}", ch.org, ch.slug),
-        worker_shared::now_ms() / 1000,
-        session::DEFAULT_TTL_S,
-    )
-    .is_ok()
+    audience::verify(env, ch, sid).is_some()
 }
 
 /// A new signed session for this channel; `None` without a usable secret.
 fn mint_session(env: &Env, ch: &StoredChannel, cohort: &str, tg: &str) -> Option<String> {
-    let secret = session_secret(env)?;
+    let secret = audience::secret(env)?;
     let mut nonce = [0u8; 8];
     crate::random_bytes(&mut nonce);
     match session::mint(
@@ -1194,11 +1181,7 @@ async fn find_entry(
 /// The session of an ad route's `pv=` (a per-viewer asset list's), when
 /// it verifies.
 fn per_viewer_session(req: &Request, env: &Env, ch: &StoredChannel) -> Option<String> {
-    let url = req.url().ok()?;
-    let pv = url
-        .query_pairs()
-        .find(|(k, _)| k == "pv")
-        .map(|(_, v)| v.into_owned())?;
+    let pv = audience::query(&req.url().ok()?, "pv")?;
     audience::verify(env, ch, &pv).map(|_| pv)
 }
 
@@ -1208,11 +1191,7 @@ fn request_cohort(req: &Request, env: &Env, ch: &StoredChannel) -> String {
     let Ok(url) = req.url() else {
         return String::new();
     };
-    let q = |k: &str| {
-        url.query_pairs()
-            .find(|(a, _)| a == k)
-            .map(|(_, v)| v.into_owned())
-    };
+    let q = |k: &str| audience::query(&url, k);
     q("c")
         .and_then(|c| audience::cohort_of_param(env, ch, &c))
         .or_else(|| {

@@ -405,18 +405,23 @@ mod tests {
             (r#"{"per_event": 257}"#, "tracking_limits.per_event"),
             (r#"{"per_pod": 4096}"#, "tracking_limits.per_pod"),
         ] {
-            let c: ChannelConfig = serde_json::from_str(&format!(
-                r#"{{"origin_url": "https://o.example/m.m3u8", "tracking_limits": {json}}}"#
-            ))
-            .unwrap();
-            let e = c.validate(false);
-            assert_eq!(e.len(), 1, "{json}: {e:?}");
-            assert_eq!(e[0].field, field);
+            assert_only_error("tracking_limits", json, field);
         }
         assert!(serde_json::from_str::<ChannelConfig>(
             r#"{"origin_url": "x", "tracking_limits": {"per_ad": 1}}"#
         )
         .is_err());
+    }
+
+    /// A config whose `section` is `json` has exactly one error, on `field`.
+    fn assert_only_error(section: &str, json: &str, field: &str) {
+        let c: ChannelConfig = serde_json::from_str(&format!(
+            r#"{{"origin_url": "https://o.example/m.m3u8", "{section}": {json}}}"#
+        ))
+        .unwrap();
+        let e = c.validate(false);
+        assert_eq!(e.len(), 1, "{json}: {e:?}");
+        assert_eq!(e[0].field, field);
     }
 
     #[test]
@@ -440,13 +445,7 @@ mod tests {
             (r#"{"max_cohorts": 0}"#, "targeting.max_cohorts"),
             (r#"{"max_cohorts": 257}"#, "targeting.max_cohorts"),
         ] {
-            let c: ChannelConfig = serde_json::from_str(&format!(
-                r#"{{"origin_url": "https://o.example/m.m3u8", "targeting": {json}}}"#
-            ))
-            .unwrap();
-            let e = c.validate(false);
-            assert_eq!(e.len(), 1, "{json}: {e:?}");
-            assert_eq!(e[0].field, field);
+            assert_only_error("targeting", json, field);
         }
         assert!(serde_json::from_str::<ChannelConfig>(
             r#"{"origin_url": "x", "targeting": {"cohorts": 1}}"#
