@@ -15,5 +15,6 @@ step "build";          ./scripts/build.sh
 step "conditioning corpus (quick)"; ./scripts/conditioning-corpus.sh --quick
 step "conditioner image (steps)"; ./scripts/conditioner-image.sh --check
 step "threefive diff"; python3 tests/differential/threefive_diff.py target/release/cf-ssai 5000
+step "DASH schema (self-test)"; ./scripts/mpd-xsd.sh --self-test
 step "demo media";     ./scripts/demo-media.sh "$ROOT/demo-media"
 step "integration";    node --test --test-concurrency=1 tests/integration/

@@ -174,6 +174,15 @@ export function channelConfig(originBase, dialect, extra = {}) {
   };
 }
 
+/** A DASH channel on the origin's `dash*` MPDs (`dash`, `dash-xml`, `dash-time`, `dash-emsg`, `dash-none`). */
+export function dashConfig(originBase, name, extra = {}) {
+  return channelConfig(originBase, name, {
+    origin_url: `${originBase}/live/${name}/manifest.mpd`,
+    ...(name === "dash-emsg" ? { cue_source: "inband" } : {}),
+    ...extra,
+  });
+}
+
 /**
  * Start origin + workers. Options: port, originPort, stateDir, media,
  * seed (true), ingest (true), echo, dialect (news channel), dialects (one
@@ -337,6 +346,12 @@ export async function seed(stack, opts = {}) {
   if (opts.ll !== false) {
     must(await api(base, "PUT", `/api/orgs/${ORG}/channels/news-ll`, channelConfig(originBase, `${opts.dialect ?? "cue-out"}-ll`, { mode: "auto" })), "news-ll");
   }
+  // The news channel as MPEG-DASH (multi-period SSAI, SGAI events): the
+  // origin's live MPD (SCTE-35 in an EventStream, xml+bin), CMAF video
+  // and audio sets.
+  if (opts.dash !== false) {
+    must(await api(base, "PUT", `/api/orgs/${ORG}/channels/news-dash`, dashConfig(originBase, "dash", { mode: "auto" })), "news-dash");
+  }
   // A channel without origin markers, for POST /cue.
   must(await api(base, "PUT", `/api/orgs/${ORG}/channels/manual`, channelConfig(originBase, "none")), "manual");
   stack.apiKey = must(await api(base, "POST", `/api/orgs/${ORG}/api-keys`, {}), "api key").json.key;
@@ -363,6 +378,7 @@ cf-ssai is running (all four workers in wrangler dev, live origin on ${stack.ori
   Player, fMP4:   ${b}/${ORG}/news-fmp4/master.m3u8?mode=ssai   (same stream as CMAF/fMP4)
   Demuxed:        ${b}/${ORG}/news-demuxed/master.m3u8?mode=ssai   (audio en/es + WebVTT; mode=sgai too)
   LL-HLS:         ${b}/${ORG}/news-ll/master.m3u8?mode=ssai   (0.96 s parts; hls.js lowLatencyMode)
+  DASH:           ${b}/${ORG}/news-dash/manifest.mpd   (multi-period SSAI; ?mode=sgai: alternative-MPD events for Shaka)
   Dashboard:      ${b}/dashboard   (paste the API key below)
   API key (org ${ORG}): ${stack.apiKey}
 

@@ -1,12 +1,13 @@
 //! `cf-ssai`: the operator's and tester's CLI over the core.
 //!
 //! ```text
-//! cf-ssai scte35 [--hex]            one section per stdin line → one JSON line
+//! cf-ssai scte35 [--hex]            one section per stdin line (base64, hex, or DASH XML <scte35:Signal>/<scte35:SpliceInfoSection>) → one JSON line
 //! cf-ssai cues FILE.m3u8|.ts|.m4s   ad markers (playlist or in-band) as normalized JSON events
 //! cf-ssai token --secret S --org O [--aud A] [--iss I] [--scope "cue read"] [--ttl SECS]   mint an HS256 JWT
 //! cf-ssai apikey-hash --key K       salt + hash for the api_keys table
 //! cf-ssai origin [--port P] [--media DIR] ...   local live HLS origin
 //! cf-ssai validate < JSONL          live rules across reloads/viewers/nodes
+//! cf-ssai dash-validate --url MPD_URL VIEWER-MS.mpd ...   DASH live rules across reloads/viewers
 //! cf-ssai ads ingest FILE ...       condition an ad (ffmpeg), upload, register
 //! cf-ssai ads condition FILE --out DIR ...   condition an ad locally (nothing uploaded)
 //! cf-ssai conditioner --api URL --token T ...   condition ad servers' creatives (jobs)
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
         Some("apikey-hash") => apikey_hash(rest),
         Some("origin") => origin::run(rest),
         Some("validate") => validate(),
+        Some("dash-validate") => return dash_validate(rest),
         Some("conditioner") => conditioner::run(rest),
         Some("ads") if rest.first().map(String::as_str) == Some("ingest") => {
             ingest::run(&rest[1..])
@@ -58,7 +60,7 @@ fn main() -> ExitCode {
     }
 }
 
-const USAGE: &str = "usage: cf-ssai scte35 [--hex] | cues FILE | token --secret S --org O | apikey-hash --key K | origin [...] | validate | ads ingest FILE [...] | ads condition FILE --out DIR [...] | conditioner --api URL --token T [...] (conditioner --help)";
+const USAGE: &str = "usage: cf-ssai scte35 [--hex] | cues FILE | token --secret S --org O | apikey-hash --key K | origin [...] | validate | dash-validate --url MPD_URL VIEWER-MS.mpd... | ads ingest FILE [...] | ads condition FILE --out DIR [...] | conditioner --api URL --token T [...] (conditioner --help)";
 
 /// `--name value` flags.
 pub(crate) fn flag<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
@@ -80,7 +82,10 @@ pub(crate) fn flag_or<T: std::str::FromStr>(
 }
 
 /// One JSON object per input line, in order; invalid UTF-8 is a per-line
-/// error, not a crash.
+/// error, not a crash. A line starting with `<` is the DASH MPD `Event`
+/// payload of SCTE 214-1 (either XML form, one event per line), described
+/// as its binary section, e.g.
+/// `echo '<scte35:Signal><scte35:Binary>/DAvAAAAAAAA///wFAVIAACPf+/+c2nALv4AUsz1AAAAAAAKAAhDVUVJAAABNWLbowo=</scte35:Binary></scte35:Signal>' | cf-ssai scte35`.
 fn scte35(args: &[String]) -> Result<(), String> {
     let enc = if args.iter().any(|a| a == "--hex") {
         InputEncoding::Hex
@@ -227,4 +232,67 @@ fn validate() -> Result<(), String> {
         return Err(format!("{bad} violations in {n} playlists"));
     }
     Ok(())
+}
+
+/// Check saved MPD snapshots against the DASH live rules. Each file is
+/// `{viewer}-{fetched_at_ms}.mpd`; the snapshots are replayed in fetch
+/// order, one sequence per viewer, one registry for all (late joiners).
+/// Prints one JSON report (violations, and the Periods of each viewer's
+/// last snapshot with their segments); exits 1 on violations, 2 on usage
+/// errors.
+fn dash_validate(args: &[String]) -> ExitCode {
+    use cf_ssai_testkit::validate_dash::{snapshot_name, validate_snapshots, Snapshot};
+    let usage = |e: String| {
+        eprintln!("cf-ssai dash-validate: {e}\nusage: cf-ssai dash-validate --url MPD_URL {{viewer}}-{{fetched_at_ms}}.mpd ...");
+        ExitCode::from(2)
+    };
+    let Some(url) = flag(args, "--url") else {
+        return usage("--url MPD_URL required (relative BaseURLs resolve against it)".into());
+    };
+    let mut files = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--url" => {
+                it.next();
+            }
+            f if f.starts_with("--") => return usage(format!("unknown flag {f}")),
+            f => files.push(f),
+        }
+    }
+    if files.is_empty() {
+        return usage("no snapshot files".into());
+    }
+    let mut snapshots = Vec::with_capacity(files.len());
+    for f in files {
+        let name = std::path::Path::new(f)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("");
+        let Some((viewer, fetched_at_ms)) = snapshot_name(name) else {
+            return usage(format!("{f}: not named {{viewer}}-{{fetched_at_ms}}.mpd"));
+        };
+        let bytes = match std::fs::read(f) {
+            Ok(b) => b,
+            Err(e) => return usage(format!("{f}: {e}")),
+        };
+        snapshots.push(Snapshot {
+            viewer,
+            fetched_at_ms,
+            bytes,
+        });
+    }
+    let report = validate_snapshots(url, &snapshots);
+    match serde_json::to_string(&report) {
+        Ok(json) => println!("{json}"),
+        Err(e) => {
+            eprintln!("cf-ssai dash-validate: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    if report.violations.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -1,4 +1,5 @@
-//! `cf-ssai origin`: a local live HLS origin for the demo and the tests.
+//! `cf-ssai origin`: a local live HLS and DASH origin for the demo and the
+//! tests.
 //!
 //! Serves `/live/{channel}/master.m3u8` and `/live/{channel}/{variant}/
 //! index.m3u8` from the core's simulator (a sliding window with PDT and
@@ -20,11 +21,26 @@
 //! `_HLS_part` on a `-ll` channel: LL-HLS with two 0.96 s parts per
 //! segment, `part{n}.{i}.ts` cut from the same encode as the segments,
 //! `--media DIR/{variant}/part{2n+i}.ts`).
+//!
+//! Channels named `dash*` are live MPEG-DASH (the testkit's
+//! [`sim_dash`](cf_ssai_testkit::sim_dash) MPD over the same clock, window
+//! and breaks): `dash` (`$Number$`, SCTE-35 as an `xml+bin` EventStream),
+//! `dash-xml` (`2013:xml` EventStream), `dash-time` (`$Time$`, `xml+bin`),
+//! `dash-emsg` (in-band only: an `emsg` on the video segment starting each
+//! break) and `dash-none` (no cues). `/live/{dash*}/manifest.mpd`, and
+//! `{rep}/init.mp4`, `{rep}/seg{N}.m4s` or `{rep}/t{T}.m4s` from the demuxed
+//! CMAF media (`--media DIR/{v360,v540,aud-en}-cmaf/seg{N % loop}.m4s`),
+//! each segment's `tfdt` moved to segment N's place on the MPD timeline (a
+//! DASH player places media by its decode times, and the loop's files
+//! restart at 0). Segments not yet published are 404. `GET /time` is the
+//! clock the MPDs' `UTCTiming` (http-iso) points at.
+//!
 //! `POST /ctl/{channel}/down?secs=N` makes a channel answer 503 for N
 //! seconds (the origin-dies test). Listens on 127.0.0.1 only.
 
 use crate::{flag, flag_or};
 use cf_ssai_testkit::sim::{SimChannel, SimDialect, SimVariant};
+use cf_ssai_testkit::sim_dash::{self, Cues, DashOptions, Template};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -37,6 +53,8 @@ struct Origin {
     media: Option<std::path::PathBuf>,
     down_until: Mutex<HashMap<String, i64>>,
     stop_after: Option<i64>,
+    /// For the absolute `UTCTiming` URL in the MPDs.
+    port: u16,
 }
 
 /// LL-HLS parts per segment on `-ll` channels (the demo media's parts are
@@ -109,6 +127,7 @@ pub fn run(args: &[String]) -> Result<(), String> {
         media: flag(args, "--media").map(Into::into),
         down_until: Mutex::new(HashMap::new()),
         stop_after: stop_after.map(|s| now + s * 1000),
+        port,
     });
     let listener = TcpListener::bind(("127.0.0.1", port))
         .map_err(|e| format!("bind 127.0.0.1:{port}: {e}"))?;
@@ -202,6 +221,9 @@ fn respond(
                     b"origin down".to_vec(),
                 );
             }
+            if ch.starts_with("dash") {
+                return dash(o, ch, rest);
+            }
             let chan = channel(o, ch);
             match rest {
                 ["master.m3u8"] => text(chan.master()),
@@ -278,6 +300,13 @@ fn respond(
             }
         }
         ("GET", ["healthz"]) => ("200 OK", "text/plain", b"ok".to_vec()),
+        // The clock of the MPDs' UTCTiming (http-iso): players sync to it
+        // to compute which segments are available.
+        ("GET" | "HEAD", ["time"]) => (
+            "200 OK",
+            "text/plain",
+            sim_dash::iso_ms(now_ms()).into_bytes(),
+        ),
         _ => ("404 Not Found", "text/plain", b"not found".to_vec()),
     }
 }
@@ -411,5 +440,481 @@ fn ctype(name: &str) -> &'static str {
         "video/mp4"
     } else {
         "application/octet-stream"
+    }
+}
+
+type Response = (&'static str, &'static str, Vec<u8>);
+
+fn not_found(why: &str) -> Response {
+    ("404 Not Found", "text/plain", why.as_bytes().to_vec())
+}
+
+/// The template and cue form of a `dash*` channel (None: no such channel).
+fn dash_options(name: &str) -> Option<(Template, Cues)> {
+    Some(match name {
+        "dash" => (Template::Number, Cues::XmlBin),
+        "dash-xml" => (Template::Number, Cues::Xml),
+        "dash-time" => (Template::Time, Cues::XmlBin),
+        "dash-emsg" => (Template::Number, Cues::Emsg),
+        "dash-none" => (Template::Number, Cues::None),
+        _ => return None,
+    })
+}
+
+/// A DASH channel's MPD, init segments and media segments.
+fn dash(o: &Origin, name: &str, rest: &[&str]) -> Response {
+    let Some((template, cues)) = dash_options(name) else {
+        return not_found("no such channel");
+    };
+    let mut chan = o.base.clone();
+    // Any marker dialect but None: `break_at` then reports the breaks (the
+    // MPD has no HLS dialect; `cues` says how they are signalled).
+    chan.dialect = SimDialect::Daterange;
+    let now = now_ms();
+    match rest {
+        ["manifest.mpd"] => {
+            let opts = DashOptions {
+                template,
+                cues,
+                utc_timing: Some(format!("http://127.0.0.1:{}/time", o.port)),
+                // `--signal-ahead` when given, else the usual pre-roll.
+                signal_ahead: match o.base.signal_ahead {
+                    0 => DashOptions::default().signal_ahead,
+                    n => n,
+                },
+            };
+            let mpd = sim_dash::mpd(&chan, &opts, now);
+            ("200 OK", "application/dash+xml", mpd.into_bytes())
+        }
+        [rep, file] => {
+            let Some(timescale) = sim_dash::rep_timescale(rep) else {
+                return not_found("no such representation");
+            };
+            let Some(media) = &o.media else {
+                return not_found("no media directory");
+            };
+            let dir = media.join(format!("{rep}-cmaf"));
+            let video = sim_dash::VIDEO_REPS.iter().any(|r| r.id == *rep);
+            let ctype = if video { "video/mp4" } else { "audio/mp4" };
+            if *file == "init.mp4" {
+                return match std::fs::read(dir.join("init.mp4")) {
+                    Ok(b) => ("200 OK", ctype, b),
+                    Err(_) => not_found("no such init segment"),
+                };
+            }
+            let d = sim_dash::seg_duration(chan.cadence_ms, timescale);
+            let Some(n) = dash_segment_number(file, d) else {
+                return not_found("no such segment");
+            };
+            // A live origin has nothing past its live edge: a player asking
+            // early has its clock wrong, and should see it.
+            if chan.live_msn(now).is_none_or(|live| n > live) {
+                return not_found("segment not yet available");
+            }
+            let k = n % chan.loop_len.max(1);
+            let Ok(bytes) = std::fs::read(dir.join(format!("seg{k}.m4s"))) else {
+                return not_found("no such segment");
+            };
+            // The looped file k sits at k*d (+ the media's own offset):
+            // whole loops move it to n*d, where the MPD's S@t puts it.
+            let emsg = |t: u64| {
+                let (id, section) = match cues {
+                    Cues::Emsg if video => sim_dash::emsg_section(&chan, n)?,
+                    _ => return None,
+                };
+                let ts = u32::try_from(timescale).ok()?;
+                Some(cf_ssai_core::scte35::inband::build::emsg(
+                    1, ts, t, id, &section,
+                ))
+            };
+            let served = (n - k)
+                .checked_mul(d)
+                .ok_or_else(|| "decode time overflow".to_string())
+                .and_then(|shift| retime_segment(&bytes, shift, emsg));
+            match served {
+                Ok(b) => ("200 OK", ctype, b),
+                Err(e) => ("500 Internal Server Error", "text/plain", e.into_bytes()),
+            }
+        }
+        _ => not_found("not found"),
+    }
+}
+
+/// The segment number a DASH media request names: `seg{N}.m4s`
+/// (`$Number$`) or `t{T}.m4s` (`$Time$`, on a timeline of `d` ticks).
+fn dash_segment_number(file: &str, d: u64) -> Option<u64> {
+    let stem = file.strip_suffix(".m4s")?;
+    if let Some(n) = stem.strip_prefix("seg") {
+        return n.parse().ok();
+    }
+    sim_dash::segment_of_time(stem.strip_prefix('t')?.parse().ok()?, d)
+}
+
+/// One ISO BMFF box: its type, header length and whole bytes.
+struct Mp4Box<'a> {
+    kind: [u8; 4],
+    hdr: usize,
+    bytes: &'a [u8],
+}
+
+impl<'a> Mp4Box<'a> {
+    fn body(&self) -> &'a [u8] {
+        self.bytes.get(self.hdr..).unwrap_or_default()
+    }
+}
+
+/// The boxes that tile `data` exactly, walked by their sizes. A size that
+/// overruns or undercuts, or trailing bytes, refuse the whole file: a
+/// malformed segment is an error, never half-rewritten.
+fn mp4_boxes(data: &[u8]) -> Result<Vec<Mp4Box<'_>>, String> {
+    let mut out = Vec::new();
+    let mut rest = data;
+    while !rest.is_empty() {
+        let bad = || "malformed box".to_string();
+        let head = rest.get(..8).ok_or_else(bad)?;
+        let size32 = u32::from_be_bytes([head[0], head[1], head[2], head[3]]);
+        let kind = [head[4], head[5], head[6], head[7]];
+        let (hdr, size) = match size32 {
+            // To the end of the enclosing data.
+            0 => (8, rest.len()),
+            1 => {
+                let large: [u8; 8] = rest
+                    .get(8..16)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(bad)?;
+                let size = usize::try_from(u64::from_be_bytes(large)).map_err(|_| bad())?;
+                (16, size)
+            }
+            s => (8, usize::try_from(s).map_err(|_| bad())?),
+        };
+        if size < hdr {
+            return Err(bad());
+        }
+        let bytes = rest.get(..size).ok_or_else(bad)?;
+        out.push(Mp4Box { kind, hdr, bytes });
+        rest = rest.get(size..).unwrap_or_default();
+    }
+    Ok(out)
+}
+
+/// A box of `kind` around `body` (64-bit size only when 32 bits cannot
+/// hold it).
+fn mp4_box(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len() + 16);
+    match u32::try_from(body.len() + 8) {
+        Ok(size) => {
+            out.extend_from_slice(&size.to_be_bytes());
+            out.extend_from_slice(kind);
+        }
+        Err(_) => {
+            out.extend_from_slice(&1u32.to_be_bytes());
+            out.extend_from_slice(kind);
+            out.extend_from_slice(&(body.len() as u64 + 16).to_be_bytes());
+        }
+    }
+    out.extend_from_slice(body);
+    out
+}
+
+/// A full box's 24 flag bits.
+fn fullbox_flags(body: &[u8]) -> Option<u32> {
+    Some(u32::from_be_bytes([
+        0,
+        *body.get(1)?,
+        *body.get(2)?,
+        *body.get(3)?,
+    ]))
+}
+
+/// (version, baseMediaDecodeTime) of a `tfdt` body.
+fn tfdt_time(body: &[u8]) -> Option<(u8, u64)> {
+    let word = |n: usize| body.get(4..4 + n);
+    match body.first()? {
+        0 => Some((0, u64::from(u32::from_be_bytes(word(4)?.try_into().ok()?)))),
+        1 => Some((1, u64::from_be_bytes(word(8)?.try_into().ok()?))),
+        _ => None,
+    }
+}
+
+/// A `tfdt` body of `time`: version 0 only if it was and still fits.
+fn tfdt_body(version: u8, time: u64) -> Vec<u8> {
+    match u32::try_from(time) {
+        Ok(t) if version == 0 => [&[0u8, 0, 0, 0][..], &t.to_be_bytes()].concat(),
+        _ => [&[1u8, 0, 0, 0][..], &time.to_be_bytes()].concat(),
+    }
+}
+
+/// A served DASH media segment: every fragment's `tfdt` moved `shift`
+/// ticks, the `emsg` `emsg(new tfdt)` returns (if any) before the first
+/// `moof`, and the `sidx` dropped (it indexes the file's own times and
+/// byte ranges, which this moves; with a SegmentTemplate no player reads
+/// it). A tfdt v0 that outgrows 32 bits becomes v1: its traf and moof grow
+/// by 4 and the moof-relative trun data offsets follow. Absolute offsets
+/// (tfhd base_data_offset, which CMAF forbids) are refused.
+fn retime_segment(
+    data: &[u8],
+    shift: u64,
+    emsg: impl FnOnce(u64) -> Option<Vec<u8>>,
+) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(data.len() + 256);
+    let mut emsg = Some(emsg);
+    for b in mp4_boxes(data)? {
+        match &b.kind {
+            b"sidx" => {}
+            b"moof" => {
+                let (moof, t) = retime_moof(b.body(), shift)?;
+                if let Some(e) = emsg.take().and_then(|f| f(t)) {
+                    out.extend_from_slice(&e);
+                }
+                out.extend_from_slice(&mp4_box(b"moof", &moof));
+            }
+            _ => out.extend_from_slice(b.bytes),
+        }
+    }
+    if emsg.is_some() {
+        return Err("media segment without a moof".into());
+    }
+    Ok(out)
+}
+
+/// A moof body retimed by `shift`, and its first traf's new decode time.
+fn retime_moof(body: &[u8], shift: u64) -> Result<(Vec<u8>, u64), String> {
+    let kids = mp4_boxes(body)?;
+    // Every traf's new time first: a v0 tfdt outgrowing 32 bits becomes v1,
+    // 4 bytes longer, moving the mdat (so the trun offsets) by `growth`.
+    let mut times = Vec::new();
+    for traf in kids.iter().filter(|b| &b.kind == b"traf") {
+        let (version, t) = mp4_boxes(traf.body())?
+            .iter()
+            .find(|b| &b.kind == b"tfdt")
+            .and_then(|b| tfdt_time(b.body()))
+            .ok_or("traf without a tfdt")?;
+        let t = t.checked_add(shift).ok_or("decode time overflow")?;
+        times.push((version, t));
+    }
+    let first_time = times.first().map(|t| t.1).ok_or("moof without a traf")?;
+    let grown = |&(v, t): &(u8, u64)| v == 0 && u32::try_from(t).is_err();
+    let growth = 4 * times.iter().filter(|t| grown(t)).count() as i64;
+    let mut out = Vec::with_capacity(body.len() + 8);
+    let mut times = times.into_iter();
+    let mut first = true;
+    for k in &kids {
+        if &k.kind != b"traf" {
+            out.extend_from_slice(k.bytes);
+            continue;
+        }
+        let (version, t) = times.next().ok_or("traf without a tfdt")?;
+        let traf = retime_traf(k.body(), version, t, first, growth)?;
+        out.extend_from_slice(&mp4_box(b"traf", &traf));
+        first = false;
+    }
+    Ok((out, first_time))
+}
+
+/// A traf body with its tfdt at `time` and its moof-relative trun data
+/// offsets moved by `growth` bytes.
+fn retime_traf(
+    body: &[u8],
+    version: u8,
+    time: u64,
+    first: bool,
+    growth: i64,
+) -> Result<Vec<u8>, String> {
+    let kids = mp4_boxes(body)?;
+    let flags = kids
+        .iter()
+        .find(|b| &b.kind == b"tfhd")
+        .and_then(|b| fullbox_flags(b.body()))
+        .ok_or("traf without a tfhd")?;
+    if flags & 0x1 != 0 {
+        return Err("tfhd base_data_offset: absolute offsets are not rewritten".into());
+    }
+    // Data offsets count from the moof with default-base-is-moof, and in
+    // the first traf without it; a later traf's count from the end of the
+    // previous traf's data, which moves with the mdat.
+    let moof_relative = flags & 0x02_0000 != 0 || first;
+    let mut out = Vec::with_capacity(body.len() + 4);
+    for k in &kids {
+        match &k.kind {
+            b"tfdt" => out.extend_from_slice(&mp4_box(b"tfdt", &tfdt_body(version, time))),
+            b"trun" if growth != 0 && moof_relative => {
+                out.extend_from_slice(&mp4_box(b"trun", &move_data_offset(k.body(), growth)?))
+            }
+            _ => out.extend_from_slice(k.bytes),
+        }
+    }
+    Ok(out)
+}
+
+/// A trun body with its data_offset (when present) moved by `by` bytes.
+fn move_data_offset(body: &[u8], by: i64) -> Result<Vec<u8>, String> {
+    let mut b = body.to_vec();
+    if fullbox_flags(body).ok_or("short trun")? & 0x1 != 0 {
+        let field = b.get_mut(8..12).ok_or("short trun")?;
+        let old = i32::from_be_bytes([field[0], field[1], field[2], field[3]]);
+        let new = i32::try_from(i64::from(old) + by).map_err(|_| "trun data_offset overflow")?;
+        field.copy_from_slice(&new.to_be_bytes());
+    }
+    Ok(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn full(kind: &[u8; 4], version: u8, flags: u32, rest: &[u8]) -> Vec<u8> {
+        let f = flags.to_be_bytes();
+        mp4_box(kind, &[&[version, f[1], f[2], f[3]][..], rest].concat())
+    }
+
+    /// styp, sidx, moof (mfhd, traf (tfhd default-base-is-moof, tfdt,
+    /// trun with a data offset at the mdat payload)), mdat.
+    fn segment(tfdt_version: u8, time: u64) -> Vec<u8> {
+        let tfdt = match tfdt_version {
+            0 => full(b"tfdt", 0, 0, &(time as u32).to_be_bytes()),
+            _ => full(b"tfdt", 1, 0, &time.to_be_bytes()),
+        };
+        let traf_of = |offset: i32| {
+            let trun = full(
+                b"trun",
+                0,
+                0x301,
+                &[
+                    &2u32.to_be_bytes()[..],
+                    &offset.to_be_bytes(),
+                    &[0, 0, 2, 0, 0, 0, 0, 3],
+                    &[0, 0, 2, 0, 0, 0, 0, 2],
+                ]
+                .concat(),
+            );
+            let tfhd = full(b"tfhd", 0, 0x02_0000, &1u32.to_be_bytes());
+            mp4_box(b"traf", &[tfhd, tfdt.clone(), trun].concat())
+        };
+        let mfhd = full(b"mfhd", 0, 0, &7u32.to_be_bytes());
+        let moof_len = mp4_box(b"moof", &[mfhd.clone(), traf_of(0)].concat()).len();
+        let moof = mp4_box(b"moof", &[mfhd, traf_of(moof_len as i32 + 8)].concat());
+        [
+            mp4_box(b"styp", b"msdhmsdh"),
+            full(b"sidx", 1, 0, &[0u8; 28]),
+            moof,
+            mp4_box(b"mdat", b"abcde"),
+        ]
+        .concat()
+    }
+
+    /// (tfdt version, time) of the first traf, and whether its trun data
+    /// offset lands on the mdat payload.
+    fn inspect(seg: &[u8]) -> (u8, u64, bool) {
+        let top = mp4_boxes(seg).unwrap();
+        let mut at = 0usize;
+        let mut moof_at = None;
+        let mut result = None;
+        for b in &top {
+            if &b.kind == b"moof" {
+                moof_at = Some(at);
+                let traf = mp4_boxes(b.body())
+                    .unwrap()
+                    .into_iter()
+                    .find(|k| &k.kind == b"traf")
+                    .unwrap();
+                let kids = mp4_boxes(traf.body()).unwrap();
+                let tfdt = kids.iter().find(|k| &k.kind == b"tfdt").unwrap();
+                let trun = kids.iter().find(|k| &k.kind == b"trun").unwrap();
+                let off = i32::from_be_bytes(trun.body()[8..12].try_into().unwrap());
+                let (v, t) = tfdt_time(tfdt.body()).unwrap();
+                result = Some((v, t, off));
+            }
+            if &b.kind == b"mdat" {
+                let (v, t, off) = result.unwrap();
+                let lands = moof_at.unwrap() + off as usize == at + 8;
+                return (v, t, lands);
+            }
+            at += b.bytes.len();
+        }
+        panic!("no mdat");
+    }
+
+    fn kinds(seg: &[u8]) -> Vec<String> {
+        mp4_boxes(seg)
+            .unwrap()
+            .iter()
+            .map(|b| String::from_utf8_lossy(&b.kind).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn tfdt_moves_by_whole_loops_and_sidx_goes() {
+        let seg = segment(1, 24_576);
+        assert_eq!(inspect(&seg), (1, 24_576, true));
+        let out = retime_segment(&seg, 60 * 24_576, |_| None).unwrap();
+        assert_eq!(inspect(&out), (1, 61 * 24_576, true));
+        assert_eq!(kinds(&out), ["styp", "moof", "mdat"]);
+        // v0 that still fits stays v0, same size.
+        let out = retime_segment(&segment(0, 5), 10, |_| None).unwrap();
+        assert_eq!(inspect(&out), (0, 15, true));
+    }
+
+    #[test]
+    fn a_v0_tfdt_outgrowing_32_bits_becomes_v1_and_offsets_follow() {
+        let seg = segment(0, 1000);
+        let shift = u64::from(u32::MAX);
+        let out = retime_segment(&seg, shift, |_| None).unwrap();
+        assert_eq!(inspect(&out), (1, shift + 1000, true));
+        let sidx = 8 + 4 + 28;
+        assert_eq!(out.len(), seg.len() - sidx + 4);
+    }
+
+    #[test]
+    fn the_emsg_goes_before_the_moof_at_the_new_time() {
+        use cf_ssai_core::scte35::inband;
+        let seg = segment(1, 24_576);
+        let out = retime_segment(&seg, 2 * 24_576, |t| {
+            Some(inband::build::emsg(1, 12_800, t, 1001, b"\xfc"))
+        })
+        .unwrap();
+        assert_eq!(kinds(&out), ["styp", "emsg", "moof", "mdat"]);
+        assert_eq!(inspect(&out), (1, 3 * 24_576, true));
+        let emsg = mp4_boxes(&out)
+            .unwrap()
+            .into_iter()
+            .find(|b| &b.kind == b"emsg")
+            .unwrap();
+        let pt = u64::from_be_bytes(emsg.body()[8..16].try_into().unwrap());
+        assert_eq!(pt, 3 * 24_576);
+        assert_eq!(inband::fragment_decode_time(&out), Some(3 * 24_576));
+    }
+
+    #[test]
+    fn malformed_media_is_an_error_not_a_panic() {
+        let seg = segment(1, 1);
+        assert!(retime_segment(&seg, u64::MAX, |_| None).is_err());
+        for cut in 0..seg.len() {
+            let _ = retime_segment(&seg[..cut], 1, |_| None);
+            let mut bad = seg.clone();
+            bad[cut] ^= 0xff;
+            let _ = retime_segment(&bad, 1, |_| None);
+        }
+        assert!(retime_segment(b"", 1, |_| None).is_err());
+        assert!(retime_segment(&[0, 0, 0, 1, b'm', b'o', b'o', b'f'], 1, |_| None).is_err());
+        assert!(retime_segment(&[0, 0, 0, 4, b'm', b'o', b'o', b'f'], 1, |_| None).is_err());
+        // An absolute base_data_offset is refused, not silently broken.
+        let tfhd = full(b"tfhd", 0, 0x1, &[0u8; 12]);
+        let tfdt = full(b"tfdt", 1, 0, &[0u8; 8]);
+        let moof = mp4_box(b"moof", &mp4_box(b"traf", &[tfhd, tfdt].concat()));
+        assert!(retime_segment(&moof, 1, |_| None).is_err());
+    }
+
+    #[test]
+    fn dash_requests_name_segments() {
+        assert_eq!(dash_segment_number("seg42.m4s", 24_576), Some(42));
+        assert_eq!(dash_segment_number("t1032192.m4s", 24_576), Some(42));
+        assert_eq!(dash_segment_number("t1032193.m4s", 24_576), None);
+        assert_eq!(dash_segment_number("seg42.ts", 24_576), None);
+        assert_eq!(dash_segment_number("t.m4s", 24_576), None);
+        assert_eq!(
+            dash_options("dash-time"),
+            Some((Template::Time, Cues::XmlBin))
+        );
+        assert_eq!(dash_options("dash-nope"), None);
     }
 }

@@ -45,4 +45,7 @@ pub mod channel;
 
 pub mod splice;
 
+#[cfg(feature = "dash")]
+pub mod dash;
+
 pub mod control;

@@ -22,7 +22,7 @@ fn layer(top: &str) -> Option<u8> {
         "scte35" => 2,
         "ads" => 3,
         "channel" => 4,
-        "splice" => 5,
+        "splice" | "dash" => 5,
         "control" => 6,
         _ => return None,
     })

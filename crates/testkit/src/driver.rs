@@ -146,10 +146,16 @@ pub struct Driver {
     pub polls: Vec<i64>,
     /// The object's alarm.
     pub alarm: Option<i64>,
+    /// What a poll reads at an instant, when not the simulator's first
+    /// variant (a DASH origin: its MPD's window as a media playlist).
+    pub origin: Option<OriginFn>,
     /// This instance has fed [`Input::Resumed`].
     resumed: bool,
     pub now: i64,
 }
+
+/// An origin's window at an instant, as a media playlist.
+pub type OriginFn = Box<dyn Fn(i64) -> String>;
 
 impl Driver {
     /// A driver at the origin's start, its poller not started.
@@ -180,6 +186,7 @@ impl Driver {
             origin_down: Vec::new(),
             polls: Vec::new(),
             alarm: None,
+            origin: None,
             resumed: true,
             now,
         }
@@ -296,7 +303,10 @@ impl Driver {
                 cadence_ms: self.sim.cadence_ms,
             })
         } else {
-            let text = self.sim.media(&self.variant, started);
+            let text = match &self.origin {
+                Some(f) => f(started),
+                None => self.sim.media(&self.variant, started),
+            };
             match media::parse(&text) {
                 Ok(m) => {
                     let det = cues::detect(&m, &SegmentationPolicy::default());

@@ -16,4 +16,6 @@
 pub mod driver;
 pub mod edge;
 pub mod sim;
+pub mod sim_dash;
 pub mod validate;
+pub mod validate_dash;

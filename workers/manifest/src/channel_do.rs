@@ -916,6 +916,8 @@ impl ChannelDO {
         )
         .await
         .map_err(|e| format!("origin {url}: {e}"))?;
+        let text = crate::origin::as_media_playlist(text, &url)
+            .map_err(|e| format!("origin {url}: {e}"))?;
         let m = media::parse(&text).map_err(|e| format!("origin {url}: {e}"))?;
         let cadence = crate::origin::cadence_ms(cfg, &m);
         let mut det = cues::detect(&m, &cfg.segmentation);

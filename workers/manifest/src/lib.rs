@@ -7,6 +7,7 @@ mod admin;
 mod audience;
 mod channel_do;
 mod conditioner_do;
+mod dash;
 mod origin;
 mod playback;
 
@@ -95,6 +96,15 @@ async fn route(req: Request, env: Env, ctx: Context) -> Result<Response> {
                 return error(404, format!("channel {org}/{slug} is not active"));
             }
             match rest {
+                ["manifest.mpd"] => {
+                    let r = dash::manifest(&req, &env, &ch).await;
+                    let status = r.as_ref().map_or(500, |r| r.status_code());
+                    playback::count_playlist(&env, &ctx, &ch, status);
+                    r
+                }
+                ["interstitials", file] if file.ends_with(".mpd") => {
+                    dash::ad_mpd(&req, &env, &ch, file.trim_end_matches(".mpd")).await
+                }
                 ["interstitials", file] if file.ends_with(".json") => {
                     playback::asset_list(&req, &env, &ch, file.trim_end_matches(".json")).await
                 }

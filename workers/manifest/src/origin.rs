@@ -37,6 +37,10 @@ pub async fn media_url_for_poll(
     let text = worker_shared::get_text(&cfg.origin_url, cfg.origin_timeout_ms, allow_private)
         .await
         .map_err(|e| format!("origin {}: {e}", cfg.origin_url))?;
+    // A DASH origin: the MPD is the window (`core::dash::window`).
+    if crate::dash::is_mpd(&text) {
+        return Ok(cfg.origin_url.clone());
+    }
     let toks = hls::tokenize(&text).map_err(|e| e.to_string())?;
     if !hls::is_master(&toks) {
         return Ok(cfg.origin_url.clone());
@@ -44,6 +48,17 @@ pub async fn media_url_for_poll(
     let v = master::poll_variant(&text, &cfg.poll_variant).ok_or("master has no variants")?;
     let base = url::Url::parse(&cfg.origin_url).map_err(|e| e.to_string())?;
     Ok(hls::resolve(&base, v))
+}
+
+/// An origin document as the HLS machinery reads it: a media playlist as
+/// is, an MPD as its window's media playlist (`core::dash::window::to_hls`).
+pub fn as_media_playlist(text: String, url: &str) -> std::result::Result<String, String> {
+    if !crate::dash::is_mpd(&text) {
+        return Ok(text);
+    }
+    let base = url::Url::parse(url).map_err(|e| e.to_string())?;
+    let mpd = cf_ssai_core::dash::Mpd::parse(&text).map_err(|e| e.to_string())?;
+    cf_ssai_core::dash::window::to_hls(&mpd, &base, now_ms()).map_err(|e| e.to_string())
 }
 
 pub fn cadence_ms(cfg: &ChannelConfig, m: &MediaPlaylist<'_>) -> u64 {

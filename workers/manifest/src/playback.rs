@@ -335,7 +335,7 @@ async fn fetch_origin(env: &Env, a: &Asked) -> Result<std::result::Result<String
 
 /// The channel's splice settings for this request: our interstitial and
 /// ad routes, and the viewer's session when ad segments are proxied.
-fn splice_settings(
+pub(crate) fn splice_settings(
     ch: &StoredChannel,
     session: Option<String>,
 ) -> cf_ssai_core::splice::SpliceSettings {
@@ -349,14 +349,14 @@ fn splice_settings(
 }
 
 /// A shared media playlist this location keeps.
-async fn get_shared(key: &str) -> Option<String> {
+pub(crate) async fn get_shared(key: &str) -> Option<String> {
     let mut hit = Cache::default().get(key, false).await.ok()??;
     hit.text().await.ok()
 }
 
 /// In-band SCTE-35 is on for this channel: only the poller looks into
 /// the media, so viewers get no segment it has not examined.
-fn inband(cfg: &cf_ssai_core::control::config::ChannelConfig) -> bool {
+pub(crate) fn inband(cfg: &cf_ssai_core::control::config::ChannelConfig) -> bool {
     cfg.scte35_enabled && cfg.cue_source.inband()
 }
 
@@ -373,31 +373,8 @@ async fn serve_master(
         Mode::Ssai => "ssai",
         Mode::Sgai => "sgai",
     };
-    // The viewer's targeting and cohort (`core::ads::targeting`), bound
-    // into its session: every variant and rendition of this viewer gets
-    // the same cohort, and nobody changes it by editing a URL. A session
-    // is ours only if we signed it for this channel with this targeting;
-    // any other `sid` is replaced. Without a session secret there are no
-    // sessions (no server-side beacons, the default audience): fail closed.
-    let viewer = audience::viewer(req, env, ch)?;
-    // `tg` carries no more than its uses need: the viewer's whole
-    // targeting (consent string, IFA) only where the ad server is asked
-    // for this viewer alone; else what its cohort shares (no personal
-    // strings in playlist URLs and their logs).
-    let tg = if ch.config.sgai_decision == SgaiDecision::PerViewer {
-        cf_ssai_core::ads::targeting::encode(&viewer)
-    } else if viewer.cohort.is_empty() {
-        String::new()
-    } else {
-        let shared = cf_ssai_core::ads::targeting::cohort_viewer(&viewer, &ch.config.targeting);
-        cf_ssai_core::ads::targeting::encode(&shared)
-    };
-    let sid = a
-        .q("sid")
-        .filter(|s| {
-            audience::verify(env, ch, s).is_some_and(|v| v.cohort == viewer.cohort && v.binds(&tg))
-        })
-        .or_else(|| mint_session(env, ch, &viewer.cohort, &tg));
+    // The viewer's session, bound to its cohort (`viewer_session`).
+    let (viewer, sid, tg) = viewer_session(req, env, ch, a.q("sid"))?;
     let mut carry = vec![("mode", mode_s.to_string())];
     if let Some(sid) = sid {
         carry.push(("sid", sid));
@@ -414,6 +391,39 @@ async fn serve_master(
         carry: &carry,
     });
     respond(req, &ch.config, out.unwrap_or(text), 2)
+}
+
+/// The viewer's targeting and cohort (`core::ads::targeting`), bound into
+/// its session: every variant and rendition of this viewer gets the same
+/// cohort, and nobody changes it by editing a URL. A session is ours only
+/// if we signed it for this channel with this targeting; any other `sid`
+/// is replaced. Without a session secret there are no sessions (no
+/// server-side beacons, the default audience): fail closed. `tg` carries
+/// no more than its uses need: the viewer's whole targeting (consent
+/// string, IFA) only where the ad server is asked for this viewer alone;
+/// else what its cohort shares (no personal strings in playlist URLs and
+/// their logs). Returns (viewer, session, tg).
+pub(crate) fn viewer_session(
+    req: &Request,
+    env: &Env,
+    ch: &StoredChannel,
+    sid: Option<String>,
+) -> Result<(cf_ssai_core::ads::request::Viewer, Option<String>, String)> {
+    let viewer = audience::viewer(req, env, ch)?;
+    let tg = if ch.config.sgai_decision == SgaiDecision::PerViewer {
+        cf_ssai_core::ads::targeting::encode(&viewer)
+    } else if viewer.cohort.is_empty() {
+        String::new()
+    } else {
+        let shared = cf_ssai_core::ads::targeting::cohort_viewer(&viewer, &ch.config.targeting);
+        cf_ssai_core::ads::targeting::encode(&shared)
+    };
+    let sid = sid
+        .filter(|s| {
+            audience::verify(env, ch, s).is_some_and(|v| v.cohort == viewer.cohort && v.binds(&tg))
+        })
+        .or_else(|| mint_session(env, ch, &viewer.cohort, &tg));
+    Ok((viewer, sid, tg))
 }
 
 /// In-band SCTE-35: the origin window cut back to what the sequencer has
@@ -463,7 +473,7 @@ async fn hold_back_inband(
 }
 
 /// Keep a shared media playlist at this location for `age` seconds.
-async fn put_shared(key: &str, age: u32, body: &str) {
+pub(crate) async fn put_shared(key: &str, age: u32, body: &str) {
     if let Ok(mut copy) = Response::ok(body) {
         if copy
             .headers_mut()
@@ -478,7 +488,7 @@ async fn put_shared(key: &str, age: u32, body: &str) {
 /// The location cache key of a shared media playlist: only normalised
 /// values (the origin playlist from `edge::cache_url`, the variant from
 /// `master::variant_query`).
-fn shared_playlist_key(
+pub(crate) fn shared_playlist_key(
     base: &str,
     ch: &StoredChannel,
     playlist: &str,
@@ -503,7 +513,7 @@ fn shared_playlist_key(
 
 /// Runs one of the core's edge functions to its answer, doing each read it
 /// asks for (`core::splice::edge`: the rules live there, the I/O here).
-async fn drive<T>(
+pub(crate) async fn drive<T>(
     env: &Env,
     base: &str,
     ch: &ChannelRef,
@@ -767,7 +777,7 @@ pub async fn asset_list(
 /// at the location for the ad routes behind the asset list (keyed by the
 /// session), and the session is returned. Otherwise the entry keeps the
 /// cohort's pod.
-async fn per_viewer_pod(
+pub(crate) async fn per_viewer_pod(
     req: &Request,
     env: &Env,
     ch: &StoredChannel,
@@ -876,7 +886,11 @@ fn demuxed_tracks(url: &Url) -> bool {
 
 /// The viewer session of a request, when this channel counts ad
 /// deliveries server-side (`proxy_ad_segments`).
-fn counted_session(req: &Request, env: &Env, ch: &StoredChannel) -> Result<Option<String>> {
+pub(crate) fn counted_session(
+    req: &Request,
+    env: &Env,
+    ch: &StoredChannel,
+) -> Result<Option<String>> {
     if !ch.config.proxy_ad_segments {
         return Ok(None);
     }
@@ -889,7 +903,7 @@ fn counted_session(req: &Request, env: &Env, ch: &StoredChannel) -> Result<Optio
 }
 
 /// Was `sid` signed by us, for this channel, within its lifetime?
-fn verify_session(env: &Env, ch: &StoredChannel, sid: &str) -> bool {
+pub(crate) fn verify_session(env: &Env, ch: &StoredChannel, sid: &str) -> bool {
     audience::verify(env, ch, sid).is_some()
 }
 
@@ -1135,7 +1149,7 @@ pub async fn ad_media(
 /// this location cached when its playlist path asked the DO. Never the DO
 /// itself: these ids come from the URL, so anyone can make up millions,
 /// and each would otherwise be a call to the channel's one object.
-async fn find_entry(
+pub(crate) async fn find_entry(
     req: &Request,
     env: &Env,
     ch: &StoredChannel,

@@ -308,7 +308,8 @@ pub fn note_origin_discontinuities(
     }
 }
 
-/// Drop entries that ended more than `keep_ms` ago. What they inserted
+/// Drop entries that ended more than `keep_ms` ago, except the latest of
+/// them. What they inserted
 /// folds into `disc_base`, the running discontinuity count before the
 /// first entry in view, so the published view stays bounded by what a
 /// window can need (history lives in D1), whatever the channel's age. A
@@ -322,8 +323,15 @@ pub fn prune(state: &mut ChannelBreaks, policy: &BreakPolicy, now_ms: i64) {
             .saturating_add(policy.keep_ms)
             <= now_ms
     };
-    // Entries are sorted by anchor: drop the leading run that has ended.
-    let n = state.entries.iter().take_while(|e| ended(e)).count();
+    // Entries are sorted by anchor: drop the leading run that has ended,
+    // but its last: a DASH viewer's content Period is named after the
+    // break it returned from, for as long as it plays (`dash::splice`).
+    let n = state
+        .entries
+        .iter()
+        .take_while(|e| ended(e))
+        .count()
+        .saturating_sub(1);
     if n == 0 {
         return;
     }
@@ -509,16 +517,23 @@ pub(crate) mod tests {
         }
         let total = disc_after(st.entries.last());
         let c_before = st.entries[2].record.disc_before;
-        // PDT of c is 100 s; all end by 110 s. Keep a and b out, c in.
+        let b_before = st.entries[1].record.disc_before;
+        // PDT of c is 100 s; all end by 110 s. a out; b kept (the latest
+        // ended: a DASH content Period is named after it), c in.
         prune(&mut st, &p, 90_000 + p.keep_ms);
-        assert_eq!(st.entries.len(), 1);
-        assert_eq!(st.disc_base, c_before, "what a and b inserted");
+        assert_eq!(st.entries.len(), 2);
+        assert_eq!(st.entries[0].record.id, "b");
+        assert_eq!(st.disc_base, b_before, "what a inserted");
+        assert_eq!(st.entries[1].record.disc_before, c_before);
         assert_eq!(disc_after(st.entries.last()), total);
         prune(&mut st, &p, 10_000_000);
-        assert!(st.entries.is_empty());
+        assert_eq!(st.entries.len(), 1, "the latest ended break stays");
+        assert_eq!(st.entries[0].record.id, "c");
+        assert_eq!(st.disc_base, c_before);
         assert_eq!(
-            st.disc_base, total,
-            "the running count survives an empty view"
+            disc_after(st.entries.last()),
+            total,
+            "the running count holds"
         );
     }
 

@@ -16,7 +16,13 @@ pub enum InputEncoding {
 }
 
 /// One input line to one JSON object: the section, or `{"error": ...}`.
+/// A line starting with `<` (neither base64 nor hex can) is the DASH XML
+/// form of SCTE 214-1, described exactly as its binary section would be.
 pub fn line_to_json(line: &str, enc: InputEncoding) -> Value {
+    #[cfg(any(feature = "vast", feature = "dash"))]
+    if line.trim_start().starts_with('<') {
+        return xml_to_json(line);
+    }
     let bytes = match enc {
         InputEncoding::Base64 => scte35::decode_base64(line),
         InputEncoding::Hex => scte35::decode_hex(line),
@@ -24,6 +30,18 @@ pub fn line_to_json(line: &str, enc: InputEncoding) -> Value {
     match bytes.and_then(|b| scte35::parse(&b).map(|s| section_to_json(&s))) {
         Ok(v) => v,
         Err(e) => error_json(&e),
+    }
+}
+
+/// `<scte35:Signal>` or `<scte35:SpliceInfoSection>` to the section's JSON.
+#[cfg(any(feature = "vast", feature = "dash"))]
+fn xml_to_json(line: &str) -> Value {
+    match scte35::xml::section_from_xml(line) {
+        Ok(bytes) => match scte35::parse(&bytes) {
+            Ok(s) => section_to_json(&s),
+            Err(e) => error_json(&e),
+        },
+        Err(e) => json!({ "error": e.to_string() }),
     }
 }
 
@@ -230,6 +248,40 @@ mod tests {
                 "/DAvAAAAAAAA///wBQb+dGKQoAAZAhdDVUVJSAAAjn+fCAgAAAAALKChijUCAKnMZ1g=",
                 InputEncoding::Base64
             )
+        );
+    }
+
+    #[cfg(any(feature = "vast", feature = "dash"))]
+    #[test]
+    fn xml_lines_are_described_as_their_binary() {
+        let b64 = "/DAvAAAAAAAA///wFAVIAACPf+/+c2nALv4AUsz1AAAAAAAKAAhDVUVJAAABNWLbowo=";
+        let binary = line_to_json(b64, InputEncoding::Base64);
+        let signal = format!(
+            r#"<scte35:Signal xmlns:scte35="http://www.scte.org/schemas/35/2016"><scte35:Binary>{b64}</scte35:Binary></scte35:Signal>"#
+        );
+        let section = r#"  <scte35:SpliceInfoSection xmlns:scte35="http://www.scte.org/schemas/35/2016" ptsAdjustment="0" tier="4095"><scte35:SpliceInsert spliceEventId="1207959695" outOfNetworkIndicator="true" spliceImmediateFlag="false"><scte35:Program><scte35:SpliceTime ptsTime="1936310318"/></scte35:Program><scte35:BreakDuration autoReturn="true" duration="5426421"/></scte35:SpliceInsert><scte35:AvailDescriptor providerAvailId="309"/></scte35:SpliceInfoSection>"#;
+        for enc in [InputEncoding::Base64, InputEncoding::Hex] {
+            assert_eq!(line_to_json(&signal, enc), binary);
+            assert_eq!(line_to_json(section, enc), binary);
+        }
+        let bad = line_to_json(
+            "<scte35:SpliceInfoSection><scte35:SpliceNull/>",
+            InputEncoding::Base64,
+        );
+        assert!(
+            bad["error"].as_str().unwrap().contains("never closed"),
+            "{bad}"
+        );
+        let bad = line_to_json(
+            "<Signal><Binary>!!</Binary></Signal>",
+            InputEncoding::Base64,
+        );
+        assert!(
+            bad["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("Binary: invalid base64"),
+            "{bad}"
         );
     }
 

@@ -12,6 +12,8 @@
 pub mod cues;
 pub mod inband;
 pub mod json;
+#[cfg(any(feature = "vast", feature = "dash"))]
+pub mod xml;
 
 use thiserror::Error;
 

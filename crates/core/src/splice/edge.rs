@@ -244,6 +244,18 @@ pub struct Breaks<'r> {
     /// Discontinuities our breaks put before the first entry.
     pub disc_base: u64,
     pub source: Source,
+    /// The latest break that ended before the window (DASH names the
+    /// content Period after it: `dash::splice`).
+    pub before: Option<&'r BreakRecord>,
+}
+
+/// The latest of `records` (sorted by anchor) that ended before
+/// `first_msn`.
+fn ended_before<'r>(
+    records: impl Iterator<Item = &'r BreakRecord>,
+    first_msn: u64,
+) -> Option<&'r BreakRecord> {
+    records.filter(|r| r.end_msn() < first_msn).last()
 }
 
 /// One media playlist request, as parsed once by the driver.
@@ -331,6 +343,7 @@ pub fn breaks<'r>(req: &MediaRequest<'_>, reads: &'r Reads) -> Step<Breaks<'r>> 
                 entries,
                 disc_base,
                 source: Source::View,
+                before: ended_before(v.entries.iter().map(|e| &e.record), w.first_msn),
             });
         }
     }
@@ -338,7 +351,7 @@ pub fn breaks<'r>(req: &MediaRequest<'_>, reads: &'r Reads) -> Step<Breaks<'r>> 
         return Step::Need(Need::CachedAnswer);
     };
     if let Some(b) = answer.as_ref().filter(|b| answer_serves(b, req, &w)) {
-        return Step::Done(from_answer(b, Source::CachedAnswer));
+        return Step::Done(from_answer(b, Source::CachedAnswer, w.first_msn));
     }
     // An answer the DO gave this request for another query (the in-band
     // watermark's) is fresher than any cached copy, when it is for this
@@ -350,16 +363,17 @@ pub fn breaks<'r>(req: &MediaRequest<'_>, reads: &'r Reads) -> Step<Breaks<'r>> 
         .filter_map(|(_, a)| a.as_ref())
         .find(|b| answer_serves(b, req, &w))
     {
-        return Step::Done(from_answer(b, Source::Do));
+        return Step::Done(from_answer(b, Source::Do, w.first_msn));
     }
     let q = req.do_query();
     match reads.do_answer(&q) {
         None => Step::Need(Need::Do(q)),
-        Some(Some(b)) => Step::Done(from_answer(b, Source::Do)),
+        Some(Some(b)) => Step::Done(from_answer(b, Source::Do, w.first_msn)),
         Some(None) => Step::Done(Breaks {
             entries: Vec::new(),
             disc_base: 0,
             source: Source::Unavailable,
+            before: None,
         }),
     }
 }
@@ -401,11 +415,12 @@ pub fn knows_origin_discontinuities(m: &MediaPlaylist<'_>, entries: &[EntryRef<'
     })
 }
 
-fn from_answer(b: &ChannelBreaks, source: Source) -> Breaks<'_> {
+fn from_answer(b: &ChannelBreaks, source: Source, first_msn: u64) -> Breaks<'_> {
     Breaks {
         entries: EntryRef::all(&b.entries),
         disc_base: b.disc_base,
         source,
+        before: ended_before(b.entries.iter().map(|e| &e.record), first_msn),
     }
 }
 

@@ -1,0 +1,258 @@
+//! DASH live rules over simulated time: a live DASH origin (the testkit's
+//! `sim_dash`, SCTE-35 in MPD `EventStream`s, `$Number$` and `$Time$`
+//! templates), the channel machine polling its MPD as its window
+//! (`dash::window::to_hls`), edge nodes whose KV lags, and viewers and late
+//! joiners whose every MPD goes through the DASH live validator
+//! (`cf_ssai_testkit::validate_dash`, a parser of its own).
+
+use cf_ssai_core::dash::{splice as dsplice, window, Mpd};
+use cf_ssai_core::hls::media;
+use cf_ssai_core::model::*;
+use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
+use cf_ssai_core::splice::edge::{self, DoQuery, PodKey, Reads};
+use cf_ssai_core::splice::{Mode, SpliceSettings, Variant};
+use cf_ssai_testkit::driver::Driver;
+use cf_ssai_testkit::edge::EdgeIo;
+use cf_ssai_testkit::sim::{SimChannel, SimDialect};
+use cf_ssai_testkit::sim_dash::{self, Cues, DashOptions, Template};
+use cf_ssai_testkit::validate_dash as vd;
+
+mod common;
+use common::pod;
+
+const ORIGIN: &str = "https://origin.test/live/dash/manifest.mpd";
+const SELF: &str = "https://edge.test/o/c/manifest.mpd";
+
+fn channel() -> SimChannel {
+    SimChannel {
+        cadence_ms: 1920,
+        window: 15,
+        // The MPD carries the cues; the HLS dialect is not read.
+        dialect: SimDialect::Daterange,
+        first_break: 24,
+        break_every: 25,
+        break_len: 8,
+        ..SimChannel::default()
+    }
+}
+
+/// The origin's window as the Channel DO's poller reads it.
+fn window_at(ch: &SimChannel, opts: &DashOptions, now: i64) -> String {
+    let text = sim_dash::mpd(ch, opts, now);
+    let mpd = Mpd::parse(&text).expect("the origin MPD parses");
+    // Before the first segment is out, an empty window.
+    window::to_hls(&mpd, &url::Url::parse(ORIGIN).unwrap(), now)
+        .unwrap_or_else(|_| "#EXTM3U\n#EXT-X-TARGETDURATION:2\n".into())
+}
+
+struct Node<'a> {
+    seq: &'a mut Driver,
+    lag: i64,
+    now: i64,
+}
+
+impl EdgeIo for Node<'_> {
+    fn view(&mut self) -> Option<ChannelView> {
+        self.seq.kv.view(self.now, self.lag).cloned()
+    }
+    fn pod(&mut self, id: &PodKey) -> Option<Pod> {
+        self.seq.kv.pod(self.now, self.lag, id).cloned()
+    }
+    fn cached_answer(&mut self) -> Option<ChannelBreaks> {
+        None
+    }
+    fn ask_do(&mut self, q: &DoQuery) -> Option<ChannelBreaks> {
+        self.seq.run_until(self.now);
+        self.seq.feed(q.input());
+        Some(self.seq.machine.breaks.for_cohort(&q.cohort))
+    }
+}
+
+/// The manifest worker's DASH path in process.
+fn serve(
+    ch: &SimChannel,
+    opts: &DashOptions,
+    seq: &mut Driver,
+    now: i64,
+    lag: i64,
+    mode: Mode,
+) -> (String, String) {
+    let text = sim_dash::mpd(ch, opts, now);
+    let mpd = Mpd::parse(&text).unwrap();
+    let origin_url = url::Url::parse(ORIGIN).unwrap();
+    let self_url = url::Url::parse(SELF).unwrap();
+    let hls = window::to_hls(&mpd, &origin_url, now).unwrap();
+    let m = media::parse(&hls).unwrap();
+    let det = cues::detect(&m, &SegmentationPolicy::default());
+    let variant = Variant {
+        kind: TrackKind::Video,
+        ..Default::default()
+    };
+    let settings = SpliceSettings {
+        asset_list_prefix: "/o/c/interstitials/".into(),
+        ..Default::default()
+    };
+    let req = edge::MediaRequest {
+        origin: &hls,
+        m: &m,
+        events: &det.events,
+        cadence_ms: ch.cadence_ms,
+        examined: true,
+        ahead: 0,
+        cohort: "",
+        playlist_url: &origin_url,
+        variant: &variant,
+        mode,
+        settings: &settings,
+    };
+    let mut node = Node { seq, lag, now };
+    let mut reads = Reads::default();
+    let out = cf_ssai_testkit::edge::drive(&mut node, &mut reads, |r| {
+        dsplice::serve(&req, &mpd, &self_url, None, r)
+    });
+    assert!(out.report.reasons.is_empty(), "{:?}", out.report.reasons);
+    (out.mpd, text)
+}
+
+fn sequencer(ch: &SimChannel, opts: &DashOptions) -> Driver {
+    let mut d = Driver::new(
+        ch.clone(),
+        Box::new(|r| pod(&r.id, r.cadence_ms as f64 / 1000.0, true)),
+    );
+    let (c, o) = (ch.clone(), opts.clone());
+    d.origin = Some(Box::new(move |now| window_at(&c, &o, now)));
+    d.start_poller();
+    d
+}
+
+/// What a run saw.
+#[derive(Debug, Default)]
+struct Seen {
+    ad_periods: std::collections::BTreeSet<String>,
+    return_periods: std::collections::BTreeSet<String>,
+    sgai_events: usize,
+    snapshots: usize,
+}
+
+/// `secs` of the channel every `step` ms: three nodes (KV lag 0, 5 s and
+/// 61 s) each with its own viewer, and a late joiner every few steps;
+/// every MPD validated on its own, against the viewer's previous one and
+/// against every other viewer's (one registry).
+fn run(opts: DashOptions, mode: Mode, secs: i64, step: i64) -> Seen {
+    let ch = channel();
+    let mut seq = sequencer(&ch, &opts);
+    let mut reg = vd::Registry::default();
+    let lags = [0i64, 5_000, 61_000];
+    let mut prev: Vec<Option<vd::Mpd>> = lags.iter().map(|_| None).collect();
+    let mut seen = Seen::default();
+    let start = ch.epoch_ms + ch.cadence_ms as i64 * (ch.window as i64 + 1);
+    let mut t = start;
+    let mut k = 0;
+    while t < start + secs * 1000 {
+        seq.run_until(t);
+        let mut viewers: Vec<(usize, i64, i64)> =
+            lags.iter().enumerate().map(|(i, l)| (i, *l, t)).collect();
+        if k % 5 == 2 {
+            // A late joiner: a fresh viewer at another instant.
+            viewers.push((usize::MAX, 30_000, t + 777));
+        }
+        for (vi, lag, at) in viewers {
+            let (out, origin) = serve(&ch, &opts, &mut seq, at, lag, mode);
+            let mpd =
+                vd::parse_at(&out, SELF, Some(at)).unwrap_or_else(|e| panic!("t={at}: {e}\n{out}"));
+            let now_s = at as f64 / 1000.0;
+            let mut errs = vd::snapshot_violations(&mpd, now_s);
+            errs.extend(reg.check(&mpd));
+            if let Some(Some(p)) = prev.get(vi) {
+                errs.extend(vd::withdrawn(p, &mpd, now_s));
+            }
+            assert!(
+                errs.is_empty(),
+                "t={at} lag={lag}: {errs:#?}\n{out}\norigin:\n{origin}"
+            );
+            for p in &mpd.periods {
+                if p.id.contains("~") {
+                    seen.return_periods.insert(p.id.clone());
+                } else if p.id != "p0" {
+                    seen.ad_periods.insert(p.id.clone());
+                }
+            }
+            seen.sgai_events += out.matches(dsplice::SCHEME_REPLACE).count();
+            seen.snapshots += 1;
+            if let Some(slot) = prev.get_mut(vi) {
+                *slot = Some(mpd);
+            }
+        }
+        k += 1;
+        t += step;
+    }
+    seen
+}
+
+#[test]
+fn ssai_periods_keep_the_live_rules_across_reloads_nodes_and_late_joiners() {
+    for template in [Template::Number, Template::Time] {
+        for cues in [Cues::XmlBin, Cues::Xml] {
+            let opts = DashOptions {
+                template,
+                cues,
+                ..Default::default()
+            };
+            let seen = run(opts, Mode::Ssai, 200, 960);
+            // 200 s at a break every 48 s: four breaks, each with its ads
+            // (two 10 s ads at 1.92 s = 5 segments each... cut to 8) and a
+            // return.
+            assert!(
+                seen.ad_periods.len() >= 4,
+                "{template:?} {cues:?}: {seen:?}"
+            );
+            assert!(
+                seen.return_periods.len() >= 3,
+                "{template:?} {cues:?}: {seen:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn sgai_events_are_stable_and_announce_every_break() {
+    let seen = run(DashOptions::default(), Mode::Sgai, 150, 960);
+    assert!(seen.sgai_events > 0, "{seen:?}");
+    assert!(
+        seen.ad_periods.is_empty(),
+        "SGAI leaves the content Periods alone: {seen:?}"
+    );
+}
+
+#[test]
+fn an_mpd_without_a_break_in_view_passes_through() {
+    // An origin with absolute URLs and no break: byte for byte.
+    let ch = SimChannel {
+        break_every: 0,
+        ..channel()
+    };
+    let opts = DashOptions {
+        cues: Cues::None,
+        ..Default::default()
+    };
+    let now = ch.epoch_ms + 60_000;
+    let text = sim_dash::mpd(&ch, &opts, now).replace(
+        "<Period ",
+        "<BaseURL>https://origin.test/live/dash/</BaseURL><Period ",
+    );
+    let mpd = Mpd::parse(&text).unwrap();
+    let origin_url = url::Url::parse(ORIGIN).unwrap();
+    let out = dsplice::splice(&dsplice::DashInput {
+        mpd: &mpd,
+        origin_url: &origin_url,
+        self_url: &url::Url::parse(SELF).unwrap(),
+        first_msn: 0,
+        last_msn: 0,
+        breaks: &[],
+        before: None,
+        mode: Mode::Ssai,
+        settings: &SpliceSettings::default(),
+        location: None,
+    });
+    assert_eq!(out.mpd, text);
+}

@@ -1,0 +1,240 @@
+//! DASH playback: `GET /{org}/{channel}/manifest.mpd` (the channel's origin
+//! MPD with our breaks) and `GET /{org}/{channel}/interstitials/{break}.mpd`
+//! (a break's ad MPD, the SGAI target). The rules live in `core::dash`
+//! and `core::splice::edge` (the same hot path as HLS: one KV view read,
+//! the pods it names, the location's copy of the DO's answer, the DO only
+//! when needed); this is the I/O.
+
+use crate::audience::{self, Audience};
+use crate::playback;
+use cf_ssai_core::control::config::SgaiDecision;
+use cf_ssai_core::dash::{self, splice as dsplice, window, Mpd};
+use cf_ssai_core::hls::media;
+use cf_ssai_core::model::TrackKind;
+use cf_ssai_core::scte35::cues;
+use cf_ssai_core::splice::{edge, EntryRef, Mode, Variant};
+use worker::*;
+use worker_shared::channel_client::ChannelRef;
+use worker_shared::{error, StoredChannel};
+
+pub const MPD_TYPE: &str = "application/dash+xml";
+
+/// The mode a DASH viewer gets: the channel's, or `?mode=` (a DASH player
+/// says nothing in its headers that would choose for it).
+fn mode_of(ch: &StoredChannel, url: &url::Url) -> Mode {
+    match audience::query(url, "mode").as_deref() {
+        Some("sgai") => Mode::Sgai,
+        Some("ssai") => Mode::Ssai,
+        _ => match ch.config.mode {
+            cf_ssai_core::control::config::ModeSetting::Sgai => Mode::Sgai,
+            _ => Mode::Ssai,
+        },
+    }
+}
+
+pub async fn manifest(req: &Request, env: &Env, ch: &StoredChannel) -> Result<Response> {
+    let cfg = &ch.config;
+    let Ok(origin_url) = url::Url::parse(&cfg.origin_url) else {
+        return error(404, "the channel's origin is not a URL");
+    };
+    let url = req.url()?;
+    let mode = mode_of(ch, &url);
+    // The audience: a session we signed on the MPD URL, else a new one,
+    // given to the player as the MPD's `Location` (its reloads then carry
+    // it; this first answer is the viewer's own and is not shared).
+    let (cohort, location) = match audience::of_request(&url, env, ch) {
+        Audience::Forged => return error(403, "session does not verify for this channel"),
+        Audience::Viewer { cohort, verified } => {
+            if verified || audience::query(&url, "sid").is_some() {
+                (cohort, None)
+            } else {
+                let (viewer, sid, tg) = playback::viewer_session(req, env, ch, None)?;
+                match sid {
+                    Some(sid) => {
+                        audience::report(env, ch, &viewer).await;
+                        let mut loc = url.clone();
+                        {
+                            let mut q = loc.query_pairs_mut();
+                            q.append_pair("sid", &sid);
+                            if !tg.is_empty() {
+                                q.append_pair("tg", &tg);
+                            }
+                        }
+                        (viewer.cohort, Some(loc.to_string()))
+                    }
+                    None => (String::new(), None),
+                }
+            }
+        }
+    };
+    let verified_sid = audience::query(&url, "sid").filter(|_| location.is_none());
+    if location.is_none() {
+        audience::report_from(env, ch, &url, &cohort).await;
+    }
+    let session = if cfg.proxy_ad_segments {
+        verified_sid
+            .clone()
+            .filter(|s| playback::verify_session(env, ch, s))
+    } else {
+        None
+    };
+    let per_viewer = (mode == Mode::Sgai && cfg.sgai_decision == SgaiDecision::PerViewer)
+        .then(|| {
+            let q = |k: &str| audience::query(&url, k).unwrap_or_default();
+            let enc = |s: String| -> String {
+                url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+            };
+            format!("sid={}&tg={}", enc(q("sid")), enc(q("tg")))
+        })
+        .filter(|_| verified_sid.is_some());
+    let base = playback::cache_base(req)?;
+    let shared =
+        location.is_none() && session.is_none() && per_viewer.is_none() && cfg.cache_max_age_s > 0;
+    let variant = Variant {
+        kind: TrackKind::Video,
+        ..Default::default()
+    };
+    let key = shared.then(|| {
+        playback::shared_playlist_key(&base, ch, origin_url.as_str(), mode, &variant, &cohort)
+    });
+    if let Some(k) = &key {
+        if let Some(body) = playback::get_shared(k).await {
+            return respond(req, ch, body);
+        }
+    }
+    let text = match worker_shared::get_text(
+        origin_url.as_str(),
+        cfg.origin_timeout_ms,
+        &worker_shared::private_policy(env),
+    )
+    .await
+    {
+        Ok(t) => t,
+        Err(worker_shared::FetchError::Timeout) => {
+            return error(
+                504,
+                format!("origin timed out after {} ms", cfg.origin_timeout_ms),
+            )
+        }
+        Err(e) => return error(502, format!("origin error: {e}")),
+    };
+    let Ok(mpd) = Mpd::parse(&text) else {
+        // Bad upstream content fails open: the origin, unchanged.
+        return respond(req, ch, text);
+    };
+    let now = worker_shared::now_ms();
+    let Ok(hls) = window::to_hls(&mpd, &origin_url, now) else {
+        return respond(req, ch, text);
+    };
+    let Ok(m) = media::parse(&hls) else {
+        return respond(req, ch, text);
+    };
+    let events = if cfg.scte35_enabled {
+        cues::detect(&m, &cfg.segmentation).events
+    } else {
+        Vec::new()
+    };
+    let mut settings = playback::splice_settings(ch, session);
+    if mode == Mode::Sgai {
+        settings.cohort_param = audience::cohort_param(env, ch, &cohort);
+    }
+    settings.viewer_query = per_viewer;
+    let mreq = edge::MediaRequest {
+        origin: &hls,
+        m: &m,
+        events: &events,
+        cadence_ms: crate::origin::cadence_ms(cfg, &m),
+        examined: !playback::inband(cfg),
+        ahead: u64::try_from(cfg.sgai_announce_ahead_segments.max(0)).unwrap_or(0),
+        cohort: &cohort,
+        playlist_url: &origin_url,
+        variant: &variant,
+        mode,
+        settings: &settings,
+    };
+    let chref = ChannelRef::new(&ch.org, &ch.slug);
+    let mut reads = edge::Reads::default();
+    let body = {
+        let out = playback::drive(env, &base, &chref, &cohort, &mut reads, |r| {
+            dsplice::serve(&mreq, &mpd, &url, location.as_deref(), r)
+        })
+        .await;
+        for reason in &out.report.reasons {
+            worker_shared::metrics::log(
+                worker_shared::metrics::Level::Warn,
+                "splice_fallback",
+                &[("org", &ch.org), ("channel", &ch.slug), ("reason", reason)],
+            );
+        }
+        out.mpd
+    };
+    if let Some(k) = &key {
+        playback::put_shared(k, cfg.max_age(m.target_duration), &body).await;
+    }
+    respond(req, ch, body)
+}
+
+/// `GET /{org}/{channel}/interstitials/{break}.mpd`: the break's pod as a
+/// static MPD (per viewer on `sgai_decision: per_viewer` channels, as the
+/// HLS asset list).
+pub async fn ad_mpd(
+    req: &Request,
+    env: &Env,
+    ch: &StoredChannel,
+    break_id: &str,
+) -> Result<Response> {
+    let Some(mut entry) = playback::find_entry(req, env, ch, break_id).await else {
+        return error(404, format!("no break {break_id}"));
+    };
+    let _ = playback::per_viewer_pod(req, env, ch, &mut entry).await;
+    let url = req.url()?;
+    let sid = playback::counted_session(req, env, ch)?;
+    let prefix = format!("/{}/{}/ad/", ch.org, ch.slug);
+    let body = dsplice::ad_mpd(
+        EntryRef::from(&entry),
+        audience::query(&url, "lang").as_deref(),
+        |item, r, pos| {
+            let u = match (item, ch.config.proxy_ad_segments) {
+                (Some(i), true) => {
+                    let mut s = String::new();
+                    cf_ssai_core::splice::ad_route::AdSegmentRoute::new(
+                        &entry.record.id,
+                        i,
+                        r,
+                        u32::try_from(pos).unwrap_or(0),
+                    )
+                    .write(&prefix, sid.as_deref(), &mut s);
+                    s
+                }
+                _ => r
+                    .segments
+                    .get(pos)
+                    .map(|s| s.uri.clone())
+                    .unwrap_or_default(),
+            };
+            url.join(&u).map(|x| x.to_string()).unwrap_or(u)
+        },
+    );
+    let mut r = Response::ok(body)?;
+    r.headers_mut().set("Content-Type", MPD_TYPE)?;
+    r.headers_mut().set("Cache-Control", "max-age=2")?;
+    playback::cors(req, &ch.config, r.headers_mut())?;
+    Ok(r)
+}
+
+fn respond(req: &Request, ch: &StoredChannel, body: String) -> Result<Response> {
+    let mut r = Response::ok(body)?;
+    let h = r.headers_mut();
+    h.set("Content-Type", MPD_TYPE)?;
+    h.set(
+        "Cache-Control",
+        &format!("max-age={}", ch.config.max_age(2)),
+    )?;
+    playback::cors(req, &ch.config, h)?;
+    Ok(r)
+}
+
+/// Whether an origin document is an MPD (how the poller reads it).
+pub fn is_mpd(text: &str) -> bool {
+    dash::looks_like_mpd(text)
+}
