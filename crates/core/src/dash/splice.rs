@@ -841,11 +841,6 @@ pub(crate) fn write_ad_set(
         if kind == mpd::Content::Audio {
             out.push_str(" audioSamplingRate=\"48000\"");
         }
-        let _ = write!(out, "><SegmentList timescale=\"{AD_TIMESCALE}\">");
-        if let Some(init) = &r.init_uri {
-            let _ = write!(out, "<Initialization sourceURL=\"{}\"/>", escaped(init));
-        }
-        out.push_str("<SegmentTimeline>");
         let mut t = 0u64;
         let n = r.segments.len().max(1);
         let picked: Vec<usize> = (0..count)
@@ -861,14 +856,74 @@ pub(crate) fn write_ad_set(
                 seg
             })
             .collect();
-        out.push_str(&timeline_xml(&segs));
-        out.push_str("</SegmentTimeline>");
-        for i in &picked {
-            let _ = write!(out, "<SegmentURL media=\"{}\"/>", escaped(&url(r, *i)));
+        let all: Vec<String> = (0..r.segments.len()).map(|i| url(r, i)).collect();
+        let init = r
+            .init_uri
+            .as_deref()
+            .map(|i| escaped(i).into_owned())
+            .unwrap_or_default();
+        match index_template(&all) {
+            // Segment URLs that differ only by their index (conditioned
+            // ads, our `/ad/` route): a SegmentTemplate, which every
+            // player reads (dash.js 5.2 fetches the first SegmentURL of a
+            // live SegmentList for every segment).
+            Some((pre, suf)) => {
+                let _ = write!(
+                    out,
+                    "><SegmentTemplate timescale=\"{AD_TIMESCALE}\" startNumber=\"{offset}\" initialization=\"{}\" media=\"{}$Number${}\"><SegmentTimeline>{}</SegmentTimeline></SegmentTemplate></Representation>",
+                    template_escaped(&init),
+                    template_escaped(&escaped(&pre)),
+                    template_escaped(&escaped(&suf)),
+                    timeline_xml(&segs)
+                );
+            }
+            None => {
+                let _ = write!(out, "><SegmentList timescale=\"{AD_TIMESCALE}\">");
+                if r.init_uri.is_some() {
+                    let _ = write!(out, "<Initialization sourceURL=\"{init}\"/>");
+                }
+                out.push_str("<SegmentTimeline>");
+                out.push_str(&timeline_xml(&segs));
+                out.push_str("</SegmentTimeline>");
+                for i in &picked {
+                    let _ = write!(out, "<SegmentURL media=\"{}\"/>", escaped(&url(r, *i)));
+                }
+                out.push_str("</SegmentList></Representation>");
+            }
         }
-        out.push_str("</SegmentList></Representation>");
     }
     out.push_str("</AdaptationSet>");
+}
+
+/// `(prefix, suffix)` when every URL is `prefix + index + suffix` (at
+/// least two of them).
+fn index_template(urls: &[String]) -> Option<(String, String)> {
+    let (a, b) = (urls.first()?, urls.get(1)?);
+    let pre = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+    let suf = a
+        .bytes()
+        .rev()
+        .zip(b.bytes().rev())
+        .take_while(|(x, y)| x == y)
+        .count();
+    // The common prefix must end before the index's digits (seg1/seg10).
+    let pre = a
+        .get(..pre)?
+        .trim_end_matches(|c: char| c.is_ascii_digit())
+        .len();
+    let suf_start = a.len().checked_sub(suf)?;
+    let suf_start = suf_start.max(pre);
+    let (p, s) = (a.get(..pre)?, a.get(suf_start..)?);
+    let s = s.trim_start_matches(|c: char| c.is_ascii_digit());
+    let ok = urls.iter().enumerate().all(|(i, u)| {
+        u.strip_prefix(p).and_then(|r| r.strip_suffix(s)) == Some(i.to_string().as_str())
+    });
+    ok.then(|| (p.to_string(), s.to_string()))
+}
+
+/// A template's literal text: `$` doubled (§5.3.9.4.4).
+fn template_escaped(s: &str) -> String {
+    s.replace('$', "$$")
 }
 
 /// An ad segment's URL: the ad's own, or through our `/ad/` route when the
@@ -1084,4 +1139,41 @@ pub fn ad_mpd(
     format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<MPD xmlns=\"urn:mpeg:dash:schema:mpd:2011\" profiles=\"urn:mpeg:dash:profile:isoff-live:2011\" type=\"static\" mediaPresentationDuration=\"{dur}\" minBufferTime=\"PT2S\">{body}</MPD>\n"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn index_templates_are_found_only_where_every_url_follows_one() {
+        let urls = |f: &dyn Fn(usize) -> String, n: usize| (0..n).map(f).collect::<Vec<_>>();
+        assert_eq!(
+            index_template(&urls(&|i| format!("https://a/ad/1672000/seg{i}.m4s"), 12)),
+            Some(("https://a/ad/1672000/seg".into(), ".m4s".into()))
+        );
+        assert_eq!(
+            index_template(&urls(
+                &|i| format!("/o/c/ad/b1/0/800/{i}.m4s?sid=s2-1-2"),
+                3
+            )),
+            Some(("/o/c/ad/b1/0/800/".into(), ".m4s?sid=s2-1-2".into()))
+        );
+        // Ten and more: the shared "1" of seg1/seg10 is part of the index.
+        assert_eq!(
+            index_template(&urls(&|i| format!("s1{i}.m4s"), 12)),
+            None,
+            "s10, s11, s12 is not an index from 0"
+        );
+        assert_eq!(
+            index_template(&["https://a/x.m4s".into(), "https://a/y.m4s".into()]),
+            None
+        );
+        assert_eq!(
+            index_template(&["https://a/0.m4s".into()]),
+            None,
+            "one URL names no template"
+        );
+        assert_eq!(template_escaped("a$b"), "a$$b");
+    }
 }
