@@ -111,6 +111,119 @@ fn pipeline(
     .len()
 }
 
+/// A demuxed CMAF pod (video-only and audio-only fMP4 renditions), what a
+/// DASH break gets.
+fn cmaf_pod(id: &str, segs: usize, d: f64) -> Pod {
+    let mut p = pod(id, 2, segs, d);
+    let cmaf = |r: &mut AdRendition, kind: TrackKind| {
+        r.kind = kind;
+        r.init_uri = Some(r.playlist_url.replace("index.m3u8", "init.mp4"));
+        for s in &mut r.segments {
+            s.uri = s.uri.replace(".ts", ".m4s");
+        }
+    };
+    for it in &mut p.items {
+        let mut audio = it.renditions[0].clone();
+        cmaf(&mut audio, TrackKind::Audio);
+        audio.bandwidth = 128_000;
+        for r in &mut it.renditions {
+            cmaf(r, TrackKind::Video);
+        }
+        it.renditions.push(audio);
+    }
+    p
+}
+
+/// A DASH request: the MPD read, its window as HLS, cues, the splice.
+fn dash_pipeline(
+    text: &str,
+    origin: &url::Url,
+    self_url: &url::Url,
+    entries: &[BreakEntry],
+    settings: &SpliceSettings,
+    now: i64,
+) -> usize {
+    use cf_ssai_core::dash::{splice as dsplice, window, Mpd};
+    let mpd = Mpd::parse(text).expect("parses");
+    let hls = window::to_hls(&mpd, origin, now).expect("a window");
+    let m = media::parse(&hls).expect("parses");
+    let det = cues::detect(&m, &SegmentationPolicy::default());
+    black_box(det.events.len());
+    let first = m.segments.first().map_or(0, |s| s.msn);
+    dsplice::splice(&dsplice::DashInput {
+        mpd: &mpd,
+        origin_url: origin,
+        self_url,
+        first_msn: first,
+        last_msn: m.last_msn().unwrap_or(first),
+        breaks: &EntryRef::all(entries),
+        before: None,
+        mode: Mode::Ssai,
+        settings,
+        location: None,
+    })
+    .mpd
+    .len()
+}
+
+fn dash_benches(c: &mut Criterion) {
+    use cf_ssai_core::dash::{window, Mpd};
+    use cf_ssai_testkit::sim_dash::{self, DashOptions};
+    let ch = SimChannel {
+        cadence_ms: 1920,
+        window: 10,
+        dialect: SimDialect::Daterange,
+        first_break: 20,
+        break_every: 40,
+        break_len: 8,
+        ..SimChannel::default()
+    };
+    let origin = url::Url::parse("https://origin.example.com/live/news/manifest.mpd").unwrap();
+    let self_url = url::Url::parse("https://edge.example.com/o/news/manifest.mpd").unwrap();
+    let opts = DashOptions::default();
+    // Five segments into the break: the content Period cut, an ad Period
+    // being published.
+    let at = ch.epoch_ms + (ch.first_break as i64 + 6) * ch.cadence_ms as i64 + 500;
+    let text = sim_dash::mpd(&ch, &opts, at);
+    let hls = window::to_hls(&Mpd::parse(&text).unwrap(), &origin, at).unwrap();
+    let m = media::parse(&hls).unwrap();
+    let det = cues::detect(&m, &SegmentationPolicy::default());
+    let mut st = ChannelBreaks::default();
+    for a in sequencer::reconcile(&det.events, &[]) {
+        if let Action::Register(cue) = a {
+            let r = sequencer::record_from_cue(&cue, 1920, &BreakPolicy::default(), 0).unwrap();
+            let _ = sequencer::commit(
+                &mut st,
+                r.clone(),
+                cmaf_pod(&r.id, 4, 1.92),
+                Default::default(),
+                0,
+            );
+        }
+    }
+    assert!(!st.entries.is_empty(), "the bench MPD has a break");
+    let settings = SpliceSettings::default();
+    let quiet = sim_dash::mpd(&ch, &opts, ch.epoch_ms + 15 * 1920 + 500);
+    let mut g = c.benchmark_group("dash");
+    g.throughput(Throughput::Bytes(text.len() as u64));
+    g.bench_function("mpd_ssai_in_break", |b| {
+        b.iter(|| {
+            dash_pipeline(
+                black_box(&text),
+                &origin,
+                &self_url,
+                &st.entries,
+                &settings,
+                at,
+            )
+        })
+    });
+    g.bench_function("mpd_no_break", |b| {
+        b.iter(|| dash_pipeline(black_box(&quiet), &origin, &self_url, &[], &settings, at))
+    });
+    g.finish();
+}
+
 fn peer_dir() -> Option<PathBuf> {
     let d = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/bench/peer-inputs");
     d.is_dir().then_some(d)
@@ -328,5 +441,5 @@ fn vast_benches(c: &mut Criterion, dir: &std::path::Path) {
     g.finish();
 }
 
-criterion_group!(core_benches, benches);
+criterion_group!(core_benches, benches, dash_benches);
 criterion_main!(core_benches);
