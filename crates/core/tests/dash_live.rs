@@ -256,3 +256,57 @@ fn an_mpd_without_a_break_in_view_passes_through() {
     });
     assert_eq!(out.mpd, text);
 }
+
+/// Bad input never panics: every prefix of a live MPD with a break in
+/// view, and byte-level mutations of it, through the reader, the window
+/// and the splice (with the break's entry).
+#[test]
+fn hostile_mpds_never_panic() {
+    let ch = channel();
+    let opts = DashOptions::default();
+    let mut seq = sequencer(&ch, &opts);
+    let at = ch.epoch_ms + (ch.first_break as i64 + 5) * ch.cadence_ms as i64 + 300;
+    seq.run_until(at);
+    let entries = seq.machine.breaks.entries.clone();
+    assert!(!entries.is_empty(), "a break is registered");
+    let text = sim_dash::mpd(&ch, &opts, at);
+    let origin = url::Url::parse(ORIGIN).unwrap();
+    let me = url::Url::parse(SELF).unwrap();
+    let settings = SpliceSettings::default();
+    let run = |t: &str| {
+        let Ok(mpd) = Mpd::parse(t) else { return };
+        let _ = window::to_hls(&mpd, &origin, at);
+        for mode in [Mode::Ssai, Mode::Sgai] {
+            let _ = dsplice::splice(&dsplice::DashInput {
+                mpd: &mpd,
+                origin_url: &origin,
+                self_url: &me,
+                first_msn: 0,
+                last_msn: u64::MAX / 2,
+                breaks: &cf_ssai_core::splice::EntryRef::all(&entries),
+                before: entries.first().map(|e| &e.record),
+                mode,
+                settings: &settings,
+                location: Some("https://edge.test/x?a=1&b=<2>"),
+            });
+        }
+    };
+    for end in (0..text.len()).filter(|i| text.is_char_boundary(*i)) {
+        run(&text[..end]);
+    }
+    // A deterministic stream of single-byte changes (xorshift).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let bytes = text.as_bytes();
+    let specials = b"<>/\"'=&$%-0123456789 ".as_slice();
+    for _ in 0..2000 {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        let mut b = bytes.to_vec();
+        let i = (x as usize) % b.len();
+        b[i] = specials[(x >> 32) as usize % specials.len()];
+        if let Ok(t) = std::str::from_utf8(&b) {
+            run(t);
+        }
+    }
+}
