@@ -9,10 +9,10 @@ use cf_ssai_core::dash::{splice as dsplice, window, Mpd};
 use cf_ssai_core::hls::media;
 use cf_ssai_core::model::*;
 use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
-use cf_ssai_core::splice::edge::{self, DoQuery, PodKey, Reads};
+use cf_ssai_core::splice::edge::{self, Reads};
 use cf_ssai_core::splice::{Mode, SpliceSettings, Variant};
 use cf_ssai_testkit::driver::Driver;
-use cf_ssai_testkit::edge::EdgeIo;
+use cf_ssai_testkit::edge::LaggingNode;
 use cf_ssai_testkit::sim::{SimChannel, SimDialect};
 use cf_ssai_testkit::sim_dash::{self, Cues, DashOptions, Template};
 use cf_ssai_testkit::validate_dash as vd;
@@ -43,29 +43,6 @@ fn window_at(ch: &SimChannel, opts: &DashOptions, now: i64) -> String {
     // Before the first segment is out, an empty window.
     window::to_hls(&mpd, &url::Url::parse(ORIGIN).unwrap(), now)
         .unwrap_or_else(|_| "#EXTM3U\n#EXT-X-TARGETDURATION:2\n".into())
-}
-
-struct Node<'a> {
-    seq: &'a mut Driver,
-    lag: i64,
-    now: i64,
-}
-
-impl EdgeIo for Node<'_> {
-    fn view(&mut self) -> Option<ChannelView> {
-        self.seq.kv.view(self.now, self.lag).cloned()
-    }
-    fn pod(&mut self, id: &PodKey) -> Option<Pod> {
-        self.seq.kv.pod(self.now, self.lag, id).cloned()
-    }
-    fn cached_answer(&mut self) -> Option<ChannelBreaks> {
-        None
-    }
-    fn ask_do(&mut self, q: &DoQuery) -> Option<ChannelBreaks> {
-        self.seq.run_until(self.now);
-        self.seq.feed(q.input());
-        Some(self.seq.machine.breaks.for_cohort(&q.cohort))
-    }
 }
 
 /// The manifest worker's DASH path in process.
@@ -105,7 +82,7 @@ fn serve(
         mode,
         settings: &settings,
     };
-    let mut node = Node { seq, lag, now };
+    let mut node = LaggingNode { seq, lag, now };
     let mut reads = Reads::default();
     let out = cf_ssai_testkit::edge::drive(&mut node, &mut reads, |r| {
         dsplice::serve(&req, &mpd, &self_url, None, r)

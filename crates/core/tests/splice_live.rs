@@ -7,10 +7,10 @@ use cf_ssai_core::channel::Input;
 use cf_ssai_core::hls::media;
 use cf_ssai_core::model::*;
 use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
-use cf_ssai_core::splice::edge::{self, DoQuery, PodKey};
+use cf_ssai_core::splice::edge;
 use cf_ssai_core::splice::{self, EntryRef, Mode, SpliceInput, SpliceSettings, Variant};
 use cf_ssai_testkit::driver::Driver;
-use cf_ssai_testkit::edge::EdgeIo;
+use cf_ssai_testkit::edge::LaggingNode;
 use cf_ssai_testkit::sim::{SimChannel, SimDialect};
 use cf_ssai_testkit::validate::{Registry, Viewer};
 
@@ -29,32 +29,6 @@ fn sequencer(ch: &SimChannel) -> Driver {
     );
     d.start_poller();
     d
-}
-
-/// An edge node reading KV as a location lagging by `lag` sees it, and
-/// the in-process DO (no location answer cache here: each miss asks the
-/// DO, the strictest case).
-struct Node<'a> {
-    seq: &'a mut Driver,
-    lag: i64,
-    now: i64,
-}
-
-impl EdgeIo for Node<'_> {
-    fn view(&mut self) -> Option<ChannelView> {
-        self.seq.kv.view(self.now, self.lag).cloned()
-    }
-    fn pod(&mut self, id: &PodKey) -> Option<Pod> {
-        self.seq.kv.pod(self.now, self.lag, id).cloned()
-    }
-    fn cached_answer(&mut self) -> Option<ChannelBreaks> {
-        None
-    }
-    fn ask_do(&mut self, q: &DoQuery) -> Option<ChannelBreaks> {
-        self.seq.run_until(self.now);
-        self.seq.feed(q.input());
-        Some(self.seq.machine.breaks.for_cohort(&q.cohort))
-    }
 }
 
 /// The manifest worker's playback path, in process: the core's edge
@@ -107,7 +81,7 @@ fn serve_as(
         mode,
         settings: &settings,
     };
-    let mut node = Node { seq, lag, now };
+    let mut node = LaggingNode { seq, lag, now };
     cf_ssai_testkit::edge::serve(&mut node, &req)
         .output
         .playlist

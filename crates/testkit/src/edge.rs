@@ -4,6 +4,7 @@
 //! simulated KV with lag, a location's answer cache, an in-process Channel
 //! machine).
 
+use crate::driver::Driver;
 use cf_ssai_core::model::{ChannelBreaks, ChannelView, Pod};
 use cf_ssai_core::splice::edge::{self, DoQuery, MediaRequest, Need, PodKey, Reads, Served, Step};
 
@@ -53,4 +54,30 @@ pub fn drive<T>(io: &mut impl EdgeIo, reads: &mut Reads, step: impl Fn(&Reads) -
 /// One media playlist request served as the manifest worker serves it.
 pub fn serve(io: &mut impl EdgeIo, req: &MediaRequest<'_>) -> Served {
     drive(io, &mut Reads::default(), |r| edge::playlist(req, r))
+}
+
+/// An edge node reading KV as a location lagging by `lag` sees it, and the
+/// in-process DO (no location answer cache: each miss asks the DO, the
+/// strictest case).
+pub struct LaggingNode<'a> {
+    pub seq: &'a mut Driver,
+    pub lag: i64,
+    pub now: i64,
+}
+
+impl EdgeIo for LaggingNode<'_> {
+    fn view(&mut self) -> Option<ChannelView> {
+        self.seq.kv.view(self.now, self.lag).cloned()
+    }
+    fn pod(&mut self, id: &PodKey) -> Option<Pod> {
+        self.seq.kv.pod(self.now, self.lag, id).cloned()
+    }
+    fn cached_answer(&mut self) -> Option<ChannelBreaks> {
+        None
+    }
+    fn ask_do(&mut self, q: &DoQuery) -> Option<ChannelBreaks> {
+        self.seq.run_until(self.now);
+        self.seq.feed(q.input());
+        Some(self.seq.machine.breaks.for_cohort(&q.cohort))
+    }
 }
