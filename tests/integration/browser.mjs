@@ -34,6 +34,42 @@ export const WATCH_STALLS = `function watchStalls(v, log) {
   }, 100);
 }`;
 
+/**
+ * Page-side: load `src` in Shaka Player (the page has `shaka`, a video
+ * `#v`, WATCH_STALLS and optionally a `sampleFrames`), logging segments,
+ * ad events (`sgai`), errors and stalls. Shared by the HLS and DASH
+ * Shaka tests (passed as source with `toString()`).
+ */
+export function shakaStart(src, sgai) {
+  const log = (window.playerLog = { segs: [], fatal: [], errors: [], events: [], maxStallMs: 0, started: false, progress: 0 });
+  shaka.polyfill.installAll();
+  const v = document.getElementById("v");
+  const player = (window.player = new shaka.Player());
+  player.configure({ streaming: { lowLatencyMode: false } });
+  player.getNetworkingEngine().registerResponseFilter((type, resp) => {
+    if (type === shaka.net.NetworkingEngine.RequestType.SEGMENT) log.segs.push({ url: resp.uri, t: Date.now() });
+  });
+  player.addEventListener("error", (e) => (e.detail.severity === 2 ? log.fatal : log.errors).push(String(e.detail.code)));
+  (async () => {
+    await player.attach(v);
+    if (sgai) {
+      // Shaka 5 reads HLS interstitials and DASH alternative-MPD events by
+      // itself once the ad manager is there.
+      const ads = player.getAdManager();
+      for (const e of ["AD_STARTED", "AD_COMPLETE", "AD_STOPPED", "ALL_ADS_COMPLETED"]) {
+        ads.addEventListener(shaka.ads.Utils[e], () => log.events.push({ e, t: Date.now() }));
+      }
+    }
+    await player.load(src);
+    // Subtitles on (Shaka 5 streams the selected text track).
+    const text = player.getTextTracks()[0];
+    if (text) player.selectTextTrack(text);
+    v.play().catch(() => {});
+  })().catch((e) => log.fatal.push(String(e.code ?? e)));
+  watchStalls(v, log);
+  if (typeof sampleFrames === "function") sampleFrames(v, log);
+}
+
 // hls.js config: three segments behind the edge, or (low-latency mode)
 // the playlist's PART-HOLD-BACK, which hls.js takes only when no
 // liveSync* setting is given.

@@ -17,7 +17,7 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ARTIFACTS, WATCH_STALLS, launch } from "./browser.mjs";
+import { ARTIFACTS, WATCH_STALLS, launch, shakaStart as startShaka } from "./browser.mjs";
 import { startStack, seed, api, http, dashConfig, ROOT, ORG, CLI } from "./stack.mjs";
 
 const FULL = process.env.DASH_FULL === "1";
@@ -222,31 +222,6 @@ const SAMPLE_FRAMES = `function sampleFrames(v, log) {
   }, 300);
 }`;
 
-function startShaka(src, sgai) {
-  const log = (window.playerLog = { segs: [], fatal: [], errors: [], events: [], maxStallMs: 0, started: false, progress: 0 });
-  shaka.polyfill.installAll();
-  const v = document.getElementById("v");
-  const player = (window.player = new shaka.Player());
-  player.configure({ streaming: { lowLatencyMode: false } });
-  player.getNetworkingEngine().registerResponseFilter((type, resp) => {
-    if (type === shaka.net.NetworkingEngine.RequestType.SEGMENT) log.segs.push({ url: resp.uri, t: Date.now() });
-  });
-  player.addEventListener("error", (e) => (e.detail.severity === 2 ? log.fatal : log.errors).push(String(e.detail.code)));
-  (async () => {
-    await player.attach(v);
-    if (sgai) {
-      const ads = player.getAdManager();
-      for (const e of ["AD_STARTED", "AD_COMPLETE", "AD_STOPPED", "ALL_ADS_COMPLETED"]) {
-        ads.addEventListener(shaka.ads.Utils[e], () => log.events.push({ e, t: Date.now() }));
-      }
-    }
-    await player.load(src);
-    v.play().catch(() => {});
-  })().catch((e) => log.fatal.push(String(e.code ?? e)));
-  watchStalls(v, log);
-  sampleFrames(v, log);
-}
-
 function startDashjs(src) {
   const log = (window.playerLog = { segs: [], fatal: [], errors: [], events: [], maxStallMs: 0, started: false, progress: 0 });
   const v = document.getElementById("v");
@@ -276,7 +251,7 @@ async function play(lib, start, src, seconds, args = []) {
     const log = await page.evaluate(() => ({ ...window.playerLog, frames: undefined }));
     if (!shot && log.segs.length > 0 && isAd(log.segs[log.segs.length - 1].url)) {
       await sleep(4000);
-      await page.screenshot({ path: join(ARTIFACTS, `dash-${start.name}-${args.length ? "sgai" : "ssai"}-mid-ad.png`) });
+      await page.screenshot({ path: join(ARTIFACTS, `dash-${start === startDashjs ? "dashjs" : "shaka"}-${src.includes("mode=sgai") ? "sgai" : "ssai"}-mid-ad.png`) });
       shot = true;
     }
   }

@@ -6,7 +6,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
-import { ARTIFACTS, WATCH_STALLS, launch } from "./browser.mjs";
+import { ARTIFACTS, WATCH_STALLS, launch, shakaStart } from "./browser.mjs";
 import { startStack, ROOT, ORG } from "./stack.mjs";
 
 const SHAKA = readFileSync(join(ROOT, "node_modules/shaka-player/dist/shaka-player.compiled.js"), "utf8");
@@ -24,44 +24,13 @@ after(async () => {
 const PAGE = `<!doctype html><html><body style="margin:0;background:#000">
 <div id="box" style="position:relative;width:960px;height:540px"><video id="v" muted playsinline style="width:960px;height:540px"></video><div id="ads" style="position:absolute;inset:0"></div></div></body></html>`;
 
-// Runs in the page: load `src` with Shaka, log segments, ad events, errors
-// and stalls (`watchStalls`, the same measure as the hls.js page).
-function start(src, sgai) {
-  const log = (window.playerLog = { segs: [], fatal: [], errors: [], events: [], maxStallMs: 0, started: false, progress: 0 });
-  shaka.polyfill.installAll();
-  const v = document.getElementById("v");
-  const player = (window.player = new shaka.Player());
-  player.configure({ streaming: { lowLatencyMode: false } });
-  player.getNetworkingEngine().registerResponseFilter((type, resp) => {
-    if (type === shaka.net.NetworkingEngine.RequestType.SEGMENT) log.segs.push({ url: resp.uri, t: Date.now() });
-  });
-  player.addEventListener("error", (e) => (e.detail.severity === 2 ? log.fatal : log.errors).push(String(e.detail.code)));
-  (async () => {
-    await player.attach(v);
-    if (sgai) {
-      // Shaka 5 reads HLS interstitials by itself once the ad manager is
-      // there (4.x needed initInterstitial, which 5 no longer exports).
-      const ads = player.getAdManager();
-      for (const e of ["AD_STARTED", "AD_COMPLETE", "AD_STOPPED", "ALL_ADS_COMPLETED"]) {
-        ads.addEventListener(shaka.ads.Utils[e], () => log.events.push({ e, t: Date.now() }));
-      }
-    }
-    await player.load(src);
-    // Subtitles on (Shaka 5 streams the selected text track).
-    const text = player.getTextTracks()[0];
-    if (text) player.selectTextTrack(text);
-    v.play().catch(() => {});
-  })().catch((e) => log.fatal.push(String(e.code ?? e)));
-  watchStalls(v, log); // browser.mjs's WATCH_STALLS, added to the page
-}
-
 async function play(src, seconds, { sgai = false, shotWhen, file, onTick } = {}) {
   const page = await browser.newPage({ viewport: { width: 960, height: 540 } });
   await page.goto(`${s.base}/healthz`);
   await page.setContent(PAGE);
   await page.addScriptTag({ content: SHAKA });
   await page.addScriptTag({ content: WATCH_STALLS });
-  await page.evaluate(`(${start.toString()})(${JSON.stringify(src)}, ${sgai})`);
+  await page.evaluate(`(${shakaStart.toString()})(${JSON.stringify(src)}, ${sgai})`);
   let shot = false;
   const end = Date.now() + seconds * 1000;
   while (Date.now() < end) {

@@ -9,11 +9,17 @@
 //! by `core::splice::edge::playlist`, the function the worker drives.
 //! [`request_old`] is the same with the pre-view KV value (the
 //! whole `ChannelBreaks`, every pod inline), for the before/after figure.
+//! [`request_dash`] is the DASH path (`workers/manifest/src/dash.rs`): the
+//! origin MPD read, its window as HLS, cues, the same edge reads, the
+//! multi-period splice (`core::dash::splice::serve`).
 //!
-//! Exports a tiny C ABI (no wasm-bindgen): `alloc`, `run_new`, `run_old`.
+//! Exports a tiny C ABI (no wasm-bindgen): `alloc`, `run_new`, `run_old`,
+//! `run_part`, `run_dash`.
 
+use cf_ssai_core::control::config::ChannelConfig;
+use cf_ssai_core::dash::{splice as dsplice, window, Mpd};
 use cf_ssai_core::hls::media;
-use cf_ssai_core::model::{ChannelBreaks, ChannelView, Pod};
+use cf_ssai_core::model::{ChannelBreaks, ChannelView, Pod, TrackKind};
 use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
 use cf_ssai_core::splice::edge::{self, Need, Reads, Source, Step};
 use cf_ssai_core::splice::{Mode, SpliceSettings, Variant};
@@ -152,11 +158,131 @@ pub fn request_old(full_json: &str, origin: &str) -> usize {
     })
 }
 
+/// The DASH channel's origin MPD (`bench-inputs` writes its windows).
+pub const DASH_ORIGIN: &str = "https://origin.example/live/news/manifest.mpd";
+/// The URL viewers get the spliced MPD from.
+pub const DASH_SELF: &str = "https://edge.example/demo/news-dash/manifest.mpd";
+
+/// One MPD request as the manifest worker's DASH path serves it
+/// (`workers/manifest/src/dash.rs`, `manifest`) for a channel with the
+/// default config, SSAI, the default audience, no session: the origin
+/// MPD parsed, its window as an HLS media playlist at `now_ms`, parsed,
+/// cues detected, the edge's reads answered by `read`, the multi-period
+/// splice (`core::dash::splice::serve`). `None` when the MPD has no window
+/// (the worker then serves the origin) or the reads cannot serve it
+/// without the location's cached answer or the DO (which the inputs are
+/// made to avoid).
+pub fn serve_dash(
+    text: &str,
+    now_ms: i64,
+    read: impl Fn(&Need, &mut Reads) -> bool,
+) -> Option<dsplice::DashOutput> {
+    CONFIG.with(|cfg| dash_with(cfg, text, now_ms, read))
+}
+
+thread_local! {
+    /// The channel's config (the worker has it in hand: not timed).
+    static CONFIG: ChannelConfig = ChannelConfig::default();
+}
+
+fn dash_with(
+    cfg: &ChannelConfig,
+    text: &str,
+    now_ms: i64,
+    read: impl Fn(&Need, &mut Reads) -> bool,
+) -> Option<dsplice::DashOutput> {
+    let origin_url = url::Url::parse(DASH_ORIGIN).ok()?;
+    let self_url = url::Url::parse(DASH_SELF).ok()?;
+    let mpd = Mpd::parse(text).ok()?;
+    let hls = window::to_hls(&mpd, &origin_url, now_ms).ok()?;
+    let m = media::parse(&hls).ok()?;
+    let events = if cfg.scte35_enabled {
+        cues::detect(&m, &cfg.segmentation).events
+    } else {
+        Vec::new()
+    };
+    let settings = cfg.splice_settings("/demo/news-dash/interstitials/".into());
+    let variant = Variant {
+        kind: TrackKind::Video,
+        ..Default::default()
+    };
+    let mreq = edge::MediaRequest {
+        origin: &hls,
+        m: &m,
+        events: &events,
+        cadence_ms: if cfg.cadence_ms > 0 {
+            cfg.cadence_ms
+        } else {
+            m.cadence_ms()
+        },
+        examined: !(cfg.scte35_enabled && cfg.cue_source.inband()),
+        ahead: u64::try_from(cfg.sgai_announce_ahead_segments.max(0)).unwrap_or(0),
+        cohort: "",
+        playlist_url: &origin_url,
+        variant: &variant,
+        mode: Mode::Ssai,
+        settings: &settings,
+    };
+    let mut reads = Reads::default();
+    loop {
+        match dsplice::serve(&mreq, &mpd, &self_url, None, &reads) {
+            Step::Done(out) => return Some(out),
+            Step::Need(n) if read(&n, &mut reads) => {}
+            Step::Need(_) => return None,
+        }
+    }
+}
+
+/// The KV reads of a DASH request: the view (decoded for the default
+/// audience by `view`) and the pod of each break the window needs (`pod`;
+/// `None` refuses: a request that must not read a pod).
+fn dash_from_kv(
+    text: &str,
+    now_ms: i64,
+    view: impl Fn() -> Option<ChannelView>,
+    pod: impl Fn() -> Option<Option<Rc<Pod>>>,
+) -> usize {
+    serve_dash(text, now_ms, |need, reads| match need {
+        Need::View => {
+            reads.view = Some(view());
+            true
+        }
+        Need::Pods(ids) => {
+            for id in ids {
+                let Some(p) = pod() else { return false };
+                reads.pods.insert(id.clone(), p);
+            }
+            true
+        }
+        Need::CachedAnswer | Need::Do(_) => false,
+    })
+    .map_or(0, |out| out.mpd.len())
+}
+
+/// One DASH MPD request with the binary KV values, as the worker reads
+/// them: the view decoded for the default audience, the lean pod of each
+/// break the window needs decoded from its bytes (an empty `pod`: none may
+/// be needed). The output's length, 0 when not served from the view.
+pub fn request_dash(view: &[u8], pod: &[u8], mpd: &str, now_ms: f64) -> usize {
+    dash_from_kv(
+        mpd,
+        now_ms as i64,
+        || wire::decode_view_as(view, Some("")).ok(),
+        || (!pod.is_empty()).then(|| wire::decode_pod(pod).ok().map(Rc::new)),
+    )
+}
+
+fn bytes<'a>(ptr: *const u8, len: usize) -> &'a [u8] {
+    if len == 0 {
+        return &[];
+    }
+    // SAFETY: the host wrote `len` bytes at `ptr`, allocated by `alloc`
+    // below, and does not touch them during the call.
+    unsafe { std::slice::from_raw_parts(ptr, len) }
+}
+
 fn slice<'a>(ptr: *const u8, len: usize) -> &'a str {
-    // SAFETY: the host wrote `len` bytes of UTF-8 at `ptr`, allocated by
-    // `alloc` below, and does not touch them during the call.
-    let bytes = unsafe { std::slice::from_raw_parts(ptr, len) };
-    std::str::from_utf8(bytes).unwrap_or("")
+    std::str::from_utf8(bytes(ptr, len)).unwrap_or("")
 }
 
 /// Memory for the host to write inputs into (never freed: one benchmark).
@@ -262,6 +388,69 @@ pub extern "C" fn run_part(
             0 => serde_json::from_str::<ChannelView>(v).map_or(0, |x| x.entries.len() + 1),
             1 => serde_json::from_str::<Pod>(p).map_or(0, |x| x.items.len() + 1),
             _ => from_kv(o, || Some(view.clone()), || Some(Rc::clone(&pod))),
+        };
+    }
+    n
+}
+
+/// The first steps of [`serve_dash`] alone, for where its time goes:
+/// `upto` 0 parses the MPD, 1 also reads its window as HLS, 2 also parses
+/// that and detects its cues. Non-zero when they ran.
+fn dash_steps(text: &str, now_ms: i64, upto: u32) -> usize {
+    let Ok(origin_url) = url::Url::parse(DASH_ORIGIN) else {
+        return 0;
+    };
+    let Ok(mpd) = Mpd::parse(text) else { return 0 };
+    if upto == 0 {
+        return mpd.periods.len() + 1;
+    }
+    let Ok(hls) = window::to_hls(&mpd, &origin_url, now_ms) else {
+        return 0;
+    };
+    if upto == 1 {
+        return hls.len();
+    }
+    let Ok(m) = media::parse(&hls) else { return 0 };
+    CONFIG.with(|cfg| cues::detect(&m, &cfg.segmentation).events.len() + 1)
+}
+
+/// `iters` DASH MPD requests ([`request_dash`]) with the binary view and
+/// lean pod: `warm` 0 decodes both on every request (an isolate's first
+/// request for the break), 1 decodes the view and shares the pod decoded
+/// once (the isolate's pod cache: every other request). Returns the last
+/// output's length (0: not served from the view). `warm` 2, 3, 4: the
+/// request's first steps alone (`dash_steps` 0, 1, 2).
+#[no_mangle]
+pub extern "C" fn run_dash(
+    view: *const u8,
+    view_len: usize,
+    pod: *const u8,
+    pod_len: usize,
+    mpd: *const u8,
+    mpd_len: usize,
+    now_ms: f64,
+    iters: u32,
+    warm: u32,
+) -> usize {
+    let (v, p, m) = (
+        bytes(view, view_len),
+        bytes(pod, pod_len),
+        slice(mpd, mpd_len),
+    );
+    let cached = (!p.is_empty()).then(|| wire::decode_pod(p).ok().map(Rc::new));
+    let mut n = 0;
+    for _ in 0..iters {
+        n = if warm == 0 {
+            request_dash(v, p, m, now_ms)
+        } else if warm >= 2 {
+            dash_steps(m, now_ms as i64, warm - 2)
+        } else {
+            dash_from_kv(
+                m,
+                now_ms as i64,
+                || wire::decode_view_as(v, Some("")).ok(),
+                || cached.clone(),
+            )
         };
     }
     n

@@ -15,6 +15,16 @@
 //! every ten minutes), each break gets a pod per cohort (the same shape,
 //! its own URIs), and the request is one cohort's viewer's (`cohort.txt`).
 //!
+//! Without cohorts it also writes, in `OUT_DIR/dash/`, the inputs of a
+//! DASH MPD request on a DASH channel at the same rate (10-segment live
+//! MPD, 1.92 s segments, a 15.36 s break every 76.8 s; the testkit's
+//! `sim_dash` origin) run through the same machine for N hours, its
+//! window read as the poller reads an MPD: the origin MPD 6 segments into
+//! the last break (`manifest.mpd`) and the KV values the edge reads for
+//! it, binary (`view.bin`, the lean `pod.bin`); the MPD and view at a
+//! quiet instant, no break in view (`quiet.mpd`, `quiet-view.bin`); the
+//! request instants in the printed `dash` object.
+//!
 //! `bench-inputs HOURS OUT_DIR [COHORTS]`
 
 use cf_ssai_core::channel::sequencer::BreakPolicy;
@@ -22,8 +32,9 @@ use cf_ssai_core::channel::{Channel, Effect, Input};
 use cf_ssai_core::hls::media;
 use cf_ssai_core::model::*;
 use cf_ssai_core::scte35::cues::{self, SegmentationPolicy};
+use cf_ssai_core::splice::edge;
 use cf_ssai_testkit::driver::{Driver, Written};
-use cf_ssai_testkit::sim::SimChannel;
+use cf_ssai_testkit::sim::{SimChannel, SimDialect};
 
 /// Serialized size of anything we write.
 mod erased {
@@ -45,6 +56,41 @@ mod erased {
 /// route; each ad with the tracking a VAST ad server sends (impressions,
 /// quartiles, error) and the decision's reasons.
 fn pod(id: &str) -> Pod {
+    shaped_pod(
+        id,
+        30.72,
+        &[("ad1", 15.0), ("ad2", 9.6)],
+        5.12,
+        "ad ad3 skipped: does not fit the 30.72 s break (15.0 s left)",
+        false,
+    )
+}
+
+/// The DASH channel's pod of a 15.36 s break: the same shape, demuxed
+/// CMAF only (what a DASH Period can play: fMP4 video-only at the two
+/// rungs and the audio-only rendition, 3 renditions each), two ads that
+/// fill the break (9.6 s and 5.76 s) and the slate.
+fn dash_pod(id: &str) -> Pod {
+    shaped_pod(
+        id,
+        15.36,
+        &[("ad1", 9.6), ("ad2", 5.76)],
+        0.0,
+        "ad ad3 skipped: does not fit the 15.36 s break (0.0 s left)",
+        true,
+    )
+}
+
+/// A pod of `items` (ad, seconds) in a break of `duration_s`; `cmaf`: the
+/// fMP4 video-only and audio-only renditions alone.
+fn shaped_pod(
+    id: &str,
+    duration_s: f64,
+    items: &[(&str, f64)],
+    fill_s: f64,
+    reason: &str,
+    cmaf: bool,
+) -> Pod {
     let rendition = |ad: &str, bw: u64, kind: TrackKind, fmp4: bool, count: usize| {
         let c = if fmp4 { "Fmp4" } else { "Ts" };
         let dir = format!("http://127.0.0.1:8787/media/demo/ads/{ad}/{bw}/{kind:?}-{c}");
@@ -82,13 +128,19 @@ fn pod(id: &str) -> Pod {
     let ladder = |ad: &str, count: usize| -> Vec<AdRendition> {
         let mut out = Vec::new();
         for (i, bw) in [900_000u64, 1_800_000].into_iter().enumerate() {
-            let mut kinds = vec![TrackKind::Muxed, TrackKind::Video];
+            let mut kinds = if cmaf {
+                vec![TrackKind::Video]
+            } else {
+                vec![TrackKind::Muxed, TrackKind::Video]
+            };
             if i == 0 {
                 kinds.push(TrackKind::Audio);
             }
             for kind in kinds {
                 for fmp4 in [false, true] {
-                    out.push(rendition(ad, bw, kind, fmp4, count));
+                    if fmp4 || !cmaf {
+                        out.push(rendition(ad, bw, kind, fmp4, count));
+                    }
                 }
             }
         }
@@ -116,17 +168,15 @@ fn pod(id: &str) -> Pod {
     Pod {
         pod_id: format!("pod-{id}"),
         break_id: id.into(),
-        duration_s: 30.72,
-        items: vec![item("ad1", 15.0), item("ad2", 9.6)],
+        duration_s,
+        items: items.iter().map(|(ad, secs)| item(ad, *secs)).collect(),
         slate: Slate {
             slate_id: "slate".into(),
             renditions: ladder("slate", 3),
         },
-        fill_s: 5.12,
+        fill_s,
         source: PodSource::Library,
-        reasons: vec![PodReason::from(
-            "ad ad3 skipped: does not fit the 30.72 s break (15.0 s left)".to_string(),
-        )],
+        reasons: vec![PodReason::from(reason.to_string())],
     }
 }
 
@@ -252,10 +302,15 @@ fn main() -> Result<(), String> {
     write("pod.json", &pod_json)?;
     write("full.json", &full_json)?;
     write("origin.m3u8", &origin)?;
+    let dash = if cohorts.is_empty() {
+        format!(",\"dash\":{}", dash_inputs(hours, &out.join("dash"))?)
+    } else {
+        String::new()
+    };
     let [n, o] = writes;
     let (after, before, header_max) = do_storage(&ch, hours);
     println!(
-        "{{\"kv_writes_per_hour\":[{},{}],\"kv_bytes_per_hour\":[{},{}],\"do_writes_per_hour\":[{},{}],\"do_bytes_per_hour\":[{},{}],\"do_storage_per_hour\":{{\"per_key\":{{\"writes\":{},\"bytes\":{},\"max_write\":{},\"max_header\":{header_max}}},\"single_value\":{{\"writes\":{},\"bytes\":{},\"max_write\":{}}}}},\"hours\":{hours},\"cohorts\":{},\"breaks_registered\":{},\"view_entries\":{},\"view_bytes\":{},\"pod_bytes\":{},\"old_entries\":{},\"old_bytes\":{}}}",
+        "{{\"kv_writes_per_hour\":[{},{}],\"kv_bytes_per_hour\":[{},{}],\"do_writes_per_hour\":[{},{}],\"do_bytes_per_hour\":[{},{}],\"do_storage_per_hour\":{{\"per_key\":{{\"writes\":{},\"bytes\":{},\"max_write\":{},\"max_header\":{header_max}}},\"single_value\":{{\"writes\":{},\"bytes\":{},\"max_write\":{}}}}},\"hours\":{hours},\"cohorts\":{},\"breaks_registered\":{},\"view_entries\":{},\"view_bytes\":{},\"pod_bytes\":{},\"old_entries\":{},\"old_bytes\":{}{dash}}}",
         n[0], o[0], n[1], o[1], n[2], o[2], n[3], o[3],
         after.writes, after.bytes, after.max_bytes,
         before.writes, before.bytes, before.max_bytes,
@@ -268,6 +323,140 @@ fn main() -> Result<(), String> {
         full_json.len(),
     );
     Ok(())
+}
+
+/// The DASH inputs (see the module's doc) in `dir`; returns their facts
+/// as a JSON object.
+fn dash_inputs(hours: i64, dir: &std::path::Path) -> Result<String, String> {
+    use cf_ssai_core::dash::{window, Mpd};
+    use cf_ssai_core::wire;
+    use cf_ssai_testkit::sim_dash::{self, DashOptions};
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let ch = SimChannel {
+        cadence_ms: 1920,
+        window: 10,
+        // The MPD's EventStream carries the cues; the HLS dialect is not
+        // read (any but None).
+        dialect: SimDialect::Daterange,
+        break_every: 40,
+        break_len: 8,
+        first_break: 12,
+        ..Default::default()
+    };
+    let opts = DashOptions::default();
+    let origin_url = url::Url::parse(bench_wasm::DASH_ORIGIN).map_err(|e| e.to_string())?;
+    let policy = BreakPolicy::default();
+    let mut machine = Channel::default();
+    let segs = hours * 3_600_000 / 1920;
+    let k = (segs as u64).saturating_sub(ch.first_break) / ch.break_every;
+    let anchor = ch.first_break + k * ch.break_every;
+    // 6 segments into the break: its first six listed, the first ad's
+    // Period whole, the second's being published.
+    let end_msn = anchor + 5;
+    // No break in view: the last one left the window, the next one is not
+    // announced yet (signal_ahead 2).
+    let quiet_msn = anchor - 3;
+    // A poll and a request at the same instant: `live_msn` = msn.
+    let at = |msn: u64| ch.pdt_of(msn + 1) + 10;
+    let mut pods = std::collections::HashMap::new();
+    let mut quiet = None;
+    for msn in 1..=end_msn {
+        let now = at(msn);
+        let text = sim_dash::mpd(&ch, &opts, now);
+        let mpd = Mpd::parse(&text).map_err(|e| e.to_string())?;
+        let hls = window::to_hls(&mpd, &origin_url, now).map_err(|e| e.to_string())?;
+        let m = media::parse(&hls).map_err(|e| e.to_string())?;
+        let det = cues::detect(&m, &SegmentationPolicy::default());
+        let input = Input::examined(&m, det.events, ch.cadence_ms);
+        let mut effects = machine.handle(input, &policy, now).effects;
+        let mut i = 0;
+        while let Some(e) = effects.get(i).cloned() {
+            i += 1;
+            if let Effect::Decide(r) = e {
+                let p = dash_pod(&r.id);
+                pods.insert(r.id.clone(), p.clone());
+                let decided = Input::Decided {
+                    break_id: r.id.clone(),
+                    pod: p,
+                    cohort_pods: Default::default(),
+                };
+                effects.extend(machine.handle(decided, &policy, now).effects);
+            }
+        }
+        if msn == quiet_msn {
+            quiet = Some((text, now, wire::encode_view(&machine.view())));
+        }
+    }
+    let (quiet_mpd, quiet_now, quiet_view) = quiet.ok_or("no quiet instant")?;
+    let now = at(end_msn);
+    let text = sim_dash::mpd(&ch, &opts, now);
+    let view = machine.view();
+    let mpd = Mpd::parse(&text).map_err(|e| e.to_string())?;
+    let hls = window::to_hls(&mpd, &origin_url, now).map_err(|e| e.to_string())?;
+    let m = media::parse(&hls).map_err(|e| e.to_string())?;
+    let first = m.segments.first().map_or(0, |s| s.msn);
+    let (needed, _) = view.needed_for(first, end_msn, 0, "");
+    let record = needed.first().ok_or("no break in the DASH window")?.0;
+    let id = record.id.clone();
+    let pod = pods.get(&id).ok_or("the break has no pod")?;
+    let view_bin = wire::encode_view(&view);
+    let pod_bin = wire::encode_lean_pod(pod);
+    // The request served natively as the wasm will: from the view, the
+    // break's ads in their own Periods, no fallback.
+    let serve = |text: &str, now: i64, view: &[u8], pod: Option<&[u8]>| {
+        bench_wasm::serve_dash(text, now, |need, reads| match need {
+            edge::Need::View => {
+                reads.view = Some(wire::decode_view_as(view, Some("")).ok());
+                true
+            }
+            edge::Need::Pods(ids) => match pod {
+                Some(p) => {
+                    for k in ids {
+                        let decoded = wire::decode_pod(p).ok().map(std::rc::Rc::new);
+                        reads.pods.insert(k.clone(), decoded);
+                    }
+                    true
+                }
+                None => false,
+            },
+            _ => false,
+        })
+    };
+    let out = serve(&text, now, &view_bin, Some(&pod_bin))
+        .ok_or("the DASH request is not served from the view")?;
+    let periods = out.mpd.matches("<Period ").count();
+    if !out.report.reasons.is_empty() || !out.mpd.contains(&format!("id=\"{id}-0\"")) {
+        return Err(format!(
+            "the DASH break is not spliced: {:?}",
+            out.report.reasons
+        ));
+    }
+    let q = serve(&quiet_mpd, quiet_now, &quiet_view, None)
+        .ok_or("the quiet DASH request is not served from the view alone")?;
+    if q.mpd.matches("<Period ").count() != 1 {
+        return Err("the quiet DASH window has a break".into());
+    }
+    let write =
+        |name: &str, bytes: &[u8]| std::fs::write(dir.join(name), bytes).map_err(|e| e.to_string());
+    write("manifest.mpd", text.as_bytes())?;
+    write("view.bin", &view_bin)?;
+    write("pod.bin", &pod_bin)?;
+    write("quiet.mpd", quiet_mpd.as_bytes())?;
+    write("quiet-view.bin", &quiet_view)?;
+    // What the viewer gets (for inspection; not an input).
+    write("served.mpd", out.mpd.as_bytes())?;
+    Ok(format!(
+        "{{\"now_ms\":{now},\"quiet_now_ms\":{quiet_now},\"breaks_registered\":{},\"view_entries\":{},\"view_bytes\":{},\"pod_bytes\":{},\"quiet_view_bytes\":{},\"mpd_bytes\":{},\"quiet_mpd_bytes\":{},\"out_bytes\":{},\"out_periods\":{periods},\"quiet_out_bytes\":{}}}",
+        pods.len(),
+        view.entries.len(),
+        view_bin.len(),
+        pod_bin.len(),
+        quiet_view.len(),
+        text.len(),
+        quiet_mpd.len(),
+        out.mpd.len(),
+        q.mpd.len(),
+    ))
 }
 
 /// A cohort's pod of a break: the same shape, its own creatives' URIs.
