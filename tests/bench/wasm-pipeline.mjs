@@ -3,7 +3,8 @@
 // decode the KV values → parse the origin window → detect cues → check the
 // view vouches → the breaks the window needs → splice and render. Last, the
 // DASH path (each DIR with a dash/ subdirectory): the origin MPD read, its
-// window as HLS, cues, the same KV reads (binary), the multi-period splice.
+// window as HLS, cues, the same KV reads (binary), the multi-period splice
+// (bench-inputs writes them for 1 h without cohorts).
 //
 // node tests/bench/wasm-pipeline.mjs WASM DIR... (each DIR from bench-inputs)
 import { existsSync, readFileSync } from "node:fs";
@@ -97,7 +98,7 @@ if (dashDirs.length) {
     const quiet = time(dash(qview, [0, 0], qmpd, d.quiet_now_ms, 0), 2000);
     const h = `${meta.hours} h (${d.breaks_registered} breaks)`;
     console.log(`| ${h} | DASH MPD request in a break (multi-period SSAI) | ${f(d.view_bytes)} + ${f(d.pod_bytes)} | ${cold.toFixed(1)} | ${warm.toFixed(1)} |`);
-    console.log(`| ${h} | DASH MPD request, no break in view | ${f(d.quiet_view_bytes)} | ${quiet.toFixed(1)} | ${quiet.toFixed(1)} |`);
+    console.log(`| ${h} | DASH MPD request, no break in view | ${f(d.quiet_view_bytes)} | ${quiet.toFixed(1)} | ${quiet.toFixed(1)} (no pod read) |`);
   }
   // Where the time goes (the first history): the request's first steps
   // alone, cumulative; the rest is the view's reads and the splice.
@@ -110,7 +111,7 @@ if (dashDirs.length) {
   console.log("| DASH request in a break, cumulative | µs |");
   console.log("|---|---|");
   console.log(`| parse the origin MPD (${f(d.mpd_bytes)} B) | ${parse.toFixed(1)} |`);
-  console.log(`| + its window as an HLS media playlist | ${win.toFixed(1)} |`);
+  console.log(`| + its window as an HLS media playlist (and the worker's check that it parses) | ${win.toFixed(1)} |`);
   console.log(`| + parse that, detect cues | ${cues.toFixed(1)} |`);
   console.log(`| + the view's reads, the multi-period splice (${f(d.out_bytes)} B out, ${d.out_periods} Periods): the whole request, the pod from the isolate's cache | ${time(dash_args(dir, d), 2000).toFixed(1)} |`);
 }

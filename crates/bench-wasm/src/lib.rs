@@ -194,7 +194,11 @@ fn dash_with(
     let origin_url = url::Url::parse(DASH_ORIGIN).ok()?;
     let self_url = url::Url::parse(DASH_SELF).ok()?;
     let mpd = Mpd::parse(text).ok()?;
-    let hls = window::to_hls(&mpd, &origin_url, now_ms).ok()?;
+    // As the worker: a window the HLS machinery cannot read is served as
+    // the content (not timed here: the inputs always have one).
+    let hls = window::to_hls(&mpd, &origin_url, now_ms, cfg.cadence_ms)
+        .ok()
+        .filter(|h| media::parse(h).is_ok())?;
     let m = media::parse(&hls).ok()?;
     let events = if cfg.scte35_enabled {
         cues::detect(&m, &cfg.segmentation).events
@@ -394,8 +398,9 @@ pub extern "C" fn run_part(
 }
 
 /// The first steps of [`serve_dash`] alone, for where its time goes:
-/// `upto` 0 parses the MPD, 1 also reads its window as HLS, 2 also parses
-/// that and detects its cues. Non-zero when they ran.
+/// `upto` 0 parses the MPD, 1 also reads its window as HLS (and checks it
+/// parses, as the worker does), 2 also parses that and detects its cues.
+/// Non-zero when they ran.
 fn dash_steps(text: &str, now_ms: i64, upto: u32) -> usize {
     let Ok(origin_url) = url::Url::parse(DASH_ORIGIN) else {
         return 0;
@@ -404,7 +409,11 @@ fn dash_steps(text: &str, now_ms: i64, upto: u32) -> usize {
     if upto == 0 {
         return mpd.periods.len() + 1;
     }
-    let Ok(hls) = window::to_hls(&mpd, &origin_url, now_ms) else {
+    let cadence_ms = CONFIG.with(|cfg| cfg.cadence_ms);
+    let Some(hls) = window::to_hls(&mpd, &origin_url, now_ms, cadence_ms)
+        .ok()
+        .filter(|h| media::parse(h).is_ok())
+    else {
         return 0;
     };
     if upto == 1 {

@@ -145,7 +145,7 @@ fn dash_pipeline(
 ) -> usize {
     use cf_ssai_core::dash::{splice as dsplice, window, Mpd};
     let mpd = Mpd::parse(text).expect("parses");
-    let hls = window::to_hls(&mpd, origin, now).expect("a window");
+    let hls = window::to_hls(&mpd, origin, now, 1920).expect("a window");
     let m = media::parse(&hls).expect("parses");
     let det = cues::detect(&m, &SegmentationPolicy::default());
     black_box(det.events.len());
@@ -161,6 +161,7 @@ fn dash_pipeline(
         mode: Mode::Ssai,
         settings,
         location: None,
+        now_ms: now,
     })
     .mpd
     .len()
@@ -185,7 +186,7 @@ fn dash_benches(c: &mut Criterion) {
     // being published.
     let at = ch.epoch_ms + (ch.first_break as i64 + 6) * ch.cadence_ms as i64 + 500;
     let text = sim_dash::mpd(&ch, &opts, at);
-    let hls = window::to_hls(&Mpd::parse(&text).unwrap(), &origin, at).unwrap();
+    let hls = window::to_hls(&Mpd::parse(&text).unwrap(), &origin, at, 1920).unwrap();
     let m = media::parse(&hls).unwrap();
     let det = cues::detect(&m, &SegmentationPolicy::default());
     let mut st = ChannelBreaks::default();

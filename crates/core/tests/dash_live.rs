@@ -37,11 +37,18 @@ fn channel() -> SimChannel {
 }
 
 /// The origin's window as the Channel DO's poller reads it.
-fn window_at(ch: &SimChannel, opts: &DashOptions, now: i64) -> String {
-    let text = sim_dash::mpd(ch, opts, now);
+/// What an origin's packager does to the simulator's MPD (`same`: nothing).
+type Edit = fn(String, i64) -> String;
+
+fn same(text: String, _now: i64) -> String {
+    text
+}
+
+fn window_at(ch: &SimChannel, opts: &DashOptions, edit: Edit, now: i64) -> String {
+    let text = edit(sim_dash::mpd(ch, opts, now), now);
     let mpd = Mpd::parse(&text).expect("the origin MPD parses");
     // Before the first segment is out, an empty window.
-    window::to_hls(&mpd, &url::Url::parse(ORIGIN).unwrap(), now)
+    window::to_hls(&mpd, &url::Url::parse(ORIGIN).unwrap(), now, 1920)
         .unwrap_or_else(|_| "#EXTM3U\n#EXT-X-TARGETDURATION:2\n".into())
 }
 
@@ -49,16 +56,17 @@ fn window_at(ch: &SimChannel, opts: &DashOptions, now: i64) -> String {
 fn serve(
     ch: &SimChannel,
     opts: &DashOptions,
+    edit: Edit,
     seq: &mut Driver,
     now: i64,
     lag: i64,
     mode: Mode,
 ) -> (String, String) {
-    let text = sim_dash::mpd(ch, opts, now);
+    let text = edit(sim_dash::mpd(ch, opts, now), now);
     let mpd = Mpd::parse(&text).unwrap();
     let origin_url = url::Url::parse(ORIGIN).unwrap();
     let self_url = url::Url::parse(SELF).unwrap();
-    let hls = window::to_hls(&mpd, &origin_url, now).unwrap();
+    let hls = window::to_hls(&mpd, &origin_url, now, 1920).unwrap();
     let m = media::parse(&hls).unwrap();
     let det = cues::detect(&m, &SegmentationPolicy::default());
     let variant = Variant {
@@ -91,13 +99,13 @@ fn serve(
     (out.mpd, text)
 }
 
-fn sequencer(ch: &SimChannel, opts: &DashOptions) -> Driver {
+fn sequencer(ch: &SimChannel, opts: &DashOptions, edit: Edit) -> Driver {
     let mut d = Driver::new(
         ch.clone(),
         Box::new(|r| pod(&r.id, r.cadence_ms as f64 / 1000.0, true)),
     );
     let (c, o) = (ch.clone(), opts.clone());
-    d.origin = Some(Box::new(move |now| window_at(&c, &o, now)));
+    d.origin = Some(Box::new(move |now| window_at(&c, &o, edit, now)));
     d.start_poller();
     d
 }
@@ -116,8 +124,12 @@ struct Seen {
 /// every MPD validated on its own, against the viewer's previous one and
 /// against every other viewer's (one registry).
 fn run(opts: DashOptions, mode: Mode, secs: i64, step: i64) -> Seen {
+    run_edited(opts, same, mode, secs, step)
+}
+
+fn run_edited(opts: DashOptions, edit: Edit, mode: Mode, secs: i64, step: i64) -> Seen {
     let ch = channel();
-    let mut seq = sequencer(&ch, &opts);
+    let mut seq = sequencer(&ch, &opts, edit);
     let mut reg = vd::Registry::default();
     let lags = [0i64, 5_000, 61_000];
     let mut prev: Vec<Option<vd::Mpd>> = lags.iter().map(|_| None).collect();
@@ -134,7 +146,7 @@ fn run(opts: DashOptions, mode: Mode, secs: i64, step: i64) -> Seen {
             viewers.push((usize::MAX, 30_000, t + 777));
         }
         for (vi, lag, at) in viewers {
-            let (out, origin) = serve(&ch, &opts, &mut seq, at, lag, mode);
+            let (out, origin) = serve(&ch, &opts, edit, &mut seq, at, lag, mode);
             let mpd =
                 vd::parse_at(&out, SELF, Some(at)).unwrap_or_else(|e| panic!("t={at}: {e}\n{out}"));
             let now_s = at as f64 / 1000.0;
@@ -230,6 +242,7 @@ fn an_mpd_without_a_break_in_view_passes_through() {
         mode: Mode::Ssai,
         settings: &SpliceSettings::default(),
         location: None,
+        now_ms: now,
     });
     assert_eq!(out.mpd, text);
 }
@@ -241,7 +254,7 @@ fn an_mpd_without_a_break_in_view_passes_through() {
 fn hostile_mpds_never_panic() {
     let ch = channel();
     let opts = DashOptions::default();
-    let mut seq = sequencer(&ch, &opts);
+    let mut seq = sequencer(&ch, &opts, same);
     let at = ch.epoch_ms + (ch.first_break as i64 + 5) * ch.cadence_ms as i64 + 300;
     seq.run_until(at);
     let entries = seq.machine.breaks.entries.clone();
@@ -252,7 +265,7 @@ fn hostile_mpds_never_panic() {
     let settings = SpliceSettings::default();
     let run = |t: &str| {
         let Ok(mpd) = Mpd::parse(t) else { return };
-        let _ = window::to_hls(&mpd, &origin, at);
+        let _ = window::to_hls(&mpd, &origin, at, 1920);
         for mode in [Mode::Ssai, Mode::Sgai] {
             let _ = dsplice::splice(&dsplice::DashInput {
                 mpd: &mpd,
@@ -265,6 +278,7 @@ fn hostile_mpds_never_panic() {
                 mode,
                 settings: &settings,
                 location: Some("https://edge.test/x?a=1&b=<2>"),
+                now_ms: at,
             });
         }
     };
@@ -286,4 +300,69 @@ fn hostile_mpds_never_panic() {
             run(t);
         }
     }
+}
+
+/// `S@r="-1"` (repeat until the next `S` or now): the timeline a piece
+/// keeps runs to the request's instant, not one segment.
+#[test]
+fn open_ended_timelines_keep_every_segment() {
+    fn open_ended(text: String, _now: i64) -> String {
+        let mut out = String::new();
+        let mut rest = text.as_str();
+        while let Some(i) = rest.find(" r=\"") {
+            out.push_str(&rest[..i]);
+            let after = &rest[i + 4..];
+            let end = after.find('"').unwrap();
+            out.push_str(" r=\"-1\"");
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+    let seen = run_edited(DashOptions::default(), open_ended, Mode::Ssai, 120, 960);
+    assert!(seen.ad_periods.len() >= 2, "{seen:?}");
+    assert!(!seen.return_periods.is_empty(), "{seen:?}");
+}
+
+/// Packagers keep a Period's SCTE-35 events long after their break: an
+/// event over before the window is history, never a new break (one
+/// decision per break however long the origin repeats it).
+#[test]
+fn old_events_in_the_mpd_are_not_breaks_again() {
+    fn keeps_first_event(text: String, _now: i64) -> String {
+        let ch = channel();
+        let pts = ch.first_break * ch.cadence_ms * 90;
+        let dur = ch.break_len * ch.cadence_ms * 90;
+        let section = cf_ssai_core::scte35::encode(&cf_ssai_core::scte35::CueSpec::SpliceInsert {
+            event_id: 1000,
+            out_of_network: true,
+            pts_time: Some(pts),
+            duration: Some(dur),
+            auto_return: true,
+            unique_program_id: 1,
+        });
+        let event = format!(
+            "<EventStream schemeIdUri=\"urn:scte:scte35:2014:xml+bin\" timescale=\"90000\"><Event presentationTime=\"{pts}\" duration=\"{dur}\" id=\"1000\"><scte35:Signal><scte35:Binary>{}</scte35:Binary></scte35:Signal></Event></EventStream>",
+            cf_ssai_core::scte35::to_base64(&section)
+        );
+        text.replacen("<AdaptationSet", &format!("{event}<AdaptationSet"), 1)
+    }
+    let ch = channel();
+    let opts = DashOptions::default();
+    let mut seq = sequencer(&ch, &opts, keeps_first_event);
+    // Long enough for the first break to be pruned from the machine
+    // (keep_ms after its end) with the origin still repeating its event.
+    let end = ch.epoch_ms + 15 * 60_000;
+    seq.run_until(end);
+    let first: Vec<_> = seq
+        .asked
+        .iter()
+        .filter(|(id, _)| id.ends_with("1000"))
+        .collect();
+    assert_eq!(
+        first.len(),
+        1,
+        "one decision for the first break: {:?}",
+        seq.asked
+    );
 }

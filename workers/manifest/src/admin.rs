@@ -989,7 +989,7 @@ async fn live_edge(env: &Env, cfg: &ChannelConfig) -> Early<(cue_policy::LastSeg
         Err(e) => return origin_err(e.to_string()),
     };
     // (A DASH origin's MPD as its window: `/cue` works the same.)
-    let text = match crate::origin::as_media_playlist(text, &media_url) {
+    let text = match crate::origin::as_media_playlist(text, &media_url, cfg) {
         Ok(t) => t,
         Err(e) => return Err(error(502, format!("origin MPD: {e}"))),
     };

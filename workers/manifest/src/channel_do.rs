@@ -916,7 +916,7 @@ impl ChannelDO {
         )
         .await
         .map_err(|e| format!("origin {url}: {e}"))?;
-        let text = crate::origin::as_media_playlist(text, &url)
+        let text = crate::origin::as_media_playlist(text, &url, cfg)
             .map_err(|e| format!("origin {url}: {e}"))?;
         let m = media::parse(&text).map_err(|e| format!("origin {url}: {e}"))?;
         let cadence = crate::origin::cadence_ms(cfg, &m);

@@ -41,52 +41,60 @@ pub async fn manifest(req: &Request, env: &Env, ch: &StoredChannel) -> Result<Re
     let mode = mode_of(ch, &url);
     // The audience: a session we signed on the MPD URL, else a new one,
     // given to the player as the MPD's `Location` (its reloads then carry
-    // it; this first answer is the viewer's own and is not shared).
-    let (cohort, location) = match audience::of_request(&url, env, ch) {
+    // it; this first answer is the viewer's own and is not shared, but is
+    // spliced with the new session as every later one will be).
+    let (cohort, sid, tg, location) = match audience::of_request(&url, env, ch) {
         Audience::Forged => return error(403, "session does not verify for this channel"),
-        Audience::Viewer { cohort, verified } => {
-            if verified || audience::query(&url, "sid").is_some() {
-                (cohort, None)
-            } else {
-                let (viewer, sid, tg) = playback::viewer_session(req, env, ch, None)?;
-                match sid {
-                    Some(sid) => {
-                        audience::report(env, ch, &viewer).await;
-                        let mut loc = url.clone();
-                        {
-                            let mut q = loc.query_pairs_mut();
-                            q.append_pair("sid", &sid);
-                            if !tg.is_empty() {
-                                q.append_pair("tg", &tg);
-                            }
+        Audience::Viewer {
+            cohort,
+            verified: true,
+        } => (
+            cohort,
+            audience::query(&url, "sid"),
+            audience::query(&url, "tg").unwrap_or_default(),
+            None,
+        ),
+        Audience::Viewer { .. } => {
+            let (viewer, sid, tg) = playback::viewer_session(req, env, ch, None)?;
+            match sid {
+                Some(sid) => {
+                    audience::report(env, ch, &viewer).await;
+                    let mut loc = url.clone();
+                    let kept: Vec<(String, String)> = url
+                        .query_pairs()
+                        .filter(|(k, _)| k != "sid" && k != "tg")
+                        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                        .collect();
+                    {
+                        let mut q = loc.query_pairs_mut();
+                        q.clear().extend_pairs(kept).append_pair("sid", &sid);
+                        if !tg.is_empty() {
+                            q.append_pair("tg", &tg);
                         }
-                        (viewer.cohort, Some(loc.to_string()))
                     }
-                    None => (String::new(), None),
+                    (viewer.cohort, Some(sid), tg, Some(loc.to_string()))
                 }
+                None => (String::new(), None, String::new(), None),
             }
         }
     };
-    let verified_sid = audience::query(&url, "sid").filter(|_| location.is_none());
-    if location.is_none() {
+    if location.is_none() && sid.is_some() {
         audience::report_from(env, ch, &url, &cohort).await;
     }
-    let session = if cfg.proxy_ad_segments {
-        verified_sid
-            .clone()
-            .filter(|s| playback::verify_session(env, ch, s))
-    } else {
-        None
-    };
-    let per_viewer = (mode == Mode::Sgai && cfg.sgai_decision == SgaiDecision::PerViewer)
-        .then(|| {
-            let q = |k: &str| audience::query(&url, k).unwrap_or_default();
-            let enc = |s: String| -> String {
+    // Server-side beacons: the session on the ad segment URLs, while it
+    // lives (as on HLS media playlists).
+    let session = sid.clone().filter(|s| {
+        cfg.proxy_ad_segments && (location.is_some() || playback::verify_session(env, ch, s))
+    });
+    let per_viewer = sid
+        .as_ref()
+        .filter(|_| mode == Mode::Sgai && cfg.sgai_decision == SgaiDecision::PerViewer)
+        .map(|sid| {
+            let enc = |s: &str| -> String {
                 url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
             };
-            format!("sid={}&tg={}", enc(q("sid")), enc(q("tg")))
-        })
-        .filter(|_| verified_sid.is_some());
+            format!("sid={}&tg={}", enc(sid), enc(&tg))
+        });
     let base = playback::cache_base(req)?;
     let shared =
         location.is_none() && session.is_none() && per_viewer.is_none() && cfg.cache_max_age_s > 0;
@@ -118,23 +126,43 @@ pub async fn manifest(req: &Request, env: &Env, ch: &StoredChannel) -> Result<Re
         }
         Err(e) => return error(502, format!("origin error: {e}")),
     };
-    let Ok(mpd) = Mpd::parse(&text) else {
-        // Bad upstream content fails open: the origin, unchanged.
-        return respond(req, ch, text);
+    // An origin answer that is no MPD: the player could not use it from
+    // our host either (its URLs are relative to the origin's).
+    let mpd = match Mpd::parse(&text) {
+        Ok(m) => m,
+        Err(e) => return error(502, format!("origin MPD is not readable: {e}")),
     };
     let now = worker_shared::now_ms();
-    let Ok(hls) = window::to_hls(&mpd, &origin_url, now) else {
-        return respond(req, ch, text);
+    let mut settings = playback::splice_settings(ch, session);
+    let window = window::to_hls(&mpd, &origin_url, now, cfg.cadence_ms)
+        .ok()
+        .filter(|h| media::parse(h).is_ok());
+    let Some(hls) = window else {
+        // A window the HLS machinery cannot read (no segment yet, no
+        // template): the content, its URLs made ours to serve.
+        let out = dsplice::splice(&dsplice::DashInput {
+            mpd: &mpd,
+            origin_url: &origin_url,
+            self_url: &url,
+            first_msn: 0,
+            last_msn: 0,
+            breaks: &[],
+            before: None,
+            mode,
+            settings: &settings,
+            location: location.as_deref(),
+            now_ms: now,
+        });
+        return respond(req, ch, out.mpd);
     };
     let Ok(m) = media::parse(&hls) else {
-        return respond(req, ch, text);
+        return error(502, "origin MPD window unreadable");
     };
     let events = if cfg.scte35_enabled {
         cues::detect(&m, &cfg.segmentation).events
     } else {
         Vec::new()
     };
-    let mut settings = playback::splice_settings(ch, session);
     if mode == Mode::Sgai {
         settings.cohort_param = audience::cohort_param(env, ch, &cohort);
     }
@@ -193,7 +221,8 @@ pub async fn ad_mpd(
     let body = dsplice::ad_mpd(
         EntryRef::from(&entry),
         audience::query(&url, "lang").as_deref(),
-        |item, r, pos| {
+        &url,
+        |item, r: &cf_ssai_core::model::AdRendition, pos| {
             let u = match (item, ch.config.proxy_ad_segments) {
                 (Some(i), true) => {
                     let mut s = String::new();

@@ -52,13 +52,18 @@ pub async fn media_url_for_poll(
 
 /// An origin document as the HLS machinery reads it: a media playlist as
 /// is, an MPD as its window's media playlist (`core::dash::window::to_hls`).
-pub fn as_media_playlist(text: String, url: &str) -> std::result::Result<String, String> {
+pub fn as_media_playlist(
+    text: String,
+    url: &str,
+    cfg: &ChannelConfig,
+) -> std::result::Result<String, String> {
     if !crate::dash::is_mpd(&text) {
         return Ok(text);
     }
     let base = url::Url::parse(url).map_err(|e| e.to_string())?;
     let mpd = cf_ssai_core::dash::Mpd::parse(&text).map_err(|e| e.to_string())?;
-    cf_ssai_core::dash::window::to_hls(&mpd, &base, now_ms()).map_err(|e| e.to_string())
+    cf_ssai_core::dash::window::to_hls(&mpd, &base, now_ms(), cfg.cadence_ms)
+        .map_err(|e| e.to_string())
 }
 
 pub fn cadence_ms(cfg: &ChannelConfig, m: &MediaPlaylist<'_>) -> u64 {

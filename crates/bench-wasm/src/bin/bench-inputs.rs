@@ -15,11 +15,11 @@
 //! every ten minutes), each break gets a pod per cohort (the same shape,
 //! its own URIs), and the request is one cohort's viewer's (`cohort.txt`).
 //!
-//! Without cohorts it also writes, in `OUT_DIR/dash/`, the inputs of a
-//! DASH MPD request on a DASH channel at the same rate (10-segment live
-//! MPD, 1.92 s segments, a 15.36 s break every 76.8 s; the testkit's
-//! `sim_dash` origin) run through the same machine for N hours, its
-//! window read as the poller reads an MPD: the origin MPD 6 segments into
+//! For 1 hour without cohorts it also writes, in `OUT_DIR/dash/`, the
+//! inputs of a DASH MPD request on a DASH channel at the same rate
+//! (10-segment live MPD, 1.92 s segments, a 15.36 s break every 76.8 s;
+//! the testkit's `sim_dash` origin; CMAF pods, `dash_pod`) run through the
+//! same machine for the hour, its window read as the poller reads an MPD: the origin MPD 6 segments into
 //! the last break (`manifest.mpd`) and the KV values the edge reads for
 //! it, binary (`view.bin`, the lean `pod.bin`); the MPD and view at a
 //! quiet instant, no break in view (`quiet.mpd`, `quiet-view.bin`); the
@@ -302,7 +302,7 @@ fn main() -> Result<(), String> {
     write("pod.json", &pod_json)?;
     write("full.json", &full_json)?;
     write("origin.m3u8", &origin)?;
-    let dash = if cohorts.is_empty() {
+    let dash = if cohorts.is_empty() && hours == 1 {
         format!(",\"dash\":{}", dash_inputs(hours, &out.join("dash"))?)
     } else {
         String::new()
@@ -364,7 +364,9 @@ fn dash_inputs(hours: i64, dir: &std::path::Path) -> Result<String, String> {
         let now = at(msn);
         let text = sim_dash::mpd(&ch, &opts, now);
         let mpd = Mpd::parse(&text).map_err(|e| e.to_string())?;
-        let hls = window::to_hls(&mpd, &origin_url, now).map_err(|e| e.to_string())?;
+        // As the poller reads an MPD, with the default config's cadence
+        // (0: derived from the window).
+        let hls = window::to_hls(&mpd, &origin_url, now, 0).map_err(|e| e.to_string())?;
         let m = media::parse(&hls).map_err(|e| e.to_string())?;
         let det = cues::detect(&m, &SegmentationPolicy::default());
         let input = Input::examined(&m, det.events, ch.cadence_ms);
@@ -392,7 +394,7 @@ fn dash_inputs(hours: i64, dir: &std::path::Path) -> Result<String, String> {
     let text = sim_dash::mpd(&ch, &opts, now);
     let view = machine.view();
     let mpd = Mpd::parse(&text).map_err(|e| e.to_string())?;
-    let hls = window::to_hls(&mpd, &origin_url, now).map_err(|e| e.to_string())?;
+    let hls = window::to_hls(&mpd, &origin_url, now, 0).map_err(|e| e.to_string())?;
     let m = media::parse(&hls).map_err(|e| e.to_string())?;
     let first = m.segments.first().map_or(0, |s| s.msn);
     let (needed, _) = view.needed_for(first, end_msn, 0, "");

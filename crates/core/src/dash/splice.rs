@@ -56,6 +56,9 @@ pub struct DashInput<'a> {
     pub settings: &'a SpliceSettings,
     /// A `Location` to give the player (a session just minted for it).
     pub location: Option<&'a str>,
+    /// The request's instant: how far an open-ended timeline (`S@r=-1`)
+    /// runs.
+    pub now_ms: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -101,9 +104,24 @@ pub fn serve(
                 mode: req.mode,
                 settings: req.settings,
                 location,
+                now_ms: window_end_ms(req.m),
             }))
         }
     }
+}
+
+/// Where the window ends on the wall clock: its last segment's end (what
+/// the origin had published when it wrote the MPD).
+fn window_end_ms(m: &crate::hls::media::MediaPlaylist<'_>) -> i64 {
+    m.segments
+        .last()
+        .and_then(|s| {
+            Some(
+                s.pdt_ms?
+                    .saturating_add((s.duration * 1000.0).round() as i64),
+            )
+        })
+        .unwrap_or(0)
 }
 
 /// Splice one MPD.
@@ -112,11 +130,21 @@ pub fn splice(input: &DashInput<'_>) -> DashOutput {
     let mut report = SpliceReport::default();
     let mut edits = urls_and_location(input);
     // Every source of breaks (the KV view, a DO answer) gives the same
-    // ones here: those not over before the window.
+    // ones here: not over before the window, not cancelled, not beyond
+    // what the window (or SGAI's announcement) reaches.
+    let ahead = match input.mode {
+        Mode::Sgai => u64::try_from(input.settings.announce_ahead_segments.max(0)).unwrap_or(0),
+        Mode::Ssai => 0,
+    };
     let live: Vec<EntryRef<'_>> = input
         .breaks
         .iter()
-        .filter(|e| e.record.end_msn() >= input.first_msn)
+        .filter(|e| {
+            let r = e.record;
+            r.covered() > 0
+                && r.end_msn() >= input.first_msn
+                && r.anchor_msn <= input.last_msn.saturating_add(1).saturating_add(ahead)
+        })
         .copied()
         .collect();
     for (i, p) in m.periods.iter().enumerate() {
@@ -127,9 +155,11 @@ pub fn splice(input: &DashInput<'_>) -> DashOutput {
             .filter(|e| time_s(input, e.record, e.record.anchor_msn).is_some_and(within))
             .copied()
             .collect();
-        let before = input
-            .before
-            .filter(|r| time_s(input, r, r.end_msn()).is_some_and(within));
+        // (An origin Period that starts where the break returned is
+        // itself the return: it keeps its own name.)
+        let before = input.before.filter(|r| r.covered() > 0).filter(|r| {
+            time_s(input, r, r.end_msn()).is_some_and(|s| within(s) && s > p.start_s + 0.0005)
+        });
         if here.is_empty() && (before.is_none() || input.mode == Mode::Sgai) {
             continue;
         }
@@ -283,7 +313,9 @@ fn with_attrs(tag: &str, set: &[(&str, Option<&str>)]) -> String {
             if set.iter().any(|(s, _)| s == k) {
                 continue;
             }
-            let _ = write!(out, " {k}=\"{v}\"");
+            // As written, in quotes that cannot clash with the value.
+            let q = if v.contains('"') { '\'' } else { '"' };
+            let _ = write!(out, " {k}={q}{v}{q}");
         }
     }
     for (k, v) in set {
@@ -346,13 +378,18 @@ fn split_period(
     report: &mut SpliceReport,
 ) -> Option<String> {
     let m = input.mpd;
-    let pid = p.id.unwrap_or("p");
+    let pid_raw = super::tree::unescaped(p.id.unwrap_or("p"));
+    let pid: &str = &pid_raw;
+    // Video and audio must be addressed by templates (a piece moves their
+    // offsets); a set of anything else without one (a sidecar subtitle
+    // file) stays with the origin's own piece.
     if p.sets.iter().any(|s| {
-        m.template(p.node, *s, m.tree.child(*s, "Representation"))
-            .is_none()
+        matches!(m.content(*s), mpd::Content::Video | mpd::Content::Audio)
+            && m.template(p.node, *s, m.tree.child(*s, "Representation"))
+                .is_none()
     }) {
         report.reasons.push(format!(
-            "period {pid}: no SegmentTemplate on every set; content kept"
+            "period {pid}: a video or audio set without SegmentTemplate; content kept"
         ));
         return None;
     }
@@ -543,8 +580,7 @@ fn fill_for<'e>(
         };
         let fits: Vec<&AdRendition> = renditions
             .iter()
-            .filter(|r| r.kind == kind && r.init_uri.is_some() && !r.segments.is_empty())
-            .filter(|r| r.verdict().check.is_ok())
+            .filter(|r| r.kind == kind && dash_playable(r))
             .filter(|r| need.is_none_or(|n| r.segments.len() >= n as usize))
             .collect();
         let family = |c: Option<&str>| {
@@ -568,6 +604,16 @@ fn fill_for<'e>(
         return Err("the period has no video or audio set".into());
     }
     Ok(Fill { sets, offset: 0 })
+}
+
+/// A rendition a DASH Period can list: fMP4 (an init segment), whole
+/// segments (no byte ranges), clear (DASH signals keys otherwise), safe.
+fn dash_playable(r: &AdRendition) -> bool {
+    r.init_uri.is_some()
+        && !r.segments.is_empty()
+        && r.key.is_none()
+        && r.segments.iter().all(|s| s.byterange.is_none())
+        && r.verdict().check.is_ok()
 }
 
 /// A content piece of Period `p`: its own id and start (`keep`), or a new
@@ -617,7 +663,11 @@ fn content_period(
         let Some(tpl) = template_at(m, p, tn) else {
             continue;
         };
-        let segs = m.segments(&tpl, tpl.pto, None);
+        let now_s = m
+            .ast_ms
+            .map_or(0.0, |a| input.now_ms.saturating_sub(a) as f64 / 1000.0);
+        let until = m.media_time(p, &tpl, now_s);
+        let segs = m.segments(&tpl, tpl.pto, Some(until));
         let mid =
             |s: &Seg| Mpd::at_s(p, &tpl, s.t) + (s.d as f64 / tpl.timescale.max(1) as f64) / 2.0;
         let kept: Vec<Seg> = segs
@@ -635,22 +685,20 @@ fn content_period(
         }
         let mut set: Vec<(&str, Option<String>)> = Vec::new();
         if !keep {
-            let pto = m.media_time(p, &tpl, from_s);
-            let first = match (tpl.timeline, kept.first()) {
-                (Some(_), Some(s)) => s.number,
-                (Some(_), None) => tpl.start_number,
-                // @duration numbering: the piece starts on a segment
-                // boundary, so its number follows from the time.
-                (None, _) => tpl.start_number.saturating_add(
-                    pto.saturating_sub(tpl.pto)
-                        .checked_div(tpl.duration.unwrap_or(1))
-                        .unwrap_or(0),
-                ),
+            let mut pto = m.media_time(p, &tpl, from_s);
+            let first = match (tpl.timeline, kept.first(), tpl.duration) {
+                (Some(_), Some(s), _) => s.number,
+                (Some(_), None, _) | (None, _, None) => tpl.start_number,
+                // @duration numbering: the piece starts on the nearest
+                // segment boundary, its offset exactly on it.
+                (None, _, Some(d)) => {
+                    let k = (pto.saturating_sub(tpl.pto) as f64 / d as f64).round() as u64;
+                    pto = tpl.pto.saturating_add(k.saturating_mul(d));
+                    tpl.start_number.saturating_add(k)
+                }
             };
             set.push(("presentationTimeOffset", Some(pto.to_string())));
             set.push(("startNumber", Some(first.to_string())));
-        } else if tpl.timeline.is_some() && n.attr("startNumber").is_some() {
-            // The same start number: the kept segments are the first ones.
         }
         if !set.is_empty() {
             let tag = t.text.get(n.start..n.tag_end).unwrap_or("");
@@ -679,6 +727,20 @@ fn content_period(
     // SCTE-35 and other event streams stay with the origin's own piece,
     // whose start their times are relative to.
     if !keep {
+        // Sets without a template (a sidecar file of the whole Period)
+        // stay there too.
+        for set in &p.sets {
+            let templated = m
+                .template(p.node, *set, m.tree.child(*set, "Representation"))
+                .is_some();
+            if let (false, Some(n)) = (templated, t.node(*set)) {
+                edits.push(Edit {
+                    start: n.start,
+                    end: n.end,
+                    with: String::new(),
+                });
+            }
+        }
         for es in t.children(p.node, "EventStream") {
             if let Some(n) = t.node(es) {
                 edits.push(Edit {
@@ -782,6 +844,7 @@ fn ad_period(
             renditions,
             fill.offset,
             count,
+            input.self_url,
             |r, pos| segment_url(input, entry, item, r, pos),
         );
     }
@@ -801,6 +864,7 @@ pub(crate) fn write_ad_set(
     renditions: &[&AdRendition],
     offset: usize,
     count: usize,
+    base: &url::Url,
     url: impl Fn(&AdRendition, usize) -> String,
 ) {
     let (ct, mime) = match kind {
@@ -857,20 +921,29 @@ pub(crate) fn write_ad_set(
             })
             .collect();
         let all: Vec<String> = (0..r.segments.len()).map(|i| url(r, i)).collect();
+        // (Relative URLs resolve against our own: the MPD's BaseURL is the
+        // origin's.)
         let init = r
             .init_uri
             .as_deref()
-            .map(|i| escaped(i).into_owned())
+            .map(|i| {
+                let abs = base
+                    .join(i)
+                    .map(|u| u.to_string())
+                    .unwrap_or_else(|_| i.to_string());
+                escaped(&abs).into_owned()
+            })
             .unwrap_or_default();
         match index_template(&all) {
             // Segment URLs that differ only by their index (conditioned
             // ads, our `/ad/` route): a SegmentTemplate, which every
             // player reads (dash.js 5.2 fetches the first SegmentURL of a
             // live SegmentList for every segment).
-            Some((pre, suf)) => {
+            Some((pre, suf, first)) => {
+                let number = first.saturating_add(offset);
                 let _ = write!(
                     out,
-                    "><SegmentTemplate timescale=\"{AD_TIMESCALE}\" startNumber=\"{offset}\" initialization=\"{}\" media=\"{}$Number${}\"><SegmentTimeline>{}</SegmentTimeline></SegmentTemplate></Representation>",
+                    "><SegmentTemplate timescale=\"{AD_TIMESCALE}\" startNumber=\"{number}\" initialization=\"{}\" media=\"{}$Number${}\"><SegmentTimeline>{}</SegmentTimeline></SegmentTemplate></Representation>",
                     template_escaped(&init),
                     template_escaped(&escaped(&pre)),
                     template_escaped(&escaped(&suf)),
@@ -895,9 +968,9 @@ pub(crate) fn write_ad_set(
     out.push_str("</AdaptationSet>");
 }
 
-/// `(prefix, suffix)` when every URL is `prefix + index + suffix` (at
-/// least two of them).
-fn index_template(urls: &[String]) -> Option<(String, String)> {
+/// `(prefix, suffix, first)` when the URLs are `prefix + n + suffix` for
+/// n = first, first + 1, … (at least two of them).
+fn index_template(urls: &[String]) -> Option<(String, String, usize)> {
     let (a, b) = (urls.first()?, urls.get(1)?);
     let pre = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
     let suf = a
@@ -911,14 +984,21 @@ fn index_template(urls: &[String]) -> Option<(String, String)> {
         .get(..pre)?
         .trim_end_matches(|c: char| c.is_ascii_digit())
         .len();
-    let suf_start = a.len().checked_sub(suf)?;
-    let suf_start = suf_start.max(pre);
+    let suf_start = a.len().checked_sub(suf)?.max(pre);
     let (p, s) = (a.get(..pre)?, a.get(suf_start..)?);
     let s = s.trim_start_matches(|c: char| c.is_ascii_digit());
-    let ok = urls.iter().enumerate().all(|(i, u)| {
-        u.strip_prefix(p).and_then(|r| r.strip_suffix(s)) == Some(i.to_string().as_str())
-    });
-    ok.then(|| (p.to_string(), s.to_string()))
+    let index = |u: &str| -> Option<usize> {
+        let n = u.strip_prefix(p)?.strip_suffix(s)?;
+        // One spelling per number (no leading zeros but "0").
+        (n == "0" || !n.starts_with('0')).then_some(())?;
+        n.parse().ok()
+    };
+    let first = index(a)?;
+    let ok = urls
+        .iter()
+        .enumerate()
+        .all(|(i, u)| index(u) == first.checked_add(i));
+    ok.then(|| (p.to_string(), s.to_string(), first))
 }
 
 /// A template's literal text: `$` doubled (§5.3.9.4.4).
@@ -1057,6 +1137,7 @@ fn sgai_events(input: &DashInput<'_>, p: &PeriodInfo<'_>, breaks: &[EntryRef<'_>
 pub fn ad_mpd(
     entry: EntryRef<'_>,
     lang: Option<&str>,
+    base: &url::Url,
     url: impl Fn(Option<usize>, &AdRendition, usize) -> String,
 ) -> String {
     let r = entry.record;
@@ -1080,8 +1161,8 @@ pub fn ad_mpd(
                 let mut v: Vec<&AdRendition> = renditions
                     .1
                     .iter()
-                    .filter(|x| x.kind == *k && x.init_uri.is_some() && !x.segments.is_empty())
-                    .filter(|x| x.verdict().check.is_ok())
+                    .filter(|x| x.kind == *k && dash_playable(x))
+                    .filter(|x| renditions.0.is_none() || x.segments.len() >= slot.len as usize)
                     .collect();
                 v.sort_by_key(|x| x.bandwidth);
                 (*c, v)
@@ -1127,6 +1208,7 @@ pub fn ad_mpd(
                     v,
                     0,
                     len as usize,
+                    base,
                     |x, pos| url(renditions.0, x, pos),
                 );
             }
@@ -1150,20 +1232,30 @@ mod tests {
         let urls = |f: &dyn Fn(usize) -> String, n: usize| (0..n).map(f).collect::<Vec<_>>();
         assert_eq!(
             index_template(&urls(&|i| format!("https://a/ad/1672000/seg{i}.m4s"), 12)),
-            Some(("https://a/ad/1672000/seg".into(), ".m4s".into()))
+            Some(("https://a/ad/1672000/seg".into(), ".m4s".into(), 0))
         );
         assert_eq!(
             index_template(&urls(
                 &|i| format!("/o/c/ad/b1/0/800/{i}.m4s?sid=s2-1-2"),
                 3
             )),
-            Some(("/o/c/ad/b1/0/800/".into(), ".m4s?sid=s2-1-2".into()))
+            Some(("/o/c/ad/b1/0/800/".into(), ".m4s?sid=s2-1-2".into(), 0))
         );
-        // Ten and more: the shared "1" of seg1/seg10 is part of the index.
+        // Numbered from 1 (or any start); the shared "1" of s10/s11 is part
+        // of the index.
+        assert_eq!(
+            index_template(&urls(&|i| format!("s{}.m4s", i + 1), 12)),
+            Some(("s".into(), ".m4s".into(), 1))
+        );
         assert_eq!(
             index_template(&urls(&|i| format!("s1{i}.m4s"), 12)),
             None,
-            "s10, s11, s12 is not an index from 0"
+            "s10..s19, s110: not consecutive numbers"
+        );
+        assert_eq!(
+            index_template(&["s01.m4s".into(), "s02.m4s".into()]),
+            None,
+            "zero-padded"
         );
         assert_eq!(
             index_template(&["https://a/x.m4s".into(), "https://a/y.m4s".into()]),
@@ -1175,5 +1267,33 @@ mod tests {
             "one URL names no template"
         );
         assert_eq!(template_escaped("a$b"), "a$$b");
+    }
+}
+
+#[cfg(test)]
+mod tag_tests {
+    use super::*;
+
+    #[test]
+    fn tags_keep_their_attributes_and_stay_well_formed() {
+        assert_eq!(
+            with_attrs(
+                r#"<Period id="p0" start="PT0S" duration="PT60S">"#,
+                &[("duration", None)]
+            ),
+            r#"<Period id="p0" start="PT0S">"#
+        );
+        // A single-quoted value holding a double quote keeps single quotes;
+        // a set value is escaped.
+        let t = with_attrs(
+            r#"<Period id='say "hi"' x:y="1"/>"#,
+            &[("start", Some("PT1S")), ("id", Some("a&b\"c"))],
+        );
+        assert_eq!(t, r#"<Period x:y="1" start="PT1S" id="a&amp;b&quot;c"/>"#);
+        let t = with_attrs(r#"<Period id='say "hi"'>"#, &[("start", Some("PT1S"))]);
+        assert!(
+            super::super::tree::Tree::parse(&tag_as_empty(&t)).is_ok(),
+            "{t}"
+        );
     }
 }

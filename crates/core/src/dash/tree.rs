@@ -62,6 +62,9 @@ pub struct Tree<'a> {
 
 impl<'a> Tree<'a> {
     pub fn parse(text: &'a str) -> Result<Tree<'a>, TreeError> {
+        // A byte-order mark is not part of the document (spans start after
+        // it; a rewrite leaves it out).
+        let text = text.strip_prefix('\u{feff}').unwrap_or(text);
         let mut r = Reader::from_str(text);
         r.config_mut().trim_text(false);
         let mut nodes: Vec<Node<'a>> = Vec::new();

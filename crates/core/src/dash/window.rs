@@ -78,22 +78,28 @@ pub fn references<'a>(m: &Mpd<'a>, now_ms: i64) -> Vec<Reference<'a>> {
 }
 
 /// The most common segment duration of the references, in ms (the
-/// channel's cadence).
+/// channel's cadence when it has none configured); ties go to the longer,
+/// as `MediaPlaylist::cadence_ms` decides.
 pub fn cadence_ms(refs: &[Reference<'_>]) -> u64 {
-    let mut counts: Vec<(u64, usize)> = Vec::new();
-    for r in refs {
-        for s in &r.segments {
-            let ms = (s.d as f64 * 1000.0 / r.template.timescale.max(1) as f64).round() as u64;
-            match counts.iter_mut().find(|(d, _)| *d == ms) {
-                Some((_, n)) => *n = n.saturating_add(1),
-                None => counts.push((ms, 1)),
+    let mut ms: Vec<u64> = refs
+        .iter()
+        .flat_map(|r| {
+            let ts = r.template.timescale.max(1) as f64;
+            r.segments
+                .iter()
+                .map(move |s| (s.d as f64 * 1000.0 / ts).round() as u64)
+        })
+        .collect();
+    ms.sort_unstable();
+    let mut best = (0usize, 0u64);
+    for run in ms.chunk_by(|a, b| a == b) {
+        if let Some(d) = run.first() {
+            if run.len() >= best.0 {
+                best = (run.len(), *d);
             }
         }
     }
-    counts
-        .into_iter()
-        .max_by_key(|(_, n)| *n)
-        .map_or(0, |(d, _)| d)
+    best.1
 }
 
 /// One reference segment placed on the wall clock.
@@ -107,10 +113,24 @@ struct Placed {
 }
 
 /// The window as an HLS media playlist (see the module documentation).
-pub fn to_hls(m: &Mpd<'_>, mpd_url: &url::Url, now_ms: i64) -> Result<String, DashError> {
+///
+/// `cadence_ms`: the channel's configured cadence (0: the window's most
+/// common duration). It numbers `$Time$` segments (start / cadence,
+/// rounded to the nearest), so it must not move between reloads: configure
+/// it for a `$Time$` origin whose segment durations vary.
+pub fn to_hls(
+    m: &Mpd<'_>,
+    mpd_url: &url::Url,
+    now_ms: i64,
+    cadence_ms: u64,
+) -> Result<String, DashError> {
     let ast = m.ast_ms.unwrap_or(0);
     let refs = references(m, now_ms);
-    let cadence = cadence_ms(&refs).max(1);
+    let cadence = if cadence_ms > 0 {
+        cadence_ms
+    } else {
+        self::cadence_ms(&refs).max(1)
+    };
     let by_number = refs.iter().all(|r| {
         r.template
             .media
@@ -146,8 +166,9 @@ pub fn to_hls(m: &Mpd<'_>, mpd_url: &url::Url, now_ms: i64) -> Result<String, Da
             let msn = if by_number {
                 s.number
             } else {
-                u64::try_from(pdt_ms.saturating_sub(ast))
-                    .unwrap_or(0)
+                let since = u64::try_from(pdt_ms.saturating_sub(ast)).unwrap_or(0);
+                since
+                    .saturating_add(cadence / 2)
                     .checked_div(cadence)
                     .unwrap_or(0)
             };
@@ -189,7 +210,9 @@ pub fn to_hls(m: &Mpd<'_>, mpd_url: &url::Url, now_ms: i64) -> Result<String, Da
     if !m.dynamic {
         out.push_str("#EXT-X-PLAYLIST-TYPE:VOD\n");
     }
-    for cue in cues(m) {
+    // Events over before the window are history (packagers keep them for
+    // the whole Period): left out, or a pruned break would be found again.
+    for cue in cues(m, first.pdt_ms) {
         out.push_str(&cue);
         out.push('\n');
     }
@@ -222,7 +245,7 @@ pub fn to_hls(m: &Mpd<'_>, mpd_url: &url::Url, now_ms: i64) -> Result<String, Da
 /// whether it opens or closes a break from the section itself). An event
 /// whose section cannot be read is left out (the origin's problem, never
 /// the viewer's).
-pub fn cues(m: &Mpd<'_>) -> Vec<String> {
+pub fn cues(m: &Mpd<'_>, from_ms: i64) -> Vec<String> {
     let t = &m.tree;
     let ast = m.ast_ms.unwrap_or(0);
     let mut out: Vec<String> = Vec::new();
@@ -236,12 +259,17 @@ pub fn cues(m: &Mpd<'_>) -> Vec<String> {
             let ts = num(es, "timescale").filter(|v| *v > 0).unwrap_or(1);
             let pto = num(es, "presentationTimeOffset").unwrap_or(0);
             for ev in t.children(es, "Event") {
-                let Some(section) = event_section(m, ev, scheme) else {
-                    continue;
-                };
                 let pt = num(ev, "presentationTime").unwrap_or(0);
                 let at_s = p.start_s + (pt as f64 - pto as f64) / ts as f64;
                 let at_ms = ast.saturating_add((at_s * 1000.0).round() as i64);
+                let dur_ms = num(ev, "duration")
+                    .map_or(0, |d| ((d as f64 / ts as f64) * 1000.0).round() as i64);
+                if at_ms.saturating_add(dur_ms) < from_ms {
+                    continue;
+                }
+                let Some(section) = event_section(m, ev, scheme) else {
+                    continue;
+                };
                 let id = t.attr(ev, "id").unwrap_or("");
                 let mut line = format!(
                     "#EXT-X-DATERANGE:ID=\"dash-{}-{}\",START-DATE=\"",
@@ -254,12 +282,13 @@ pub fn cues(m: &Mpd<'_>) -> Vec<String> {
                     let _ = write!(line, ",PLANNED-DURATION={:.3}", d as f64 / ts as f64);
                 }
                 let _ = write!(line, ",SCTE35-CMD=0x{}", scte35::to_hex(&section));
-                if !out.contains(&line) {
-                    out.push(line);
-                }
+                out.push(line);
             }
         }
     }
+    // The same event in two Periods once.
+    out.sort_unstable();
+    out.dedup();
     out
 }
 
