@@ -196,9 +196,7 @@ fn dash_with(
     let mpd = Mpd::parse(text).ok()?;
     // As the worker: a window the HLS machinery cannot read is served as
     // the content (not timed here: the inputs always have one).
-    let hls = window::to_hls(&mpd, &origin_url, now_ms, cfg.cadence_ms)
-        .ok()
-        .filter(|h| media::parse(h).is_ok())?;
+    let hls = window::to_hls(&mpd, &origin_url, now_ms, cfg.cadence_ms).ok()?;
     let m = media::parse(&hls).ok()?;
     let events = if cfg.scte35_enabled {
         cues::detect(&m, &cfg.segmentation).events
@@ -410,10 +408,7 @@ fn dash_steps(text: &str, now_ms: i64, upto: u32) -> usize {
         return mpd.periods.len() + 1;
     }
     let cadence_ms = CONFIG.with(|cfg| cfg.cadence_ms);
-    let Some(hls) = window::to_hls(&mpd, &origin_url, now_ms, cadence_ms)
-        .ok()
-        .filter(|h| media::parse(h).is_ok())
-    else {
+    let Some(hls) = window::to_hls(&mpd, &origin_url, now_ms, cadence_ms).ok() else {
         return 0;
     };
     if upto == 1 {

@@ -134,12 +134,17 @@ pub async fn manifest(req: &Request, env: &Env, ch: &StoredChannel) -> Result<Re
     };
     let now = worker_shared::now_ms();
     let mut settings = playback::splice_settings(ch, session);
-    let window = window::to_hls(&mpd, &origin_url, now, cfg.cadence_ms)
-        .ok()
-        .filter(|h| media::parse(h).is_ok());
-    let Some(hls) = window else {
-        // A window the HLS machinery cannot read (no segment yet, no
-        // template): the content, its URLs made ours to serve.
+    // The window as the HLS machinery reads it; one it cannot read (no
+    // segment yet, no template) is served as the content, its URLs made
+    // ours to serve.
+    let hls = window::to_hls(&mpd, &origin_url, now, cfg.cadence_ms).unwrap_or_default();
+    let Ok(m) = media::parse(&hls).map_err(|_| ()).and_then(|m| {
+        if m.segments.is_empty() {
+            Err(())
+        } else {
+            Ok(m)
+        }
+    }) else {
         let out = dsplice::splice(&dsplice::DashInput {
             mpd: &mpd,
             origin_url: &origin_url,
@@ -154,9 +159,6 @@ pub async fn manifest(req: &Request, env: &Env, ch: &StoredChannel) -> Result<Re
             now_ms: now,
         });
         return respond(req, ch, out.mpd);
-    };
-    let Ok(m) = media::parse(&hls) else {
-        return error(502, "origin MPD window unreadable");
     };
     let events = if cfg.scte35_enabled {
         cues::detect(&m, &cfg.segmentation).events

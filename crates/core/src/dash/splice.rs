@@ -303,20 +303,17 @@ fn urls_and_location(input: &DashInput<'_>) -> Vec<Edit> {
 /// attributes and the rest of the tag kept as written.
 fn with_attrs(tag: &str, set: &[(&str, Option<&str>)]) -> String {
     let close = if tag.ends_with("/>") { "/>" } else { ">" };
-    let body = tag.strip_suffix(close).unwrap_or(tag);
-    let (name, _) = body.split_once(char::is_whitespace).unwrap_or((body, ""));
-    let alone = tag_as_empty(tag);
-    let tree = super::tree::Tree::parse(alone.as_str()).ok();
-    let mut out = String::from(name);
-    if let Some(node) = tree.as_ref().and_then(|t| t.node(t.root)) {
-        for (k, v) in &node.attrs {
-            if set.iter().any(|(s, _)| s == k) {
-                continue;
-            }
-            // As written, in quotes that cannot clash with the value.
-            let q = if v.contains('"') { '\'' } else { '"' };
-            let _ = write!(out, " {k}={q}{v}{q}");
+    let (name, attrs) = super::tree::parse_tag(tag);
+    let mut out = String::with_capacity(tag.len().saturating_add(32));
+    out.push('<');
+    out.push_str(name);
+    for (k, v) in &attrs {
+        if set.iter().any(|(s, _)| s == k) {
+            continue;
         }
+        // As written, in quotes that cannot clash with the value.
+        let q = if v.contains('"') { '\'' } else { '"' };
+        let _ = write!(out, " {k}={q}{v}{q}");
     }
     for (k, v) in set {
         if let Some(v) = v {
@@ -325,15 +322,6 @@ fn with_attrs(tag: &str, set: &[(&str, Option<&str>)]) -> String {
     }
     out.push_str(close);
     out
-}
-
-/// `<x a="1">` as `<x a="1"/>`, so it parses alone.
-fn tag_as_empty(tag: &str) -> String {
-    if tag.ends_with("/>") {
-        tag.to_string()
-    } else {
-        format!("{}/>", tag.strip_suffix('>').unwrap_or(tag))
-    }
 }
 
 /// What fills a time range of a split Period.
@@ -656,10 +644,10 @@ fn content_period(
     });
     // Every SegmentTemplate in the Period, with the parameters in force
     // at it (its own and its ancestors').
-    for tn in (0..t.nodes.len()).filter(|i| {
-        t.node(*i)
-            .is_some_and(|n| n.name == "SegmentTemplate" && n.start > pn.start && n.end <= pn.end)
-    }) {
+    for tn in t
+        .descendants(p.node)
+        .filter(|i| t.node(*i).is_some_and(|n| n.name == "SegmentTemplate"))
+    {
         let Some(tpl) = template_at(m, p, tn) else {
             continue;
         };
@@ -926,13 +914,7 @@ pub(crate) fn write_ad_set(
         let init = r
             .init_uri
             .as_deref()
-            .map(|i| {
-                let abs = base
-                    .join(i)
-                    .map(|u| u.to_string())
-                    .unwrap_or_else(|_| i.to_string());
-                escaped(&abs).into_owned()
-            })
+            .map(|i| escaped(&absolute(base, i.to_string())).into_owned())
             .unwrap_or_default();
         match index_template(&all) {
             // Segment URLs that differ only by their index (conditioned
@@ -1032,11 +1014,17 @@ fn segment_url(
         }
         _ => direct,
     };
-    input
-        .self_url
-        .join(&url)
-        .map(|u| u.to_string())
-        .unwrap_or(url)
+    absolute(input.self_url, url)
+}
+
+/// A URL resolved against `base`, without parsing one that is absolute
+/// already (ad segments usually are: one parse per segment was a third of
+/// a DASH request's time).
+pub fn absolute(base: &url::Url, u: String) -> String {
+    if u.starts_with("https://") || u.starts_with("http://") {
+        return u;
+    }
+    base.join(&u).map(|x| x.to_string()).unwrap_or(u)
 }
 
 /// A stable numeric event id for a break (dash.js reads `Event@id` as a
@@ -1273,6 +1261,15 @@ mod tests {
 #[cfg(test)]
 mod tag_tests {
     use super::*;
+
+    /// `<x a="1">` as `<x a="1"/>`, so it parses alone.
+    fn tag_as_empty(tag: &str) -> String {
+        if tag.ends_with("/>") {
+            tag.to_string()
+        } else {
+            format!("{}/>", tag.strip_suffix('>').unwrap_or(tag))
+        }
+    }
 
     #[test]
     fn tags_keep_their_attributes_and_stay_well_formed() {

@@ -133,6 +133,23 @@ impl<'a> Tree<'a> {
         })
     }
 
+    /// The indices of an element's descendants (nodes are in document
+    /// order, so they follow it up to its end).
+    pub fn descendants(&self, i: usize) -> std::ops::Range<usize> {
+        let Some(n) = self.node(i) else {
+            return 0..0;
+        };
+        let first = i.saturating_add(1);
+        let end = self
+            .nodes
+            .get(first..)
+            .unwrap_or_default()
+            .iter()
+            .position(|d| d.start >= n.end)
+            .map_or(self.nodes.len(), |k| first.saturating_add(k));
+        first..end
+    }
+
     pub fn node(&self, i: usize) -> Option<&Node<'a>> {
         self.nodes.get(i)
     }
@@ -203,7 +220,7 @@ fn local(qname: &str) -> &str {
 /// The qualified name and the attributes of a start or empty tag
 /// (`<name a="1" b='2'>` or `.../>`), as slices of it. quick-xml has
 /// checked the syntax; anything odd is skipped, never a panic.
-fn parse_tag(tag: &str) -> (&str, Vec<(&str, &str)>) {
+pub(crate) fn parse_tag(tag: &str) -> (&str, Vec<(&str, &str)>) {
     let body = tag
         .strip_prefix('<')
         .unwrap_or(tag)

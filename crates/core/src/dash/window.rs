@@ -153,7 +153,14 @@ pub fn to_hls(
             Some(rep) => m.base(&base, &[rep]),
             None => base,
         };
-        let join = |s: String| base.join(&s).map(|u| u.to_string()).unwrap_or(s);
+        // Relative segment names appended to the base's directory without
+        // a parse per segment.
+        let res = hls::Resolver::new(&base);
+        let join = |s: String| {
+            let mut o = String::with_capacity(s.len().saturating_add(64));
+            res.push(&mut o, &s);
+            o
+        };
         let init = r
             .template
             .init
