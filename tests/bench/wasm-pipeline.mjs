@@ -111,7 +111,7 @@ if (dashDirs.length) {
   console.log("| DASH request in a break, cumulative | µs |");
   console.log("|---|---|");
   console.log(`| parse the origin MPD (${f(d.mpd_bytes)} B) | ${parse.toFixed(1)} |`);
-  console.log(`| + its window as an HLS media playlist (and the worker's check that it parses) | ${win.toFixed(1)} |`);
+  console.log(`| + its window as an HLS media playlist | ${win.toFixed(1)} |`);
   console.log(`| + parse that, detect cues | ${cues.toFixed(1)} |`);
   console.log(`| + the view's reads, the multi-period splice (${f(d.out_bytes)} B out, ${d.out_periods} Periods): the whole request, the pod from the isolate's cache | ${time(dash_args(dir, d), 2000).toFixed(1)} |`);
 }
