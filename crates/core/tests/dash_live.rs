@@ -62,6 +62,21 @@ fn serve(
     lag: i64,
     mode: Mode,
 ) -> (String, String) {
+    serve_as(ch, opts, edit, seq, now, lag, mode, "")
+}
+
+/// [`serve`] for a viewer of audience cohort `cohort`.
+#[allow(clippy::too_many_arguments)]
+fn serve_as(
+    ch: &SimChannel,
+    opts: &DashOptions,
+    edit: Edit,
+    seq: &mut Driver,
+    now: i64,
+    lag: i64,
+    mode: Mode,
+    cohort: &str,
+) -> (String, String) {
     let text = edit(sim_dash::mpd(ch, opts, now), now);
     let mpd = Mpd::parse(&text).unwrap();
     let origin_url = url::Url::parse(ORIGIN).unwrap();
@@ -84,7 +99,7 @@ fn serve(
         cadence_ms: ch.cadence_ms,
         examined: true,
         ahead: 0,
-        cohort: "",
+        cohort,
         playlist_url: &origin_url,
         variant: &variant,
         mode,
@@ -364,5 +379,99 @@ fn old_events_in_the_mpd_are_not_breaks_again() {
         1,
         "one decision for the first break: {:?}",
         seq.asked
+    );
+}
+
+/// Addressable breaks on DASH: each cohort's MPD carries its own pod's ad
+/// Periods, every cohort's MPDs keep the live rules across reloads and
+/// nodes, and all cohorts agree on the content (the return Periods' ids
+/// and starts).
+#[test]
+fn cohorts_get_their_own_ad_periods_and_keep_the_live_rules() {
+    fn tagged(r: &BreakRecord, tag: &str, ads: usize) -> Pod {
+        let mut p = pod(&r.id, r.cadence_ms as f64 / 1000.0, true);
+        p.items.truncate(ads);
+        for item in &mut p.items {
+            for rend in &mut item.renditions {
+                for s in &mut rend.segments {
+                    s.uri = s
+                        .uri
+                        .replace("https://ads.test/", &format!("https://ads.test/{tag}/"));
+                }
+                rend.init_uri = rend
+                    .init_uri
+                    .as_ref()
+                    .map(|u| u.replace("https://ads.test/", &format!("https://ads.test/{tag}/")));
+            }
+        }
+        p
+    }
+    let ch = channel();
+    let opts = DashOptions::default();
+    let mut seq = sequencer(&ch, &opts, same);
+    seq.decide_cohort = Some(Box::new(|r, v| match v.cohort.as_str() {
+        "aaaa0001" => Some(tagged(r, "a", 1)),
+        "bbbb0002" => Some(tagged(r, "b", 2)),
+        _ => None,
+    }));
+    let cohorts = ["", "aaaa0001", "bbbb0002"];
+    for c in &cohorts[1..] {
+        let viewer = cf_ssai_core::ads::request::Viewer {
+            cohort: (*c).into(),
+            ..Default::default()
+        };
+        seq.feed(cf_ssai_core::channel::Input::CohortSeen { viewer });
+    }
+    let lags = [0i64, 5_000, 61_000];
+    let mut regs: Vec<vd::Registry> = cohorts.iter().map(|_| vd::Registry::default()).collect();
+    let mut returns: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+        Default::default();
+    let mut ads = [(0usize, 0usize, 0usize); 3];
+    let start = ch.epoch_ms + ch.cadence_ms as i64 * (ch.window as i64 + 1);
+    let mut t = start;
+    while t < start + 150_000 {
+        seq.run_until(t);
+        for lag in lags {
+            for (ci, c) in cohorts.iter().enumerate() {
+                let (out, _) = serve_as(&ch, &opts, same, &mut seq, t, lag, Mode::Ssai, c);
+                let mpd = vd::parse_at(&out, SELF, Some(t)).unwrap();
+                let mut errs = vd::snapshot_violations(&mpd, t as f64 / 1000.0);
+                errs.extend(regs[ci].check(&mpd));
+                assert!(
+                    errs.is_empty(),
+                    "t={t} cohort={c:?} lag={lag}: {errs:#?}\n{out}"
+                );
+                for p in mpd.periods.iter().filter(|p| p.id.contains('~')) {
+                    returns
+                        .entry(p.id.clone())
+                        .or_default()
+                        .insert(format!("{:?}", p.start));
+                }
+                ads[ci].0 += out.matches("https://ads.test/a/").count();
+                ads[ci].1 += out.matches("https://ads.test/b/").count();
+                ads[ci].2 += out.matches("https://ads.test/adA/").count();
+            }
+        }
+        t += 960;
+    }
+    assert!(returns.len() >= 2, "{returns:?}");
+    assert!(
+        returns.values().all(|starts| starts.len() == 1),
+        "every cohort returns to the content at the same Period start: {returns:?}"
+    );
+    assert!(
+        ads[0].2 > 0 && ads[0].0 == 0 && ads[0].1 == 0,
+        "default {:?}",
+        ads[0]
+    );
+    assert!(
+        ads[1].0 > 0 && ads[1].1 == 0 && ads[1].2 == 0,
+        "cohort a {:?}",
+        ads[1]
+    );
+    assert!(
+        ads[2].1 > 0 && ads[2].0 == 0 && ads[2].2 == 0,
+        "cohort b {:?}",
+        ads[2]
     );
 }
