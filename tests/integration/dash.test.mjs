@@ -18,7 +18,7 @@ import { spawnSync } from "node:child_process";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ARTIFACTS, WATCH_STALLS, launch, shakaStart as startShaka } from "./browser.mjs";
-import { startStack, seed, api, http, dashConfig, ROOT, ORG, CLI } from "./stack.mjs";
+import { startStack, api, http, dashConfig, ROOT, ORG, CLI } from "./stack.mjs";
 
 const FULL = process.env.DASH_FULL === "1";
 const VALIDATE_S = FULL ? 600 : 80;
@@ -38,8 +38,7 @@ const must = (r, what) => {
 };
 before(async () => {
   mkdirSync(ARTIFACTS, { recursive: true });
-  s = await startStack({ firstBreak: 8, breakEvery: BREAK_EVERY, breakLen: 8, window: 10 });
-  await seed(s, { dialects: [], fmp4: false, demuxed: false, ll: false });
+  s = await startStack({ firstBreak: 8, breakEvery: BREAK_EVERY, breakLen: 8, window: 10, dialects: [], fmp4: false, demuxed: false, ll: false, dash: true });
   for (const name of ["dash-xml", "dash-time", "dash-emsg"]) {
     must(await api(s.base, "PUT", `/api/orgs/${ORG}/channels/${name}`, dashConfig(s.originBase, name)), name);
   }

@@ -348,8 +348,9 @@ export async function seed(stack, opts = {}) {
   }
   // The news channel as MPEG-DASH (multi-period SSAI, SGAI events): the
   // origin's live MPD (SCTE-35 in an EventStream, xml+bin), CMAF video
-  // and audio sets.
-  if (opts.dash !== false) {
+  // and audio sets. The dev stack and the DASH suite ask for it (other
+  // suites do without its poller).
+  if (opts.dash) {
     must(await api(base, "PUT", `/api/orgs/${ORG}/channels/news-dash`, dashConfig(originBase, "dash", { mode: "auto" })), "news-dash");
   }
   // A channel without origin markers, for POST /cue.
@@ -365,7 +366,7 @@ export async function seed(stack, opts = {}) {
 if (process.argv[1] && resolve(process.argv[1]) === resolve(new URL(import.meta.url).pathname) && process.argv.includes("--dev")) {
   const port = Number(process.env.PORT ?? 8787);
   const originPort = Number(process.env.ORIGIN_PORT ?? 8788);
-  const stack = await startStack({ port, originPort, stateDir: join(ROOT, ".wrangler/state"), lifetimeS: 30 * 86400 });
+  const stack = await startStack({ port, originPort, stateDir: join(ROOT, ".wrangler/state"), lifetimeS: 30 * 86400, dash: true });
   const b = stack.base;
   const token = adminToken(ORG, 7 * 86400);
   // Creatives from ad servers are conditioned on first sight by this one.
