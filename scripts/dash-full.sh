@@ -2,7 +2,7 @@
 # The DASH suite in full (the README's "DASH" section): 10 minutes of the
 # DASH live validator with 5 late joiners (SSAI) and 2 viewers (SGAI), and
 # Shaka Player and dash.js through 3 breaks each. CI runs the same file in
-# its quick form (about 100 s of validation, one break per player).
+# its quick form (about 80 s of validation, one break per player).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh

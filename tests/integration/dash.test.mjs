@@ -8,7 +8,7 @@
 // (SSAI), with the ad on screen (pixels compared with the ad's own
 // frames).
 //
-// Quick by default (CI: about 100 s of validation, one break per player);
+// Quick by default (CI: about 80 s of validation, one break per player);
 // `DASH_FULL=1` (scripts/dash-full.sh) runs 10 minutes of validation with
 // 5 late joiners and plays through 3 breaks.
 import { test, before, after } from "node:test";
