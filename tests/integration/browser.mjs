@@ -40,7 +40,7 @@ export const WATCH_STALLS = `function watchStalls(v, log) {
  * ad events (`sgai`), errors and stalls. Shared by the HLS and DASH
  * Shaka tests (passed as source with `toString()`).
  */
-export function shakaStart(src, sgai) {
+export function shakaStart(src, sgai, adContainer = false) {
   const log = (window.playerLog = { segs: [], fatal: [], errors: [], events: [], maxStallMs: 0, started: false, progress: 0 });
   shaka.polyfill.installAll();
   const v = document.getElementById("v");
@@ -56,6 +56,16 @@ export function shakaStart(src, sgai) {
       // Shaka 5 reads HLS interstitials and DASH alternative-MPD events by
       // itself once the ad manager is there.
       const ads = player.getAdManager();
+      // Interstitials in their own video element over the content (Shaka
+      // 5.2 played only the first DASH interstitial of a session in the
+      // content's element: measured).
+      if (adContainer) {
+        const box = document.createElement("div");
+        box.id = "ads";
+        box.style.cssText = "position:absolute;inset:0";
+        document.body.appendChild(box);
+        ads.setContainers(box, box);
+      }
       for (const e of ["AD_STARTED", "AD_COMPLETE", "AD_STOPPED", "ALL_ADS_COMPLETED"]) {
         ads.addEventListener(shaka.ads.Utils[e], () => log.events.push({ e, t: Date.now() }));
       }
