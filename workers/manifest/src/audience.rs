@@ -108,6 +108,13 @@ pub fn secret(env: &Env) -> Option<String> {
     env.secret(SESSION_SECRET).ok().map(|s| s.to_string())
 }
 
+/// The asset-list query of a per-viewer SGAI decision: the viewer's
+/// session and targeting (`sid=…&tg=…`), for HLS and DASH alike.
+pub fn viewer_query(sid: &str, tg: &str) -> String {
+    let enc = |s: &str| -> String { url::form_urlencoded::byte_serialize(s.as_bytes()).collect() };
+    format!("sid={}&tg={}", enc(sid), enc(tg))
+}
+
 /// A query parameter of a request URL (the first, decoded).
 pub fn query(url: &Url, k: &str) -> Option<String> {
     url.query_pairs()

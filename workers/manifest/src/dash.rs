@@ -7,8 +7,8 @@
 
 use crate::audience::{self, Audience};
 use crate::playback;
-use cf_ssai_core::control::config::SgaiDecision;
-use cf_ssai_core::dash::{self, splice as dsplice, window, Mpd};
+use cf_ssai_core::control::config::{choose_mode, SgaiDecision};
+use cf_ssai_core::dash::{splice as dsplice, window, Mpd};
 use cf_ssai_core::hls::media;
 use cf_ssai_core::model::TrackKind;
 use cf_ssai_core::scte35::cues;
@@ -19,17 +19,16 @@ use worker_shared::{error, StoredChannel};
 
 pub const MPD_TYPE: &str = "application/dash+xml";
 
-/// The mode a DASH viewer gets: the channel's, or `?mode=` (a DASH player
-/// says nothing in its headers that would choose for it).
+/// The mode a DASH viewer gets (`config::choose_mode`): `?mode=`, else
+/// the channel's; `auto` reads no header or User-Agent here (the player
+/// names are HLS players' interstitial support), so it is SSAI.
 fn mode_of(ch: &StoredChannel, url: &url::Url) -> Mode {
-    match audience::query(url, "mode").as_deref() {
-        Some("sgai") => Mode::Sgai,
-        Some("ssai") => Mode::Ssai,
-        _ => match ch.config.mode {
-            cf_ssai_core::control::config::ModeSetting::Sgai => Mode::Sgai,
-            _ => Mode::Ssai,
-        },
-    }
+    choose_mode(
+        ch.config.mode,
+        audience::query(url, "mode").as_deref(),
+        None,
+        None,
+    )
 }
 
 pub async fn manifest(req: &Request, env: &Env, ch: &StoredChannel) -> Result<Response> {
@@ -89,12 +88,7 @@ pub async fn manifest(req: &Request, env: &Env, ch: &StoredChannel) -> Result<Re
     let per_viewer = sid
         .as_ref()
         .filter(|_| mode == Mode::Sgai && cfg.sgai_decision == SgaiDecision::PerViewer)
-        .map(|sid| {
-            let enc = |s: &str| -> String {
-                url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-            };
-            format!("sid={}&tg={}", enc(sid), enc(&tg))
-        });
+        .map(|sid| audience::viewer_query(sid, &tg));
     let base = playback::cache_base(req)?;
     let shared =
         location.is_none() && session.is_none() && per_viewer.is_none() && cfg.cache_max_age_s > 0;
@@ -110,21 +104,9 @@ pub async fn manifest(req: &Request, env: &Env, ch: &StoredChannel) -> Result<Re
             return respond(req, ch, body);
         }
     }
-    let text = match worker_shared::get_text(
-        origin_url.as_str(),
-        cfg.origin_timeout_ms,
-        &worker_shared::private_policy(env),
-    )
-    .await
-    {
+    let text = match playback::fetch_origin(env, &origin_url, cfg.origin_timeout_ms).await? {
         Ok(t) => t,
-        Err(worker_shared::FetchError::Timeout) => {
-            return error(
-                504,
-                format!("origin timed out after {} ms", cfg.origin_timeout_ms),
-            )
-        }
-        Err(e) => return error(502, format!("origin error: {e}")),
+        Err(failed) => return Ok(failed),
     };
     // An origin answer that is no MPD: the player could not use it from
     // our host either (its URLs are relative to the origin's).
@@ -263,9 +245,4 @@ fn respond(req: &Request, ch: &StoredChannel, body: String) -> Result<Response> 
     )?;
     playback::cors(req, &ch.config, h)?;
     Ok(r)
-}
-
-/// Whether an origin document is an MPD (how the poller reads it).
-pub fn is_mpd(text: &str) -> bool {
-    dash::looks_like_mpd(text)
 }

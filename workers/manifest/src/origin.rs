@@ -38,7 +38,7 @@ pub async fn media_url_for_poll(
         .await
         .map_err(|e| format!("origin {}: {e}", cfg.origin_url))?;
     // A DASH origin: the MPD is the window (`core::dash::window`).
-    if crate::dash::is_mpd(&text) {
+    if cf_ssai_core::dash::looks_like_mpd(&text) {
         return Ok(cfg.origin_url.clone());
     }
     let toks = hls::tokenize(&text).map_err(|e| e.to_string())?;
@@ -57,7 +57,7 @@ pub fn as_media_playlist(
     url: &str,
     cfg: &ChannelConfig,
 ) -> std::result::Result<String, String> {
-    if !crate::dash::is_mpd(&text) {
+    if !cf_ssai_core::dash::looks_like_mpd(&text) {
         return Ok(text);
     }
     let base = url::Url::parse(url).map_err(|e| e.to_string())?;

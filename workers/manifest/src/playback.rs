@@ -210,10 +210,7 @@ async fn playlist_with(
         && cfg.sgai_decision == SgaiDecision::PerViewer)
         .then(|| {
             let q = |k: &str| a.q(k).unwrap_or_default();
-            let enc = |s: String| -> String {
-                url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
-            };
-            format!("sid={}&tg={}", enc(q("sid")), enc(q("tg")))
+            audience::viewer_query(&q("sid"), &q("tg"))
         });
     let master_path = rest.ends_with("master.m3u8");
     if !master_path && !forged {
@@ -230,7 +227,7 @@ async fn playlist_with(
             return respond(req, cfg, body, 0);
         }
     }
-    let text = match fetch_origin(env, &a).await? {
+    let text = match fetch_origin(env, &a.origin_url, a.origin_timeout_ms).await? {
         Ok(t) => t,
         Err(failed) => return Ok(failed),
     };
@@ -315,19 +312,22 @@ fn media_response(
 
 /// The origin playlist (a blocking reload held as the origin holds it);
 /// `Err` is the 502/504 the viewer gets.
-async fn fetch_origin(env: &Env, a: &Asked) -> Result<std::result::Result<String, Response>> {
+pub(crate) async fn fetch_origin(
+    env: &Env,
+    url: &Url,
+    timeout_ms: u64,
+) -> Result<std::result::Result<String, Response>> {
     let failed = match worker_shared::get_text(
-        a.origin_url.as_str(),
-        a.origin_timeout_ms,
+        url.as_str(),
+        timeout_ms,
         &worker_shared::private_policy(env),
     )
     .await
     {
         Ok(t) => return Ok(Ok(t)),
-        Err(worker_shared::FetchError::Timeout) => error(
-            504,
-            format!("origin timed out after {} ms", a.origin_timeout_ms),
-        ),
+        Err(worker_shared::FetchError::Timeout) => {
+            error(504, format!("origin timed out after {timeout_ms} ms"))
+        }
         Err(e) => error(502, format!("origin error: {e}")),
     };
     failed.map(Err)

@@ -350,10 +350,9 @@ enum Piece<'e> {
 #[derive(Clone)]
 struct Fill<'e> {
     /// (content set, the ad's renditions for it, in bandwidth order).
+    /// (Every ad Period plays its renditions from their first segment: a
+    /// slate repeated over a long slot starts again in a Period of its own.)
     sets: Vec<(usize, Vec<&'e AdRendition>)>,
-    /// The first segment of the renditions this Period plays (a slate
-    /// repeated over a long slot starts again at 0 in each Period).
-    offset: usize,
 }
 
 /// The content Period `p` split around its breaks, or `None` when it cannot
@@ -449,7 +448,7 @@ fn split_period(
                 entry,
                 item,
             } => ad_period(
-                input, p, id, *from_s, fill, *count, ad_id, *entry, *item, &mut out,
+                input, id, *from_s, fill, *count, ad_id, *entry, *item, &mut out,
             ),
         }
     }
@@ -591,7 +590,7 @@ fn fill_for<'e>(
     if sets.is_empty() {
         return Err("the period has no video or audio set".into());
     }
-    Ok(Fill { sets, offset: 0 })
+    Ok(Fill { sets })
 }
 
 /// A rendition a DASH Period can list: fMP4 (an init segment), whole
@@ -798,11 +797,10 @@ fn timeline_xml(segs: &[Seg]) -> String {
 }
 
 /// An ad (or slate) Period: the ad's renditions per content set, segments
-/// `offset..offset+count` of each, from `from_s`.
+/// `0..count` of each, from `from_s`.
 #[allow(clippy::too_many_arguments)]
 fn ad_period(
     input: &DashInput<'_>,
-    p: &PeriodInfo<'_>,
     id: &str,
     from_s: f64,
     fill: &Fill<'_>,
@@ -830,13 +828,11 @@ fn ad_period(
             kind,
             lang,
             renditions,
-            fill.offset,
             count,
             input.self_url,
             |r, pos| segment_url(input, entry, item, r, pos),
         );
     }
-    let _ = p;
     out.push_str("</Period>");
 }
 
@@ -850,7 +846,6 @@ pub(crate) fn write_ad_set(
     kind: mpd::Content,
     lang: Option<&str>,
     renditions: &[&AdRendition],
-    offset: usize,
     count: usize,
     base: &url::Url,
     url: impl Fn(&AdRendition, usize) -> String,
@@ -895,9 +890,7 @@ pub(crate) fn write_ad_set(
         }
         let mut t = 0u64;
         let n = r.segments.len().max(1);
-        let picked: Vec<usize> = (0..count)
-            .map(|i| offset.saturating_add(i).checked_rem(n).unwrap_or(0))
-            .collect();
+        let picked: Vec<usize> = (0..count).map(|i| i.checked_rem(n).unwrap_or(0)).collect();
         let segs: Vec<Seg> = picked
             .iter()
             .filter_map(|i| r.segments.get(*i))
@@ -922,7 +915,7 @@ pub(crate) fn write_ad_set(
             // player reads (dash.js 5.2 fetches the first SegmentURL of a
             // live SegmentList for every segment).
             Some((pre, suf, first)) => {
-                let number = first.saturating_add(offset);
+                let number = first;
                 let _ = write!(
                     out,
                     "><SegmentTemplate timescale=\"{AD_TIMESCALE}\" startNumber=\"{number}\" initialization=\"{}\" media=\"{}$Number${}\"><SegmentTimeline>{}</SegmentTimeline></SegmentTemplate></Representation>",
@@ -1194,7 +1187,6 @@ pub fn ad_mpd(
                         None
                     },
                     v,
-                    0,
                     len as usize,
                     base,
                     |x, pos| url(renditions.0, x, pos),
